@@ -1,0 +1,5 @@
+import sys
+
+from proxycast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Strict cattrs converters and readable validation errors, shared by the config and the wire formats.
+
+cattrs' default hooks coerce: ``int("5")``, ``bool("false")`` and ``tuple("key")`` all succeed. A gateway
+must instead say which field is wrong, so scalars and sequences here accept only their JSON type.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Union
+
+from cattrs import Converter
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.preconf.json import make_converter
+
+_JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _type_name(t: Any) -> str:
+    if t in _JSON_TYPE_NAMES:
+        return _JSON_TYPE_NAMES[t]
+    origin = typing.get_origin(t)
+    if origin in (list, tuple):
+        return "an array"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(t))
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(_type_name(a) for a in typing.get_args(t) if a is not type(None))
+    return "an object"
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected a boolean")
+    return value
+
+
+def _none(value: Any, _: Any) -> None:
+    return None
+
+
+def _is_sequence(t: Any) -> bool:
+    return typing.get_origin(t) in (list, tuple, Sequence)
+
+
+def _sequence_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    args = typing.get_args(t)
+    element = args[0] if args else Any
+    element_hook = converter.get_structure_hook(element)
+    as_tuple = typing.get_origin(t) is not list
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("expected an array")
+        items: list[Any] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(element_hook(item, element))
+            except Exception as exc:
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"Structuring {t} @ index {index}", index, element),
+                ]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, t)
+        return tuple(items) if as_tuple else items
+
+    return structure
+
+
+def _is_literal(t: Any) -> bool:
+    return typing.get_origin(t) is Literal
+
+
+def _literal_hook(t: Any, _: Converter) -> Callable[[Any, Any], Any]:
+    allowed = typing.get_args(t)
+
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) or value not in allowed:
+            raise ValueError(f"expected {_type_name(t)}")
+        return value
+
+    return structure
+
+
+TAGGED_UNIONS: set[Any] = set()
+"""Unions with hooks of their own (``_tagged.register_tagged_union``); the shape-based hook skips them."""
+
+
+def _is_optional_or_union(t: Any) -> bool:
+    is_union = typing.get_origin(t) in (Union, types.UnionType)
+    return is_union and t not in TAGGED_UNIONS
+
+
+def _union_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    """Unions of JSON shapes: None, scalars, arrays and objects, told apart by the value's type."""
+    members = typing.get_args(t)
+    by_shape: list[tuple[Callable[[Any], bool], Any]] = []
+    for member in members:
+        if member is type(None):
+            by_shape.append((lambda v: v is None, member))
+            continue
+        elif member is bool:
+            by_shape.append((lambda v: isinstance(v, bool), member))
+        elif member in (int, float):
+            by_shape.append(
+                (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), member)
+            )
+        elif member is str or _is_literal(member):
+            by_shape.append((lambda v: isinstance(v, str), member))
+        elif _is_sequence(member):
+            by_shape.append((lambda v: isinstance(v, list), member))
+        else:
+            by_shape.append((lambda v: isinstance(v, dict), member))
+    hooks = [
+        (test, member, _none if member is type(None) else converter.get_structure_hook(member))
+        for test, member in by_shape
+    ]
+    expected = _type_name(t)
+
+    def structure(value: Any, _: Any) -> Any:
+        for test, member, hook in hooks:
+            if test(value):
+                return hook(value, member)
+        raise ValueError(f"expected {expected}")
+
+    return structure
+
+
+def make_strict_converter(*, forbid_extra_keys: bool) -> Converter:
+    """A JSON converter whose scalars, literals, unions and sequences accept only their JSON type."""
+    converter = make_converter(forbid_extra_keys=forbid_extra_keys, omit_if_default=True)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook_factory(_is_literal, _literal_hook)
+    converter.register_structure_hook_factory(_is_sequence, _sequence_hook)
+    converter.register_structure_hook_factory(_is_optional_or_union, _union_hook)
+    return converter
+
+
+Path = tuple[str | int, ...]
+
+
+def validation_errors(exc: BaseException, path: Path = ()) -> list[tuple[Path, str]]:
+    """Flatten a cattrs structuring error into ``(path, problem)`` pairs, in field order."""
+    out: list[tuple[Path, str]] = []
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                if hasattr(note, "name"):
+                    sub_path = (*path, note.name)
+                elif hasattr(note, "index"):
+                    sub_path = (*path, note.index)
+            out.extend(validation_errors(sub, sub_path))
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        names = ", ".join(sorted(exc.extra_fields))
+        out.append((path, f"unknown key{'s' if len(exc.extra_fields) > 1 else ''}: {names}"))
+    elif isinstance(exc, KeyError):
+        out.append((path, "is required"))
+    elif isinstance(exc, ValueError):
+        out.append((path, str(exc)))
+    elif isinstance(exc, (TypeError, AttributeError)):
+        out.append((path, "has the wrong type"))
+    else:
+        out.append((path, str(exc) or type(exc).__name__))
+    return out
+
+
+def format_path(path: Path) -> str:
+    """``("messages", 0, "role")`` -> ``messages[0].role``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text

@@ -1,0 +1,1 @@
+"""Inbound HTTP APIs, one module per client dialect."""

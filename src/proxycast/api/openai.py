@@ -1,0 +1,135 @@
+"""The OpenAI-compatible API: ``/v1/chat/completions`` and ``/v1/models``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from cattrs.errors import BaseValidationError
+from quart import Blueprint, Response, request
+
+from proxycast import routing
+from proxycast._convert import format_path, validation_errors
+from proxycast._json import NotAnObjectError, parse_object, replace_value
+from proxycast.app import gateway, request_resources
+from proxycast.config import ProviderConfig
+from proxycast.errors import InvalidRequestError
+from proxycast.providers._http import aclose_shielded, iter_body, mapped_errors
+from proxycast.providers.openai import OpenAIUpstream
+from proxycast.relay import OpenAIPassthrough, Relay
+from proxycast.wire import openai as wire
+
+blueprint = Blueprint("openai", __name__)
+
+_STARTED = int(time.time())
+_OWNERS = {"anthropic": "anthropic", "gemini": "google"}
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _owner(provider: ProviderConfig) -> str:
+    if provider.type in _OWNERS:
+        return _OWNERS[provider.type]
+    if provider.url.startswith("https://api.openai.com"):
+        return "openai"
+    return provider.name
+
+
+def _model_object(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": _STARTED, "owned_by": _owner(provider)}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+@blueprint.get("/v1/models")
+async def list_models() -> Response:
+    config = gateway().config
+    data = [_model_object(name, provider) for name, provider in routing.listed_models(config)]
+    return _json({"object": "list", "data": data})
+
+
+@blueprint.get("/v1/models/<path:model_id>")
+async def retrieve_model(model_id: str) -> Response:
+    route = routing.resolve(model_id, gateway().config)
+    return _json(_model_object(model_id, route.provider))
+
+
+def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, int]]]:
+    """The body's text, its top-level object and value spans; 400 when it is not a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+        body, spans = parse_object(text)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body is not valid UTF-8.") from None
+    except NotAnObjectError as exc:
+        raise InvalidRequestError(
+            f"The request body must be a JSON object, not a JSON {exc}."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
+        ) from None
+    return text, body, spans
+
+
+def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
+    """The body as a Chat Completions request; 400 naming every field that is missing or mistyped."""
+    try:
+        return wire.converter.structure(body, wire.ChatCompletionRequest)
+    except BaseValidationError as exc:
+        problems = validation_errors(exc)
+    path, _ = problems[0]
+    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems)
+    raise InvalidRequestError(f"Invalid request: {listed}.", param=format_path(path) or None)
+
+
+@blueprint.post("/v1/chat/completions")
+async def chat_completions() -> Response:
+    raw = await request.get_data(cache=False)
+    assert isinstance(raw, bytes)
+    text, body, spans = parse_body(raw)
+    parsed = validate(body)
+    state = gateway()
+    route = routing.resolve(parsed.model, state.config)
+    upstream = state.upstream(route.provider.name)
+    assert isinstance(upstream, OpenAIUpstream)
+    if route.upstream_model != parsed.model:
+        text = replace_value(text, spans["model"], route.upstream_model)
+        raw = text.encode()
+    response = await upstream.chat(raw)
+    request_resources().push_async_callback(aclose_shielded, response)
+    if not parsed.stream:
+        try:
+            with mapped_errors(route.provider, state.config.server):
+                data = await response.aread()
+        finally:
+            await aclose_shielded(response)
+        return Response(
+            _rename_model(data, parsed.model),
+            status=response.status_code,
+            content_type="application/json",
+        )
+    chunks = iter_body(response, route.provider, state.config.server)
+
+    async def close() -> None:
+        await chunks.aclose()
+        await aclose_shielded(response)
+
+    relay = Relay(chunks, OpenAIPassthrough(parsed.model, route.provider.name), close)
+    result = Response(relay, status=200, content_type="text/event-stream", headers=_SSE_HEADERS)
+    result.timeout = None
+    return result
+
+
+def _rename_model(data: bytes, model: str) -> bytes:
+    """The upstream's answer with ``model`` set to the name the client asked for."""
+    try:
+        text = data.decode("utf-8")
+        answer, spans = parse_object(text)
+    except (ValueError, NotAnObjectError):
+        return data
+    if "model" not in spans or answer["model"] == model:
+        return data
+    return replace_value(text, spans["model"], model).encode()

@@ -1,0 +1,183 @@
+"""The Quart-Trio application: lifespan (the pooled upstream client), auth, errors, per-request scope."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import attrs
+import httpx
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart import Response, current_app, request
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from werkzeug.exceptions import HTTPException
+
+from proxycast.config import Config
+from proxycast.errors import (
+    AuthenticationError,
+    MethodNotAllowedError,
+    ProxycastError,
+    RequestTooLargeError,
+    RouteNotFoundError,
+    render_openai,
+)
+from proxycast.providers._http import Upstream, make_client
+from proxycast.providers.openai import OpenAIUpstream
+
+log = logging.getLogger("proxycast")
+
+_request_resources: contextvars.ContextVar[contextlib.AsyncExitStack] = contextvars.ContextVar(
+    "proxycast_request_resources"
+)
+
+
+def request_resources() -> contextlib.AsyncExitStack:
+    """The current request's resource stack: what is pushed here is closed when the request ends,
+    however it ends (answered, failed, or its client gone)."""
+    return _request_resources.get()
+
+
+class _HTTPConnection(TrioASGIHTTPConnection):
+    """quart-trio's HTTP handling, inside a resource stack owned by the request.
+
+    quart closes a streamed body when it gets to send it; a cancellation that lands between the handler
+    returning and the body being entered (the client gone at that very moment) would leave the upstream
+    response open. The stack closes it, shielded, whatever happened.
+    """
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        stack = contextlib.AsyncExitStack()
+        token = _request_resources.set(stack)
+        try:
+            await super().__call__(receive, send)
+        finally:
+            _request_resources.reset(token)
+            with trio.CancelScope(shield=True):
+                await stack.aclose()
+
+
+@attrs.define(eq=False)
+class Gateway:
+    """What the request handlers share within one worker."""
+
+    config: Config
+    client: httpx.AsyncClient | None = None
+    upstreams: dict[str, Upstream] = attrs.field(factory=dict)
+
+    def upstream(self, name: str) -> Upstream:
+        return self.upstreams[name]
+
+
+UPSTREAM_TYPES: dict[str, Callable[..., Upstream]] = {"openai": OpenAIUpstream}
+
+
+def gateway() -> Gateway:
+    state: Gateway = current_app.extensions["proxycast"]
+    return state
+
+
+def _dialect_renderer(path: str) -> Callable[[ProxycastError], bytes]:
+    return render_openai
+
+
+def error_response(error: ProxycastError) -> Response:
+    body = _dialect_renderer(request.path)(error)
+    response = Response(body, status=error.status_code, content_type="application/json")
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _authenticate(keys: tuple[str, ...]) -> None:
+    presented = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization")
+    if presented is None and auth is not None:
+        scheme, _, credentials = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            presented = credentials.strip()
+    if not presented:
+        raise AuthenticationError(
+            "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
+            "with one of this gateway's client keys."
+        )
+    candidate = presented.encode()
+    matched = False
+    for key in keys:  # every key is compared, so the time taken says nothing about which matched
+        matched |= hmac.compare_digest(candidate, key.encode())
+    if not matched:
+        raise AuthenticationError(
+            "Incorrect API key: it is not one of this gateway's client keys (server.api_keys)."
+        )
+
+
+def create_app(config: Config) -> QuartTrio:
+    """The gateway as a Quart-Trio app, ready for hypercorn."""
+    from proxycast.api import openai as openai_api
+
+    app = QuartTrio("proxycast")
+    app.asgi_http_class = _HTTPConnection  # type: ignore[assignment]
+    app.config.update(
+        MAX_CONTENT_LENGTH=config.server.max_body_bytes,
+        RESPONSE_TIMEOUT=None,  # streams may last as long as the model writes
+        BODY_TIMEOUT=config.server.upstream_timeout,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    state = Gateway(config)
+    app.extensions["proxycast"] = state
+
+    @app.while_serving
+    async def lifespan() -> AsyncIterator[None]:
+        async with make_client(config.server) as client:
+            state.client = client
+            state.upstreams = {
+                p.name: UPSTREAM_TYPES[p.type](p, config.server, client) for p in config.providers
+            }
+            yield
+            state.upstreams = {}
+            state.client = None
+
+    @app.before_request
+    async def authenticate() -> None:
+        if request.path.startswith("/v1/"):
+            _authenticate(config.server.api_keys)
+
+    app.register_blueprint(openai_api.blueprint)
+
+    @app.errorhandler(ProxycastError)
+    async def on_proxycast_error(error: ProxycastError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(error: HTTPException) -> Response:
+        code = error.code or 500
+        if code == 404:
+            mapped: ProxycastError = RouteNotFoundError(
+                f"Unknown route: {request.method} {request.path}."
+            )
+        elif code == 405:
+            allowed = ", ".join(getattr(error, "valid_methods", None) or ())
+            mapped = MethodNotAllowedError(
+                f"Method {request.method} is not allowed on {request.path}"
+                + (f"; use {allowed}." if allowed else ".")
+            )
+        elif code == 413:
+            mapped = RequestTooLargeError(
+                f"The request body is larger than this gateway's limit of "
+                f"{config.server.max_body_bytes} bytes (server.max_body_bytes)."
+            )
+        else:
+            mapped = ProxycastError(error.description or error.name, status=code)
+        return error_response(mapped)
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(error: Exception) -> Response:
+        log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
+        return error_response(ProxycastError("Internal error in proxycast; see its log."))
+
+    return app
+

@@ -1,0 +1,291 @@
+"""Configuration: a TOML file (strict, with ``${VAR}`` interpolation) or the environment alone.
+
+See DESIGN.md "Configuration file" for the format. Unknown keys are errors, so that a typo is reported
+instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from cattrs.errors import BaseValidationError
+
+from proxycast._convert import format_path, make_strict_converter, validation_errors
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ProviderType = Literal["openai", "anthropic", "gemini"]
+
+DEFAULT_BASE_URLS: Mapping[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+SUPPORTED_TYPES = frozenset({"openai"})
+"""Provider types this version can serve; the others are reported as not supported yet."""
+
+DEFAULT_CONFIG_FILE = "proxycast.toml"
+
+
+class ConfigError(Exception):
+    """An invalid configuration: names the source, the key and what is wrong."""
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9090
+    api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
+    """Keys that clients must present (``Authorization: Bearer`` or ``x-api-key``)."""
+    workers: int = 1
+    max_body_bytes: int = 32 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413."""
+    connect_timeout: float = 10.0
+    """Seconds to open a connection to an upstream (502 after)."""
+    upstream_timeout: float = 600.0
+    """Seconds an upstream may stay silent: before its headers, or between two pieces of body (504)."""
+    shutdown_grace: float = 10.0
+    """Seconds that in-flight requests get to finish on SIGINT/SIGTERM."""
+    stalled_client_timeout: float = 30.0
+    """Seconds a client may leave sent data unread before its connection is dropped (TCP_USER_TIMEOUT)."""
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    name: str
+    type: ProviderType
+    base_url: str = ""
+    api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
+    models: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        """The base URL without a trailing slash, the type's default when none is set."""
+        return (self.base_url or DEFAULT_BASE_URLS[self.type]).rstrip("/")
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    aliases: Mapping[str, str] = attrs.field(factory=dict)
+    source: str = "<memory>"
+    """Where the configuration came from: a file path or ``environment``."""
+    generated_key_file: Path | None = None
+    """Set when the client key was generated and stored here (no key was configured)."""
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class _FileConfig:
+    """The shape of the TOML file (strict)."""
+
+    server: ServerConfig = ServerConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    aliases: dict[str, str] = attrs.field(factory=dict)
+
+
+_converter = make_strict_converter(forbid_extra_keys=True)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _interpolate(value: Any, path: tuple[str | int, ...], env: Mapping[str, str], src: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(
+                    f"{src}: {format_path(path)}: environment variable {name} is not set"
+                )
+            return env[name]
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), env, src) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), env, src) for k, v in value.items()}
+    return value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    generate_key: bool = True,
+) -> Config:
+    """Load and validate a configuration.
+
+    Args:
+        path: a TOML file. When None: ``./proxycast.toml`` if it exists, else the environment alone.
+        env: the environment to read (``os.environ`` by default).
+        generate_key: when no client key is configured, create one (once, in the data directory)
+            and use it. ``proxycast check`` passes False.
+
+    Raises:
+        ConfigError: naming the file, the key and the problem.
+    """
+    env = os.environ if env is None else env
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        config = _from_environment(env)
+    else:
+        config = _from_file(Path(path), env)
+    _check(config)
+    if not config.server.api_keys and generate_key:
+        key_file = data_dir(env) / "client-key"
+        key = _load_or_create_key(key_file)
+        config = attrs.evolve(
+            config,
+            server=attrs.evolve(config.server, api_keys=(key,)),
+            generated_key_file=key_file,
+        )
+    return config
+
+
+def _from_file(path: Path, env: Mapping[str, str]) -> Config:
+    src = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{src}: cannot read the file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{src}: not valid TOML: {exc}") from None
+    raw = _interpolate(raw, (), env, src)
+    try:
+        parsed = _converter.structure(raw, _FileConfig)
+    except BaseValidationError as exc:
+        problems = [
+            f"{src}: {format_path(p) or '(top level)'}: {msg}" for p, msg in validation_errors(exc)
+        ]
+        raise ConfigError("\n".join(problems)) from None
+    return Config(
+        server=parsed.server, providers=parsed.providers, aliases=parsed.aliases, source=src
+    )
+
+
+# (type, name, key variables, base URL variable, models routed by default)
+_ENV_PROVIDERS: tuple[tuple[ProviderType, str, tuple[str, ...], str, tuple[str, ...]], ...] = (
+    ("anthropic", "anthropic", ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL", ("claude-*",)),
+    (
+        "gemini",
+        "gemini",
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "GEMINI_BASE_URL",
+        ("gemini-*", "gemma-*"),
+    ),
+    (
+        "openai",
+        "openai",
+        ("OPENAI_API_KEY",),
+        "OPENAI_BASE_URL",
+        ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"),
+    ),
+)
+
+
+def _from_environment(env: Mapping[str, str]) -> Config:
+    providers = []
+    for type_, name, key_vars, url_var, models in _ENV_PROVIDERS:
+        key = next((env[v] for v in key_vars if env.get(v)), None)
+        if key is None or type_ not in SUPPORTED_TYPES:
+            continue
+        providers.append(
+            ProviderConfig(
+                name=name,
+                type=type_,
+                base_url=env.get(url_var, ""),
+                api_keys=(key,),
+                models=models,
+            )
+        )
+    server = ServerConfig()
+    if env.get("PROXYCAST_API_KEY"):
+        server = attrs.evolve(server, api_keys=(env["PROXYCAST_API_KEY"],))
+    return Config(server=server, providers=tuple(providers), source="environment")
+
+
+def _check(config: Config) -> None:
+    src = config.source
+    seen: set[str] = set()
+    server = config.server
+    if not 0 <= server.port <= 65535:
+        raise ConfigError(f"{src}: server.port: must be between 0 and 65535")
+    if server.workers < 1:
+        raise ConfigError(f"{src}: server.workers: must be at least 1")
+    if server.max_body_bytes < 1:
+        raise ConfigError(f"{src}: server.max_body_bytes: must be positive")
+    for field in (
+        "connect_timeout",
+        "upstream_timeout",
+        "shutdown_grace",
+        "stalled_client_timeout",
+    ):
+        if getattr(server, field) <= 0:
+            raise ConfigError(f"{src}: server.{field}: must be positive")
+    for index, key in enumerate(server.api_keys):
+        if not key.strip():
+            raise ConfigError(f"{src}: server.api_keys[{index}]: is empty")
+    for index, provider in enumerate(config.providers):
+        where = f"{src}: providers[{index}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", provider.name):
+            raise ConfigError(
+                f"{where}.name: {provider.name!r} may hold only letters, digits, '_', '.' and '-'"
+            )
+        if provider.type not in SUPPORTED_TYPES:
+            raise ConfigError(
+                f"{where}.type: {provider.type!r} is not supported by this version of proxycast "
+                f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})"
+            )
+        if provider.name in seen:
+            raise ConfigError(f"{where}.name: {provider.name!r} is used by another provider")
+        seen.add(provider.name)
+        if not provider.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+    for alias, target in config.aliases.items():
+        if target in config.aliases:
+            raise ConfigError(
+                f"{src}: aliases.{alias}: points at another alias ({target!r}); "
+                "point it at a model instead"
+            )
+
+
+def data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where proxycast keeps its state: ``$PROXYCAST_HOME``, else ``$XDG_DATA_HOME/proxycast``."""
+    env = os.environ if env is None else env
+    if env.get("PROXYCAST_HOME"):
+        return Path(env["PROXYCAST_HOME"])
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "proxycast"
+
+
+def _load_or_create_key(key_file: Path) -> str:
+    try:
+        key = key_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    key = "pc-" + secrets.token_urlsafe(32)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    return key

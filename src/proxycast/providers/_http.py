@@ -1,0 +1,176 @@
+"""What every provider adapter shares: the key pool, sending a request, and mapping failures."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import trio
+
+from proxycast.config import ProviderConfig, ServerConfig
+from proxycast.errors import (
+    ProxycastError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    kind_for_status,
+)
+
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def make_client(server: ServerConfig) -> httpx.AsyncClient:
+    """The one pooled client of a worker.
+
+    The read timeout bounds silence (before the headers and between two pieces of body), never a
+    stream's whole length; keep-alive connections are dropped before a typical upstream drops them.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=server.connect_timeout,
+            read=server.upstream_timeout,
+            write=server.upstream_timeout,
+            pool=server.upstream_timeout,
+        ),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=4.0),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+@contextlib.contextmanager
+def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[None]:
+    """Turn httpx's transport errors into :class:`UpstreamError`s that name the provider."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        waited = server.connect_timeout if isinstance(exc, httpx.ConnectTimeout) else server.upstream_timeout
+        raise UpstreamTimeoutError(
+            f"Provider {provider.name!r} did not answer within {waited:g} s."
+        ) from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamUnavailableError(
+            f"Cannot connect to provider {provider.name!r} at {provider.url}."
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailableError(
+            f"Provider {provider.name!r} broke off the connection ({type(exc).__name__})."
+        ) from exc
+
+
+class Upstream:
+    """Base of the provider adapters: sends requests with a key from the pool, maps failures.
+
+    Args:
+        provider: the provider's configuration.
+        server: the server's configuration (timeouts).
+        client: the worker's pooled client.
+    """
+
+    def __init__(
+        self, provider: ProviderConfig, server: ServerConfig, client: httpx.AsyncClient
+    ) -> None:
+        self.provider = provider
+        self.server = server
+        self.client = client
+        self._keys = itertools.cycle(provider.api_keys) if provider.api_keys else None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.provider.name!r}>"
+
+    def next_key(self) -> str | None:
+        """The next key of the pool (round robin), or None for an upstream that needs none."""
+        return next(self._keys) if self._keys is not None else None
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def error_message(self, body: Any) -> tuple[str, str | None, str | None] | None:
+        """``(message, param, code)`` from the upstream's error body, None when not its shape."""
+        raise NotImplementedError
+
+    async def open(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST ``body`` and return the open response once its status is a success.
+
+        The caller must ``aclose()`` the response. Raises :class:`UpstreamError` for a failure status
+        (translated into a proxycast error) or a transport failure.
+        """
+        all_headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            **self.auth_headers(self.next_key()),
+            **headers,
+        }
+        request = self.client.build_request("POST", url, content=body, headers=all_headers)
+        with mapped_errors(self.provider, self.server):
+            response = await self.client.send(request, stream=True)
+        if response.status_code < 400:
+            return response
+        try:
+            with mapped_errors(self.provider, self.server):
+                data = await _read_limited(response, _ERROR_BODY_LIMIT)
+        finally:
+            await aclose_shielded(response)
+        raise self.status_error(response.status_code, data, response.headers)
+
+    def status_error(self, status: int, data: bytes, headers: httpx.Headers) -> ProxycastError:
+        """The proxycast error for an upstream failure status (PROTOCOLS.md 5.2)."""
+        if status in (401, 403):
+            # The provider's credentials are proxycast's problem, not the client's; the upstream's
+            # message may quote part of the key, so it is not passed on.
+            return UpstreamUnavailableError(
+                f"Provider {self.provider.name!r} rejected proxycast's credentials "
+                f"(upstream status {status}); check the provider's api_keys in the configuration."
+            )
+        parsed: tuple[str, str | None, str | None] | None = None
+        try:
+            parsed = self.error_message(json.loads(data))
+        except ValueError:
+            pass
+        if parsed is None:
+            text = data.decode("utf-8", "replace").strip()[:500] or "(empty body)"
+            parsed = (f"Provider {self.provider.name!r} answered {status}: {text}", None, None)
+        message, param, code = parsed
+        if status == 529:
+            status = 503
+        passed = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
+        return UpstreamError(
+            message, status=status, kind=kind_for_status(status), param=param, code=code, headers=passed
+        )
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return bytes(data[:limit])
+
+
+async def aclose_shielded(response: httpx.Response) -> None:
+    """Close an upstream response even inside a cancelled scope (the connection must not leak)."""
+    with trio.CancelScope(shield=True):
+        await response.aclose()
+
+
+async def iter_body(
+    response: httpx.Response, provider: ProviderConfig, server: ServerConfig
+) -> AsyncIterator[bytes]:
+    """The response body piece by piece as it arrives, transport failures mapped."""
+    iterator = response.aiter_bytes()
+    try:
+        while True:
+            with mapped_errors(provider, server):
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield chunk
+    finally:
+        with trio.CancelScope(shield=True):
+            await iterator.aclose()  # type: ignore[attr-defined]

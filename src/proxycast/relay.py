@@ -1,0 +1,142 @@
+"""Relaying an upstream stream to the client: the response body object, and the OpenAI passthrough.
+
+The body object owns the open upstream response. Quart closes it (``aclose``) when the client goes away
+or the stream ends, and the request's resource stack (``app.request_resources``) closes it as a
+backstop in every other case, so that an upstream connection never outlives its client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+from proxycast import sse
+from proxycast._json import NotAnObjectError, parse_object, replace_value
+from proxycast.errors import ProxycastError, UpstreamUnavailableError, openai_error_body
+
+
+class Translator(Protocol):
+    """Turns upstream body bytes into client frames; pure and synchronous."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes:
+        """The upstream body ended: the closing frames, or an error frame if it ended too soon."""
+        ...
+
+    def fail(self, error: ProxycastError) -> bytes:
+        """The upstream failed mid-stream: an error frame in the client's dialect."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once the client has been sent a complete stream (or an error) and nothing may follow."""
+        ...
+
+
+class Relay:
+    """The streamed response body: upstream pieces in, translated frames out, one send per piece."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        translator: Translator,
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._chunks = chunks
+        self._translator = translator
+        self._close = close
+        self._done = False
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                out = self._translator.end()
+                self._done = True
+            except ProxycastError as error:
+                out = self._translator.fail(error)
+                self._done = True
+            else:
+                out = self._translator.feed(chunk)
+                self._done = self._translator.finished
+            if self._done:
+                await self.aclose()
+            if out:
+                return out
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._close()
+
+
+def openai_error_frame(error: ProxycastError) -> bytes:
+    return sse.encode(json.dumps(openai_error_body(error)))
+
+
+class OpenAIPassthrough:
+    """OpenAI SSE in, OpenAI SSE out: each event forwarded as it arrives, ``model`` renamed.
+
+    A stream that ends without ``[DONE]`` and without a finish reason was cut off: the client gets an
+    error frame, not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
+    OpenAI-compatible servers) gets the ``[DONE]`` it expects.
+    """
+
+    def __init__(self, client_model: str, provider_name: str) -> None:
+        self._model = client_model
+        self._provider = provider_name
+        self._parser = sse.SSEParser()
+        self._saw_finish = False
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        for item in self._parser.feed(chunk):
+            if self.finished:
+                break
+            if isinstance(item, sse.Comment):
+                out += sse.encode_comment(item.text)
+                continue
+            if item.data == "[DONE]":
+                out += b"data: [DONE]\n\n"
+                self.finished = True
+                continue
+            out += self._event(item.data)
+        return bytes(out)
+
+    def _event(self, data: str) -> bytes:
+        try:
+            chunk, spans = parse_object(data)
+        except (ValueError, NotAnObjectError):
+            return sse.encode(data.replace("\n", "\ndata: "))
+        if "error" in chunk:
+            self.finished = True
+            return sse.encode(data)
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                self._saw_finish = True
+        if "model" in spans and chunk["model"] != self._model:
+            data = replace_value(data, spans["model"], self._model)
+        return sse.encode(data)
+
+    def end(self) -> bytes:
+        if self.finished:
+            return b""
+        self.finished = True
+        if self._saw_finish:
+            return b"data: [DONE]\n\n"
+        return self.fail(
+            UpstreamUnavailableError(
+                f"Provider {self._provider!r} ended the stream before the completion was finished."
+            )
+        )
+
+    def fail(self, error: ProxycastError) -> bytes:
+        self.finished = True
+        return openai_error_frame(error)

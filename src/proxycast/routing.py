@@ -1,0 +1,78 @@
+"""Model routing: which provider serves a model, under which upstream name. Pure, no I/O.
+
+Order (DESIGN.md "Routing"): alias; ``provider/model`` prefix; a provider listing the model exactly; the
+first provider (in file order) whose glob matches.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import attrs
+
+from proxycast.config import Config, ProviderConfig
+from proxycast.errors import ModelNotFoundError
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_glob(pattern: str) -> bool:
+    return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+@attrs.frozen
+class Route:
+    provider: ProviderConfig
+    upstream_model: str
+    """The model name the upstream receives."""
+
+
+def _resolve_direct(model: str, config: Config) -> Route | None:
+    name, slash, rest = model.partition("/")
+    if slash and rest:
+        provider = config.provider(name)
+        if provider is not None:
+            return Route(provider, rest)
+    for provider in config.providers:
+        if model in provider.models:
+            return Route(provider, model)
+    for provider in config.providers:
+        for pattern in provider.models:
+            if is_glob(pattern) and fnmatchcase(model, pattern):
+                return Route(provider, model)
+    return None
+
+
+def resolve(model: str, config: Config) -> Route:
+    """The route for ``model``.
+
+    Raises:
+        ModelNotFoundError: no alias, prefix, name or glob matches.
+    """
+    target = config.aliases.get(model, model)
+    route = _resolve_direct(target, config)
+    if route is None:
+        raise ModelNotFoundError(
+            f"The model {model!r} does not exist or is not served by this gateway. "
+            "GET /v1/models lists the models it serves.",
+            param="model",
+            code="model_not_found",
+        )
+    return route
+
+
+def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
+    """The models to list: every exact model name, then every alias whose target routes."""
+    seen: set[str] = set()
+    out: list[tuple[str, ProviderConfig]] = []
+    for provider in config.providers:
+        for name in provider.models:
+            if not is_glob(name) and name not in seen:
+                seen.add(name)
+                out.append((name, provider))
+    for alias, target in config.aliases.items():
+        route = _resolve_direct(target, config)
+        if route is not None and alias not in seen:
+            seen.add(alias)
+            out.append((alias, route.provider))
+    return out

@@ -1,0 +1,177 @@
+"""Serving the gateway with hypercorn's trio worker: one worker in-process, or several processes."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import multiprocessing
+import queue
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from multiprocessing.connection import wait
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from proxycast.app import create_app
+from proxycast.config import Config
+
+log = logging.getLogger("proxycast")
+
+
+class BindError(OSError):
+    """The listening address could not be bound (in use, or not an address of this machine)."""
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """A listening TCP socket for the configured host and port (0: a free port).
+
+    ``TCP_USER_TIMEOUT`` is set on it, and so on every accepted connection: a client that leaves sent
+    data unread for ``stalled_client_timeout`` seconds has its connection dropped, so that it cannot
+    hold a worker's shutdown forever (hypercorn's writes are shielded from cancellation).
+    """
+    host, port = config.server.host, config.server.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            timeout_ms = int(config.server.stalled_client_timeout * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        reason = "it is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise BindError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.graceful_timeout = config.server.shutdown_grace
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = 75.0
+    hc.include_server_header = False
+    return hc
+
+
+async def serve(
+    config: Config,
+    *,
+    sock: socket.socket | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the gateway until cancelled (or until ``shutdown_trigger`` returns, then drain).
+
+    Args:
+        config: the configuration (``load_config``).
+        sock: an already-listening socket (the multi-process CLI); by default one is bound.
+        shutdown_trigger: when it returns, stop accepting and let in-flight requests finish within
+            ``server.shutdown_grace`` seconds.
+        task_status: gets the bound URLs, e.g. ``["http://127.0.0.1:41234"]``, once connections
+            are accepted.
+    """
+    app = create_app(config)
+    sock = sock if sock is not None else bind_socket(config)
+    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+    await worker_serve(
+        wrap_app(app, 0, "asgi"),
+        hypercorn_config(config),
+        sockets=sockets,
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def signal_trigger() -> None:
+    """Returns at the first SIGINT or SIGTERM (a graceful shutdown)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def _worker(config: Config, sock: socket.socket, ready: Queue[bool], stop: Event) -> None:
+    """The body of one worker process of ``proxycast serve --workers N``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+
+    async def stopped() -> None:
+        while not stop.is_set():
+            await trio.sleep(0.05)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, config, sock=sock, shutdown_trigger=stopped))
+            ready.put(True)
+
+    trio.run(main)
+
+
+def run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
+    """Run ``server.workers`` processes sharing ``sock`` until SIGINT/SIGTERM; the exit code."""
+    ctx = multiprocessing.get_context("spawn")
+    ready: Queue[bool] = ctx.Queue()
+    stop = ctx.Event()
+    processes = [
+        ctx.Process(target=_worker, args=(config, sock, ready, stop), daemon=True)
+        for _ in range(config.server.workers)
+    ]
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for process in processes:
+        process.start()
+    started = 0
+    while started < len(processes):
+        if stop.is_set() or any(p.exitcode is not None for p in processes):
+            stop.set()
+            break
+        try:
+            ready.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        started += 1
+    if started == len(processes):
+        on_ready(_url(sock))
+    while not stop.is_set() and all(p.exitcode is None for p in processes):
+        wait([p.sentinel for p in processes], timeout=0.2)
+    stop.set()
+    for process in processes:
+        process.join(config.server.shutdown_grace + 5)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    sock.close()
+    codes = [p.exitcode or 0 for p in processes]
+    return next((c for c in codes if c), 0)
+
+
+def run_single(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
+    """Run one worker in this process until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, config, sock=sock, shutdown_trigger=signal_trigger))
+            on_ready(_url(sock))
+
+    trio.run(main)
+    return 0
+

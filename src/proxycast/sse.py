@@ -1,0 +1,100 @@
+"""Server-sent events: an incremental parser (bytes in, events out) and an encoder.
+
+The parser follows the WHATWG event-stream rules that matter to LLM APIs: lines end in CRLF, LF or CR;
+``data`` lines of one event are joined with LF; ``event`` names the event; lines starting with ``:`` are
+comments; a blank line ends the event. Input may be split at any byte, including inside a UTF-8
+sequence or between CR and LF.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Event:
+    data: str
+    event: str = "message"
+    id: str | None = None
+
+
+@attrs.frozen
+class Comment:
+    """A comment line (``: keep-alive``): relayed so that clients see the upstream is alive."""
+
+    text: str
+
+
+class SSEParser:
+    """Feed bytes with :meth:`feed`, get the events they complete."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._pending_cr = False
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[Event | Comment]:
+        if self._pending_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the LF of a CRLF split across two chunks
+        self._pending_cr = False
+        buffer = self._buffer + chunk
+        out: list[Event | Comment] = []
+        start = 0
+        length = len(buffer)
+        while start < length:
+            lf = buffer.find(b"\n", start)
+            cr = buffer.find(b"\r", start, lf if lf != -1 else length)
+            if cr != -1:
+                end, next_start = cr, cr + 1
+                if next_start < length:
+                    if buffer[next_start] == 0x0A:
+                        next_start += 1
+                else:
+                    self._pending_cr = True
+            elif lf != -1:
+                end, next_start = lf, lf + 1
+            else:
+                break
+            self._line(buffer[start:end].decode("utf-8", "replace"), out)
+            start = next_start
+        self._buffer = buffer[start:]
+        return out
+
+    @property
+    def has_partial_event(self) -> bool:
+        """True when bytes of an event that was never completed have been received."""
+        return bool(self._buffer or self._data or self._event)
+
+    def _line(self, line: str, out: list[Event | Comment]) -> None:
+        if not line:
+            if self._data or self._event:
+                out.append(Event("\n".join(self._data), self._event or "message", self._id))
+            self._data = []
+            self._event = ""
+            return
+        if line.startswith(":"):
+            out.append(Comment(line[1:].lstrip(" ")))
+            return
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        elif field == "id":
+            self._id = value
+        # `retry` and unknown fields are ignored, as the spec says
+
+
+def encode(data: str, event: str | None = None) -> bytes:
+    """One SSE frame. ``data`` must not contain a newline (JSON from ``json.dumps`` never does)."""
+    if event is None:
+        return b"data: " + data.encode() + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + data.encode() + b"\n\n"
+
+
+def encode_comment(text: str) -> bytes:
+    return b": " + text.encode() + b"\n\n"

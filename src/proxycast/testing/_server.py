@@ -1,0 +1,176 @@
+"""A small HTTP/1.1 server on trio and h11 for the fake upstreams.
+
+It gives the fakes what an ASGI server hides: the exact moment a client abandons a request (the socket
+reaches EOF while the answer is still being written, or before it began) and the power to cut a
+connection mid-answer, as a failing upstream does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import h11
+import trio
+
+
+@attrs.define(eq=False)
+class RecordedRequest:
+    """One request a fake upstream received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Lower-cased header names."""
+    body: bytes
+    received_at: float
+    """``trio.current_time()`` when the request was complete."""
+    abandoned_at: float | None = None
+    """When the client went away before the answer was complete, else None."""
+    completed: bool = False
+    """True once the whole answer was written."""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ConnectionDroppedError(Exception):
+    """Raised into a handler whose client went away."""
+
+
+@attrs.define(eq=False)
+class Responder:
+    _stream: trio.SocketStream
+    _conn: h11.Connection
+    dropped: bool = False
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self._conn.send(event)
+        if data:
+            await self._stream.send_all(data)
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        await self._send(h11.Response(status_code=status, headers=headers))
+
+    async def send(self, data: bytes) -> None:
+        await self._send(h11.Data(data=data))
+
+    async def end(self) -> None:
+        await self._send(h11.EndOfMessage())
+
+    async def json(self, status: int, body: Any, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+        data = json.dumps(body).encode()
+        await self.start(
+            status,
+            [("content-type", "application/json"), ("content-length", str(len(data))), *headers],
+        )
+        await self.send(data)
+        await self.end()
+
+    async def drop(self) -> None:
+        """Cut the connection now, as an upstream that crashes mid-answer does."""
+        self.dropped = True
+        await self._stream.aclose()
+
+
+Handler = Callable[[RecordedRequest, Responder], Awaitable[None]]
+
+
+class HTTPServer:
+    """Serves ``handler`` on 127.0.0.1; records every request in :attr:`requests`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.requests: list[RecordedRequest] = []
+        self.port: int = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on a free port; ``task_status.started`` gets ``http://127.0.0.1:PORT``."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, self._connection, listeners)
+            task_status.started(f"http://127.0.0.1:{self.port}")
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request = await self._read_request(stream, conn)
+                if request is None:
+                    return
+                responder = Responder(stream, conn)
+                ok = await self._respond(stream, request, responder)
+                if not ok or conn.our_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+            return
+        finally:
+            await stream.aclose()
+
+    async def _read_request(
+        self, stream: trio.SocketStream, conn: h11.Connection
+    ) -> RecordedRequest | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                conn.receive_data(data)
+                if not data and head is None:
+                    return None
+                continue
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage) and head is not None:
+                recorded = RecordedRequest(
+                    method=head.method.decode(),
+                    path=head.target.decode(),
+                    headers={k.decode().lower(): v.decode() for k, v in head.headers},
+                    body=bytes(body),
+                    received_at=trio.current_time(),
+                )
+                self.requests.append(recorded)
+                return recorded
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _respond(
+        self, stream: trio.SocketStream, request: RecordedRequest, responder: Responder
+    ) -> bool:
+        """Run the handler while watching the socket; False when the connection must close."""
+        client_gone = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal client_gone
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if data:
+                    # A pipelined next request: keep it for h11 and stop watching.
+                    responder._conn.receive_data(data)
+                    return
+                client_gone = True
+                if not request.completed:
+                    request.abandoned_at = trio.current_time()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            try:
+                await self._handler(request, responder)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if request.abandoned_at is None and not responder.dropped:
+                    request.abandoned_at = trio.current_time()
+                client_gone = True
+            else:
+                request.completed = responder._conn.our_state is h11.DONE
+            nursery.cancel_scope.cancel()
+        return not client_gone and not responder.dropped

@@ -1,0 +1,263 @@
+"""A fake OpenAI-compatible upstream (``POST /v1/chat/completions``), scriptable per test.
+
+Its answers have the shapes real OpenAI traffic has: the role chunk first, content deltas, tool calls
+whose first delta carries ``index``/``id``/``type``/``name`` and ``arguments: ""`` and whose later deltas
+carry only ``index`` and argument fragments, a ``delta: {}`` chunk with the finish reason, the usage chunk
+(``choices: []``) when ``stream_options.include_usage`` is set, then ``data: [DONE]``.
+
+Usage::
+
+    fake = FakeOpenAI()
+    async with trio.open_nursery() as nursery:
+        base_url = await nursery.start(fake.serve)      # http://127.0.0.1:PORT/v1
+        fake.script(Script(text="Hi there", chunks=3, interval=0.01))
+        ...
+        fake.requests[-1].json()                          # what the upstream received
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+
+from proxycast.testing._server import HTTPServer, RecordedRequest, Responder
+
+
+@attrs.frozen(kw_only=True)
+class FakeToolCall:
+    name: str
+    arguments: str = "{}"
+    """The arguments' JSON text, streamed in fragments."""
+    id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Script:
+    """How the fake answers one request."""
+
+    text: str = "Hello! How can I help you today?"
+    tool_calls: tuple[FakeToolCall, ...] = ()
+    chunks: int = 0
+    """Content deltas to split ``text`` into; 0: one per word."""
+    interval: float = 0.0
+    """Seconds between two chunks of a stream."""
+    headers_delay: float = 0.0
+    """Seconds to wait before answering at all."""
+    status: int = 200
+    error_message: str = "The fake upstream failed."
+    error_type: str = "invalid_request_error"
+    error_body: bytes | None = None
+    """The exact error body to send, instead of an OpenAI-shaped one."""
+    headers: tuple[tuple[str, str], ...] = ()
+    drop_after: int | None = None
+    """Cut the connection after this many chunks (streams) or before the body (non-streaming)."""
+    finish_reason: str | None = None
+    """Default: ``tool_calls`` when there are tool calls, else ``stop``."""
+    prompt_tokens: int = 11
+    completion_tokens: int | None = None
+    """Default: one per word of the text plus one per tool call."""
+    send_done: bool = True
+
+
+def _split(text: str, chunks: int) -> list[str]:
+    if not text:
+        return []
+    if chunks <= 0:
+        words = text.split(" ")
+        return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+    size = max(1, -(-len(text) // chunks))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class FakeOpenAI:
+    """A scriptable OpenAI-compatible upstream; see the module docstring."""
+
+    def __init__(self, default: Script | None = None) -> None:
+        self.default = default or Script()
+        self._scripts: deque[Script] = deque()
+        self._server = HTTPServer(self._handle)
+        self._counter = 0
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._server.requests
+
+    def script(self, *scripts: Script) -> None:
+        """Queue answers for the next requests; after them, :attr:`default` answers."""
+        self._scripts.extend(scripts)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on a free port; ``task_status.started`` gets the base URL (``…/v1``)."""
+
+        async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+            await self._server.serve(task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(run)
+            task_status.started(url + "/v1")
+
+    async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
+        script = self._scripts.popleft() if self._scripts else self.default
+        if script.headers_delay:
+            await trio.sleep(script.headers_delay)
+        if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
+            await respond.json(404, {"error": {"message": "no such route", "type": "invalid_request_error", "param": None, "code": None}})
+            return
+        if script.status >= 400:
+            await self._error(script, respond)
+            return
+        body = request.json()
+        self._counter += 1
+        ident = f"chatcmpl-fake{self._counter}"
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            await self._stream(script, body["model"], ident, include_usage, respond)
+        else:
+            if script.drop_after is not None:
+                await respond.drop()
+                return
+            await respond.json(200, completion(script, body["model"], ident), list(script.headers))
+
+    async def _error(self, script: Script, respond: Responder) -> None:
+        body = script.error_body
+        if body is None:
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": script.error_message,
+                        "type": script.error_type,
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ).encode()
+        await respond.start(
+            script.status,
+            [("content-type", "application/json"), ("content-length", str(len(body))), *script.headers],
+        )
+        await respond.send(body)
+        await respond.end()
+
+    async def _stream(
+        self, script: Script, model: str, ident: str, include_usage: bool, respond: Responder
+    ) -> None:
+        await respond.start(
+            200,
+            [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *script.headers],
+        )
+        for index, chunk in enumerate(stream_chunks(script, model, ident, include_usage)):
+            if script.drop_after is not None and index >= script.drop_after:
+                await respond.drop()
+                return
+            if index and script.interval:
+                await trio.sleep(script.interval)
+            await respond.send(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if script.send_done:
+            await respond.send(b"data: [DONE]\n\n")
+        await respond.end()
+
+
+def _usage(script: Script) -> dict[str, Any]:
+    completion_tokens = script.completion_tokens
+    if completion_tokens is None:
+        completion_tokens = len(script.text.split()) + len(script.tool_calls)
+    return {
+        "prompt_tokens": script.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": script.prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+def _finish(script: Script) -> str:
+    return script.finish_reason or ("tool_calls" if script.tool_calls else "stop")
+
+
+def _call_id(call: FakeToolCall, index: int) -> str:
+    return call.id or f"call_fake{index}"
+
+
+def completion(script: Script, model: str, ident: str) -> dict[str, Any]:
+    """The non-streaming ``chat.completion`` the script describes."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": script.text or None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if script.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": _call_id(call, i),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for i, call in enumerate(script.tool_calls)
+        ]
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(script)}
+        ],
+        "usage": _usage(script),
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def stream_chunks(
+    script: Script, model: str, ident: str, include_usage: bool
+) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of the streamed answer, in order."""
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    chunks += [chunk({"content": piece}) for piece in _split(script.text, script.chunks)]
+    for index, call in enumerate(script.tool_calls):
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": _call_id(call, index),
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        for piece in _split(call.arguments, 3):
+            chunks.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            )
+    chunks.append(chunk({}, _finish(script)))
+    if include_usage:
+        usage_chunk = chunk({})
+        usage_chunk["choices"] = []
+        usage_chunk["usage"] = _usage(script)
+        chunks.append(usage_chunk)
+    return chunks

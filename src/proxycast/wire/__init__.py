@@ -1,0 +1,1 @@
+"""attrs declarations of each wire format; one module per format, converters beside the classes."""

@@ -11,9 +11,14 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+import trio
+
 from proxycast import sse
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.errors import ProxycastError, UpstreamUnavailableError, openai_error_body
+
+
+_DRAIN_SECONDS = 1.0
 
 
 class Translator(Protocol):
@@ -65,11 +70,21 @@ class Relay:
             else:
                 out = self._translator.feed(chunk)
                 self._done = self._translator.finished
-            if self._done:
-                await self.aclose()
             if out:
                 return out
+        await self._drain()
         raise StopAsyncIteration
+
+    async def _drain(self) -> None:
+        """Read what the upstream still sends after the end (its chunked terminator, normally), so that
+        its generators finish instead of being abandoned; an upstream that lingers is cut."""
+        with trio.move_on_after(_DRAIN_SECONDS):
+            try:
+                async for _ in self._chunks:
+                    pass
+            except ProxycastError:
+                pass
+        await self.aclose()
 
     async def aclose(self) -> None:
         self._done = True

@@ -82,6 +82,8 @@ class FakeOpenAI:
         self._scripts: deque[Script] = deque()
         self._server = HTTPServer(self._handle)
         self._counter = 0
+        self.base_url = ""
+        """``http://127.0.0.1:PORT/v1`` once serving."""
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -98,8 +100,8 @@ class FakeOpenAI:
             await self._server.serve(task_status=task_status)
 
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(run)
-            task_status.started(url + "/v1")
+            self.base_url = await nursery.start(run) + "/v1"
+            task_status.started(self.base_url)
 
     async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
         script = self._scripts.popleft() if self._scripts else self.default

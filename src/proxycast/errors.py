@@ -43,6 +43,8 @@ class ProxycastError(Exception):
         param: the request field at fault, if any (OpenAI's ``param``).
         code: a machine-readable code (OpenAI's ``code``), if any.
         headers: response headers to pass on (``retry-after``).
+        native: ``(dialect, type)``: the upstream's own error type, kept when the client speaks
+            the upstream's dialect.
     """
 
     status: ClassVar[int] = 500
@@ -57,6 +59,7 @@ class ProxycastError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        native: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -67,6 +70,7 @@ class ProxycastError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        self.native = native
 
 
 class InvalidRequestError(ProxycastError):
@@ -155,12 +159,13 @@ _OPENAI_CODE: dict[Kind, str] = {
 
 def openai_error_body(error: ProxycastError) -> dict[str, Any]:
     """The error as OpenAI's ``{"error": {message, type, param, code}}``."""
+    native = error.native[1] if error.native and error.native[0] == "openai" else None
     return {
         "error": {
             "message": error.message,
-            "type": _OPENAI_TYPE[error.error_kind],
+            "type": native or _OPENAI_TYPE[error.error_kind],
             "param": error.param,
-            "code": error.code or _OPENAI_CODE.get(error.error_kind),
+            "code": error.code if native else error.code or _OPENAI_CODE.get(error.error_kind),
         }
     }
 

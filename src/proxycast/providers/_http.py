@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import attrs
 import httpx
 import trio
 
@@ -21,6 +22,14 @@ from proxycast.errors import (
 )
 
 _ERROR_BODY_LIMIT = 64 * 1024
+
+
+@attrs.frozen
+class UpstreamErrorInfo:
+    message: str
+    type: str | None = None
+    param: str | None = None
+    code: str | None = None
 
 
 def make_client(server: ServerConfig) -> httpx.AsyncClient:
@@ -89,8 +98,11 @@ class Upstream:
     def auth_headers(self, key: str | None) -> dict[str, str]:
         raise NotImplementedError
 
-    def error_message(self, body: Any) -> tuple[str, str | None, str | None] | None:
-        """``(message, param, code)`` from the upstream's error body, None when not its shape."""
+    dialect = ""
+    """The upstream's error dialect (``openai``, ``anthropic``, ``gemini``)."""
+
+    def error_message(self, body: Any) -> UpstreamErrorInfo | None:
+        """What the upstream's error body says, None when it is not in the upstream's shape."""
         raise NotImplementedError
 
     async def open(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -126,20 +138,25 @@ class Upstream:
                 f"Provider {self.provider.name!r} rejected proxycast's credentials "
                 f"(upstream status {status}); check the provider's api_keys in the configuration."
             )
-        parsed: tuple[str, str | None, str | None] | None = None
+        info: UpstreamErrorInfo | None = None
         try:
-            parsed = self.error_message(json.loads(data))
+            info = self.error_message(json.loads(data))
         except ValueError:
             pass
-        if parsed is None:
+        if info is None:
             text = data.decode("utf-8", "replace").strip()[:500] or "(empty body)"
-            parsed = (f"Provider {self.provider.name!r} answered {status}: {text}", None, None)
-        message, param, code = parsed
+            info = UpstreamErrorInfo(f"Provider {self.provider.name!r} answered {status}: {text}")
         if status == 529:
             status = 503
         passed = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
         return UpstreamError(
-            message, status=status, kind=kind_for_status(status), param=param, code=code, headers=passed
+            info.message,
+            status=status,
+            kind=kind_for_status(status),
+            param=info.param,
+            code=info.code,
+            headers=passed,
+            native=(self.dialect, info.type) if info.type else None,
         )
 
 

@@ -6,7 +6,11 @@ from typing import Any
 
 import httpx
 
-from proxycast.providers._http import Upstream
+from proxycast.providers._http import Upstream, UpstreamErrorInfo
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class OpenAIUpstream(Upstream):
@@ -15,17 +19,17 @@ class OpenAIUpstream(Upstream):
     def auth_headers(self, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
 
-    def error_message(self, body: Any) -> tuple[str, str | None, str | None] | None:
+    dialect = "openai"
+
+    def error_message(self, body: Any) -> UpstreamErrorInfo | None:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            param, code = error.get("param"), error.get("code")
-            return (
+            return UpstreamErrorInfo(
                 error["message"],
-                param if isinstance(param, str) else None,
-                code if isinstance(code, str) else None,
+                *(_str_or_none(error.get(k)) for k in ("type", "param", "code")),
             )
-        if isinstance(error, str):  # vLLM and some others: {"error": "...", ...}
-            return error, None, None
+        if isinstance(error, str):  # some servers: {"error": "...", ...}
+            return UpstreamErrorInfo(error)
         return None
 
     async def chat(self, body: bytes) -> httpx.Response:

@@ -61,6 +61,8 @@ class Script:
     prompt_tokens: int = 11
     completion_tokens: int | None = None
     """Default: one per word of the text plus one per tool call."""
+    send_finish: bool = True
+    """False: the stream ends (cleanly) without the chunk that carries the finish reason."""
     send_done: bool = True
 
 
@@ -256,7 +258,8 @@ def stream_chunks(
             chunks.append(
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
             )
-    chunks.append(chunk({}, _finish(script)))
+    if script.send_finish:
+        chunks.append(chunk({}, _finish(script)))
     if include_usage:
         usage_chunk = chunk({})
         usage_chunk["choices"] = []

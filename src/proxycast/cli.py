@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 
 from proxycast import __version__, routing
-from proxycast.config import Config, ConfigError, load_config
+from proxycast.config import Config, ConfigError, check_config, load_config
 from proxycast.server import BindError, bind_socket, run_single, run_workers
 
 
@@ -35,7 +35,7 @@ def routing_table(config: Config) -> list[str]:
     for provider in config.providers:
         models = ", ".join(provider.models) or "(only as a prefix)"
         lines.append(
-            f"  {provider.name} ({provider.type}, {provider.url}, "
+            f"  provider {provider.name} ({provider.type}, {provider.url}, "
             f"{len(provider.api_keys)} key{'s' if len(provider.api_keys) != 1 else ''}): {models}"
         )
     for alias, target in config.aliases.items():
@@ -54,13 +54,12 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if overrides:
         config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
-        if config.server.workers < 1:
-            raise ConfigError("--workers: must be at least 1")
+        check_config(attrs.evolve(config, source="command line"))
     sock = bind_socket(config)
 
     def on_ready(url: str) -> None:
         lines = [f"proxycast listening on {url}"]
-        lines += [f"provider {line.strip()}" for line in routing_table(config)]
+        lines += routing_table(config)
         if config.generated_key_file is not None:
             lines.append(
                 f"client key: {config.server.api_keys[0]} "

@@ -148,7 +148,7 @@ def load_config(
         config = _from_environment(env)
     else:
         config = _from_file(Path(path), env)
-    _check(config)
+    check_config(config)
     if not config.server.api_keys and generate_key:
         key_file = data_dir(env) / "client-key"
         key = _load_or_create_key(key_file)
@@ -222,7 +222,8 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     return Config(server=server, providers=tuple(providers), source="environment")
 
 
-def _check(config: Config) -> None:
+def check_config(config: Config) -> None:
+    """Raise :class:`ConfigError` for values that parse but cannot work."""
     src = config.source
     seen: set[str] = set()
     server = config.server

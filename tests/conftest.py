@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import attrs
 import pytest
-import trio
 
 import proxycast
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import FakeOpenAI
+
+if TYPE_CHECKING:
+    import trio
 
 CLIENT_KEY = "test-client-key"
 UPSTREAM_KEY = "sk-upstream-secret"
@@ -58,5 +60,5 @@ async def _fake(nursery: trio.Nursery) -> FakeOpenAI:
 
 
 @pytest.fixture(name="gateway")
-async def _gateway(nursery: trio.Nursery, fake: FakeOpenAI) -> AsyncIterator[Gateway]:
-    yield await start_gateway(nursery, make_config(fake.base_url))
+async def _gateway(nursery: trio.Nursery, fake: FakeOpenAI) -> Gateway:
+    return await start_gateway(nursery, make_config(fake.base_url))

@@ -6,9 +6,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
@@ -17,6 +16,10 @@ import trio
 
 from proxycast.testing import FakeOpenAI, Script
 from tests.conftest import CLIENT_KEY
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -92,7 +95,9 @@ async def serve(
 
 async def test_serve_prints_the_banner_and_serves(tmp_path: Path, fake: FakeOpenAI) -> None:
     async with serve(["--config", str(config_file(tmp_path, fake.base_url))]) as served:
-        assert (await served.reader.line()).startswith("  provider local (openai, http://127.0.0.1:")
+        assert (await served.reader.line()).startswith(
+            "  provider local (openai, http://127.0.0.1:"
+        )
         assert await served.reader.line() == "  alias gpt-4o -> llama3.2"
         async with httpx.AsyncClient() as h:
             response = await h.post(served.url + "/v1/chat/completions", json=BODY, headers=AUTH)
@@ -202,7 +207,10 @@ async def test_environment_only_mode_generates_and_prints_a_key(
 @pytest.mark.parametrize("args", [["--port", "99999"], ["--config", "/nonexistent.toml"]])
 async def test_serve_fails_clearly(args: list[str]) -> None:
     result = await trio.run_process(
-        [sys.executable, "-m", "proxycast", "serve", *args], capture_stdout=True, capture_stderr=True, check=False
+        [sys.executable, "-m", "proxycast", "serve", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     assert result.returncode == 1
     assert result.stderr.decode().startswith("proxycast: ")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +11,9 @@ from proxycast import routing
 from proxycast.cli import main
 from proxycast.config import Config, ConfigError, ProviderConfig, load_config
 from proxycast.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 GOOD = """
 [server]
@@ -89,7 +92,9 @@ def test_a_full_file_loads(tmp_path: Path) -> None:
             "providers[1].name: is required",
             id="missing-name",
         ),
-        pytest.param(GOOD + "\n[extra]\na = 1\n", "(top level): unknown key: extra", id="extra-table"),
+        pytest.param(
+            GOOD + "\n[extra]\na = 1\n", "(top level): unknown key: extra", id="extra-table"
+        ),
         pytest.param(
             GOOD.replace("http://127.0.0.1:11434/v1", "127.0.0.1:11434"),
             "providers[1].base_url: must start with http:// or https://",
@@ -133,10 +138,16 @@ def test_missing_file(tmp_path: Path) -> None:
     [
         pytest.param("gpt-4o", "anthropic", "claude-sonnet-4-20250514", id="alias"),
         pytest.param("coder", "local", "qwen2.5-coder", id="alias-to-prefix"),
-        pytest.param("local/claude-sonnet-4-20250514", "local", "claude-sonnet-4-20250514", id="prefix"),
-        pytest.param("claude-sonnet-4-20250514", "anthropic", "claude-sonnet-4-20250514", id="exact"),
+        pytest.param(
+            "local/claude-sonnet-4-20250514", "local", "claude-sonnet-4-20250514", id="prefix"
+        ),
+        pytest.param(
+            "claude-sonnet-4-20250514", "anthropic", "claude-sonnet-4-20250514", id="exact"
+        ),
         pytest.param("llama3.2", "local", "llama3.2", id="exact-second-provider"),
-        pytest.param("claude-3-5-haiku-latest", "anthropic", "claude-3-5-haiku-latest", id="glob-first"),
+        pytest.param(
+            "claude-3-5-haiku-latest", "anthropic", "claude-3-5-haiku-latest", id="glob-first"
+        ),
         pytest.param("claude-3-5-sonnet-x", "local", "claude-3-5-sonnet-x", id="glob-second"),
         pytest.param("qwen3", "local", "qwen3", id="glob"),
     ],
@@ -177,7 +188,11 @@ def test_environment_only_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config.source == "environment"
     assert config.server.api_keys == ("pk",)
     (provider,) = config.providers
-    assert (provider.name, provider.type, provider.url) == ("openai", "openai", env["OPENAI_BASE_URL"])
+    assert (provider.name, provider.type, provider.url) == (
+        "openai",
+        "openai",
+        env["OPENAI_BASE_URL"],
+    )
     assert routing.resolve("gpt-4o-mini", config).provider is provider
     assert routing.resolve("openai/anything", config).upstream_model == "anything"
 
@@ -200,20 +215,26 @@ def test_client_key_is_generated_once_and_kept(
     key_file = tmp_path / "state" / "client-key"
     assert first.generated_key_file == key_file
     assert first.server.api_keys == second.server.api_keys
-    assert first.server.api_keys[0].startswith("pc-") and len(first.server.api_keys[0]) > 40
+    assert first.server.api_keys[0].startswith("pc-")
+    assert len(first.server.api_keys[0]) > 40
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert first.server.api_keys[0] not in repr(first)
     assert load_config(env=env, generate_key=False).server.api_keys == ()
 
 
-def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     path = write(tmp_path, GOOD)
     assert main(["check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"{path}: valid" in out
-    assert "provider anthropic (openai, http://127.0.0.1:1/v1, 2 keys): claude-sonnet-4-20250514" in out
+    assert (
+        "provider anthropic (openai, http://127.0.0.1:1/v1, 2 keys): claude-sonnet-4-20250514"
+        in out
+    )
     assert "alias gpt-4o -> claude-sonnet-4-20250514" in out
     assert "upstream-key" not in out
     bad = write(tmp_path, GOOD.replace("port = 9191", "prot = 1"))

@@ -22,15 +22,13 @@ GENEROUS = 0.5  # seconds; the scripted answers take 30 s or more
 
 async def wait_for_request(fake: FakeOpenAI, count: int) -> RecordedRequest:
     with trio.fail_after(5):
-        while len(fake.requests) < count:
-            await trio.sleep(0.001)
-    return fake.requests[count - 1]
+        return (await fake.wait_for_requests(count))[count - 1]
 
 
 async def wait_until_abandoned(request: RecordedRequest) -> float:
     with trio.fail_after(5):
-        while request.abandoned_at is None:
-            await trio.sleep(0.001)
+        await request.ended.wait()
+    assert request.abandoned_at is not None, "the upstream request was not abandoned"
     return request.abandoned_at
 
 

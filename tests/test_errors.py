@@ -24,7 +24,8 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict[str, obje
     assert set(body) == {"error"}
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
     assert "Traceback" not in error["message"]
     return error  # type: ignore[no-any-return]
 
@@ -150,7 +151,9 @@ async def test_unreachable_upstream_is_502(nursery: trio.Nursery) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_upstream_timeout_is_504(nursery: trio.Nursery, fake: FakeOpenAI, stream: bool) -> None:
+async def test_upstream_timeout_is_504(
+    nursery: trio.Nursery, fake: FakeOpenAI, stream: bool
+) -> None:
     gateway = await start_gateway(nursery, make_config(fake.base_url, upstream_timeout=0.2))
     fake.script(Script(headers_delay=5))
     body = {"model": "gpt-4o", "messages": MESSAGES, "stream": stream}
@@ -209,7 +212,8 @@ async def test_upstream_credential_failure_is_502_naming_the_provider(
     response = await post(gateway, {"model": "gpt-4o", "messages": MESSAGES})
     error = assert_openai_error(response, 502)
     message = str(error["message"])
-    assert "'local'" in message and "credentials" in message
+    assert "'local'" in message
+    assert "credentials" in message
     assert UPSTREAM_KEY[:6] not in response.text
     assert error["code"] != "invalid_api_key"
 
@@ -230,7 +234,9 @@ async def test_error_after_the_stream_started_is_an_sse_error_frame(
     fake.script(Script(text="one two three four five", drop_after=2))
     async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0) as c:
         stream = await c.chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+            model="gpt-4o",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
         )
         with pytest.raises(openai.APIError):
             async for _ in stream:

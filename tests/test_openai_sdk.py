@@ -61,7 +61,9 @@ async def test_streaming_accumulates_the_upstream_text(gateway: Gateway, fake: F
     fake.script(Script(text=text, chunks=9))
     async with client(gateway) as c:
         stream = await c.chat.completions.create(
-            model="qwen2.5", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+            model="qwen2.5",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
         )
         chunks = [chunk async for chunk in stream]
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
@@ -110,7 +112,9 @@ async def test_tool_call_round_trip(gateway: Gateway, fake: FakeOpenAI) -> None:
     fake.script(
         Script(
             text="",
-            tool_calls=(FakeToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}'),),
+            tool_calls=(
+                FakeToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}'),
+            ),
         ),
         Script(text="It is sunny in Paris."),
     )
@@ -133,7 +137,9 @@ async def test_tool_call_round_trip(gateway: Gateway, fake: FakeOpenAI) -> None:
                     call["arguments"] += delta.function.arguments or ""
             finish = chunk.choices[0].finish_reason or finish
         assert finish == "tool_calls"
-        assert calls == {0: {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        assert calls == {
+            0: {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+        }
         messages = [
             {"role": "user", "content": "Weather in Paris?"},
             {
@@ -186,7 +192,9 @@ async def test_every_parameter_reaches_the_upstream_unchanged(
         "presence_penalty": 0.1,
         "frequency_penalty": -0.2,
         "stop": ["END", "\n\n"],
-        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+        ],
         "tool_choice": {"type": "function", "function": {"name": "f"}},
         "seed": 42,
         "logit_bias": {"50256": -100},

@@ -11,7 +11,6 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
-from cattrs import Converter
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -19,6 +18,9 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 from cattrs.preconf.json import make_converter
+
+if typing.TYPE_CHECKING:
+    from cattrs import Converter
 
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
 
@@ -83,10 +85,8 @@ def _sequence_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
             try:
                 items.append(element_hook(item, element))
             except Exception as exc:
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"Structuring {t} @ index {index}", index, element),
-                ]
+                note = IterableValidationNote(f"Structuring {t} @ index {index}", index, element)
+                exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
                 errors.append(exc)
         if errors:
             raise IterableValidationError(f"While structuring {t!r}", errors, t)

@@ -43,7 +43,9 @@ def parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]
         return result, spans
     while True:
         if not text.startswith('"', index):
-            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, index)
+            raise json.JSONDecodeError(
+                "Expecting property name enclosed in double quotes", text, index
+            )
         key, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
         index = _skip(text, index)
         if not text.startswith(":", index):

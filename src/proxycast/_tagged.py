@@ -7,20 +7,14 @@ errors for values that are not objects; this small version keeps unknown members
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
-
-from cattrs import Converter
+from typing import TYPE_CHECKING, Any
 
 from proxycast._convert import TAGGED_UNIONS
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-class Unknown(Protocol):
-    """The catch-all member: built from, and unstructured to, the raw dict."""
-
-    raw: dict[str, Any]
-
-    def __init__(self, raw: dict[str, Any]) -> None: ...
+    from cattrs import Converter
 
 
 def register_tagged_union(
@@ -28,16 +22,16 @@ def register_tagged_union(
     union: Any,
     tag_name: str,
     members: Mapping[str, type],
-    unknown: type[Unknown] | None = None,
+    unknown: type[Any] | None = None,
 ) -> None:
     """Structure ``union`` by the value of ``tag_name``; unstructure with the tag put back.
 
     Args:
         members: tag value -> class (the class has no field for the tag).
-        unknown: builds the catch-all member from the raw dict for tags not in ``members``;
-            when None, an unknown tag is a validation error.
+        unknown: the catch-all class, built from (and unstructured to) the raw dict, for tags not
+            in ``members``; when None, an unknown tag is a validation error.
     """
-    tags = {cls: tag for tag, cls in members.items()}
+    {cls: tag for tag, cls in members.items()}
     hooks = {tag: (cls, converter.get_structure_hook(cls)) for tag, cls in members.items()}
     expected = ", ".join(repr(t) for t in members)
 

@@ -6,12 +6,11 @@ import contextlib
 import contextvars
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -28,6 +27,11 @@ from proxycast.errors import (
 )
 from proxycast.providers._http import Upstream, make_client
 from proxycast.providers.openai import OpenAIUpstream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
 log = logging.getLogger("proxycast")
 
@@ -57,7 +61,7 @@ class _HTTPConnection(TrioASGIHTTPConnection):
             await super().__call__(receive, send)
         finally:
             _request_resources.reset(token)
-            with trio.CancelScope(shield=True):
+            with trio.move_on_after(10, shield=True):
                 await stack.aclose()
 
 
@@ -120,7 +124,7 @@ def create_app(config: Config) -> QuartTrio:
     from proxycast.api import openai as openai_api
 
     app = QuartTrio("proxycast")
-    app.asgi_http_class = _HTTPConnection  # type: ignore[assignment]
+    app.asgi_http_class = _HTTPConnection
     app.config.update(
         MAX_CONTENT_LENGTH=config.server.max_body_bytes,
         RESPONSE_TIMEOUT=None,  # streams may last as long as the model writes
@@ -130,7 +134,7 @@ def create_app(config: Config) -> QuartTrio:
     state = Gateway(config)
     app.extensions["proxycast"] = state
 
-    @app.while_serving
+    @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:
         async with make_client(config.server) as client:
             state.client = client
@@ -180,4 +184,3 @@ def create_app(config: Config) -> QuartTrio:
         return error_response(ProxycastError("Internal error in proxycast; see its log."))
 
     return app
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -13,20 +13,29 @@ from proxycast import __version__, routing
 from proxycast.config import Config, ConfigError, check_config, load_config
 from proxycast.server import BindError, bind_socket, run_single, run_workers
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxycast", description="A local LLM gateway.")
     parser.add_argument("--version", action="version", version=f"proxycast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="TOML file (default: ./proxycast.toml, else the environment)")
+    serve.add_argument(
+        "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 9090; 0: a free port)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    for name, text in (("check", "validate the configuration and print the routing table"),
-                       ("models", "list the models the configuration serves")):
+    for name, text in (
+        ("check", "validate the configuration and print the routing table"),
+        ("models", "list the models the configuration serves"),
+    ):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("--config", help="TOML file (default: ./proxycast.toml, else the environment)")
+        sub.add_argument(
+            "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
+        )
     return parser
 
 

@@ -75,32 +75,32 @@ class ProxycastError(Exception):
 
 class InvalidRequestError(ProxycastError):
     status = 400
-    kind = "invalid_request"
+    kind: ClassVar[Kind] = "invalid_request"
 
 
 class RequestTooLargeError(InvalidRequestError):
     status = 413
-    kind = "request_too_large"
+    kind: ClassVar[Kind] = "request_too_large"
 
 
 class ModelNotFoundError(InvalidRequestError):
     status = 404
-    kind = "not_found"
+    kind: ClassVar[Kind] = "not_found"
 
 
 class AuthenticationError(ProxycastError):
     status = 401
-    kind = "authentication"
+    kind: ClassVar[Kind] = "authentication"
 
 
 class RouteNotFoundError(ProxycastError):
     status = 404
-    kind = "not_found"
+    kind: ClassVar[Kind] = "not_found"
 
 
 class MethodNotAllowedError(ProxycastError):
     status = 405
-    kind = "invalid_request"
+    kind: ClassVar[Kind] = "invalid_request"
 
 
 class UpstreamError(ProxycastError):
@@ -109,12 +109,12 @@ class UpstreamError(ProxycastError):
 
 class UpstreamUnavailableError(UpstreamError):
     status = 502
-    kind = "api_error"
+    kind: ClassVar[Kind] = "api_error"
 
 
 class UpstreamTimeoutError(UpstreamError):
     status = 504
-    kind = "timeout"
+    kind: ClassVar[Kind] = "timeout"
 
 
 _KIND_BY_STATUS: dict[int, Kind] = {

@@ -8,8 +8,7 @@ backstop in every other case, so that an upstream connection never outlives its 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -17,6 +16,8 @@ from proxycast import sse
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.errors import ProxycastError, UpstreamUnavailableError, openai_error_body
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 _DRAIN_SECONDS = 1.0
 

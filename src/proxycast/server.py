@@ -8,11 +8,9 @@ import multiprocessing
 import queue
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 from functools import partial
 from multiprocessing.connection import wait
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Event
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -21,7 +19,13 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from proxycast.app import create_app
-from proxycast.config import Config
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    from proxycast.config import Config
 
 log = logging.getLogger("proxycast")
 
@@ -111,8 +115,7 @@ def _worker(config: Config, sock: socket.socket, ready: Queue[bool], stop: Event
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
 
     async def stopped() -> None:
-        while not stop.is_set():
-            await trio.sleep(0.05)
+        await trio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -174,4 +177,3 @@ def run_single(config: Config, sock: socket.socket, on_ready: Callable[[str], No
 
     trio.run(main)
     return 0
-

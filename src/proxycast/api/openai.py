@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cattrs.errors import BaseValidationError
 from quart import Blueprint, Response, request
@@ -13,12 +13,14 @@ from proxycast import routing
 from proxycast._convert import format_path, validation_errors
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.app import gateway, request_resources
-from proxycast.config import ProviderConfig
 from proxycast.errors import InvalidRequestError
 from proxycast.providers._http import aclose_shielded, iter_body, mapped_errors
 from proxycast.providers.openai import OpenAIUpstream
 from proxycast.relay import OpenAIPassthrough, Relay
 from proxycast.wire import openai as wire
+
+if TYPE_CHECKING:
+    from proxycast.config import ProviderConfig
 
 blueprint = Blueprint("openai", __name__)
 
@@ -105,7 +107,7 @@ async def chat_completions() -> Response:
             with mapped_errors(route.provider, state.config.server):
                 data = await response.aread()
         finally:
-            await aclose_shielded(response)
+            await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
         return Response(
             _rename_model(data, parsed.model),
             status=response.status_code,

@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
 import trio
 
-from proxycast.config import ProviderConfig, ServerConfig
 from proxycast.errors import (
     ProxycastError,
     UpstreamError,
@@ -21,7 +19,13 @@ from proxycast.errors import (
     kind_for_status,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterator
+
+    from proxycast.config import ProviderConfig, ServerConfig
+
 _ERROR_BODY_LIMIT = 64 * 1024
+_CLOSE_SECONDS = 5.0
 
 
 @attrs.frozen
@@ -45,7 +49,9 @@ def make_client(server: ServerConfig) -> httpx.AsyncClient:
             write=server.upstream_timeout,
             pool=server.upstream_timeout,
         ),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=4.0),
+        limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=256, keepalive_expiry=4.0
+        ),
         follow_redirects=False,
         trust_env=False,
     )
@@ -57,7 +63,11 @@ def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[No
     try:
         yield
     except httpx.TimeoutException as exc:
-        waited = server.connect_timeout if isinstance(exc, httpx.ConnectTimeout) else server.upstream_timeout
+        waited = (
+            server.connect_timeout
+            if isinstance(exc, httpx.ConnectTimeout)
+            else server.upstream_timeout
+        )
         raise UpstreamTimeoutError(
             f"Provider {provider.name!r} did not answer within {waited:g} s."
         ) from exc
@@ -126,7 +136,7 @@ class Upstream:
             with mapped_errors(self.provider, self.server):
                 data = await _read_limited(response, _ERROR_BODY_LIMIT)
         finally:
-            await aclose_shielded(response)
+            await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
         raise self.status_error(response.status_code, data, response.headers)
 
     def status_error(self, status: int, data: bytes, headers: httpx.Headers) -> ProxycastError:
@@ -171,13 +181,13 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes:
 
 async def aclose_shielded(response: httpx.Response) -> None:
     """Close an upstream response even inside a cancelled scope (the connection must not leak)."""
-    with trio.CancelScope(shield=True):
+    with trio.move_on_after(_CLOSE_SECONDS, shield=True):
         await response.aclose()
 
 
 async def iter_body(
     response: httpx.Response, provider: ProviderConfig, server: ServerConfig
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The response body piece by piece as it arrives, transport failures mapped."""
     iterator = response.aiter_bytes()
     try:
@@ -189,5 +199,5 @@ async def iter_body(
                     return
             yield chunk
     finally:
-        with trio.CancelScope(shield=True):
+        with trio.move_on_after(_CLOSE_SECONDS, shield=True):
             await iterator.aclose()  # type: ignore[attr-defined]

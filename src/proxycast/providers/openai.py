@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from proxycast.providers._http import Upstream, UpstreamErrorInfo
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -31,6 +31,8 @@ class RecordedRequest:
     """When the client went away before the answer was complete, else None."""
     completed: bool = False
     """True once the whole answer was written."""
+    ended: trio.Event = attrs.field(factory=trio.Event, repr=False)
+    """Set once the answer was completed, abandoned or cut."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -85,6 +87,13 @@ class HTTPServer:
         self._handler = handler
         self.requests: list[RecordedRequest] = []
         self.port: int = 0
+        self._arrived = trio.Event()
+
+    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
+        """Wait until at least ``count`` requests have arrived; all the requests so far."""
+        while len(self.requests) < count:
+            await self._arrived.wait()
+        return self.requests
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on a free port; ``task_status.started`` gets ``http://127.0.0.1:PORT``."""
@@ -137,6 +146,8 @@ class HTTPServer:
                     received_at=trio.current_time(),
                 )
                 self.requests.append(recorded)
+                self._arrived.set()
+                self._arrived = trio.Event()
                 return recorded
             elif isinstance(event, h11.ConnectionClosed):
                 return None
@@ -173,4 +184,5 @@ class HTTPServer:
             else:
                 request.completed = responder._conn.our_state is h11.DONE
             nursery.cancel_scope.cancel()
+        request.ended.set()
         return not client_gone and not responder.dropped

@@ -91,6 +91,10 @@ class FakeOpenAI:
     def requests(self) -> list[RecordedRequest]:
         return self._server.requests
 
+    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
+        """Wait until at least ``count`` requests have arrived."""
+        return await self._server.wait_for_requests(count)
+
     def script(self, *scripts: Script) -> None:
         """Queue answers for the next requests; after them, :attr:`default` answers."""
         self._scripts.extend(scripts)
@@ -110,7 +114,17 @@ class FakeOpenAI:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
         if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
-            await respond.json(404, {"error": {"message": "no such route", "type": "invalid_request_error", "param": None, "code": None}})
+            await respond.json(
+                404,
+                {
+                    "error": {
+                        "message": "no such route",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         if script.status >= 400:
             await self._error(script, respond)
@@ -142,7 +156,11 @@ class FakeOpenAI:
             ).encode()
         await respond.start(
             script.status,
-            [("content-type", "application/json"), ("content-length", str(len(body))), *script.headers],
+            [
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+                *script.headers,
+            ],
         )
         await respond.send(body)
         await respond.end()

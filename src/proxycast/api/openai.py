@@ -101,7 +101,6 @@ async def chat_completions() -> Response:
         text = replace_value(text, spans["model"], route.upstream_model)
         raw = text.encode()
     response = await upstream.chat(raw)
-    request_resources().push_async_callback(aclose_shielded, response)
     if not parsed.stream:
         try:
             with mapped_errors(route.provider, state.config.server):
@@ -119,6 +118,8 @@ async def chat_completions() -> Response:
         await chunks.aclose()
         await aclose_shielded(response)
 
+    # quart closes the body once it sends it; the request's stack closes it if that never happens
+    request_resources().push_async_callback(close)
     relay = Relay(chunks, OpenAIPassthrough(parsed.model, route.provider.name), close)
     result = Response(relay, status=200, content_type="text/event-stream", headers=_SSE_HEADERS)
     result.timeout = None

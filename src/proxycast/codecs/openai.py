@@ -1,0 +1,235 @@
+"""OpenAI Chat Completions <-> the internal model (PROTOCOLS.md sections 1 and 2, OpenAI side)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proxycast import models
+from proxycast.errors import InvalidRequestError
+from proxycast.wire import openai as wire
+
+_FINISH: dict[models.Stop, str] = {
+    "end": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def _data_url(url: str) -> tuple[str, str] | None:
+    """``data:<type>;base64,<data>`` -> (type, data)."""
+    if not url.startswith("data:"):
+        return None
+    header, comma, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not comma or encoding != "base64":
+        return None
+    return media_type, data
+
+
+def _part(part: wire.Part, where: str) -> models.Part | None:
+    if isinstance(part, wire.TextPart):
+        return models.Text(part.text, part.cache_control) if part.text else None
+    if isinstance(part, wire.ImagePart):
+        inline = _data_url(part.image_url.url)
+        if inline is not None:
+            return models.Image(media_type=inline[0], data=inline[1])
+        if part.image_url.url.startswith(("http://", "https://")):
+            return models.Image(url=part.image_url.url)
+        raise InvalidRequestError(
+            f"{where}.image_url.url must be an http(s) URL or a base64 data URL.",
+            param=f"{where}.image_url.url",
+        )
+    if isinstance(part, wire.FilePart):
+        inline = _data_url(part.file.file_data or "")
+        if inline is not None:
+            return models.Document(
+                media_type=inline[0], data=inline[1], filename=part.file.filename
+            )
+        if part.file.file_data:
+            return models.Document(
+                media_type="application/pdf", data=part.file.file_data, filename=part.file.filename
+            )
+        raise InvalidRequestError(
+            f"{where}.file needs file_data (file_id refers to OpenAI's own file store).",
+            param=f"{where}.file",
+        )
+    if isinstance(part, wire.RefusalPart):
+        return models.Text(part.refusal) if part.refusal else None
+    kind = "input_audio" if isinstance(part, wire.AudioPart) else part.raw.get("type")
+    raise InvalidRequestError(
+        f"{where}: content parts of type {kind!r} cannot be sent to this model's provider.",
+        param=where,
+    )
+
+
+def _parts(content: str | list[wire.Part] | None, where: str) -> list[models.Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [models.Text(content)] if content else []
+    parts = (_part(p, f"{where}[{i}]") for i, p in enumerate(content))
+    return [p for p in parts if p is not None]
+
+
+def _arguments(text: str, where: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(
+            f"{where} must be a JSON object in a string; got {text[:80]!r}.", param=where
+        )
+    return value
+
+
+def request_to_internal(request: wire.ChatCompletionRequest) -> models.Conversation:
+    """An OpenAI chat request as a conversation.
+
+    System and developer messages, wherever they stand, become the system prompt; consecutive turns
+    of one role are merged (tool messages are user turns of tool results); empty text is dropped.
+
+    Raises:
+        InvalidRequestError: a part no provider can take, or tool arguments that are not JSON.
+    """
+    system: list[models.Part] = []
+    turns: list[tuple[str, list[models.Part]]] = []
+    names: dict[str, str] = {}
+
+    def add(role: str, parts: list[models.Part]) -> None:
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(parts)
+        else:
+            turns.append((role, parts))
+
+    for i, message in enumerate(request.messages):
+        where = f"messages[{i}]"
+        if isinstance(message, (wire.SystemMessage, wire.DeveloperMessage)):
+            system.extend(_parts(message.content, f"{where}.content"))
+        elif isinstance(message, wire.UserMessage):
+            add("user", _parts(message.content, f"{where}.content"))
+        elif isinstance(message, wire.AssistantMessage):
+            parts: list[models.Part] = []
+            if message.reasoning_content:
+                parts.append(models.Reasoning(text=message.reasoning_content))
+            parts += _parts(message.content, f"{where}.content")
+            for j, call in enumerate(message.tool_calls or ()):
+                names[call.id] = call.function.name
+                arguments = _arguments(
+                    call.function.arguments, f"{where}.tool_calls[{j}].function.arguments"
+                )
+                parts.append(
+                    models.ToolCall(id=call.id, name=call.function.name, arguments=arguments)
+                )
+            add("assistant", parts)
+        elif isinstance(message, wire.ToolMessage):
+            result = models.ToolResult(
+                call_id=message.tool_call_id,
+                content=tuple(_parts(message.content, f"{where}.content")),
+                name=names.get(message.tool_call_id),
+            )
+            add("user", [result])
+        else:
+            raise InvalidRequestError(
+                f"{where}.role {message.raw.get('role')!r} is not one of system, developer, user, "
+                "assistant, tool.",
+                param=f"{where}.role",
+            )
+    tool_choice: models.ToolChoice | None = None
+    if isinstance(request.tool_choice, wire.NamedToolChoice):
+        tool_choice = models.NamedTool(request.tool_choice.function.name)
+    else:
+        tool_choice = request.tool_choice
+    stop = request.stop
+    params = models.Params(
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        n=request.n,
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        reasoning_effort=request.reasoning_effort,
+        response_format=wire.converter.unstructure(request.response_format)
+        if request.response_format
+        else None,
+        user=request.user,
+    )
+    return models.Conversation(
+        model=request.model,
+        system=tuple(system),
+        messages=tuple(models.Message(role, tuple(parts)) for role, parts in turns if parts),  # type: ignore[arg-type]
+        tools=tuple(
+            models.Tool(
+                name=t.function.name,
+                description=t.function.description,
+                parameters=t.function.parameters or {"type": "object", "properties": {}},
+            )
+            for t in request.tools or ()
+        ),
+        tool_choice=tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        params=params,
+        stream=bool(request.stream),
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
+    )
+
+
+def usage_from_internal(usage: models.Usage) -> dict[str, Any]:
+    """OpenAI usage: cache reads and writes are prompt tokens; total = prompt + completion."""
+    prompt = usage.input + usage.cache_read + usage.cache_write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.output,
+        "total_tokens": prompt + usage.output,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
+    }
+
+
+def finish_reason(stop: models.Stop, sent_tool_calls: bool) -> str:
+    """The finish reason, agreeing with the content: ``tool_calls`` iff tool calls were sent."""
+    if sent_tool_calls:
+        return "tool_calls"
+    reason = _FINISH[stop]
+    return "stop" if reason == "tool_calls" else reason
+
+
+def response_from_internal(reply: models.Reply, model: str, created: int) -> dict[str, Any]:
+    """A ``chat.completion`` for ``reply``, under the model name the client asked for."""
+    text = "".join(p.text for p in reply.parts if isinstance(p, models.Text))
+    reasoning = "".join(p.text for p in reply.parts if isinstance(p, models.Reasoning))
+    calls = [p for p in reply.parts if isinstance(p, models.ToolCall)]
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in calls
+        ]
+    return {
+        "id": reply.id if reply.id.startswith("chatcmpl-") else f"chatcmpl-{reply.id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(reply.stop, bool(calls)),
+            }
+        ],
+        "usage": usage_from_internal(reply.usage),
+    }

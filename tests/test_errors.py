@@ -230,6 +230,7 @@ async def test_error_after_the_stream_started_is_an_sse_error_frame(
     assert len(frames) == 4  # three chunks relayed, then the error
     error = json.loads(frames[-1].removeprefix("data: "))["error"]
     assert "'local'" in error["message"]
+    assert "broke off the connection" in error["message"]
     assert "[DONE]" not in response.text
     fake.script(Script(text="one two three four five", drop_after=2))
     async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0) as c:
@@ -259,14 +260,16 @@ async def test_stream_ending_without_finish_is_an_error(gateway: Gateway, fake: 
 
 
 async def test_upstream_mid_stream_error_frame_is_passed_on(
-    nursery: trio.Nursery, gateway: Gateway, fake: FakeOpenAI
+    gateway: Gateway, fake: FakeOpenAI
 ) -> None:
-    fake.script(Script(text="fine", drop_after=1))
+    fake.script(Script(text="fine then", error_after=2, error_message="model overloaded"))
     async with httpx.AsyncClient() as h:
         body = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
         response = await h.post(gateway.v1 + "/chat/completions", json=body, headers=AUTH)
-    assert response.text.count("data: ") == 2
-    assert '"error"' in response.text.split("\n\n")[1]
+    frames = [f for f in response.text.split("\n\n") if f]
+    assert len(frames) == 3
+    assert json.loads(frames[-1].removeprefix("data: "))["error"]["message"] == "model overloaded"
+    assert "[DONE]" not in response.text
 
 
 async def test_secrets_do_not_appear_in_reprs() -> None:

@@ -61,6 +61,8 @@ class Script:
     prompt_tokens: int = 11
     completion_tokens: int | None = None
     """Default: one per word of the text plus one per tool call."""
+    error_after: int | None = None
+    """Send an OpenAI error frame (``data: {"error": ...}``) after this many chunks, then end."""
     send_finish: bool = True
     """False: the stream ends (cleanly) without the chunk that carries the finish reason."""
     send_done: bool = True
@@ -178,6 +180,11 @@ class FakeOpenAI:
                 return
             if index and script.interval:
                 await trio.sleep(script.interval)
+            if script.error_after is not None and index >= script.error_after:
+                error = {"message": script.error_message, "type": script.error_type, "code": None}
+                await respond.send(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+                await respond.end()
+                return
             await respond.send(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         if script.send_done:
             await respond.send(b"data: [DONE]\n\n")

@@ -9,7 +9,6 @@ import logging
 from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 import trio
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
@@ -70,7 +69,6 @@ class Gateway:
     """What the request handlers share within one worker."""
 
     config: Config
-    client: httpx.AsyncClient | None = None
     upstreams: dict[str, Upstream] = attrs.field(factory=dict)
 
     def upstream(self, name: str) -> Upstream:
@@ -85,12 +83,8 @@ def gateway() -> Gateway:
     return state
 
 
-def _dialect_renderer(path: str) -> Callable[[ProxycastError], bytes]:
-    return render_openai
-
-
 def error_response(error: ProxycastError) -> Response:
-    body = _dialect_renderer(request.path)(error)
+    body = render_openai(error)
     response = Response(body, status=error.status_code, content_type="application/json")
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -137,13 +131,11 @@ def create_app(config: Config) -> QuartTrio:
     @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:
         async with make_client(config.server) as client:
-            state.client = client
             state.upstreams = {
                 p.name: UPSTREAM_TYPES[p.type](p, config.server, client) for p in config.providers
             }
             yield
             state.upstreams = {}
-            state.client = None
 
     @app.before_request
     async def authenticate() -> None:

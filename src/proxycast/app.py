@@ -25,6 +25,7 @@ from proxycast.errors import (
     render_openai,
 )
 from proxycast.providers._http import Upstream, make_client
+from proxycast.providers.anthropic import AnthropicUpstream
 from proxycast.providers.openai import OpenAIUpstream
 
 if TYPE_CHECKING:
@@ -75,7 +76,10 @@ class Gateway:
         return self.upstreams[name]
 
 
-UPSTREAM_TYPES: dict[str, Callable[..., Upstream]] = {"openai": OpenAIUpstream}
+UPSTREAM_TYPES: dict[str, Callable[..., Upstream]] = {
+    "openai": OpenAIUpstream,
+    "anthropic": AnthropicUpstream,
+}
 
 
 def gateway() -> Gateway:

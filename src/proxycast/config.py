@@ -32,7 +32,7 @@ DEFAULT_BASE_URLS: Mapping[str, str] = {
     "gemini": "https://generativelanguage.googleapis.com",
 }
 
-SUPPORTED_TYPES = frozenset({"openai"})
+SUPPORTED_TYPES = frozenset({"openai", "anthropic"})
 """Provider types this version can serve; the others are reported as not supported yet."""
 
 DEFAULT_CONFIG_FILE = "proxycast.toml"

@@ -6,9 +6,13 @@ Block-based, close to the richest of the formats, so that nothing a format can s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 @attrs.frozen
@@ -178,3 +182,61 @@ class Failure:
 
 
 StreamEvent = Start | TextDelta | ReasoningDelta | ToolCallStart | ToolArgsDelta | Finish | Failure
+
+
+def accumulate(events: Iterable[StreamEvent]) -> Reply:
+    """The reply a stream of events describes (what a non-streaming call would have returned).
+
+    Raises:
+        Exception: the error of a ``Failure`` event.
+        ValueError: the stream never started or never finished.
+    """
+    start: Start | None = None
+    finish: Finish | None = None
+    parts: list[Part] = []
+    text: list[str] = []
+    reasoning: list[str] = []
+    signature: str | None = None
+    tools: dict[int, tuple[int, ToolCallStart, list[str]]] = {}  # index -> (position, start, args)
+
+    def flush() -> None:
+        nonlocal signature
+        if reasoning or signature:
+            parts.append(Reasoning(text="".join(reasoning), signature=signature))
+        if text:
+            parts.append(Text("".join(text)))
+        reasoning.clear()
+        text.clear()
+        signature = None
+
+    for event in events:
+        if isinstance(event, Start):
+            start = event
+        elif isinstance(event, TextDelta):
+            if reasoning or signature:
+                flush()
+            text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            if text:
+                flush()
+            reasoning.append(event.text)
+            signature = event.signature or signature
+        elif isinstance(event, ToolCallStart):
+            flush()
+            tools[event.index] = (len(parts), event, [])
+            parts.append(ToolCall(id=event.id, name=event.name, arguments={}))
+        elif isinstance(event, ToolArgsDelta):
+            tools[event.index][2].append(event.fragment)
+        elif isinstance(event, Finish):
+            finish = event
+        elif isinstance(event, Failure):
+            raise event.error
+    flush()
+    if start is None or finish is None:
+        raise ValueError("the stream ended before it finished")
+    for position, call, fragments in tools.values():
+        arguments = json.loads("".join(fragments).strip() or "{}")
+        parts[position] = ToolCall(id=call.id, name=call.name, arguments=arguments)
+    return Reply(
+        id=start.id, model=start.model, parts=tuple(parts), stop=finish.stop, usage=finish.usage
+    )

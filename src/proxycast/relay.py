@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from proxycast import sse
+from proxycast import models, sse
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.errors import ProxycastError, UpstreamUnavailableError, openai_error_body
 
@@ -156,3 +156,56 @@ class OpenAIPassthrough:
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True
         return openai_error_frame(error)
+
+
+class Decoder(Protocol):
+    """An upstream format's SSE events -> stream events (``codecs.<format>.StreamDecoder``)."""
+
+    def feed(self, event: sse.Event) -> list[models.StreamEvent]: ...
+
+
+class Encoder(Protocol):
+    """Stream events -> the client's frames (``codecs.<format>.StreamEncoder``)."""
+
+    finished: bool
+
+    def encode(self, event: models.StreamEvent) -> bytes: ...
+
+    def fail(self, error: Exception) -> bytes: ...
+
+
+class Converting:
+    """Another format in, the client's format out: SSE parser -> upstream decoder -> client encoder."""
+
+    def __init__(self, decoder: Decoder, encoder: Encoder, provider_name: str) -> None:
+        self._parser = sse.SSEParser()
+        self._decoder = decoder
+        self._encoder = encoder
+        self._provider = provider_name
+
+    @property
+    def finished(self) -> bool:
+        return self._encoder.finished
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        for item in self._parser.feed(chunk):
+            if isinstance(item, sse.Comment):
+                continue
+            for event in self._decoder.feed(item):
+                out += self._encoder.encode(event)
+            if self._encoder.finished:
+                break
+        return bytes(out)
+
+    def end(self) -> bytes:
+        if self._encoder.finished:
+            return b""
+        return self.fail(
+            UpstreamUnavailableError(
+                f"Provider {self._provider!r} ended the stream before the completion was finished."
+            )
+        )
+
+    def fail(self, error: ProxycastError) -> bytes:
+        return self._encoder.fail(error)

@@ -13,13 +13,18 @@ from proxycast import routing
 from proxycast._convert import format_path, validation_errors
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.app import gateway, request_resources
-from proxycast.errors import InvalidRequestError
-from proxycast.providers._http import aclose_shielded, iter_body, mapped_errors
+from proxycast.codecs import anthropic as anthropic_codec
+from proxycast.codecs import openai as openai_codec
+from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
+from proxycast.providers._http import Upstream, aclose_shielded, iter_body, mapped_errors
+from proxycast.providers.anthropic import AnthropicUpstream
 from proxycast.providers.openai import OpenAIUpstream
-from proxycast.relay import OpenAIPassthrough, Relay
+from proxycast.relay import Converting, OpenAIPassthrough, Relay, Translator
 from proxycast.wire import openai as wire
 
 if TYPE_CHECKING:
+    import httpx
+
     from proxycast.config import ProviderConfig
 
 blueprint = Blueprint("openai", __name__)
@@ -96,23 +101,63 @@ async def chat_completions() -> Response:
     state = gateway()
     route = routing.resolve(parsed.model, state.config)
     upstream = state.upstream(route.provider.name)
-    assert isinstance(upstream, OpenAIUpstream)
-    if route.upstream_model != parsed.model:
-        text = replace_value(text, spans["model"], route.upstream_model)
-        raw = text.encode()
+    if isinstance(upstream, OpenAIUpstream):
+        if route.upstream_model != parsed.model:
+            text = replace_value(text, spans["model"], route.upstream_model)
+            raw = text.encode()
+        return await _passthrough(upstream, raw, parsed)
+    assert isinstance(upstream, AnthropicUpstream)
+    return await _via_anthropic(upstream, route.upstream_model, parsed)
+
+
+async def _passthrough(
+    upstream: OpenAIUpstream, raw: bytes, parsed: wire.ChatCompletionRequest
+) -> Response:
+    """Same format both ends: the body as the client wrote it (model renamed), the answer likewise."""
     response = await upstream.chat(raw)
     if not parsed.stream:
-        try:
-            with mapped_errors(route.provider, state.config.server):
-                data = await response.aread()
-        finally:
-            await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
+        data = await _read_all(upstream, response)
         return Response(
             _rename_model(data, parsed.model),
             status=response.status_code,
             content_type="application/json",
         )
-    chunks = iter_body(response, route.provider, state.config.server)
+    return _stream(upstream, response, OpenAIPassthrough(parsed.model, upstream.provider.name))
+
+
+async def _via_anthropic(
+    upstream: AnthropicUpstream, model: str, parsed: wire.ChatCompletionRequest
+) -> Response:
+    """OpenAI in, Anthropic upstream: converted through the internal model both ways."""
+    conversation = openai_codec.request_to_internal(parsed)
+    response = await upstream.messages(anthropic_codec.request_from_internal(conversation, model))
+    created = int(time.time())
+    if not conversation.stream:
+        data = await _read_all(upstream, response)
+        try:
+            message = json.loads(data)
+        except ValueError:
+            raise UpstreamUnavailableError(
+                f"Provider {upstream.provider.name!r} answered with a body that is not JSON."
+            ) from None
+        reply = anthropic_codec.response_to_internal(message)
+        return _json(openai_codec.response_from_internal(reply, parsed.model, created))
+    encoder = openai_codec.StreamEncoder(parsed.model, created, conversation.include_usage)
+    translator = Converting(anthropic_codec.StreamDecoder(), encoder, upstream.provider.name)
+    return _stream(upstream, response, translator)
+
+
+async def _read_all(upstream: Upstream, response: httpx.Response) -> bytes:
+    try:
+        with mapped_errors(upstream.provider, upstream.server):
+            return await response.aread()
+    finally:
+        await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
+
+
+def _stream(upstream: Upstream, response: httpx.Response, translator: Translator) -> Response:
+    """The streamed answer: upstream pieces relayed through ``translator`` as they arrive."""
+    chunks = iter_body(response, upstream.provider, upstream.server)
 
     async def close() -> None:
         await chunks.aclose()
@@ -120,7 +165,7 @@ async def chat_completions() -> Response:
 
     # quart closes the body once it sends it; the request's stack closes it if that never happens
     request_resources().push_async_callback(close)
-    relay = Relay(chunks, OpenAIPassthrough(parsed.model, route.provider.name), close)
+    relay = Relay(chunks, translator, close)
     result = Response(relay, status=200, content_type="text/event-stream", headers=_SSE_HEADERS)
     result.timeout = None
     return result

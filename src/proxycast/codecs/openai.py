@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from proxycast import models
-from proxycast.errors import InvalidRequestError
+from proxycast.errors import InvalidRequestError, ProxycastError, openai_error_body
 from proxycast.wire import openai as wire
 
 _FINISH: dict[models.Stop, str] = {
@@ -233,3 +233,80 @@ def response_from_internal(reply: models.Reply, model: str, created: int) -> dic
         ],
         "usage": usage_from_internal(reply.usage),
     }
+
+
+class StreamEncoder:
+    """Stream events -> OpenAI ``chat.completion.chunk`` SSE frames (PROTOCOLS.md 3.1, OpenAI side).
+
+    The role chunk comes first; tool calls carry ``index``/``id``/``type``/``name`` once, then only
+    argument fragments; the finish reason agrees with what was sent; the usage chunk (``choices: []``)
+    comes only when the client asked for it (and then every other chunk has ``"usage": null``); ``[DONE]``
+    ends a stream that finished, an error frame one that failed.
+    """
+
+    def __init__(self, model: str, created: int, include_usage: bool) -> None:
+        self._model = model
+        self._created = created
+        self._include_usage = include_usage
+        self._id = "chatcmpl-proxycast"
+        self._sent_tool_calls = False
+        self.finished = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+
+    def encode(self, event: models.StreamEvent) -> bytes:
+        if self.finished:
+            return b""
+        if isinstance(event, models.Start):
+            self._id = event.id if event.id.startswith("chatcmpl-") else f"chatcmpl-{event.id}"
+            return self._chunk({"role": "assistant", "content": ""})
+        if isinstance(event, models.TextDelta):
+            return self._chunk({"content": event.text})
+        if isinstance(event, models.ReasoningDelta):
+            return self._chunk({"reasoning_content": event.text}) if event.text else b""
+        if isinstance(event, models.ToolCallStart):
+            self._sent_tool_calls = True
+            call = {
+                "index": event.index,
+                "id": event.id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return self._chunk({"tool_calls": [call]})
+        if isinstance(event, models.ToolArgsDelta):
+            call = {"index": event.index, "function": {"arguments": event.fragment}}
+            return self._chunk({"tool_calls": [call]})
+        if isinstance(event, models.Finish):
+            self.finished = True
+            out = self._chunk({}, finish_reason(event.stop, self._sent_tool_calls))
+            if self._include_usage:
+                chunk = {
+                    "id": self._id,
+                    "object": "chat.completion.chunk",
+                    "created": self._created,
+                    "model": self._model,
+                    "choices": [],
+                    "usage": usage_from_internal(event.usage),
+                }
+                out += b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            return out + b"data: [DONE]\n\n"
+        assert isinstance(event, models.Failure)
+        return self.fail(event.error)
+
+    def fail(self, error: Exception) -> bytes:
+        """An error frame; nothing follows it."""
+        self.finished = True
+        if not isinstance(error, ProxycastError):
+            error = ProxycastError("Internal error in proxycast while converting the stream.")
+        body = json.dumps(openai_error_body(error))
+        return b"data: " + body.encode() + b"\n\n"

@@ -1,11 +1,19 @@
 """Fake upstream servers that speak each provider's wire format, for tests (ours and yours).
 
 Each fake is served on a free loopback port with ``await nursery.start(fake.serve)``, answers as its
-queued :class:`Script` says, and records every request it received, including whether and when the
-client abandoned it (:attr:`RecordedRequest.abandoned_at`).
+queued script says, and records every request it received, including whether and when the client
+abandoned it (:attr:`RecordedRequest.abandoned_at`).
 """
 
 from proxycast.testing._server import RecordedRequest
+from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
 
-__all__ = ("FakeOpenAI", "FakeToolCall", "RecordedRequest", "Script")
+__all__ = (
+    "AnthropicScript",
+    "FakeAnthropic",
+    "FakeOpenAI",
+    "FakeToolCall",
+    "RecordedRequest",
+    "Script",
+)

@@ -1,0 +1,262 @@
+"""A fake Anthropic Messages upstream (``POST /v1/messages``), scriptable per test.
+
+Its streams have the shapes of recorded Anthropic traffic: ``message_start`` (usage with input and cache
+tokens, ``output_tokens`` 1), a ``ping``, per block ``content_block_start`` / deltas / ``content_block_stop``
+(a tool use starts with ``input: {}`` and its first ``input_json_delta`` is empty; a thinking block ends
+with a ``signature_delta``), ``message_delta`` with the stop reason and cumulative usage, ``message_stop``.
+
+    fake = FakeAnthropic()
+    base_url = await nursery.start(fake.serve)            # http://127.0.0.1:PORT
+    fake.script(AnthropicScript(blocks=(Thinking("hmm"), Text("Hi"), ToolUse("get", {"a": 1}))))
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+
+from proxycast.testing._server import HTTPServer, RecordedRequest, Responder
+
+
+@attrs.frozen
+class Text:
+    text: str
+
+
+@attrs.frozen
+class Thinking:
+    thinking: str
+    signature: str = "sig-fake"
+
+
+@attrs.frozen
+class ToolUse:
+    name: str
+    input: dict[str, Any] = attrs.field(factory=dict)
+    id: str | None = None
+
+
+Block = Text | Thinking | ToolUse
+
+
+@attrs.frozen(kw_only=True)
+class AnthropicScript:
+    """How the fake answers one request."""
+
+    blocks: tuple[Block, ...] = (Text("Hello from Claude."),)
+    stop_reason: str | None = None
+    """Default: ``tool_use`` when there is a tool use, else ``end_turn``."""
+    input_tokens: int = 12
+    output_tokens: int | None = None
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    usage_in_message_delta: bool = False
+    """Report input and cache tokens in ``message_delta`` too (as newer API versions do)."""
+    pieces: int = 3
+    """Deltas per text, thinking or tool-input block."""
+    interval: float = 0.0
+    headers_delay: float = 0.0
+    status: int = 200
+    error_type: str = "invalid_request_error"
+    error_message: str = "The fake upstream failed."
+    headers: tuple[tuple[str, str], ...] = ()
+    error_after: int | None = None
+    """Send ``event: error`` (overloaded) after this many events, then end."""
+    drop_after: int | None = None
+    """Cut the connection after this many events (streams) or before the body."""
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    if not text:
+        return []
+    size = max(1, -(-len(text) // max(1, pieces)))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _tool_id(block: ToolUse, index: int) -> str:
+    return block.id or f"toolu_fake{index:02d}"
+
+
+def message(script: AnthropicScript, model: str, ident: str) -> dict[str, Any]:
+    """The non-streaming ``message`` the script describes."""
+    content: list[dict[str, Any]] = []
+    for index, block in enumerate(script.blocks):
+        if isinstance(block, Text):
+            content.append({"type": "text", "text": block.text})
+        elif isinstance(block, Thinking):
+            content.append(
+                {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+            )
+        else:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": _tool_id(block, index),
+                    "name": block.name,
+                    "input": block.input,
+                }
+            )
+    has_tool = any(isinstance(b, ToolUse) for b in script.blocks)
+    output = script.output_tokens
+    if output is None:
+        output = sum(len(json.dumps(c)) // 8 + 1 for c in content)
+    return {
+        "id": ident,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": script.stop_reason or ("tool_use" if has_tool else "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": script.input_tokens,
+            "cache_creation_input_tokens": script.cache_creation_input_tokens,
+            "cache_read_input_tokens": script.cache_read_input_tokens,
+            "output_tokens": output,
+        },
+    }
+
+
+def stream_events(
+    full: dict[str, Any], pieces: int = 3, usage_in_delta: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(event, data)`` pairs Anthropic streams for the message ``full``."""
+    usage = full["usage"]
+    start = {**full, "content": [], "stop_reason": None, "stop_sequence": None}
+    start["usage"] = {**usage, "output_tokens": 1}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("ping", {"type": "ping"}),
+    ]
+    for index, block in enumerate(full["content"]):
+
+        def delta(body: dict[str, Any], index: int = index) -> tuple[str, dict[str, Any]]:
+            return (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": body},
+            )
+
+        first: dict[str, Any]
+        if block["type"] == "text":
+            first = {"type": "text", "text": ""}
+            deltas = [
+                delta({"type": "text_delta", "text": p}) for p in _split(block["text"], pieces)
+            ]
+        elif block["type"] == "thinking":
+            first = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                delta({"type": "thinking_delta", "thinking": p})
+                for p in _split(block["thinking"], pieces)
+            ]
+            deltas.append(delta({"type": "signature_delta", "signature": block["signature"]}))
+        else:
+            first = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            arguments = json.dumps(block["input"]) if block["input"] else ""
+            deltas = [delta({"type": "input_json_delta", "partial_json": ""})]
+            deltas += [
+                delta({"type": "input_json_delta", "partial_json": p})
+                for p in _split(arguments, pieces)
+            ]
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": first},
+            )
+        )
+        events += deltas
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    final_usage = {"output_tokens": usage["output_tokens"]}
+    if usage_in_delta:
+        final_usage = dict(usage)
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": full["stop_reason"], "stop_sequence": None},
+                "usage": final_usage,
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def encode_events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+    )
+
+
+class FakeAnthropic:
+    """A scriptable Anthropic Messages upstream; see the module docstring."""
+
+    def __init__(self, default: AnthropicScript | None = None) -> None:
+        self.default = default or AnthropicScript()
+        self._scripts: deque[AnthropicScript] = deque()
+        self._server = HTTPServer(self._handle)
+        self._counter = 0
+        self.base_url = ""
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._server.requests
+
+    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
+        return await self._server.wait_for_requests(count)
+
+    def script(self, *scripts: AnthropicScript) -> None:
+        """Queue answers for the next requests; after them, :attr:`default` answers."""
+        self._scripts.extend(scripts)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on a free port; ``task_status.started`` gets the base URL (no ``/v1``)."""
+        async with trio.open_nursery() as nursery:
+            self.base_url = await nursery.start(self._server.serve)
+            task_status.started(self.base_url)
+
+    async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
+        script = self._scripts.popleft() if self._scripts else self.default
+        if script.headers_delay:
+            await trio.sleep(script.headers_delay)
+        if request.method != "POST" or request.path != "/v1/messages":
+            await respond.json(404, _error("not_found_error", "no such route"))
+            return
+        if script.status >= 400:
+            await respond.json(
+                script.status, _error(script.error_type, script.error_message), list(script.headers)
+            )
+            return
+        body = request.json()
+        self._counter += 1
+        full = message(script, body["model"], f"msg_fake{self._counter:04d}")
+        if not body.get("stream"):
+            if script.drop_after is not None:
+                await respond.drop()
+                return
+            await respond.json(200, full, list(script.headers))
+            return
+        await respond.start(
+            200, [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+        )
+        events = stream_events(full, script.pieces, script.usage_in_message_delta)
+        for index, (name, data) in enumerate(events):
+            if script.drop_after is not None and index >= script.drop_after:
+                await respond.drop()
+                return
+            if script.error_after is not None and index >= script.error_after:
+                error = _error("overloaded_error", "Overloaded")
+                await respond.send(encode_events([("error", error)]))
+                break
+            if index and script.interval:
+                await trio.sleep(script.interval)
+            await respond.send(encode_events([(name, data)]))
+        await respond.end()
+
+
+def _error(kind: str, text: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": text}}

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
-import trio
 
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import AnthropicScript, FakeAnthropic
 from proxycast.testing.anthropic import Text, Thinking, ToolUse
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
+
+if TYPE_CHECKING:
+    import trio
 
 MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "Hello"}]

@@ -220,7 +220,9 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
             if text:
                 flush()
             reasoning.append(event.text)
-            signature = event.signature or signature
+            if event.signature:  # the signature is the last delta of a thinking block
+                signature = event.signature
+                flush()
         elif isinstance(event, ToolCallStart):
             flush()
             tools[event.index] = (len(parts), event, [])

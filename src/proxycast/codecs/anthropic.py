@@ -116,11 +116,18 @@ _ORDER = {"thinking": 0, "tool_result": 0, "text": 1, "image": 1, "document": 1,
 def _messages(conversation: models.Conversation) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i, message in enumerate(conversation.messages):
-        blocks = [b for b in (_block(p, f"messages[{i}]") for p in message.parts) if b is not None]
-        # assistant: thinking, text, tool_use; user: tool_result blocks first (stable otherwise)
-        blocks.sort(key=lambda b: _ORDER.get(b["type"], 1))
-        if blocks:
+        blocks: list[dict[str, Any]] = [
+            b for b in (_block(p, f"messages[{i}]") for p in message.parts) if b is not None
+        ]
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == message.role:
+            messages[-1]["content"] += blocks  # a turn emptied by conversion joined its neighbours
+        else:
             messages.append({"role": message.role, "content": blocks})
+    for entry in messages:
+        # assistant: thinking, text, tool_use; user: tool_result blocks first (stable otherwise)
+        entry["content"].sort(key=lambda b: _ORDER.get(b["type"], 1))
     if messages and messages[-1]["role"] == "assistant":
         # a prefill: Anthropic rejects a final assistant text that ends in white space
         content = messages[-1]["content"]
@@ -248,7 +255,11 @@ def response_to_internal(message: dict[str, Any]) -> models.Reply:
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text" and block.get("text"):
-            parts.append(models.Text(block["text"]))
+            if parts and isinstance(parts[-1], models.Text):
+                # adjacent text blocks read as one text (a stream cannot tell them apart)
+                parts[-1] = models.Text(parts[-1].text + block["text"])
+            else:
+                parts.append(models.Text(block["text"]))
         elif kind == "tool_use":
             parts.append(
                 models.ToolCall(

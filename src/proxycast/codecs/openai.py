@@ -102,6 +102,8 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> models.Conversat
     names: dict[str, str] = {}
 
     def add(role: str, parts: list[models.Part]) -> None:
+        if not parts:
+            return  # an empty turn must not keep its neighbours apart
         if turns and turns[-1][0] == role:
             turns[-1][1].extend(parts)
         else:
@@ -164,7 +166,7 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> models.Conversat
     return models.Conversation(
         model=request.model,
         system=tuple(system),
-        messages=tuple(models.Message(role, tuple(parts)) for role, parts in turns if parts),  # type: ignore[arg-type]
+        messages=tuple(models.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
         tools=tuple(
             models.Tool(
                 name=t.function.name,

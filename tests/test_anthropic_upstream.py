@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import openai
 import pytest
+import trio
 
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import AnthropicScript, FakeAnthropic
 from proxycast.testing.anthropic import Text, Thinking, ToolUse
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
-
-if TYPE_CHECKING:
-    import trio
 
 MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "Hello"}]
@@ -392,3 +390,30 @@ async def test_what_claude_cannot_do_is_a_400(gateway: Gateway, claude: FakeAnth
             await c.chat.completions.create(model=MODEL, messages=MESSAGES, n=2)
     assert info.value.body["param"] == "n"  # type: ignore[index]
     assert claude.requests == []
+
+
+async def test_client_disconnect_mid_stream_cancels_the_claude_request(
+    gateway: Gateway, claude: FakeAnthropic
+) -> None:
+    import httpx
+
+    claude.script(AnthropicScript(blocks=(Text("word " * 400),), pieces=400, interval=0.05))
+    async with httpx.AsyncClient() as h:
+        async with h.stream(
+            "POST",
+            gateway.v1 + "/chat/completions",
+            json={"model": MODEL, "messages": MESSAGES, "stream": True},
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        ) as response:
+            lines = response.aiter_lines()
+            async for line in lines:
+                if '"content": "word' in line:
+                    break
+            closed_at = trio.current_time()
+            await lines.aclose()  # type: ignore[attr-defined]
+    upstream = claude.requests[-1]
+    with trio.fail_after(5):
+        await upstream.ended.wait()
+    assert upstream.abandoned_at is not None
+    assert not upstream.completed
+    assert upstream.abandoned_at - closed_at < 0.5

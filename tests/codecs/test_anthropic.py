@@ -419,3 +419,60 @@ def test_streamed_equals_non_streamed(
         "finish": answer["choices"][0]["finish_reason"],
         "usage": answer["usage"],
     }
+
+
+def test_documents_and_tool_result_errors() -> None:
+    conversation = models.Conversation(
+        model="gpt",
+        messages=(
+            models.Message(
+                "user",
+                (
+                    models.Document(media_type="application/pdf", data="JVBE"),
+                    models.ToolResult(call_id="c", content=(), is_error=True),
+                ),
+            ),
+        ),
+    )
+    sent = codec.request_from_internal(conversation, "claude")
+    assert sent["messages"][0]["content"] == [
+        {"type": "tool_result", "tool_use_id": "c", "is_error": True},
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+        },
+    ]
+
+
+def test_decoder_ignores_pings_and_unknown_events_and_reports_errors() -> None:
+    decoder = codec.StreamDecoder()
+    assert decoder.feed(sse.Event('{"type": "ping"}', "ping")) == []
+    assert decoder.feed(sse.Event('{"type": "brand_new_event", "x": 1}', "brand_new_event")) == []
+    assert decoder.feed(sse.Event("not json")) == []
+    (failure,) = decoder.feed(
+        sse.Event(
+            '{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+            "error",
+        )
+    )
+    assert isinstance(failure, models.Failure)
+    assert getattr(failure.error, "status_code", None) == 503
+    assert decoder.finished
+
+
+def test_a_stream_that_ends_before_message_stop_is_an_error_frame() -> None:
+    from proxycast.relay import Converting
+
+    translator = Converting(
+        codec.StreamDecoder(), openai_codec.StreamEncoder("m", 0, include_usage=False), "anthropic"
+    )
+    full = message(AnthropicScript(), "claude", "msg_1")
+    events = stream_events(full)
+    out = translator.feed(encode_events(events[:-2]))  # no message_delta, no message_stop
+    assert b'"content": "Hello' in out
+    assert not translator.finished
+    end = translator.end()
+    assert json.loads(end.decode().removeprefix("data: "))["error"]["message"].endswith(
+        "ended the stream before the completion was finished."
+    )
+    assert b"[DONE]" not in out + end

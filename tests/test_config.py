@@ -122,12 +122,6 @@ def test_unset_variable_is_an_error_naming_it(tmp_path: Path) -> None:
     assert "providers[0].api_keys[0]: environment variable UP_KEY is not set" in str(info.value)
 
 
-def test_unsupported_provider_type_is_named(tmp_path: Path) -> None:
-    text = GOOD.replace('type = "openai"', 'type = "gemini"', 1)
-    with pytest.raises(ConfigError, match=r"providers\[0\]\.type: 'gemini' is not supported"):
-        load_config(write(tmp_path, text), env=ENV)
-
-
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_config(tmp_path / "nope.toml", env=ENV)

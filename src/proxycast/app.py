@@ -26,6 +26,7 @@ from proxycast.errors import (
 )
 from proxycast.providers._http import Upstream, make_client
 from proxycast.providers.anthropic import AnthropicUpstream
+from proxycast.providers.gemini import GeminiUpstream
 from proxycast.providers.openai import OpenAIUpstream
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Gateway:
 UPSTREAM_TYPES: dict[str, Callable[..., Upstream]] = {
     "openai": OpenAIUpstream,
     "anthropic": AnthropicUpstream,
+    "gemini": GeminiUpstream,
 }
 
 

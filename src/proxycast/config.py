@@ -32,9 +32,6 @@ DEFAULT_BASE_URLS: Mapping[str, str] = {
     "gemini": "https://generativelanguage.googleapis.com",
 }
 
-SUPPORTED_TYPES = frozenset({"openai", "anthropic"})
-"""Provider types this version can serve; the others are reported as not supported yet."""
-
 DEFAULT_CONFIG_FILE = "proxycast.toml"
 
 
@@ -205,7 +202,7 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     providers = []
     for type_, name, key_vars, url_var, models in _ENV_PROVIDERS:
         key = next((env[v] for v in key_vars if env.get(v)), None)
-        if key is None or type_ not in SUPPORTED_TYPES:
+        if key is None:
             continue
         providers.append(
             ProviderConfig(
@@ -249,11 +246,6 @@ def check_config(config: Config) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", provider.name):
             raise ConfigError(
                 f"{where}.name: {provider.name!r} may hold only letters, digits, '_', '.' and '-'"
-            )
-        if provider.type not in SUPPORTED_TYPES:
-            raise ConfigError(
-                f"{where}.type: {provider.type!r} is not supported by this version of proxycast "
-                f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})"
             )
         if provider.name in seen:
             raise ConfigError(f"{where}.name: {provider.name!r} is used by another provider")

@@ -163,6 +163,10 @@ class Decoder(Protocol):
 
     def feed(self, event: sse.Event) -> list[models.StreamEvent]: ...
 
+    def end(self) -> list[models.StreamEvent]:
+        """The upstream body ended: the events that closes (a format without an end marker)."""
+        ...
+
 
 class Encoder(Protocol):
     """Stream events -> the client's frames (``codecs.<format>.StreamEncoder``)."""
@@ -199,9 +203,10 @@ class Converting:
         return bytes(out)
 
     def end(self) -> bytes:
+        out = b"".join(self._encoder.encode(e) for e in self._decoder.end())
         if self._encoder.finished:
-            return b""
-        return self.fail(
+            return out
+        return out + self.fail(
             UpstreamUnavailableError(
                 f"Provider {self._provider!r} ended the stream before the completion was finished."
             )

@@ -14,10 +14,12 @@ from proxycast._convert import format_path, validation_errors
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.app import gateway, request_resources
 from proxycast.codecs import anthropic as anthropic_codec
+from proxycast.codecs import gemini as gemini_codec
 from proxycast.codecs import openai as openai_codec
 from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
 from proxycast.providers._http import Upstream, aclose_shielded, iter_body, mapped_errors
 from proxycast.providers.anthropic import AnthropicUpstream
+from proxycast.providers.gemini import GeminiUpstream
 from proxycast.providers.openai import OpenAIUpstream
 from proxycast.relay import Converting, OpenAIPassthrough, Relay, Translator
 from proxycast.wire import openai as wire
@@ -106,8 +108,10 @@ async def chat_completions() -> Response:
             text = replace_value(text, spans["model"], route.upstream_model)
             raw = text.encode()
         return await _passthrough(upstream, raw, parsed)
-    assert isinstance(upstream, AnthropicUpstream)
-    return await _via_anthropic(upstream, route.upstream_model, parsed)
+    if isinstance(upstream, AnthropicUpstream):
+        return await _via_anthropic(upstream, route.upstream_model, parsed)
+    assert isinstance(upstream, GeminiUpstream)
+    return await _via_gemini(upstream, route.upstream_model, parsed)
 
 
 async def _passthrough(
@@ -133,18 +137,42 @@ async def _via_anthropic(
     response = await upstream.messages(anthropic_codec.request_from_internal(conversation, model))
     created = int(time.time())
     if not conversation.stream:
-        data = await _read_all(upstream, response)
-        try:
-            message = json.loads(data)
-        except ValueError:
-            raise UpstreamUnavailableError(
-                f"Provider {upstream.provider.name!r} answered with a body that is not JSON."
-            ) from None
+        message = _json_object(upstream, await _read_all(upstream, response))
         reply = anthropic_codec.response_to_internal(message)
         return _json(openai_codec.response_from_internal(reply, parsed.model, created))
     encoder = openai_codec.StreamEncoder(parsed.model, created, conversation.include_usage)
     translator = Converting(anthropic_codec.StreamDecoder(), encoder, upstream.provider.name)
     return _stream(upstream, response, translator)
+
+
+async def _via_gemini(
+    upstream: GeminiUpstream, model: str, parsed: wire.ChatCompletionRequest
+) -> Response:
+    """OpenAI in, Gemini upstream: converted through the internal model both ways."""
+    conversation = openai_codec.request_to_internal(parsed)
+    body = gemini_codec.request_from_internal(conversation, model)
+    response = await upstream.generate(model, body, stream=conversation.stream)
+    created = int(time.time())
+    if not conversation.stream:
+        replies = gemini_codec.response_to_internal(
+            _json_object(upstream, await _read_all(upstream, response))
+        )
+        return _json(openai_codec.response_from_internal(replies, parsed.model, created))
+    encoder = openai_codec.StreamEncoder(parsed.model, created, conversation.include_usage)
+    translator = Converting(gemini_codec.StreamDecoder(), encoder, upstream.provider.name)
+    return _stream(upstream, response, translator)
+
+
+def _json_object(upstream: Upstream, data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UpstreamUnavailableError(
+            f"Provider {upstream.provider.name!r} answered with a body that is not a JSON object."
+        )
+    return value
 
 
 async def _read_all(upstream: Upstream, response: httpx.Response) -> bytes:

@@ -382,3 +382,7 @@ class StreamDecoder:
             self.finished = True
             return [models.Failure(error_from_body(data))]
         return []  # ping, and event types Anthropic adds later
+
+    def end(self) -> list[models.StreamEvent]:
+        """Nothing: an Anthropic stream ends with ``message_stop``, and one that did not was cut."""
+        return []

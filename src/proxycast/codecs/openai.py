@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxycast import models
 from proxycast.errors import InvalidRequestError, ProxycastError, openai_error_body
 from proxycast.wire import openai as wire
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _FINISH: dict[models.Stop, str] = {
     "end": "stop",
@@ -203,8 +206,7 @@ def finish_reason(stop: models.Stop, sent_tool_calls: bool) -> str:
     return "stop" if reason == "tool_calls" else reason
 
 
-def response_from_internal(reply: models.Reply, model: str, created: int) -> dict[str, Any]:
-    """A ``chat.completion`` for ``reply``, under the model name the client asked for."""
+def _choice(index: int, reply: models.Reply) -> dict[str, Any]:
     text = "".join(p.text for p in reply.parts if isinstance(p, models.Text))
     reasoning = "".join(p.text for p in reply.parts if isinstance(p, models.Reasoning))
     calls = [p for p in reply.parts if isinstance(p, models.ToolCall)]
@@ -221,19 +223,27 @@ def response_from_internal(reply: models.Reply, model: str, created: int) -> dic
             for call in calls
         ]
     return {
-        "id": reply.id if reply.id.startswith("chatcmpl-") else f"chatcmpl-{reply.id}",
+        "index": index,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish_reason(reply.stop, bool(calls)),
+    }
+
+
+def response_from_internal(
+    reply: models.Reply | Sequence[models.Reply], model: str, created: int
+) -> dict[str, Any]:
+    """A ``chat.completion`` under the model name the client asked for; several replies (``n`` > 1)
+    become several choices, sharing the first reply's id and usage."""
+    replies = [reply] if isinstance(reply, models.Reply) else list(reply)
+    first = replies[0]
+    return {
+        "id": first.id if first.id.startswith("chatcmpl-") else f"chatcmpl-{first.id}",
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(reply.stop, bool(calls)),
-            }
-        ],
-        "usage": usage_from_internal(reply.usage),
+        "choices": [_choice(i, r) for i, r in enumerate(replies)],
+        "usage": usage_from_internal(first.usage),
     }
 
 

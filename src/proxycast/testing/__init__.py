@@ -7,13 +7,16 @@ abandoned it (:attr:`RecordedRequest.abandoned_at`).
 
 from proxycast.testing._server import RecordedRequest
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
+from proxycast.testing.gemini import FakeGemini, GeminiScript
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
 
 __all__ = (
     "AnthropicScript",
     "FakeAnthropic",
+    "FakeGemini",
     "FakeOpenAI",
     "FakeToolCall",
+    "GeminiScript",
     "RecordedRequest",
     "Script",
 )

@@ -1,0 +1,373 @@
+"""Gemini ``generateContent`` <-> the internal model (PROTOCOLS.md section 4).
+
+Choices (documented in the README):
+- an http(s) image URL is refused with a 400 (Gemini does not fetch arbitrary URLs, and a gateway that
+  fetches them would make requests on the client's behalf); ``gs://`` and Files-API URIs go as ``fileData``;
+- a tool result whose text is a JSON object is sent as that object, any other text as ``{"content": text}``;
+  a model turn's function calls that the next turn does not answer get an ``{"error": ...}`` response, so
+  that there are always as many responses as calls;
+- ``reasoning_effort`` -> ``thinkingConfig``: ``thinkingLevel`` (low/high) on Gemini 3 models,
+  ``thinkingBudget`` 1024/8192/24576 otherwise, with ``includeThoughts`` so thoughts come back as
+  ``reasoning_content``;
+- Gemini has no tool-call ids: proxycast makes them (``call_…``), and carries a function call's
+  ``thoughtSignature`` inside its id (``call_…__ts_<signature>``), so that it is echoed back when the
+  client sends the call again (Gemini 3 requires it);
+- ``n`` > 1 gives several choices when not streaming; streamed, it is refused with a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from proxycast import models
+from proxycast.codecs._gemini_schema import sanitize
+from proxycast.errors import InvalidRequestError, ProxycastError, UpstreamError, kind_for_status
+
+if TYPE_CHECKING:
+    from proxycast.sse import Event
+
+log = logging.getLogger("proxycast")
+
+SIGNATURE_MARK = "__ts_"
+THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+THINKING_LEVELS = {"minimal": "low", "low": "low", "medium": "high", "high": "high"}
+_FILTERED = frozenset(
+    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "OTHER", "IMAGE_SAFETY"}
+)
+STATUS_BY_NAME = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+def _split_id(call_id: str) -> tuple[str, str | None]:
+    head, mark, signature = call_id.partition(SIGNATURE_MARK)
+    return (head, signature) if mark and signature else (call_id, None)
+
+
+def _is_file_uri(url: str) -> bool:
+    return url.startswith("gs://") or url.startswith(
+        "https://generativelanguage.googleapis.com/v1beta/files/"
+    )
+
+
+def _part(part: models.Part, where: str) -> dict[str, Any] | None:
+    if isinstance(part, models.Text):
+        return {"text": part.text} if part.text else None
+    if isinstance(part, (models.Image, models.Document)):
+        if part.data is not None:
+            return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
+        url = part.url or ""
+        if _is_file_uri(url):
+            mime = part.media_type or mimetypes.guess_type(url)[0] or "application/octet-stream"
+            return {"fileData": {"mimeType": mime, "fileUri": url}}
+        raise InvalidRequestError(
+            f"{where}: Gemini models cannot read {url!r}; send the image as a base64 data URL "
+            "(data:image/png;base64,...) or a gs:// or Files API URI.",
+        )
+    if isinstance(part, models.ToolCall):
+        _, signature = _split_id(part.id)
+        out: dict[str, Any] = {"functionCall": {"name": part.name, "args": part.arguments}}
+        if signature:
+            out["thoughtSignature"] = signature
+        return out
+    if isinstance(part, models.ToolResult):
+        if not part.name:
+            raise InvalidRequestError(
+                f"{where}: the tool result for {part.call_id!r} answers no tool call of an earlier "
+                "assistant message; Gemini needs the called function's name."
+            )
+        text = "".join(p.text for p in part.content if isinstance(p, models.Text))
+        try:
+            response = json.loads(text)
+        except ValueError:
+            response = None
+        if not isinstance(response, dict):
+            response = {"content": text}
+        if part.is_error:
+            response = {"error": response}
+        return {"functionResponse": {"name": part.name, "response": response}}
+    return None  # reasoning: Gemini's thoughts are not sent back
+
+
+def _contents(conversation: models.Conversation) -> list[dict[str, Any]]:
+    contents: list[dict[str, Any]] = []
+    for i, message in enumerate(conversation.messages):
+        role = "model" if message.role == "assistant" else "user"
+        converted = (_part(p, f"messages[{i}]") for p in message.parts)
+        parts = [p for p in converted if p is not None]
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"] += parts
+        else:
+            contents.append({"role": role, "parts": parts})
+    for index, content in enumerate(contents):
+        # function responses first in a user turn, and one for every call of the model turn before
+        if content["role"] != "user":
+            continue
+        content["parts"].sort(key=lambda p: "functionResponse" not in p)
+        if index == 0 or contents[index - 1]["role"] != "model":
+            continue
+        calls = [
+            p["functionCall"]["name"] for p in contents[index - 1]["parts"] if "functionCall" in p
+        ]
+        answered = sum("functionResponse" in p for p in content["parts"])
+        for name in calls[answered:]:
+            missing = {"functionResponse": {"name": name, "response": {"error": "no result"}}}
+            content["parts"].insert(answered, missing)
+            answered += 1
+    return contents
+
+
+def _tool_config(choice: models.ToolChoice | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, models.NamedTool):
+        config: dict[str, Any] = {"mode": "ANY", "allowedFunctionNames": [choice.name]}
+    else:
+        config = {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]}
+    return {"functionCallingConfig": config}
+
+
+def _declaration(tool: models.Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    parameters = sanitize(tool.parameters)
+    if parameters.get("properties"):
+        out["parameters"] = parameters  # a tool without arguments declares none
+    return out
+
+
+def request_from_internal(conversation: models.Conversation, model: str) -> dict[str, Any]:
+    """The ``generateContent`` body for a conversation (the model goes in the URL).
+
+    Raises:
+        InvalidRequestError: an image URL Gemini cannot read, a tool result without its call,
+            or ``n`` > 1 on a stream.
+    """
+    params = conversation.params
+    if conversation.stream and params.n is not None and params.n > 1:
+        raise InvalidRequestError(
+            "n > 1 is not supported with stream for Gemini models; stream with n = 1, or do not "
+            "stream.",
+            param="n",
+        )
+    body: dict[str, Any] = {"contents": _contents(conversation)}
+    system = [_part(p, "system") for p in conversation.system]
+    system_parts = [p for p in system if p is not None]
+    if system_parts:
+        body["systemInstruction"] = {"parts": system_parts}
+    if conversation.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in conversation.tools]}]
+        tool_config = _tool_config(conversation.tool_choice)
+        if tool_config is not None:
+            body["toolConfig"] = tool_config
+    config: dict[str, Any] = {}
+    for name, value in (
+        ("maxOutputTokens", params.max_tokens),
+        ("temperature", params.temperature),
+        ("topP", params.top_p),
+        ("candidateCount", params.n),
+        ("presencePenalty", params.presence_penalty),
+        ("frequencyPenalty", params.frequency_penalty),
+        ("seed", params.seed),
+    ):
+        if value is not None:
+            config[name] = value
+    if params.stop:
+        config["stopSequences"] = list(params.stop)
+    response_format = params.response_format or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            config["responseSchema"] = sanitize(schema)
+    if params.reasoning_effort in THINKING_BUDGETS:
+        effort = params.reasoning_effort
+        if model.startswith("gemini-3"):
+            config["thinkingConfig"] = {
+                "thinkingLevel": THINKING_LEVELS[effort],
+                "includeThoughts": True,
+            }
+        else:
+            config["thinkingConfig"] = {
+                "thinkingBudget": THINKING_BUDGETS[effort],
+                "includeThoughts": True,
+            }
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def usage_to_internal(usage: dict[str, Any] | None) -> models.Usage:
+    """PROTOCOLS.md 4.3: prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts."""
+    usage = usage or {}
+    prompt = (usage.get("promptTokenCount") or 0) + (usage.get("toolUsePromptTokenCount") or 0)
+    cached = usage.get("cachedContentTokenCount") or 0
+    thoughts = usage.get("thoughtsTokenCount") or 0
+    return models.Usage(
+        input=prompt - cached,
+        output=(usage.get("candidatesTokenCount") or 0) + thoughts,
+        cache_read=cached,
+        reasoning=thoughts,
+    )
+
+
+def _stop(reason: str | None, called: bool) -> models.Stop:
+    if called:
+        return "tool_use"  # Gemini says STOP after a function call
+    if reason in (None, "STOP", "FINISH_REASON_UNSPECIFIED"):
+        return "end"
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _FILTERED:
+        return "content_filter"
+    log.warning("unknown Gemini finishReason %r, reported as 'stop'", reason)
+    return "end"
+
+
+def _call_id(part: dict[str, Any]) -> str:
+    call = part["functionCall"]
+    base = call.get("id") or new_call_id()
+    signature = part.get("thoughtSignature")
+    return f"{base}{SIGNATURE_MARK}{signature}" if signature else base
+
+
+def _parts(content: dict[str, Any] | None) -> list[models.Part]:
+    parts: list[models.Part] = []
+    for part in (content or {}).get("parts") or ():
+        if "functionCall" in part:
+            call = part["functionCall"]
+            parts.append(
+                models.ToolCall(
+                    id=_call_id(part), name=call.get("name", ""), arguments=call.get("args") or {}
+                )
+            )
+        elif part.get("text"):
+            if part.get("thought"):
+                parts.append(models.Reasoning(text=part["text"]))
+            elif parts and isinstance(parts[-1], models.Text):
+                parts[-1] = models.Text(parts[-1].text + part["text"])
+            else:
+                parts.append(models.Text(part["text"]))
+    return parts
+
+
+def response_to_internal(body: dict[str, Any]) -> list[models.Reply]:
+    """A ``GenerateContentResponse`` as one reply per candidate (a blocked prompt: one empty reply
+    stopped by the content filter)."""
+    ident = body.get("responseId") or secrets.token_hex(12)
+    model = body.get("modelVersion", "")
+    usage = usage_to_internal(body.get("usageMetadata"))
+    candidates = body.get("candidates") or []
+    if not candidates:
+        return [models.Reply(id=ident, model=model, parts=(), stop="content_filter", usage=usage)]
+    replies = []
+    for candidate in candidates:
+        parts = _parts(candidate.get("content"))
+        called = any(isinstance(p, models.ToolCall) for p in parts)
+        replies.append(
+            models.Reply(
+                id=ident,
+                model=model,
+                parts=tuple(parts),
+                stop=_stop(candidate.get("finishReason"), called),
+                usage=usage,
+            )
+        )
+    return replies
+
+
+def error_from_body(body: Any, status: int | None = None) -> ProxycastError:
+    """A Gemini error body (``{"error": {code, message, status}}``) as a proxycast error."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    status = status or STATUS_BY_NAME.get(error.get("status", ""), 0) or error.get("code") or 500
+    message = error.get("message")
+    return UpstreamError(
+        message if isinstance(message, str) else "Gemini error",
+        status=status,
+        kind=kind_for_status(status),
+    )
+
+
+class StreamDecoder:
+    """``streamGenerateContent?alt=sse`` chunks -> stream events (PROTOCOLS.md 4.4).
+
+    Each chunk is a whole response: text and thoughts are increments, each function call comes whole
+    (one tool-call start and one argument delta, indexed across chunks), ``usageMetadata`` is
+    cumulative. There is no end marker: the stream finishes at :meth:`end` if a finish reason came.
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+        self._tools = 0
+        self._reason: str | None = None
+        self._usage = models.Usage()
+        self._blocked = False
+        self.finished = False
+
+    def feed(self, event: Event) -> list[models.StreamEvent]:
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return []
+        if not isinstance(data, dict):
+            return []
+        if "error" in data:
+            self.finished = True
+            return [models.Failure(error_from_body(data))]
+        out: list[models.StreamEvent] = []
+        if not self._started:
+            self._started = True
+            ident = data.get("responseId") or secrets.token_hex(12)
+            out.append(models.Start(id=ident, model=data.get("modelVersion", "")))
+        if "usageMetadata" in data:
+            self._usage = usage_to_internal(data["usageMetadata"])
+        candidates = data.get("candidates") or []
+        if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
+            self._blocked = True
+        for candidate in candidates[:1]:
+            for part in _parts(candidate.get("content")):
+                if isinstance(part, models.Text):
+                    out.append(models.TextDelta(part.text))
+                elif isinstance(part, models.Reasoning):
+                    out.append(models.ReasoningDelta(text=part.text))
+                elif isinstance(part, models.ToolCall):
+                    index = self._tools
+                    self._tools += 1
+                    out.append(models.ToolCallStart(index=index, id=part.id, name=part.name))
+                    out.append(
+                        models.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments))
+                    )
+            if candidate.get("finishReason"):
+                self._reason = candidate["finishReason"]
+        return out
+
+    def end(self) -> list[models.StreamEvent]:
+        """The upstream closed the stream: it finished if a finish reason (or a block) came."""
+        if self.finished or not self._started or (self._reason is None and not self._blocked):
+            return []
+        self.finished = True
+        stop = "content_filter" if self._blocked else _stop(self._reason, self._tools > 0)
+        return [models.Finish(stop=stop, usage=self._usage)]

@@ -253,6 +253,13 @@ def _call_id(part: dict[str, Any]) -> str:
     return f"{base}{SIGNATURE_MARK}{signature}" if signature else base
 
 
+def _joined(part: models.Part, text: str) -> models.Part:
+    if isinstance(part, models.Reasoning):
+        return models.Reasoning(text=part.text + text)
+    assert isinstance(part, models.Text)
+    return models.Text(part.text + text)
+
+
 def _parts(content: dict[str, Any] | None) -> list[models.Part]:
     parts: list[models.Part] = []
     for part in (content or {}).get("parts") or ():
@@ -264,10 +271,12 @@ def _parts(content: dict[str, Any] | None) -> list[models.Part]:
                 )
             )
         elif part.get("text"):
-            if part.get("thought"):
+            # consecutive text (or thought) parts read as one, as a stream of increments does
+            kind = models.Reasoning if part.get("thought") else models.Text
+            if parts and type(parts[-1]) is kind:
+                parts[-1] = _joined(parts[-1], part["text"])
+            elif kind is models.Reasoning:
                 parts.append(models.Reasoning(text=part["text"]))
-            elif parts and isinstance(parts[-1], models.Text):
-                parts[-1] = models.Text(parts[-1].text + part["text"])
             else:
                 parts.append(models.Text(part["text"]))
     return parts

@@ -22,6 +22,8 @@ from proxycast.errors import (
     ProxycastError,
     RequestTooLargeError,
     RouteNotFoundError,
+    anthropic_status,
+    render_anthropic,
     render_openai,
 )
 from proxycast.providers._http import Upstream, make_client
@@ -89,9 +91,17 @@ def gateway() -> Gateway:
     return state
 
 
+def is_anthropic_route(path: str) -> bool:
+    """Routes of the Anthropic Messages API answer errors in Anthropic's shape."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
 def error_response(error: ProxycastError) -> Response:
-    body = render_openai(error)
-    response = Response(body, status=error.status_code, content_type="application/json")
+    if is_anthropic_route(request.path):
+        body, status = render_anthropic(error), anthropic_status(error)
+    else:
+        body, status = render_openai(error), error.status_code
+    response = Response(body, status=status, content_type="application/json")
     for name, value in error.headers.items():
         response.headers[name] = value
     return response

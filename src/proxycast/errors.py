@@ -1,7 +1,8 @@
 """Errors that proxycast reports to its clients.
 
 Every error a client can see is a :class:`ProxycastError`. It carries an HTTP status, a neutral
-``kind`` and a message; each inbound API renders it in its own dialect (see ``render_openai``)::
+``kind`` and a message; each inbound API renders it in its own dialect (``render_openai``,
+``render_anthropic``)::
 
     ProxycastError                    500 api_error
     ├── InvalidRequestError           400 invalid_request (bad JSON, a field missing or mistyped)
@@ -173,3 +174,36 @@ def openai_error_body(error: ProxycastError) -> dict[str, Any]:
 def render_openai(error: ProxycastError) -> bytes:
     """The OpenAI error body, serialised."""
     return json.dumps(openai_error_body(error)).encode()
+
+
+_ANTHROPIC_TYPE: dict[Kind, str] = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "request_too_large": "request_too_large",
+    "rate_limit": "rate_limit_error",
+    "api_error": "api_error",
+    "overloaded": "overloaded_error",
+    "timeout": "timeout_error",
+}
+
+
+def anthropic_status(error: ProxycastError) -> int:
+    """The status an Anthropic client gets: Anthropic says 529 for overloaded (PROTOCOLS.md 5.2)."""
+    return 529 if error.status_code == 503 else error.status_code
+
+
+def anthropic_error_body(error: ProxycastError) -> dict[str, Any]:
+    """The error as Anthropic's ``{"type": "error", "error": {type, message}}``."""
+    native = error.native[1] if error.native and error.native[0] == "anthropic" else None
+    kind = "overloaded" if anthropic_status(error) == 529 else error.error_kind
+    return {
+        "type": "error",
+        "error": {"type": native or _ANTHROPIC_TYPE[kind], "message": error.message},
+    }
+
+
+def render_anthropic(error: ProxycastError) -> bytes:
+    """The Anthropic error body, serialised."""
+    return json.dumps(anthropic_error_body(error)).encode()

@@ -20,7 +20,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from proxycast import models
-from proxycast.errors import InvalidRequestError, ProxycastError, UpstreamError, kind_for_status
+from proxycast.errors import (
+    InvalidRequestError,
+    ProxycastError,
+    UpstreamError,
+    anthropic_error_body,
+    kind_for_status,
+)
+from proxycast.wire import anthropic as wire
 
 if TYPE_CHECKING:
     from proxycast.sse import Event
@@ -386,3 +393,312 @@ class StreamDecoder:
     def end(self) -> list[models.StreamEvent]:
         """Nothing: an Anthropic stream ends with ``message_stop``, and one that did not was cut."""
         return []
+
+
+# The inbound direction: an Anthropic client (``/v1/messages``) served by another upstream kind.
+
+
+def _effort(budget: int | None) -> str:
+    """PROTOCOLS.md 3.3: a thinking budget as an OpenAI reasoning effort."""
+    if budget is None or budget < 2048:
+        return "low"
+    return "medium" if budget < 4096 else "high"
+
+
+def _part_from_block(block: wire.Block, names: dict[str, str]) -> models.Part | None:
+    if isinstance(block, wire.TextBlock):
+        return models.Text(block.text, block.cache_control) if block.text else None
+    if isinstance(block, (wire.ImageBlock, wire.DocumentBlock)):
+        source = block.source
+        if source.type == "text" and source.data is not None:
+            return models.Text(source.data)
+        media = source.media_type or (
+            "application/pdf" if isinstance(block, wire.DocumentBlock) else None
+        )
+        if isinstance(block, wire.ImageBlock):
+            return models.Image(media_type=media, data=source.data, url=source.url)
+        return models.Document(
+            media_type=media or "application/pdf", data=source.data, url=source.url
+        )
+    if isinstance(block, wire.ToolUseBlock):
+        names[block.id] = block.name
+        return models.ToolCall(id=block.id, name=block.name, arguments=block.input)
+    if isinstance(block, wire.ToolResultBlock):
+        content = block.content
+        blocks: list[wire.Block] = (
+            [wire.TextBlock(text=content)] if isinstance(content, str) else content or []
+        )
+        parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
+        return models.ToolResult(
+            call_id=block.tool_use_id,
+            content=tuple(parts),
+            name=names.get(block.tool_use_id),
+            is_error=bool(block.is_error),
+        )
+    if isinstance(block, wire.ThinkingBlock):
+        return models.Reasoning(text=block.thinking, signature=block.signature)
+    return None  # redacted thinking, server tools and blocks Anthropic adds later
+
+
+def request_to_internal(
+    request: wire.MessagesRequest | wire.CountTokensRequest,
+) -> models.Conversation:
+    """An Anthropic Messages request as a conversation (PROTOCOLS.md 3.3)."""
+    names: dict[str, str] = {}
+    system: list[models.Part] = []
+    if isinstance(request.system, str):
+        system = [models.Text(request.system)] if request.system else []
+    elif request.system:
+        system = [models.Text(b.text, b.cache_control) for b in request.system if b.text]
+    messages = []
+    for message in request.messages:
+        blocks: list[wire.Block] = (
+            [wire.TextBlock(text=message.content)]
+            if isinstance(message.content, str)
+            else message.content
+        )
+        parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
+        if parts:
+            messages.append(models.Message(message.role, tuple(parts)))
+    choice: models.ToolChoice | None = None
+    parallel = None
+    if request.tool_choice is not None:
+        kind = request.tool_choice.type
+        if kind == "tool" and request.tool_choice.name:
+            choice = models.NamedTool(request.tool_choice.name)
+        else:
+            choice = {"auto": "auto", "any": "required", "none": "none", "tool": "auto"}[kind]  # type: ignore[assignment]
+        if request.tool_choice.disable_parallel_tool_use:
+            parallel = False
+    thinking = request.thinking
+    effort = _effort(thinking.budget_tokens) if thinking and thinking.type == "enabled" else None
+    full = request if isinstance(request, wire.MessagesRequest) else None
+    params = models.Params(
+        max_tokens=full.max_tokens if full else None,
+        temperature=full.temperature if full else None,
+        top_p=full.top_p if full else None,
+        stop=tuple(full.stop_sequences or ()) if full else (),
+        reasoning_effort=effort,
+        user=full.metadata.user_id if full and full.metadata else None,
+    )
+    stream = bool(full and full.stream)
+    return models.Conversation(
+        model=request.model,
+        system=tuple(system),
+        messages=tuple(messages),
+        tools=tuple(
+            models.Tool(name=t.name, description=t.description, parameters=t.input_schema)
+            for t in request.tools or ()
+        ),
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        params=params,
+        stream=stream,
+        include_usage=stream,  # an Anthropic stream always ends with its usage
+    )
+
+
+_STOP_REASON: dict[models.Stop, str] = {
+    "end": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "length": "max_tokens",
+    "tool_use": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def stop_reason(stop: models.Stop, sent_tool_use: bool) -> str:
+    """Anthropic's stop reason; ``tool_use`` whenever tool_use blocks were sent (vllm#9209)."""
+    if sent_tool_use:
+        return "tool_use"
+    reason = _STOP_REASON[stop]
+    return "end_turn" if reason == "tool_use" else reason
+
+
+def usage_from_internal(usage: models.Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input,
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cache_read,
+        "output_tokens": usage.output,
+    }
+
+
+def _message_id(ident: str) -> str:
+    return ident if ident.startswith("msg_") else f"msg_{clean_tool_id(ident or 'proxycast')}"
+
+
+def response_from_internal(reply: models.Reply, model: str) -> dict[str, Any]:
+    """An Anthropic ``message`` for ``reply``, under the model name the client asked for."""
+    content: list[dict[str, Any]] = []
+    for part in reply.parts:
+        if isinstance(part, models.Reasoning):
+            content.append(
+                {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
+            )
+        elif isinstance(part, models.Text):
+            content.append({"type": "text", "text": part.text})
+        elif isinstance(part, models.ToolCall):
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": clean_tool_id(part.id),
+                    "name": part.name,
+                    "input": part.arguments,
+                }
+            )
+    sent_tool_use = any(b["type"] == "tool_use" for b in content)
+    return {
+        "id": _message_id(reply.id),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(reply.stop, sent_tool_use),
+        "stop_sequence": None,
+        "usage": usage_from_internal(reply.usage),
+    }
+
+
+def _frame(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def error_frame(error: ProxycastError) -> bytes:
+    """``event: error`` with the Anthropic error body; nothing follows it."""
+    return _frame("error", anthropic_error_body(error))
+
+
+class StreamEncoder:
+    """Stream events -> Anthropic SSE frames (PROTOCOLS.md 3.2), each with its ``event:`` line.
+
+    Blocks are numbered 0, 1, 2... across kinds; a change of kind closes the open block and starts the
+    next. Tool-use blocks stay open until a text or thinking block starts or the message ends, so that
+    argument fragments of parallel calls arriving interleaved still land in their own block.
+    ``message_delta`` (stop reason and usage) and ``message_stop`` come at the finish.
+    """
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._next = 0
+        self._open: tuple[str, int] | None = (
+            None  # (kind, block index) of the open text/thinking block
+        )
+        self._tools: dict[int, int] = {}  # tool ordinal -> block index, while open
+        self._sent_tool_use = False
+        self._usage = models.Usage()
+        self.finished = False
+
+    def _start(self, block: dict[str, Any]) -> tuple[int, bytes]:
+        index = self._next
+        self._next += 1
+        return index, _frame(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": block},
+        )
+
+    def _stop(self, index: int) -> bytes:
+        return _frame("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _close_all(self) -> bytes:
+        out = b""
+        if self._open is not None:
+            out += self._stop(self._open[1])
+            self._open = None
+        for index in sorted(self._tools.values()):
+            out += self._stop(index)
+        self._tools.clear()
+        return out
+
+    def _ensure(self, kind: str) -> tuple[int, bytes]:
+        if self._open is not None and self._open[0] == kind:
+            return self._open[1], b""
+        out = self._close_all()
+        block = (
+            {"type": "text", "text": ""}
+            if kind == "text"
+            else {"type": "thinking", "thinking": "", "signature": ""}
+        )
+        index, start = self._start(block)
+        self._open = (kind, index)
+        return index, out + start
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return _frame(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    def encode(self, event: models.StreamEvent) -> bytes:
+        if self.finished:
+            return b""
+        if isinstance(event, models.Start):
+            self._usage = event.usage
+            message: dict[str, Any] = {
+                "id": _message_id(event.id),
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": self._model,
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {**usage_from_internal(event.usage), "output_tokens": 0},
+            }
+            return _frame("message_start", {"type": "message_start", "message": message})
+        if isinstance(event, models.TextDelta):
+            index, out = self._ensure("text")
+            return out + self._delta(index, {"type": "text_delta", "text": event.text})
+        if isinstance(event, models.ReasoningDelta):
+            index, out = self._ensure("thinking")
+            if event.text:
+                out += self._delta(index, {"type": "thinking_delta", "thinking": event.text})
+            if event.signature:
+                out += self._delta(index, {"type": "signature_delta", "signature": event.signature})
+            return out
+        if isinstance(event, models.ToolCallStart):
+            out = b""
+            if self._open is not None:
+                out += self._stop(self._open[1])
+                self._open = None
+            block = {
+                "type": "tool_use",
+                "id": clean_tool_id(event.id),
+                "name": event.name,
+                "input": {},
+            }
+            index, start = self._start(block)
+            self._tools[event.index] = index
+            self._sent_tool_use = True
+            return out + start
+        if isinstance(event, models.ToolArgsDelta):
+            tool_index = self._tools.get(event.index)
+            if tool_index is None or not event.fragment:
+                return b""
+            return self._delta(
+                tool_index, {"type": "input_json_delta", "partial_json": event.fragment}
+            )
+        if isinstance(event, models.Finish):
+            self.finished = True
+            delta = {
+                "stop_reason": stop_reason(event.stop, self._sent_tool_use),
+                "stop_sequence": None,
+            }
+            return (
+                self._close_all()
+                + _frame(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": delta,
+                        "usage": usage_from_internal(event.usage),
+                    },
+                )
+                + _frame("message_stop", {"type": "message_stop"})
+            )
+        assert isinstance(event, models.Failure)
+        return self.fail(event.error)
+
+    def fail(self, error: Exception) -> bytes:
+        self.finished = True
+        if not isinstance(error, ProxycastError):
+            error = ProxycastError("Internal error in proxycast while converting the stream.")
+        return error_frame(error)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
 from proxycast import models
-from proxycast.errors import InvalidRequestError, ProxycastError, openai_error_body
+from proxycast.errors import InvalidRequestError, ProxycastError, UpstreamError, openai_error_body
 from proxycast.wire import openai as wire
+
+if TYPE_CHECKING:
+    from proxycast.sse import Event
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -322,3 +326,277 @@ class StreamEncoder:
             error = ProxycastError("Internal error in proxycast while converting the stream.")
         body = json.dumps(openai_error_body(error))
         return b"data: " + body.encode() + b"\n\n"
+
+
+# The upstream direction: an OpenAI-compatible upstream serving a client of another format.
+
+MAX_TOOL_NAME = 64
+
+
+def short_tool_name(name: str) -> str:
+    """OpenAI limits function names to 64 characters: longer ones are cut, with a hash to stay unique."""
+    if len(name) <= MAX_TOOL_NAME:
+        return name
+    return f"{name[: MAX_TOOL_NAME - 9]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _data_url_of(media_type: str | None, data: str) -> str:
+    return f"data:{media_type or 'application/octet-stream'};base64,{data}"
+
+
+def _content_part(part: models.Part) -> dict[str, Any] | None:
+    if isinstance(part, models.Text):
+        return {"type": "text", "text": part.text} if part.text else None
+    if isinstance(part, models.Image):
+        url = _data_url_of(part.media_type, part.data) if part.data is not None else part.url
+        return {"type": "image_url", "image_url": {"url": url}}
+    if isinstance(part, models.Document):
+        if part.data is None:
+            raise InvalidRequestError(
+                "Documents given by URL cannot be sent to OpenAI-compatible models."
+            )
+        file: dict[str, Any] = {"file_data": _data_url_of(part.media_type, part.data)}
+        file["filename"] = part.filename or "document.pdf"
+        return {"type": "file", "file": file}
+    return None
+
+
+def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return str(parts[0]["text"])
+    return parts
+
+
+def _text(parts: tuple[models.Part, ...]) -> str:
+    return "".join(p.text for p in parts if isinstance(p, models.Text))
+
+
+def request_from_internal(conversation: models.Conversation, model: str) -> dict[str, Any]:
+    """The Chat Completions body for a conversation, sent to ``model`` (PROTOCOLS.md 3.3)."""
+    messages: list[dict[str, Any]] = []
+    system = "\n\n".join(p.text for p in conversation.system if isinstance(p, models.Text))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for message in conversation.messages:
+        if message.role == "assistant":
+            entry: dict[str, Any] = {"role": "assistant", "content": _text(message.parts) or None}
+            calls = [p for p in message.parts if isinstance(p, models.ToolCall)]
+            if calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {
+                            "name": short_tool_name(c.name),
+                            "arguments": json.dumps(c.arguments),
+                        },
+                    }
+                    for c in calls
+                ]
+            messages.append(entry)
+            continue
+        rest: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, models.ToolResult):
+                text = _text(part.content)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": part.call_id,
+                        "content": f"Error: {text}" if part.is_error else text,
+                    }
+                )
+            else:
+                converted = _content_part(part)
+                if converted is not None:
+                    rest.append(converted)
+        if rest:  # a turn's own content comes after its tool results
+            messages.append({"role": "user", "content": _user_content(rest)})
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if conversation.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": short_tool_name(t.name),
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in conversation.tools
+        ]
+        choice = conversation.tool_choice
+        if isinstance(choice, models.NamedTool):
+            body["tool_choice"] = {
+                "type": "function",
+                "function": {"name": short_tool_name(choice.name)},
+            }
+        elif choice is not None:
+            body["tool_choice"] = choice
+        if conversation.parallel_tool_calls is False:
+            body["parallel_tool_calls"] = False
+    params = conversation.params
+    for name, value in (
+        ("max_tokens", params.max_tokens),
+        ("temperature", params.temperature),
+        ("top_p", params.top_p),
+        ("reasoning_effort", params.reasoning_effort),
+        ("user", params.user),
+    ):
+        if value is not None:
+            body[name] = value
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if conversation.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+_STOP: dict[str, models.Stop] = {
+    "stop": "end",
+    "length": "length",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "content_filter",
+}
+
+
+def _arguments_object(text: str) -> dict[str, Any]:
+    """A tool call's arguments as an object; text that is not a JSON object is kept under ``arguments``."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"arguments": text}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def usage_to_internal(usage: dict[str, Any] | None) -> models.Usage:
+    usage = usage or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return models.Usage(
+        input=(usage.get("prompt_tokens") or 0) - cached,
+        output=usage.get("completion_tokens") or 0,
+        cache_read=cached,
+        reasoning=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+    )
+
+
+def _stop_of(reason: str | None, called: bool) -> models.Stop:
+    return "tool_use" if called else _STOP.get(reason or "stop", "end")
+
+
+def response_to_internal(body: dict[str, Any]) -> models.Reply:
+    """A ``chat.completion`` (its first choice) as a reply."""
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    parts: list[models.Part] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append(models.Reasoning(text=reasoning))
+    if isinstance(message.get("content"), str) and message["content"]:
+        parts.append(models.Text(message["content"]))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        parts.append(
+            models.ToolCall(
+                id=call.get("id") or f"call_{len(parts)}",
+                name=function.get("name", ""),
+                arguments=_arguments_object(function.get("arguments") or ""),
+            )
+        )
+    called = any(isinstance(p, models.ToolCall) for p in parts)
+    return models.Reply(
+        id=body.get("id", ""),
+        model=body.get("model", ""),
+        parts=tuple(parts),
+        stop=_stop_of(choice.get("finish_reason"), called),
+        usage=usage_to_internal(body.get("usage")),
+    )
+
+
+class StreamDecoder:
+    """OpenAI ``chat.completion.chunk`` events -> stream events (PROTOCOLS.md 3.2).
+
+    Normalises what OpenAI-compatible servers do differently: whole arguments in one chunk with the id and
+    name; every call at index 0 (a new id at a known index is a new call); ``reasoning`` or
+    ``reasoning_content``; content and finish reason in one chunk; ``tool_calls: []`` beside text. The
+    finish waits for ``[DONE]`` (or the end of the body) so that the usage chunk is counted.
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+        self._ids: dict[int, str] = {}  # upstream index -> id of the call there now
+        self._ordinal: dict[int, int] = {}  # upstream index -> our tool ordinal
+        self._count = 0
+        self._reason: str | None = None
+        self._usage = models.Usage()
+        self.finished = False
+
+    def feed(self, event: Event) -> list[models.StreamEvent]:
+        if event.data == "[DONE]":
+            return self.end()
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if "error" in chunk:
+            self.finished = True
+            error = (
+                chunk["error"]
+                if isinstance(chunk["error"], dict)
+                else {"message": str(chunk["error"])}
+            )
+            code = error.get("code")
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            return [
+                models.Failure(
+                    UpstreamError(str(error.get("message", "upstream error")), status=status)
+                )
+            ]
+        out: list[models.StreamEvent] = []
+        if not self._started:
+            self._started = True
+            out.append(models.Start(id=chunk.get("id", ""), model=chunk.get("model", "")))
+        if chunk.get("usage"):
+            self._usage = usage_to_internal(chunk["usage"])
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append(models.ReasoningDelta(text=reasoning))
+            if isinstance(delta.get("content"), str) and delta["content"]:
+                out.append(models.TextDelta(delta["content"]))
+            for call in delta.get("tool_calls") or ():
+                out += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self._reason = choice["finish_reason"]
+        return out
+
+    def _tool_call(self, call: dict[str, Any]) -> list[models.StreamEvent]:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        out: list[models.StreamEvent] = []
+        ident = call.get("id")
+        if index not in self._ordinal or (ident and ident != self._ids.get(index)):
+            ident = ident or f"call_{self._count}"
+            self._ids[index] = ident
+            self._ordinal[index] = self._count
+            out.append(
+                models.ToolCallStart(index=self._count, id=ident, name=function.get("name") or "")
+            )
+            self._count += 1
+        if function.get("arguments"):
+            out.append(
+                models.ToolArgsDelta(index=self._ordinal[index], fragment=function["arguments"])
+            )
+        return out
+
+    def end(self) -> list[models.StreamEvent]:
+        """``[DONE]`` or the end of the body: finished if a finish reason came."""
+        if self.finished or self._reason is None:
+            return []
+        self.finished = True
+        return [models.Finish(stop=_stop_of(self._reason, self._count > 0), usage=self._usage)]

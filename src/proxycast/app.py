@@ -131,6 +131,7 @@ def _authenticate(keys: tuple[str, ...]) -> None:
 
 def create_app(config: Config) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn."""
+    from proxycast.api import anthropic as anthropic_api
     from proxycast.api import openai as openai_api
 
     app = QuartTrio("proxycast")
@@ -159,6 +160,7 @@ def create_app(config: Config) -> QuartTrio:
             _authenticate(config.server.api_keys)
 
     app.register_blueprint(openai_api.blueprint)
+    app.register_blueprint(anthropic_api.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

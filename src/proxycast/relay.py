@@ -14,7 +14,12 @@ import trio
 
 from proxycast import models, sse
 from proxycast._json import NotAnObjectError, parse_object, replace_value
-from proxycast.errors import ProxycastError, UpstreamUnavailableError, openai_error_body
+from proxycast.errors import (
+    ProxycastError,
+    UpstreamUnavailableError,
+    anthropic_error_body,
+    openai_error_body,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -214,3 +219,55 @@ class Converting:
 
     def fail(self, error: ProxycastError) -> bytes:
         return self._encoder.fail(error)
+
+
+class AnthropicPassthrough:
+    """Anthropic SSE in, Anthropic SSE out: every event forwarded as it arrives with its ``event:`` line
+    (so that events Anthropic adds later pass too), the model in ``message_start`` renamed.
+
+    A stream that ends without ``message_stop`` (or an ``error`` event) was cut off: the client gets an
+    ``event: error`` rather than a clean end.
+    """
+
+    def __init__(self, client_model: str, provider_name: str) -> None:
+        self._model = client_model
+        self._provider = provider_name
+        self._parser = sse.SSEParser()
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        for item in self._parser.feed(chunk):
+            if self.finished:
+                break
+            if isinstance(item, sse.Comment):
+                out += sse.encode_comment(item.text)
+                continue
+            data = item.data
+            if item.event == "message_start":
+                data = self._renamed(data)
+            out += sse.encode(data.replace("\n", "\ndata: "), item.event)
+            if item.event in ("message_stop", "error"):
+                self.finished = True
+        return bytes(out)
+
+    def _renamed(self, data: str) -> str:
+        try:
+            start = json.loads(data)
+            start["message"]["model"] = self._model
+        except (ValueError, KeyError, TypeError):
+            return data
+        return json.dumps(start, ensure_ascii=False)
+
+    def end(self) -> bytes:
+        if self.finished:
+            return b""
+        return self.fail(
+            UpstreamUnavailableError(
+                f"Provider {self._provider!r} ended the stream before the message was finished."
+            )
+        )
+
+    def fail(self, error: ProxycastError) -> bytes:
+        self.finished = True
+        return sse.encode(json.dumps(anthropic_error_body(error)), "error")

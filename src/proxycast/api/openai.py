@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -12,28 +11,31 @@ from quart import Blueprint, Response, request
 from proxycast import routing
 from proxycast._convert import format_path, validation_errors
 from proxycast._json import NotAnObjectError, parse_object, replace_value
-from proxycast.app import gateway, request_resources
+from proxycast.api._common import (
+    json_object,
+    json_response,
+    parse_body,
+    read_all,
+    stream_response,
+)
+from proxycast.app import gateway
 from proxycast.codecs import anthropic as anthropic_codec
 from proxycast.codecs import gemini as gemini_codec
 from proxycast.codecs import openai as openai_codec
-from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
-from proxycast.providers._http import Upstream, aclose_shielded, iter_body, mapped_errors
+from proxycast.errors import InvalidRequestError
 from proxycast.providers.anthropic import AnthropicUpstream
 from proxycast.providers.gemini import GeminiUpstream
 from proxycast.providers.openai import OpenAIUpstream
-from proxycast.relay import Converting, OpenAIPassthrough, Relay, Translator
+from proxycast.relay import Converting, OpenAIPassthrough
 from proxycast.wire import openai as wire
 
 if TYPE_CHECKING:
-    import httpx
-
     from proxycast.config import ProviderConfig
 
 blueprint = Blueprint("openai", __name__)
 
 _STARTED = int(time.time())
 _OWNERS = {"anthropic": "anthropic", "gemini": "google"}
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _owner(provider: ProviderConfig) -> str:
@@ -48,39 +50,17 @@ def _model_object(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": _STARTED, "owned_by": _owner(provider)}
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
-
 @blueprint.get("/v1/models")
 async def list_models() -> Response:
     config = gateway().config
     data = [_model_object(name, provider) for name, provider in routing.listed_models(config)]
-    return _json({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data})
 
 
 @blueprint.get("/v1/models/<path:model_id>")
 async def retrieve_model(model_id: str) -> Response:
     route = routing.resolve(model_id, gateway().config)
-    return _json(_model_object(model_id, route.provider))
-
-
-def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, int]]]:
-    """The body's text, its top-level object and value spans; 400 when it is not a JSON object."""
-    try:
-        text = raw.decode("utf-8")
-        body, spans = parse_object(text)
-    except UnicodeDecodeError:
-        raise InvalidRequestError("The request body is not valid UTF-8.") from None
-    except NotAnObjectError as exc:
-        raise InvalidRequestError(
-            f"The request body must be a JSON object, not a JSON {exc}."
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError(
-            f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
-        ) from None
-    return text, body, spans
+    return json_response(_model_object(model_id, route.provider))
 
 
 def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
@@ -120,13 +100,15 @@ async def _passthrough(
     """Same format both ends: the body as the client wrote it (model renamed), the answer likewise."""
     response = await upstream.chat(raw)
     if not parsed.stream:
-        data = await _read_all(upstream, response)
+        data = await read_all(upstream, response)
         return Response(
-            _rename_model(data, parsed.model),
+            rename_model(data, parsed.model),
             status=response.status_code,
             content_type="application/json",
         )
-    return _stream(upstream, response, OpenAIPassthrough(parsed.model, upstream.provider.name))
+    return stream_response(
+        upstream, response, OpenAIPassthrough(parsed.model, upstream.provider.name)
+    )
 
 
 async def _via_anthropic(
@@ -137,12 +119,12 @@ async def _via_anthropic(
     response = await upstream.messages(anthropic_codec.request_from_internal(conversation, model))
     created = int(time.time())
     if not conversation.stream:
-        message = _json_object(upstream, await _read_all(upstream, response))
+        message = json_object(upstream, await read_all(upstream, response))
         reply = anthropic_codec.response_to_internal(message)
-        return _json(openai_codec.response_from_internal(reply, parsed.model, created))
+        return json_response(openai_codec.response_from_internal(reply, parsed.model, created))
     encoder = openai_codec.StreamEncoder(parsed.model, created, conversation.include_usage)
     translator = Converting(anthropic_codec.StreamDecoder(), encoder, upstream.provider.name)
-    return _stream(upstream, response, translator)
+    return stream_response(upstream, response, translator)
 
 
 async def _via_gemini(
@@ -155,51 +137,15 @@ async def _via_gemini(
     created = int(time.time())
     if not conversation.stream:
         replies = gemini_codec.response_to_internal(
-            _json_object(upstream, await _read_all(upstream, response))
+            json_object(upstream, await read_all(upstream, response))
         )
-        return _json(openai_codec.response_from_internal(replies, parsed.model, created))
+        return json_response(openai_codec.response_from_internal(replies, parsed.model, created))
     encoder = openai_codec.StreamEncoder(parsed.model, created, conversation.include_usage)
     translator = Converting(gemini_codec.StreamDecoder(), encoder, upstream.provider.name)
-    return _stream(upstream, response, translator)
+    return stream_response(upstream, response, translator)
 
 
-def _json_object(upstream: Upstream, data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamUnavailableError(
-            f"Provider {upstream.provider.name!r} answered with a body that is not a JSON object."
-        )
-    return value
-
-
-async def _read_all(upstream: Upstream, response: httpx.Response) -> bytes:
-    try:
-        with mapped_errors(upstream.provider, upstream.server):
-            return await response.aread()
-    finally:
-        await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
-
-
-def _stream(upstream: Upstream, response: httpx.Response, translator: Translator) -> Response:
-    """The streamed answer: upstream pieces relayed through ``translator`` as they arrive."""
-    chunks = iter_body(response, upstream.provider, upstream.server)
-
-    async def close() -> None:
-        await chunks.aclose()
-        await aclose_shielded(response)
-
-    # quart closes the body once it sends it; the request's stack closes it if that never happens
-    request_resources().push_async_callback(close)
-    relay = Relay(chunks, translator, close)
-    result = Response(relay, status=200, content_type="text/event-stream", headers=_SSE_HEADERS)
-    result.timeout = None
-    return result
-
-
-def _rename_model(data: bytes, model: str) -> bytes:
+def rename_model(data: bytes, model: str) -> bytes:
     """The upstream's answer with ``model`` set to the name the client asked for."""
     try:
         text = data.decode("utf-8")

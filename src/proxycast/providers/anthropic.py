@@ -34,7 +34,14 @@ class AnthropicUpstream(Upstream):
             return UpstreamErrorInfo(error["message"], type=kind, code=code)
         return None
 
-    async def messages(self, body: dict[str, Any]) -> httpx.Response:
-        """Send a Messages request; the open response (the caller closes it)."""
-        data = json.dumps(body, ensure_ascii=False).encode()
-        return await self.open(self.provider.url + "/v1/messages", data, {})
+    async def messages(
+        self, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """Send a Messages request (a body to serialise, or one to forward as it is); the open
+        response (the caller closes it). ``headers``: the client's ``anthropic-*`` headers."""
+        data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        return await self.open(self.provider.url + "/v1/messages", data, headers or {})
+
+    async def count_tokens(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """Forward a count_tokens request; the open response (the caller closes it)."""
+        return await self.open(self.provider.url + "/v1/messages/count_tokens", body, headers)

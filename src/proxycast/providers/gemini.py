@@ -37,6 +37,12 @@ class GeminiUpstream(Upstream):
             return UpstreamErrorInfo(error["message"], type=status, code=code)
         return None
 
+    async def count_tokens(self, model: str, body: dict[str, Any]) -> httpx.Response:
+        """``:countTokens`` for a generateContent body; the open response (the caller closes it)."""
+        url = f"{self.provider.url}/v1beta/models/{quote(model, safe='')}:countTokens"
+        request = {"generateContentRequest": {"model": f"models/{model}", **body}}
+        return await self.open(url, json.dumps(request, ensure_ascii=False).encode(), {})
+
     async def generate(self, model: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
         """Send a generateContent request; the open response (the caller closes it)."""
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from proxycast.providers._http import Upstream, UpstreamErrorInfo
@@ -33,6 +34,7 @@ class OpenAIUpstream(Upstream):
             return UpstreamErrorInfo(error)
         return None
 
-    async def chat(self, body: bytes) -> httpx.Response:
-        """Send a Chat Completions body as it is; the open response (caller closes it)."""
-        return await self.open(self.provider.url + "/chat/completions", body, {})
+    async def chat(self, body: bytes | dict[str, Any]) -> httpx.Response:
+        """Send a Chat Completions body (as it is, or serialised); the open response (caller closes it)."""
+        data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        return await self.open(self.provider.url + "/chat/completions", data, {})

@@ -223,6 +223,9 @@ class FakeAnthropic:
         script = self._scripts.popleft() if self._scripts else self.default
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
+        if request.method == "POST" and request.path == "/v1/messages/count_tokens":
+            await respond.json(200, {"input_tokens": count_tokens(request.json())})
+            return
         if request.method != "POST" or request.path != "/v1/messages":
             await respond.json(404, _error("not_found_error", "no such route"))
             return
@@ -256,6 +259,12 @@ class FakeAnthropic:
                 await trio.sleep(script.interval)
             await respond.send(encode_events([(name, data)]))
         await respond.end()
+
+
+def count_tokens(body: dict[str, Any]) -> int:
+    """The fake's token count: one per four characters of system, messages and tools."""
+    counted = [body.get("system", ""), body.get("messages", []), body.get("tools", [])]
+    return max(1, len(json.dumps(counted)) // 4)
 
 
 def _error(kind: str, text: str) -> dict[str, Any]:

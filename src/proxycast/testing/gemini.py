@@ -262,14 +262,20 @@ class FakeGemini:
             await trio.sleep(script.headers_delay)
         path, _, query = request.path.partition("?")
         model, _, method = path.removeprefix("/v1beta/models/").partition(":")
+        if request.method == "POST" and method == "countTokens":
+            inner = request.json().get("generateContentRequest", {})
+            problem = validate(inner)
+            if problem:
+                await respond.json(400, _error(400, "INVALID_ARGUMENT", problem))
+                return
+            counted = [inner.get("systemInstruction"), inner.get("contents"), inner.get("tools")]
+            await respond.json(200, {"totalTokens": max(1, len(json.dumps(counted)) // 4)})
+            return
+        known = ("generateContent", "streamGenerateContent")
         if (
             request.method != "POST"
             or not path.startswith("/v1beta/models/")
-            or method
-            not in (
-                "generateContent",
-                "streamGenerateContent",
-            )
+            or method not in known
         ):
             await respond.json(404, _error(404, "NOT_FOUND", "no such route"))
             return

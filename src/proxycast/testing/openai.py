@@ -41,6 +41,8 @@ class Script:
     """How the fake answers one request."""
 
     text: str = "Hello! How can I help you today?"
+    reasoning: str = ""
+    """Reasoning text (``reasoning_content``, as DeepSeek and vLLM send it), before the answer."""
     tool_calls: tuple[FakeToolCall, ...] = ()
     chunks: int = 0
     """Content deltas to split ``text`` into; 0: one per word."""
@@ -220,6 +222,8 @@ def completion(script: Script, model: str, ident: str) -> dict[str, Any]:
         "refusal": None,
         "annotations": [],
     }
+    if script.reasoning:
+        message["reasoning_content"] = script.reasoning
     if script.tool_calls:
         message["tool_calls"] = [
             {
@@ -263,6 +267,7 @@ def stream_chunks(
         return out
 
     chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    chunks += [chunk({"reasoning_content": piece}) for piece in _split(script.reasoning, 0)]
     chunks += [chunk({"content": piece}) for piece in _split(script.text, script.chunks)]
     for index, call in enumerate(script.tool_calls):
         chunks.append(

@@ -273,3 +273,13 @@ async def test_unknown_model_raises_not_found(gateway: Gateway, fake: FakeOpenAI
     assert info.value.code == "model_not_found"
     assert "gpt-5-nope" in info.value.message
     assert fake.requests == []
+
+
+async def test_upstream_cookies_are_not_kept_for_other_requests(
+    gateway: Gateway, fake: FakeOpenAI
+) -> None:
+    fake.script(Script(headers=(("set-cookie", "__cf_bm=abc; Path=/"),)), Script())
+    async with client(gateway) as c:
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+    assert "cookie" not in fake.requests[-1].headers

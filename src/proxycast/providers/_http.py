@@ -94,6 +94,10 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Counted(response.stream, done)
+        # The client is shared by every client of the gateway: an upstream's cookies (a CDN's, say) must
+        # not be kept and sent along with other clients' requests. proxycast passes no upstream cookie on.
+        if "set-cookie" in response.headers:
+            del response.headers["set-cookie"]
         return response
 
     async def aclose(self) -> None:

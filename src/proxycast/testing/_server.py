@@ -8,8 +8,9 @@ connection mid-answer, as a failing upstream does.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 import h11
@@ -186,3 +187,50 @@ class HTTPServer:
             nursery.cancel_scope.cancel()
         request.ended.set()
         return not client_gone and not responder.dropped
+
+
+ScriptT = TypeVar("ScriptT")
+
+
+class FakeUpstream(Generic[ScriptT]):
+    """What every fake upstream shares: queued scripts, recorded requests, serving on a free port.
+
+    Subclasses set :attr:`url_suffix` and implement :meth:`answer`.
+    """
+
+    url_suffix = ""
+    """Appended to ``http://127.0.0.1:PORT`` to make :attr:`base_url` (``/v1`` for OpenAI's)."""
+
+    def __init__(self, default: ScriptT) -> None:
+        self.default = default
+        self._scripts: deque[ScriptT] = deque()
+        self._server = HTTPServer(self._handle)
+        self.base_url = ""
+        """The URL a provider's ``base_url`` takes, once serving."""
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, in order."""
+        return self._server.requests
+
+    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
+        """Wait until at least ``count`` requests have arrived."""
+        return await self._server.wait_for_requests(count)
+
+    def script(self, *scripts: ScriptT) -> None:
+        """Queue answers for the next requests; after them, :attr:`default` answers."""
+        self._scripts.extend(scripts)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on a free port; ``task_status.started`` gets :attr:`base_url`."""
+        async with trio.open_nursery() as nursery:
+            self.base_url = await nursery.start(self._server.serve) + self.url_suffix
+            task_status.started(self.base_url)
+
+    async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
+        await self.answer(
+            self._scripts.popleft() if self._scripts else self.default, request, respond
+        )
+
+    async def answer(self, script: ScriptT, request: RecordedRequest, respond: Responder) -> None:
+        raise NotImplementedError

@@ -13,13 +13,12 @@ with a ``signature_delta``), ``message_delta`` with the stop reason and cumulati
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import Any
 
 import attrs
 import trio
 
-from proxycast.testing._server import HTTPServer, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
 
 
 @attrs.frozen
@@ -192,35 +191,17 @@ def encode_events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
     )
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeUpstream[AnthropicScript]):
     """A scriptable Anthropic Messages upstream; see the module docstring."""
 
+    url_suffix = ""
+
     def __init__(self, default: AnthropicScript | None = None) -> None:
-        self.default = default or AnthropicScript()
-        self._scripts: deque[AnthropicScript] = deque()
-        self._server = HTTPServer(self._handle)
-        self._counter = 0
-        self.base_url = ""
+        super().__init__(default or AnthropicScript())
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._server.requests
-
-    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
-        return await self._server.wait_for_requests(count)
-
-    def script(self, *scripts: AnthropicScript) -> None:
-        """Queue answers for the next requests; after them, :attr:`default` answers."""
-        self._scripts.extend(scripts)
-
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a free port; ``task_status.started`` gets the base URL (no ``/v1``)."""
-        async with trio.open_nursery() as nursery:
-            self.base_url = await nursery.start(self._server.serve)
-            task_status.started(self.base_url)
-
-    async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
-        script = self._scripts.popleft() if self._scripts else self.default
+    async def answer(
+        self, script: AnthropicScript, request: RecordedRequest, respond: Responder
+    ) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
         if request.method == "POST" and request.path == "/v1/messages/count_tokens":
@@ -235,8 +216,7 @@ class FakeAnthropic:
             )
             return
         body = request.json()
-        self._counter += 1
-        full = message(script, body["model"], f"msg_fake{self._counter:04d}")
+        full = message(script, body["model"], f"msg_fake{len(self.requests):04d}")
         if not body.get("stream"):
             if script.drop_after is not None:
                 await respond.drop()

@@ -17,13 +17,12 @@ answer every function call of the turn before.
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import Any
 
 import attrs
 import trio
 
-from proxycast.testing._server import HTTPServer, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
 
 
 @attrs.frozen
@@ -230,34 +229,17 @@ def validate(body: dict[str, Any]) -> str | None:
     return _schema_problem(schema, "generation_config.response_schema") if schema else None
 
 
-class FakeGemini:
+class FakeGemini(FakeUpstream[GeminiScript]):
     """A scriptable Gemini upstream; see the module docstring."""
 
+    url_suffix = ""
+
     def __init__(self, default: GeminiScript | None = None) -> None:
-        self.default = default or GeminiScript()
-        self._scripts: deque[GeminiScript] = deque()
-        self._server = HTTPServer(self._handle)
-        self.base_url = ""
+        super().__init__(default or GeminiScript())
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._server.requests
-
-    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
-        return await self._server.wait_for_requests(count)
-
-    def script(self, *scripts: GeminiScript) -> None:
-        """Queue answers for the next requests; after them, :attr:`default` answers."""
-        self._scripts.extend(scripts)
-
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a free port; ``task_status.started`` gets the base URL."""
-        async with trio.open_nursery() as nursery:
-            self.base_url = await nursery.start(self._server.serve)
-            task_status.started(self.base_url)
-
-    async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
-        script = self._scripts.popleft() if self._scripts else self.default
+    async def answer(
+        self, script: GeminiScript, request: RecordedRequest, respond: Responder
+    ) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
         path, _, query = request.path.partition("?")

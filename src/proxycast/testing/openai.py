@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from typing import Any
 
 import attrs
 import trio
 
-from proxycast.testing._server import HTTPServer, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
 
 
 @attrs.frozen(kw_only=True)
@@ -80,41 +79,15 @@ def _split(text: str, chunks: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeUpstream[Script]):
     """A scriptable OpenAI-compatible upstream; see the module docstring."""
 
+    url_suffix = "/v1"
+
     def __init__(self, default: Script | None = None) -> None:
-        self.default = default or Script()
-        self._scripts: deque[Script] = deque()
-        self._server = HTTPServer(self._handle)
-        self._counter = 0
-        self.base_url = ""
-        """``http://127.0.0.1:PORT/v1`` once serving."""
+        super().__init__(default or Script())
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._server.requests
-
-    async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
-        """Wait until at least ``count`` requests have arrived."""
-        return await self._server.wait_for_requests(count)
-
-    def script(self, *scripts: Script) -> None:
-        """Queue answers for the next requests; after them, :attr:`default` answers."""
-        self._scripts.extend(scripts)
-
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a free port; ``task_status.started`` gets the base URL (``…/v1``)."""
-
-        async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            await self._server.serve(task_status=task_status)
-
-        async with trio.open_nursery() as nursery:
-            self.base_url = await nursery.start(run) + "/v1"
-            task_status.started(self.base_url)
-
-    async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
-        script = self._scripts.popleft() if self._scripts else self.default
+    async def answer(self, script: Script, request: RecordedRequest, respond: Responder) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
         if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
@@ -134,8 +107,7 @@ class FakeOpenAI:
             await self._error(script, respond)
             return
         body = request.json()
-        self._counter += 1
-        ident = f"chatcmpl-fake{self._counter}"
+        ident = f"chatcmpl-fake{len(self.requests)}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             await self._stream(script, body["model"], ident, include_usage, respond)

@@ -24,8 +24,17 @@ async def test_serve_in_a_nursery_returns_binds_and_stops_on_cancel(fake: FakeOp
             response = await h.get(
                 binds[0] + "/v1/models", headers={"authorization": f"Bearer {CLIENT_KEY}"}
             )
+            chat = await h.post(
+                binds[0] + "/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": f"Bearer {CLIENT_KEY}"},
+            )
         assert response.status_code == 200
+        assert chat.status_code == 200
+        assert fake.open_connections == 1  # the gateway keeps its upstream connection alive
         nursery.cancel_scope.cancel()
+    with trio.fail_after(2):  # cancelling the gateway closed its pooled upstream connection
+        await fake.wait_for_no_connections()
     host, port = binds[0].removeprefix("http://").split(":")
     try:
         stream = await trio.open_tcp_stream(host, int(port))

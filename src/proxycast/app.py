@@ -34,6 +34,7 @@ from proxycast.providers.openai import OpenAIUpstream
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
 log = logging.getLogger("proxycast")
@@ -129,8 +130,18 @@ def _authenticate(keys: tuple[str, ...]) -> None:
         )
 
 
-def create_app(config: Config) -> QuartTrio:
-    """The gateway as a Quart-Trio app, ready for hypercorn."""
+def _upstreams(config: Config, client: httpx.AsyncClient) -> dict[str, Upstream]:
+    return {p.name: UPSTREAM_TYPES[p.type](p, config.server, client) for p in config.providers}
+
+
+def create_app(config: Config, client: httpx.AsyncClient | None = None) -> QuartTrio:
+    """The gateway as a Quart-Trio app, ready for hypercorn.
+
+    Args:
+        config: the configuration.
+        client: the pooled upstream client, owned (and closed) by the caller, as :func:`serve` does.
+            Without one, the app opens its own while it serves (for running it under hypercorn's CLI).
+    """
     from proxycast.api import anthropic as anthropic_api
     from proxycast.api import openai as openai_api
 
@@ -144,15 +155,16 @@ def create_app(config: Config) -> QuartTrio:
     )
     state = Gateway(config)
     app.extensions["proxycast"] = state
+    if client is not None:
+        state.upstreams = _upstreams(config, client)
+    else:
 
-    @app.while_serving  # type: ignore[type-var]
-    async def lifespan() -> AsyncIterator[None]:
-        async with make_client(config.server) as client:
-            state.upstreams = {
-                p.name: UPSTREAM_TYPES[p.type](p, config.server, client) for p in config.providers
-            }
-            yield
-            state.upstreams = {}
+        @app.while_serving  # type: ignore[type-var]
+        async def lifespan() -> AsyncIterator[None]:
+            async with make_client(config.server) as own:
+                state.upstreams = _upstreams(config, own)
+                yield
+                state.upstreams = {}
 
     @app.before_request
     async def authenticate() -> None:

@@ -19,6 +19,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from proxycast.app import create_app
+from proxycast.providers._http import make_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -86,16 +87,24 @@ async def serve(
         task_status: gets the bound URLs, e.g. ``["http://127.0.0.1:41234"]``, once connections
             are accepted.
     """
-    app = create_app(config)
-    sock = sock if sock is not None else bind_socket(config)
-    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    await worker_serve(
-        wrap_app(app, 0, "asgi"),
-        hypercorn_config(config),
-        sockets=sockets,
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
-    )
+    # The client is opened and closed here, not in the app's lifespan: a serve() that is cancelled
+    # (as an embedding program stops it) never runs the lifespan's shutdown, and its pooled
+    # connections must still be closed.
+    client = make_client(config.server)
+    try:
+        app = create_app(config, client)
+        sock = sock if sock is not None else bind_socket(config)
+        sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+        await worker_serve(
+            wrap_app(app, 0, "asgi"),
+            hypercorn_config(config),
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
+        )
+    finally:
+        with trio.move_on_after(5, shield=True):
+            await client.aclose()
 
 
 def _url(sock: socket.socket) -> str:

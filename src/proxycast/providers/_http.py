@@ -101,8 +101,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
+        with trio.CancelScope(shield=True):  # every pool closes, even in a cancelled scope
+            for shard in self._shards:
+                await shard.aclose()
 
 
 def make_client(server: ServerConfig) -> httpx.AsyncClient:

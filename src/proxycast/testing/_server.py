@@ -87,8 +87,16 @@ class HTTPServer:
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
         self.requests: list[RecordedRequest] = []
+        self.open_connections = 0
+        """Connections clients hold open now (keep-alive ones included)."""
+        self._no_connections = trio.Event()
+        self._no_connections.set()
         self.port: int = 0
         self._arrived = trio.Event()
+
+    async def wait_for_no_connections(self) -> None:
+        """Wait until no client holds a connection open."""
+        await self._no_connections.wait()
 
     async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
         """Wait until at least ``count`` requests have arrived; all the requests so far."""
@@ -106,6 +114,9 @@ class HTTPServer:
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
+        self.open_connections += 1
+        if self._no_connections.is_set():
+            self._no_connections = trio.Event()
         try:
             while True:
                 request = await self._read_request(stream, conn)
@@ -119,6 +130,9 @@ class HTTPServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             return
         finally:
+            self.open_connections -= 1
+            if not self.open_connections:
+                self._no_connections.set()
             await stream.aclose()
 
     async def _read_request(
@@ -212,6 +226,15 @@ class FakeUpstream(Generic[ScriptT]):
     def requests(self) -> list[RecordedRequest]:
         """Every request received, in order."""
         return self._server.requests
+
+    @property
+    def open_connections(self) -> int:
+        """Connections clients hold open now (keep-alive ones included)."""
+        return self._server.open_connections
+
+    async def wait_for_no_connections(self) -> None:
+        """Wait until no client holds a connection open."""
+        await self._server.wait_for_no_connections()
 
     async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
         """Wait until at least ``count`` requests have arrived."""

@@ -354,3 +354,30 @@ async def test_mid_stream_errors_are_error_events(
 
     with pytest.raises(anthropic.APIStatusError):
         await consume()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_long_tool_names_are_shortened_for_openai_and_restored(
+    gateway: Gateway, upstreams: Upstreams, stream: bool
+) -> None:
+    from proxycast.codecs.openai import short_tool_name
+
+    long = "mcp__workspace_server__" + "search_the_whole_repository_for_symbols" * 2
+    short = short_tool_name(long)
+    assert len(long) > 64 >= len(short)
+    upstreams.openai.script(Script(text="", tool_calls=(FakeToolCall(id="call_9", name=short),)))
+    tool = {"name": long, "input_schema": {"type": "object"}}
+    async with client(gateway) as c:
+        if stream:
+            async with c.messages.stream(
+                model="gpt-4o", max_tokens=10, messages=MESSAGES, tools=[tool]
+            ) as s:
+                message = await s.get_final_message()
+        else:
+            message = await c.messages.create(
+                model="gpt-4o", max_tokens=10, messages=MESSAGES, tools=[tool]
+            )
+    (use,) = message.content
+    assert use.type == "tool_use"
+    assert use.name == long
+    assert upstreams.openai.requests[-1].json()["tools"][0]["function"]["name"] == short

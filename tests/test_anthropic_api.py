@@ -367,6 +367,7 @@ async def test_long_tool_names_are_shortened_for_openai_and_restored(
     assert len(long) > 64 >= len(short)
     upstreams.openai.script(Script(text="", tool_calls=(FakeToolCall(id="call_9", name=short),)))
     tool = {"name": long, "input_schema": {"type": "object"}}
+    message: Any
     async with client(gateway) as c:
         if stream:
             async with c.messages.stream(

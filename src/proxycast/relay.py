@@ -97,23 +97,27 @@ class Relay:
         await self._close()
 
 
+def cut_off_error(provider: str, what: str) -> UpstreamUnavailableError:
+    return UpstreamUnavailableError(
+        f"Provider {provider!r} ended the stream before the {what} was finished."
+    )
+
+
 def openai_error_frame(error: ProxycastError) -> bytes:
     return sse.encode(json.dumps(openai_error_body(error)))
 
 
-class OpenAIPassthrough:
-    """OpenAI SSE in, OpenAI SSE out: each event forwarded as it arrives, ``model`` renamed.
+class _Passthrough:
+    """Same format both ends: events forwarded one by one as they arrive, comments (keep-alives) too.
 
-    A stream that ends without ``[DONE]`` and without a finish reason was cut off: the client gets an
-    error frame, not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
-    OpenAI-compatible servers) gets the ``[DONE]`` it expects.
+    Subclasses turn one event into its frame (:meth:`_event`, which sets :attr:`finished` at the
+    format's end marker) and say how the format reports an error (:meth:`fail`).
     """
 
     def __init__(self, client_model: str, provider_name: str) -> None:
         self._model = client_model
         self._provider = provider_name
         self._parser = sse.SSEParser()
-        self._saw_finish = False
         self.finished = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -123,15 +127,38 @@ class OpenAIPassthrough:
                 break
             if isinstance(item, sse.Comment):
                 out += sse.encode_comment(item.text)
-                continue
-            if item.data == "[DONE]":
-                out += b"data: [DONE]\n\n"
-                self.finished = True
-                continue
-            out += self._event(item.data)
+            else:
+                out += self._event(item)
         return bytes(out)
 
-    def _event(self, data: str) -> bytes:
+    def _event(self, event: sse.Event) -> bytes:
+        raise NotImplementedError
+
+    def _cut_off(self, what: str) -> bytes:
+        """The stream ended before the format's end marker: an error, never a clean end."""
+        return self.fail(cut_off_error(self._provider, what))
+
+    def fail(self, error: ProxycastError) -> bytes:
+        raise NotImplementedError
+
+
+class OpenAIPassthrough(_Passthrough):
+    """OpenAI SSE in, OpenAI SSE out: each event forwarded as it arrives, ``model`` renamed.
+
+    A stream that ends without ``[DONE]`` and without a finish reason was cut off: the client gets an
+    error frame, not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
+    OpenAI-compatible servers) gets the ``[DONE]`` it expects.
+    """
+
+    def __init__(self, client_model: str, provider_name: str) -> None:
+        super().__init__(client_model, provider_name)
+        self._saw_finish = False
+
+    def _event(self, event: sse.Event) -> bytes:
+        data = event.data
+        if data == "[DONE]":
+            self.finished = True
+            return b"data: [DONE]\n\n"
         try:
             chunk = json.loads(data)  # C speed; the span-recording parse only when renaming
         except ValueError:
@@ -155,11 +182,7 @@ class OpenAIPassthrough:
         self.finished = True
         if self._saw_finish:
             return b"data: [DONE]\n\n"
-        return self.fail(
-            UpstreamUnavailableError(
-                f"Provider {self._provider!r} ended the stream before the completion was finished."
-            )
-        )
+        return self._cut_off("completion")
 
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True
@@ -214,17 +237,13 @@ class Converting:
         out = b"".join(self._encoder.encode(e) for e in self._decoder.end())
         if self._encoder.finished:
             return out
-        return out + self.fail(
-            UpstreamUnavailableError(
-                f"Provider {self._provider!r} ended the stream before the completion was finished."
-            )
-        )
+        return out + self.fail(cut_off_error(self._provider, "completion"))
 
     def fail(self, error: ProxycastError) -> bytes:
         return self._encoder.fail(error)
 
 
-class AnthropicPassthrough:
+class AnthropicPassthrough(_Passthrough):
     """Anthropic SSE in, Anthropic SSE out: every event forwarded as it arrives with its ``event:`` line
     (so that events Anthropic adds later pass too), the model in ``message_start`` renamed.
 
@@ -232,27 +251,11 @@ class AnthropicPassthrough:
     ``event: error`` rather than a clean end.
     """
 
-    def __init__(self, client_model: str, provider_name: str) -> None:
-        self._model = client_model
-        self._provider = provider_name
-        self._parser = sse.SSEParser()
-        self.finished = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for item in self._parser.feed(chunk):
-            if self.finished:
-                break
-            if isinstance(item, sse.Comment):
-                out += sse.encode_comment(item.text)
-                continue
-            data = item.data
-            if item.event == "message_start":
-                data = self._renamed(data)
-            out += sse.encode(data.replace("\n", "\ndata: "), item.event)
-            if item.event in ("message_stop", "error"):
-                self.finished = True
-        return bytes(out)
+    def _event(self, event: sse.Event) -> bytes:
+        data = self._renamed(event.data) if event.event == "message_start" else event.data
+        if event.event in ("message_stop", "error"):
+            self.finished = True
+        return sse.encode(data.replace("\n", "\ndata: "), event.event)
 
     def _renamed(self, data: str) -> str:
         try:
@@ -263,13 +266,7 @@ class AnthropicPassthrough:
         return json.dumps(start, ensure_ascii=False)
 
     def end(self) -> bytes:
-        if self.finished:
-            return b""
-        return self.fail(
-            UpstreamUnavailableError(
-                f"Provider {self._provider!r} ended the stream before the message was finished."
-            )
-        )
+        return b"" if self.finished else self._cut_off("message")
 
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True

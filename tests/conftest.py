@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 import proxycast
-from proxycast.config import Config, ProviderConfig, ServerConfig
+from proxycast.config import Config, ProviderConfig, ProviderType, ServerConfig
 from proxycast.testing import FakeOpenAI
 
 if TYPE_CHECKING:
@@ -44,6 +44,23 @@ def make_config(upstream_url: str, **server: object) -> Config:
             ),
         ),
         aliases={"gpt-4o": "llama3.2", "fast": "local/qwen2.5-coder"},
+    )
+
+
+def one_provider(
+    type_: ProviderType,
+    base_url: str,
+    models: tuple[str, ...],
+    aliases: dict[str, str] | None = None,
+) -> Config:
+    """A gateway configuration with one provider of ``type_`` at ``base_url``, named after its type."""
+    provider = ProviderConfig(
+        name=type_, type=type_, base_url=base_url, api_keys=(UPSTREAM_KEY,), models=models
+    )
+    return Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+        providers=(provider,),
+        aliases=aliases or {},
     )
 
 

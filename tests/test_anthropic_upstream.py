@@ -9,10 +9,9 @@ import openai
 import pytest
 import trio
 
-from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import AnthropicScript, FakeAnthropic
 from proxycast.testing.anthropic import Text, Thinking, ToolUse
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, one_provider, start_gateway
 
 MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "Hello"}]
@@ -35,19 +34,7 @@ async def _claude(nursery: trio.Nursery) -> FakeAnthropic:
 
 @pytest.fixture(name="gateway")
 async def _gateway(nursery: trio.Nursery, claude: FakeAnthropic) -> Gateway:
-    config = Config(
-        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
-        providers=(
-            ProviderConfig(
-                name="anthropic",
-                type="anthropic",
-                base_url=claude.base_url,
-                api_keys=(UPSTREAM_KEY,),
-                models=("claude-*",),
-            ),
-        ),
-        aliases={"gpt-4o": MODEL},
-    )
+    config = one_provider("anthropic", claude.base_url, ("claude-*",), {"gpt-4o": MODEL})
     return await start_gateway(nursery, config)
 
 

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 import openai
 import pytest
 
-from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import FakeGemini, GeminiScript
 from proxycast.testing.gemini import Call, Text, Thought
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, one_provider, start_gateway
 from tests.test_anthropic_upstream import collect
 
 if TYPE_CHECKING:
@@ -80,18 +79,7 @@ async def _gemini(nursery: trio.Nursery) -> FakeGemini:
 
 @pytest.fixture(name="gateway")
 async def _gateway(nursery: trio.Nursery, gemini: FakeGemini) -> Gateway:
-    config = Config(
-        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
-        providers=(
-            ProviderConfig(
-                name="gemini",
-                type="gemini",
-                base_url=gemini.base_url,
-                api_keys=(UPSTREAM_KEY,),
-                models=("gemini-*",),
-            ),
-        ),
-    )
+    config = one_provider("gemini", gemini.base_url, ("gemini-*",))
     return await start_gateway(nursery, config)
 
 

@@ -31,6 +31,7 @@ from proxycast.codecs import anthropic as anthropic_codec
 from proxycast.codecs import gemini as gemini_codec
 from proxycast.codecs import openai as openai_codec
 from proxycast.errors import InvalidRequestError
+from proxycast.providers._http import Upstream
 from proxycast.providers.anthropic import AnthropicUpstream
 from proxycast.providers.gemini import GeminiUpstream
 from proxycast.providers.openai import OpenAIUpstream
@@ -64,20 +65,41 @@ def _renamed_names(tools: tuple[models.Tool, ...]) -> dict[str, str]:
     return {openai_codec.short_tool_name(t.name): t.name for t in tools}
 
 
+@attrs.frozen
+class _Incoming:
+    """A request body read, validated and routed."""
+
+    text: str
+    spans: dict[str, tuple[int, int]]
+    parsed: Any
+    route: routing.Route
+    upstream: Upstream
+
+    @classmethod
+    async def read(cls, request_type: type[Any]) -> _Incoming:
+        raw = await request.get_data(cache=False)
+        assert isinstance(raw, bytes)
+        text, body, spans = parse_body(raw)
+        parsed = _validate(body, request_type)
+        state = gateway()
+        route = routing.resolve(parsed.model, state.config)
+        return cls(text, spans, parsed, route, state.upstream(route.provider.name))
+
+    def forwarded(self) -> bytes:
+        """The body for an upstream of the same format: as written, with the upstream's model name."""
+        if self.route.upstream_model == self.parsed.model:
+            return self.text.encode()
+        return replace_value(self.text, self.spans["model"], self.route.upstream_model).encode()
+
+
 @blueprint.post("/v1/messages")
 async def messages() -> Response:
-    raw = await request.get_data(cache=False)
-    assert isinstance(raw, bytes)
-    text, body, spans = parse_body(raw)
-    parsed: wire.MessagesRequest = _validate(body, wire.MessagesRequest)
-    state = gateway()
-    route = routing.resolve(parsed.model, state.config)
-    upstream = state.upstream(route.provider.name)
+    incoming = await _Incoming.read(wire.MessagesRequest)
+    parsed: wire.MessagesRequest = incoming.parsed
+    route, upstream = incoming.route, incoming.upstream
     stream = bool(parsed.stream)
     if isinstance(upstream, AnthropicUpstream):
-        if route.upstream_model != parsed.model:
-            raw = replace_value(text, spans["model"], route.upstream_model).encode()
-        response = await upstream.messages(raw, _client_headers())
+        response = await upstream.messages(incoming.forwarded(), _client_headers())
         if not stream:
             data = await read_all(upstream, response)
             return Response(rename_model(data, parsed.model), content_type="application/json")
@@ -149,17 +171,11 @@ class _NameRestoring:
 
 @blueprint.post("/v1/messages/count_tokens")
 async def count_tokens() -> Response:
-    raw = await request.get_data(cache=False)
-    assert isinstance(raw, bytes)
-    text, body, spans = parse_body(raw)
-    parsed: wire.CountTokensRequest = _validate(body, wire.CountTokensRequest)
-    state = gateway()
-    route = routing.resolve(parsed.model, state.config)
-    upstream = state.upstream(route.provider.name)
+    incoming = await _Incoming.read(wire.CountTokensRequest)
+    parsed: wire.CountTokensRequest = incoming.parsed
+    route, upstream = incoming.route, incoming.upstream
     if isinstance(upstream, AnthropicUpstream):
-        if route.upstream_model != parsed.model:
-            raw = replace_value(text, spans["model"], route.upstream_model).encode()
-        response = await upstream.count_tokens(raw, _client_headers())
+        response = await upstream.count_tokens(incoming.forwarded(), _client_headers())
         return Response(await read_all(upstream, response), content_type="application/json")
     conversation = anthropic_codec.request_to_internal(parsed)
     if isinstance(upstream, GeminiUpstream):

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
     from proxycast.config import Config
 
-log = logging.getLogger("proxycast")
-
 
 class BindError(OSError):
     """The listening address could not be bound (in use, or not an address of this machine)."""

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 import proxycast
-from proxycast.config import Config, ProviderConfig, ProviderType, ServerConfig
+from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import FakeOpenAI
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def make_config(upstream_url: str, **server: object) -> Config:
 
 
 def one_provider(
-    type_: ProviderType,
+    type_: str,
     base_url: str,
     models: tuple[str, ...],
     aliases: dict[str, str] | None = None,

@@ -360,7 +360,7 @@ async def test_mid_stream_errors_are_error_events(
 async def test_long_tool_names_are_shortened_for_openai_and_restored(
     gateway: Gateway, upstreams: Upstreams, stream: bool
 ) -> None:
-    from proxycast.codecs.openai import short_tool_name
+    from proxycast.formats.openai.outbound import short_tool_name
 
     long = "mcp__workspace_server__" + "search_the_whole_repository_for_symbols" * 2
     short = short_tool_name(long)

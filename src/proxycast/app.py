@@ -2,52 +2,36 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hmac
 import logging
 from typing import TYPE_CHECKING
 
-import attrs
-import trio
-from quart import Response, current_app, request
+from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from proxycast.config import Config
+from proxycast import formats
+from proxycast.api import inbound, models
 from proxycast.errors import (
     AuthenticationError,
     MethodNotAllowedError,
     ProxycastError,
     RequestTooLargeError,
     RouteNotFoundError,
-    anthropic_status,
-    render_anthropic,
-    render_openai,
 )
-from proxycast.providers._http import Upstream, make_client
-from proxycast.providers.anthropic import AnthropicUpstream
-from proxycast.providers.gemini import GeminiUpstream
-from proxycast.providers.openai import OpenAIUpstream
+from proxycast.exchange import Exchange, request_scope
+from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
+    from proxycast.config import Config
+
 log = logging.getLogger("proxycast")
-
-_request_resources: contextvars.ContextVar[contextlib.AsyncExitStack] = contextvars.ContextVar(
-    "proxycast_request_resources"
-)
-
-
-def request_resources() -> contextlib.AsyncExitStack:
-    """The current request's resource stack: what is pushed here is closed when the request ends,
-    however it ends (answered, failed, or its client gone)."""
-    return _request_resources.get()
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
@@ -59,49 +43,13 @@ class _HTTPConnection(TrioASGIHTTPConnection):
     """
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        stack = contextlib.AsyncExitStack()
-        token = _request_resources.set(stack)
-        try:
+        async with request_scope():
             await super().__call__(receive, send)
-        finally:
-            _request_resources.reset(token)
-            with trio.move_on_after(10, shield=True):
-                await stack.aclose()
-
-
-@attrs.define(eq=False)
-class Gateway:
-    """What the request handlers share within one worker."""
-
-    config: Config
-    upstreams: dict[str, Upstream] = attrs.field(factory=dict)
-
-    def upstream(self, name: str) -> Upstream:
-        return self.upstreams[name]
-
-
-UPSTREAM_TYPES: dict[str, Callable[..., Upstream]] = {
-    "openai": OpenAIUpstream,
-    "anthropic": AnthropicUpstream,
-    "gemini": GeminiUpstream,
-}
-
-
-def gateway() -> Gateway:
-    state: Gateway = current_app.extensions["proxycast"]
-    return state
-
-
-def is_anthropic_route(path: str) -> bool:
-    """Routes of the Anthropic Messages API answer errors in Anthropic's shape."""
-    return path == "/v1/messages" or path.startswith("/v1/messages/")
 
 
 def error_response(error: ProxycastError) -> Response:
-    if is_anthropic_route(request.path):
-        body, status = render_anthropic(error), anthropic_status(error)
-    else:
-        body, status = render_openai(error), error.status_code
+    """The error in the dialect of the route's clients."""
+    status, body = formats.dialect_for(request.path).render_error(error)
     response = Response(body, status=status, content_type="application/json")
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -130,10 +78,6 @@ def _authenticate(keys: tuple[str, ...]) -> None:
         )
 
 
-def _upstreams(config: Config, client: httpx.AsyncClient) -> dict[str, Upstream]:
-    return {p.name: UPSTREAM_TYPES[p.type](p, config.server, client) for p in config.providers}
-
-
 def create_app(config: Config, client: httpx.AsyncClient | None = None) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn.
 
@@ -142,9 +86,6 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
         client: the pooled upstream client, owned (and closed) by the caller, as :func:`serve` does.
             Without one, the app opens its own while it serves (for running it under hypercorn's CLI).
     """
-    from proxycast.api import anthropic as anthropic_api
-    from proxycast.api import openai as openai_api
-
     app = QuartTrio("proxycast")
     app.asgi_http_class = _HTTPConnection
     app.config.update(
@@ -153,26 +94,26 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
         BODY_TIMEOUT=config.server.upstream_timeout,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
-    state = Gateway(config)
-    app.extensions["proxycast"] = state
+    exchange = Exchange(config)
+    app.extensions["proxycast"] = exchange
     if client is not None:
-        state.upstreams = _upstreams(config, client)
+        exchange.connect(client)
     else:
 
         @app.while_serving  # type: ignore[type-var]
         async def lifespan() -> AsyncIterator[None]:
             async with make_client(config.server) as own:
-                state.upstreams = _upstreams(config, own)
+                exchange.connect(own)
                 yield
-                state.upstreams = {}
+                exchange.providers = {}
 
     @app.before_request
     async def authenticate() -> None:
         if request.path.startswith("/v1/"):
             _authenticate(config.server.api_keys)
 
-    app.register_blueprint(openai_api.blueprint)
-    app.register_blueprint(anthropic_api.blueprint)
+    app.register_blueprint(inbound.blueprint())
+    app.register_blueprint(models.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

@@ -1,7 +1,7 @@
 """Configuration: a TOML file (strict, with ``${VAR}`` interpolation) or the environment alone.
 
-See DESIGN.md "Configuration file" for the format. Unknown keys are errors, so that a typo is reported
-instead of silently ignored.
+The README's "Configuration" section describes the format. Unknown keys are errors, so that a typo is
+reported instead of silently ignored.
 """
 
 from __future__ import annotations
@@ -12,25 +12,18 @@ import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 from cattrs.errors import BaseValidationError
 
-from proxycast._convert import format_path, make_strict_converter, validation_errors
+from proxycast import formats
+from proxycast.structuring import format_path, make_strict_converter, validation_errors
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-ProviderType = Literal["openai", "anthropic", "gemini"]
-
-DEFAULT_BASE_URLS: Mapping[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-}
 
 DEFAULT_CONFIG_FILE = "proxycast.toml"
 
@@ -61,7 +54,8 @@ class ServerConfig:
 @attrs.frozen(kw_only=True)
 class ProviderConfig:
     name: str
-    type: ProviderType
+    type: str
+    """An upstream format of the registry (``proxycast.formats.UPSTREAMS``)."""
     base_url: str = ""
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
     models: tuple[str, ...] = ()
@@ -69,7 +63,7 @@ class ProviderConfig:
     @property
     def url(self) -> str:
         """The base URL without a trailing slash, the type's default when none is set."""
-        return (self.base_url or DEFAULT_BASE_URLS[self.type]).rstrip("/")
+        return (self.base_url or formats.UPSTREAMS[self.type].default_base_url).rstrip("/")
 
 
 @attrs.frozen(kw_only=True)
@@ -178,39 +172,20 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
     )
 
 
-# (type, name, key variables, base URL variable, models routed by default)
-_ENV_PROVIDERS: tuple[tuple[ProviderType, str, tuple[str, ...], str, tuple[str, ...]], ...] = (
-    ("anthropic", "anthropic", ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL", ("claude-*",)),
-    (
-        "gemini",
-        "gemini",
-        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-        "GEMINI_BASE_URL",
-        ("gemini-*", "gemma-*"),
-    ),
-    (
-        "openai",
-        "openai",
-        ("OPENAI_API_KEY",),
-        "OPENAI_BASE_URL",
-        ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"),
-    ),
-)
-
-
 def _from_environment(env: Mapping[str, str]) -> Config:
     providers = []
-    for type_, name, key_vars, url_var, models in _ENV_PROVIDERS:
-        key = next((env[v] for v in key_vars if env.get(v)), None)
+    for type_, upstream in formats.UPSTREAMS.items():
+        defaults = upstream.env
+        key = next((env[v] for v in defaults.key_variables if env.get(v)), None)
         if key is None:
             continue
         providers.append(
             ProviderConfig(
-                name=name,
+                name=type_,
                 type=type_,
-                base_url=env.get(url_var, ""),
+                base_url=env.get(defaults.base_url_variable, ""),
                 api_keys=(key,),
-                models=models,
+                models=defaults.models,
             )
         )
     server = ServerConfig()
@@ -243,6 +218,9 @@ def check_config(config: Config) -> None:
             raise ConfigError(f"{src}: server.api_keys[{index}]: is empty")
     for index, provider in enumerate(config.providers):
         where = f"{src}: providers[{index}]"
+        if provider.type not in formats.UPSTREAMS:
+            expected = ", ".join(repr(t) for t in formats.UPSTREAMS)
+            raise ConfigError(f"{where}.type: expected one of {expected}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", provider.name):
             raise ConfigError(
                 f"{where}.name: {provider.name!r} may hold only letters, digits, '_', '.' and '-'"

@@ -1,8 +1,8 @@
 """Errors that proxycast reports to its clients.
 
 Every error a client can see is a :class:`ProxycastError`. It carries an HTTP status, a neutral
-``kind`` and a message; each inbound API renders it in its own dialect (``render_openai``,
-``render_anthropic``)::
+``kind`` and a message; each inbound dialect renders it in its own shape (``render_error`` of
+``proxycast.formats.openai.inbound`` and ``.anthropic.inbound``)::
 
     ProxycastError                    500 api_error
     ├── InvalidRequestError           400 invalid_request (bad JSON, a field missing or mistyped)
@@ -18,8 +18,9 @@ Every error a client can see is a :class:`ProxycastError`. It carries an HTTP st
 
 from __future__ import annotations
 
-import json
-from typing import Any, ClassVar, Literal
+from typing import Literal
+
+import attrs
 
 Kind = Literal[
     "invalid_request",
@@ -44,12 +45,12 @@ class ProxycastError(Exception):
         param: the request field at fault, if any (OpenAI's ``param``).
         code: a machine-readable code (OpenAI's ``code``), if any.
         headers: response headers to pass on (``retry-after``).
-        native: ``(dialect, type)``: the upstream's own error type, kept when the client speaks
-            the upstream's dialect.
+        native: ``(format type, error type)``: the upstream's own error type, kept when the client
+            speaks the upstream's format.
     """
 
-    status: ClassVar[int] = 500
-    kind: ClassVar[Kind] = "api_error"
+    status: int = 500
+    kind: Kind = "api_error"
 
     def __init__(
         self,
@@ -64,10 +65,11 @@ class ProxycastError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.status_code = status if status is not None else self.status
-        self.error_kind: Kind = kind or (
-            kind_for_status(self.status_code) if status is not None else self.kind
-        )
+        if status is not None:
+            self.status = status
+            self.kind = kind or kind_for_status(status)
+        elif kind is not None:
+            self.kind = kind
         self.param = param
         self.code = code
         self.headers = headers or {}
@@ -76,32 +78,32 @@ class ProxycastError(Exception):
 
 class InvalidRequestError(ProxycastError):
     status = 400
-    kind: ClassVar[Kind] = "invalid_request"
+    kind: Kind = "invalid_request"
 
 
 class RequestTooLargeError(InvalidRequestError):
     status = 413
-    kind: ClassVar[Kind] = "request_too_large"
+    kind: Kind = "request_too_large"
 
 
 class ModelNotFoundError(InvalidRequestError):
     status = 404
-    kind: ClassVar[Kind] = "not_found"
+    kind: Kind = "not_found"
 
 
 class AuthenticationError(ProxycastError):
     status = 401
-    kind: ClassVar[Kind] = "authentication"
+    kind: Kind = "authentication"
 
 
 class RouteNotFoundError(ProxycastError):
     status = 404
-    kind: ClassVar[Kind] = "not_found"
+    kind: Kind = "not_found"
 
 
 class MethodNotAllowedError(ProxycastError):
     status = 405
-    kind: ClassVar[Kind] = "invalid_request"
+    kind: Kind = "invalid_request"
 
 
 class UpstreamError(ProxycastError):
@@ -110,12 +112,12 @@ class UpstreamError(ProxycastError):
 
 class UpstreamUnavailableError(UpstreamError):
     status = 502
-    kind: ClassVar[Kind] = "api_error"
+    kind: Kind = "api_error"
 
 
 class UpstreamTimeoutError(UpstreamError):
     status = 504
-    kind: ClassVar[Kind] = "timeout"
+    kind: Kind = "timeout"
 
 
 _KIND_BY_STATUS: dict[int, Kind] = {
@@ -138,72 +140,32 @@ def kind_for_status(status: int) -> Kind:
     return "invalid_request" if 400 <= status < 500 else "api_error"
 
 
-# OpenAI's `type` for each kind; OpenAI's SDKs pick the exception class by status alone.
-_OPENAI_TYPE: dict[Kind, str] = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "invalid_request_error",
-    "permission": "permission_error",
-    "not_found": "invalid_request_error",
-    "request_too_large": "invalid_request_error",
-    "rate_limit": "rate_limit_error",
-    "api_error": "server_error",
-    "overloaded": "server_error",
-    "timeout": "timeout_error",
-}
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """What an upstream's error body says, read once by its format (``error_info``)."""
 
-_OPENAI_CODE: dict[Kind, str] = {
-    "authentication": "invalid_api_key",
-    "request_too_large": "request_too_large",
-    "rate_limit": "rate_limit_exceeded",
-}
+    message: str
+    type: str | None = None
+    """The upstream's own error type (kept for clients of the same format)."""
+    param: str | None = None
+    code: str | None = None
+    status: int | None = None
+    """The HTTP status the body implies (for errors that arrive inside a 200 stream)."""
 
 
-def openai_error_body(error: ProxycastError) -> dict[str, Any]:
-    """The error as OpenAI's ``{"error": {message, type, param, code}}``."""
-    native = error.native[1] if error.native and error.native[0] == "openai" else None
-    return {
-        "error": {
-            "message": error.message,
-            "type": native or _OPENAI_TYPE[error.error_kind],
-            "param": error.param,
-            "code": error.code if native else error.code or _OPENAI_CODE.get(error.error_kind),
-        }
-    }
-
-
-def render_openai(error: ProxycastError) -> bytes:
-    """The OpenAI error body, serialised."""
-    return json.dumps(openai_error_body(error)).encode()
-
-
-_ANTHROPIC_TYPE: dict[Kind, str] = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "request_too_large": "request_too_large",
-    "rate_limit": "rate_limit_error",
-    "api_error": "api_error",
-    "overloaded": "overloaded_error",
-    "timeout": "timeout_error",
-}
-
-
-def anthropic_status(error: ProxycastError) -> int:
-    """The status an Anthropic client gets: Anthropic says 529 for overloaded (PROTOCOLS.md 5.2)."""
-    return 529 if error.status_code == 503 else error.status_code
-
-
-def anthropic_error_body(error: ProxycastError) -> dict[str, Any]:
-    """The error as Anthropic's ``{"type": "error", "error": {type, message}}``."""
-    native = error.native[1] if error.native and error.native[0] == "anthropic" else None
-    kind = "overloaded" if anthropic_status(error) == 529 else error.error_kind
-    return {
-        "type": "error",
-        "error": {"type": native or _ANTHROPIC_TYPE[kind], "message": error.message},
-    }
-
-
-def render_anthropic(error: ProxycastError) -> bytes:
-    """The Anthropic error body, serialised."""
-    return json.dumps(anthropic_error_body(error)).encode()
+def upstream_error(
+    format_type: str, info: ErrorInfo, status: int, headers: dict[str, str] | None = None
+) -> UpstreamError:
+    """The error for an upstream's failure: its status (Anthropic's 529 "overloaded" is a 503, the
+    neutral status for it), its message and, for clients of its own format, its error type."""
+    if status == 529:
+        status = 503
+    return UpstreamError(
+        info.message,
+        status=status,
+        kind=kind_for_status(status),
+        param=info.param,
+        code=info.code,
+        headers=headers,
+        native=(format_type, info.type) if info.type else None,
+    )

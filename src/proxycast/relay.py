@@ -1,4 +1,5 @@
-"""Relaying an upstream stream to the client: the response body object, and the OpenAI passthrough.
+"""Relaying an upstream stream to the client: the response body object, and the two kinds of
+translator it runs (a passthrough, or a decoder and an encoder composed).
 
 The body object owns the open upstream response. Quart closes it (``aclose``) when the client goes away
 or the stream ends, and the request's resource stack (``app.request_resources``) closes it as a
@@ -7,43 +8,20 @@ backstop in every other case, so that an upstream connection never outlives its 
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast import models, sse
-from proxycast._json import parse_object, replace_value
-from proxycast.errors import (
-    ProxycastError,
-    UpstreamUnavailableError,
-    anthropic_error_body,
-    openai_error_body,
-)
+from proxycast import sse
+from proxycast._json import NotAnObjectError, parse_object, replace_value
+from proxycast.errors import ProxycastError, UpstreamUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from proxycast.formats.contracts import StreamDecoder, StreamEncoder, Translator
+
 _DRAIN_SECONDS = 1.0
-
-
-class Translator(Protocol):
-    """Turns upstream body bytes into client frames; pure and synchronous."""
-
-    def feed(self, chunk: bytes) -> bytes: ...
-
-    def end(self) -> bytes:
-        """The upstream body ended: the closing frames, or an error frame if it ended too soon."""
-        ...
-
-    def fail(self, error: ProxycastError) -> bytes:
-        """The upstream failed mid-stream: an error frame in the client's dialect."""
-        ...
-
-    @property
-    def finished(self) -> bool:
-        """True once the client has been sent a complete stream (or an error) and nothing may follow."""
-        ...
 
 
 class Relay:
@@ -97,17 +75,25 @@ class Relay:
         await self._close()
 
 
+def rename_model(data: bytes, model: str) -> bytes:
+    """The upstream's answer with ``model`` set to the name the client asked for."""
+    try:
+        text = data.decode("utf-8")
+        answer, spans = parse_object(text)
+    except (ValueError, NotAnObjectError):
+        return data
+    if "model" not in spans or answer["model"] == model:
+        return data
+    return replace_value(text, spans["model"], model).encode()
+
+
 def cut_off_error(provider: str, what: str) -> UpstreamUnavailableError:
     return UpstreamUnavailableError(
         f"Provider {provider!r} ended the stream before the {what} was finished."
     )
 
 
-def openai_error_frame(error: ProxycastError) -> bytes:
-    return sse.encode(json.dumps(openai_error_body(error)))
-
-
-class _Passthrough:
+class Passthrough:
     """Same format both ends: events forwarded one by one as they arrive, comments (keep-alives) too.
 
     Subclasses turn one event into its frame (:meth:`_event`, which sets :attr:`finished` at the
@@ -142,78 +128,10 @@ class _Passthrough:
         raise NotImplementedError
 
 
-class OpenAIPassthrough(_Passthrough):
-    """OpenAI SSE in, OpenAI SSE out: each event forwarded as it arrives, ``model`` renamed.
-
-    A stream that ends without ``[DONE]`` and without a finish reason was cut off: the client gets an
-    error frame, not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
-    OpenAI-compatible servers) gets the ``[DONE]`` it expects.
-    """
-
-    def __init__(self, client_model: str, provider_name: str) -> None:
-        super().__init__(client_model, provider_name)
-        self._saw_finish = False
-
-    def _event(self, event: sse.Event) -> bytes:
-        data = event.data
-        if data == "[DONE]":
-            self.finished = True
-            return b"data: [DONE]\n\n"
-        try:
-            chunk = json.loads(data)  # C speed; the span-recording parse only when renaming
-        except ValueError:
-            return sse.encode(data.replace("\n", "\ndata: "))
-        if not isinstance(chunk, dict):
-            return sse.encode(data)
-        if "error" in chunk:
-            self.finished = True
-            return sse.encode(data)
-        for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("finish_reason"):
-                self._saw_finish = True
-        if chunk.get("model", self._model) != self._model:
-            _, spans = parse_object(data)
-            data = replace_value(data, spans["model"], self._model)
-        return sse.encode(data)
-
-    def end(self) -> bytes:
-        if self.finished:
-            return b""
-        self.finished = True
-        if self._saw_finish:
-            return b"data: [DONE]\n\n"
-        return self._cut_off("completion")
-
-    def fail(self, error: ProxycastError) -> bytes:
-        self.finished = True
-        return openai_error_frame(error)
-
-
-class Decoder(Protocol):
-    """An upstream format's SSE events -> stream events (``codecs.<format>.StreamDecoder``)."""
-
-    def feed(self, event: sse.Event) -> list[models.StreamEvent]: ...
-
-    def end(self) -> list[models.StreamEvent]:
-        """The upstream body ended: the events that closes (a format without an end marker)."""
-        ...
-
-
-class Encoder(Protocol):
-    """Stream events -> the client's frames (``codecs.<format>.StreamEncoder``)."""
-
-    finished: bool
-
-    def encode(self, event: models.StreamEvent) -> bytes: ...
-
-    def fail(self, error: Exception) -> bytes: ...
-
-
 class Converting:
-    """Another format in, the client's format out: SSE parser -> upstream decoder -> client encoder."""
+    """Another format in, the client's format out: the upstream's decoder, then the client's encoder."""
 
-    def __init__(self, decoder: Decoder, encoder: Encoder, provider_name: str) -> None:
-        self._parser = sse.SSEParser()
+    def __init__(self, decoder: StreamDecoder, encoder: StreamEncoder, provider_name: str) -> None:
         self._decoder = decoder
         self._encoder = encoder
         self._provider = provider_name
@@ -224,11 +142,8 @@ class Converting:
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
-        for item in self._parser.feed(chunk):
-            if isinstance(item, sse.Comment):
-                continue
-            for event in self._decoder.feed(item):
-                out += self._encoder.encode(event)
+        for event in self._decoder.feed(chunk):
+            out += self._encoder.encode(event)
             if self._encoder.finished:
                 break
         return bytes(out)
@@ -241,33 +156,3 @@ class Converting:
 
     def fail(self, error: ProxycastError) -> bytes:
         return self._encoder.fail(error)
-
-
-class AnthropicPassthrough(_Passthrough):
-    """Anthropic SSE in, Anthropic SSE out: every event forwarded as it arrives with its ``event:`` line
-    (so that events Anthropic adds later pass too), the model in ``message_start`` renamed.
-
-    A stream that ends without ``message_stop`` (or an ``error`` event) was cut off: the client gets an
-    ``event: error`` rather than a clean end.
-    """
-
-    def _event(self, event: sse.Event) -> bytes:
-        data = self._renamed(event.data) if event.event == "message_start" else event.data
-        if event.event in ("message_stop", "error"):
-            self.finished = True
-        return sse.encode(data.replace("\n", "\ndata: "), event.event)
-
-    def _renamed(self, data: str) -> str:
-        try:
-            start = json.loads(data)
-            start["message"]["model"] = self._model
-        except (ValueError, KeyError, TypeError):
-            return data
-        return json.dumps(start, ensure_ascii=False)
-
-    def end(self) -> bytes:
-        return b"" if self.finished else self._cut_off("message")
-
-    def fail(self, error: ProxycastError) -> bytes:
-        self.finished = True
-        return sse.encode(json.dumps(anthropic_error_body(error)), "error")

@@ -19,7 +19,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from proxycast.app import create_app
-from proxycast.providers._http import make_client
+from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

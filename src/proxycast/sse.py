@@ -8,7 +8,12 @@ sequence or between CR and LF.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from proxycast import hub
 
 
 @attrs.frozen
@@ -98,3 +103,24 @@ def encode(data: str, event: str | None = None) -> bytes:
 
 def encode_comment(text: str) -> bytes:
     return b": " + text.encode() + b"\n\n"
+
+
+class EventDecoder:
+    """Base of the stream decoders of SSE formats: bytes in (as they arrive), parsed into events, each
+    handed to :meth:`event`; comments (keep-alives) carry nothing to decode."""
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> list[hub.StreamEvent]:
+        out: list[hub.StreamEvent] = []
+        for item in self._parser.feed(chunk):
+            if isinstance(item, Event):
+                out += self.event(item)
+        return out
+
+    def event(self, event: Event) -> list[hub.StreamEvent]:
+        raise NotImplementedError
+
+    def end(self) -> list[hub.StreamEvent]:
+        return []

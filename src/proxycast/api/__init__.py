@@ -1,1 +1,1 @@
-"""Inbound HTTP APIs, one module per client dialect."""
+"""Inbound HTTP routes: every dialect's routes (``inbound``) and the model list (``models``)."""

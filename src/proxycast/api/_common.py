@@ -1,31 +1,12 @@
-"""What the inbound APIs share: reading bodies, reading upstream answers, streaming responses."""
+"""What the inbound routes share: reading a request body."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
-
-from quart import Response
+from typing import Any
 
 from proxycast._json import NotAnObjectError, parse_object
-from proxycast.app import request_resources
-from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
-from proxycast.providers._http import aclose_shielded, iter_body, mapped_errors
-from proxycast.relay import Relay
-
-if TYPE_CHECKING:
-    import httpx
-
-    from proxycast.providers._http import Upstream
-    from proxycast.relay import Translator
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body), status=status, content_type="application/json", headers=headers
-    )
+from proxycast.errors import InvalidRequestError
 
 
 def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, int]]]:
@@ -44,41 +25,3 @@ def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, in
             f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
         ) from None
     return text, body, spans
-
-
-def json_object(upstream: Upstream, data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamUnavailableError(
-            f"Provider {upstream.provider.name!r} answered with a body that is not a JSON object."
-        )
-    return value
-
-
-async def read_all(upstream: Upstream, response: httpx.Response) -> bytes:
-    try:
-        with mapped_errors(upstream.provider, upstream.server):
-            return await response.aread()
-    finally:
-        await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
-
-
-def stream_response(
-    upstream: Upstream, response: httpx.Response, translator: Translator
-) -> Response:
-    """The streamed answer: upstream pieces relayed through ``translator`` as they arrive."""
-    chunks = iter_body(response, upstream.provider, upstream.server)
-
-    async def close() -> None:
-        await chunks.aclose()
-        await aclose_shielded(response)
-
-    # quart closes the body once it sends it; the request's stack closes it if that never happens
-    request_resources().push_async_callback(close)
-    relay = Relay(chunks, translator, close)
-    result = Response(relay, status=200, content_type="text/event-stream", headers=SSE_HEADERS)
-    result.timeout = None
-    return result

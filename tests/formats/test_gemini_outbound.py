@@ -11,20 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import models, sse
-from proxycast.codecs import gemini as codec
-from proxycast.codecs import openai as openai_codec
+from proxycast import hub
 from proxycast.errors import InvalidRequestError
+from proxycast.formats.gemini import outbound as codec
+from proxycast.formats.openai import inbound as openai_codec
+from proxycast.formats.openai import wire
 from proxycast.relay import Converting
 from proxycast.testing import GeminiScript
 from proxycast.testing.gemini import Call, Text, Thought, response, stream_chunks, validate
-from proxycast.wire import openai as wire
-from tests.codecs.test_anthropic import accumulate_openai, conversations
+from tests.formats.test_anthropic_outbound import accumulate_openai, conversations
 
 
 def to_gemini(body: dict[str, Any], model: str = "gemini-2.5-flash") -> dict[str, Any]:
     request = wire.converter.structure({"model": "m", **body}, wire.ChatCompletionRequest)
-    return codec.request_from_internal(openai_codec.request_to_internal(request), model)
+    return dict(codec.request_from_internal(openai_codec.request_to_internal(request), model).body)
 
 
 USER = [{"role": "user", "content": "x"}]
@@ -167,9 +167,9 @@ def test_response_mapping_and_signatures_round_trip() -> None:
         }
     )
     reasoning, text, call = reply.parts
-    assert reasoning == models.Reasoning(text="plan")
-    assert text == models.Text("Hi there")
-    assert isinstance(call, models.ToolCall)
+    assert reasoning == hub.Reasoning(text="plan")
+    assert text == hub.Text("Hi there")
+    assert isinstance(call, hub.ToolCall)
     assert call.id.startswith("call_")
     assert call.id.endswith("__ts_S1")
     assert reply.stop == "tool_use"
@@ -180,8 +180,8 @@ def test_response_mapping_and_signatures_round_trip() -> None:
     assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 4
     assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
     back = codec.request_from_internal(
-        models.Conversation(model="m", messages=(models.Message("assistant", (call,)),)), "m"
-    )
+        hub.Conversation(messages=(hub.Message("assistant", (call,)),)), "m"
+    ).body
     assert back["contents"][0]["parts"] == [
         {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "S1"}
     ]
@@ -205,14 +205,11 @@ def test_finish_reasons(reason: str, finish: str) -> None:
 
 
 def test_gemini_error_bodies() -> None:
-    error = codec.error_from_body(
+    error = codec.stream_error(
         {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}
     )
-    assert (error.status_code, error.message) == (429, "quota")
-    assert (
-        codec.error_from_body({"error": {"message": "x", "status": "UNAVAILABLE"}}).status_code
-        == 503
-    )
+    assert (error.status, error.message) == (429, "quota")
+    assert codec.stream_error({"error": {"message": "x", "status": "UNAVAILABLE"}}).status == 503
 
 
 @given(conversations(), st.booleans())
@@ -247,9 +244,9 @@ PARTS = st.lists(
 )
 
 
-def without_ids(reply: models.Reply) -> models.Reply:
+def without_ids(reply: hub.Reply) -> hub.Reply:
     parts = tuple(
-        attrs.evolve(p, id=p.id.partition("__ts_")[2]) if isinstance(p, models.ToolCall) else p
+        attrs.evolve(p, id=p.id.partition("__ts_")[2]) if isinstance(p, hub.ToolCall) else p
         for p in reply.parts
     )
     return attrs.evolve(reply, id="", parts=parts)
@@ -275,15 +272,12 @@ def test_streamed_equals_non_streamed(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=10)))
 
     decoder = codec.StreamDecoder()
-    parser = sse.SSEParser()
-    events: list[models.StreamEvent] = []
+    events: list[hub.StreamEvent] = []
     for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
-        for item in parser.feed(raw[start:end]):
-            assert isinstance(item, sse.Event)
-            events += decoder.feed(item)
+        events += decoder.feed(raw[start:end])
     events += decoder.end()
     (reply,) = codec.response_to_internal(response(script, "gemini"))
-    assert without_ids(models.accumulate(events)) == without_ids(reply)
+    assert without_ids(hub.accumulate(events)) == without_ids(reply)
 
     translator = Converting(
         codec.StreamDecoder(), openai_codec.StreamEncoder("m", 0, True), "gemini"

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxycast import models
-from proxycast.codecs import openai as codec
+from proxycast import hub
 from proxycast.errors import InvalidRequestError
-from proxycast.wire import openai as wire
+from proxycast.formats.openai import inbound as codec
+from proxycast.formats.openai import wire
 
 
-def convert(body: dict[str, Any]) -> models.Conversation:
+def convert(body: dict[str, Any]) -> hub.Conversation:
     request = wire.converter.structure({"model": "m", **body}, wire.ChatCompletionRequest)
     return codec.request_to_internal(request)
 
@@ -30,8 +30,8 @@ def test_system_and_developer_messages_become_the_system_prompt() -> None:
             ]
         }
     )
-    assert conversation.system == (models.Text("Be brief."), models.Text("No emojis."))
-    assert conversation.messages == (models.Message("user", (models.Text("Hi"),)),)
+    assert conversation.system == (hub.Text("Be brief."), hub.Text("No emojis."))
+    assert conversation.messages == (hub.Message("user", (hub.Text("Hi"),)),)
 
 
 def test_consecutive_turns_merge_and_empty_text_is_dropped() -> None:
@@ -45,7 +45,7 @@ def test_consecutive_turns_merge_and_empty_text_is_dropped() -> None:
             ]
         }
     )
-    assert conversation.messages == (models.Message("user", (models.Text("a"), models.Text("b"))),)
+    assert conversation.messages == (hub.Message("user", (hub.Text("a"), hub.Text("b"))),)
 
 
 def test_images_and_documents() -> None:
@@ -70,9 +70,9 @@ def test_images_and_documents() -> None:
         }
     )
     assert conversation.messages[0].parts == (
-        models.Image(media_type="image/png", data="iVBO"),
-        models.Image(url="https://x.test/a.jpg"),
-        models.Document(media_type="application/pdf", data="JVBE", filename="a.pdf"),
+        hub.Image(media_type="image/png", data="iVBO"),
+        hub.Image(url="https://x.test/a.jpg"),
+        hub.Document(media_type="application/pdf", data="JVBE", filename="a.pdf"),
     )
 
 
@@ -113,19 +113,19 @@ def test_tool_turns() -> None:
     )
     _user, assistant, results = conversation.messages
     assert assistant.parts == (
-        models.Reasoning(text="They want weather."),
-        models.Text("Let me look."),
-        models.ToolCall(id="c1", name="w", arguments={"c": "P"}),
-        models.ToolCall(id="c2", name="t", arguments={}),
+        hub.Reasoning(text="They want weather."),
+        hub.Text("Let me look."),
+        hub.ToolCall(id="c1", name="w", arguments={"c": "P"}),
+        hub.ToolCall(id="c2", name="t", arguments={}),
     )
     assert results.parts == (
-        models.ToolResult(call_id="c1", name="w", content=(models.Text("sunny"),)),
-        models.ToolResult(call_id="c2", name="t", content=(models.Text("12:00"),)),
-        models.Text("thanks"),
+        hub.ToolResult(call_id="c1", name="w", content=(hub.Text("sunny"),)),
+        hub.ToolResult(call_id="c2", name="t", content=(hub.Text("12:00"),)),
+        hub.Text("thanks"),
     )
-    assert conversation.tools == (models.Tool(name="w"),)
+    assert conversation.tools == (hub.Tool(name="w"),)
     assert conversation.tools[0].parameters == {"type": "object", "properties": {}}
-    assert conversation.tool_choice == models.NamedTool("w")
+    assert conversation.tool_choice == hub.NamedTool("w")
     assert conversation.parallel_tool_calls is False
 
 
@@ -186,16 +186,16 @@ def test_what_cannot_convert_is_a_400_naming_the_field(message: dict[str, Any], 
     with pytest.raises(InvalidRequestError) as info:
         convert({"messages": [message]})
     assert info.value.param == param
-    assert info.value.status_code == 400
+    assert info.value.status == 400
 
 
 TEXT = st.text(max_size=20)
 PARTS = st.lists(
     st.one_of(
-        st.builds(models.Text, TEXT.filter(bool)),
-        st.builds(models.Reasoning, text=TEXT.filter(bool)),
+        st.builds(hub.Text, TEXT.filter(bool)),
+        st.builds(hub.Reasoning, text=TEXT.filter(bool)),
         st.builds(
-            models.ToolCall,
+            hub.ToolCall,
             id=st.text("abc123_", min_size=1, max_size=8),
             name=st.sampled_from(["f", "get_weather"]),
             arguments=st.dictionaries(st.text(max_size=5), st.integers() | TEXT, max_size=3),
@@ -204,7 +204,7 @@ PARTS = st.lists(
     max_size=6,
 )
 USAGE = st.builds(
-    models.Usage,
+    hub.Usage,
     input=st.integers(0, 10**6),
     output=st.integers(0, 10**6),
     cache_read=st.integers(0, 10**6),
@@ -215,18 +215,18 @@ STOPS = st.sampled_from(["end", "length", "tool_use", "content_filter", "stop_se
 
 @given(PARTS, STOPS, USAGE)
 def test_completion_arithmetic_and_finish_reason(
-    parts: list[models.Part], stop: models.Stop, usage: models.Usage
+    parts: list[hub.Part], stop: hub.Stop, usage: hub.Usage
 ) -> None:
-    reply = models.Reply(id="msg_1", model="up", parts=tuple(parts), stop=stop, usage=usage)
+    reply = hub.Reply(id="msg_1", model="up", parts=tuple(parts), stop=stop, usage=usage)
     answer = codec.response_from_internal(reply, "asked", 123)
     choice = answer["choices"][0]
-    calls = [p for p in parts if isinstance(p, models.ToolCall)]
+    calls = [p for p in parts if isinstance(p, hub.ToolCall)]
     assert answer["model"] == "asked"
     assert (choice["finish_reason"] == "tool_calls") == bool(calls)
     assert [
         json.loads(c["function"]["arguments"]) for c in choice["message"].get("tool_calls", [])
     ] == [c.arguments for c in calls]
-    text = "".join(p.text for p in parts if isinstance(p, models.Text))
+    text = "".join(p.text for p in parts if isinstance(p, hub.Text))
     assert choice["message"]["content"] == (text or None)
     u = answer["usage"]
     assert u["prompt_tokens"] == usage.input + usage.cache_read + usage.cache_write

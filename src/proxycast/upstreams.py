@@ -1,4 +1,5 @@
-"""What every provider adapter shares: the key pool, sending a request, and mapping failures."""
+"""All of proxycast's I/O towards upstreams: the worker's pooled client, a provider's key pool, sending
+one request, and mapping transport failures and error statuses to proxycast errors."""
 
 from __future__ import annotations
 
@@ -7,33 +8,25 @@ import itertools
 import json
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import httpx
 import trio
 
 from proxycast.errors import (
+    ErrorInfo,
     ProxycastError,
-    UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
-    kind_for_status,
+    upstream_error,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 
     from proxycast.config import ProviderConfig, ServerConfig
+    from proxycast.formats.contracts import UpstreamFormat, UpstreamRequest
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _CLOSE_SECONDS = 5.0
-
-
-@attrs.frozen
-class UpstreamErrorInfo:
-    message: str
-    type: str | None = None
-    param: str | None = None
-    code: str | None = None
 
 
 POOL_SHARDS = 256
@@ -150,93 +143,131 @@ def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[No
         ) from exc
 
 
-class Upstream:
-    """Base of the provider adapters: sends requests with a key from the pool, maps failures.
+class HeaderAuth(httpx.Auth):
+    """A key presented in one header (``Authorization: Bearer …``, ``x-api-key``...)."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self._name = name
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"<HeaderAuth {self._name}>"  # never the key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._name] = self._value
+        yield request
+
+
+class Provider:
+    """A configured provider at run time: its format, its key pool, and sending requests to it.
 
     Args:
-        provider: the provider's configuration.
+        config: the provider's configuration.
+        format: the upstream format of its ``type``.
         server: the server's configuration (timeouts).
         client: the worker's pooled client.
     """
 
     def __init__(
-        self, provider: ProviderConfig, server: ServerConfig, client: httpx.AsyncClient
+        self,
+        config: ProviderConfig,
+        format: UpstreamFormat,
+        server: ServerConfig,
+        client: httpx.AsyncClient,
     ) -> None:
-        self.provider = provider
+        self.config = config
+        self.format = format
         self.server = server
         self.client = client
-        self._keys = itertools.cycle(provider.api_keys) if provider.api_keys else None
+        self.url = config.base_url.rstrip("/") or format.default_base_url
+        self._auths = itertools.cycle([format.auth(k) for k in config.api_keys])
+        self._has_keys = bool(config.api_keys)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.provider.name!r}>"
+        return f"<Provider {self.config.name!r} ({self.config.type})>"
 
-    def next_key(self) -> str | None:
-        """The next key of the pool (round robin), or None for an upstream that needs none."""
-        return next(self._keys) if self._keys is not None else None
+    @property
+    def name(self) -> str:
+        return self.config.name
 
-    def auth_headers(self, key: str | None) -> dict[str, str]:
-        raise NotImplementedError
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """Transport failures while talking to this provider, as proxycast errors naming it."""
+        return mapped_errors(self.config, self.server)
 
-    dialect = ""
-    """The upstream's error dialect (``openai``, ``anthropic``, ``gemini``)."""
-
-    def error_message(self, body: Any) -> UpstreamErrorInfo | None:
-        """What the upstream's error body says, None when it is not in the upstream's shape."""
-        raise NotImplementedError
-
-    async def open(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """POST ``body`` and return the open response once its status is a success.
+    async def open(self, request: UpstreamRequest) -> httpx.Response:
+        """Send ``request`` and return the open response once its status is a success.
 
         The caller must ``aclose()`` the response. Raises :class:`UpstreamError` for a failure status
         (translated into a proxycast error) or a transport failure.
         """
-        all_headers = {
+        body = request.raw
+        if body is None:
+            body = json.dumps(request.body, ensure_ascii=False).encode()
+        headers = {
             "content-type": "application/json",
             "accept-encoding": "identity",
-            **self.auth_headers(self.next_key()),
-            **headers,
+            **self.format.headers,
+            **request.headers,
         }
-        request = self.client.build_request("POST", url, content=body, headers=all_headers)
-        with mapped_errors(self.provider, self.server):
-            response = await self.client.send(request, stream=True)
+        auth = next(self._auths) if self._has_keys else None
+        sent = self.client.build_request(
+            "POST", self.url + request.path, content=body, headers=headers
+        )
+        with self.errors():
+            response = await self.client.send(sent, stream=True, auth=auth)
         if response.status_code < 400:
             return response
         try:
-            with mapped_errors(self.provider, self.server):
+            with self.errors():
                 data = await _read_limited(response, _ERROR_BODY_LIMIT)
         finally:
             await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
         raise self.status_error(response.status_code, data, response.headers)
 
     def status_error(self, status: int, data: bytes, headers: httpx.Headers) -> ProxycastError:
-        """The proxycast error for an upstream failure status (PROTOCOLS.md 5.2)."""
+        """The proxycast error for an upstream failure status."""
         if status in (401, 403):
             # The provider's credentials are proxycast's problem, not the client's; the upstream's
             # message may quote part of the key, so it is not passed on.
             return UpstreamUnavailableError(
-                f"Provider {self.provider.name!r} rejected proxycast's credentials "
+                f"Provider {self.name!r} rejected proxycast's credentials "
                 f"(upstream status {status}); check the provider's api_keys in the configuration."
             )
-        info: UpstreamErrorInfo | None = None
+        info: ErrorInfo | None = None
         try:
-            info = self.error_message(json.loads(data))
+            info = self.format.error_info(json.loads(data))
         except ValueError:
             pass
         if info is None:
             text = data.decode("utf-8", "replace").strip()[:500] or "(empty body)"
-            info = UpstreamErrorInfo(f"Provider {self.provider.name!r} answered {status}: {text}")
-        if status == 529:
-            status = 503
+            info = ErrorInfo(message=f"Provider {self.name!r} answered {status}: {text}")
         passed = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
-        return UpstreamError(
-            info.message,
-            status=status,
-            kind=kind_for_status(status),
-            param=info.param,
-            code=info.code,
-            headers=passed,
-            native=(self.dialect, info.type) if info.type else None,
-        )
+        return upstream_error(self.config.type, info, status, passed)
+
+    async def read_all(self, response: httpx.Response) -> bytes:
+        """The whole body of an open response, which is closed after."""
+        try:
+            with self.errors():
+                return await response.aread()
+        finally:
+            await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
+
+    async def read_object(self, response: httpx.Response) -> dict[str, Any]:
+        """The whole body of an open response as a JSON object (502 when it is not one)."""
+        data = await self.read_all(response)
+        try:
+            value = json.loads(data)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise UpstreamUnavailableError(
+                f"Provider {self.name!r} answered with a body that is not a JSON object."
+            )
+        return value
+
+    def body(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
+        """An open response's body, piece by piece as it arrives, transport failures mapped."""
+        return iter_body(response, self.config, self.server)
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:

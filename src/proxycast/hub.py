@@ -1,7 +1,7 @@
 """The internal (hub) model: every wire format converts to and from these classes, never to each other.
 
 Block-based, close to the richest of the formats, so that nothing a format can say is lost on the way
-(DESIGN.md "The internal model"). Tool results travel as parts of a user turn.
+(docs/architecture.md, "The hub"). Tool results travel as parts of a user turn.
 """
 
 from __future__ import annotations
@@ -101,7 +101,6 @@ class Params:
 
 @attrs.frozen(kw_only=True)
 class Conversation:
-    model: str
     system: tuple[Part, ...] = ()
     messages: tuple[Message, ...] = ()
     tools: tuple[Tool, ...] = ()

@@ -9,13 +9,15 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import models, sse
-from proxycast.codecs import anthropic as codec
-from proxycast.codecs import openai as openai_codec
+from proxycast import hub, sse
+from proxycast.formats.anthropic import inbound as codec
+from proxycast.formats.anthropic import outbound as anthropic_outbound
+from proxycast.formats.anthropic import wire as anthropic_wire
+from proxycast.formats.openai import inbound as openai_inbound
+from proxycast.formats.openai import outbound as openai_codec
+from proxycast.formats.openai import wire as openai_wire
 from proxycast.relay import Converting
 from proxycast.testing.openai import FakeToolCall, Script, completion, stream_chunks
-from proxycast.wire import anthropic as anthropic_wire
-from proxycast.wire import openai as openai_wire
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 ARGS = st.dictionaries(
@@ -144,18 +146,18 @@ def anthropic_conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
     return messages
 
 
-def tool_facts(conversation: models.Conversation) -> tuple[list[Any], list[Any]]:
+def tool_facts(conversation: hub.Conversation) -> tuple[list[Any], list[Any]]:
     calls = [
         (p.id, p.name, p.arguments)
         for m in conversation.messages
         for p in m.parts
-        if isinstance(p, models.ToolCall)
+        if isinstance(p, hub.ToolCall)
     ]
     results = [
-        (p.call_id, "".join(c.text for c in p.content if isinstance(c, models.Text)), p.is_error)
+        (p.call_id, "".join(c.text for c in p.content if isinstance(c, hub.Text)), p.is_error)
         for m in conversation.messages
         for p in m.parts
-        if isinstance(p, models.ToolResult)
+        if isinstance(p, hub.ToolResult)
     ]
     return calls, results
 
@@ -175,8 +177,8 @@ def test_anthropic_to_openai_to_anthropic_keeps_every_tool_call_result_and_id(
         anthropic_wire.MessagesRequest,
     )
     first = codec.request_to_internal(request)
-    openai_body = openai_codec.request_from_internal(first, "gpt")
-    again = openai_codec.request_to_internal(
+    openai_body = openai_codec.request_from_internal(first, "gpt").body
+    again = openai_inbound.request_to_internal(
         openai_wire.converter.structure(openai_body, openai_wire.ChatCompletionRequest)
     )
     calls, results = tool_facts(first)
@@ -186,7 +188,7 @@ def test_anthropic_to_openai_to_anthropic_keeps_every_tool_call_result_and_id(
     assert [(i, t) for i, t, _ in results_again] == [
         (i, f"Error: {t}" if e else t) for i, t, e in results
     ]
-    back = codec.request_from_internal(again, "claude")
+    back = anthropic_outbound.request_from_internal(again, "claude").body
     ids = [b["id"] for m in back["messages"] for b in m["content"] if b["type"] == "tool_use"]
     assert ids == [c[0] for c in calls]  # Anthropic-shaped ids survive unchanged
     answered = [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxycast.codecs._gemini_schema import DROPPED, sanitize
+from proxycast.formats.gemini.schema import DROPPED, sanitize
 from proxycast.testing.gemini import _schema_problem
 
 

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import models, sse
-from proxycast.codecs import anthropic as codec
-from proxycast.codecs import openai as openai_codec
+from proxycast import hub, sse
 from proxycast.errors import InvalidRequestError
+from proxycast.formats.anthropic import outbound as codec
+from proxycast.formats.openai import inbound as openai_codec
+from proxycast.formats.openai import wire
 from proxycast.testing import AnthropicScript
 from proxycast.testing.anthropic import (
     Text,
@@ -24,14 +25,15 @@ from proxycast.testing.anthropic import (
     message,
     stream_events,
 )
-from proxycast.wire import openai as wire
 
 ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
 def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
     request = wire.converter.structure({"model": "gpt", **body}, wire.ChatCompletionRequest)
-    return codec.request_from_internal(openai_codec.request_to_internal(request), "claude")
+    return dict(
+        codec.request_from_internal(openai_codec.request_to_internal(request), "claude").body
+    )
 
 
 @pytest.mark.parametrize(
@@ -179,11 +181,11 @@ def test_response_mapping() -> None:
         }
     )
     assert reply.parts == (
-        models.Reasoning(text="hm", signature="s"),
-        models.Text("a"),
-        models.ToolCall(id="toolu_1", name="f", arguments={"x": 1}),
+        hub.Reasoning(text="hm", signature="s"),
+        hub.Text("a"),
+        hub.ToolCall(id="toolu_1", name="f", arguments={"x": 1}),
     )
-    assert reply.usage == models.Usage(input=3, output=4, cache_read=2)
+    assert reply.usage == hub.Usage(input=3, output=4, cache_read=2)
     answer = openai_codec.response_from_internal(reply, "gpt-4o", 0)
     assert answer["choices"][0]["finish_reason"] == "tool_calls"
     assert answer["choices"][0]["message"]["reasoning_content"] == "hm"
@@ -385,21 +387,19 @@ def test_streamed_equals_non_streamed(
     raw = encode_events(stream_events(full, pieces, usage_in_delta))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=10)))
 
-    parser, decoder = sse.SSEParser(), codec.StreamDecoder()
+    decoder = codec.StreamDecoder()
     encoder = openai_codec.StreamEncoder("gpt-4o", 0, include_usage=True)
-    events: list[models.StreamEvent] = []
+    events: list[hub.StreamEvent] = []
     out = b""
     for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
-        for item in parser.feed(raw[start:end]):
-            assert isinstance(item, sse.Event)
-            for event in decoder.feed(item):
-                events.append(event)
-                out += encoder.encode(event)
+        for event in decoder.feed(raw[start:end]):
+            events.append(event)
+            out += encoder.encode(event)
     assert encoder.finished
     assert out.endswith(b"data: [DONE]\n\n")
 
     reply = codec.response_to_internal(full)
-    assert models.accumulate(events) == reply
+    assert hub.accumulate(events) == reply
 
     frames = [json.loads(f[6:]) for f in out.decode().split("\n\n") if f.startswith("data: {")]
     streamed = accumulate_openai(frames)
@@ -422,19 +422,18 @@ def test_streamed_equals_non_streamed(
 
 
 def test_documents_and_tool_result_errors() -> None:
-    conversation = models.Conversation(
-        model="gpt",
+    conversation = hub.Conversation(
         messages=(
-            models.Message(
+            hub.Message(
                 "user",
                 (
-                    models.Document(media_type="application/pdf", data="JVBE"),
-                    models.ToolResult(call_id="c", content=(), is_error=True),
+                    hub.Document(media_type="application/pdf", data="JVBE"),
+                    hub.ToolResult(call_id="c", content=(), is_error=True),
                 ),
             ),
         ),
     )
-    sent = codec.request_from_internal(conversation, "claude")
+    sent = codec.request_from_internal(conversation, "claude").body
     assert sent["messages"][0]["content"] == [
         {"type": "tool_result", "tool_use_id": "c", "is_error": True},
         {
@@ -446,17 +445,17 @@ def test_documents_and_tool_result_errors() -> None:
 
 def test_decoder_ignores_pings_and_unknown_events_and_reports_errors() -> None:
     decoder = codec.StreamDecoder()
-    assert decoder.feed(sse.Event('{"type": "ping"}', "ping")) == []
-    assert decoder.feed(sse.Event('{"type": "brand_new_event", "x": 1}', "brand_new_event")) == []
-    assert decoder.feed(sse.Event("not json")) == []
-    (failure,) = decoder.feed(
+    assert decoder.event(sse.Event('{"type": "ping"}', "ping")) == []
+    assert decoder.event(sse.Event('{"type": "brand_new_event", "x": 1}', "brand_new_event")) == []
+    assert decoder.event(sse.Event("not json")) == []
+    (failure,) = decoder.event(
         sse.Event(
             '{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
             "error",
         )
     )
-    assert isinstance(failure, models.Failure)
-    assert getattr(failure.error, "status_code", None) == 503
+    assert isinstance(failure, hub.Failure)
+    assert getattr(failure.error, "status", None) == 503
     assert decoder.finished
 
 

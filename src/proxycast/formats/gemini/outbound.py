@@ -1,18 +1,6 @@
-"""Gemini ``generateContent`` <-> the internal model (PROTOCOLS.md section 4).
+"""The internal model -> Gemini's ``generateContent`` API (requests), and its answers back.
 
-Choices (documented in the README):
-- an http(s) image URL is refused with a 400 (Gemini does not fetch arbitrary URLs, and a gateway that
-  fetches them would make requests on the client's behalf); ``gs://`` and Files-API URIs go as ``fileData``;
-- a tool result whose text is a JSON object is sent as that object, any other text as ``{"content": text}``;
-  a model turn's function calls that the next turn does not answer get an ``{"error": ...}`` response, so
-  that there are always as many responses as calls;
-- ``reasoning_effort`` -> ``thinkingConfig``: ``thinkingLevel`` (low/high) on Gemini 3 models,
-  ``thinkingBudget`` 1024/8192/24576 otherwise, with ``includeThoughts`` so thoughts come back as
-  ``reasoning_content``;
-- Gemini has no tool-call ids: proxycast makes them (``call_…``), and carries a function call's
-  ``thoughtSignature`` inside its id (``call_…__ts_<signature>``), so that it is echoed back when the
-  client sends the call again (Gemini 3 requires it);
-- ``n`` > 1 gives several choices when not streaming; streamed, it is refused with a 400.
+The mapping choices are in ``docs/mappings.md`` ("To Gemini upstreams").
 """
 
 from __future__ import annotations
@@ -21,14 +9,14 @@ import json
 import logging
 import mimetypes
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote
 
-from proxycast import models
-from proxycast.codecs._gemini_schema import sanitize
-from proxycast.errors import InvalidRequestError, ProxycastError, UpstreamError, kind_for_status
-
-if TYPE_CHECKING:
-    from proxycast.sse import Event
+from proxycast import hub, sse
+from proxycast.errors import ErrorInfo, InvalidRequestError, UpstreamError, upstream_error
+from proxycast.formats.contracts import UpstreamRequest
+from proxycast.formats.gemini.errors import error_info
+from proxycast.formats.gemini.schema import sanitize
 
 log = logging.getLogger("proxycast")
 
@@ -38,20 +26,6 @@ THINKING_LEVELS = {"minimal": "low", "low": "low", "medium": "high", "high": "hi
 _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "OTHER", "IMAGE_SAFETY"}
 )
-STATUS_BY_NAME = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "OUT_OF_RANGE": 400,
-    "UNAUTHENTICATED": 401,
-    "PERMISSION_DENIED": 403,
-    "NOT_FOUND": 404,
-    "RESOURCE_EXHAUSTED": 429,
-    "CANCELLED": 499,
-    "INTERNAL": 500,
-    "UNKNOWN": 500,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-}
 
 
 def new_call_id() -> str:
@@ -69,10 +43,10 @@ def _is_file_uri(url: str) -> bool:
     )
 
 
-def _part(part: models.Part, where: str) -> dict[str, Any] | None:
-    if isinstance(part, models.Text):
+def _part(part: hub.Part, where: str) -> dict[str, Any] | None:
+    if isinstance(part, hub.Text):
         return {"text": part.text} if part.text else None
-    if isinstance(part, (models.Image, models.Document)):
+    if isinstance(part, (hub.Image, hub.Document)):
         if part.data is not None:
             return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
         url = part.url or ""
@@ -83,19 +57,19 @@ def _part(part: models.Part, where: str) -> dict[str, Any] | None:
             f"{where}: Gemini models cannot read {url!r}; send the image as a base64 data URL "
             "(data:image/png;base64,...) or a gs:// or Files API URI.",
         )
-    if isinstance(part, models.ToolCall):
+    if isinstance(part, hub.ToolCall):
         _, signature = _split_id(part.id)
         out: dict[str, Any] = {"functionCall": {"name": part.name, "args": part.arguments}}
         if signature:
             out["thoughtSignature"] = signature
         return out
-    if isinstance(part, models.ToolResult):
+    if isinstance(part, hub.ToolResult):
         if not part.name:
             raise InvalidRequestError(
                 f"{where}: the tool result for {part.call_id!r} answers no tool call of an earlier "
                 "assistant message; Gemini needs the called function's name."
             )
-        text = "".join(p.text for p in part.content if isinstance(p, models.Text))
+        text = "".join(p.text for p in part.content if isinstance(p, hub.Text))
         try:
             response = json.loads(text)
         except ValueError:
@@ -108,7 +82,7 @@ def _part(part: models.Part, where: str) -> dict[str, Any] | None:
     return None  # reasoning: Gemini's thoughts are not sent back
 
 
-def _contents(conversation: models.Conversation) -> list[dict[str, Any]]:
+def _contents(conversation: hub.Conversation) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(conversation.messages):
         role = "model" if message.role == "assistant" else "user"
@@ -138,17 +112,17 @@ def _contents(conversation: models.Conversation) -> list[dict[str, Any]]:
     return contents
 
 
-def _tool_config(choice: models.ToolChoice | None) -> dict[str, Any] | None:
+def _tool_config(choice: hub.ToolChoice | None) -> dict[str, Any] | None:
     if choice is None:
         return None
-    if isinstance(choice, models.NamedTool):
+    if isinstance(choice, hub.NamedTool):
         config: dict[str, Any] = {"mode": "ANY", "allowedFunctionNames": [choice.name]}
     else:
         config = {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]}
     return {"functionCallingConfig": config}
 
 
-def _declaration(tool: models.Tool) -> dict[str, Any]:
+def _declaration(tool: hub.Tool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": tool.name}
     if tool.description:
         out["description"] = tool.description
@@ -158,8 +132,13 @@ def _declaration(tool: models.Tool) -> dict[str, Any]:
     return out
 
 
-def request_from_internal(conversation: models.Conversation, model: str) -> dict[str, Any]:
-    """The ``generateContent`` body for a conversation (the model goes in the URL).
+def path(model: str, method: str) -> str:
+    """The URL path of a model's method (``generateContent``, ``countTokens``...)."""
+    return f"/v1beta/models/{quote(model, safe='')}:{method}"
+
+
+def request_from_internal(conversation: hub.Conversation, model: str) -> UpstreamRequest:
+    """The ``generateContent`` (or streamed) request for a conversation; the model goes in the URL.
 
     Raises:
         InvalidRequestError: an image URL Gemini cannot read, a tool result without its call,
@@ -216,16 +195,17 @@ def request_from_internal(conversation: models.Conversation, model: str) -> dict
             }
     if config:
         body["generationConfig"] = config
-    return body
+    method = "streamGenerateContent?alt=sse" if conversation.stream else "generateContent"
+    return UpstreamRequest(path=path(model, method), body=body, stream=conversation.stream)
 
 
-def usage_to_internal(usage: dict[str, Any] | None) -> models.Usage:
+def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
     """PROTOCOLS.md 4.3: prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts."""
     usage = usage or {}
     prompt = (usage.get("promptTokenCount") or 0) + (usage.get("toolUsePromptTokenCount") or 0)
     cached = usage.get("cachedContentTokenCount") or 0
     thoughts = usage.get("thoughtsTokenCount") or 0
-    return models.Usage(
+    return hub.Usage(
         input=prompt - cached,
         output=(usage.get("candidatesTokenCount") or 0) + thoughts,
         cache_read=cached,
@@ -233,7 +213,7 @@ def usage_to_internal(usage: dict[str, Any] | None) -> models.Usage:
     )
 
 
-def _stop(reason: str | None, called: bool) -> models.Stop:
+def _stop(reason: str | None, called: bool) -> hub.Stop:
     if called:
         return "tool_use"  # Gemini says STOP after a function call
     if reason in (None, "STOP", "FINISH_REASON_UNSPECIFIED"):
@@ -253,36 +233,36 @@ def _call_id(part: dict[str, Any]) -> str:
     return f"{base}{SIGNATURE_MARK}{signature}" if signature else base
 
 
-def _joined(part: models.Part, text: str) -> models.Part:
-    if isinstance(part, models.Reasoning):
-        return models.Reasoning(text=part.text + text)
-    assert isinstance(part, models.Text)
-    return models.Text(part.text + text)
+def _joined(part: hub.Part, text: str) -> hub.Part:
+    if isinstance(part, hub.Reasoning):
+        return hub.Reasoning(text=part.text + text)
+    assert isinstance(part, hub.Text)
+    return hub.Text(part.text + text)
 
 
-def _parts(content: dict[str, Any] | None) -> list[models.Part]:
-    parts: list[models.Part] = []
+def _parts(content: dict[str, Any] | None) -> list[hub.Part]:
+    parts: list[hub.Part] = []
     for part in (content or {}).get("parts") or ():
         if "functionCall" in part:
             call = part["functionCall"]
             parts.append(
-                models.ToolCall(
+                hub.ToolCall(
                     id=_call_id(part), name=call.get("name", ""), arguments=call.get("args") or {}
                 )
             )
         elif part.get("text"):
             # consecutive text (or thought) parts read as one, as a stream of increments does
-            kind = models.Reasoning if part.get("thought") else models.Text
+            kind = hub.Reasoning if part.get("thought") else hub.Text
             if parts and type(parts[-1]) is kind:
                 parts[-1] = _joined(parts[-1], part["text"])
-            elif kind is models.Reasoning:
-                parts.append(models.Reasoning(text=part["text"]))
+            elif kind is hub.Reasoning:
+                parts.append(hub.Reasoning(text=part["text"]))
             else:
-                parts.append(models.Text(part["text"]))
+                parts.append(hub.Text(part["text"]))
     return parts
 
 
-def response_to_internal(body: dict[str, Any]) -> list[models.Reply]:
+def response_to_internal(body: dict[str, Any]) -> list[hub.Reply]:
     """A ``GenerateContentResponse`` as one reply per candidate (a blocked prompt: one empty reply
     stopped by the content filter)."""
     ident = body.get("responseId") or secrets.token_hex(12)
@@ -290,13 +270,13 @@ def response_to_internal(body: dict[str, Any]) -> list[models.Reply]:
     usage = usage_to_internal(body.get("usageMetadata"))
     candidates = body.get("candidates") or []
     if not candidates:
-        return [models.Reply(id=ident, model=model, parts=(), stop="content_filter", usage=usage)]
+        return [hub.Reply(id=ident, model=model, parts=(), stop="content_filter", usage=usage)]
     replies = []
     for candidate in candidates:
         parts = _parts(candidate.get("content"))
-        called = any(isinstance(p, models.ToolCall) for p in parts)
+        called = any(isinstance(p, hub.ToolCall) for p in parts)
         replies.append(
-            models.Reply(
+            hub.Reply(
                 id=ident,
                 model=model,
                 parts=tuple(parts),
@@ -307,20 +287,13 @@ def response_to_internal(body: dict[str, Any]) -> list[models.Reply]:
     return replies
 
 
-def error_from_body(body: Any, status: int | None = None) -> ProxycastError:
-    """A Gemini error body (``{"error": {code, message, status}}``) as a proxycast error."""
-    error = body.get("error") if isinstance(body, dict) else None
-    error = error if isinstance(error, dict) else {}
-    status = status or STATUS_BY_NAME.get(error.get("status", ""), 0) or error.get("code") or 500
-    message = error.get("message")
-    return UpstreamError(
-        message if isinstance(message, str) else "Gemini error",
-        status=status,
-        kind=kind_for_status(status),
-    )
+def stream_error(body: Any) -> UpstreamError:
+    """An ``{"error": …}`` chunk inside a 200 stream, as the error its status implies."""
+    info = error_info(body) or ErrorInfo(message="Gemini reported an error mid-stream.")
+    return upstream_error("gemini", info, info.status or 500)
 
 
-class StreamDecoder:
+class StreamDecoder(sse.EventDecoder):
     """``streamGenerateContent?alt=sse`` chunks -> stream events (PROTOCOLS.md 4.4).
 
     Each chunk is a whole response: text and thoughts are increments, each function call comes whole
@@ -329,14 +302,15 @@ class StreamDecoder:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._started = False
         self._tools = 0
         self._reason: str | None = None
-        self._usage = models.Usage()
+        self._usage = hub.Usage()
         self._blocked = False
         self.finished = False
 
-    def feed(self, event: Event) -> list[models.StreamEvent]:
+    def event(self, event: sse.Event) -> list[hub.StreamEvent]:
         try:
             data = json.loads(event.data)
         except ValueError:
@@ -345,12 +319,12 @@ class StreamDecoder:
             return []
         if "error" in data:
             self.finished = True
-            return [models.Failure(error_from_body(data))]
-        out: list[models.StreamEvent] = []
+            return [hub.Failure(stream_error(data))]
+        out: list[hub.StreamEvent] = []
         if not self._started:
             self._started = True
             ident = data.get("responseId") or secrets.token_hex(12)
-            out.append(models.Start(id=ident, model=data.get("modelVersion", "")))
+            out.append(hub.Start(id=ident, model=data.get("modelVersion", "")))
         if "usageMetadata" in data:
             self._usage = usage_to_internal(data["usageMetadata"])
         candidates = data.get("candidates") or []
@@ -358,25 +332,23 @@ class StreamDecoder:
             self._blocked = True
         for candidate in candidates[:1]:
             for part in _parts(candidate.get("content")):
-                if isinstance(part, models.Text):
-                    out.append(models.TextDelta(part.text))
-                elif isinstance(part, models.Reasoning):
-                    out.append(models.ReasoningDelta(text=part.text))
-                elif isinstance(part, models.ToolCall):
+                if isinstance(part, hub.Text):
+                    out.append(hub.TextDelta(part.text))
+                elif isinstance(part, hub.Reasoning):
+                    out.append(hub.ReasoningDelta(text=part.text))
+                elif isinstance(part, hub.ToolCall):
                     index = self._tools
                     self._tools += 1
-                    out.append(models.ToolCallStart(index=index, id=part.id, name=part.name))
-                    out.append(
-                        models.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments))
-                    )
+                    out.append(hub.ToolCallStart(index=index, id=part.id, name=part.name))
+                    out.append(hub.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments)))
             if candidate.get("finishReason"):
                 self._reason = candidate["finishReason"]
         return out
 
-    def end(self) -> list[models.StreamEvent]:
+    def end(self) -> list[hub.StreamEvent]:
         """The upstream closed the stream: it finished if a finish reason (or a block) came."""
         if self.finished or not self._started or (self._reason is None and not self._blocked):
             return []
         self.finished = True
         stop = "content_filter" if self._blocked else _stop(self._reason, self._tools > 0)
-        return [models.Finish(stop=stop, usage=self._usage)]
+        return [hub.Finish(stop=stop, usage=self._usage)]

@@ -1,4 +1,5 @@
-"""Strict cattrs converters and readable validation errors, shared by the config and the wire formats.
+"""Structuring JSON into attrs classes, strictly: the converters of the configuration and of the wire
+formats, tagged unions, and validation errors a client can read.
 
 cattrs' default hooks coerce: ``int("5")``, ``bool("false")`` and ``tuple("key")`` all succeed. A gateway
 must instead say which field is wrong, so scalars and sequences here accept only their JSON type.
@@ -19,8 +20,13 @@ from cattrs.errors import (
 )
 from cattrs.preconf.json import make_converter
 
+from proxycast.errors import InvalidRequestError
+
 if typing.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from cattrs import Converter
+    from cattrs.errors import BaseValidationError
 
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
 
@@ -110,13 +116,8 @@ def _literal_hook(t: Any, _: Converter) -> Callable[[Any, Any], Any]:
     return structure
 
 
-TAGGED_UNIONS: set[Any] = set()
-"""Unions with hooks of their own (``_tagged.register_tagged_union``); the shape-based hook skips them."""
-
-
-def _is_optional_or_union(t: Any) -> bool:
-    is_union = typing.get_origin(t) in (Union, types.UnionType)
-    return is_union and t not in TAGGED_UNIONS
+def _is_union(t: Any) -> bool:
+    return typing.get_origin(t) in (Union, types.UnionType)
 
 
 def _union_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
@@ -163,8 +164,60 @@ def make_strict_converter(*, forbid_extra_keys: bool) -> Converter:
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook_factory(_is_literal, _literal_hook)
     converter.register_structure_hook_factory(_is_sequence, _sequence_hook)
-    converter.register_structure_hook_factory(_is_optional_or_union, _union_hook)
+    converter.register_structure_hook_factory(_is_union, _union_hook)
     return converter
+
+
+# Tagged unions (``{"type": "text", ...}``) with a catch-all member. cattrs' ``configure_tagged_union``
+# overwrites the default member's tag on unstructure and gives poor errors for values that are not
+# objects; this small version keeps unknown members byte for byte (their ``raw`` dict) and names the
+# tag when it is missing.
+
+
+def register_tagged_union(
+    converter: Converter,
+    union: Any,
+    tag_name: str,
+    members: Mapping[str, type],
+    unknown: type[Any] | None = None,
+) -> None:
+    """Structure ``union`` by the value of ``tag_name``; unstructure with the tag put back.
+
+    Args:
+        members: tag value -> class (the class has no field for the tag).
+        unknown: the catch-all class, built from (and unstructured to) the raw dict, for tags not
+            in ``members``; when None, an unknown tag is a validation error.
+    """
+    hooks = {tag: (cls, converter.get_structure_hook(cls)) for tag, cls in members.items()}
+    expected = ", ".join(repr(t) for t in members)
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected an object")
+        tag = value.get(tag_name)
+        if tag is None:
+            raise ValueError(f"needs a {tag_name!r} field ({expected})")
+        found = hooks.get(tag) if isinstance(tag, str) else None
+        if found is None:
+            if unknown is not None:
+                return unknown(value)
+            raise ValueError(f"has unknown {tag_name} {tag!r}; expected one of {expected}")
+        cls, hook = found
+        return hook(value, cls)
+
+    # A predicate hook registered after the strict converter's shape-based union factory takes
+    # precedence over it (cattrs tries the latest registration first).
+    converter.register_structure_hook_func(lambda t: t == union, structure)
+    # Members unstructure with their tag whether they are reached through the union or alone.
+    for tag, cls in members.items():
+        plain = converter.get_unstructure_hook(cls)
+
+        def unstructure(value: Any, _tag: str = tag, _plain: Any = plain) -> dict[str, Any]:
+            return {tag_name: _tag, **_plain(value)}
+
+        converter.register_unstructure_hook(cls, unstructure)
+    if unknown is not None:
+        converter.register_unstructure_hook(unknown, lambda value: dict(value.raw))
 
 
 Path = tuple[str | int, ...]
@@ -205,3 +258,12 @@ def format_path(path: Path) -> str:
         else:
             text += f".{part}" if text else part
     return text
+
+
+def invalid_request(exc: BaseValidationError) -> InvalidRequestError:
+    """A 400 naming every field at fault (the first in ``param``)."""
+    problems = validation_errors(exc)
+    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems)
+    return InvalidRequestError(
+        f"Invalid request: {listed}.", param=format_path(problems[0][0]) or None
+    )

@@ -10,8 +10,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from proxycast._convert import make_strict_converter
-from proxycast._tagged import register_tagged_union
+from proxycast.structuring import make_strict_converter, register_tagged_union
 
 
 @attrs.frozen(kw_only=True)

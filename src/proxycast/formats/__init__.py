@@ -1,0 +1,36 @@
+"""The registry: the only list of wire formats proxycast knows.
+
+Each upstream format is a provider ``type`` of the configuration (with its default base URL and the
+environment variables of env-only mode); each inbound dialect is an API clients speak, with its routes.
+Nothing outside ``formats/`` names a format: the configuration, the routes and the exchange read these
+two tables. ``docs/architecture.md`` says how to add to them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
+from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
+from proxycast.formats.gemini.upstream import UPSTREAM as GEMINI
+from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
+from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from proxycast.formats.contracts import InboundDialect, UpstreamFormat
+
+UPSTREAMS: Mapping[str, UpstreamFormat] = {
+    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI)
+}
+"""Provider ``type`` -> its format, in the order env-only mode adds providers."""
+
+DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, OPENAI_DIALECT)
+"""The inbound APIs; the first whose ``owns`` accepts a path renders the errors there (OpenAI's
+dialect, last, owns every path)."""
+
+
+def dialect_for(path: str) -> InboundDialect:
+    """The dialect whose clients call ``path`` (the one that renders its errors)."""
+    return next(d for d in DIALECTS if d.owns(path))

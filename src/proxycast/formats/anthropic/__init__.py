@@ -1,0 +1,1 @@
+"""The anthropic wire format: see docs/architecture.md for what each module of a format holds."""

@@ -1,0 +1,423 @@
+"""Anthropic Messages API clients (``/v1/messages``, Claude Code, the Anthropic SDKs): their requests
+in, messages, stream events and errors out.
+
+The mapping choices are in ``docs/mappings.md`` ("Anthropic Messages").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from cattrs.errors import BaseValidationError
+
+from proxycast import hub
+from proxycast._json import replace_value
+from proxycast.errors import ProxycastError
+from proxycast.formats.anthropic import wire
+from proxycast.formats.anthropic.errors import error_body, status
+from proxycast.formats.anthropic.outbound import clean_tool_id
+from proxycast.formats.anthropic.passthrough import AnthropicPassthrough
+from proxycast.formats.contracts import (
+    Headers,
+    InboundRequest,
+    InboundRoute,
+    Operation,
+    UpstreamRequest,
+)
+from proxycast.relay import rename_model
+from proxycast.structuring import invalid_request
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from proxycast.formats.contracts import StreamEncoder as StreamEncoderType
+
+
+def _effort(budget: int | None) -> str:
+    """A thinking budget as a reasoning effort (docs/mappings.md)."""
+    if budget is None or budget < 2048:
+        return "low"
+    return "medium" if budget < 4096 else "high"
+
+
+def _part_from_block(block: wire.Block, names: dict[str, str]) -> hub.Part | None:
+    if isinstance(block, wire.TextBlock):
+        return hub.Text(block.text, block.cache_control) if block.text else None
+    if isinstance(block, (wire.ImageBlock, wire.DocumentBlock)):
+        source = block.source
+        if source.type == "text" and source.data is not None:
+            return hub.Text(source.data)
+        media = source.media_type or (
+            "application/pdf" if isinstance(block, wire.DocumentBlock) else None
+        )
+        if isinstance(block, wire.ImageBlock):
+            return hub.Image(media_type=media, data=source.data, url=source.url)
+        return hub.Document(media_type=media or "application/pdf", data=source.data, url=source.url)
+    if isinstance(block, wire.ToolUseBlock):
+        names[block.id] = block.name
+        return hub.ToolCall(id=block.id, name=block.name, arguments=block.input)
+    if isinstance(block, wire.ToolResultBlock):
+        content = block.content
+        blocks: list[wire.Block] = (
+            [wire.TextBlock(text=content)] if isinstance(content, str) else content or []
+        )
+        parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
+        return hub.ToolResult(
+            call_id=block.tool_use_id,
+            content=tuple(parts),
+            name=names.get(block.tool_use_id),
+            is_error=bool(block.is_error),
+        )
+    if isinstance(block, wire.ThinkingBlock):
+        return hub.Reasoning(text=block.thinking, signature=block.signature)
+    return None  # redacted thinking, server tools and blocks Anthropic adds later
+
+
+def request_to_internal(
+    request: wire.MessagesRequest | wire.CountTokensRequest,
+) -> hub.Conversation:
+    """An Anthropic Messages request as a conversation (PROTOCOLS.md 3.3)."""
+    names: dict[str, str] = {}
+    system: list[hub.Part] = []
+    if isinstance(request.system, str):
+        system = [hub.Text(request.system)] if request.system else []
+    elif request.system:
+        system = [hub.Text(b.text, b.cache_control) for b in request.system if b.text]
+    messages = []
+    for message in request.messages:
+        blocks: list[wire.Block] = (
+            [wire.TextBlock(text=message.content)]
+            if isinstance(message.content, str)
+            else message.content
+        )
+        parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
+        if parts:
+            messages.append(hub.Message(message.role, tuple(parts)))
+    choice: hub.ToolChoice | None = None
+    parallel = None
+    if request.tool_choice is not None:
+        kind = request.tool_choice.type
+        if kind == "tool" and request.tool_choice.name:
+            choice = hub.NamedTool(request.tool_choice.name)
+        else:
+            choice = {"auto": "auto", "any": "required", "none": "none", "tool": "auto"}[kind]  # type: ignore[assignment]
+        if request.tool_choice.disable_parallel_tool_use:
+            parallel = False
+    thinking = request.thinking
+    effort = _effort(thinking.budget_tokens) if thinking and thinking.type == "enabled" else None
+    full = request if isinstance(request, wire.MessagesRequest) else None
+    params = hub.Params(
+        max_tokens=full.max_tokens if full else None,
+        temperature=full.temperature if full else None,
+        top_p=full.top_p if full else None,
+        stop=tuple(full.stop_sequences or ()) if full else (),
+        reasoning_effort=effort,
+        user=full.metadata.user_id if full and full.metadata else None,
+    )
+    stream = bool(full and full.stream)
+    return hub.Conversation(
+        system=tuple(system),
+        messages=tuple(messages),
+        tools=tuple(
+            hub.Tool(name=t.name, description=t.description, parameters=t.input_schema)
+            for t in request.tools or ()
+        ),
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        params=params,
+        stream=stream,
+        include_usage=stream,  # an Anthropic stream always ends with its usage
+    )
+
+
+_STOP_REASON: dict[hub.Stop, str] = {
+    "end": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "length": "max_tokens",
+    "tool_use": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def stop_reason(stop: hub.Stop, sent_tool_use: bool) -> str:
+    """Anthropic's stop reason; ``tool_use`` whenever tool_use blocks were sent (vllm#9209)."""
+    if sent_tool_use:
+        return "tool_use"
+    reason = _STOP_REASON[stop]
+    return "end_turn" if reason == "tool_use" else reason
+
+
+def usage_from_internal(usage: hub.Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input,
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cache_read,
+        "output_tokens": usage.output,
+    }
+
+
+def _message_id(ident: str) -> str:
+    return ident if ident.startswith("msg_") else f"msg_{clean_tool_id(ident or 'proxycast')}"
+
+
+def response_from_internal(reply: hub.Reply, model: str) -> dict[str, Any]:
+    """An Anthropic ``message`` for ``reply``, under the model name the client asked for."""
+    content: list[dict[str, Any]] = []
+    for part in reply.parts:
+        if isinstance(part, hub.Reasoning):
+            content.append(
+                {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
+            )
+        elif isinstance(part, hub.Text):
+            content.append({"type": "text", "text": part.text})
+        elif isinstance(part, hub.ToolCall):
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": clean_tool_id(part.id),
+                    "name": part.name,
+                    "input": part.arguments,
+                }
+            )
+    sent_tool_use = any(b["type"] == "tool_use" for b in content)
+    return {
+        "id": _message_id(reply.id),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(reply.stop, sent_tool_use),
+        "stop_sequence": None,
+        "usage": usage_from_internal(reply.usage),
+    }
+
+
+def _frame(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def error_frame(error: ProxycastError) -> bytes:
+    """``event: error`` with the Anthropic error body; nothing follows it."""
+    return _frame("error", error_body(error))
+
+
+class StreamEncoder:
+    """Stream events -> Anthropic SSE frames (PROTOCOLS.md 3.2), each with its ``event:`` line.
+
+    Blocks are numbered 0, 1, 2... across kinds; a change of kind closes the open block and starts the
+    next. Tool-use blocks stay open until a text or thinking block starts or the message ends, so that
+    argument fragments of parallel calls arriving interleaved still land in their own block.
+    ``message_delta`` (stop reason and usage) and ``message_stop`` come at the finish.
+    """
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._next = 0
+        self._open: tuple[str, int] | None = (
+            None  # (kind, block index) of the open text/thinking block
+        )
+        self._tools: dict[int, int] = {}  # tool ordinal -> block index, while open
+        self._sent_tool_use = False
+        self._usage = hub.Usage()
+        self.finished = False
+
+    def _start(self, block: dict[str, Any]) -> tuple[int, bytes]:
+        index = self._next
+        self._next += 1
+        return index, _frame(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": block},
+        )
+
+    def _stop(self, index: int) -> bytes:
+        return _frame("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _close_all(self) -> bytes:
+        out = b""
+        if self._open is not None:
+            out += self._stop(self._open[1])
+            self._open = None
+        for index in sorted(self._tools.values()):
+            out += self._stop(index)
+        self._tools.clear()
+        return out
+
+    def _ensure(self, kind: str) -> tuple[int, bytes]:
+        if self._open is not None and self._open[0] == kind:
+            return self._open[1], b""
+        out = self._close_all()
+        block = (
+            {"type": "text", "text": ""}
+            if kind == "text"
+            else {"type": "thinking", "thinking": "", "signature": ""}
+        )
+        index, start = self._start(block)
+        self._open = (kind, index)
+        return index, out + start
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return _frame(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    def encode(self, event: hub.StreamEvent) -> bytes:
+        if self.finished:
+            return b""
+        if isinstance(event, hub.Start):
+            self._usage = event.usage
+            message: dict[str, Any] = {
+                "id": _message_id(event.id),
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": self._model,
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {**usage_from_internal(event.usage), "output_tokens": 0},
+            }
+            return _frame("message_start", {"type": "message_start", "message": message})
+        if isinstance(event, hub.TextDelta):
+            index, out = self._ensure("text")
+            return out + self._delta(index, {"type": "text_delta", "text": event.text})
+        if isinstance(event, hub.ReasoningDelta):
+            index, out = self._ensure("thinking")
+            if event.text:
+                out += self._delta(index, {"type": "thinking_delta", "thinking": event.text})
+            if event.signature:
+                out += self._delta(index, {"type": "signature_delta", "signature": event.signature})
+            return out
+        if isinstance(event, hub.ToolCallStart):
+            out = b""
+            if self._open is not None:
+                out += self._stop(self._open[1])
+                self._open = None
+            block = {
+                "type": "tool_use",
+                "id": clean_tool_id(event.id),
+                "name": event.name,
+                "input": {},
+            }
+            index, start = self._start(block)
+            self._tools[event.index] = index
+            self._sent_tool_use = True
+            return out + start
+        if isinstance(event, hub.ToolArgsDelta):
+            tool_index = self._tools.get(event.index)
+            if tool_index is None or not event.fragment:
+                return b""
+            return self._delta(
+                tool_index, {"type": "input_json_delta", "partial_json": event.fragment}
+            )
+        if isinstance(event, hub.Finish):
+            self.finished = True
+            delta = {
+                "stop_reason": stop_reason(event.stop, self._sent_tool_use),
+                "stop_sequence": None,
+            }
+            return (
+                self._close_all()
+                + _frame(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": delta,
+                        "usage": usage_from_internal(event.usage),
+                    },
+                )
+                + _frame("message_stop", {"type": "message_stop"})
+            )
+        assert isinstance(event, hub.Failure)
+        return self.fail(event.error)
+
+    def fail(self, error: Exception) -> bytes:
+        self.finished = True
+        if not isinstance(error, ProxycastError):
+            error = ProxycastError("Internal error in proxycast while converting the stream.")
+        return error_frame(error)
+
+
+_REQUEST_TYPES: dict[Operation, type[Any]] = {
+    "generate": wire.MessagesRequest,
+    "count_tokens": wire.CountTokensRequest,
+}
+_FORWARDED_PATHS: dict[Operation, str] = {
+    "generate": "/v1/messages",
+    "count_tokens": "/v1/messages/count_tokens",
+}
+_FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+"""The client's headers an Anthropic upstream gets too (it picks the API version and betas)."""
+
+
+class AnthropicDialect:
+    """``/v1/messages`` and ``/v1/messages/count_tokens``, as Anthropic's SDKs and Claude Code speak them."""
+
+    name = "anthropic"
+    native_type = "anthropic"
+    routes = (
+        InboundRoute(path="/v1/messages", operation="generate"),
+        InboundRoute(path="/v1/messages/count_tokens", operation="count_tokens"),
+    )
+
+    def owns(self, path: str) -> bool:
+        return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+    def read(
+        self,
+        text: str,
+        body: dict[str, Any],
+        spans: Mapping[str, tuple[int, int]],
+        headers: Headers,
+        operation: Operation,
+    ) -> InboundRequest:
+        try:
+            parsed = wire.converter.structure(body, _REQUEST_TYPES[operation])
+        except BaseValidationError as exc:
+            raise invalid_request(exc) from None
+        return InboundRequest(
+            client_model=parsed.model,
+            stream=bool(getattr(parsed, "stream", False)),
+            operation=operation,
+            parsed=parsed,
+            text=text,
+            spans=spans,
+            headers={k: v for k in _FORWARDED_HEADERS if (v := headers.get(k))},
+        )
+
+    def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+        parsed: wire.MessagesRequest | wire.CountTokensRequest = request.parsed
+        return request_to_internal(parsed)
+
+    def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
+        text = request.text
+        if upstream_model != request.client_model:
+            text = replace_value(text, request.spans["model"], upstream_model)
+        return UpstreamRequest(
+            path=_FORWARDED_PATHS[request.operation],
+            raw=text.encode(),
+            stream=request.stream,
+            headers=request.headers,
+        )
+
+    def forwarded_reply(self, data: bytes, client_model: str) -> bytes:
+        return rename_model(data, client_model)
+
+    def forwarded_stream(self, client_model: str, provider: str) -> AnthropicPassthrough:
+        return AnthropicPassthrough(client_model, provider)
+
+    def reply_from_internal(self, replies: list[hub.Reply], client_model: str) -> dict[str, Any]:
+        return response_from_internal(replies[0], client_model)  # Anthropic has no n > 1
+
+    def stream_encoder(
+        self, client_model: str, conversation: hub.Conversation
+    ) -> StreamEncoderType:
+        return StreamEncoder(client_model)
+
+    def tokens_counted(self, count: int) -> dict[str, Any]:
+        return {"input_tokens": count}
+
+    def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
+        return status(error), json.dumps(error_body(error)).encode()
+
+
+DIALECT = AnthropicDialect()

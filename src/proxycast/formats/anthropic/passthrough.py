@@ -1,0 +1,43 @@
+"""Anthropic in, Anthropic out: the client's stream relayed event by event, the model renamed."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from proxycast import sse
+from proxycast.formats.anthropic.errors import error_body
+from proxycast.relay import Passthrough
+
+if TYPE_CHECKING:
+    from proxycast.errors import ProxycastError
+
+
+class AnthropicPassthrough(Passthrough):
+    """Anthropic SSE in, Anthropic SSE out: every event forwarded as it arrives with its ``event:`` line
+    (so that events Anthropic adds later pass too), the model in ``message_start`` renamed.
+
+    A stream that ends without ``message_stop`` (or an ``error`` event) was cut off: the client gets an
+    ``event: error`` rather than a clean end.
+    """
+
+    def _event(self, event: sse.Event) -> bytes:
+        data = self._renamed(event.data) if event.event == "message_start" else event.data
+        if event.event in ("message_stop", "error"):
+            self.finished = True
+        return sse.encode(data.replace("\n", "\ndata: "), event.event)
+
+    def _renamed(self, data: str) -> str:
+        try:
+            start = json.loads(data)
+            start["message"]["model"] = self._model
+        except (ValueError, KeyError, TypeError):
+            return data
+        return json.dumps(start, ensure_ascii=False)
+
+    def end(self) -> bytes:
+        return b"" if self.finished else self._cut_off("message")
+
+    def fail(self, error: ProxycastError) -> bytes:
+        self.finished = True
+        return sse.encode(json.dumps(error_body(error)), "error")

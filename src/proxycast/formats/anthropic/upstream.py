@@ -1,0 +1,71 @@
+"""Anthropic upstreams: ``{base_url}/v1/messages`` with ``x-api-key`` and ``anthropic-version``."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from proxycast.formats.anthropic import errors, outbound
+from proxycast.formats.contracts import EnvDefaults, TokenCount, UpstreamRequest
+from proxycast.upstreams import HeaderAuth
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from proxycast import hub
+    from proxycast.errors import ErrorInfo
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def _input_tokens(body: dict[str, Any]) -> int:
+    count = body.get("input_tokens")
+    return count if isinstance(count, int) else 0
+
+
+class AnthropicUpstream:
+    """The ``anthropic`` provider type."""
+
+    type = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    env = EnvDefaults(
+        key_variables=("ANTHROPIC_API_KEY",),
+        base_url_variable="ANTHROPIC_BASE_URL",
+        models=("claude-*",),
+    )
+    headers: Mapping[str, str] = MappingProxyType({"anthropic-version": ANTHROPIC_VERSION})
+
+    def owner(self, provider: str, url: str) -> str:
+        return "anthropic"
+
+    def auth(self, key: str) -> HeaderAuth:
+        return HeaderAuth("x-api-key", key)
+
+    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+        return outbound.request_from_internal(conversation, model)
+
+    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+        return [outbound.response_to_internal(body)]
+
+    def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
+        return outbound.StreamDecoder()
+
+    def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount:
+        body = dict(outbound.request_from_internal(conversation, model).body)
+        for unused in (
+            "max_tokens",
+            "stream",
+            "stop_sequences",
+            "temperature",
+            "top_p",
+            "metadata",
+        ):
+            body.pop(unused, None)
+        request = UpstreamRequest(path="/v1/messages/count_tokens", body=body)
+        return TokenCount(request, _input_tokens)
+
+    def error_info(self, body: Any) -> ErrorInfo | None:
+        return errors.error_info(body)
+
+
+UPSTREAM = AnthropicUpstream()

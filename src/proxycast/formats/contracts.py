@@ -1,0 +1,248 @@
+"""The two contracts a wire format fulfils, and the values that pass between a format and the exchange.
+
+An **upstream format** turns the internal conversation into a request its providers accept and their
+answers (a JSON body, or a stream of bytes in its own framing) back into the internal model. An
+**inbound dialect** reads a client's request into the internal conversation and writes internal
+replies, stream events and errors the way its clients expect; when the upstream speaks the same format,
+it forwards the client's bytes instead (the passthrough). The exchange (``proxycast.exchange``) knows
+only these two Protocols; ``docs/architecture.md`` says how to add either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    import httpx
+
+    from proxycast import hub
+    from proxycast.errors import ErrorInfo, ProxycastError
+
+Operation = Literal["generate", "count_tokens"]
+"""What an inbound route asks for: a model's answer, or the count of a prompt's tokens."""
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamRequest:
+    """A request for one upstream, ready to send: where, what, and how to read its answer back."""
+
+    path: str
+    """Appended to the provider's base URL (``/chat/completions``, ``/v1beta/models/m:generateContent``)."""
+    body: Mapping[str, Any] = attrs.field(factory=dict)
+    """The JSON body of a converted request (serialised when sent)."""
+    raw: bytes | None = attrs.field(default=None, repr=False)
+    """The body of a forwarded request, sent as it is (then :attr:`body` is empty)."""
+    stream: bool = False
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    """Headers for this request besides the format's own and the credentials."""
+    tool_names: Mapping[str, str] = attrs.field(factory=dict)
+    """Tool names as sent upstream -> as the client declared them, where the format had to change
+    them (the inverse the reply conversion applies)."""
+
+
+@attrs.frozen
+class TokenCount:
+    """A request that counts a conversation's input tokens, and how to read the count it answers."""
+
+    request: UpstreamRequest
+    read: Callable[[dict[str, Any]], int]
+
+
+@attrs.frozen
+class Estimate:
+    """A token count made locally, for an upstream that has no way to count (and said to be one)."""
+
+    input_tokens: int
+
+
+@attrs.frozen(kw_only=True)
+class EnvDefaults:
+    """How environment-only mode (no configuration file) adds a provider of this format."""
+
+    key_variables: tuple[str, ...]
+    """The first of these that is set is the provider's key; none set, no provider."""
+    base_url_variable: str
+    models: tuple[str, ...]
+    """The model globs the provider serves."""
+
+
+class Headers(Protocol):
+    """A request's headers, looked up by name in any case."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+class StreamDecoder(Protocol):
+    """An upstream's streamed body -> stream events. It owns the framing: bytes in, as they arrive."""
+
+    def feed(self, chunk: bytes) -> list[hub.StreamEvent]: ...
+
+    def end(self) -> list[hub.StreamEvent]:
+        """The body ended: the events that closes (for a format without an end marker)."""
+        ...
+
+
+class StreamEncoder(Protocol):
+    """Stream events -> the client's frames."""
+
+    finished: bool
+    """True once the client has a complete stream (or an error) and nothing may follow."""
+
+    def encode(self, event: hub.StreamEvent) -> bytes: ...
+
+    def fail(self, error: Exception) -> bytes:
+        """An error frame in the client's dialect; nothing follows it."""
+        ...
+
+
+class Translator(Protocol):
+    """Upstream body bytes -> client frames, pure and synchronous: a passthrough, or a decoder and an
+    encoder composed (``relay.Converting``)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes:
+        """The upstream body ended: the closing frames, or an error frame if it ended too soon."""
+        ...
+
+    def fail(self, error: ProxycastError) -> bytes:
+        """The upstream failed mid-stream: an error frame in the client's dialect."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once the client has been sent a complete stream (or an error) and nothing may follow."""
+        ...
+
+
+class UpstreamFormat(Protocol):
+    """What proxycast needs to know to use an upstream of one format (a provider ``type``)."""
+
+    @property
+    def type(self) -> str:
+        """The provider ``type`` in the configuration."""
+        ...
+
+    @property
+    def default_base_url(self) -> str: ...
+
+    @property
+    def env(self) -> EnvDefaults: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Headers every request carries (an API version, say)."""
+        ...
+
+    def owner(self, provider: str, url: str) -> str:
+        """Who makes this provider's models (OpenAI's ``owned_by``), given its name and base URL."""
+        ...
+
+    def auth(self, key: str) -> httpx.Auth:
+        """How a key is presented (a header; a signing provider would sign the request here)."""
+        ...
+
+    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+        """The request for ``model``; raises ``InvalidRequestError`` for what the format cannot carry."""
+        ...
+
+    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+        """A non-streamed answer (one reply per choice or candidate)."""
+        ...
+
+    def stream_decoder(self, request: UpstreamRequest) -> StreamDecoder: ...
+
+    def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount | Estimate:
+        """How to count the conversation's input tokens: ask the upstream, or estimate here."""
+        ...
+
+    def error_info(self, body: Any) -> ErrorInfo | None:
+        """What an error body says; None when it is not in this format's shape."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class InboundRoute:
+    path: str
+    operation: Operation
+
+
+@attrs.frozen(kw_only=True)
+class InboundRequest:
+    """A client's request, read and validated by its dialect."""
+
+    client_model: str
+    """The model name the client asked for (and sees in every answer)."""
+    stream: bool
+    operation: Operation
+    parsed: Any
+    """The dialect's own request object."""
+    text: str = attrs.field(repr=False)
+    """The body as the client wrote it (forwarded as it is to an upstream of the same format)."""
+    spans: Mapping[str, tuple[int, int]] = attrs.field(repr=False)
+    """Where each top-level value sits in :attr:`text`."""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    """The client's headers that an upstream of the same format gets too."""
+
+
+class InboundDialect(Protocol):
+    """An API that clients speak to proxycast."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def native_type(self) -> str:
+        """The upstream format spoken the same way: requests to it are forwarded, not converted."""
+        ...
+
+    @property
+    def routes(self) -> tuple[InboundRoute, ...]: ...
+
+    def owns(self, path: str) -> bool:
+        """Whether errors on ``path`` are this dialect's to render."""
+        ...
+
+    def read(
+        self,
+        text: str,
+        body: dict[str, Any],
+        spans: Mapping[str, tuple[int, int]],
+        headers: Headers,
+        operation: Operation,
+    ) -> InboundRequest:
+        """Validate a parsed body; raises ``InvalidRequestError`` naming every field at fault."""
+        ...
+
+    def request_to_internal(self, request: InboundRequest) -> hub.Conversation: ...
+
+    def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
+        """The client's own bytes for an upstream of :attr:`native_type`, the model renamed."""
+        ...
+
+    def forwarded_reply(self, data: bytes, client_model: str) -> bytes:
+        """A forwarded non-streamed answer, with the client's model name."""
+        ...
+
+    def forwarded_stream(self, client_model: str, provider: str) -> Translator:
+        """A forwarded stream, relayed event by event with the client's model name."""
+        ...
+
+    def reply_from_internal(
+        self, replies: list[hub.Reply], client_model: str
+    ) -> dict[str, Any]: ...
+
+    def stream_encoder(
+        self, client_model: str, conversation: hub.Conversation
+    ) -> StreamEncoder: ...
+
+    def tokens_counted(self, count: int) -> dict[str, Any]:
+        """The answer to a token-counting route."""
+        ...
+
+    def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
+        """The status and body of an error answer."""
+        ...

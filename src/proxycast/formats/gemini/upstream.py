@@ -1,0 +1,67 @@
+"""Gemini upstreams: ``{base_url}/v1beta/models/{model}:generateContent`` (or
+``:streamGenerateContent?alt=sse``) with ``x-goog-api-key``."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from proxycast.formats.contracts import EnvDefaults, TokenCount, UpstreamRequest
+from proxycast.formats.gemini import errors, outbound
+from proxycast.upstreams import HeaderAuth
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from proxycast import hub
+    from proxycast.errors import ErrorInfo
+
+
+def _total_tokens(body: dict[str, Any]) -> int:
+    count = body.get("totalTokens")
+    return count if isinstance(count, int) else 0
+
+
+class GeminiUpstream:
+    """The ``gemini`` provider type."""
+
+    type = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com"
+    env = EnvDefaults(
+        key_variables=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        base_url_variable="GEMINI_BASE_URL",
+        models=("gemini-*", "gemma-*"),
+    )
+    headers: Mapping[str, str] = MappingProxyType({})
+
+    def owner(self, provider: str, url: str) -> str:
+        return "google"
+
+    def auth(self, key: str) -> HeaderAuth:
+        return HeaderAuth("x-goog-api-key", key)
+
+    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+        return outbound.request_from_internal(conversation, model)
+
+    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+        return outbound.response_to_internal(body)
+
+    def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
+        return outbound.StreamDecoder()
+
+    def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount:
+        """``:countTokens`` with the generateContent request it would count (its generation settings
+        left out: countTokens does not take them)."""
+        body = dict(outbound.request_from_internal(conversation, model).body)
+        body.pop("generationConfig", None)
+        request = UpstreamRequest(
+            path=outbound.path(model, "countTokens"),
+            body={"generateContentRequest": {"model": f"models/{model}", **body}},
+        )
+        return TokenCount(request, _total_tokens)
+
+    def error_info(self, body: Any) -> ErrorInfo | None:
+        return errors.error_info(body)
+
+
+UPSTREAM = GeminiUpstream()

@@ -1,0 +1,293 @@
+"""The internal model -> OpenAI-compatible upstreams (requests), and their answers back.
+
+The mapping choices are in ``docs/mappings.md`` ("To OpenAI-compatible upstreams").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from proxycast import hub, sse
+from proxycast.errors import ErrorInfo, InvalidRequestError, upstream_error
+from proxycast.formats.contracts import UpstreamRequest
+from proxycast.formats.openai.errors import error_info
+
+MAX_TOOL_NAME = 64
+
+
+def short_tool_name(name: str) -> str:
+    """OpenAI limits function names to 64 characters: longer ones are cut, with a hash to stay unique."""
+    if len(name) <= MAX_TOOL_NAME:
+        return name
+    return f"{name[: MAX_TOOL_NAME - 9]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _data_url_of(media_type: str | None, data: str) -> str:
+    return f"data:{media_type or 'application/octet-stream'};base64,{data}"
+
+
+def _content_part(part: hub.Part) -> dict[str, Any] | None:
+    if isinstance(part, hub.Text):
+        return {"type": "text", "text": part.text} if part.text else None
+    if isinstance(part, hub.Image):
+        url = _data_url_of(part.media_type, part.data) if part.data is not None else part.url
+        return {"type": "image_url", "image_url": {"url": url}}
+    if isinstance(part, hub.Document):
+        if part.data is None:
+            raise InvalidRequestError(
+                "Documents given by URL cannot be sent to OpenAI-compatible hub."
+            )
+        file: dict[str, Any] = {"file_data": _data_url_of(part.media_type, part.data)}
+        file["filename"] = part.filename or "document.pdf"
+        return {"type": "file", "file": file}
+    return None
+
+
+def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return str(parts[0]["text"])
+    return parts
+
+
+def _text(parts: tuple[hub.Part, ...]) -> str:
+    return "".join(p.text for p in parts if isinstance(p, hub.Text))
+
+
+def request_from_internal(conversation: hub.Conversation, model: str) -> UpstreamRequest:
+    """The Chat Completions request for a conversation, sent to ``model``.
+
+    Tool names over OpenAI's 64 characters are shortened; the request carries the way back.
+    """
+    messages: list[dict[str, Any]] = []
+    system = "\n\n".join(p.text for p in conversation.system if isinstance(p, hub.Text))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for message in conversation.messages:
+        if message.role == "assistant":
+            entry: dict[str, Any] = {"role": "assistant", "content": _text(message.parts) or None}
+            calls = [p for p in message.parts if isinstance(p, hub.ToolCall)]
+            if calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {
+                            "name": short_tool_name(c.name),
+                            "arguments": json.dumps(c.arguments),
+                        },
+                    }
+                    for c in calls
+                ]
+            messages.append(entry)
+            continue
+        rest: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, hub.ToolResult):
+                text = _text(part.content)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": part.call_id,
+                        "content": f"Error: {text}" if part.is_error else text,
+                    }
+                )
+            else:
+                converted = _content_part(part)
+                if converted is not None:
+                    rest.append(converted)
+        if rest:  # a turn's own content comes after its tool results
+            messages.append({"role": "user", "content": _user_content(rest)})
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if conversation.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": short_tool_name(t.name),
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in conversation.tools
+        ]
+        choice = conversation.tool_choice
+        if isinstance(choice, hub.NamedTool):
+            body["tool_choice"] = {
+                "type": "function",
+                "function": {"name": short_tool_name(choice.name)},
+            }
+        elif choice is not None:
+            body["tool_choice"] = choice
+        if conversation.parallel_tool_calls is False:
+            body["parallel_tool_calls"] = False
+    params = conversation.params
+    for name, value in (
+        ("max_tokens", params.max_tokens),
+        ("temperature", params.temperature),
+        ("top_p", params.top_p),
+        ("reasoning_effort", params.reasoning_effort),
+        ("user", params.user),
+    ):
+        if value is not None:
+            body[name] = value
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if conversation.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    names = {short_tool_name(t.name): t.name for t in conversation.tools}
+    return UpstreamRequest(
+        path="/chat/completions",
+        body=body,
+        stream=conversation.stream,
+        tool_names={short: name for short, name in names.items() if short != name},
+    )
+
+
+_STOP: dict[str, hub.Stop] = {
+    "stop": "end",
+    "length": "length",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "content_filter",
+}
+
+
+def _arguments_object(text: str) -> dict[str, Any]:
+    """A tool call's arguments as an object; text that is not a JSON object is kept under ``arguments``."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"arguments": text}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
+    usage = usage or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return hub.Usage(
+        input=(usage.get("prompt_tokens") or 0) - cached,
+        output=usage.get("completion_tokens") or 0,
+        cache_read=cached,
+        reasoning=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+    )
+
+
+def _stop_of(reason: str | None, called: bool) -> hub.Stop:
+    return "tool_use" if called else _STOP.get(reason or "stop", "end")
+
+
+def response_to_internal(
+    body: dict[str, Any], tool_names: dict[str, str] | None = None
+) -> hub.Reply:
+    """A ``chat.completion`` (its first choice) as a reply; ``tool_names`` restores shortened names."""
+    tool_names = tool_names or {}
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    parts: list[hub.Part] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append(hub.Reasoning(text=reasoning))
+    if isinstance(message.get("content"), str) and message["content"]:
+        parts.append(hub.Text(message["content"]))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        parts.append(
+            hub.ToolCall(
+                id=call.get("id") or f"call_{len(parts)}",
+                name=tool_names.get(function.get("name", ""), function.get("name", "")),
+                arguments=_arguments_object(function.get("arguments") or ""),
+            )
+        )
+    called = any(isinstance(p, hub.ToolCall) for p in parts)
+    return hub.Reply(
+        id=body.get("id", ""),
+        model=body.get("model", ""),
+        parts=tuple(parts),
+        stop=_stop_of(choice.get("finish_reason"), called),
+        usage=usage_to_internal(body.get("usage")),
+    )
+
+
+class StreamDecoder(sse.EventDecoder):
+    """OpenAI ``chat.completion.chunk`` events -> stream events (PROTOCOLS.md 3.2).
+
+    Normalises what OpenAI-compatible servers do differently: whole arguments in one chunk with the id and
+    name; every call at index 0 (a new id at a known index is a new call); ``reasoning`` or
+    ``reasoning_content``; content and finish reason in one chunk; ``tool_calls: []`` beside text. The
+    finish waits for ``[DONE]`` (or the end of the body) so that the usage chunk is counted.
+    """
+
+    def __init__(self, tool_names: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self._tool_names = tool_names or {}
+        self._started = False
+        self._ids: dict[int, str] = {}  # upstream index -> id of the call there now
+        self._ordinal: dict[int, int] = {}  # upstream index -> our tool ordinal
+        self._count = 0
+        self._reason: str | None = None
+        self._usage = hub.Usage()
+        self.finished = False
+
+    def event(self, event: sse.Event) -> list[hub.StreamEvent]:
+        if event.data == "[DONE]":
+            return self.end()
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if "error" in chunk:
+            self.finished = True
+            info = error_info(chunk) or ErrorInfo(
+                message=f"upstream error: {chunk['error']!r:.200}"
+            )
+            status = info.status if info.status and 400 <= info.status < 600 else 500
+            return [hub.Failure(upstream_error("openai", info, status))]
+        out: list[hub.StreamEvent] = []
+        if not self._started:
+            self._started = True
+            out.append(hub.Start(id=chunk.get("id", ""), model=chunk.get("model", "")))
+        if chunk.get("usage"):
+            self._usage = usage_to_internal(chunk["usage"])
+        for choice in (chunk.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append(hub.ReasoningDelta(text=reasoning))
+            if isinstance(delta.get("content"), str) and delta["content"]:
+                out.append(hub.TextDelta(delta["content"]))
+            for call in delta.get("tool_calls") or ():
+                out += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self._reason = choice["finish_reason"]
+        return out
+
+    def _tool_call(self, call: dict[str, Any]) -> list[hub.StreamEvent]:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        out: list[hub.StreamEvent] = []
+        ident = call.get("id")
+        if index not in self._ordinal or (ident and ident != self._ids.get(index)):
+            ident = ident or f"call_{self._count}"
+            self._ids[index] = ident
+            self._ordinal[index] = self._count
+            name = function.get("name") or ""
+            name = self._tool_names.get(name, name)
+            out.append(hub.ToolCallStart(index=self._count, id=ident, name=name))
+            self._count += 1
+        if function.get("arguments"):
+            out.append(
+                hub.ToolArgsDelta(index=self._ordinal[index], fragment=function["arguments"])
+            )
+        return out
+
+    def end(self) -> list[hub.StreamEvent]:
+        """``[DONE]`` or the end of the body: finished if a finish reason came."""
+        if self.finished or self._reason is None:
+            return []
+        self.finished = True
+        return [hub.Finish(stop=_stop_of(self._reason, self._count > 0), usage=self._usage)]

@@ -1,0 +1,66 @@
+"""OpenAI in, OpenAI out: the client's stream relayed event by event, the model renamed."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from proxycast import sse
+from proxycast._json import parse_object, replace_value
+from proxycast.formats.openai.errors import error_body
+from proxycast.relay import Passthrough
+
+if TYPE_CHECKING:
+    from proxycast.errors import ProxycastError
+
+
+def error_frame(error: ProxycastError) -> bytes:
+    """An OpenAI error frame (``data: {"error": …}``), which the SDKs raise; nothing follows it."""
+    return sse.encode(json.dumps(error_body(error)))
+
+
+class OpenAIPassthrough(Passthrough):
+    """OpenAI SSE in, OpenAI SSE out: each event forwarded as it arrives, ``model`` renamed.
+
+    A stream that ends without ``[DONE]`` and without a finish reason was cut off: the client gets an
+    error frame, not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
+    OpenAI-compatible servers) gets the ``[DONE]`` it expects.
+    """
+
+    def __init__(self, client_model: str, provider_name: str) -> None:
+        super().__init__(client_model, provider_name)
+        self._saw_finish = False
+
+    def _event(self, event: sse.Event) -> bytes:
+        data = event.data
+        if data == "[DONE]":
+            self.finished = True
+            return b"data: [DONE]\n\n"
+        try:
+            chunk = json.loads(data)  # C speed; the span-recording parse only when renaming
+        except ValueError:
+            return sse.encode(data.replace("\n", "\ndata: "))
+        if not isinstance(chunk, dict):
+            return sse.encode(data)
+        if "error" in chunk:
+            self.finished = True
+            return sse.encode(data)
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                self._saw_finish = True
+        if chunk.get("model", self._model) != self._model:
+            _, spans = parse_object(data)
+            data = replace_value(data, spans["model"], self._model)
+        return sse.encode(data)
+
+    def end(self) -> bytes:
+        if self.finished:
+            return b""
+        self.finished = True
+        if self._saw_finish:
+            return b"data: [DONE]\n\n"
+        return self._cut_off("completion")
+
+    def fail(self, error: ProxycastError) -> bytes:
+        self.finished = True
+        return error_frame(error)

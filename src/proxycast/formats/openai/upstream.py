@@ -1,0 +1,66 @@
+"""OpenAI-compatible upstreams (OpenAI, DeepSeek, vLLM, Ollama, ...): ``{base_url}/chat/completions``
+with ``Authorization: Bearer KEY``."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from proxycast.formats.contracts import EnvDefaults, Estimate, UpstreamRequest
+from proxycast.formats.openai import errors, outbound
+from proxycast.upstreams import HeaderAuth
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from proxycast import hub
+    from proxycast.errors import ErrorInfo
+
+
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """About four characters a token (OpenAI's rule of thumb for English), over the messages and tools,
+    plus a few tokens of framing per message. An estimate, and said to be one."""
+    text = json.dumps(body.get("messages", []), ensure_ascii=False) + json.dumps(
+        body.get("tools", [])
+    )
+    return math.ceil(len(text) / 4) + 3 * len(body.get("messages", []))
+
+
+class OpenAIUpstream:
+    """The ``openai`` provider type."""
+
+    type = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    env = EnvDefaults(
+        key_variables=("OPENAI_API_KEY",),
+        base_url_variable="OPENAI_BASE_URL",
+        models=("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"),
+    )
+    headers: Mapping[str, str] = MappingProxyType({})
+
+    def owner(self, provider: str, url: str) -> str:
+        return "openai" if url.startswith("https://api.openai.com") else provider
+
+    def auth(self, key: str) -> HeaderAuth:
+        return HeaderAuth("authorization", f"Bearer {key}")
+
+    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+        return outbound.request_from_internal(conversation, model)
+
+    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+        return [outbound.response_to_internal(body, dict(request.tool_names))]
+
+    def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
+        return outbound.StreamDecoder(dict(request.tool_names))
+
+    def count_tokens(self, conversation: hub.Conversation, model: str) -> Estimate:
+        # OpenAI-compatible servers have no count endpoint: estimate from the text the model would read.
+        return Estimate(estimate_tokens(outbound.request_from_internal(conversation, model).body))
+
+    def error_info(self, body: Any) -> ErrorInfo | None:
+        return errors.error_info(body)
+
+
+UPSTREAM = OpenAIUpstream()

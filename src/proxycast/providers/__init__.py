@@ -1,1 +1,0 @@
-"""Provider adapters: all of proxycast's I/O towards upstreams (httpx), one module per upstream kind."""

@@ -22,7 +22,7 @@ from proxycast.testing import (
 )
 from proxycast.testing import anthropic as fa
 from proxycast.testing import gemini as fg
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
+from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
 
 if TYPE_CHECKING:
     import trio

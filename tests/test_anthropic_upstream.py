@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import openai
 import pytest
@@ -11,7 +10,7 @@ import trio
 
 from proxycast.testing import AnthropicScript, FakeAnthropic
 from proxycast.testing.anthropic import Text, Thinking, ToolUse
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, one_provider, start_gateway
+from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, collect, one_provider, start_gateway
 
 MODEL = "claude-sonnet-4-20250514"
 MESSAGES = [{"role": "user", "content": "Hello"}]
@@ -40,26 +39,6 @@ async def _gateway(nursery: trio.Nursery, claude: FakeAnthropic) -> Gateway:
 
 def client(gateway: Gateway) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0)
-
-
-async def collect(stream: Any) -> tuple[list[Any], str, dict[int, dict[str, str]], str | None]:
-    chunks = [chunk async for chunk in stream]
-    text = ""
-    calls: dict[int, dict[str, str]] = {}
-    finish = None
-    for chunk in chunks:
-        if not chunk.choices:
-            continue
-        delta = chunk.choices[0].delta
-        text += delta.content or ""
-        for call in delta.tool_calls or []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-            entry["id"] += call.id or ""
-            if call.function:
-                entry["name"] += call.function.name or ""
-                entry["arguments"] += call.function.arguments or ""
-        finish = chunk.choices[0].finish_reason or finish
-    return chunks, text, calls, finish
 
 
 async def test_text_reply_and_the_request_claude_received(

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from proxycast.testing import FakeOpenAI, Script
-from tests.conftest import CLIENT_KEY
+from tests.support import CLIENT_KEY
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

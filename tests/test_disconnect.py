@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from proxycast.testing import FakeOpenAI, RecordedRequest, Script
-from tests.conftest import CLIENT_KEY, Gateway
+from tests.support import CLIENT_KEY, Gateway
 
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -80,11 +80,16 @@ async def test_disconnect_mid_stream(gateway: Gateway, fake: FakeOpenAI) -> None
 
 
 async def test_gateway_keeps_serving_after_disconnects(gateway: Gateway, fake: FakeOpenAI) -> None:
-    for _ in range(5):
+    for i in range(5):
         fake.script(Script(headers_delay=30))
-        with trio.move_on_after(0.05):
-            async with httpx.AsyncClient() as h:
+        async with httpx.AsyncClient() as h, trio.open_nursery() as nursery:
+
+            async def post(h: httpx.AsyncClient = h) -> None:
                 await h.post(gateway.v1 + "/chat/completions", json=BODY, headers=AUTH)
+
+            nursery.start_soon(post)
+            await fake.wait_for_requests(i + 1)  # the upstream has it: now the client leaves
+            nursery.cancel_scope.cancel()
     async with httpx.AsyncClient() as h:
         response = await h.post(gateway.v1 + "/chat/completions", json=BODY, headers=AUTH)
     assert response.status_code == 200

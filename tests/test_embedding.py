@@ -8,7 +8,7 @@ import httpx
 import trio
 
 import proxycast
-from tests.conftest import CLIENT_KEY, make_config
+from tests.support import CLIENT_KEY, make_config
 
 if TYPE_CHECKING:
     from proxycast.testing import FakeOpenAI

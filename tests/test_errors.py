@@ -11,7 +11,7 @@ import trio
 
 from proxycast.config import ProviderConfig
 from proxycast.testing import FakeOpenAI, Script
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, make_config, start_gateway
+from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, make_config, start_gateway
 
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
 MESSAGES = [{"role": "user", "content": "hi"}]

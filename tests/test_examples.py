@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from proxycast.testing import FakeOpenAI, Script
-from tests.conftest import CLIENT_KEY, Gateway
+from tests.support import CLIENT_KEY, Gateway
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

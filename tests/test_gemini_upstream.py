@@ -10,8 +10,7 @@ import pytest
 
 from proxycast.testing import FakeGemini, GeminiScript
 from proxycast.testing.gemini import Call, Text, Thought
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, one_provider, start_gateway
-from tests.test_anthropic_upstream import collect
+from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, collect, one_provider, start_gateway
 
 if TYPE_CHECKING:
     import trio

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from proxycast.testing import FakeOpenAI, FakeToolCall, Script
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway
+from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 

@@ -25,6 +25,7 @@ from proxycast.testing.anthropic import (
     message,
     stream_events,
 )
+from tests.support import TEXT, accumulate_openai, conversations
 
 ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
@@ -225,52 +226,6 @@ def test_tool_ids_clean_deterministically_and_stay_distinct() -> None:
 
 # Property (a): any OpenAI conversation converts to a request that obeys Anthropic's rules.
 
-TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
-TOOL_IDS = st.text(st.sampled_from("abc01_-.: /"), min_size=1, max_size=10)
-
-
-@st.composite
-def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    used: set[str] = set()
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["system", "user", "user-parts", "assistant", "tools"]))
-        if kind == "system":
-            messages.append({"role": "system", "content": draw(TEXT)})
-        elif kind == "user":
-            messages.append({"role": "user", "content": draw(TEXT)})
-        elif kind == "user-parts":
-            parts = [{"type": "text", "text": t} for t in draw(st.lists(TEXT, max_size=3))]
-            messages.append({"role": "user", "content": parts})
-        elif kind == "assistant":
-            messages.append({"role": "assistant", "content": draw(TEXT)})
-        else:
-            ids = draw(
-                st.lists(
-                    TOOL_IDS.filter(lambda i: i not in used), min_size=1, max_size=3, unique=True
-                )
-            )
-            used.update(ids)
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": draw(st.one_of(st.none(), TEXT)),
-                    "tool_calls": [
-                        {
-                            "id": i,
-                            "type": "function",
-                            "function": {"name": "f", "arguments": '{"a": 1}'},
-                        }
-                        for i in ids
-                    ],
-                }
-            )
-            for i in ids:
-                messages.append({"role": "tool", "tool_call_id": i, "content": draw(TEXT)})
-            if draw(st.booleans()):
-                messages.append({"role": "user", "content": draw(TEXT)})
-    return messages
-
 
 def all_blocks(request: dict[str, Any]) -> list[dict[str, Any]]:
     out = list(request.get("system", []))
@@ -327,35 +282,6 @@ BLOCKS = st.lists(
     ),
     max_size=5,
 )
-
-
-def accumulate_openai(frames: list[dict[str, Any]]) -> dict[str, Any]:
-    """What an OpenAI SDK builds from the chunks: the same shape as a chat.completion's essentials."""
-    content, reasoning, finish, usage = "", "", None, None
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in frames:
-        usage = chunk.get("usage") or usage
-        for choice in chunk["choices"]:
-            delta = choice["delta"]
-            content += delta.get("content") or ""
-            reasoning += delta.get("reasoning_content") or ""
-            for call in delta.get("tool_calls", []):
-                entry = calls.setdefault(call["index"], {"id": "", "name": "", "arguments": ""})
-                entry["id"] += call.get("id", "")
-                entry["name"] += call.get("function", {}).get("name", "")
-                entry["arguments"] += call.get("function", {}).get("arguments", "")
-            finish = choice["finish_reason"] or finish
-    assert sorted(calls) == list(range(len(calls)))  # indices from 0, no gaps
-    return {
-        "content": content or None,
-        "reasoning": reasoning or None,
-        "tool_calls": [
-            {"id": c["id"], "name": c["name"], "arguments": json.loads(c["arguments"])}
-            for _, c in sorted(calls.items())
-        ],
-        "finish": finish,
-        "usage": usage,
-    }
 
 
 @given(

@@ -19,7 +19,7 @@ from proxycast.formats.openai import wire
 from proxycast.relay import Converting
 from proxycast.testing import GeminiScript
 from proxycast.testing.gemini import Call, Text, Thought, response, stream_chunks, validate
-from tests.formats.test_anthropic_outbound import accumulate_openai, conversations
+from tests.support import accumulate_openai, conversations
 
 
 def to_gemini(body: dict[str, Any], model: str = "gemini-2.5-flash") -> dict[str, Any]:

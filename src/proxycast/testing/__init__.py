@@ -5,7 +5,7 @@ queued script says, and records every request it received, including whether and
 abandoned it (:attr:`RecordedRequest.abandoned_at`).
 """
 
-from proxycast.testing._server import RecordedRequest
+from proxycast.testing._server import FakeUpstream, RecordedRequest
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
 from proxycast.testing.gemini import FakeGemini, GeminiScript
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
@@ -16,6 +16,7 @@ __all__ = (
     "FakeGemini",
     "FakeOpenAI",
     "FakeToolCall",
+    "FakeUpstream",
     "GeminiScript",
     "RecordedRequest",
     "Script",

@@ -39,10 +39,6 @@ class RecordedRequest:
         return json.loads(self.body)
 
 
-class ConnectionDroppedError(Exception):
-    """Raised into a handler whose client went away."""
-
-
 @attrs.define(eq=False)
 class Responder:
     _stream: trio.SocketStream

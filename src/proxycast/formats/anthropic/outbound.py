@@ -156,7 +156,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     system = []
     for part in conversation.system:
         if not isinstance(part, hub.Text):
-            raise InvalidRequestError("System messages may hold only text for Anthropic hub.")
+            raise InvalidRequestError("System messages may hold only text for Anthropic models.")
         block = _block(part, "system")
         if block is not None:
             system.append(block)

@@ -37,7 +37,7 @@ def _content_part(part: hub.Part) -> dict[str, Any] | None:
     if isinstance(part, hub.Document):
         if part.data is None:
             raise InvalidRequestError(
-                "Documents given by URL cannot be sent to OpenAI-compatible hub."
+                "Documents given by URL cannot be sent to OpenAI-compatible models."
             )
         file: dict[str, Any] = {"file_data": _data_url_of(part.media_type, part.data)}
         file["filename"] = part.filename or "document.pdf"

@@ -1,4 +1,9 @@
-"""proxycast: a local LLM gateway that speaks the OpenAI Chat Completions API."""
+"""proxycast: a local LLM gateway. Clients speak the OpenAI Chat Completions or the Anthropic Messages API
+to one endpoint; each request is routed by its model to an OpenAI-compatible, Anthropic or Gemini upstream.
+
+``serve`` runs it (in a trio program too), ``create_app`` builds the Quart-Trio app, ``load_config`` reads
+a configuration. ``docs/architecture.md`` describes the code.
+"""
 
 from proxycast.app import create_app
 from proxycast.config import Config, ConfigError, ProviderConfig, ServerConfig, load_config

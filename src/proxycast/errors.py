@@ -134,7 +134,7 @@ _KIND_BY_STATUS: dict[int, Kind] = {
 
 
 def kind_for_status(status: int) -> Kind:
-    """The neutral kind of an HTTP error status (PROTOCOLS.md 5.2)."""
+    """The neutral kind of an HTTP error status (docs/mappings.md, "Errors")."""
     if status in _KIND_BY_STATUS:
         return _KIND_BY_STATUS[status]
     return "invalid_request" if 400 <= status < 500 else "api_error"

@@ -77,7 +77,7 @@ def _part_from_block(block: wire.Block, names: dict[str, str]) -> hub.Part | Non
 def request_to_internal(
     request: wire.MessagesRequest | wire.CountTokensRequest,
 ) -> hub.Conversation:
-    """An Anthropic Messages request as a conversation (PROTOCOLS.md 3.3)."""
+    """An Anthropic Messages request as a conversation (docs/mappings.md, "Anthropic Messages")."""
     names: dict[str, str] = {}
     system: list[hub.Part] = []
     if isinstance(request.system, str):
@@ -203,7 +203,7 @@ def error_frame(error: ProxycastError) -> bytes:
 
 
 class StreamEncoder:
-    """Stream events -> Anthropic SSE frames (PROTOCOLS.md 3.2), each with its ``event:`` line.
+    """Stream events -> Anthropic SSE frames (docs/mappings.md, "Stream events out"), each with its ``event:`` line.
 
     Blocks are numbered 0, 1, 2... across kinds; a change of kind closes the open block and starts the
     next. Tool-use blocks stay open until a text or thinking block starts or the message ends, so that

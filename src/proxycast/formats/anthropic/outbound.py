@@ -262,7 +262,7 @@ def stream_error(body: Any) -> UpstreamError:
 
 
 class StreamDecoder(sse.EventDecoder):
-    """Anthropic SSE events -> stream events (PROTOCOLS.md 3.1).
+    """Anthropic SSE events -> stream events (docs/mappings.md, "To Anthropic upstreams").
 
     Tool calls are numbered from 0 in the order they start, never by Anthropic's block index (a text or
     thinking block before a tool shifts that). A tool block that received no argument text gets ``{}``.

@@ -200,7 +200,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
 
 
 def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
-    """PROTOCOLS.md 4.3: prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts."""
+    """docs/mappings.md, "To Gemini upstreams": prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts."""
     usage = usage or {}
     prompt = (usage.get("promptTokenCount") or 0) + (usage.get("toolUsePromptTokenCount") or 0)
     cached = usage.get("cachedContentTokenCount") or 0
@@ -294,7 +294,7 @@ def stream_error(body: Any) -> UpstreamError:
 
 
 class StreamDecoder(sse.EventDecoder):
-    """``streamGenerateContent?alt=sse`` chunks -> stream events (PROTOCOLS.md 4.4).
+    """``streamGenerateContent?alt=sse`` chunks -> stream events (docs/mappings.md, "To Gemini upstreams").
 
     Each chunk is a whole response: text and thoughts are increments, each function call comes whole
     (one tool-call start and one argument delta, indexed across chunks), ``usageMetadata`` is

@@ -263,7 +263,7 @@ def response_from_internal(
 
 
 class StreamEncoder:
-    """Stream events -> OpenAI ``chat.completion.chunk`` SSE frames (PROTOCOLS.md 3.1, OpenAI side).
+    """Stream events -> OpenAI ``chat.completion.chunk`` SSE frames (docs/mappings.md, "Stream chunks out").
 
     The role chunk comes first; tool calls carry ``index``/``id``/``type``/``name`` once, then only
     argument fragments; the finish reason agrees with what was sent; the usage chunk (``choices: []``)

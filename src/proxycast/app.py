@@ -6,7 +6,7 @@ import hmac
 import logging
 from typing import TYPE_CHECKING
 
-from quart import Response, request
+from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
@@ -49,6 +49,8 @@ class _HTTPConnection(TrioASGIHTTPConnection):
 
 def error_response(error: ProxycastError) -> Response:
     """The error in the dialect of the route's clients."""
+    exchange: Exchange = current_app.extensions["proxycast"]
+    error.message = exchange.redact(error.message)
     status, body = formats.dialect_for(request.path).render_error(error)
     response = Response(body, status=status, content_type="application/json")
     for name, value in error.headers.items():

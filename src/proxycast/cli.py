@@ -11,6 +11,7 @@ import attrs
 
 from proxycast import __version__, routing
 from proxycast.config import Config, ConfigError, check_config, load_config
+from proxycast.redact import without_userinfo
 from proxycast.server import BindError, bind_socket, run_single, run_workers
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def routing_table(config: Config) -> list[str]:
     for provider in config.providers:
         models = ", ".join(provider.models) or "(only as a prefix)"
         lines.append(
-            f"  provider {provider.name} ({provider.type}, {provider.url}, "
+            f"  provider {provider.name} ({provider.type}, {without_userinfo(provider.url)}, "
             f"{len(provider.api_keys)} key{'s' if len(provider.api_keys) != 1 else ''}): {models}"
         )
     for alias, target in config.aliases.items():

@@ -24,6 +24,7 @@ from quart import Response
 from proxycast import formats, routing
 from proxycast.config import Config
 from proxycast.formats.contracts import Estimate
+from proxycast.redact import Redactor, config_secrets
 from proxycast.relay import Converting, Relay
 from proxycast.upstreams import Provider, aclose_shielded
 
@@ -74,6 +75,10 @@ class Exchange:
 
     config: Config
     providers: dict[str, Provider] = attrs.field(factory=dict)
+    redact: Redactor = attrs.field(
+        default=attrs.Factory(lambda self: Redactor(config_secrets(self.config)), takes_self=True)
+    )
+    """Hides the configured secrets in what goes to clients and logs."""
 
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""
@@ -95,11 +100,12 @@ class Exchange:
             if not request.stream:
                 data = await provider.read_all(response)
                 return Response(
-                    dialect.forwarded_reply(data, model),
+                    dialect.forwarded_reply(data, model, provider.name),
                     status=response.status_code,
                     content_type="application/json",
                 )
-            return _stream(provider, response, dialect.forwarded_stream(model, provider.name))
+            translator = dialect.forwarded_stream(model, provider.name, self.redact)
+            return _stream(provider, response, translator)
         conversation = dialect.request_to_internal(request)
         upstream_request = provider.format.request_from_internal(conversation, route.upstream_model)
         response = await provider.open(upstream_request)
@@ -111,6 +117,7 @@ class Exchange:
             provider.format.stream_decoder(upstream_request),
             dialect.stream_encoder(model, conversation),
             provider.name,
+            self.redact,
         )
         return _stream(provider, response, translator)
 
@@ -118,9 +125,12 @@ class Exchange:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
         route, provider = self._route(request.client_model)
+        model = request.client_model
         if provider.config.type == dialect.native_type:
             response = await provider.open(dialect.forward(request, route.upstream_model))
-            return Response(await provider.read_all(response), content_type="application/json")
+            data = await provider.read_all(response)
+            data = dialect.forwarded_reply(data, model, provider.name)
+            return Response(data, content_type="application/json")
         conversation = dialect.request_to_internal(request)
         count = provider.format.count_tokens(conversation, route.upstream_model)
         if isinstance(count, Estimate):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast import sse
+from proxycast import hub, sse
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.errors import ProxycastError, UpstreamUnavailableError
 
@@ -75,13 +75,20 @@ class Relay:
         await self._close()
 
 
-def rename_model(data: bytes, model: str) -> bytes:
-    """The upstream's answer with ``model`` set to the name the client asked for."""
+def rename_model(data: bytes, model: str, provider: str) -> bytes:
+    """A forwarded answer with ``model`` set to the name the client asked for.
+
+    Raises:
+        UpstreamUnavailableError: the answer is not a JSON object (a proxy's HTML page, say), which
+            no client of a JSON API can read: a 502 naming the provider, as on converted routes.
+    """
     try:
         text = data.decode("utf-8")
         answer, spans = parse_object(text)
     except (ValueError, NotAnObjectError):
-        return data
+        raise UpstreamUnavailableError(
+            f"Provider {provider!r} answered with a body that is not a JSON object."
+        ) from None
     if "model" not in spans or answer["model"] == model:
         return data
     return replace_value(text, spans["model"], model).encode()
@@ -100,9 +107,13 @@ class Passthrough:
     format's end marker) and say how the format reports an error (:meth:`fail`).
     """
 
-    def __init__(self, client_model: str, provider_name: str) -> None:
+    def __init__(
+        self, client_model: str, provider_name: str, redact: Callable[[str], str] = str
+    ) -> None:
         self._model = client_model
         self._provider = provider_name
+        self._redact = redact
+        """Applied to the upstream's error events, which may echo the request's credentials."""
         self._parser = sse.SSEParser()
         self.finished = False
 
@@ -131,10 +142,17 @@ class Passthrough:
 class Converting:
     """Another format in, the client's format out: the upstream's decoder, then the client's encoder."""
 
-    def __init__(self, decoder: StreamDecoder, encoder: StreamEncoder, provider_name: str) -> None:
+    def __init__(
+        self,
+        decoder: StreamDecoder,
+        encoder: StreamEncoder,
+        provider_name: str,
+        redact: Callable[[str], str] = str,
+    ) -> None:
         self._decoder = decoder
         self._encoder = encoder
         self._provider = provider_name
+        self._redact = redact
 
     @property
     def finished(self) -> bool:
@@ -143,6 +161,8 @@ class Converting:
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
         for event in self._decoder.feed(chunk):
+            if isinstance(event, hub.Failure) and isinstance(event.error, ProxycastError):
+                event.error.message = self._redact(event.error.message)  # upstream text
             out += self._encoder.encode(event)
             if self._encoder.finished:
                 break

@@ -1,7 +1,7 @@
 """Model routing: which provider serves a model, under which upstream name. Pure, no I/O.
 
-Order (the README, "Configuration"): alias; ``provider/model`` prefix; a provider listing the model exactly; the
-first provider (in file order) whose glob matches.
+Order (the README, "Configuration"): alias; ``provider/model`` prefix; a provider listing the model
+exactly; the first provider (in file order) whose glob matches.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from proxycast.app import create_app
+from proxycast.redact import RedactingFilter, Redactor, config_secrets
 from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
@@ -89,6 +90,12 @@ async def serve(
     # (as an embedding program stops it) never runs the lifespan's shutdown, and its pooled
     # connections must still be closed.
     client = make_client(config.server)
+    # What proxycast and hypercorn log never shows a configured secret (an upstream's error text
+    # quoted in a traceback, say).
+    redacting = RedactingFilter(Redactor(config_secrets(config)))
+    loggers = [logging.getLogger(name) for name in ("proxycast", "hypercorn.error")]
+    for logger in loggers:
+        logger.addFilter(redacting)
     try:
         app = create_app(config, client)
         sock = sock if sock is not None else bind_socket(config)
@@ -101,6 +108,8 @@ async def serve(
             task_status=task_status,
         )
     finally:
+        for logger in loggers:
+            logger.removeFilter(redacting)
         with trio.move_on_after(5, shield=True):
             await client.aclose()
 

@@ -18,6 +18,7 @@ from proxycast.errors import (
     UpstreamUnavailableError,
     upstream_error,
 )
+from proxycast.redact import without_userinfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
@@ -135,7 +136,7 @@ def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[No
         ) from exc
     except httpx.ConnectError as exc:
         raise UpstreamUnavailableError(
-            f"Cannot connect to provider {provider.name!r} at {provider.url}."
+            f"Cannot connect to provider {provider.name!r} at {without_userinfo(provider.url)}."
         ) from exc
     except httpx.TransportError as exc:
         raise UpstreamUnavailableError(
@@ -215,8 +216,16 @@ class Provider:
         )
         with self.errors():
             response = await self.client.send(sent, stream=True, auth=auth)
-        if response.status_code < 400:
+        if response.status_code < 300:
             return response
+        if response.status_code < 400:
+            # Redirects are never followed: the key must not go to another host.
+            await aclose_shielded(response)
+            raise UpstreamUnavailableError(
+                f"Provider {self.name!r} answered {response.status_code} (a redirect, to "
+                f"{response.headers.get('location', 'nowhere')!r}); proxycast does not follow "
+                "redirects: check the provider's base_url."
+            )
         try:
             with self.errors():
                 data = await _read_limited(response, _ERROR_BODY_LIMIT)

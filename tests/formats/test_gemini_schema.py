@@ -1,4 +1,5 @@
-"""The Gemini schema sanitiser: one test per rule of docs/mappings.md ("To Gemini upstreams"), and a property."""
+"""The Gemini schema sanitiser: one test per rule of docs/mappings.md ("To Gemini upstreams"), and a
+property."""
 
 from __future__ import annotations
 

@@ -223,12 +223,16 @@ class InboundDialect(Protocol):
         """The client's own bytes for an upstream of :attr:`native_type`, the model renamed."""
         ...
 
-    def forwarded_reply(self, data: bytes, client_model: str) -> bytes:
-        """A forwarded non-streamed answer, with the client's model name."""
+    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
+        """A forwarded non-streamed answer, with the client's model name (502 when it is not a JSON
+        object)."""
         ...
 
-    def forwarded_stream(self, client_model: str, provider: str) -> Translator:
-        """A forwarded stream, relayed event by event with the client's model name."""
+    def forwarded_stream(
+        self, client_model: str, provider: str, redact: Callable[[str], str]
+    ) -> Translator:
+        """A forwarded stream, relayed event by event with the client's model name; ``redact``
+        cleans the upstream's error events (which may echo the request's credentials)."""
         ...
 
     def reply_from_internal(

@@ -62,6 +62,8 @@ class AnthropicScript:
     status: int = 200
     error_type: str = "invalid_request_error"
     error_message: str = "The fake upstream failed."
+    error_body: bytes | None = None
+    """The exact body to send with :attr:`status` instead of an answer (an answer that is not one)."""
     headers: tuple[tuple[str, str], ...] = ()
     error_after: int | None = None
     """Send ``event: error`` (overloaded) after this many events, then end."""
@@ -210,7 +212,15 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
         if request.method != "POST" or request.path != "/v1/messages":
             await respond.json(404, _error("not_found_error", "no such route"))
             return
-        if script.status >= 400:
+        if script.error_body is not None:
+            headers = [("content-type", "text/html"), *script.headers]
+            await respond.start(
+                script.status, [*headers, ("content-length", str(len(script.error_body)))]
+            )
+            await respond.send(script.error_body)
+            await respond.end()
+            return
+        if script.status >= 300:
             await respond.json(
                 script.status, _error(script.error_type, script.error_message), list(script.headers)
             )

@@ -168,8 +168,9 @@ def stream_chunks(script: GeminiScript, model: str) -> list[dict[str, Any]]:
     return chunks
 
 
-# Schema keywords Gemini answers "Unknown name" for (docs/mappings.md, "To Gemini upstreams", and public reports of those errors); kept
-# apart from the sanitiser's own list so that the fake checks it rather than repeats it.
+# Schema keywords Gemini answers "Unknown name" for (docs/mappings.md, "To Gemini upstreams", and
+# public reports of those errors); kept apart from the sanitiser's own list so that the fake checks it
+# rather than repeats it.
 REJECTED_KEYWORDS = frozenset(
     {
         "$schema", "$id", "$comment", "$ref", "$defs", "definitions", "additionalProperties",

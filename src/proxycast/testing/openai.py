@@ -53,7 +53,8 @@ class Script:
     error_message: str = "The fake upstream failed."
     error_type: str = "invalid_request_error"
     error_body: bytes | None = None
-    """The exact error body to send, instead of an OpenAI-shaped one."""
+    """The exact body to send with :attr:`status` instead of an answer (an error that is not
+    OpenAI-shaped, or with status 200, an answer that is not one: a proxy's HTML page, say)."""
     headers: tuple[tuple[str, str], ...] = ()
     drop_after: int | None = None
     """Cut the connection after this many chunks (streams) or before the body (non-streaming)."""
@@ -103,7 +104,7 @@ class FakeOpenAI(FakeUpstream[Script]):
                 },
             )
             return
-        if script.status >= 400:
+        if script.status >= 300 or script.error_body is not None:
             await self._error(script, respond)
             return
         body = request.json()

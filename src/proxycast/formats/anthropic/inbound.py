@@ -29,7 +29,7 @@ from proxycast.relay import rename_model
 from proxycast.structuring import invalid_request
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from proxycast.formats.contracts import StreamEncoder as StreamEncoderType
 
@@ -203,7 +203,8 @@ def error_frame(error: ProxycastError) -> bytes:
 
 
 class StreamEncoder:
-    """Stream events -> Anthropic SSE frames (docs/mappings.md, "Stream events out"), each with its ``event:`` line.
+    """Stream events -> Anthropic SSE frames, each with its ``event:`` line (docs/mappings.md,
+    "Stream events out").
 
     Blocks are numbered 0, 1, 2... across kinds; a change of kind closes the open block and starts the
     next. Tool-use blocks stay open until a text or thinking block starts or the message ends, so that
@@ -399,11 +400,13 @@ class AnthropicDialect:
             headers=request.headers,
         )
 
-    def forwarded_reply(self, data: bytes, client_model: str) -> bytes:
-        return rename_model(data, client_model)
+    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
+        return rename_model(data, client_model, provider)
 
-    def forwarded_stream(self, client_model: str, provider: str) -> AnthropicPassthrough:
-        return AnthropicPassthrough(client_model, provider)
+    def forwarded_stream(
+        self, client_model: str, provider: str, redact: Callable[[str], str]
+    ) -> AnthropicPassthrough:
+        return AnthropicPassthrough(client_model, provider, redact)
 
     def reply_from_internal(self, replies: list[hub.Reply], client_model: str) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model)  # Anthropic has no n > 1

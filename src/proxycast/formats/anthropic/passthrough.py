@@ -25,6 +25,8 @@ class AnthropicPassthrough(Passthrough):
         data = self._renamed(event.data) if event.event == "message_start" else event.data
         if event.event in ("message_stop", "error"):
             self.finished = True
+        if event.event == "error":
+            data = self._redact(data)
         return sse.encode(data.replace("\n", "\ndata: "), event.event)
 
     def _renamed(self, data: str) -> str:

@@ -200,7 +200,8 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
 
 
 def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
-    """docs/mappings.md, "To Gemini upstreams": prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts."""
+    """Prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts (docs/mappings.md,
+    "To Gemini upstreams")."""
     usage = usage or {}
     prompt = (usage.get("promptTokenCount") or 0) + (usage.get("toolUsePromptTokenCount") or 0)
     cached = usage.get("cachedContentTokenCount") or 0

@@ -1,6 +1,7 @@
 """JSON Schema -> the OpenAPI subset Gemini accepts for tool parameters and response schemas.
 
-docs/mappings.md, "To Gemini upstreams". Real clients send pydantic- and zod-generated schemas with ``$defs``/``$ref``,
+The rules are listed in docs/mappings.md, "To Gemini upstreams". Real clients send pydantic- and
+zod-generated schemas with ``$defs``/``$ref``,
 ``additionalProperties``, ``["string", "null"]`` type arrays, ``const`` and ``oneOf``; Gemini rejects
 those keywords, so each is rewritten or dropped here. Pure; the input is never modified.
 """

@@ -28,7 +28,7 @@ from proxycast.relay import rename_model
 from proxycast.structuring import invalid_request
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from proxycast.formats.contracts import StreamEncoder as StreamEncoderType
 
@@ -385,11 +385,13 @@ class OpenAIDialect:
             text = replace_value(text, request.spans["model"], upstream_model)
         return UpstreamRequest(path="/chat/completions", raw=text.encode(), stream=request.stream)
 
-    def forwarded_reply(self, data: bytes, client_model: str) -> bytes:
-        return rename_model(data, client_model)
+    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
+        return rename_model(data, client_model, provider)
 
-    def forwarded_stream(self, client_model: str, provider: str) -> OpenAIPassthrough:
-        return OpenAIPassthrough(client_model, provider)
+    def forwarded_stream(
+        self, client_model: str, provider: str, redact: Callable[[str], str]
+    ) -> OpenAIPassthrough:
+        return OpenAIPassthrough(client_model, provider, redact)
 
     def reply_from_internal(self, replies: list[hub.Reply], client_model: str) -> dict[str, Any]:
         return response_from_internal(replies, client_model, int(time.time()))

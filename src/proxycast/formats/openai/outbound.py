@@ -212,7 +212,8 @@ def response_to_internal(
 
 
 class StreamDecoder(sse.EventDecoder):
-    """OpenAI ``chat.completion.chunk`` events -> stream events (docs/mappings.md, "To OpenAI-compatible upstreams").
+    """OpenAI ``chat.completion.chunk`` events -> stream events (docs/mappings.md, "To
+    OpenAI-compatible upstreams").
 
     Normalises what OpenAI-compatible servers do differently: whole arguments in one chunk with the id and
     name; every call at index 0 (a new id at a known index is a new call); ``reasoning`` or

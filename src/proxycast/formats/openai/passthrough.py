@@ -11,6 +11,8 @@ from proxycast.formats.openai.errors import error_body
 from proxycast.relay import Passthrough
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from proxycast.errors import ProxycastError
 
 
@@ -27,8 +29,10 @@ class OpenAIPassthrough(Passthrough):
     OpenAI-compatible servers) gets the ``[DONE]`` it expects.
     """
 
-    def __init__(self, client_model: str, provider_name: str) -> None:
-        super().__init__(client_model, provider_name)
+    def __init__(
+        self, client_model: str, provider_name: str, redact: Callable[[str], str] = str
+    ) -> None:
+        super().__init__(client_model, provider_name, redact)
         self._saw_finish = False
 
     def _event(self, event: sse.Event) -> bytes:
@@ -44,7 +48,7 @@ class OpenAIPassthrough(Passthrough):
             return sse.encode(data)
         if "error" in chunk:
             self.finished = True
-            return sse.encode(data)
+            return sse.encode(self._redact(data))
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self._saw_finish = True

@@ -1,0 +1,88 @@
+"""Keeping secrets out of what proxycast says: any configured key (or a long piece of one) in a text
+bound for a client or a log is replaced, and URLs are shown without their userinfo.
+
+The usual leak is an upstream that echoes the request it got (headers included) in an error page; the
+message proxycast passes on would then carry the provider's key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from proxycast.config import Config
+
+FRAGMENT = 16
+"""Characters of a key that, found anywhere in a text, count as the key leaking (shorter keys: whole)."""
+MASK = "[redacted]"
+
+
+def without_userinfo(url: str) -> str:
+    """``https://user:secret@host/v1`` -> ``https://host/v1``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret a configuration holds: client keys, provider keys, passwords in base URLs."""
+    secrets = list(config.server.api_keys)
+    for provider in config.providers:
+        secrets += provider.api_keys
+        userinfo = urlsplit(provider.base_url).netloc.rpartition("@")[0]
+        secrets += [s for s in userinfo.split(":") if s]
+    return secrets
+
+
+class Redactor:
+    """Replaces every occurrence of the secrets, or of any :data:`FRAGMENT`-long piece of one."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._pieces: dict[int, set[str]] = {}
+        for secret in secrets:
+            size = min(len(secret), FRAGMENT)
+            if size < 6:
+                continue  # too short to tell from ordinary text; config checks keep real keys longer
+            pieces = self._pieces.setdefault(size, set())
+            pieces.update(secret[i : i + size] for i in range(len(secret) - size + 1))
+
+    def __call__(self, text: str) -> str:
+        if not self._pieces:
+            return text
+        hidden = [False] * len(text)
+        found = False
+        for size, pieces in self._pieces.items():
+            for start in range(len(text) - size + 1):
+                if text[start : start + size] in pieces:
+                    hidden[start : start + size] = [True] * size
+                    found = True
+        if not found:
+            return text
+        out: list[str] = []
+        for index, char in enumerate(text):
+            if not hidden[index]:
+                out.append(char)
+            elif index == 0 or not hidden[index - 1]:
+                out.append(MASK)
+        return "".join(out)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts a record's message and traceback."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._redact(record.getMessage())
+        record.args = ()
+        if record.exc_info:
+            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import hmac
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import attrs
@@ -18,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from proxycast.config import Config
 from proxycast.errors import (
     AuthenticationError,
+    InvalidRequestError,
     MethodNotAllowedError,
     ProxycastError,
     RequestTooLargeError,
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
 log = logging.getLogger("proxycast")
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 _request_resources: contextvars.ContextVar[contextlib.AsyncExitStack] = contextvars.ContextVar(
     "proxycast_request_resources"
@@ -165,6 +169,16 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
                 state.upstreams = _upstreams(config, own)
                 yield
                 state.upstreams = {}
+
+    @app.before_request
+    async def refuse_control_characters() -> None:
+        # h11 lets control characters other than NUL, CR and LF through in header values (RFC 9110
+        # 5.5 allows only HTAB, SP, visible characters and obs-text): they have no business in them.
+        for name, value in request.headers.items():
+            if _CONTROL.search(value):
+                raise InvalidRequestError(
+                    f"The request header {name.lower()!r} holds a control character."
+                )
 
     @app.before_request
     async def authenticate() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response
 
-from proxycast._json import NotAnObjectError, parse_object
+from proxycast._json import NotAnObjectError, RejectedJSONError, parse_object
 from proxycast.app import request_resources
 from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
 from proxycast.providers._http import aclose_shielded, iter_body, mapped_errors
@@ -43,6 +43,8 @@ def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, in
         raise InvalidRequestError(
             f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
         ) from None
+    except RejectedJSONError as exc:
+        raise InvalidRequestError(f"The request body is refused: {exc}.") from None
     return text, body, spans
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import trio
 from quart import Response
 
 from proxycast._json import NotAnObjectError, RejectedJSONError, parse_object
@@ -14,6 +15,8 @@ from proxycast.providers._http import aclose_shielded, iter_body, mapped_errors
 from proxycast.relay import Relay
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from proxycast.providers._http import Upstream
@@ -46,6 +49,27 @@ def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, in
     except RejectedJSONError as exc:
         raise InvalidRequestError(f"The request body is refused: {exc}.") from None
     return text, body, spans
+
+
+OFF_LOOP_BYTES = 256 * 1024
+"""Bodies larger than this are parsed and validated in a worker thread, not on the event loop."""
+
+T = TypeVar("T")
+
+
+async def parse_and_validate(
+    raw: bytes, validate: Callable[[dict[str, Any]], T]
+) -> tuple[str, dict[str, tuple[int, int]], T]:
+    """:func:`parse_body`, then ``validate`` on the object: in a worker thread for a large body, so
+    that a costly one (a million invalid items) does not stall every other client."""
+
+    def work() -> tuple[str, dict[str, tuple[int, int]], T]:
+        text, body, spans = parse_body(raw)
+        return text, spans, validate(body)
+
+    if len(raw) <= OFF_LOOP_BYTES:
+        return work()
+    return await trio.to_thread.run_sync(work)
 
 
 def json_object(upstream: Upstream, data: bytes) -> dict[str, Any]:

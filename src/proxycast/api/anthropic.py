@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from typing import Any
 
 import attrs
@@ -16,12 +17,12 @@ from cattrs.errors import BaseValidationError
 from quart import Blueprint, Response, request
 
 from proxycast import models, routing
-from proxycast._convert import format_path, validation_errors
+from proxycast._convert import describe_problems
 from proxycast._json import replace_value
 from proxycast.api._common import (
     json_object,
     json_response,
-    parse_body,
+    parse_and_validate,
     read_all,
     stream_response,
 )
@@ -48,11 +49,8 @@ def _validate(body: dict[str, Any], cls: type[Any]) -> Any:
     try:
         return wire.converter.structure(body, cls)
     except BaseValidationError as exc:
-        problems = validation_errors(exc)
-    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems)
-    raise InvalidRequestError(
-        f"Invalid request: {listed}.", param=format_path(problems[0][0]) or None
-    )
+        message, param = describe_problems(exc)
+    raise InvalidRequestError(message, param=param)
 
 
 def _client_headers() -> dict[str, str]:
@@ -79,8 +77,7 @@ class _Incoming:
     async def read(cls, request_type: type[Any]) -> _Incoming:
         raw = await request.get_data(cache=False)
         assert isinstance(raw, bytes)
-        text, body, spans = parse_body(raw)
-        parsed = _validate(body, request_type)
+        text, spans, parsed = await parse_and_validate(raw, partial(_validate, cls=request_type))
         state = gateway()
         route = routing.resolve(parsed.model, state.config)
         return cls(text, spans, parsed, route, state.upstream(route.provider.name))

@@ -9,12 +9,12 @@ from cattrs.errors import BaseValidationError
 from quart import Blueprint, Response, request
 
 from proxycast import routing
-from proxycast._convert import format_path, validation_errors
+from proxycast._convert import describe_problems
 from proxycast._json import NotAnObjectError, parse_object, replace_value
 from proxycast.api._common import (
     json_object,
     json_response,
-    parse_body,
+    parse_and_validate,
     read_all,
     stream_response,
 )
@@ -68,18 +68,15 @@ def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
     try:
         return wire.converter.structure(body, wire.ChatCompletionRequest)
     except BaseValidationError as exc:
-        problems = validation_errors(exc)
-    path, _ = problems[0]
-    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems)
-    raise InvalidRequestError(f"Invalid request: {listed}.", param=format_path(path) or None)
+        message, param = describe_problems(exc)
+    raise InvalidRequestError(message, param=param)
 
 
 @blueprint.post("/v1/chat/completions")
 async def chat_completions() -> Response:
     raw = await request.get_data(cache=False)
     assert isinstance(raw, bytes)
-    text, body, spans = parse_body(raw)
-    parsed = validate(body)
+    text, spans, parsed = await parse_and_validate(raw, validate)
     state = gateway()
     route = routing.resolve(parsed.model, state.config)
     upstream = state.upstream(route.provider.name)

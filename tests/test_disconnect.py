@@ -8,6 +8,8 @@ and long before the scripted answer would have ended (tens of seconds).
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
 import pytest
 import trio
@@ -80,15 +82,15 @@ async def test_disconnect_mid_stream(gateway: Gateway, fake: FakeOpenAI) -> None
 
 
 async def test_gateway_keeps_serving_after_disconnects(gateway: Gateway, fake: FakeOpenAI) -> None:
-    for i in range(5):
+    for count in range(1, 6):
         fake.script(Script(headers_delay=30))
+        # the client gives up once the upstream has the request (a fixed delay raced the client's
+        # own start-up, which takes tens of milliseconds on a slow machine)
         async with httpx.AsyncClient() as h, trio.open_nursery() as nursery:
-
-            async def post(h: httpx.AsyncClient = h) -> None:
-                await h.post(gateway.v1 + "/chat/completions", json=BODY, headers=AUTH)
-
-            nursery.start_soon(post)
-            await fake.wait_for_requests(i + 1)  # the upstream has it: now the client leaves
+            nursery.start_soon(
+                partial(h.post, gateway.v1 + "/chat/completions", json=BODY, headers=AUTH)
+            )
+            await wait_for_request(fake, count)
             nursery.cancel_scope.cancel()
     async with httpx.AsyncClient() as h:
         response = await h.post(gateway.v1 + "/chat/completions", json=BODY, headers=AUTH)

@@ -8,14 +8,67 @@ text, so that :func:`replace_value` can swap one value and leave every other byt
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
-_decoder = json.JSONDecoder()
-_WHITESPACE = " \t\n\r"
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted in a body. LLM requests nest a few levels, plus their
+JSON schemas (OpenAI's structured outputs allow 10 levels of them); Python's parser fails near 1,000."""
 
 
 class NotAnObjectError(ValueError):
     pass
+
+
+class RejectedJSONError(ValueError):
+    """Valid to Python's parser, but not JSON a gateway can pass on: the message says why."""
+
+
+def _no_constants(name: str) -> Any:
+    raise RejectedJSONError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise RejectedJSONError(f"the number {text[:40]} is too large for a double")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
+_WHITESPACE = " \t\n\r"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check(value: Any, text: str) -> None:
+    """Nesting no deeper than :data:`MAX_DEPTH`; no lone surrogate (not encodable as UTF-8).
+
+    Each walk runs only when the text could hold the problem: enough brackets, a surrogate escape.
+    """
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if not (deep or surrogates):
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RejectedJSONError(f"it is nested more than {MAX_DEPTH} levels deep")
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in children:
+            if surrogates:
+                for text_value in (key, child):
+                    if isinstance(text_value, str) and not text_value.isascii():
+                        try:
+                            text_value.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raise RejectedJSONError(
+                                "it holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                                "which no UTF-8 text can"
+                            ) from None
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
 
 
 def _skip(text: str, index: int) -> int:
@@ -30,10 +83,25 @@ def parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]
     Raises:
         json.JSONDecodeError: not valid JSON.
         NotAnObjectError: valid JSON, but not an object.
+        RejectedJSONError: NaN or Infinity, a number too large, nesting deeper than
+            :data:`MAX_DEPTH`, a lone surrogate, or a top-level key given twice.
     """
+    try:
+        result, spans = _parse_object(text)
+    except RecursionError:
+        raise RejectedJSONError(f"it is nested more than {MAX_DEPTH} levels deep") from None
+    except (json.JSONDecodeError, NotAnObjectError, RejectedJSONError):
+        raise
+    except ValueError as exc:  # an integer of more than 4,300 digits (sys.set_int_max_str_digits)
+        raise RejectedJSONError(f"it holds a number that is too long ({exc})") from None
+    _check(result, text)
+    return result, spans
+
+
+def _parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
     index = _skip(text, 0)
     if not text.startswith("{", index):
-        value = json.loads(text)  # raises JSONDecodeError for invalid JSON
+        value = _decoder.decode(text)  # raises JSONDecodeError for invalid JSON
         raise NotAnObjectError(type(value).__name__)
     result: dict[str, Any] = {}
     spans: dict[str, tuple[int, int]] = {}
@@ -52,6 +120,9 @@ def parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]
             raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
         start = _skip(text, index + 1)
         value, end = _decoder.raw_decode(text, start)
+        if key in result:
+            # which one counts is a guess: routing would use one, an upstream perhaps the other
+            raise RejectedJSONError(f"the key {key[:100]!r} appears twice")
         result[key] = value
         spans[key] = (start, end)
         index = _skip(text, end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from quart import Response, current_app, request
@@ -15,6 +16,7 @@ from proxycast import formats
 from proxycast.api import inbound, models
 from proxycast.errors import (
     AuthenticationError,
+    InvalidRequestError,
     MethodNotAllowedError,
     ProxycastError,
     RequestTooLargeError,
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from proxycast.config import Config
 
 log = logging.getLogger("proxycast")
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
@@ -108,6 +112,16 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
                 exchange.connect(own)
                 yield
                 exchange.providers = {}
+
+    @app.before_request
+    async def refuse_control_characters() -> None:
+        # h11 lets control characters other than NUL, CR and LF through in header values (RFC 9110
+        # 5.5 allows only HTAB, SP, visible characters and obs-text): they have no business in them.
+        for name, value in request.headers.items():
+            if _CONTROL.search(value):
+                raise InvalidRequestError(
+                    f"The request header {name.lower()!r} holds a control character."
+                )
 
     @app.before_request
     async def authenticate() -> None:

@@ -49,6 +49,12 @@ class ServerConfig:
     """Seconds that in-flight requests get to finish on SIGINT/SIGTERM."""
     stalled_client_timeout: float = 30.0
     """Seconds a client may leave sent data unread before its connection is dropped (TCP_USER_TIMEOUT)."""
+    keepalive_timeout: float = 5.0
+    """Seconds an idle client connection is kept open (between requests, or before the first one)."""
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    """Request body bytes held in memory across all requests of a worker; past it, 503."""
+    max_event_bytes: int = 8 * 1024 * 1024
+    """Largest upstream stream event (SSE); a larger one ends the stream with an error frame."""
 
 
 @attrs.frozen(kw_only=True)
@@ -203,13 +209,15 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"{src}: server.port: must be between 0 and 65535")
     if server.workers < 1:
         raise ConfigError(f"{src}: server.workers: must be at least 1")
-    if server.max_body_bytes < 1:
-        raise ConfigError(f"{src}: server.max_body_bytes: must be positive")
+    for field in ("max_body_bytes", "max_inflight_body_bytes", "max_event_bytes"):
+        if getattr(server, field) < 1:
+            raise ConfigError(f"{src}: server.{field}: must be positive")
     for field in (
         "connect_timeout",
         "upstream_timeout",
         "shutdown_grace",
         "stalled_client_timeout",
+        "keepalive_timeout",
     ):
         if getattr(server, field) <= 0:
             raise ConfigError(f"{src}: server.{field}: must be positive")

@@ -14,18 +14,19 @@ from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.config import Sockets
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
+from proxycast._connections import serve_connections
 from proxycast.app import create_app
 from proxycast.redact import RedactingFilter, Redactor, config_secrets
-from proxycast.upstreams import make_client
+from proxycast.upstreams import ShardedTransport, make_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Event
+
+    import httpx
 
     from proxycast.config import Config
 
@@ -64,7 +65,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.graceful_timeout = config.server.shutdown_grace
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 75.0
+    hc.keep_alive_timeout = config.server.keepalive_timeout
     hc.include_server_header = False
     return hc
 
@@ -99,19 +100,36 @@ async def serve(
     try:
         app = create_app(config, client)
         sock = sock if sock is not None else bind_socket(config)
-        sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-        await worker_serve(
-            wrap_app(app, 0, "asgi"),
-            hypercorn_config(config),
-            sockets=sockets,
-            shutdown_trigger=shutdown_trigger,
-            task_status=task_status,
-        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sweep_idle_upstream_connections, client)
+            await serve_connections(
+                wrap_app(app, 0, "asgi"),
+                hypercorn_config(config),
+                [sock],
+                shutdown_trigger=shutdown_trigger,
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
     finally:
         for logger in loggers:
             logger.removeFilter(redacting)
         with trio.move_on_after(5, shield=True):
             await client.aclose()
+
+
+SWEEP_SECONDS = 2.0
+"""How often idle upstream connections past their keep-alive expiry are closed."""
+
+
+async def _sweep_idle_upstream_connections(client: httpx.AsyncClient) -> None:
+    # httpcore closes an expired keep-alive connection only when its pool is next used: after a burst,
+    # hundreds of upstream connections (and fds) could stay open indefinitely.
+    transport = client._transport  # the ShardedTransport make_client installed
+    if not isinstance(transport, ShardedTransport):
+        return
+    while True:
+        await trio.sleep(SWEEP_SECONDS)
+        await transport.close_expired()
 
 
 def _url(sock: socket.socket) -> str:
@@ -169,7 +187,11 @@ def run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], N
             continue
         started += 1
     if started == len(processes):
-        on_ready(_url(sock))
+        # every worker holds its own copy now: the parent's must go, so that the port closes (and new
+        # connections are refused, not queued) as soon as the workers stop accepting on shutdown
+        url = _url(sock)
+        sock.close()
+        on_ready(url)
     while not stop.is_set() and all(p.exitcode is None for p in processes):
         wait([p.sentinel for p in processes], timeout=0.2)
     stop.set()

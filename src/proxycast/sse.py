@@ -34,27 +34,28 @@ class SSEParser:
     """Feed bytes with :meth:`feed`, get the events they complete."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._partial: list[bytes] = []  # pieces of a line whose end has not arrived yet
         self._pending_cr = False
         self._data: list[str] = []
         self._event = ""
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[Event | Comment]:
+        """The events ``chunk`` completes. Linear in the bytes fed: a line that arrives in many pieces
+        is kept as a list of them and joined once, when its end arrives."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the LF of a CRLF split across two chunks
         self._pending_cr = False
-        buffer = self._buffer + chunk
         out: list[Event | Comment] = []
         start = 0
-        length = len(buffer)
+        length = len(chunk)
         while start < length:
-            lf = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start, lf if lf != -1 else length)
+            lf = chunk.find(b"\n", start)
+            cr = chunk.find(b"\r", start, lf if lf != -1 else length)
             if cr != -1:
                 end, next_start = cr, cr + 1
                 if next_start < length:
-                    if buffer[next_start] == 0x0A:
+                    if chunk[next_start] == 0x0A:
                         next_start += 1
                 else:
                     self._pending_cr = True
@@ -62,15 +63,20 @@ class SSEParser:
                 end, next_start = lf, lf + 1
             else:
                 break
-            self._line(buffer[start:end].decode("utf-8", "replace"), out)
+            line = chunk[start:end]
+            if self._partial:
+                line = b"".join([*self._partial, line])
+                self._partial = []
+            self._line(line.decode("utf-8", "replace"), out)
             start = next_start
-        self._buffer = buffer[start:]
+        if start < length:
+            self._partial.append(chunk[start:])
         return out
 
     @property
     def has_partial_event(self) -> bool:
         """True when bytes of an event that was never completed have been received."""
-        return bool(self._buffer or self._data or self._event)
+        return bool(self._partial or self._data or self._event)
 
     def _line(self, line: str, out: list[Event | Comment]) -> None:
         if not line:

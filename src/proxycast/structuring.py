@@ -28,6 +28,9 @@ if typing.TYPE_CHECKING:
     from cattrs import Converter
     from cattrs.errors import BaseValidationError
 
+MAX_PROBLEMS = 10
+"""Validation problems an error message lists (and that an array keeps); the rest are counted."""
+
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
 
 
@@ -87,15 +90,21 @@ def _sequence_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
             raise ValueError("expected an array")
         items: list[Any] = []
         errors: list[Exception] = []
+        failed = 0
         for index, item in enumerate(value):
             try:
                 items.append(element_hook(item, element))
             except Exception as exc:
+                failed += 1
+                if len(errors) == MAX_PROBLEMS:
+                    continue  # counted, not kept: a million bad items must not make a million errors
                 note = IterableValidationNote(f"Structuring {t} @ index {index}", index, element)
                 exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
                 errors.append(exc)
         if errors:
-            raise IterableValidationError(f"While structuring {t!r}", errors, t)
+            error = IterableValidationError(f"While structuring {t!r}", errors, t)
+            error.omitted = failed - len(errors)
+            raise error
         return tuple(items) if as_tuple else items
 
     return structure
@@ -224,7 +233,11 @@ Path = tuple[str | int, ...]
 
 
 def validation_errors(exc: BaseException, path: Path = ()) -> list[tuple[Path, str]]:
-    """Flatten a cattrs structuring error into ``(path, problem)`` pairs, in field order."""
+    """Flatten a cattrs structuring error into ``(path, problem)`` pairs, in field order.
+
+    An array keeps the first :data:`MAX_PROBLEMS` failing items only (:func:`omitted_problems`
+    counts the others).
+    """
     out: list[tuple[Path, str]] = []
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         for sub in exc.exceptions:
@@ -249,6 +262,25 @@ def validation_errors(exc: BaseException, path: Path = ()) -> list[tuple[Path, s
     return out
 
 
+def omitted_problems(exc: BaseException) -> int:
+    """The failing array items that a structuring error counted but did not keep."""
+    if not isinstance(exc, (ClassValidationError, IterableValidationError)):
+        return 0
+    own: int = getattr(exc, "omitted", 0)
+    return own + sum(omitted_problems(sub) for sub in exc.exceptions)
+
+
+def describe_problems(exc: BaseException) -> tuple[str, str | None]:
+    """An "Invalid request" message listing at most :data:`MAX_PROBLEMS` problems and counting the
+    rest, and the first problem's field (OpenAI's ``param``)."""
+    problems = validation_errors(exc)
+    more = len(problems) - MAX_PROBLEMS + omitted_problems(exc)
+    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems[:MAX_PROBLEMS])
+    if more > 0:
+        listed += f"; and {more} more problem{'s' if more > 1 else ''}"
+    return f"Invalid request: {listed}.", format_path(problems[0][0]) or None
+
+
 def format_path(path: Path) -> str:
     """``("messages", 0, "role")`` -> ``messages[0].role``."""
     text = ""
@@ -261,9 +293,7 @@ def format_path(path: Path) -> str:
 
 
 def invalid_request(exc: BaseValidationError) -> InvalidRequestError:
-    """A 400 naming every field at fault (the first in ``param``)."""
-    problems = validation_errors(exc)
-    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems)
-    return InvalidRequestError(
-        f"Invalid request: {listed}.", param=format_path(problems[0][0]) or None
-    )
+    """A 400 naming the fields at fault (the first few, and a count of the rest; the first in
+    ``param``)."""
+    message, param = describe_problems(exc)
+    return InvalidRequestError(message, param=param)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import zlib
 from typing import TYPE_CHECKING, Any
 
+import httpcore
 import httpx
 import trio
 
+from proxycast._connections import Draining, current_draining
 from proxycast.errors import (
     ErrorInfo,
     ProxycastError,
@@ -51,6 +54,65 @@ class _Counted(httpx.AsyncByteStream):
         await self._stream.aclose()
 
 
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+"""Largest upstream body accepted once decompressed (an upstream that compresses despite
+``accept-encoding: identity``); past it the answer is a 502 (a stream: an error frame)."""
+
+
+class BodyTooLargeError(httpx.TransportError):
+    """An upstream body (or one of its stream events) is larger than proxycast accepts."""
+
+
+class _Decompressed(httpx.AsyncByteStream):
+    """A gzip or deflate body decompressed here, at most ``limit`` bytes of it.
+
+    httpx would decompress it in full, however large (1 MB of gzip on the wire is 1 GB in memory); the
+    transport decodes it instead, bounded, and removes ``content-encoding`` so that httpx does not.
+    """
+
+    def __init__(self, stream: httpx.AsyncByteStream, encoding: str, limit: int) -> None:
+        self._stream = stream
+        wbits = zlib.MAX_WBITS | 32 if encoding != "deflate" else zlib.MAX_WBITS  # 32: gzip or zlib
+        self._decoder = zlib.decompressobj(wbits)
+        self._deflate = encoding == "deflate"
+        self._left = limit
+        self._limit = limit
+
+    def _decode(self, data: bytes) -> bytes:
+        try:
+            out = self._decoder.decompress(data, self._left + 1)
+        except zlib.error:
+            if not self._deflate:
+                raise httpx.DecodingError("invalid compressed body") from None
+            # "deflate" is sometimes raw deflate without the zlib header
+            self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            self._deflate = False
+            out = self._decoder.decompress(data, self._left + 1)
+        self._deflate = False
+        if len(out) > self._left or self._decoder.unconsumed_tail:
+            raise BodyTooLargeError(
+                f"a body larger than {self._limit} bytes once decompressed (content-encoding)"
+            )
+        self._left -= len(out)
+        return out
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for data in self._stream:
+            out = self._decode(data)
+            if out:
+                yield out
+        tail = self._decoder.flush()
+        if tail:
+            if len(tail) > self._left:
+                raise BodyTooLargeError(
+                    f"a body larger than {self._limit} bytes once decompressed (content-encoding)"
+                )
+            yield tail
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Several connection pools behind one transport.
 
@@ -62,11 +124,28 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     are created empty; one costs nothing until used.
     """
 
-    def __init__(self, shards: int, **options: Any) -> None:
+    def __init__(
+        self, shards: int, *, max_decoded_bytes: int = MAX_DECODED_BYTES, **options: Any
+    ) -> None:
         # one TLS context for all (building one loads the CA bundle: about 18 ms each)
         options.setdefault("verify", httpx.create_ssl_context())
         self._shards = [httpx.AsyncHTTPTransport(**options) for _ in range(shards)]
         self._in_flight = [0] * shards
+        self._max_decoded = max_decoded_bytes
+
+    async def close_expired(self) -> None:
+        """Close the idle connections whose keep-alive expiry has passed.
+
+        httpcore does this only when a pool is next used, so after a burst the connections of pools
+        that are not used again stayed open indefinitely. This does what each request does first.
+        """
+        for shard in self._shards:
+            pool = shard._pool
+            if not isinstance(pool, httpcore.AsyncConnectionPool) or not pool.connections:
+                continue
+            with pool._optional_thread_lock:
+                closing = pool._assign_requests_to_connections()
+            await pool._close_connections(closing)
 
     def _pick(self) -> int:
         try:
@@ -87,7 +166,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             done()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Counted(response.stream, done)
+        stream: httpx.AsyncByteStream = response.stream
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            stream = _Decompressed(stream, encoding, self._max_decoded)
+            del response.headers["content-encoding"]
+        response.stream = _Counted(stream, done)
         # The client is shared by every client of the gateway: an upstream's cookies (a CDN's, say) must
         # not be kept and sent along with other clients' requests. proxycast passes no upstream cookie on.
         if "set-cookie" in response.headers:
@@ -137,6 +221,12 @@ def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[No
     except httpx.ConnectError as exc:
         raise UpstreamUnavailableError(
             f"Cannot connect to provider {provider.name!r} at {without_userinfo(provider.url)}."
+        ) from exc
+    except BodyTooLargeError as exc:
+        raise UpstreamUnavailableError(f"Provider {provider.name!r} sent {exc}.") from exc
+    except httpx.DecodingError as exc:
+        raise UpstreamUnavailableError(
+            f"Provider {provider.name!r} sent a body that cannot be decoded ({exc})."
         ) from exc
     except httpx.TransportError as exc:
         raise UpstreamUnavailableError(
@@ -297,16 +387,63 @@ async def aclose_shielded(response: httpx.Response) -> None:
 async def iter_body(
     response: httpx.Response, provider: ProviderConfig, server: ServerConfig
 ) -> AsyncGenerator[bytes, None]:
-    """The response body piece by piece as it arrives, transport failures mapped."""
+    """The response body piece by piece as it arrives, transport failures mapped.
+
+    An SSE event larger than ``server.max_event_bytes`` ends it with an error (the relay turns it into
+    an error frame), and so does the end of ``shutdown_grace`` when the gateway is shutting down.
+    """
     iterator = response.aiter_bytes()
+    events = _EventSizes(server.max_event_bytes)
+    draining = current_draining() or Draining()  # none: not served by serve_connections
     try:
         while True:
             with mapped_errors(provider, server):
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
+                with draining.bounded() as scope:
+                    try:
+                        chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        return
+                if scope.cancelled_caught:
+                    raise ShuttingDownError(
+                        "The gateway is shutting down: the stream outlived its shutdown grace "
+                        f"of {server.shutdown_grace:g} s."
+                    )
+                if not events.fits(chunk):
+                    raise BodyTooLargeError(
+                        f"a stream event larger than {server.max_event_bytes} bytes "
+                        "(server.max_event_bytes)"
+                    )
             yield chunk
     finally:
         with trio.move_on_after(_CLOSE_SECONDS, shield=True):
             await iterator.aclose()  # type: ignore[attr-defined]
+
+
+class ShuttingDownError(ProxycastError):
+    status = 503
+
+
+class _EventSizes:
+    """Tracks the size of the SSE event being received, across chunks, in constant work per byte.
+
+    An event ends at a blank line: two line ends in a row (``\n\n``, ``\r\n\r\n``, ``\r\r``).
+    """
+
+    _BLANK_LINES = (b"\n\n", b"\r\r", b"\r\n\r\n")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._tail = b""  # the last bytes of the previous chunk: a blank line may straddle two
+
+    def fits(self, chunk: bytes) -> bool:
+        """Account for ``chunk``; False once the event being received is larger than the limit."""
+        window = self._tail + chunk
+        end = -1  # where the last complete event ends in the window
+        for blank in self._BLANK_LINES:
+            found = window.rfind(blank)
+            if found != -1:
+                end = max(end, found + len(blank))
+        self._size = len(window) - end if end != -1 else self._size + len(chunk)
+        self._tail = window[-3:]
+        return self._size <= self._limit

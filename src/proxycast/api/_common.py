@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from proxycast._json import NotAnObjectError, parse_object
+import trio
+
+from proxycast._json import NotAnObjectError, RejectedJSONError, parse_object
 from proxycast.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, int]]]:
@@ -24,4 +29,27 @@ def parse_body(raw: bytes) -> tuple[str, dict[str, Any], dict[str, tuple[int, in
         raise InvalidRequestError(
             f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
         ) from None
+    except RejectedJSONError as exc:
+        raise InvalidRequestError(f"The request body is refused: {exc}.") from None
     return text, body, spans
+
+
+OFF_LOOP_BYTES = 256 * 1024
+"""Bodies larger than this are parsed and validated in a worker thread, not on the event loop."""
+
+T = TypeVar("T")
+
+
+async def parse_and_validate(
+    raw: bytes, validate: Callable[[str, dict[str, Any], dict[str, tuple[int, int]]], T]
+) -> T:
+    """:func:`parse_body`, then ``validate(text, body, spans)``: in a worker thread for a large body,
+    so that a costly one (a million invalid items) does not stall every other client."""
+
+    def work() -> T:
+        text, body, spans = parse_body(raw)
+        return validate(text, body, spans)
+
+    if len(raw) <= OFF_LOOP_BYTES:
+        return work()
+    return await trio.to_thread.run_sync(work)

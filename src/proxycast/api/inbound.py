@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, current_app, request
 
 from proxycast import formats
-from proxycast.api._common import parse_body
+from proxycast.api._common import parse_and_validate
 
 if TYPE_CHECKING:
     from proxycast.exchange import Exchange
@@ -24,8 +24,10 @@ def current_exchange() -> Exchange:
 async def _handle(dialect: InboundDialect, operation: Operation) -> Response:
     raw = await request.get_data(cache=False, as_text=False)
     assert isinstance(raw, bytes)  # as_text=False
-    text, body, spans = parse_body(raw)
-    inbound = dialect.read(text, body, spans, request.headers, operation)
+    headers = request.headers
+    inbound = await parse_and_validate(
+        raw, lambda text, body, spans: dialect.read(text, body, spans, headers, operation)
+    )
     exchange = current_exchange()
     if operation == "count_tokens":
         return await exchange.count_tokens(dialect, inbound)

@@ -79,6 +79,8 @@ class Gateway:
 
     config: Config
     upstreams: dict[str, Upstream] = attrs.field(factory=dict)
+    inflight_body_bytes: int = 0
+    """Request body bytes the requests in progress may hold (``server.max_inflight_body_bytes``)."""
 
     def upstream(self, name: str) -> Upstream:
         return self.upstreams[name]
@@ -184,6 +186,30 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
     async def authenticate() -> None:
         if request.path.startswith("/v1/"):
             _authenticate(config.server.api_keys)
+
+    @app.before_request
+    async def reserve_body_memory() -> None:
+        # What a request's body may take is reserved before it is read (a chunked one may be up to
+        # max_body_bytes), and given back when the request ends, however it ends.
+        size = request.content_length
+        if size is None and "transfer-encoding" in request.headers:
+            size = config.server.max_body_bytes
+        if not size or size > config.server.max_body_bytes:
+            return  # nothing to hold, or a 413 anyway
+        limit = config.server.max_inflight_body_bytes
+        if state.inflight_body_bytes + size > limit:
+            raise ProxycastError(
+                f"The gateway holds as many request bodies as it may ({limit} bytes, "
+                "server.max_inflight_body_bytes); retry shortly.",
+                status=503,
+                headers={"retry-after": "1"},
+            )
+        state.inflight_body_bytes += size
+
+        def release() -> None:
+            state.inflight_body_bytes -= size
+
+        request_resources().callback(release)
 
     app.register_blueprint(openai_api.blueprint)
     app.register_blueprint(anthropic_api.blueprint)

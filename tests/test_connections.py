@@ -199,3 +199,33 @@ async def test_a_tab_in_a_header_value_is_fine(gateway: Gateway) -> None:
         await connection.send(post("/v1/chat/completions", BODY, extra="x-note: a\tb\r\n") + BODY)
         assert (await connection.answer()).status == 200
     await connection.aclose()
+
+
+async def test_request_bodies_past_the_inflight_bound_get_503(
+    nursery: trio.Nursery, fake: FakeOpenAI
+) -> None:
+    gateway = await start_gateway(
+        nursery, make_config(fake.base_url, max_inflight_body_bytes=len(BODY) + 50)
+    )
+    holding = await Connection.open(gateway.url)
+    other = await Connection.open(gateway.url)
+    with trio.fail_after(5):
+        await holding.send(post("/v1/chat/completions", BODY) + BODY[:10])  # the rest held back
+        await trio.sleep(0.2)
+        for path in ("/v1/chat/completions", "/v1/messages"):
+            await other.send(post(path, BODY) + BODY)
+            answer = await other.answer()
+            assert answer.status == (503 if path == "/v1/chat/completions" else 529)
+            assert answer.headers["retry-after"] == "1"
+            assert "max_inflight_body_bytes" in answer.body.decode()
+        await holding.send(BODY[10:])
+        assert (await holding.answer()).status == 200
+        # the reservation is given back just after the answer is out: once it is, others get in
+        statuses = []
+        while 200 not in statuses:
+            await other.send(post("/v1/chat/completions", BODY) + BODY)
+            statuses.append((await other.answer()).status)
+            await trio.sleep(0.01)
+        assert set(statuses) <= {200, 503}
+    await holding.aclose()
+    await other.aclose()

@@ -22,7 +22,7 @@ from proxycast.errors import (
     RequestTooLargeError,
     RouteNotFoundError,
 )
-from proxycast.exchange import Exchange, request_scope
+from proxycast.exchange import Exchange, request_resources, request_scope
 from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
@@ -127,6 +127,30 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
     async def authenticate() -> None:
         if request.path.startswith("/v1/"):
             _authenticate(config.server.api_keys)
+
+    @app.before_request
+    async def reserve_body_memory() -> None:
+        # What a request's body may take is reserved before it is read (a chunked one may be up to
+        # max_body_bytes), and given back when the request ends, however it ends.
+        size = request.content_length
+        if size is None and "transfer-encoding" in request.headers:
+            size = config.server.max_body_bytes
+        if not size or size > config.server.max_body_bytes:
+            return  # nothing to hold, or a 413 anyway
+        limit = config.server.max_inflight_body_bytes
+        if exchange.inflight_body_bytes + size > limit:
+            raise ProxycastError(
+                f"The gateway holds as many request bodies as it may ({limit} bytes, "
+                "server.max_inflight_body_bytes); retry shortly.",
+                status=503,
+                headers={"retry-after": "1"},
+            )
+        exchange.inflight_body_bytes += size
+
+        def release() -> None:
+            exchange.inflight_body_bytes -= size
+
+        request_resources().callback(release)
 
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)

@@ -79,6 +79,8 @@ class Exchange:
         default=attrs.Factory(lambda self: Redactor(config_secrets(self.config)), takes_self=True)
     )
     """Hides the configured secrets in what goes to clients and logs."""
+    inflight_body_bytes: int = 0
+    """Request body bytes the requests in progress may hold (``server.max_inflight_body_bytes``)."""
 
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""

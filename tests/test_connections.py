@@ -127,18 +127,24 @@ async def test_an_early_answer_to_a_large_body_closes_the_connection(gateway: Ga
 async def test_idle_connections_are_closed_after_the_keepalive_timeout(
     nursery: trio.Nursery, fake: FakeOpenAI
 ) -> None:
-    gateway = await start_gateway(nursery, make_config(fake.base_url, keepalive_timeout=0.5))
-    connections = [await Connection.open(gateway.url) for _ in range(50)]
-    with trio.fail_after(10):
-        for connection in connections[:25]:  # half of them after one request, half before any
-            await connection.send(post("/v1/chat/completions", BODY) + BODY)
-            assert (await connection.answer()).status == 200
-        started = trio.current_time()
+    gateway = await start_gateway(nursery, make_config(fake.base_url, keepalive_timeout=1.0))
+    connections: list[Connection] = []
+    try:
+        with trio.fail_after(20):
+            for _ in range(25):  # half of them idle after one request...
+                connection = await Connection.open(gateway.url)
+                connections.append(connection)
+                await connection.send(post("/v1/chat/completions", BODY) + BODY)
+                assert (await connection.answer()).status == 200
+            for _ in range(25):  # ...and half idle before any
+                connections.append(await Connection.open(gateway.url))
+            started = trio.current_time()
+            for connection in connections:
+                assert await connection.at_eof()
+        assert trio.current_time() - started < 5
+    finally:
         for connection in connections:
-            assert await connection.at_eof()
-    assert trio.current_time() - started < 5
-    for connection in connections:
-        await connection.aclose()
+            await connection.aclose()
 
 
 async def test_connection_close_is_followed_by_eof(gateway: Gateway) -> None:

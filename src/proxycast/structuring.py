@@ -297,3 +297,43 @@ def invalid_request(exc: BaseValidationError) -> InvalidRequestError:
     ``param``)."""
     message, param = describe_problems(exc)
     return InvalidRequestError(message, param=param)
+
+
+Problem = tuple[Path, str]
+
+
+def out_of_range(
+    value: float | None, low: float | None, high: float | None, path: Path
+) -> list[Problem]:
+    """A problem when ``value`` (when given) lies outside ``[low, high]`` (either end open: None)."""
+    if value is None:
+        return []
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            bounds = f"between {low:g} and {high:g}"
+        elif low is not None:
+            bounds = f"at least {low:g}"
+        else:
+            bounds = f"at most {high:g}"
+        return [(path, f"must be {bounds}, not {value:g}")]
+    return []
+
+
+def too_many(items: list[Any] | None, most: int, path: Path) -> list[Problem]:
+    """A problem when ``items`` has more than ``most`` entries (the API's documented limit)."""
+    if items is not None and len(items) > most:
+        return [(path, f"may hold at most {most} items, not {len(items)}")]
+    return []
+
+
+def refuse(problems: list[Problem]) -> None:
+    """Raise the 400 for ``problems`` (the first few and a count of the rest), if there are any."""
+    if not problems:
+        return
+    listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems[:MAX_PROBLEMS])
+    more = len(problems) - MAX_PROBLEMS
+    if more > 0:
+        listed += f"; and {more} more problem{'s' if more > 1 else ''}"
+    raise InvalidRequestError(
+        f"Invalid request: {listed}.", param=format_path(problems[0][0]) or None
+    )

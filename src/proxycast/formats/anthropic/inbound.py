@@ -26,7 +26,7 @@ from proxycast.formats.contracts import (
     UpstreamRequest,
 )
 from proxycast.relay import rename_model
-from proxycast.structuring import invalid_request
+from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -338,6 +338,28 @@ class StreamEncoder:
         return error_frame(error)
 
 
+MAX_MESSAGES = 100_000
+"""Anthropic's documented limit of messages in one request."""
+
+
+def _problems(request: wire.MessagesRequest | wire.CountTokensRequest) -> list[Problem]:
+    """Values outside the ranges Anthropic's API documents."""
+    problems = [*too_many(request.messages, MAX_MESSAGES, ("messages",))]
+    if not request.messages:
+        problems.append((("messages",), "must hold at least one message"))
+    if isinstance(request, wire.MessagesRequest):
+        problems += [
+            *out_of_range(request.max_tokens, 1, None, ("max_tokens",)),
+            *out_of_range(request.temperature, 0, 1, ("temperature",)),
+            *out_of_range(request.top_p, 0, 1, ("top_p",)),
+            *out_of_range(request.top_k, 0, None, ("top_k",)),
+        ]
+        if request.thinking is not None and request.thinking.type == "enabled":
+            budget = request.thinking.budget_tokens
+            problems += out_of_range(budget, 1024, None, ("thinking", "budget_tokens"))
+    return problems
+
+
 _REQUEST_TYPES: dict[Operation, type[Any]] = {
     "generate": wire.MessagesRequest,
     "count_tokens": wire.CountTokensRequest,
@@ -387,6 +409,9 @@ class AnthropicDialect:
 
     def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
         parsed: wire.MessagesRequest | wire.CountTokensRequest = request.parsed
+        # Only what is converted is checked: to an Anthropic upstream the request is forwarded, and
+        # Anthropic is the authority on values newer than these declarations.
+        refuse(_problems(parsed))
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:

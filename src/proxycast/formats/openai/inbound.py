@@ -25,7 +25,7 @@ from proxycast.formats.openai import wire
 from proxycast.formats.openai.errors import error_body
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
 from proxycast.relay import rename_model
-from proxycast.structuring import invalid_request
+from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -339,12 +339,53 @@ class StreamEncoder:
         return b"data: " + body.encode() + b"\n\n"
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+"""The message roles OpenAI's API defines (``function`` is deprecated, still accepted by OpenAI)."""
+PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+
+
+def _problems(request: wire.ChatCompletionRequest) -> list[Problem]:
+    """Values the API documents as out of range, and roles and part types it does not define."""
+    problems = [
+        *out_of_range(request.temperature, 0, 2, ("temperature",)),
+        *out_of_range(request.top_p, 0, 1, ("top_p",)),
+        *out_of_range(request.presence_penalty, -2, 2, ("presence_penalty",)),
+        *out_of_range(request.frequency_penalty, -2, 2, ("frequency_penalty",)),
+        *out_of_range(request.max_tokens, 1, None, ("max_tokens",)),
+        *out_of_range(request.max_completion_tokens, 1, None, ("max_completion_tokens",)),
+        *out_of_range(request.n, 1, 128, ("n",)),
+        *out_of_range(request.top_logprobs, 0, 20, ("top_logprobs",)),
+        *too_many(request.tools, 128, ("tools",)),
+        *(too_many(request.stop, 4, ("stop",)) if isinstance(request.stop, list) else []),
+    ]
+    if not request.messages:
+        problems.append((("messages",), "must hold at least one message"))
+    for i, message in enumerate(request.messages):
+        if isinstance(message, wire.UnknownMessage):
+            if message.raw.get("role") not in ROLES:
+                problems.append((("messages", i, "role"), f"must be one of {', '.join(ROLES)}"))
+            continue
+        content = message.content
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, wire.UnknownPart):
+                problems.append(
+                    (
+                        ("messages", i, "content", j, "type"),
+                        f"must be one of {', '.join(PART_TYPES)}",
+                    )
+                )
+    return problems
+
+
 def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
-    """The body as a Chat Completions request; 400 naming every field that is missing or mistyped."""
+    """The body as a Chat Completions request; 400 naming the fields that are missing, mistyped or
+    out of the ranges OpenAI's API documents."""
     try:
-        return wire.converter.structure(body, wire.ChatCompletionRequest)
+        request = wire.converter.structure(body, wire.ChatCompletionRequest)
     except BaseValidationError as exc:
         raise invalid_request(exc) from None
+    refuse(_problems(request))
+    return request
 
 
 class OpenAIDialect:

@@ -78,7 +78,7 @@ async def _one_request(url: str) -> None:
 async def test_two_workers_refuse_new_connections_while_draining(
     tmp_path: Path, fake: FakeOpenAI
 ) -> None:
-    config = config_file(tmp_path, fake.base_url, shutdown_grace=5.0)
+    config = config_file(tmp_path, fake.base_url, shutdown_grace=2.0)
     async with serve(["--config", str(config), "--workers", "2"]) as served:
         # a stream keeps one worker draining
         fake.script(Script(text=" ".join(["word"] * 100), interval=0.1))

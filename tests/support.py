@@ -14,6 +14,8 @@ import proxycast
 from proxycast.config import Config, ProviderConfig, ServerConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import trio
 
 CLIENT_KEY = "test-client-key"
@@ -65,8 +67,12 @@ def one_provider(
     )
 
 
-async def start_gateway(nursery: trio.Nursery, config: Config) -> Gateway:
-    binds = await nursery.start(partial(proxycast.serve, config))
+async def start_gateway(
+    nursery: trio.Nursery, config: Config, clock: Callable[[], float] | None = None
+) -> Gateway:
+    """The real server on a free port; ``clock`` drives its key pools' cooldowns."""
+    options = {} if clock is None else {"clock": clock}
+    binds = await nursery.start(partial(proxycast.serve, config, **options))
     return Gateway(binds[0], config)
 
 

@@ -145,9 +145,12 @@ async def test_unreachable_upstream_is_502(nursery: trio.Nursery) -> None:
     gateway = await start_gateway(nursery, make_config(f"http://127.0.0.1:{port}/v1"))
     error = assert_openai_error(await post(gateway, {"model": "gpt-4o", "messages": MESSAGES}), 502)
     assert "'local'" in str(error["message"])
+    # the provider now sits out (routing.cooldown): the next request is not sent, and says why
     async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0) as c:
-        with pytest.raises(openai.InternalServerError):
+        with pytest.raises(openai.RateLimitError) as info:
             await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+    assert "local#1: unreachable" in info.value.message
+    assert int(info.value.response.headers["retry-after"]) > 0
 
 
 @pytest.mark.parametrize("stream", [False, True])

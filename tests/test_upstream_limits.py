@@ -46,10 +46,11 @@ async def raw_upstream(nursery: trio.Nursery, answer: Answer) -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-async def endless_event(stream: trio.SocketStream) -> None:
+async def endless_event(stream: trio.SocketStream, content_first: bool = True) -> None:
+    delta = b'{"index": 0, "delta": {"content": "Hi"}}' if content_first else b""
     await stream.send_all(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
-        b'data: {"id": "x", "object": "chat.completion.chunk", "choices": []}\n\n'
+        b'data: {"id": "x", "object": "chat.completion.chunk", "choices": [' + delta + b"]}\n\n"
         b"data: "
     )
     for _ in range(100):  # 6.4 MB, in pieces, never a newline
@@ -74,6 +75,19 @@ async def test_an_event_without_end_ends_the_stream_with_an_error_frame(
     assert "'local'" in last["error"]["message"]
     if path == "/messages":
         assert lines[-2] == "event: error"
+
+
+async def test_an_event_without_end_before_any_content_is_a_502(nursery: trio.Nursery) -> None:
+    # nothing reached the client yet (the opening chunk is held back): a plain error answer
+    upstream = await raw_upstream(nursery, partial(endless_event, content_first=False))
+    gateway = await start_gateway(nursery, make_config(upstream, max_event_bytes=1_000_000))
+    async with httpx.AsyncClient() as h:
+        with trio.fail_after(10):
+            response = await h.post(
+                gateway.v1 + "/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
+            )
+    assert response.status_code == 502
+    assert "max_event_bytes" in response.json()["error"]["message"]
 
 
 def gzip_bomb(megabytes: int) -> bytes:

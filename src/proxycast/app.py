@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from quart import Response, current_app, request
@@ -26,7 +27,7 @@ from proxycast.exchange import Exchange, request_resources, request_scope
 from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
@@ -84,13 +85,19 @@ def _authenticate(keys: tuple[str, ...]) -> None:
         )
 
 
-def create_app(config: Config, client: httpx.AsyncClient | None = None) -> QuartTrio:
+def create_app(
+    config: Config,
+    client: httpx.AsyncClient | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn.
 
     Args:
         config: the configuration.
         client: the pooled upstream client, owned (and closed) by the caller, as :func:`serve` does.
             Without one, the app opens its own while it serves (for running it under hypercorn's CLI).
+        clock: monotonic seconds, for the key pools' cooldowns (tests pass one they advance).
     """
     app = QuartTrio("proxycast")
     app.asgi_http_class = _HTTPConnection
@@ -100,7 +107,7 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
         BODY_TIMEOUT=config.server.upstream_timeout,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
-    exchange = Exchange(config)
+    exchange = Exchange(config, clock=clock)
     app.extensions["proxycast"] = exchange
     if client is not None:
         exchange.connect(client)

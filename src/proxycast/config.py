@@ -73,10 +73,30 @@ class ProviderConfig:
 
 
 @attrs.frozen(kw_only=True)
+class RoutingConfig:
+    """``[routing]``: what the gateway does when an upstream fails (the README's "Resilience")."""
+
+    retries: int = 2
+    """Further attempts (next healthy key, then next target) while the client has received nothing."""
+    retry_on: tuple[int, ...] = (408, 429, 500, 502, 503, 504, 529)
+    """Upstream statuses that are retried (connection failures and timeouts always are)."""
+    cooldown: float = 30.0
+    """Seconds a key sits out after a retried status (an upstream Retry-After wins, up to
+    ``max_cooldown``), and a provider after a connection failure."""
+    max_cooldown: float = 600.0
+    """The longest cooldown; a key answered 401/403 sits out this long."""
+    hedge_after: float = 0.0
+    """Seconds after which an attempt that produced nothing gets a second one beside it (0: off)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
     aliases: Mapping[str, str] = attrs.field(factory=dict)
+    routing: RoutingConfig = RoutingConfig()
+    fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    """Client-facing model (or ``*``) -> targets tried in order when its own providers fail."""
     source: str = "<memory>"
     """Where the configuration came from: a file path or ``environment``."""
     generated_key_file: Path | None = None
@@ -96,6 +116,8 @@ class _FileConfig:
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
     aliases: dict[str, str] = attrs.field(factory=dict)
+    routing: RoutingConfig = RoutingConfig()
+    fallbacks: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 _converter = make_strict_converter(forbid_extra_keys=True)
@@ -174,7 +196,12 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
         ]
         raise ConfigError("\n".join(problems)) from None
     return Config(
-        server=parsed.server, providers=parsed.providers, aliases=parsed.aliases, source=src
+        server=parsed.server,
+        providers=parsed.providers,
+        aliases=parsed.aliases,
+        routing=parsed.routing,
+        fallbacks=parsed.fallbacks,
+        source=src,
     )
 
 
@@ -244,6 +271,20 @@ def check_config(config: Config) -> None:
                 f"{src}: aliases.{alias}: points at another alias ({target!r}); "
                 "point it at a model instead"
             )
+    routing = config.routing
+    if routing.retries < 0:
+        raise ConfigError(f"{src}: routing.retries: must be 0 or more")
+    for field in ("cooldown", "max_cooldown", "hedge_after"):
+        if getattr(routing, field) < 0:
+            raise ConfigError(f"{src}: routing.{field}: must be 0 or more")
+    if routing.cooldown > routing.max_cooldown:
+        raise ConfigError(f"{src}: routing.cooldown: must not exceed routing.max_cooldown")
+    for index, status in enumerate(routing.retry_on):
+        if not 400 <= status <= 599:
+            raise ConfigError(f"{src}: routing.retry_on[{index}]: {status} is not an error status")
+    for model, targets in config.fallbacks.items():
+        if not targets:
+            raise ConfigError(f"{src}: fallbacks.{model}: lists no target")
 
 
 def data_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -12,8 +12,11 @@ Every error a client can see is a :class:`ProxycastError`. It carries an HTTP st
     ├── RouteNotFoundError            404 not_found (no such URL)
     ├── MethodNotAllowedError         405 invalid_request
     └── UpstreamError                 an upstream failed; status as the upstream said, or:
-        ├── UpstreamUnavailableError  502 api_error (connection refused, reset, bad answer)
+        ├── UpstreamUnavailableError  502 api_error (reset, bad answer)
+        │   ├── UpstreamConnectError  502 (the provider cannot be reached)
+        │   └── UpstreamCredentialsError 502 (the provider refused proxycast's key)
         └── UpstreamTimeoutError      504 timeout
+    RateLimitedError                  429 rate_limit (every key and target cooling down)
 """
 
 from __future__ import annotations
@@ -115,9 +118,24 @@ class UpstreamUnavailableError(UpstreamError):
     kind: Kind = "api_error"
 
 
+class UpstreamConnectError(UpstreamUnavailableError):
+    """The provider could not be reached at all (it is benched, not just the key)."""
+
+
+class UpstreamCredentialsError(UpstreamUnavailableError):
+    """The provider refused the key proxycast presented (401/403): the key is benched."""
+
+
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     kind: Kind = "timeout"
+
+
+class RateLimitedError(ProxycastError):
+    """Every key and target that could serve the request is cooling down."""
+
+    status = 429
+    kind: Kind = "rate_limit"
 
 
 _KIND_BY_STATUS: dict[int, Kind] = {

@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import math
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,17 +25,20 @@ import trio
 from quart import Response
 
 from proxycast import formats, routing
+from proxycast.attempts import Attempt, Plan
 from proxycast.config import Config
+from proxycast.errors import ProxycastError
 from proxycast.formats.contracts import Estimate
 from proxycast.redact import Redactor, config_secrets
 from proxycast.relay import Converting, Relay
 from proxycast.upstreams import Provider, aclose_shielded
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable
 
     import httpx
 
+    from proxycast import hub
     from proxycast.formats.contracts import InboundDialect, InboundRequest, Translator
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -81,11 +87,15 @@ class Exchange:
     """Hides the configured secrets in what goes to clients and logs."""
     inflight_body_bytes: int = 0
     """Request body bytes the requests in progress may hold (``server.max_inflight_body_bytes``)."""
+    clock: Callable[[], float] = time.monotonic
+    """The key pools' clock (tests pass one they advance)."""
+    _turns: dict[str, int] = attrs.field(factory=dict)
+    """Per model served by several providers: how many requests it had (the rotation)."""
 
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""
         self.providers = {
-            p.name: Provider(p, formats.UPSTREAMS[p.type], self.config.server, client)
+            p.name: Provider(p, formats.UPSTREAMS[p.type], self.config.server, client, self.clock)
             for p in self.config.providers
         }
 
@@ -93,35 +103,81 @@ class Exchange:
         route = routing.resolve(model, self.config)
         return route, self.providers[route.provider.name]
 
+    def plan(self, model: str) -> Plan:
+        """The attempts that may serve ``model`` (404 when it routes nowhere)."""
+        targets = [
+            (r, self.providers[r.provider.name]) for r in routing.targets(model, self.config)
+        ]
+        own = sum(1 for r, _ in targets if r.upstream_model == targets[0][0].upstream_model)
+        if own > 1:  # several providers list the model: each request starts at the next one
+            turn = self._turns.get(model, 0)
+            self._turns[model] = turn + 1
+            start = turn % own
+            targets[:own] = targets[start:own] + targets[:start]
+        return Plan(targets, self.config.routing)
+
     async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Response:
-        """A model's answer to ``request``, in the client's dialect, streamed or not."""
-        route, provider = self._route(request.client_model)
-        model = request.client_model
-        if provider.config.type == dialect.native_type:
-            response = await provider.open(dialect.forward(request, route.upstream_model))
-            if not request.stream:
-                data = await provider.read_all(response)
-                return Response(
-                    dialect.forwarded_reply(data, model, provider.name),
-                    status=response.status_code,
-                    content_type="application/json",
+        """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
+        plan's targets and keys until one answers, while the client has received nothing."""
+        plan = self.plan(request.client_model)
+        conversation: list[hub.Conversation] = []  # converted once, when first needed
+
+        async def attempt(chosen: Attempt) -> Response:
+            provider, upstream_model = chosen.provider, chosen.route.upstream_model
+            model = request.client_model
+            if provider.config.type == dialect.native_type:
+                upstream_request = dialect.forward(request, upstream_model)
+                translator: Translator | None = None
+                if request.stream:
+                    translator = dialect.forwarded_stream(model, provider.name, self.redact)
+            else:
+                if not conversation:
+                    conversation.append(dialect.request_to_internal(request))
+                upstream_request = provider.format.request_from_internal(
+                    conversation[0], upstream_model
                 )
-            translator = dialect.forwarded_stream(model, provider.name, self.redact)
-            return _stream(provider, response, translator)
-        conversation = dialect.request_to_internal(request)
-        upstream_request = provider.format.request_from_internal(conversation, route.upstream_model)
-        response = await provider.open(upstream_request)
-        if not request.stream:
+                translator = None
+                if request.stream:
+                    translator = Converting(
+                        provider.format.stream_decoder(upstream_request),
+                        dialect.stream_encoder(model, conversation[0]),
+                        provider.name,
+                        self.redact,
+                    )
+            response = await provider.open(upstream_request, chosen.key)
+            if translator is not None:
+                return await _stream(provider, response, translator)
+            if provider.config.type == dialect.native_type:
+                data = dialect.forwarded_reply(
+                    await provider.read_all(response), model, provider.name
+                )
+                return Response(data, content_type="application/json")
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
             return json_response(dialect.reply_from_internal(replies, model))
-        translator = Converting(
-            provider.format.stream_decoder(upstream_request),
-            dialect.stream_encoder(model, conversation),
-            provider.name,
-            self.redact,
-        )
-        return _stream(provider, response, translator)
+
+        answer, chosen = await self._run(plan, attempt)
+        answer.headers[PROVIDER_HEADER] = chosen.provider.name
+        return answer
+
+    async def _run(
+        self, plan: Plan, attempt: Callable[[Attempt], Awaitable[Response]]
+    ) -> tuple[Response, Attempt]:
+        """Run the plan's attempts one after another (or, with ``hedge_after``, a second beside a
+        first that has produced nothing yet) until one answers."""
+        hedge = self.config.routing.hedge_after
+        if hedge <= 0:
+            while (chosen := plan.next()) is not None:
+                try:
+                    answer = await attempt(chosen)
+                except ProxycastError as error:
+                    if not plan.failed(chosen, error):
+                        raise
+                    continue
+                plan.succeeded(chosen)
+                return answer, chosen
+            raise plan.exhausted()
+        return await _hedged(plan, attempt, hedge)
 
     async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Response:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
@@ -144,12 +200,21 @@ class Exchange:
         return json_response(dialect.tokens_counted(counted))
 
 
+PROVIDER_HEADER = "x-proxycast-provider"
+"""Names the provider that answered (on streams too: headers go out with the first content)."""
+
 ESTIMATE_HEADER = "x-proxycast-token-count"
 """Set to ``estimate`` on token counts that proxycast estimated (the upstream cannot count)."""
 
 
-def _stream(provider: Provider, response: httpx.Response, translator: Translator) -> Response:
-    """The streamed answer: upstream pieces relayed through ``translator`` as they arrive."""
+async def _stream(provider: Provider, response: httpx.Response, translator: Translator) -> Response:
+    """The streamed answer, once the upstream has sent content: what it sent before (its opening
+    events) is held back, so that an error before any content can still be retried elsewhere.
+
+    Raises:
+        ProxycastError: the upstream failed (an error event, a cut, a transport failure) before
+            sending any content.
+    """
     chunks = provider.body(response)
 
     async def close() -> None:
@@ -158,7 +223,75 @@ def _stream(provider: Provider, response: httpx.Response, translator: Translator
 
     # quart closes the body once it sends it; the request's stack closes it if that never happens
     request_resources().push_async_callback(close)
-    relay = Relay(chunks, translator, close)
+    held = bytearray()
+    try:
+        while not translator.started:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                held += translator.end()
+                if translator.error is not None:
+                    raise translator.error from None
+                break
+            held += translator.feed(chunk)
+            if translator.error is not None:
+                raise translator.error
+    except BaseException:
+        await close()  # noqa: ASYNC102 - shielded inside aclose_shielded; the generator's close is quick
+        raise
+    relay = Relay(chunks, translator, close, bytes(held))
     result = Response(relay, status=200, content_type="text/event-stream", headers=SSE_HEADERS)
     result.timeout = None
     return result
+
+
+async def _hedged(
+    plan: Plan, attempt: Callable[[Attempt], Awaitable[Response]], hedge: float
+) -> tuple[Response, Attempt]:
+    """Attempts raced two at most: when the one in flight has produced nothing after ``hedge``
+    seconds, the next starts beside it; the first to answer wins and the other is cancelled (its
+    upstream connection closed at once, as for a client that left)."""
+    send, receive = trio.open_memory_channel[tuple[Attempt, Response | ProxycastError]](2)
+    winner: tuple[Response, Attempt] | None = None
+    failure: ProxycastError | None = None
+
+    async with trio.open_nursery() as nursery:
+
+        def launch() -> bool:
+            chosen = plan.next()
+            if chosen is None:
+                return False
+            nursery.start_soon(run, chosen)
+            return True
+
+        async def run(chosen: Attempt) -> None:
+            try:
+                outcome: Response | ProxycastError = await attempt(chosen)
+            except ProxycastError as error:
+                outcome = error
+            await send.send((chosen, outcome))
+
+        in_flight = int(launch())
+        while in_flight:
+            deadline = hedge if in_flight == 1 else math.inf
+            with trio.move_on_after(deadline):
+                chosen, outcome = await receive.receive()
+                in_flight -= 1
+                if isinstance(outcome, Response):
+                    plan.succeeded(chosen)
+                    winner = (outcome, chosen)
+                    nursery.cancel_scope.cancel()
+                    break
+                if not plan.failed(chosen, outcome):
+                    failure = outcome
+                    nursery.cancel_scope.cancel()
+                    break
+                if in_flight == 0:
+                    in_flight += launch()
+                continue
+            in_flight += launch()  # the deadline passed: a second attempt beside the first
+            if in_flight == 1:  # nothing left to hedge with: wait for the one in flight
+                hedge = math.inf
+    if winner is not None:
+        return winner
+    raise failure if failure is not None else plan.exhausted()

@@ -32,16 +32,22 @@ class Relay:
         chunks: AsyncIterator[bytes],
         translator: Translator,
         close: Callable[[], Awaitable[None]],
+        first: bytes = b"",
     ) -> None:
         self._chunks = chunks
         self._translator = translator
         self._close = close
-        self._done = False
+        self._first = first
+        """Frames translated before the answer was committed to (held back until content came)."""
+        self._done = translator.finished
 
     def __aiter__(self) -> Relay:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._first:
+            first, self._first = self._first, b""
+            return first
         while not self._done:
             try:
                 chunk = await self._chunks.__anext__()
@@ -116,6 +122,10 @@ class Passthrough:
         """Applied to the upstream's error events, which may echo the request's credentials."""
         self._parser = sse.SSEParser()
         self.finished = False
+        self.started = False
+        """True once an event beyond the opening ones (content, a tool call, the finish) was seen."""
+        self.error: ProxycastError | None = None
+        """The upstream's error, when it reported one (or the stream was cut off)."""
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
@@ -133,7 +143,8 @@ class Passthrough:
 
     def _cut_off(self, what: str) -> bytes:
         """The stream ended before the format's end marker: an error, never a clean end."""
-        return self.fail(cut_off_error(self._provider, what))
+        self.error = cut_off_error(self._provider, what)
+        return self.fail(self.error)
 
     def fail(self, error: ProxycastError) -> bytes:
         raise NotImplementedError
@@ -153,6 +164,10 @@ class Converting:
         self._encoder = encoder
         self._provider = provider_name
         self._redact = redact
+        self.started = False
+        """True once an event beyond the start (content, a tool call, the finish) was seen."""
+        self.error: ProxycastError | None = None
+        """The upstream's error, when it reported one (or the stream was cut off)."""
 
     @property
     def finished(self) -> bool:
@@ -161,18 +176,25 @@ class Converting:
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
         for event in self._decoder.feed(chunk):
-            if isinstance(event, hub.Failure) and isinstance(event.error, ProxycastError):
-                event.error.message = self._redact(event.error.message)  # upstream text
+            if isinstance(event, hub.Failure):
+                if isinstance(event.error, ProxycastError):
+                    event.error.message = self._redact(event.error.message)  # upstream text
+                    self.error = event.error
+            elif not isinstance(event, hub.Start):
+                self.started = True
             out += self._encoder.encode(event)
             if self._encoder.finished:
                 break
         return bytes(out)
 
     def end(self) -> bytes:
-        out = b"".join(self._encoder.encode(e) for e in self._decoder.end())
+        events = self._decoder.end()
+        self.started = self.started or bool(events)
+        out = b"".join(self._encoder.encode(e) for e in events)
         if self._encoder.finished:
             return out
-        return out + self.fail(cut_off_error(self._provider, "completion"))
+        self.error = cut_off_error(self._provider, "completion")
+        return out + self.fail(self.error)
 
     def fail(self, error: ProxycastError) -> bytes:
         return self._encoder.fail(error)

@@ -8,6 +8,7 @@ import multiprocessing
 import queue
 import signal
 import socket
+import time
 from functools import partial
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
@@ -75,6 +76,7 @@ async def serve(
     *,
     sock: socket.socket | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway until cancelled (or until ``shutdown_trigger`` returns, then drain).
@@ -84,6 +86,7 @@ async def serve(
         sock: an already-listening socket (the multi-process CLI); by default one is bound.
         shutdown_trigger: when it returns, stop accepting and let in-flight requests finish within
             ``server.shutdown_grace`` seconds.
+        clock: monotonic seconds, for the key pools' cooldowns (tests pass one they advance).
         task_status: gets the bound URLs, e.g. ``["http://127.0.0.1:41234"]``, once connections
             are accepted.
     """
@@ -98,7 +101,7 @@ async def serve(
     for logger in loggers:
         logger.addFilter(redacting)
     try:
-        app = create_app(config, client)
+        app = create_app(config, client, clock=clock)
         sock = sock if sock is not None else bind_socket(config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep_idle_upstream_connections, client)

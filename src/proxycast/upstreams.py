@@ -4,8 +4,8 @@ one request, and mapping transport failures and error statuses to proxycast erro
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
+import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +17,13 @@ from proxycast._connections import Draining, current_draining
 from proxycast.errors import (
     ErrorInfo,
     ProxycastError,
+    UpstreamConnectError,
+    UpstreamCredentialsError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     upstream_error,
 )
+from proxycast.keys import KeyPool
 from proxycast.redact import without_userinfo
 
 if TYPE_CHECKING:
@@ -219,7 +222,7 @@ def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[No
             f"Provider {provider.name!r} did not answer within {waited:g} s."
         ) from exc
     except httpx.ConnectError as exc:
-        raise UpstreamUnavailableError(
+        raise UpstreamConnectError(
             f"Cannot connect to provider {provider.name!r} at {without_userinfo(provider.url)}."
         ) from exc
     except BodyTooLargeError as exc:
@@ -257,6 +260,7 @@ class Provider:
         format: the upstream format of its ``type``.
         server: the server's configuration (timeouts).
         client: the worker's pooled client.
+        clock: the key pool's clock (monotonic seconds).
     """
 
     def __init__(
@@ -265,14 +269,15 @@ class Provider:
         format: UpstreamFormat,
         server: ServerConfig,
         client: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.format = format
         self.server = server
         self.client = client
-        self.url = config.base_url.rstrip("/") or format.default_base_url
-        self._auths = itertools.cycle([format.auth(k) for k in config.api_keys])
-        self._has_keys = bool(config.api_keys)
+        self.url = config.url
+        self._auths: list[httpx.Auth | None] = [format.auth(k) for k in config.api_keys] or [None]
+        self.pool = KeyPool(config.name, len(config.api_keys), clock)
 
     def __repr__(self) -> str:
         return f"<Provider {self.config.name!r} ({self.config.type})>"
@@ -285,8 +290,9 @@ class Provider:
         """Transport failures while talking to this provider, as proxycast errors naming it."""
         return mapped_errors(self.config, self.server)
 
-    async def open(self, request: UpstreamRequest) -> httpx.Response:
-        """Send ``request`` and return the open response once its status is a success.
+    async def open(self, request: UpstreamRequest, key: int = 0) -> httpx.Response:
+        """Send ``request`` with the pool's key ``key`` and return the open response once its
+        status is a success.
 
         The caller must ``aclose()`` the response. Raises :class:`UpstreamError` for a failure status
         (translated into a proxycast error) or a transport failure.
@@ -300,7 +306,7 @@ class Provider:
             **self.format.headers,
             **request.headers,
         }
-        auth = next(self._auths) if self._has_keys else None
+        auth = self._auths[key]
         sent = self.client.build_request(
             "POST", self.url + request.path, content=body, headers=headers
         )
@@ -328,7 +334,7 @@ class Provider:
         if status in (401, 403):
             # The provider's credentials are proxycast's problem, not the client's; the upstream's
             # message may quote part of the key, so it is not passed on.
-            return UpstreamUnavailableError(
+            return UpstreamCredentialsError(
                 f"Provider {self.name!r} rejected proxycast's credentials "
                 f"(upstream status {status}); check the provider's api_keys in the configuration."
             )

@@ -117,6 +117,17 @@ class Translator(Protocol):
         """True once the client has been sent a complete stream (or an error) and nothing may follow."""
         ...
 
+    @property
+    def started(self) -> bool:
+        """True once the upstream sent more than its opening events (role chunk, ``message_start``,
+        ``ping``): content, a tool call or the finish. Until then the answer may still be retried."""
+        ...
+
+    @property
+    def error(self) -> ProxycastError | None:
+        """The upstream's error, when it reported one (or its stream was cut off)."""
+        ...
+
 
 class UpstreamFormat(Protocol):
     """What proxycast needs to know to use an upstream of one format (a provider ``type``)."""

@@ -6,7 +6,8 @@ import json
 from typing import TYPE_CHECKING
 
 from proxycast import sse
-from proxycast.formats.anthropic.errors import error_body
+from proxycast.errors import ErrorInfo, upstream_error
+from proxycast.formats.anthropic.errors import error_body, error_info
 from proxycast.relay import Passthrough
 
 if TYPE_CHECKING:
@@ -27,6 +28,14 @@ class AnthropicPassthrough(Passthrough):
             self.finished = True
         if event.event == "error":
             data = self._redact(data)
+            try:
+                body = json.loads(data)
+            except ValueError:
+                body = None
+            info = error_info(body) or ErrorInfo(message="Anthropic reported an error mid-stream.")
+            self.error = upstream_error("anthropic", info, info.status or 500)
+        elif event.event not in ("message_start", "ping"):
+            self.started = True
         return sse.encode(data.replace("\n", "\ndata: "), event.event)
 
     def _renamed(self, data: str) -> str:

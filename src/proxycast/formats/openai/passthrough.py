@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxycast import sse
 from proxycast._json import parse_object, replace_value
-from proxycast.formats.openai.errors import error_body
+from proxycast.errors import ErrorInfo, upstream_error
+from proxycast.formats.openai.errors import error_body, error_info
 from proxycast.relay import Passthrough
 
 if TYPE_CHECKING:
@@ -19,6 +20,19 @@ if TYPE_CHECKING:
 def error_frame(error: ProxycastError) -> bytes:
     """An OpenAI error frame (``data: {"error": …}``), which the SDKs raise; nothing follows it."""
     return sse.encode(json.dumps(error_body(error)))
+
+
+def _opening(chunk: dict[str, Any]) -> bool:
+    """A chunk that only opens the answer: the role, with no content, tool call or finish yet."""
+    if chunk.get("usage"):
+        return False
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict) or choice.get("finish_reason"):
+            return False
+        delta = choice.get("delta") or {}
+        if any(v for k, v in delta.items() if k != "role"):
+            return False
+    return True
 
 
 class OpenAIPassthrough(Passthrough):
@@ -39,6 +53,7 @@ class OpenAIPassthrough(Passthrough):
         data = event.data
         if data == "[DONE]":
             self.finished = True
+            self.started = True
             return b"data: [DONE]\n\n"
         try:
             chunk = json.loads(data)  # C speed; the span-recording parse only when renaming
@@ -48,10 +63,16 @@ class OpenAIPassthrough(Passthrough):
             return sse.encode(data)
         if "error" in chunk:
             self.finished = True
+            info = error_info(chunk) or ErrorInfo(message="The upstream reported an error.")
+            status = info.status if info.status and 400 <= info.status < 600 else 500
+            self.error = upstream_error("openai", info, status)
+            self.error.message = self._redact(self.error.message)
             return sse.encode(self._redact(data))
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self._saw_finish = True
+        if not self.started and not _opening(chunk):
+            self.started = True
         if chunk.get("model", self._model) != self._model:
             _, spans = parse_object(data)
             data = replace_value(data, spans["model"], self._model)

@@ -1,0 +1,145 @@
+"""The plan of one request's attempts: which provider and key to try next, what a failure means for
+the key, and what the client is told when nothing is left. Pure data and decisions; the exchange runs
+it (README, "Resilience").
+
+The order: the request's targets in turn (its own providers, then its fallbacks); within a target,
+its healthy keys in rotation. A failed attempt rests its key (or benches its provider) and the plan
+moves on while the failure is retryable and attempts remain (``1 + routing.retries`` at most).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import attrs
+
+from proxycast.config import RoutingConfig
+from proxycast.errors import (
+    ProxycastError,
+    RateLimitedError,
+    UpstreamConnectError,
+    UpstreamCredentialsError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from proxycast.keys import retry_after
+from proxycast.routing import Route
+from proxycast.upstreams import Provider
+
+log = logging.getLogger("proxycast")
+
+NEVER_RETRIED = frozenset({400, 404, 413, 422})
+"""The request itself is at fault: another key or target would answer the same."""
+
+
+@attrs.frozen(eq=False)
+class Attempt:
+    """One try: a target (provider and upstream model) and one of the provider's keys."""
+
+    route: Route
+    provider: Provider
+    key: int
+
+    @property
+    def label(self) -> str:
+        return self.provider.pool.label(self.key)
+
+
+@attrs.define(eq=False)
+class Plan:
+    """The attempts of one request.
+
+    Args:
+        targets: the request's targets in order, each with its provider.
+        routing: the ``[routing]`` settings.
+    """
+
+    targets: list[tuple[Route, Provider]]
+    routing: RoutingConfig
+    _made: dict[Attempt, str] = attrs.field(factory=dict)
+    _last: ProxycastError | None = None
+
+    @property
+    def made(self) -> int:
+        return len(self._made)
+
+    @property
+    def outcomes(self) -> list[str]:
+        """``provider#N: what happened``, one per attempt made, in order."""
+        return [f"{attempt.label}: {outcome}" for attempt, outcome in self._made.items()]
+
+    def next(self) -> Attempt | None:
+        """The next attempt, or None when attempts are used up or no key of any target is healthy."""
+        if self.made >= 1 + self.routing.retries:
+            return None
+        for route, provider in self.targets:
+            tried = frozenset(a.key for a in self._made if a.provider is provider)
+            key = provider.pool.pick(tried)
+            if key is not None:
+                attempt = Attempt(route, provider, key)
+                self._made[attempt] = "pending"
+                return attempt
+        return None
+
+    def succeeded(self, attempt: Attempt, status: int = 200) -> None:
+        self._record(attempt, str(status))
+
+    def failed(self, attempt: Attempt, error: ProxycastError) -> bool:
+        """Record a failed attempt, rest its key as the failure says; True if the request may go on
+        to another attempt."""
+        pool, settings = attempt.provider.pool, self.routing
+        self._last = error
+        status = error.status
+        if isinstance(error, UpstreamConnectError):
+            self._record(attempt, "unreachable")
+            pool.bench(settings.cooldown, "unreachable")
+            return True
+        if isinstance(error, UpstreamCredentialsError):
+            self._record(attempt, "key refused")
+            pool.rest(attempt.key, settings.max_cooldown, "key refused")
+            log.warning(
+                "provider key %s was refused by the upstream; it sits out %g s",
+                attempt.label,
+                settings.max_cooldown,
+            )
+            return True
+        if isinstance(error, UpstreamTimeoutError):
+            self._record(attempt, "timeout")
+            pool.rest(attempt.key, settings.cooldown, "timeout")
+            return True
+        self._record(attempt, str(status))
+        if not isinstance(error, UpstreamError) or status in NEVER_RETRIED:
+            return False
+        if status in settings.retry_on or (status == 503 and 529 in settings.retry_on):
+            asked = retry_after(error.headers)
+            rest = settings.cooldown if asked is None else asked
+            pool.rest(attempt.key, min(rest, settings.max_cooldown), f"upstream {status}")
+            return True
+        return False
+
+    def _record(self, attempt: Attempt, outcome: str) -> None:
+        self._made[attempt] = outcome
+
+    def exhausted(self) -> ProxycastError:
+        """What the client gets when no attempt succeeded: the last upstream error, the attempts
+        listed; or, when none could be made, a 429 saying when the first key is back."""
+        if self._last is not None:
+            error = self._last
+            if self.made > 1:
+                error.message += f" (attempts: {', '.join(self.outcomes)})"
+            return error
+        now = min(p.pool.clock() for _, p in self.targets)
+        back = min(p.pool.back_at() for _, p in self.targets)
+        wait = max(1, math.ceil(back - now))
+        resting = ", ".join(
+            f"{label}: {why}"
+            for pool in dict.fromkeys(p.pool for _, p in self.targets)
+            for label, _, why in pool.status()
+        )
+        return RateLimitedError(
+            f"Every provider key that serves this model is sitting out after upstream failures "
+            f"({resting}); retry in {wait} s.",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(wait)},
+        )

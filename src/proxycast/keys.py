@@ -1,0 +1,117 @@
+"""A provider's keys and their health: which key the next request uses, which sit out and until when.
+
+Keys are named ``provider#N`` (from 1, in configuration order) wherever they are reported; the key itself
+never is. A key sits out after a failure that says the key (or the upstream behind it) needs a rest:
+a rate limit or a server error for ``cooldown`` seconds (or the upstream's ``Retry-After``, up to
+``max_cooldown``), a refused key (401/403) for ``max_cooldown``. A provider that cannot be reached at all
+sits out as a whole. A later failure never shortens a rest; keys come back by themselves when it ends.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+log = logging.getLogger("proxycast")
+
+
+@attrs.define
+class _Key:
+    until: float = 0.0
+    """Out of rotation until this time (the pool's clock)."""
+    reason: str = ""
+
+
+@attrs.define(eq=False)
+class KeyPool:
+    """The keys of one provider (one anonymous key for an upstream that needs none).
+
+    Args:
+        provider: the provider's name, for labels.
+        size: how many keys it has (0: the upstream needs none).
+        clock: seconds, monotonic; tests pass their own.
+    """
+
+    provider: str
+    size: int
+    clock: Callable[[], float] = time.monotonic
+    _keys: list[_Key] = attrs.field(init=False)
+    _bench: _Key = attrs.field(init=False, factory=_Key)
+    _next: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self._keys = [_Key() for _ in range(max(1, self.size))]
+
+    def label(self, index: int) -> str:
+        return f"{self.provider}#{index + 1}"
+
+    def available(self, index: int) -> bool:
+        now = self.clock()
+        return self._bench.until <= now and self._keys[index].until <= now
+
+    def pick(self, exclude: frozenset[int] = frozenset()) -> int | None:
+        """The next healthy key in rotation, not in ``exclude``; None when none is."""
+        count = len(self._keys)
+        for step in range(count):
+            index = (self._next + step) % count
+            if index not in exclude and self.available(index):
+                self._next = (index + 1) % count
+                return index
+        return None
+
+    def back_at(self) -> float:
+        """When the first key will be usable again (now, if one is)."""
+        return max(self._bench.until, min(k.until for k in self._keys))
+
+    def rest(self, index: int, seconds: float, reason: str) -> None:
+        """Take a key out of rotation for ``seconds`` (never shortening a longer rest)."""
+        key = self._keys[index]
+        until = self.clock() + seconds
+        if until > key.until:
+            key.until, key.reason = until, reason
+
+    def bench(self, seconds: float, reason: str) -> None:
+        """Take the whole provider out of rotation (it could not be reached)."""
+        until = self.clock() + seconds
+        if until > self._bench.until:
+            self._bench.until, self._bench.reason = until, reason
+
+    def status(self) -> list[tuple[str, float, str]]:
+        """``(label, seconds until back (0: healthy), why)`` for each key."""
+        now = self.clock()
+        out = []
+        for index, key in enumerate(self._keys):
+            resting = max(key, self._bench, key=lambda k: k.until)
+            out.append((self.label(index), max(0.0, resting.until - now), resting.reason))
+        return out
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the upstream asked to wait (``retry-after-ms``, ``retry-after`` in seconds or as an
+    HTTP date), None when it did not say."""
+    if "retry-after-ms" in headers:
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -16,6 +16,7 @@ import statistics
 import subprocess  # noqa: TC003 - run.start returns Popen objects we annotate
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ async def hedge_latency(gateway: str, count: int) -> dict[str, Any]:
         closing[0] = trio.Event()
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, stalled, HEDGE_PORT, "127.0.0.1")
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, stalled, HEDGE_PORT, host="127.0.0.1")
+        )
         assert listeners
         async with httpx.AsyncClient(timeout=30) as client:
             for _ in range(count):

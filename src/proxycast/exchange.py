@@ -105,15 +105,13 @@ class Exchange:
 
     def plan(self, model: str) -> Plan:
         """The attempts that may serve ``model`` (404 when it routes nowhere)."""
-        targets = [
-            (r, self.providers[r.provider.name]) for r in routing.targets(model, self.config)
-        ]
-        own = sum(1 for r, _ in targets if r.upstream_model == targets[0][0].upstream_model)
-        if own > 1:  # several providers list the model: each request starts at the next one
+        own, fallbacks = routing.targets(model, self.config)
+        if len(own) > 1:  # several providers list the model: each request starts at the next one
             turn = self._turns.get(model, 0)
             self._turns[model] = turn + 1
-            start = turn % own
-            targets[:own] = targets[start:own] + targets[:start]
+            start = turn % len(own)
+            own = own[start:] + own[:start]
+        targets = [(r, self.providers[r.provider.name]) for r in own + fallbacks]
         return Plan(targets, self.config.routing)
 
     async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Response:

@@ -78,11 +78,11 @@ def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
     return out
 
 
-def targets(model: str, config: Config) -> list[Route]:
+def targets(model: str, config: Config) -> tuple[list[Route], list[Route]]:
     """Every route that may serve ``model``, in the order they are tried: its own (every provider that
     lists the resolved name exactly serves it, in file order; else the one route :func:`resolve` finds),
-    then its fallbacks (``fallbacks[model]``, else ``fallbacks["*"]``). A fallback that routes
-    nowhere is skipped (``proxycast check`` reports it).
+    then its fallbacks (``fallbacks[model]``, else ``fallbacks["*"]``), as two lists. A fallback that
+    routes nowhere is skipped.
 
     Raises:
         ModelNotFoundError: ``model`` itself routes nowhere (fallbacks do not make up a model).
@@ -90,15 +90,16 @@ def targets(model: str, config: Config) -> list[Route]:
     first = resolve(model, config)
     name, slash, rest = config.aliases.get(model, model).partition("/")
     pinned = bool(slash and rest and config.provider(name) is not None)  # "provider/model"
-    out = [first]
+    own = [first]
     if not pinned and first.upstream_model in first.provider.models:
-        out = [
+        own = [
             Route(provider, first.upstream_model)
             for provider in config.providers
             if first.upstream_model in provider.models
         ]
+    fallbacks: list[Route] = []
     for target in config.fallbacks.get(model, config.fallbacks.get("*", ())):
         route = _resolve_direct(config.aliases.get(target, target), config)
-        if route is not None and route not in out:
-            out.append(route)
-    return out
+        if route is not None and route not in own and route not in fallbacks:
+            fallbacks.append(route)
+    return own, fallbacks

@@ -65,6 +65,9 @@ class ProviderConfig:
     base_url: str = ""
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
     models: tuple[str, ...] = ()
+    responses: bool = False
+    """The upstream serves the Responses API itself (``{base_url}/responses``, as OpenAI does):
+    ``/v1/responses`` is forwarded to it as the client wrote it, instead of converted."""
 
     @property
     def url(self) -> str:
@@ -73,9 +76,22 @@ class ProviderConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ResponsesConfig:
+    """``[responses]``: the local store of Responses API answers (``previous_response_id``)."""
+
+    store: bool = True
+    """Keep responses (SQLite in the data directory); false keeps none."""
+    store_days: float = 1.0
+    """How long a stored response is kept."""
+    store_max_mb: float = 100.0
+    """The most the stored responses may take; past it the oldest go first."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
+    responses: ResponsesConfig = ResponsesConfig()
     aliases: Mapping[str, str] = attrs.field(factory=dict)
     source: str = "<memory>"
     """Where the configuration came from: a file path or ``environment``."""
@@ -95,6 +111,7 @@ class _FileConfig:
 
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
+    responses: ResponsesConfig = ResponsesConfig()
     aliases: dict[str, str] = attrs.field(factory=dict)
 
 
@@ -174,7 +191,11 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
         ]
         raise ConfigError("\n".join(problems)) from None
     return Config(
-        server=parsed.server, providers=parsed.providers, aliases=parsed.aliases, source=src
+        server=parsed.server,
+        providers=parsed.providers,
+        responses=parsed.responses,
+        aliases=parsed.aliases,
+        source=src,
     )
 
 
@@ -238,6 +259,9 @@ def check_config(config: Config) -> None:
         seen.add(provider.name)
         if not provider.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+    for field in ("store_days", "store_max_mb"):
+        if getattr(config.responses, field) <= 0:
+            raise ConfigError(f"{src}: responses.{field}: must be positive")
     for alias, target in config.aliases.items():
         if target in config.aliases:
             raise ConfigError(

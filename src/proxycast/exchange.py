@@ -97,7 +97,7 @@ class Exchange:
         """A model's answer to ``request``, in the client's dialect, streamed or not."""
         route, provider = self._route(request.client_model)
         model = request.client_model
-        if provider.config.type == dialect.native_type:
+        if dialect.forwards_to(provider.config, request):
             response = await provider.open(dialect.forward(request, route.upstream_model))
             if not request.stream:
                 data = await provider.read_all(response)
@@ -114,7 +114,7 @@ class Exchange:
         if not request.stream:
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
-            return json_response(dialect.reply_from_internal(replies, model))
+            return json_response(dialect.reply_from_internal(replies, model, conversation))
         translator = Converting(
             provider.format.stream_decoder(upstream_request),
             dialect.stream_encoder(model, conversation),
@@ -128,7 +128,7 @@ class Exchange:
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
         route, provider = self._route(request.client_model)
         model = request.client_model
-        if provider.config.type == dialect.native_type:
+        if dialect.forwards_to(provider.config, request):
             response = await provider.open(dialect.forward(request, route.upstream_model))
             data = await provider.read_all(response)
             data = dialect.forwarded_reply(data, model, provider.name)

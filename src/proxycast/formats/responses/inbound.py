@@ -409,7 +409,10 @@ def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
     prompt = usage.input + usage.cache_read + usage.cache_write
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": usage.cache_read},
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read,
+            "cache_write_tokens": usage.cache_write,
+        },
         "output_tokens": usage.output,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning},
         "total_tokens": prompt + usage.output,

@@ -220,7 +220,9 @@ def event_streams(draw: st.DrawFn) -> list[hub.StreamEvent]:
         else:
             text = json.dumps(draw(ARGS))
             cuts = sorted(draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=3)))
-            pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]) if text[a:b]]
+            pieces = [
+                text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if text[a:b]
+            ]
             events.append(hub.ToolCallStart(index=calls, id=f"call_{calls}", name="f"))
             events += [hub.ToolArgsDelta(index=calls, fragment=p) for p in pieces]
             calls += 1

@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible upstream (``POST /v1/chat/completions``), scriptable per test.
+"""A fake OpenAI-compatible upstream (``POST /v1/chat/completions``, and ``POST /v1/responses`` as OpenAI
+serves it), scriptable per test.
 
 Its answers have the shapes real OpenAI traffic has: the role chunk first, content deltas, tool calls
 whose first delta carries ``index``/``id``/``type``/``name`` and ``arguments: ""`` and whose later deltas

@@ -11,6 +11,8 @@ from proxycast.testing import FakeOpenAI
 from tests.support import Gateway, make_config, start_gateway
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import trio
 
 # Timing is not what the properties test: a loaded 2-core CI machine must not fail them on a deadline.
@@ -28,3 +30,9 @@ async def _fake(nursery: trio.Nursery) -> FakeOpenAI:
 @pytest.fixture(name="gateway")
 async def _gateway(nursery: trio.Nursery, fake: FakeOpenAI) -> Gateway:
     return await start_gateway(nursery, make_config(fake.base_url))
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's own data directory (the Responses store), never the user's."""
+    monkeypatch.setenv("PROXYCAST_HOME", str(tmp_path / "proxycast-home"))

@@ -180,9 +180,47 @@ class AnthropicClient:
         ]
 
 
-CLIENTS: dict[str, type[OpenAIClient | AnthropicClient]] = {
+class ResponsesClient:
+    """The openai SDK's responses (what Codex CLI and the Agents SDK speak)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.sdk = openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0)
+
+    async def ask(self, model: str, messages: list[Any] | None = None) -> tuple[str, list[Call]]:
+        answer = await self.sdk.responses.create(
+            model=model,
+            input=messages or "Hi",
+            tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}],
+        )
+        calls = [
+            Call(item.call_id, item.name, json.loads(item.arguments))
+            for item in answer.output
+            if item.type == "function_call"
+        ]
+        return answer.output_text, calls
+
+    async def stream(self, model: str) -> str:
+        async with self.sdk.responses.stream(model=model, input="Hi") as events:
+            response = await events.get_final_response()
+        return response.output_text
+
+    def follow_up(self, call: Call, result: str) -> list[Any]:
+        return [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "type": "function_call",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": json.dumps(call.arguments),
+            },
+            {"type": "function_call_output", "call_id": call.id, "output": result},
+        ]
+
+
+CLIENTS: dict[str, type[OpenAIClient | AnthropicClient | ResponsesClient]] = {
     "openai": OpenAIClient,
     "anthropic": AnthropicClient,
+    "responses": ResponsesClient,
 }
 MODEL = "the-model"
 
@@ -197,7 +235,7 @@ def test_every_inbound_dialect_has_a_client() -> None:
 
 @attrs.frozen
 class Pair:
-    client: OpenAIClient | AnthropicClient
+    client: OpenAIClient | AnthropicClient | ResponsesClient
     fake: FakeUpstream[Any]
     kit: Kit
 

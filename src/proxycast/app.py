@@ -14,7 +14,7 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
 from proxycast import formats
-from proxycast.api import inbound, models
+from proxycast.api import inbound, models, responses
 from proxycast.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -161,6 +161,7 @@ def create_app(
 
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)
+    app.register_blueprint(responses.blueprint(config))
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

@@ -65,6 +65,9 @@ class ProviderConfig:
     base_url: str = ""
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
     models: tuple[str, ...] = ()
+    responses: bool = False
+    """The upstream serves the Responses API itself (``{base_url}/responses``, as OpenAI does):
+    ``/v1/responses`` is forwarded to it as the client wrote it, instead of converted."""
 
     @property
     def url(self) -> str:
@@ -90,9 +93,22 @@ class RoutingConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ResponsesConfig:
+    """``[responses]``: the local store of Responses API answers (``previous_response_id``)."""
+
+    store: bool = True
+    """Keep responses (SQLite in the data directory); false keeps none."""
+    store_days: float = 1.0
+    """How long a stored response is kept."""
+    store_max_mb: float = 100.0
+    """The most the stored responses may take; past it the oldest go first."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
+    responses: ResponsesConfig = ResponsesConfig()
     aliases: Mapping[str, str] = attrs.field(factory=dict)
     routing: RoutingConfig = RoutingConfig()
     fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
@@ -115,6 +131,7 @@ class _FileConfig:
 
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
+    responses: ResponsesConfig = ResponsesConfig()
     aliases: dict[str, str] = attrs.field(factory=dict)
     routing: RoutingConfig = RoutingConfig()
     fallbacks: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
@@ -198,6 +215,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
     return Config(
         server=parsed.server,
         providers=parsed.providers,
+        responses=parsed.responses,
         aliases=parsed.aliases,
         routing=parsed.routing,
         fallbacks=parsed.fallbacks,
@@ -265,6 +283,9 @@ def check_config(config: Config) -> None:
         seen.add(provider.name)
         if not provider.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+    for field in ("store_days", "store_max_mb"):
+        if getattr(config.responses, field) <= 0:
+            raise ConfigError(f"{src}: responses.{field}: must be positive")
     for alias, target in config.aliases.items():
         if target in config.aliases:
             raise ConfigError(

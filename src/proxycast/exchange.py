@@ -123,7 +123,8 @@ class Exchange:
         async def attempt(chosen: Attempt) -> Response:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
             model = request.client_model
-            if provider.config.type == dialect.native_type:
+            forward = dialect.forwards_to(provider.config, request)
+            if forward:
                 upstream_request = dialect.forward(request, upstream_model)
                 translator: Translator | None = None
                 if request.stream:
@@ -145,14 +146,14 @@ class Exchange:
             response = await provider.open(upstream_request, chosen.key)
             if translator is not None:
                 return await _stream(provider, response, translator)
-            if provider.config.type == dialect.native_type:
+            if forward:
                 data = dialect.forwarded_reply(
                     await provider.read_all(response), model, provider.name
                 )
                 return Response(data, content_type="application/json")
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
-            return json_response(dialect.reply_from_internal(replies, model))
+            return json_response(dialect.reply_from_internal(replies, model, conversation[0]))
 
         answer, chosen = await self._run(plan, attempt)
         answer.headers[PROVIDER_HEADER] = chosen.provider.name
@@ -182,7 +183,7 @@ class Exchange:
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
         route, provider = self._route(request.client_model)
         model = request.client_model
-        if provider.config.type == dialect.native_type:
+        if dialect.forwards_to(provider.config, request):
             response = await provider.open(dialect.forward(request, route.upstream_model))
             data = await provider.read_all(response)
             data = dialect.forwarded_reply(data, model, provider.name)

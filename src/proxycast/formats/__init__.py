@@ -15,6 +15,7 @@ from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
 from proxycast.formats.gemini.upstream import UPSTREAM as GEMINI
 from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
+from proxycast.formats.responses.inbound import DIALECT as RESPONSES_DIALECT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,7 +27,7 @@ UPSTREAMS: Mapping[str, UpstreamFormat] = {
 }
 """Provider ``type`` -> its format, in the order env-only mode adds providers."""
 
-DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, OPENAI_DIALECT)
+DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, RESPONSES_DIALECT, OPENAI_DIALECT)
 """The inbound APIs; the first whose ``owns`` accepts a path renders the errors there (OpenAI's
 dialect, last, owns every path)."""
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import httpx
 
     from proxycast import hub
+    from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo, ProxycastError
 
 Operation = Literal["generate", "count_tokens"]
@@ -213,6 +214,11 @@ class InboundDialect(Protocol):
     @property
     def routes(self) -> tuple[InboundRoute, ...]: ...
 
+    def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
+        """Whether ``request`` goes to ``provider`` as the client wrote it (:meth:`forward`): the
+        provider speaks :attr:`native_type`, and what the request needs it can serve."""
+        ...
+
     def owns(self, path: str) -> bool:
         """Whether errors on ``path`` are this dialect's to render."""
         ...
@@ -247,8 +253,10 @@ class InboundDialect(Protocol):
         ...
 
     def reply_from_internal(
-        self, replies: list[hub.Reply], client_model: str
-    ) -> dict[str, Any]: ...
+        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+    ) -> dict[str, Any]:
+        """The answer to ``conversation`` (the request as converted), in the client's shape."""
+        ...
 
     def stream_encoder(
         self, client_model: str, conversation: hub.Conversation

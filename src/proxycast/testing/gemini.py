@@ -187,6 +187,13 @@ def _schema_problem(schema: Any, path: str) -> str | None:
                 return f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}'"
             if key == "type" and not isinstance(value, str):
                 return f"Invalid value at '{path}.type'"
+            if key == "properties" and isinstance(value, dict):
+                # property names are names, not keywords (a property may be called "type")
+                for name, member in value.items():
+                    problem = _schema_problem(member, f"{path}.properties.{name}")
+                    if problem:
+                        return problem
+                continue
             problem = _schema_problem(value, f"{path}.{key}")
             if problem:
                 return problem

@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible upstream (``POST /v1/chat/completions``), scriptable per test.
+"""A fake OpenAI-compatible upstream (``POST /v1/chat/completions``, and ``POST /v1/responses`` as OpenAI
+serves it), scriptable per test.
 
 Its answers have the shapes real OpenAI traffic has: the role chunk first, content deltas, tool calls
 whose first delta carries ``index``/``id``/``type``/``name`` and ``arguments: ""`` and whose later deltas
@@ -24,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from proxycast import hub
 from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
 
 
@@ -91,7 +93,11 @@ class FakeOpenAI(FakeUpstream[Script]):
     async def answer(self, script: Script, request: RecordedRequest, respond: Responder) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
-        if request.method != "POST" or request.path.split("?")[0] != "/v1/chat/completions":
+        path = request.path.split("?")[0]
+        if request.method == "POST" and path == "/v1/responses" and script.status < 300:
+            await self._responses(script, request, respond)
+            return
+        if request.method != "POST" or path not in ("/v1/chat/completions", "/v1/responses"):
             await respond.json(
                 404,
                 {
@@ -117,6 +123,31 @@ class FakeOpenAI(FakeUpstream[Script]):
                 await respond.drop()
                 return
             await respond.json(200, completion(script, body["model"], ident), list(script.headers))
+
+    async def _responses(
+        self, script: Script, request: RecordedRequest, respond: Responder
+    ) -> None:
+        """The Responses API (as OpenAI serves it, for providers with ``responses = true``)."""
+        # proxycast's own encoder writes the events; the tests read them with the openai SDK.
+        from proxycast.formats.responses import inbound as responses
+
+        body = request.json()
+        conversation = responses.request_to_internal(
+            responses.Request(body=responses.validate(body))
+        )
+        reply = _reply(script, len(self.requests))
+        if not body.get("stream"):
+            answer = responses.response_from_internal(reply, body["model"], conversation)
+            await respond.json(200, answer, list(script.headers))
+            return
+        await respond.start(
+            200,
+            [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *script.headers],
+        )
+        encoder = responses.StreamEncoder(body["model"], conversation)
+        for event in responses.events_of(reply):
+            await respond.send(encoder.encode(event))
+        await respond.end()
 
     async def _error(self, script: Script, respond: Responder) -> None:
         body = script.error_body
@@ -269,3 +300,26 @@ def stream_chunks(
         usage_chunk["usage"] = _usage(script)
         chunks.append(usage_chunk)
     return chunks
+
+
+def _reply(script: Script, number: int) -> hub.Reply:
+    """The script as the hub reply it describes (for the Responses route)."""
+    parts: list[hub.Part] = []
+    if script.reasoning:
+        parts.append(hub.Reasoning(text=script.reasoning))
+    if script.text:
+        parts.append(hub.Text(script.text))
+    for index, call in enumerate(script.tool_calls):
+        arguments = json.loads(call.arguments or "{}")
+        parts.append(hub.ToolCall(id=_call_id(call, index), name=call.name, arguments=arguments))
+    usage = _usage(script)
+    stop: hub.Stop = "tool_use" if script.tool_calls else "end"
+    if _finish(script) == "length":
+        stop = "length"
+    return hub.Reply(
+        id=f"resp_fake{number}",
+        model="",
+        parts=tuple(parts),
+        stop=stop,
+        usage=hub.Usage(input=usage["prompt_tokens"], output=usage["completion_tokens"]),
+    )

@@ -31,6 +31,7 @@ from proxycast.structuring import Problem, invalid_request, out_of_range, refuse
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from proxycast.config import ProviderConfig
     from proxycast.formats.contracts import StreamEncoder as StreamEncoderType
 
 
@@ -433,7 +434,12 @@ class AnthropicDialect:
     ) -> AnthropicPassthrough:
         return AnthropicPassthrough(client_model, provider, redact)
 
-    def reply_from_internal(self, replies: list[hub.Reply], client_model: str) -> dict[str, Any]:
+    def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
+        return provider.type == self.native_type
+
+    def reply_from_internal(
+        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+    ) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model)  # Anthropic has no n > 1
 
     def stream_encoder(

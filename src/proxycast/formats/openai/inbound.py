@@ -30,6 +30,7 @@ from proxycast.structuring import Problem, invalid_request, out_of_range, refuse
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from proxycast.config import ProviderConfig
     from proxycast.formats.contracts import StreamEncoder as StreamEncoderType
 
 _FINISH: dict[hub.Stop, str] = {
@@ -434,7 +435,12 @@ class OpenAIDialect:
     ) -> OpenAIPassthrough:
         return OpenAIPassthrough(client_model, provider, redact)
 
-    def reply_from_internal(self, replies: list[hub.Reply], client_model: str) -> dict[str, Any]:
+    def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
+        return provider.type == self.native_type
+
+    def reply_from_internal(
+        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+    ) -> dict[str, Any]:
         return response_from_internal(replies, client_model, int(time.time()))
 
     def stream_encoder(

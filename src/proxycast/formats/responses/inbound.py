@@ -1,0 +1,795 @@
+"""OpenAI Responses API clients (``POST /v1/responses``: Codex CLI, the OpenAI Agents SDK, the openai
+SDKs' ``responses``): their requests in, responses, stream events and errors out.
+
+The mapping choices are in ``docs/mappings.md`` ("OpenAI Responses"). A non-streamed response is made
+by running the reply through the stream encoder, so that a stream and its non-streamed twin cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from cattrs.errors import BaseValidationError
+
+from proxycast import hub
+from proxycast._json import replace_value
+from proxycast.errors import InvalidRequestError, ProxycastError
+from proxycast.formats.contracts import (
+    Headers,
+    InboundRequest,
+    InboundRoute,
+    Operation,
+    UpstreamRequest,
+)
+from proxycast.formats.responses import wire
+from proxycast.formats.responses.errors import error_body, stream_error
+from proxycast.formats.responses.passthrough import ResponsesPassthrough
+from proxycast.relay import rename_model
+from proxycast.structuring import invalid_request, out_of_range, refuse
+
+if TYPE_CHECKING:
+    from proxycast.config import ProviderConfig
+
+log = logging.getLogger("proxycast")
+
+FUNCTION_TOOLS = frozenset({"function", "custom", "namespace"})
+"""Tool types that are the client's own functions; any other type is one of OpenAI's built-in
+tools, which no other upstream runs (left out of the request, and named in
+``x-proxycast-dropped-tools``)."""
+
+_NAMESPACE_SEPARATOR = "__"
+_CUSTOM_INPUT = "input"
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """A validated ``/v1/responses`` request, and what the route added to it."""
+
+    body: wire.ResponseCreateRequest
+    history: tuple[dict[str, Any], ...] = ()
+    """The items of the previous responses (``previous_response_id``, from the local store)."""
+    record: Callable[[dict[str, Any]], None] | None = attrs.field(default=None, eq=False)
+    """Called with the finished response (completed or incomplete), to store it."""
+
+
+@attrs.frozen(kw_only=True)
+class ResponsesConversation(hub.Conversation):
+    """The hub conversation, with what a Responses answer repeats or needs to map back."""
+
+    echo: dict[str, Any] = attrs.field(factory=dict, eq=False)
+    """Request fields a response object repeats (``instructions``, ``tools``, ``metadata``, ...)."""
+    custom: frozenset[str] = frozenset()
+    """Tool names of custom (freeform) tools: their calls are ``custom_tool_call`` items."""
+    namespaces: Mapping[str, tuple[str, str]] = attrs.field(factory=dict)
+    """Flattened tool name -> (namespace, name), for tools of a ``namespace`` tool."""
+    dropped: tuple[str, ...] = ()
+    """Built-in tools left out (their types)."""
+    record: Callable[[dict[str, Any]], None] | None = attrs.field(default=None, eq=False)
+
+
+def dropped_tools(body: wire.ResponseCreateRequest) -> tuple[str, ...]:
+    """The built-in tools of the request, which a converted request leaves out."""
+    types = (t.get("type") for t in body.tools or ())
+    return tuple(dict.fromkeys(str(t) for t in types if t not in FUNCTION_TOOLS))
+
+
+# Requests in
+
+
+def _data_url(url: str) -> tuple[str, str] | None:
+    if not url.startswith("data:"):
+        return None
+    header, comma, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not comma or encoding != "base64":
+        return None
+    return media_type, data
+
+
+def _field(item: dict[str, Any], key: str, kind: type, where: str, *, required: bool = True) -> Any:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+        raise InvalidRequestError(
+            f"{where}.{key} must be a {kind.__name__}.", param=f"{where}.{key}"
+        )
+    return value
+
+
+def _part(part: Any, where: str) -> hub.Part | None:
+    if not isinstance(part, dict):
+        raise InvalidRequestError(f"{where} must be an object.", param=where)
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text"):
+        text = _field(part, "text", str, where)
+        return hub.Text(text) if text else None
+    if kind == "refusal":
+        text = _field(part, "refusal", str, where)
+        return hub.Text(text) if text else None
+    if kind == "input_image":
+        url = _field(part, "image_url", str, where, required=False) or ""
+        inline = _data_url(url)
+        if inline is not None:
+            return hub.Image(media_type=inline[0], data=inline[1])
+        if url.startswith(("http://", "https://")):
+            return hub.Image(url=url)
+        raise InvalidRequestError(
+            f"{where}.image_url must be an http(s) URL or a base64 data URL (file_id refers to "
+            "OpenAI's own file store).",
+            param=f"{where}.image_url",
+        )
+    if kind == "input_file":
+        filename = _field(part, "filename", str, where, required=False)
+        data = _field(part, "file_data", str, where, required=False)
+        url = _field(part, "file_url", str, where, required=False)
+        if data:
+            inline = _data_url(data)
+            if inline is not None:
+                return hub.Document(media_type=inline[0], data=inline[1], filename=filename)
+            return hub.Document(media_type="application/pdf", data=data, filename=filename)
+        if url:
+            return hub.Document(media_type="application/pdf", url=url, filename=filename)
+        raise InvalidRequestError(
+            f"{where} needs file_data or file_url (file_id refers to OpenAI's own file store).",
+            param=where,
+        )
+    raise InvalidRequestError(
+        f"{where}: content parts of type {kind!r} cannot be sent to this model's provider.",
+        param=where,
+    )
+
+
+def _parts(content: Any, where: str) -> list[hub.Part]:
+    if isinstance(content, str):
+        return [hub.Text(content)] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequestError(f"{where} must be a string or a list of parts.", param=where)
+    parts = (_part(p, f"{where}[{i}]") for i, p in enumerate(content))
+    return [p for p in parts if p is not None]
+
+
+def _arguments(text: str, where: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(
+            f"{where} must be a JSON object in a string; got {text[:80]!r}.", param=where
+        )
+    return value
+
+
+def _flat(name: str, namespace: str | None) -> str:
+    return f"{namespace}{_NAMESPACE_SEPARATOR}{name}" if namespace else name
+
+
+def _tools(
+    tools: list[dict[str, Any]],
+) -> tuple[list[hub.Tool], set[str], dict[str, tuple[str, str]]]:
+    out: list[hub.Tool] = []
+    custom: set[str] = set()
+    namespaces: dict[str, tuple[str, str]] = {}
+
+    def add(tool: dict[str, Any], where: str, namespace: str | None) -> None:
+        kind = tool.get("type")
+        if kind not in ("function", "custom"):
+            return
+        name = _field(tool, "name", str, where)
+        flat = _flat(name, namespace)
+        if namespace:
+            namespaces[flat] = (namespace, name)
+        description = _field(tool, "description", str, where, required=False)
+        if kind == "function":
+            parameters = _field(tool, "parameters", dict, where, required=False)
+            out.append(
+                hub.Tool(
+                    name=flat,
+                    description=description,
+                    parameters=parameters or {"type": "object", "properties": {}},
+                )
+            )
+            return
+        # A custom (freeform) tool takes one string; a function of one string argument carries it
+        # to upstreams that only know functions, and its grammar is told to the model in words.
+        custom.add(flat)
+        fmt = tool.get("format")
+        hint = "The raw input of this tool."
+        if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+            hint += (
+                f" It must follow this {fmt.get('syntax', '')} grammar:\n{fmt.get('definition')}"
+            )
+        out.append(
+            hub.Tool(
+                name=flat,
+                description=description,
+                parameters={
+                    "type": "object",
+                    "properties": {_CUSTOM_INPUT: {"type": "string", "description": hint}},
+                    "required": [_CUSTOM_INPUT],
+                },
+            )
+        )
+
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        if tool.get("type") == "namespace":
+            namespace = _field(tool, "name", str, where)
+            inner = _field(tool, "tools", list, where)
+            for j, member in enumerate(inner):
+                if isinstance(member, dict):
+                    add(member, f"{where}.tools[{j}]", namespace)
+        else:
+            add(tool, where, None)
+    return out, custom, namespaces
+
+
+def _tool_choice(
+    choice: str | dict[str, Any] | None, namespaces: set[str]
+) -> hub.ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise InvalidRequestError(
+                f"tool_choice {choice!r} is not one of auto, none, required.", param="tool_choice"
+            )
+        return choice  # type: ignore[return-value]
+    if choice.get("type") in ("function", "custom") and isinstance(choice.get("name"), str):
+        return hub.NamedTool(choice["name"])
+    return "auto"  # allowed_tools, a built-in tool, or an MCP server: the model chooses
+
+
+def _items(items: list[Any]) -> tuple[list[hub.Part], list[tuple[str, list[hub.Part]]]]:
+    """Input items -> (system parts, turns). Consecutive turns of one role are merged; tool outputs
+    are user turns."""
+    system: list[hub.Part] = []
+    turns: list[tuple[str, list[hub.Part]]] = []
+    names: dict[str, str] = {}
+
+    def add(role: str, parts: list[hub.Part]) -> None:
+        if not parts:
+            return
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(parts)
+        else:
+            turns.append((role, parts))
+
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequestError(f"{where} must be an object.", param=where)
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            role = item.get("role")
+            content = _parts(item.get("content"), f"{where}.content")
+            if role in ("system", "developer"):
+                system.extend(content)
+            elif role in ("user", "assistant"):
+                add(role, content)
+            else:
+                raise InvalidRequestError(
+                    f"{where}.role {role!r} is not one of system, developer, user, assistant.",
+                    param=f"{where}.role",
+                )
+        elif kind in ("function_call", "custom_tool_call"):
+            call_id = _field(item, "call_id", str, where)
+            name = _flat(
+                _field(item, "name", str, where),
+                _field(item, "namespace", str, where, required=False),
+            )
+            names[call_id] = name
+            if kind == "function_call":
+                arguments = _arguments(_field(item, "arguments", str, where), f"{where}.arguments")
+            else:
+                arguments = {_CUSTOM_INPUT: _field(item, "input", str, where)}
+            add("assistant", [hub.ToolCall(id=call_id, name=name, arguments=arguments)])
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            call_id = _field(item, "call_id", str, where)
+            output = item.get("output")
+            content = _parts(output if output is not None else "", f"{where}.output")
+            add(
+                "user",
+                [hub.ToolResult(call_id=call_id, content=tuple(content), name=names.get(call_id))],
+            )
+        elif kind == "reasoning":
+            summary = item.get("summary") or []
+            texts = [s.get("text", "") for s in summary if isinstance(s, dict)]
+            if not texts:
+                texts = [
+                    c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)
+                ]
+            text = "\n\n".join(t for t in texts if isinstance(t, str))
+            signature = item.get("encrypted_content")
+            if text or isinstance(signature, str):
+                add(
+                    "assistant",
+                    [
+                        hub.Reasoning(
+                            text=text, signature=signature if isinstance(signature, str) else None
+                        )
+                    ],
+                )
+        elif kind is None:
+            raise InvalidRequestError(f"{where} needs a 'type'.", param=f"{where}.type")
+        # Other items (built-in tools' calls, item references, compaction) have no equivalent
+        # upstream; they are left out like the tools that made them.
+    return system, turns
+
+
+def input_items(body: wire.ResponseCreateRequest) -> list[dict[str, Any]]:
+    """The request's input as a list of items (a string is one user message)."""
+    if isinstance(body.input, str):
+        return [{"type": "message", "role": "user", "content": body.input}]
+    return list(body.input)
+
+
+def _response_format(text: wire.TextConfig | None) -> dict[str, Any] | None:
+    fmt = text.format if text else None
+    if not fmt or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": str(fmt.get("type"))}
+
+
+def _echo(body: wire.ResponseCreateRequest) -> dict[str, Any]:
+    reasoning = body.reasoning
+    return {
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "metadata": body.metadata or {},
+        "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "previous_response_id": body.previous_response_id,
+        "reasoning": {
+            "effort": reasoning.effort if reasoning else None,
+            "summary": reasoning.summary if reasoning else None,
+        },
+        "store": body.store is not False,
+        "temperature": body.temperature if body.temperature is not None else 1.0,
+        "text": {
+            "format": (body.text.format if body.text and body.text.format else None)
+            or {"type": "text"}
+        },
+        "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
+        "tools": list(body.tools or ()),
+        "top_p": body.top_p if body.top_p is not None else 1.0,
+        "truncation": body.truncation or "disabled",
+        "user": body.user,
+    }
+
+
+def request_to_internal(request: Request) -> ResponsesConversation:
+    """A Responses request (after its history) as a conversation (docs/mappings.md)."""
+    body = request.body
+    system: list[hub.Part] = [hub.Text(body.instructions)] if body.instructions else []
+    more, turns = _items([*request.history, *input_items(body)])
+    tools, custom, namespaces = _tools(body.tools or [])
+    effort = body.reasoning.effort if body.reasoning else None
+    stream = bool(body.stream)
+    return ResponsesConversation(
+        system=(*system, *more),
+        messages=tuple(hub.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
+        tools=tuple(tools),
+        tool_choice=_tool_choice(body.tool_choice, set(namespaces)) if tools else None,
+        parallel_tool_calls=body.parallel_tool_calls if tools else None,
+        params=hub.Params(
+            max_tokens=body.max_output_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            reasoning_effort=effort if effort not in (None, "none") else None,
+            response_format=_response_format(body.text),
+            user=body.user or body.safety_identifier,
+        ),
+        stream=stream,
+        include_usage=stream,
+        echo=_echo(body),
+        custom=frozenset(custom),
+        namespaces=namespaces,
+        dropped=dropped_tools(body),
+        record=request.record,
+    )
+
+
+# Responses and stream events out
+
+
+def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
+    prompt = usage.input + usage.cache_read + usage.cache_write
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read,
+            "cache_write_tokens": usage.cache_write,
+        },
+        "output_tokens": usage.output,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning},
+        "total_tokens": prompt + usage.output,
+    }
+
+
+_INCOMPLETE: dict[hub.Stop, str] = {
+    "length": "max_output_tokens",
+    "content_filter": "content_filter",
+}
+
+
+def new_response_id() -> str:
+    return "resp_" + secrets.token_hex(24)
+
+
+class StreamEncoder:
+    """Stream events -> the Responses API's SSE events, in the order the API emits them, each with
+    its ``event:`` line and a ``sequence_number`` counting from 0 (docs/mappings.md).
+
+    One output item per reasoning block, text run and tool call; a text run or reasoning block
+    closes when something else starts, tool calls stay open until the response ends (so that
+    interleaved arguments of parallel calls land in their own item). :attr:`response` is the
+    final response object once the stream finished.
+    """
+
+    def __init__(self, model: str, conversation: hub.Conversation) -> None:
+        self._model = model
+        self._conversation = conversation
+        self._id = new_response_id()
+        self._created = int(time.time())
+        self._sequence = 0
+        self._output: list[dict[str, Any] | None] = []  # by output index; None while open
+        self._open: tuple[str, int, dict[str, Any], list[str]] | None = None  # text or reasoning
+        self._tools: dict[int, tuple[int, dict[str, Any], list[str]]] = {}
+        self.response: dict[str, Any] | None = None
+        self.finished = False
+
+    @property
+    def _custom(self) -> frozenset[str]:
+        c = self._conversation
+        return c.custom if isinstance(c, ResponsesConversation) else frozenset()
+
+    @property
+    def _namespaces(self) -> Mapping[str, tuple[str, str]]:
+        c = self._conversation
+        return c.namespaces if isinstance(c, ResponsesConversation) else {}
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, **fields, "sequence_number": self._sequence}
+        self._sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+    def _response(self, status: str, **fields: Any) -> dict[str, Any]:
+        c = self._conversation
+        echo = c.echo if isinstance(c, ResponsesConversation) else {}
+        return {
+            "id": self._id,
+            "object": "response",
+            "created_at": self._created,
+            "status": status,
+            "error": None,
+            "incomplete_details": None,
+            **echo,
+            "model": self._model,
+            "output": [item for item in self._output if item is not None],
+            "usage": None,
+            **fields,
+        }
+
+    def _item_id(self, prefix: str) -> str:
+        return f"{prefix}_{self._id[5:]}{len(self._output):03d}"
+
+    def _add(self, item: dict[str, Any]) -> tuple[int, bytes]:
+        index = len(self._output)
+        self._output.append(None)
+        return index, self._event("response.output_item.added", output_index=index, item=item)
+
+    def _done(self, index: int, item: dict[str, Any]) -> bytes:
+        self._output[index] = item
+        return self._event("response.output_item.done", output_index=index, item=item)
+
+    def _close_open(self) -> bytes:
+        if self._open is None:
+            return b""
+        kind, index, item, texts = self._open
+        self._open = None
+        text = "".join(texts)
+        if kind == "message":
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            return (
+                self._event("response.output_text.done", **ids, text=text, logprobs=[])
+                + self._event("response.content_part.done", **ids, part=part)
+                + self._done(index, {**item, "status": "completed", "content": [part]})
+            )
+        part = {"type": "summary_text", "text": text}
+        ids = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+        out = b""
+        if "started" in item:
+            out += self._event("response.reasoning_summary_text.done", **ids, text=text)
+            out += self._event("response.reasoning_summary_part.done", **ids, part=part)
+        done = {k: v for k, v in item.items() if k != "started"}
+        done["summary"] = [part] if text else []
+        return out + self._done(index, done)
+
+    def _close_tools(self) -> bytes:
+        out = b""
+        for _, (index, item, fragments) in sorted(self._tools.items()):
+            ids = {"item_id": item["id"], "output_index": index}
+            text = "".join(fragments)
+            if item["type"] == "custom_tool_call":
+                value = _custom_input(text)
+                out += self._event("response.custom_tool_call_input.delta", **ids, delta=value)
+                out += self._event("response.custom_tool_call_input.done", **ids, input=value)
+                out += self._done(index, {**item, "input": value})
+            else:
+                out += self._event("response.function_call_arguments.done", **ids, arguments=text)
+                out += self._done(index, {**item, "status": "completed", "arguments": text})
+        self._tools.clear()
+        return out
+
+    def _ensure(self, kind: str) -> tuple[dict[str, Any], int, list[str], bytes]:
+        if self._open is not None and self._open[0] == kind:
+            return self._open[2], self._open[1], self._open[3], b""
+        out = self._close_open()
+        if kind == "message":
+            item: dict[str, Any] = {
+                "id": self._item_id("msg"),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            index, added = self._add(item)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            added += self._event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part=part,
+            )
+        else:
+            item = {"id": self._item_id("rs"), "type": "reasoning", "summary": []}
+            index, added = self._add(item)
+        texts: list[str] = []
+        self._open = (kind, index, item, texts)
+        return item, index, texts, out + added
+
+    def encode(self, event: hub.StreamEvent) -> bytes:
+        if self.finished:
+            return b""
+        if isinstance(event, hub.Start):
+            response = self._response("in_progress")
+            return self._event("response.created", response=response) + self._event(
+                "response.in_progress", response=response
+            )
+        if isinstance(event, hub.TextDelta):
+            item, index, texts, out = self._ensure("message")
+            texts.append(event.text)
+            return out + self._event(
+                "response.output_text.delta",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                delta=event.text,
+                logprobs=[],
+            )
+        if isinstance(event, hub.ReasoningDelta):
+            item, index, texts, out = self._ensure("reasoning")
+            ids = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            if event.text:
+                if "started" not in item:
+                    item["started"] = True
+                    out += self._event(
+                        "response.reasoning_summary_part.added",
+                        **ids,
+                        part={"type": "summary_text", "text": ""},
+                    )
+                texts.append(event.text)
+                out += self._event("response.reasoning_summary_text.delta", **ids, delta=event.text)
+            if event.signature:  # the last delta of a thinking block
+                item["encrypted_content"] = event.signature
+                out += self._close_open()
+            return out
+        if isinstance(event, hub.ToolCallStart):
+            out = self._close_open()
+            namespace, name = self._namespaces.get(event.name, (None, event.name))
+            item = {"id": self._item_id("ctc" if event.name in self._custom else "fc")}
+            if event.name in self._custom:
+                item.update(type="custom_tool_call", status="completed", call_id=event.id)
+                item.update(input="", name=name)
+            else:
+                item.update(type="function_call", status="in_progress", arguments="")
+                item.update(call_id=event.id, name=name)
+            if namespace:
+                item["namespace"] = namespace
+            index, added = self._add(item)
+            self._tools[event.index] = (index, item, [])
+            return out + added
+        if isinstance(event, hub.ToolArgsDelta):
+            tool = self._tools.get(event.index)
+            if tool is None or not event.fragment:
+                return b""
+            index, item, fragments = tool
+            fragments.append(event.fragment)
+            if item["type"] == "custom_tool_call":
+                return b""  # its input is sent whole at the end (it is one JSON string inside)
+            return self._event(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=index,
+                delta=event.fragment,
+            )
+        if isinstance(event, hub.Finish):
+            out = self._close_open() + self._close_tools()
+            self.finished = True
+            reason = _INCOMPLETE.get(event.stop)
+            usage = usage_from_internal(event.usage)
+            if reason is None:
+                self.response = self._response(
+                    "completed", usage=usage, completed_at=int(time.time())
+                )
+                out += self._event("response.completed", response=self.response)
+            else:
+                self.response = self._response(
+                    "incomplete", usage=usage, incomplete_details={"reason": reason}
+                )
+                out += self._event("response.incomplete", response=self.response)
+            record = getattr(self._conversation, "record", None)
+            if record is not None:
+                record(self.response)
+            return out
+        assert isinstance(event, hub.Failure)
+        return self.fail(event.error)
+
+    def fail(self, error: Exception) -> bytes:
+        self.finished = True
+        if not isinstance(error, ProxycastError):
+            error = ProxycastError("Internal error in proxycast while converting the stream.")
+        response = self._response("failed", error=stream_error(error))
+        return self._event("response.failed", response=response)
+
+
+def _custom_input(arguments: str) -> str:
+    """A custom tool's input from the arguments of the function that carried it."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    carried = value.get(_CUSTOM_INPUT) if isinstance(value, dict) else None
+    return carried if isinstance(carried, str) else arguments
+
+
+def events_of(reply: hub.Reply) -> list[hub.StreamEvent]:
+    """The stream events a reply is the accumulation of (``hub.accumulate`` inverted)."""
+    events: list[hub.StreamEvent] = [hub.Start(id=reply.id, model=reply.model)]
+    calls = 0
+    for part in reply.parts:
+        if isinstance(part, hub.Reasoning):
+            events.append(hub.ReasoningDelta(text=part.text, signature=part.signature))
+        elif isinstance(part, hub.Text):
+            events.append(hub.TextDelta(part.text))
+        elif isinstance(part, hub.ToolCall):
+            events.append(hub.ToolCallStart(index=calls, id=part.id, name=part.name))
+            events.append(hub.ToolArgsDelta(index=calls, fragment=json.dumps(part.arguments)))
+            calls += 1
+    events.append(hub.Finish(stop=reply.stop, usage=reply.usage))
+    return events
+
+
+def response_from_internal(
+    reply: hub.Reply, model: str, conversation: hub.Conversation
+) -> dict[str, Any]:
+    """The ``response`` object for ``reply``: what its stream's last event would carry."""
+    encoder = StreamEncoder(model, conversation)
+    for event in events_of(reply):
+        encoder.encode(event)
+    assert encoder.response is not None
+    return encoder.response
+
+
+# The dialect
+
+
+def _problems(body: wire.ResponseCreateRequest) -> list[tuple[tuple[str | int, ...], str]]:
+    return [
+        *out_of_range(body.max_output_tokens, 16, None, ("max_output_tokens",)),
+        *out_of_range(body.temperature, 0, 2, ("temperature",)),
+        *out_of_range(body.top_p, 0, 1, ("top_p",)),
+    ]
+
+
+def validate(body: dict[str, Any]) -> wire.ResponseCreateRequest:
+    try:
+        parsed = wire.converter.structure(body, wire.ResponseCreateRequest)
+    except BaseValidationError as exc:
+        raise invalid_request(exc) from None
+    refuse(_problems(parsed))
+    return parsed
+
+
+class ResponsesDialect:
+    """``/v1/responses``, as Codex CLI, the Agents SDK and the openai SDKs speak it.
+
+    Its route is ``api/responses.py`` (the API is stateful: ``previous_response_id`` and the store),
+    so :attr:`routes` is empty and the generic routes leave it alone.
+    """
+
+    name = "responses"
+    native_type = "openai"
+    routes: tuple[InboundRoute, ...] = ()
+
+    def owns(self, path: str) -> bool:
+        return path == "/v1/responses" or path.startswith("/v1/responses/")
+
+    def read(
+        self,
+        text: str,
+        body: dict[str, Any],
+        spans: Mapping[str, tuple[int, int]],
+        headers: Headers,
+        operation: Operation,
+    ) -> InboundRequest:
+        parsed = validate(body)
+        return InboundRequest(
+            client_model=parsed.model,
+            stream=bool(parsed.stream),
+            operation=operation,
+            parsed=Request(body=parsed),
+            text=text,
+            spans=spans,
+        )
+
+    def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
+        # A request that continues a locally stored response cannot go as written: the upstream has
+        # never seen that response id.
+        parsed: Request = request.parsed
+        return provider.type == self.native_type and provider.responses and not parsed.history
+
+    def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+        conversation = request_to_internal(request.parsed)
+        if conversation.dropped:
+            log.warning(
+                "/v1/responses: built-in tools left out (no equivalent upstream): %s",
+                ", ".join(conversation.dropped),
+            )
+        return conversation
+
+    def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
+        text = request.text
+        if upstream_model != request.client_model:
+            text = replace_value(text, request.spans["model"], upstream_model)
+        return UpstreamRequest(path="/responses", raw=text.encode(), stream=request.stream)
+
+    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
+        return rename_model(data, client_model, provider)
+
+    def forwarded_stream(
+        self, client_model: str, provider: str, redact: Callable[[str], str]
+    ) -> ResponsesPassthrough:
+        return ResponsesPassthrough(client_model, provider, redact)
+
+    def reply_from_internal(
+        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+    ) -> dict[str, Any]:
+        return response_from_internal(replies[0], client_model, conversation)
+
+    def stream_encoder(self, client_model: str, conversation: hub.Conversation) -> StreamEncoder:
+        return StreamEncoder(client_model, conversation)
+
+    def tokens_counted(self, count: int) -> dict[str, Any]:
+        return {"object": "response.input_tokens", "input_tokens": count}
+
+    def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
+        return error.status, json.dumps(error_body(error)).encode()
+
+
+DIALECT = ResponsesDialect()

@@ -1,0 +1,272 @@
+"""Responses API clients: requests in (items, tools Codex sends), and the property that any stream of
+events, accumulated by the openai SDK, equals the non-streamed response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai import omit
+from openai._models import construct_type_unchecked
+from openai.lib.streaming.responses._responses import ResponseStreamState
+from openai.types.responses import Response, ResponseStreamEvent
+
+from proxycast import hub, sse
+from proxycast.errors import InvalidRequestError, ProxycastError
+from proxycast.formats.responses import inbound as codec
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def conversation(**body: Any) -> codec.ResponsesConversation:
+    return codec.request_to_internal(codec.Request(body=codec.validate({"model": "m", **body})))
+
+
+def test_string_input_and_instructions() -> None:
+    c = conversation(input="Hi", instructions="Be brief.", max_output_tokens=100, temperature=0.5)
+    assert c.system == (hub.Text("Be brief."),)
+    assert c.messages == (hub.Message("user", (hub.Text("Hi"),)),)
+    assert (c.params.max_tokens, c.params.temperature) == (100, 0.5)
+
+
+def test_items_become_turns() -> None:
+    c = conversation(
+        input=[
+            {"role": "developer", "content": "Rules."},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Q"}]},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hm"}],
+             "encrypted_content": "sig"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": '{"a": 1}'},
+            {"type": "function_call_output", "call_id": "c1", "output": "42"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
+        ]
+    )  # fmt: skip
+    assert c.system == (hub.Text("Rules."),)
+    assert c.messages == (
+        hub.Message("user", (hub.Text("Q"),)),
+        hub.Message(
+            "assistant",
+            (
+                hub.Reasoning(text="hm", signature="sig"),
+                hub.ToolCall(id="c1", name="f", arguments={"a": 1}),
+            ),
+        ),
+        hub.Message("user", (hub.ToolResult(call_id="c1", content=(hub.Text("42"),), name="f"),)),
+        hub.Message("assistant", (hub.Text("Done."),)),
+    )
+
+
+def test_images_and_files() -> None:
+    c = conversation(
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+                    {"type": "input_image", "image_url": "https://x.test/a.png"},
+                    {"type": "input_file", "file_data": "data:application/pdf;base64,BBBB",
+                     "filename": "a.pdf"},
+                ],
+            }
+        ]
+    )  # fmt: skip
+    assert c.messages[0].parts == (
+        hub.Image(media_type="image/png", data="AAAA"),
+        hub.Image(url="https://x.test/a.png"),
+        hub.Document(media_type="application/pdf", data="BBBB", filename="a.pdf"),
+    )
+
+
+def test_a_file_id_is_a_400_naming_the_part() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        conversation(input=[{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}])
+    assert info.value.param == "input[0].content[0].image_url"
+
+
+def test_codex_tools_custom_namespace_and_built_in() -> None:
+    c = conversation(
+        input="Hi",
+        tools=[
+            {"type": "function", "name": "exec_command", "parameters": SCHEMA, "strict": False},
+            {"type": "custom", "name": "apply_patch", "description": "Patch files.",
+             "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}},
+            {"type": "namespace", "name": "agents", "description": "Sub-agents.",
+             "tools": [{"type": "function", "name": "spawn", "parameters": SCHEMA}]},
+            {"type": "web_search", "external_web_access": False},
+        ],
+        tool_choice="auto",
+        reasoning={"effort": "high", "summary": "auto"},
+        text={"format": {"type": "json_schema", "name": "out", "schema": SCHEMA}},
+    )  # fmt: skip
+    assert [t.name for t in c.tools] == ["exec_command", "apply_patch", "agents__spawn"]
+    assert c.tools[1].parameters["required"] == ["input"]
+    assert "start: /.+/" in c.tools[1].parameters["properties"]["input"]["description"]
+    assert c.custom == {"apply_patch"}
+    assert c.namespaces == {"agents__spawn": ("agents", "spawn")}
+    assert c.dropped == ("web_search",)
+    assert c.params.reasoning_effort == "high"
+    assert c.params.response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "out", "schema": SCHEMA},
+    }
+
+
+def test_custom_and_namespace_calls_map_back() -> None:
+    c = conversation(
+        input="Hi",
+        tools=[
+            {"type": "custom", "name": "apply_patch"},
+            {
+                "type": "namespace",
+                "name": "agents",
+                "tools": [{"type": "function", "name": "spawn"}],
+            },
+        ],
+    )
+    reply = hub.Reply(
+        id="x",
+        model="m",
+        parts=(
+            hub.ToolCall(id="c1", name="apply_patch", arguments={"input": "*** Begin Patch"}),
+            hub.ToolCall(id="c2", name="agents__spawn", arguments={"a": 1}),
+        ),
+        stop="tool_use",
+    )
+    out = codec.response_from_internal(reply, "m", c)["output"]
+    assert out[0]["type"] == "custom_tool_call"
+    assert (out[0]["name"], out[0]["input"], out[0]["call_id"]) == (
+        "apply_patch", "*** Begin Patch", "c1"
+    )  # fmt: skip
+    assert (out[1]["type"], out[1]["name"], out[1]["namespace"]) == (
+        "function_call", "spawn", "agents"
+    )  # fmt: skip
+    # and the client's history of those calls goes back up under the flattened names
+    back = conversation(
+        input=[
+            {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "P"},
+            {"type": "custom_tool_call_output", "call_id": "c1", "output": "ok"},
+            {"type": "function_call", "call_id": "c2", "name": "spawn", "namespace": "agents",
+             "arguments": "{}"},
+        ]
+    )  # fmt: skip
+    calls = [p for m in back.messages for p in m.parts if isinstance(p, hub.ToolCall)]
+    assert [(p.name, p.arguments) for p in calls] == [
+        ("apply_patch", {"input": "P"}),
+        ("agents__spawn", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "reason"),
+    [
+        pytest.param("end", "completed", None, id="end"),
+        pytest.param("length", "incomplete", "max_output_tokens", id="length"),
+        pytest.param("content_filter", "incomplete", "content_filter", id="filter"),
+    ],
+)
+def test_status_and_incomplete_reason(stop: hub.Stop, status: str, reason: str | None) -> None:
+    reply = hub.Reply(id="x", model="m", parts=(hub.Text("a"),), stop=stop)
+    response = codec.response_from_internal(reply, "m", conversation(input="Hi"))
+    assert response["status"] == status
+    assert (response["incomplete_details"] or {}).get("reason") == reason
+
+
+def test_usage() -> None:
+    usage = hub.Usage(input=5, cache_read=3, cache_write=2, output=7, reasoning=4)
+    assert codec.usage_from_internal(usage) == {
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
+        "output_tokens": 7,
+        "output_tokens_details": {"reasoning_tokens": 4},
+        "total_tokens": 17,
+    }
+
+
+def test_a_failure_is_response_failed_with_its_code() -> None:
+    encoder = codec.StreamEncoder("m", conversation(input="Hi"))
+    encoder.encode(hub.Start(id="x", model="m"))
+    frame = encoder.fail(ProxycastError("Slow down.", status=429))
+    (event,) = sse.SSEParser().feed(frame)
+    assert isinstance(event, sse.Event)
+    assert event.event == "response.failed"
+    data = json.loads(event.data)
+    assert data["response"]["error"] == {"code": "rate_limit_exceeded", "message": "Slow down."}
+    assert data["sequence_number"] == 2
+
+
+# The property: a stream, accumulated by the SDK, is the non-streamed response.
+
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=8)
+ARGS = st.dictionaries(st.text("abc", max_size=3), st.integers() | st.text(max_size=4), max_size=3)
+
+
+@st.composite
+def event_streams(draw: st.DrawFn) -> list[hub.StreamEvent]:
+    events: list[hub.StreamEvent] = [hub.Start(id="up", model="m")]
+    calls = 0
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["text", "reasoning", "signed", "call"]))
+        if kind == "text":
+            events += [hub.TextDelta(t) for t in draw(st.lists(TEXT, min_size=1, max_size=3))]
+        elif kind in ("reasoning", "signed"):
+            events += [
+                hub.ReasoningDelta(text=t) for t in draw(st.lists(TEXT, min_size=1, max_size=3))
+            ]
+            if kind == "signed":
+                events.append(hub.ReasoningDelta(signature=draw(st.text("abc=", min_size=1))))
+        else:
+            text = json.dumps(draw(ARGS))
+            cuts = sorted(draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=3)))
+            pieces = [
+                text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if text[a:b]
+            ]
+            events.append(hub.ToolCallStart(index=calls, id=f"call_{calls}", name="f"))
+            events += [hub.ToolArgsDelta(index=calls, fragment=p) for p in pieces]
+            calls += 1
+    stop = draw(st.sampled_from(["end", "length", "content_filter", "tool_use"]))
+    usage = hub.Usage(input=draw(st.integers(0, 9)), output=draw(st.integers(0, 9)))
+    events.append(hub.Finish(stop=stop, usage=usage))
+    return events
+
+
+def _comparable(response: Response) -> dict[str, Any]:
+    """The response without what differs between two calls (ids, times) and the SDK's own additions
+    to a streamed one (``parsed``)."""
+    data = response.model_dump(exclude={"id", "created_at", "completed_at"})
+    for item in data["output"]:
+        item.pop("id", None)
+        item.pop("parsed_arguments", None)
+        for part in item.get("content") or ():
+            part.pop("parsed", None)
+    return data
+
+
+@settings(max_examples=60, deadline=None)
+@given(event_streams())
+def test_the_sdk_accumulates_a_stream_into_the_non_streamed_response(
+    events: list[hub.StreamEvent],
+) -> None:
+    conv = conversation(input="Hi", tools=[{"type": "function", "name": "f"}])
+    encoder = codec.StreamEncoder("client-model", conv)
+    frames = b"".join(encoder.encode(e) for e in events)
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
+    final = None
+    numbers = []
+    for item in sse.SSEParser().feed(frames):
+        assert isinstance(item, sse.Event)
+        data = json.loads(item.data)
+        assert data["type"] == item.event
+        numbers.append(data["sequence_number"])
+        event: Any = construct_type_unchecked(type_=ResponseStreamEvent, value=data)  # type: ignore[arg-type]
+        for out in state.handle_event(event):
+            if out.type in ("response.completed", "response.incomplete"):
+                final = out.response
+    assert numbers == list(range(len(numbers)))
+    assert final is not None
+    expected = codec.response_from_internal(hub.accumulate(events), "client-model", conv)
+    assert _comparable(Response.model_validate(final.model_dump())) == _comparable(
+        Response.model_validate(expected)
+    )

@@ -21,6 +21,7 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
+from proxycast.formats.envelope import deferred, envelope
 from proxycast.formats.openai import wire
 from proxycast.formats.openai.errors import error_body
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
@@ -406,17 +407,21 @@ class OpenAIDialect:
         headers: Headers,
         operation: Operation,
     ) -> InboundRequest:
-        parsed = validate(body)
+        model, stream = envelope(body)
+        parsed, problem = deferred(lambda: validate(body))
         return InboundRequest(
-            client_model=parsed.model,
-            stream=bool(parsed.stream),
+            client_model=model,
+            stream=stream,
             operation=operation,
             parsed=parsed,
+            problem=problem,
             text=text,
             spans=spans,
         )
 
     def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+        if request.problem is not None:
+            raise request.problem
         parsed: wire.ChatCompletionRequest = request.parsed
         return request_to_internal(parsed)
 

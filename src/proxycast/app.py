@@ -12,8 +12,9 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from proxycast import formats
-from proxycast.api import inbound, models
+from proxycast import cors, formats, loopguard
+from proxycast.api import inbound, models, root
+from proxycast.catalog import Catalog
 from proxycast.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -84,13 +85,17 @@ def _authenticate(keys: tuple[str, ...]) -> None:
         )
 
 
-def create_app(config: Config, client: httpx.AsyncClient | None = None) -> QuartTrio:
+def create_app(
+    config: Config, client: httpx.AsyncClient | None = None, *, hop_mark: str | None = None
+) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn.
 
     Args:
         config: the configuration.
         client: the pooled upstream client, owned (and closed) by the caller, as :func:`serve` does.
             Without one, the app opens its own while it serves (for running it under hypercorn's CLI).
+        hop_mark: this gateway's mark (``loopguard``), which ``client`` sends upstream: a request
+            that arrives with it is a loop, answered 508.
     """
     app = QuartTrio("proxycast")
     app.asgi_http_class = _HTTPConnection
@@ -102,6 +107,7 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
     )
     exchange = Exchange(config)
     app.extensions["proxycast"] = exchange
+    app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
     if client is not None:
         exchange.connect(client)
     else:
@@ -113,6 +119,8 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
                 yield
                 exchange.providers = {}
 
+    cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
+
     @app.before_request
     async def refuse_control_characters() -> None:
         # h11 lets control characters other than NUL, CR and LF through in header values (RFC 9110
@@ -122,6 +130,12 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
                 raise InvalidRequestError(
                     f"The request header {name.lower()!r} holds a control character."
                 )
+
+    @app.before_request
+    async def refuse_loops() -> None:
+        if hop_mark is not None:
+            url = request.host_url.rstrip("/")
+            loopguard.arrive(request.headers.get(loopguard.HOP_HEADER), hop_mark, url)
 
     @app.before_request
     async def authenticate() -> None:
@@ -154,6 +168,7 @@ def create_app(config: Config, client: httpx.AsyncClient | None = None) -> Quart
 
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)
+    app.register_blueprint(root.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

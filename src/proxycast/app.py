@@ -13,7 +13,7 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
 from proxycast import cors, formats, loopguard
-from proxycast.api import inbound, models, root
+from proxycast.api import embeddings, inbound, models, root
 from proxycast.catalog import Catalog
 from proxycast.errors import (
     AuthenticationError,
@@ -169,6 +169,7 @@ def create_app(
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)
     app.register_blueprint(root.blueprint)
+    app.register_blueprint(embeddings.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

@@ -16,7 +16,7 @@ import httpx
 
 from proxycast import formats
 from proxycast.errors import ProxycastError
-from proxycast.redact import without_userinfo
+from proxycast.hints import wrong_path_hint
 from proxycast.upstreams import mapped_errors
 
 if TYPE_CHECKING:
@@ -48,29 +48,6 @@ class ModelsEndpointError(Exception):
         super().__init__(detail)
         self.outcome: Outcome = outcome
         self.detail = detail
-
-
-def wrong_path_hint(provider: ProviderConfig, body: bytes) -> str:
-    """A hint for a 404 from a provider: an HTML page or a bare "no route" answer usually means
-    the ``base_url`` misses its version prefix."""
-    text = body.decode("utf-8", "replace").lower()
-    default = formats.UPSTREAMS[provider.type].default_base_url
-    looks_like_router = (
-        "<html" in text or "no such route" in text or "page not found" in text or not text
-    )
-    if not looks_like_router:
-        return ""
-    suffix = default.removeprefix("https://").partition("/")[2]
-    if suffix and not provider.url.rstrip("/").endswith("/" + suffix):
-        return (
-            f" The answer looks like a server's 'no such route' page: base_url "
-            f"{without_userinfo(provider.url)} may be missing '/{suffix}' (the {provider.type} "
-            f"default is {default})."
-        )
-    return (
-        " The answer looks like a server's 'no such route' page: check that base_url "
-        f"{without_userinfo(provider.url)} is the API's root."
-    )
 
 
 async def fetch_models(

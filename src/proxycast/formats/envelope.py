@@ -29,7 +29,7 @@ def envelope(body: dict[str, Any]) -> tuple[str, bool]:
         problem = "'model' expected a string"
     elif not model:
         problem = "'model' must not be empty"
-    if problem is not None:
+    if problem is not None or not isinstance(model, str):
         raise InvalidRequestError(f"Invalid request: {problem}.", param="model")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):

@@ -203,7 +203,7 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
         super().__init__(default or AnthropicScript())
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
-        if request.method == "GET" and request.route == "/v1/models":
+        if request.method in ("GET", "HEAD") and request.route == "/v1/models":
             await respond.json(200, models_page(self.models, parse_qs(request.query)))
             return True
         return False

@@ -240,7 +240,7 @@ class FakeGemini(FakeUpstream[GeminiScript]):
         super().__init__(default or GeminiScript())
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
-        if request.method == "GET" and request.route == "/v1beta/models":
+        if request.method in ("GET", "HEAD") and request.route == "/v1beta/models":
             await respond.json(200, models_page(self.models, parse_qs(request.query)))
             return True
         method = request.route.rpartition(":")[2]

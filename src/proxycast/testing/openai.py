@@ -91,7 +91,7 @@ class FakeOpenAI(FakeUpstream[Script]):
         super().__init__(default or Script())
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
-        if request.method == "GET" and request.route == "/v1/models":
+        if request.method in ("GET", "HEAD") and request.route == "/v1/models":
             data = [
                 {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
                 for m in self.models

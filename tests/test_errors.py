@@ -186,8 +186,9 @@ async def test_upstream_error_keeps_status_and_message(
         with pytest.raises(exception) as info:
             await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
     assert info.value.status_code == status
+    prefix = "Provider 'local' answered 404 to POST /v1/chat/completions: " if status == 404 else ""
     assert info.value.body == {
-        "message": f"upstream says {status}",
+        "message": f"{prefix}upstream says {status}",
         "type": "invalid_request_error",
         "param": None,
         "code": None,

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import settings
 
-from proxycast.testing import FakeOpenAI
-from tests.support import Gateway, make_config, start_gateway
+from proxycast.testing import FakeAnthropic, FakeOpenAI
+from tests.support import Gateway, converting_config, make_config, start_gateway
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,3 +36,16 @@ async def _gateway(nursery: trio.Nursery, fake: FakeOpenAI) -> Gateway:
 def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's own data directory (the Responses store), never the user's."""
     monkeypatch.setenv("PROXYCAST_HOME", str(tmp_path / "proxycast-home"))
+
+
+@pytest.fixture(name="claude_fake")
+async def _claude_fake(nursery: trio.Nursery) -> FakeAnthropic:
+    fake = FakeAnthropic()
+    await nursery.start(fake.serve)
+    return fake
+
+
+@pytest.fixture(name="converting")
+async def _converting(nursery: trio.Nursery, claude_fake: FakeAnthropic) -> Gateway:
+    """The gateway with :func:`make_config`'s models on an Anthropic upstream (requests converted)."""
+    return await start_gateway(nursery, converting_config(claude_fake.base_url))

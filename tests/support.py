@@ -50,6 +50,14 @@ def make_config(upstream_url: str, **server: object) -> Config:
     )
 
 
+def converting_config(upstream_url: str) -> Config:
+    """:func:`make_config`'s models and aliases on an Anthropic upstream: OpenAI clients' requests
+    are converted (and so validated in full; a forwarded one is checked only for its model)."""
+    config = make_config(upstream_url)
+    provider = attrs.evolve(config.providers[0], type="anthropic")
+    return attrs.evolve(config, providers=(provider,))
+
+
 def one_provider(
     type_: str,
     base_url: str,

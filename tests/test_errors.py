@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from proxycast.config import ProviderConfig
-from proxycast.testing import FakeOpenAI, Script
+from proxycast.testing import FakeAnthropic, FakeOpenAI, Script
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, make_config, start_gateway
 
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -104,12 +104,18 @@ async def test_malformed_json_is_400(gateway: Gateway, body: bytes, fragment: st
     ],
 )
 async def test_missing_or_mistyped_field_is_400_naming_it(
-    gateway: Gateway, fake: FakeOpenAI, body: dict[str, object], param: str, fragment: str
+    converting: Gateway,
+    claude_fake: FakeAnthropic,
+    body: dict[str, object],
+    param: str,
+    fragment: str,
 ) -> None:
-    error = assert_openai_error(await post(gateway, body), 400)
+    # converted, the request is validated in full (forwarded, only its model and stream:
+    # tests/test_passthrough_scope.py)
+    error = assert_openai_error(await post(converting, body), 400)
     assert error["param"] == param
     assert fragment in str(error["message"])
-    assert fake.requests == []
+    assert claude_fake.requests == []
 
 
 async def test_body_over_the_limit_is_413(nursery: trio.Nursery, fake: FakeOpenAI) -> None:
@@ -125,9 +131,9 @@ async def test_body_over_the_limit_is_413(nursery: trio.Nursery, fake: FakeOpenA
 async def test_unknown_route_is_404_json(gateway: Gateway) -> None:
     async with httpx.AsyncClient() as h:
         response = await h.get(gateway.v1 + "/nothing-here", headers=AUTH)
-        root = await h.get(gateway.url + "/")
+        elsewhere = await h.get(gateway.url + "/nothing")
     assert "/v1/nothing-here" in str(assert_openai_error(response, 404)["message"])
-    assert_openai_error(root, 404)
+    assert_openai_error(elsewhere, 404)
 
 
 async def test_wrong_method_is_405_json(gateway: Gateway) -> None:
@@ -183,8 +189,9 @@ async def test_upstream_error_keeps_status_and_message(
         with pytest.raises(exception) as info:
             await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
     assert info.value.status_code == status
+    prefix = "Provider 'local' answered 404 to POST /v1/chat/completions: " if status == 404 else ""
     assert info.value.body == {
-        "message": f"upstream says {status}",
+        "message": f"{prefix}upstream says {status}",
         "type": "invalid_request_error",
         "param": None,
         "code": None,

@@ -1,5 +1,6 @@
 """The documented ranges, roles, part types and array limits of each API: a 400 naming the field, in
-the client's dialect, before anything goes upstream."""
+the client's dialect, before anything goes upstream, when the request is converted; a request forwarded
+to an upstream of its own format goes as written (the upstream is the authority)."""
 
 from __future__ import annotations
 
@@ -48,11 +49,23 @@ HI = [{"role": "user", "content": "Hi"}]
     ],
 )
 async def test_openai_inbound(
-    gateway: Gateway, fake: FakeOpenAI, change: dict[str, Any], param: str
+    nursery: trio.Nursery, gateway: Gateway, fake: FakeOpenAI, change: dict[str, Any], param: str
 ) -> None:
+    # Converted (to an Anthropic upstream) or forwarded (to an OpenAI-compatible one), a value out of
+    # OpenAI's documented ranges is refused naming the field, and nothing goes upstream.
+    claude_fake = FakeAnthropic()
+    await nursery.start(claude_fake.serve)
+    converted = await start_gateway(
+        nursery, one_provider("anthropic", claude_fake.base_url, ("llama3.2",))
+    )
     body = {"model": "llama3.2", "messages": HI, **change}
     async with httpx.AsyncClient() as client:
         response = await client.post(
+            converted.v1 + "/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        )
+        forwarded = await client.post(
             gateway.v1 + "/chat/completions",
             json=body,
             headers={"authorization": f"Bearer {CLIENT_KEY}"},
@@ -62,7 +75,10 @@ async def test_openai_inbound(
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
     assert param.split("[")[0] in error["message"]
-    assert fake.requests == []  # nothing went upstream
+    assert claude_fake.requests == []  # nothing went upstream
+    assert forwarded.status_code == 400
+    assert forwarded.json()["error"]["param"] == param
+    assert fake.requests == []
 
 
 async def test_openai_inbound_accepts_the_edges(gateway: Gateway, fake: FakeOpenAI) -> None:

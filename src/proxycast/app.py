@@ -13,8 +13,9 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from proxycast import formats
-from proxycast.api import inbound, models, responses
+from proxycast import cors, formats, loopguard
+from proxycast.api import embeddings, inbound, models, responses, root
+from proxycast.catalog import Catalog
 from proxycast.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -90,6 +91,7 @@ def create_app(
     client: httpx.AsyncClient | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
+    hop_mark: str | None = None,
 ) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn.
 
@@ -98,6 +100,8 @@ def create_app(
         client: the pooled upstream client, owned (and closed) by the caller, as :func:`serve` does.
             Without one, the app opens its own while it serves (for running it under hypercorn's CLI).
         clock: monotonic seconds, for the key pools' cooldowns (tests pass one they advance).
+        hop_mark: this gateway's mark (``loopguard``), which ``client`` sends upstream: a request
+            that arrives with it is a loop, answered 508.
     """
     app = QuartTrio("proxycast")
     app.asgi_http_class = _HTTPConnection
@@ -109,6 +113,7 @@ def create_app(
     )
     exchange = Exchange(config, clock=clock)
     app.extensions["proxycast"] = exchange
+    app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
     if client is not None:
         exchange.connect(client)
     else:
@@ -120,6 +125,8 @@ def create_app(
                 yield
                 exchange.providers = {}
 
+    cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
+
     @app.before_request
     async def refuse_control_characters() -> None:
         # h11 lets control characters other than NUL, CR and LF through in header values (RFC 9110
@@ -129,6 +136,12 @@ def create_app(
                 raise InvalidRequestError(
                     f"The request header {name.lower()!r} holds a control character."
                 )
+
+    @app.before_request
+    async def refuse_loops() -> None:
+        if hop_mark is not None:
+            url = request.host_url.rstrip("/")
+            loopguard.arrive(request.headers.get(loopguard.HOP_HEADER), hop_mark, url)
 
     @app.before_request
     async def authenticate() -> None:
@@ -162,6 +175,8 @@ def create_app(
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)
     app.register_blueprint(responses.blueprint(config))
+    app.register_blueprint(root.blueprint)
+    app.register_blueprint(embeddings.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

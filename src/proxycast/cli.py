@@ -8,11 +8,14 @@ import sys
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
-from proxycast import __version__, routing
+from proxycast import __version__, catalog, diagnostics
 from proxycast.config import Config, ConfigError, check_config, load_config
+from proxycast.loopguard import check_not_self
 from proxycast.redact import without_userinfo
 from proxycast.server import BindError, bind_socket, run_single, run_workers
+from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,12 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     for name, text in (
         ("check", "validate the configuration and print the routing table"),
-        ("models", "list the models the configuration serves"),
+        ("models", "list the models the gateway serves (asking glob providers' upstreams)"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument(
             "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
         )
+        if name == "check":
+            sub.add_argument(
+                "--online",
+                action="store_true",
+                help="also call each provider's models endpoint with each of its keys",
+            )
     return parser
 
 
@@ -55,6 +64,35 @@ def routing_table(config: Config) -> list[str]:
     return lines
 
 
+def _check(config: Config, online: bool) -> int:
+    found = diagnostics.problems(config)
+    print(f"{config.source}: {'valid' if not found else 'valid, but:'}")
+    for problem in found:
+        print(f"  problem: {problem}")
+    print("routing (in order: aliases, provider/model prefixes, exact names, globs):")
+    print("\n".join(routing_table(config)))
+    if online and config.providers:
+        print("online (each provider's models endpoint, with each key):")
+        for result in trio.run(diagnostics.probe_all, config):
+            print(f"  {result.label}: {result.outcome}: {result.detail}")
+            if result.outcome != "reachable":
+                found.append(result.label)
+    return 1 if found else 0
+
+
+def _models(config: Config) -> int:
+    async def fetch() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+        async with make_client(config.server) as client:
+            return await catalog.fetch_all(client, config, catalog.globbing(config))
+
+    fetched, failures = trio.run(fetch)
+    for name, provider in catalog.listed(config, fetched):
+        print(f"{name}\t{provider.name}")
+    for failed, failure in failures.items():
+        print(f"proxycast: provider {failed!r}: cannot list its models: {failure}", file=sys.stderr)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     overrides = {
@@ -66,10 +104,17 @@ def _serve(args: argparse.Namespace) -> int:
         config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
         check_config(attrs.evolve(config, source="command line"))
     sock = bind_socket(config)
+    host, port = sock.getsockname()[:2]
+    try:
+        check_not_self(config, host, port)
+    except ConfigError:
+        sock.close()
+        raise
 
     def on_ready(url: str) -> None:
         lines = [f"proxycast listening on {url}"]
         lines += routing_table(config)
+        lines += [f"  warning: {problem}" for problem in diagnostics.problems(config)]
         if config.generated_key_file is not None:
             lines.append(
                 f"client key: {config.server.api_keys[0]} "
@@ -90,13 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         config = load_config(args.config, generate_key=False)
         if args.command == "check":
-            print(f"{config.source}: valid")
-            print("routing (in order: aliases, provider/model prefixes, exact names, globs):")
-            print("\n".join(routing_table(config)))
-        else:
-            for name, provider in routing.listed_models(config):
-                print(f"{name}\t{provider.name}")
-        return 0
+            return _check(config, args.online)
+        return _models(config)
     except (ConfigError, BindError) as exc:
         print(f"proxycast: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,8 @@ class ServerConfig:
     """Request body bytes held in memory across all requests of a worker; past it, 503."""
     max_event_bytes: int = 8 * 1024 * 1024
     """Largest upstream stream event (SSE); a larger one ends the stream with an error frame."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins whose browser pages may call the gateway (CORS); ``"*"``: any. Default: none."""
 
 
 @attrs.frozen(kw_only=True)

@@ -17,6 +17,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import wrap_app
 
+from proxycast import loopguard
 from proxycast._connections import serve_connections
 from proxycast.app import create_app
 from proxycast.redact import RedactingFilter, Redactor, config_secrets
@@ -101,10 +102,16 @@ async def serve(
     for logger in loggers:
         logger.addFilter(redacting)
     try:
-        app = create_app(config, client, clock=clock)
         sock = sock if sock is not None else bind_socket(config)
+        host, port = sock.getsockname()[:2]
+        loopguard.check_not_self(config, host, port)
+        # every upstream request carries the gateway's mark: one that comes back is a loop (508)
+        mark = loopguard.hop_mark(_url(sock), config.server.api_keys)
+        client.event_hooks["request"].append(loopguard.stamper(mark))
+        app = create_app(config, client, clock=clock, hop_mark=mark)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep_idle_upstream_connections, client)
+            await nursery.start(app.extensions["proxycast.catalog"].run, client)
             await serve_connections(
                 wrap_app(app, 0, "asgi"),
                 hypercorn_config(config),

@@ -23,6 +23,7 @@ from proxycast.errors import (
     UpstreamUnavailableError,
     upstream_error,
 )
+from proxycast.hints import wrong_path_hint
 from proxycast.keys import KeyPool
 from proxycast.redact import without_userinfo
 
@@ -327,7 +328,13 @@ class Provider:
                 data = await _read_limited(response, _ERROR_BODY_LIMIT)
         finally:
             await aclose_shielded(response)  # noqa: ASYNC102 - shielded inside
-        raise self.status_error(response.status_code, data, response.headers)
+        error = self.status_error(response.status_code, data, response.headers)
+        if response.status_code == 404:  # say whose 404 it is, and where it was asked
+            error.message = (
+                f"Provider {self.name!r} answered 404 to POST {sent.url.path}: {error.message}"
+                + wrong_path_hint(self.config, data)
+            )
+        raise error
 
     def status_error(self, status: int, data: bytes, headers: httpx.Headers) -> ProxycastError:
         """The proxycast error for an upstream failure status."""

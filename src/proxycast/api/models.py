@@ -1,17 +1,19 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models this gateway serves, as OpenAI lists them."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models this gateway serves, as OpenAI lists them
+(the configuration's, and what globbing providers' upstreams list: ``catalog.py``)."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, current_app
 
 from proxycast import formats, routing
 from proxycast.api.inbound import current_exchange
 from proxycast.exchange import json_response
 
 if TYPE_CHECKING:
+    from proxycast.catalog import Catalog
     from proxycast.config import ProviderConfig
 
 blueprint = Blueprint("models", __name__)
@@ -26,8 +28,8 @@ def _model_object(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
 
 @blueprint.get("/v1/models")
 async def list_models() -> Response:
-    config = current_exchange().config
-    data = [_model_object(name, provider) for name, provider in routing.listed_models(config)]
+    catalog: Catalog = current_app.extensions["proxycast.catalog"]
+    data = [_model_object(name, provider) for name, provider in await catalog.models()]
     return json_response({"object": "list", "data": data})
 
 

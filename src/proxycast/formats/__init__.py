@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
+from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
 from proxycast.formats.gemini.upstream import UPSTREAM as GEMINI
 from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
@@ -21,11 +22,16 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from proxycast.formats.contracts import InboundDialect, UpstreamFormat
+    from proxycast.formats.embedding import EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
     upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI)
 }
 """Provider ``type`` -> its format, in the order env-only mode adds providers."""
+
+EMBEDDINGS: Mapping[str, EmbeddingsUpstream] = {GEMINI.type: GEMINI_EMBEDDINGS}
+"""Provider ``type`` -> how embeddings requests are converted for it (OpenAI-compatible providers get
+them forwarded; a type in neither place has no embeddings)."""
 
 DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, RESPONSES_DIALECT, OPENAI_DIALECT)
 """The inbound APIs; the first whose ``owns`` accepts a path renders the errors there (OpenAI's

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 
+from proxycast.errors import ProxycastError
+
 if TYPE_CHECKING:
     import httpx
 
     from proxycast import hub
     from proxycast.config import ProviderConfig
-    from proxycast.errors import ErrorInfo, ProxycastError
+    from proxycast.errors import ErrorInfo
 
 Operation = Literal["generate", "count_tokens"]
 """What an inbound route asks for: a model's answer, or the count of a prompt's tokens."""
@@ -57,6 +59,15 @@ class Estimate:
     """A token count made locally, for an upstream that has no way to count (and said to be one)."""
 
     input_tokens: int
+
+
+@attrs.frozen
+class ModelsPage:
+    """One page of an upstream's models endpoint: the model ids, and the query of the next page."""
+
+    ids: tuple[str, ...]
+    next_query: str | None = None
+    """Appended (after ``&``) to :attr:`UpstreamFormat.models_path` for the next page; None: last."""
 
 
 @attrs.frozen(kw_only=True)
@@ -175,6 +186,15 @@ class UpstreamFormat(Protocol):
         """What an error body says; None when it is not in this format's shape."""
         ...
 
+    @property
+    def models_path(self) -> str:
+        """The models endpoint (GET), appended to the base URL, with its page-size query."""
+        ...
+
+    def models_page(self, body: Any) -> ModelsPage | None:
+        """A page of the models endpoint's answer; None when it is not in this format's shape."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class InboundRoute:
@@ -191,7 +211,11 @@ class InboundRequest:
     stream: bool
     operation: Operation
     parsed: Any
-    """The dialect's own request object."""
+    """The dialect's own request object (None when it failed the dialect's validation)."""
+    problem: ProxycastError | None = None
+    """Why the request cannot be converted (the dialect's full validation), raised only if it is:
+    a request forwarded to an upstream of its own format is checked only for what the gateway needs
+    (``formats.envelope``)."""
     text: str = attrs.field(repr=False)
     """The body as the client wrote it (forwarded as it is to an upstream of the same format)."""
     spans: Mapping[str, tuple[int, int]] = attrs.field(repr=False)

@@ -7,9 +7,11 @@ connection mid-answer, as a failing upstream does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -38,14 +40,27 @@ class RecordedRequest:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def route(self) -> str:
+        """The path without its query string."""
+        return self.path.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.path.partition("?")[2]
+
 
 @attrs.define(eq=False)
 class Responder:
     _stream: trio.SocketStream
     _conn: h11.Connection
     dropped: bool = False
+    head: bool = False
+    """The request was a HEAD: the answer's headers are sent, never its body (RFC 9110 9.3.2)."""
 
     async def _send(self, event: h11.Event) -> None:
+        if self.head and isinstance(event, h11.Data):
+            return
         data = self._conn.send(event)
         if data:
             await self._stream.send_all(data)
@@ -100,9 +115,11 @@ class HTTPServer:
             await self._arrived.wait()
         return self.requests
 
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on a free port; ``task_status.started`` gets ``http://127.0.0.1:PORT``."""
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async def serve(
+        self, *, port: int = 0, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on ``port`` (0: a free one); ``task_status.started`` gets ``http://127.0.0.1:PORT``."""
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, self._connection, listeners)
@@ -118,7 +135,7 @@ class HTTPServer:
                 request = await self._read_request(stream, conn)
                 if request is None:
                     return
-                responder = Responder(stream, conn)
+                responder = Responder(stream, conn, head=request.method == "HEAD")
                 ok = await self._respond(stream, request, responder)
                 if not ok or conn.our_state is not h11.DONE:
                     return
@@ -217,6 +234,8 @@ class FakeUpstream(Generic[ScriptT]):
         self._server = HTTPServer(self._handle)
         self.base_url = ""
         """The URL a provider's ``base_url`` takes, once serving."""
+        self.models: tuple[str, ...] = ()
+        """The model ids its models endpoint lists."""
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -240,16 +259,36 @@ class FakeUpstream(Generic[ScriptT]):
         """Queue answers for the next requests; after them, :attr:`default` answers."""
         self._scripts.extend(scripts)
 
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a free port; ``task_status.started`` gets :attr:`base_url`."""
+    async def serve(
+        self, *, port: int = 0, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve on ``port`` (0: a free one); ``task_status.started`` gets :attr:`base_url`."""
         async with trio.open_nursery() as nursery:
-            self.base_url = await nursery.start(self._server.serve) + self.url_suffix
+            url = await nursery.start(partial(self._server.serve, port=port))
+            self.base_url = url + self.url_suffix
             task_status.started(self.base_url)
 
     async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
+        if request.method == "HEAD" and request.route in ("", "/"):
+            await respond.start(200, [("content-length", "0")])
+            await respond.end()
+            return
+        if await self.side_route(request, respond):
+            return  # models lists and embeddings do not take a queued script
         await self.answer(
             self._scripts.popleft() if self._scripts else self.default, request, respond
         )
 
+    async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
+        """Answer the routes that take no script (models lists, embeddings); False for the others."""
+        return False
+
     async def answer(self, script: ScriptT, request: RecordedRequest, respond: Responder) -> None:
         raise NotImplementedError
+
+
+def fake_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic unit-free vector for ``text`` (the fakes' embeddings): the same text, the same
+    vector, so a test can check which input went where."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(b / 255, 6) for b in (digest * (dimensions // len(digest) + 1))[:dimensions]]

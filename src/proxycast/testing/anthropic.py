@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 import trio
@@ -201,15 +202,21 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
     def __init__(self, default: AnthropicScript | None = None) -> None:
         super().__init__(default or AnthropicScript())
 
+    async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
+        if request.method in ("GET", "HEAD") and request.route == "/v1/models":
+            await respond.json(200, models_page(self.models, parse_qs(request.query)))
+            return True
+        return False
+
     async def answer(
         self, script: AnthropicScript, request: RecordedRequest, respond: Responder
     ) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
-        if request.method == "POST" and request.path == "/v1/messages/count_tokens":
+        if request.method == "POST" and request.route == "/v1/messages/count_tokens":
             await respond.json(200, {"input_tokens": count_tokens(request.json())})
             return
-        if request.method != "POST" or request.path != "/v1/messages":
+        if request.method != "POST" or request.route != "/v1/messages":
             await respond.json(404, _error("not_found_error", "no such route"))
             return
         if script.error_body is not None:
@@ -249,6 +256,24 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
                 await trio.sleep(script.interval)
             await respond.send(encode_events([(name, data)]))
         await respond.end()
+
+
+def models_page(models: tuple[str, ...], query: dict[str, list[str]]) -> dict[str, Any]:
+    """A page of Anthropic's ``GET /v1/models`` (``limit``, default 20, and ``after_id``)."""
+    limit = int(query.get("limit", ["20"])[0])
+    after = query.get("after_id", [None])[0]
+    start = models.index(after) + 1 if after in models else 0
+    page = models[start : start + limit]
+    data = [
+        {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+        for m in page
+    ]
+    return {
+        "data": data,
+        "has_more": start + limit < len(models),
+        "first_id": page[0] if page else None,
+        "last_id": page[-1] if page else None,
+    }
 
 
 def count_tokens(body: dict[str, Any]) -> int:

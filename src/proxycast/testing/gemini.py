@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 import trio
 
-from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, fake_vector
 
 
 @attrs.frozen
@@ -245,6 +246,22 @@ class FakeGemini(FakeUpstream[GeminiScript]):
     def __init__(self, default: GeminiScript | None = None) -> None:
         super().__init__(default or GeminiScript())
 
+    async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
+        if request.method in ("GET", "HEAD") and request.route == "/v1beta/models":
+            await respond.json(200, models_page(self.models, parse_qs(request.query)))
+            return True
+        method = request.route.rpartition(":")[2]
+        if request.method == "POST" and request.route.startswith("/v1beta/models/"):
+            body = request.json()
+            if method == "embedContent":
+                await respond.json(200, {"embedding": _embedding(body)})
+                return True
+            if method == "batchEmbedContents":
+                vectors = [_embedding(r) for r in body.get("requests") or ()]
+                await respond.json(200, {"embeddings": vectors})
+                return True
+        return False
+
     async def answer(
         self, script: GeminiScript, request: RecordedRequest, respond: Responder
     ) -> None:
@@ -300,6 +317,33 @@ class FakeGemini(FakeUpstream[GeminiScript]):
                 await trio.sleep(script.interval)
             await respond.send(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
         await respond.end()
+
+
+def _embedding(request: dict[str, Any]) -> dict[str, Any]:
+    text = "".join(p.get("text", "") for p in request["content"]["parts"])
+    return {"values": fake_vector(text, request.get("outputDimensionality") or 8)}
+
+
+def models_page(models: tuple[str, ...], query: dict[str, list[str]]) -> dict[str, Any]:
+    """A page of Gemini's ``GET /v1beta/models`` (``pageSize``, default 50, and ``pageToken``)."""
+    size = int(query.get("pageSize", ["50"])[0])
+    start = int(query.get("pageToken", ["0"])[0])
+    page = models[start : start + size]
+    out: dict[str, Any] = {
+        "models": [
+            {
+                "name": f"models/{m}",
+                "displayName": m,
+                "supportedGenerationMethods": (
+                    ["embedContent"] if "embedding" in m else ["generateContent", "countTokens"]
+                ),
+            }
+            for m in page
+        ]
+    }
+    if start + size < len(models):
+        out["nextPageToken"] = str(start + size)
+    return out
 
 
 def _error(code: int, status: str, message: str) -> dict[str, Any]:

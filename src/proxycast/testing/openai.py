@@ -18,7 +18,9 @@ Usage::
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from typing import Any
 
@@ -26,7 +28,7 @@ import attrs
 import trio
 
 from proxycast import hub
-from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, fake_vector
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +91,19 @@ class FakeOpenAI(FakeUpstream[Script]):
 
     def __init__(self, default: Script | None = None) -> None:
         super().__init__(default or Script())
+
+    async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
+        if request.method in ("GET", "HEAD") and request.route == "/v1/models":
+            data = [
+                {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+                for m in self.models
+            ]
+            await respond.json(200, {"object": "list", "data": data})
+            return True
+        if request.method == "POST" and request.route == "/v1/embeddings":
+            await respond.json(200, embeddings(request.json()))
+            return True
+        return False
 
     async def answer(self, script: Script, request: RecordedRequest, respond: Responder) -> None:
         if script.headers_delay:
@@ -195,6 +210,26 @@ class FakeOpenAI(FakeUpstream[Script]):
         if script.send_done:
             await respond.send(b"data: [DONE]\n\n")
         await respond.end()
+
+
+def embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``/v1/embeddings`` answer: one :func:`fake_vector` per input (``base64``: float32
+    little-endian, as OpenAI encodes them)."""
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    dimensions = body.get("dimensions") or 8
+    data = []
+    for index, text in enumerate(inputs):
+        vector: Any = fake_vector(str(text), dimensions)
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = sum(len(str(text).split()) for text in inputs)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _usage(script: Script) -> dict[str, Any]:

@@ -37,6 +37,18 @@ def status(error: ProxycastError) -> int:
     return 529 if error.status == 503 else error.status
 
 
+RETRYABLE = frozenset({408, 409, 429})
+"""The 4xx statuses Anthropic's SDKs retry (with every 5xx)."""
+
+
+def mark_not_retryable(error: ProxycastError) -> None:
+    """Add ``x-should-retry: false`` to an error that retrying cannot fix, as Anthropic's API does:
+    the SDKs (and Claude Code) otherwise retry a 401, say, for minutes before giving up."""
+    code = status(error)
+    if 400 <= code < 500 and code not in RETRYABLE:
+        error.headers.setdefault("x-should-retry", "false")
+
+
 def error_body(error: ProxycastError) -> dict[str, Any]:
     """The error as Anthropic's ``{"type": "error", "error": {type, message}}``."""
     native = error.native[1] if error.native and error.native[0] == "anthropic" else None

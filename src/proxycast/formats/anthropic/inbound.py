@@ -15,7 +15,7 @@ from proxycast import hub
 from proxycast._json import replace_value
 from proxycast.errors import ProxycastError
 from proxycast.formats.anthropic import wire
-from proxycast.formats.anthropic.errors import error_body, status
+from proxycast.formats.anthropic.errors import error_body, mark_not_retryable, status
 from proxycast.formats.anthropic.outbound import clean_tool_id
 from proxycast.formats.anthropic.passthrough import AnthropicPassthrough
 from proxycast.formats.contracts import (
@@ -25,6 +25,7 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
+from proxycast.formats.envelope import deferred, envelope
 from proxycast.relay import rename_model
 from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
 
@@ -93,7 +94,11 @@ def request_to_internal(
             else message.content
         )
         parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
-        if parts:
+        if message.role == "system":
+            # A system message mid-conversation (Claude Code's mid-conversation-system beta):
+            # instructions, so they join the system prompt, in order (docs/mappings.md).
+            system += [p for p in parts if isinstance(p, hub.Text)]
+        elif parts:
             messages.append(hub.Message(message.role, tuple(parts)))
     choice: hub.ToolChoice | None = None
     parallel = None
@@ -394,25 +399,36 @@ class AnthropicDialect:
         headers: Headers,
         operation: Operation,
     ) -> InboundRequest:
-        try:
-            parsed = wire.converter.structure(body, _REQUEST_TYPES[operation])
-        except BaseValidationError as exc:
-            raise invalid_request(exc) from None
+        model, stream = envelope(body)
+
+        def validate() -> wire.MessagesRequest | wire.CountTokensRequest:
+            try:
+                parsed: wire.MessagesRequest | wire.CountTokensRequest = wire.converter.structure(
+                    body, _REQUEST_TYPES[operation]
+                )
+            except BaseValidationError as exc:
+                raise invalid_request(exc) from None
+            # Only what is converted is checked: to an Anthropic upstream the request is
+            # forwarded, and Anthropic is the authority on values newer than these declarations.
+            refuse(_problems(parsed))
+            return parsed
+
+        parsed, problem = deferred(validate)
         return InboundRequest(
-            client_model=parsed.model,
-            stream=bool(getattr(parsed, "stream", False)),
+            client_model=model,
+            stream=stream and operation == "generate",
             operation=operation,
             parsed=parsed,
+            problem=problem,
             text=text,
             spans=spans,
             headers={k: v for k in _FORWARDED_HEADERS if (v := headers.get(k))},
         )
 
     def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+        if request.problem is not None:
+            raise request.problem
         parsed: wire.MessagesRequest | wire.CountTokensRequest = request.parsed
-        # Only what is converted is checked: to an Anthropic upstream the request is forwarded, and
-        # Anthropic is the authority on values newer than these declarations.
-        refuse(_problems(parsed))
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
@@ -451,6 +467,7 @@ class AnthropicDialect:
         return {"input_tokens": count}
 
     def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
+        mark_not_retryable(error)
         return status(error), json.dumps(error_body(error)).encode()
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from proxycast.formats.anthropic import errors, outbound
-from proxycast.formats.contracts import EnvDefaults, TokenCount, UpstreamRequest
+from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
 from proxycast.upstreams import HeaderAuth
 
 if TYPE_CHECKING:
@@ -66,6 +67,17 @@ class AnthropicUpstream:
 
     def error_info(self, body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
+
+    models_path = "/v1/models?limit=1000"
+
+    def models_page(self, body: Any) -> ModelsPage | None:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            return None
+        ids = tuple(m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str))
+        last = body.get("last_id")
+        more = body.get("has_more") is True and isinstance(last, str)
+        return ModelsPage(ids, f"after_id={quote(last)}" if more else None)
 
 
 UPSTREAM = AnthropicUpstream()

@@ -71,7 +71,8 @@ Block = Union[
 
 @attrs.frozen(kw_only=True)
 class Message:
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
+    """``system``: instructions given mid-conversation (a beta Claude Code uses)."""
     content: str | list[Block]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from proxycast.formats.contracts import EnvDefaults, TokenCount, UpstreamRequest
+from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
 from proxycast.formats.gemini import errors, outbound
 from proxycast.upstreams import HeaderAuth
 
@@ -62,6 +63,20 @@ class GeminiUpstream:
 
     def error_info(self, body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
+
+    models_path = "/v1beta/models?pageSize=1000"
+
+    def models_page(self, body: Any) -> ModelsPage | None:
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list):
+            return None
+        ids = tuple(
+            m["name"].removeprefix("models/")
+            for m in models
+            if isinstance(m, dict) and isinstance(m.get("name"), str)
+        )
+        token = body.get("nextPageToken")
+        return ModelsPage(ids, f"pageToken={quote(token)}" if isinstance(token, str) else None)
 
 
 UPSTREAM = GeminiUpstream()

@@ -21,6 +21,7 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
+from proxycast.formats.envelope import deferred, envelope
 from proxycast.formats.openai import wire
 from proxycast.formats.openai.errors import error_body
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
@@ -378,13 +379,18 @@ def _problems(request: wire.ChatCompletionRequest) -> list[Problem]:
     return problems
 
 
+def structure(body: dict[str, Any]) -> wire.ChatCompletionRequest:
+    """The body as a Chat Completions request; 400 naming the fields that are missing or mistyped."""
+    try:
+        return wire.converter.structure(body, wire.ChatCompletionRequest)
+    except BaseValidationError as exc:
+        raise invalid_request(exc) from None
+
+
 def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
     """The body as a Chat Completions request; 400 naming the fields that are missing, mistyped or
     out of the ranges OpenAI's API documents."""
-    try:
-        request = wire.converter.structure(body, wire.ChatCompletionRequest)
-    except BaseValidationError as exc:
-        raise invalid_request(exc) from None
+    request = structure(body)
     refuse(_problems(request))
     return request
 
@@ -407,17 +413,25 @@ class OpenAIDialect:
         headers: Headers,
         operation: Operation,
     ) -> InboundRequest:
-        parsed = validate(body)
+        model, stream = envelope(body)
+        parsed, problem = deferred(lambda: structure(body))
+        if parsed is not None:
+            # OpenAI's documented ranges, roles and part types hold on every path: a forwarded
+            # request out of them is refused here too, naming the field, as OpenAI itself would.
+            refuse(_problems(parsed))
         return InboundRequest(
-            client_model=parsed.model,
-            stream=bool(parsed.stream),
+            client_model=model,
+            stream=stream,
             operation=operation,
             parsed=parsed,
+            problem=problem,
             text=text,
             spans=spans,
         )
 
     def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+        if request.problem is not None:
+            raise request.problem
         parsed: wire.ChatCompletionRequest = request.parsed
         return request_to_internal(parsed)
 

@@ -8,7 +8,7 @@ import math
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from proxycast.formats.contracts import EnvDefaults, Estimate, UpstreamRequest
+from proxycast.formats.contracts import EnvDefaults, Estimate, ModelsPage, UpstreamRequest
 from proxycast.formats.openai import errors, outbound
 from proxycast.upstreams import HeaderAuth
 
@@ -61,6 +61,14 @@ class OpenAIUpstream:
 
     def error_info(self, body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
+
+    models_path = "/models"
+
+    def models_page(self, body: Any) -> ModelsPage | None:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            return None
+        return ModelsPage(tuple(m["id"] for m in data if isinstance(m, dict) and "id" in m))
 
 
 UPSTREAM = OpenAIUpstream()

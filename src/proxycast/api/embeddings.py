@@ -1,0 +1,61 @@
+"""``POST /v1/embeddings`` (OpenAI's shape): forwarded to OpenAI-compatible providers (the model
+renamed, like chat), converted for the formats of ``formats.EMBEDDINGS`` (Gemini), and a 400 naming
+the provider for the others (Anthropic has no embeddings API)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, request
+
+from proxycast import formats, routing
+from proxycast._json import replace_value
+from proxycast.api._common import parse_and_validate
+from proxycast.api.inbound import current_exchange
+from proxycast.errors import InvalidRequestError
+from proxycast.exchange import ESTIMATE_HEADER, json_response
+from proxycast.formats.contracts import UpstreamRequest
+from proxycast.formats.envelope import envelope
+from proxycast.formats.openai import embeddings as openai_embeddings
+from proxycast.relay import rename_model
+
+blueprint = Blueprint("embeddings", __name__)
+
+PATH = "/v1/embeddings"
+
+
+@blueprint.post(PATH)
+async def embeddings() -> Response:
+    raw = await request.get_data(cache=False, as_text=False)
+    assert isinstance(raw, bytes)  # as_text=False
+    text, body, spans = await parse_and_validate(raw, lambda t, b, s: (t, b, s))
+    model, _ = envelope(body)
+    exchange = current_exchange()
+    route = routing.resolve(model, exchange.config)
+    provider = exchange.providers[route.provider.name]
+    if provider.config.type == formats.dialect_for(PATH).native_type:
+        if route.upstream_model != model:
+            text = replace_value(text, spans["model"], route.upstream_model)
+        response = await provider.open(
+            UpstreamRequest(path="/embeddings", raw=text.encode(), stream=False)
+        )
+        data = await provider.read_all(response)
+        return Response(
+            rename_model(data, model, provider.name),
+            status=response.status_code,
+            content_type="application/json",
+        )
+    converter = formats.EMBEDDINGS.get(provider.config.type)
+    if converter is None:
+        raise InvalidRequestError(
+            f"Model {model!r} is served by provider {provider.name!r} ({provider.config.type}), "
+            "which has no embeddings API: route embedding models to an OpenAI-compatible or "
+            "Gemini provider.",
+            param="model",
+        )
+    wanted = openai_embeddings.read(body, provider.name)
+    upstream_request = converter.request_from_internal(wanted, route.upstream_model)
+    response = await provider.open(upstream_request)
+    answer = converter.reply_to_internal(await provider.read_object(response), wanted)
+    encoding = body.get("encoding_format") or "float"
+    out = openai_embeddings.reply_from_internal(answer, wanted, model, encoding)
+    headers = {ESTIMATE_HEADER: "estimate"} if answer.input_tokens is None else None
+    return json_response(out, headers=headers)

@@ -1,0 +1,64 @@
+"""CORS for browser apps: ``[server] cors_origins`` lists the origins whose pages may call the gateway.
+
+A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) from a listed origin is
+answered 204 without a key: browsers never send credentials with a preflight (Fetch standard, "CORS
+protocol"). Answers to a listed origin carry ``Access-Control-Allow-Origin`` and expose the headers
+clients read (``retry-after``, ``x-should-retry``, ...). Other origins get nothing extra, and their
+preflights are treated as any other request (401 without a key). ``"*"`` lists every origin.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import Response, request
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+PREFLIGHT_MAX_AGE = "600"
+ALLOWED_METHODS = "GET, POST, HEAD, OPTIONS"
+EXPOSED_HEADERS = (
+    "retry-after, retry-after-ms, x-should-retry, x-proxycast-token-count, request-id, x-request-id"
+)
+
+
+def _allowed(origins: tuple[str, ...]) -> str | None:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    return origin if ("*" in origins or origin in origins) else None
+
+
+def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
+    """Answer preflights and add the CORS headers for ``origins`` (nothing when it is empty).
+
+    Call before the app's other ``before_request`` functions: a preflight is answered before
+    authentication.
+    """
+    if not origins:
+        return
+
+    @app.before_request
+    async def preflight() -> Response | None:
+        if request.method != "OPTIONS" or "access-control-request-method" not in request.headers:
+            return None
+        origin = _allowed(origins)
+        if origin is None:
+            return None
+        response = Response("", status=204)
+        response.headers["access-control-allow-methods"] = ALLOWED_METHODS
+        asked = request.headers.get("access-control-request-headers")
+        if asked:
+            response.headers["access-control-allow-headers"] = asked
+        response.headers["access-control-max-age"] = PREFLIGHT_MAX_AGE
+        return response
+
+    @app.after_request
+    async def allow_origin(response: Response) -> Response:
+        origin = _allowed(origins)
+        if origin is not None:
+            response.headers["access-control-allow-origin"] = origin
+            response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
+        response.vary.add("origin")
+        return response

@@ -1,0 +1,64 @@
+"""What ``proxycast check`` and the ``serve`` banner say about a configuration that parses but cannot
+work as meant: aliases that lead nowhere, no providers at all (with the variables that would add
+some), and with ``--online``, what each provider's models endpoint answers to each of its keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from proxycast import formats, routing
+from proxycast.discovery import Probe, probe
+from proxycast.errors import ModelNotFoundError
+from proxycast.upstreams import make_client
+
+if TYPE_CHECKING:
+    from proxycast.config import Config
+
+PROBE_TIMEOUT = 30.0
+
+
+def no_providers_hint() -> str:
+    """How to add a provider, from the registry's env-only variables."""
+    keys = ", ".join(" or ".join(u.env.key_variables) for u in formats.UPSTREAMS.values())
+    return (
+        f"no providers configured: set {keys} (each adds a provider; "
+        "the README's 'Using it'), or write a proxycast.toml with [[providers]]"
+    )
+
+
+def problems(config: Config) -> list[str]:
+    """What stops the configuration from working as written, one line each (empty: none)."""
+    found: list[str] = []
+    if not config.providers:
+        found.append(f"{config.source}: {no_providers_hint()}")
+    for alias, target in config.aliases.items():
+        try:
+            routing.resolve(target, config)
+        except ModelNotFoundError:
+            found.append(
+                f"{config.source}: aliases.{alias}: its target {target!r} is served by no "
+                "provider (no provider/ prefix, exact name or glob matches it)"
+            )
+    return found
+
+
+async def probe_all(config: Config) -> list[Probe]:
+    """Every provider's models endpoint, with each of its keys (``provider#N``), concurrently."""
+    results: dict[tuple[int, int], Probe] = {}
+
+    async def one(p_index: int, k_index: int) -> None:
+        provider = config.providers[p_index]
+        with trio.move_on_after(PROBE_TIMEOUT) as scope:
+            results[p_index, k_index] = await probe(client, provider, config.server, k_index)
+        if scope.cancelled_caught:
+            results[p_index, k_index] = Probe(
+                provider.name, k_index, "unreachable", f"no answer within {PROBE_TIMEOUT:g} s"
+            )
+
+    async with make_client(config.server) as client, trio.open_nursery() as nursery:
+        for p_index, provider in enumerate(config.providers):
+            for k_index in range(max(1, len(provider.api_keys))):
+                nursery.start_soon(one, p_index, k_index)
+    return [results[k] for k in sorted(results)]

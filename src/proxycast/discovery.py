@@ -1,0 +1,114 @@
+"""Asking a provider which models it serves: its own models endpoint (OpenAI ``/models``, Anthropic
+``/v1/models``, Gemini ``/v1beta/models``), page by page, with one of its keys.
+
+Used by the model catalog (``catalog.py``: ``/v1/models`` and ``proxycast models``) and by
+``proxycast check --online``, which reports per key whether the provider is reachable, rejects the
+key, or is not where its ``base_url`` says (a 404 there usually means a missing ``/v1``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+import httpx
+
+from proxycast import formats
+from proxycast.errors import ProxycastError
+from proxycast.hints import wrong_path_hint
+from proxycast.upstreams import mapped_errors
+
+if TYPE_CHECKING:
+    from proxycast.config import ProviderConfig, ServerConfig
+
+MAX_PAGES = 20
+_BODY_LIMIT = 8 * 1024 * 1024
+
+Outcome = Literal["reachable", "unauthorised", "wrong path", "unreachable", "unexpected answer"]
+
+
+@attrs.frozen
+class Probe:
+    """What one key of one provider got from the models endpoint."""
+
+    provider: str
+    key_index: int
+    outcome: Outcome
+    detail: str
+    models: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}#{self.key_index}"
+
+
+class ModelsEndpointError(Exception):
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome: Outcome = outcome
+        self.detail = detail
+
+
+async def fetch_models(
+    client: httpx.AsyncClient, provider: ProviderConfig, server: ServerConfig, key: str | None
+) -> tuple[str, ...]:
+    """Every model id the provider's models endpoint lists, with ``key``.
+
+    Raises:
+        ModelsEndpointError: with the outcome (unauthorised, wrong path, unreachable...).
+    """
+    upstream = formats.UPSTREAMS[provider.type]
+    auth = upstream.auth(key) if key else None
+    path = upstream.models_path
+    ids: list[str] = []
+    for _ in range(MAX_PAGES):
+        try:
+            with mapped_errors(provider, server):
+                response = await client.get(
+                    provider.url + path,
+                    headers={"accept-encoding": "identity", **upstream.headers},
+                    auth=auth or httpx.USE_CLIENT_DEFAULT,
+                )
+        except ProxycastError as exc:
+            raise ModelsEndpointError("unreachable", exc.message) from None
+        data = response.content[:_BODY_LIMIT]
+        where = f"GET {httpx.URL(provider.url + path).path}"
+        if response.status_code in (401, 403):
+            raise ModelsEndpointError(
+                "unauthorised", f"{where} answered {response.status_code}: the key was rejected"
+            )
+        if response.status_code == 404:
+            raise ModelsEndpointError(
+                "wrong path", f"{where} answered 404.{wrong_path_hint(provider, data)}"
+            )
+        if response.status_code != 200:
+            raise ModelsEndpointError(
+                "unexpected answer", f"{where} answered {response.status_code}"
+            )
+        try:
+            page = upstream.models_page(json.loads(data))
+        except ValueError:
+            page = None
+        if page is None:
+            raise ModelsEndpointError(
+                "unexpected answer", f"{where} answered 200 with a body that is not a models list"
+            )
+        ids += page.ids
+        if page.next_query is None:
+            break
+        path = upstream.models_path + ("&" if "?" in upstream.models_path else "?")
+        path += page.next_query
+    return tuple(dict.fromkeys(ids))
+
+
+async def probe(
+    client: httpx.AsyncClient, provider: ProviderConfig, server: ServerConfig, index: int
+) -> Probe:
+    """Call the provider's models endpoint with its key number ``index`` (0 when it has none)."""
+    key = provider.api_keys[index] if provider.api_keys else None
+    try:
+        models = await fetch_models(client, provider, server, key)
+    except ModelsEndpointError as exc:
+        return Probe(provider.name, index, exc.outcome, exc.detail)
+    return Probe(provider.name, index, "reachable", f"{len(models)} models listed", models)

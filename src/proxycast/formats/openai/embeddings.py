@@ -1,0 +1,70 @@
+"""OpenAI's ``/v1/embeddings`` for clients: the request read into the internal model (when it is
+converted; forwarded, only its model is read), the answer written back (docs/mappings.md,
+"Embeddings")."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+from typing import Any
+
+from proxycast.errors import InvalidRequestError
+from proxycast.formats.embedding import Embeddings, EmbedRequest
+
+
+def read(body: dict[str, Any], provider: str) -> EmbedRequest:
+    """The request as inputs of text; a 400 naming the field otherwise (token arrays are OpenAI's
+    own tokens: another provider cannot read them)."""
+    raw = body.get("input")
+    inputs = raw if isinstance(raw, list) else [raw]
+    if not inputs or raw is None:
+        raise InvalidRequestError(
+            "Invalid request: 'input' is required (a string or a list of strings).", param="input"
+        )
+    for index, item in enumerate(inputs):
+        if not isinstance(item, str):
+            where = "input" if not isinstance(raw, list) else f"input[{index}]"
+            raise InvalidRequestError(
+                f"Invalid request: '{where}' must be a string: provider {provider!r} embeds text, "
+                "not OpenAI token arrays.",
+                param=where,
+            )
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
+        raise InvalidRequestError(
+            "Invalid request: 'dimensions' must be a positive integer.", param="dimensions"
+        )
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise InvalidRequestError(
+            "Invalid request: 'encoding_format' must be 'float' or 'base64'.",
+            param="encoding_format",
+        )
+    return EmbedRequest(inputs=tuple(str(i) for i in inputs), dimensions=dimensions)
+
+
+def estimate_tokens(request: EmbedRequest) -> int:
+    """About four characters a token (an estimate, said to be one)."""
+    return sum(math.ceil(len(text) / 4) for text in request.inputs)
+
+
+def reply_from_internal(
+    embeddings: Embeddings, request: EmbedRequest, model: str, encoding: str
+) -> dict[str, Any]:
+    """OpenAI's ``list`` of ``embedding`` objects; ``base64``: little-endian float32, as OpenAI."""
+    data = []
+    for index, vector in enumerate(embeddings.vectors):
+        value: Any = list(vector)
+        if encoding == "base64":
+            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    tokens = embeddings.input_tokens
+    if tokens is None:
+        tokens = estimate_tokens(request)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

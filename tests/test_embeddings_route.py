@@ -1,0 +1,85 @@
+"""``POST /v1/embeddings`` through the OpenAI SDK: forwarded to OpenAI-compatible upstreams (model
+renamed), converted to Gemini's embedContent / batchEmbedContents, a 400 naming the provider for
+Anthropic."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import openai
+import pytest
+
+from proxycast.testing import FakeAnthropic, FakeGemini
+from proxycast.testing._server import fake_vector
+from tests.support import CLIENT_KEY, one_provider, start_gateway
+
+if TYPE_CHECKING:
+    import trio
+
+    from proxycast.testing import FakeOpenAI
+    from tests.support import Gateway
+
+
+def flat(result: openai.types.CreateEmbeddingResponse) -> list[float]:
+    return [x for d in result.data for x in d.embedding]
+
+
+def sdk(gateway: Gateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0)
+
+
+async def test_forwarded_to_openai_compatible(gateway: Gateway, fake: FakeOpenAI) -> None:
+    async with sdk(gateway) as client:
+        result = await client.embeddings.create(model="gpt-4o", input=["one", "two"])
+    assert fake.requests[0].path == "/v1/embeddings"
+    sent = fake.requests[0].json()
+    assert sent["model"] == "llama3.2"  # the alias resolved
+    assert sent["encoding_format"] == "base64"  # the SDK's own choice, passed as it is
+    assert result.model == "gpt-4o"
+    assert flat(result) == pytest.approx(fake_vector("one") + fake_vector("two"), abs=1e-6)
+    assert result.usage.prompt_tokens == 2
+
+
+@pytest.mark.parametrize("inputs", [["one"], ["one", "two", "three"]])
+async def test_converted_for_gemini(nursery: trio.Nursery, inputs: list[str]) -> None:
+    fake = FakeGemini()
+    await nursery.start(fake.serve)
+    gateway = await start_gateway(nursery, one_provider("gemini", fake.base_url, ("text-emb*",)))
+    async with sdk(gateway) as client:
+        result = await client.embeddings.create(
+            model="text-embedding-004", input=inputs, dimensions=4
+        )
+        floats = await client.embeddings.create(
+            model="text-embedding-004", input=inputs[0], encoding_format="float"
+        )
+    method = "embedContent" if len(inputs) == 1 else "batchEmbedContents"
+    assert fake.requests[0].path == f"/v1beta/models/text-embedding-004:{method}"
+    expected = [x for t in inputs for x in fake_vector(t, 4)]
+    assert flat(result) == pytest.approx(expected, abs=1e-6)
+    assert [d.index for d in result.data] == list(range(len(inputs)))
+    assert result.model == "text-embedding-004"
+    assert result.usage.prompt_tokens >= len(inputs)  # estimated: Gemini does not count
+    assert floats.data[0].embedding == fake_vector(inputs[0])
+
+
+async def test_anthropic_has_no_embeddings(nursery: trio.Nursery) -> None:
+    fake = FakeAnthropic()
+    await nursery.start(fake.serve)
+    gateway = await start_gateway(nursery, one_provider("anthropic", fake.base_url, ("claude-*",)))
+    async with sdk(gateway) as client:
+        with pytest.raises(openai.BadRequestError) as raised:
+            await client.embeddings.create(model="claude-3-haiku", input="x")
+    assert "provider 'anthropic'" in raised.value.message
+    assert raised.value.body["param"] == "model"  # type: ignore[index]
+    assert fake.requests == []
+
+
+async def test_token_arrays_cannot_go_to_gemini(nursery: trio.Nursery) -> None:
+    fake = FakeGemini()
+    await nursery.start(fake.serve)
+    gateway = await start_gateway(nursery, one_provider("gemini", fake.base_url, ("text-emb*",)))
+    async with sdk(gateway) as client:
+        with pytest.raises(openai.BadRequestError) as raised:
+            await client.embeddings.create(model="text-embedding-004", input=[[1, 2, 3]])
+    assert raised.value.body["param"] == "input[0]"  # type: ignore[index]
+    assert fake.requests == []

@@ -49,6 +49,20 @@ async def test_check_reports_a_dangling_alias(tmp_path: Path) -> None:
     assert "gpt-4o" not in out.split("routing")[0]  # that one routes
 
 
+async def test_check_reports_dangling_fallbacks(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        '[[providers]]\nname = "local"\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+        'models = ["llama*"]\n[fallbacks]\n"llama3.2" = ["local/llama3.1", "qwen2.5"]\n'
+        '"gpt-5" = ["llama3.2"]\n',
+    )
+    code, out, _ = await proxycast(tmp_path, "check", "--config", config)
+    assert code == 1
+    assert "fallbacks.llama3.2[1]: 'qwen2.5' is served by no provider" in out
+    assert "fallbacks.llama3.2[0]" not in out  # a provider/ prefix routes
+    assert "fallbacks.gpt-5: the model itself is served by no provider" in out
+
+
 async def test_check_and_banner_with_no_providers_name_the_variables(tmp_path: Path) -> None:
     code, out, _ = await proxycast(tmp_path, "check")
     assert code == 1

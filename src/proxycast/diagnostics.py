@@ -41,6 +41,23 @@ def problems(config: Config) -> list[str]:
                 f"{config.source}: aliases.{alias}: its target {target!r} is served by no "
                 "provider (no provider/ prefix, exact name or glob matches it)"
             )
+    for model, targets in config.fallbacks.items():
+        for index, target in enumerate(targets):
+            try:
+                routing.resolve(target, config)
+            except ModelNotFoundError:
+                found.append(
+                    f"{config.source}: fallbacks.{model}[{index}]: {target!r} is served by no "
+                    "provider (no provider/ prefix, exact name or glob matches it)"
+                )
+        if model != "*":
+            try:
+                routing.resolve(model, config)
+            except ModelNotFoundError:
+                found.append(
+                    f"{config.source}: fallbacks.{model}: the model itself is served by no "
+                    "provider, so its fallbacks are never used"
+                )
     return found
 
 

@@ -62,7 +62,7 @@ class GeminiScript:
     pieces: int = 3
     """Chunks per text or thought part, streamed."""
     final_signature: str | None = None
-    """End the stream with an empty text part carrying this ``thoughtSignature``."""
+    """End the answer with an empty text part carrying this ``thoughtSignature``."""
     interval: float = 0.0
     headers_delay: float = 0.0
     status: int = 200
@@ -119,8 +119,11 @@ def response(script: GeminiScript, model: str) -> dict[str, Any]:
     }
     if script.block_reason:
         return {"promptFeedback": {"blockReason": script.block_reason}, **base}
+    parts = [_wire_part(p) for p in script.parts]
+    if script.final_signature:
+        parts.append({"text": "", "thoughtSignature": script.final_signature})
     candidate = {
-        "content": {"role": "model", "parts": [_wire_part(p) for p in script.parts]},
+        "content": {"role": "model", "parts": parts},
         "finishReason": script.finish_reason,
     }
     return {

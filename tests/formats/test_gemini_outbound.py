@@ -245,10 +245,7 @@ PARTS = st.lists(
 
 
 def without_ids(reply: hub.Reply) -> hub.Reply:
-    parts = tuple(
-        attrs.evolve(p, id="") if isinstance(p, hub.ToolCall) else p
-        for p in reply.parts
-    )
+    parts = tuple(attrs.evolve(p, id="") if isinstance(p, hub.ToolCall) else p for p in reply.parts)
     return attrs.evolve(reply, id="", parts=parts)
 
 

@@ -376,3 +376,33 @@ async def test_thinking_from_an_anthropic_client_is_echoed_to_deepseek(
 
 def _unused() -> None:  # keep imports honest for linters until the later items use them
     json.dumps(base64.b64encode(b""))
+
+
+# 6. GET /v1/models in Anthropic's shape
+
+
+async def test_anthropic_sdk_lists_models_and_uses_one(gateway: Gateway, nursery: trio.Nursery) -> None:
+    provider = ProviderConfig(
+        name="claude",
+        type="anthropic",
+        base_url=gateway.config.providers[0].base_url,
+        api_keys=(UPSTREAM_KEY,),
+        models=tuple(f"claude-{i}" for i in range(25)),
+    )
+    listing = await start_gateway(
+        nursery, Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
+    )
+    async with anthropic_client(listing) as c:
+        first = await c.models.list(limit=10)
+        assert [m.id for m in first.data] == [f"claude-{i}" for i in range(10)]
+        assert first.has_more
+        every = [m.id async for m in await c.models.list(limit=10)]
+        assert every == [f"claude-{i}" for i in range(25)]
+        model = await c.models.retrieve(every[-1])
+        assert (model.type, model.id, model.display_name) == ("model", "claude-24", "claude-24")
+        assert model.created_at.year == 1970
+        assert model.lifecycle == "active"
+        answer = await c.messages.create(model=model.id, max_tokens=10, messages=[ASK])
+    assert answer.model == "claude-24"
+    async with openai_client(listing) as o:  # OpenAI clients keep OpenAI's shape
+        assert [m.id async for m in o.models.list()][:2] == ["claude-0", "claude-1"]

@@ -48,7 +48,7 @@ def answers(draw: st.DrawFn, kind: str) -> tuple[dict[str, Any], set[Any]]:
         )
         blocks += [fa.ToolUse(draw(NAMES), draw(ARGS), id=f"toolu_{i}") for i in ids]
         message = fa.message(fa.AnthropicScript(blocks=tuple(blocks)), MODELS[kind], "msg_1")
-        issued = {
+        issued: set[Any] = {
             (b["thinking"], b["signature"]) for b in message["content"] if b["type"] == "thinking"
         }
         issued |= {("", b["data"]) for b in message["content"] if b["type"] == "redacted_thinking"}
@@ -60,9 +60,9 @@ def answers(draw: st.DrawFn, kind: str) -> tuple[dict[str, Any], set[Any]]:
         for index in range(calls):  # Gemini 3 signs the first call of a step; later ones may be
             signature = draw(SIGNATURES) if index == 0 else draw(st.none() | SIGNATURES)
             parts.append(fg.Call(draw(NAMES), draw(ARGS), signature))
-        script = fg.GeminiScript(parts=tuple(parts), final_signature=draw(st.none() | SIGNATURES))
-        issued = {p.thought_signature for p in parts if isinstance(p, fg.Call)}
-        return fg.response(script, MODELS[kind]), issued | {script.final_signature}
+        gemini = fg.GeminiScript(parts=tuple(parts), final_signature=draw(st.none() | SIGNATURES))
+        signed = {p.thought_signature for p in parts if isinstance(p, fg.Call)}
+        return fg.response(gemini, MODELS[kind]), signed | {gemini.final_signature}
     tool_calls = tuple(
         fo.FakeToolCall(name=draw(NAMES), arguments=json.dumps(draw(ARGS)), id=f"call_{i}")
         for i in draw(
@@ -88,18 +88,18 @@ def next_request(dialect: str, answer: dict[str, Any]) -> Any:
             {"role": "tool", "tool_call_id": c["id"], "content": "done"}
             for c in message["tool_calls"]
         ]
-        body = {
+        request: dict[str, Any] = {
             "model": "m",
             "reasoning_effort": "high",
             "messages": [{"role": "user", "content": "Go"}, message, *results],
         }
-        return openai_inbound.request_to_internal(openai_inbound.validate(body))
+        return openai_inbound.request_to_internal(openai_inbound.validate(request))
     results = [
         {"type": "tool_result", "tool_use_id": b["id"], "content": "done"}
         for b in answer["content"]
         if b["type"] == "tool_use"
     ]
-    body = {
+    body: dict[str, Any] = {
         "model": "m",
         "max_tokens": 4096,
         "thinking": {"type": "enabled", "budget_tokens": 4096},

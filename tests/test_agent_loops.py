@@ -961,6 +961,8 @@ async def test_language_is_a_content_filter_and_pause_turn_is_incomplete(
         ("claude-sonnet-4-5", {"web_search_options": {}}, "web_search_options"),
         ("claude-sonnet-4-5", {"service_tier": "flex"}, "service_tier"),
         ("gemini-2.5-flash", {"service_tier": "priority"}, "service_tier"),
+        ("claude-sonnet-4-5", {"logit_bias": {"50256": -100}}, "logit_bias"),
+        ("gemini-2.5-flash", {"logit_bias": {"50256": -100}}, "logit_bias"),
     ],
 )
 async def test_what_an_upstream_cannot_do_is_a_400_naming_it(

@@ -122,6 +122,7 @@ class Params:
     response_format: dict[str, Any] | None = None
     user: str | None = None
     logprobs: bool | None = None
+    logit_bias: dict[str, float] | None = None
     top_logprobs: int | None = None
     service_tier: str | None = None
     web_search: dict[str, Any] | None = None

@@ -85,7 +85,6 @@ def test_parameters() -> None:
             "temperature": 0.7,
             "top_p": 0.9,
             "frequency_penalty": 1,
-            "logit_bias": {"1": 2},
             "stop": "\n",
         }
     )

@@ -264,6 +264,10 @@ def _refuse_unsupported(params: hub.Params) -> None:
             "logprobs is not supported by Anthropic models; leave it out or set it to false.",
             param="logprobs",
         )
+    if params.logit_bias:
+        raise InvalidRequestError(
+            "logit_bias is not supported by Anthropic models; leave it out.", param="logit_bias"
+        )
     if params.web_search is not None:
         raise InvalidRequestError(
             "web_search_options is not supported for Anthropic models by this gateway.",

@@ -242,6 +242,10 @@ def _refuse_unsupported(params: hub.Params) -> None:
             "to false.",
             param="logprobs",
         )
+    if params.logit_bias:
+        raise InvalidRequestError(
+            "logit_bias is not supported by Gemini models; leave it out.", param="logit_bias"
+        )
     if params.service_tier is not None and params.service_tier not in SERVICE_TIERS:
         raise InvalidRequestError(
             f"service_tier {params.service_tier!r} has no Gemini equivalent (auto and default "

@@ -244,6 +244,7 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
         else None,
         user=request.user,
         logprobs=request.logprobs,
+        logit_bias=request.logit_bias or None,
         top_logprobs=request.top_logprobs,
         service_tier=request.service_tier,
         web_search=request.web_search_options,

@@ -160,6 +160,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         ("user", params.user),
         ("response_format", params.response_format),
         ("logprobs", params.logprobs),
+        ("logit_bias", params.logit_bias),
         ("top_logprobs", params.top_logprobs),
         ("service_tier", params.service_tier),
         ("web_search_options", params.web_search),

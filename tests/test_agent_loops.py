@@ -997,3 +997,23 @@ async def test_what_an_upstream_can_do_is_mapped(gateway: Gateway, fakes: Fakes)
     assert sent["tools"] == [{"googleSearch": {}}]
     assert sent["generationConfig"]["mediaResolution"] == "MEDIA_RESOLUTION_LOW"
     assert fakes.claude.requests[-1].json()["service_tier"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"output_config": {"effort": "ultra"}}, "output_config.effort"),
+        ({"thinking": {"type": "between_tools"}}, "thinking.type"),
+    ],
+)
+async def test_anthropic_reasoning_settings_that_cannot_convert_are_400s(
+    gateway: Gateway, extra: dict[str, Any], param: str
+) -> None:
+    async with anthropic_client(gateway) as c:
+        with pytest.raises(anthropic.BadRequestError, match=param):
+            await c.messages.create(
+                model="gemini-3-pro",
+                max_tokens=100,
+                messages=[ASK],
+                **extra,
+            )

@@ -403,6 +403,10 @@ class StreamEncoder:
         return error_frame(error)
 
 
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+"""``output_config.effort`` values the anthropic SDK (2.14) declares."""
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+"""The ``thinking`` types proxycast converts (``between_tools`` has no equivalent elsewhere)."""
 MAX_MESSAGES = 100_000
 """Anthropic's documented limit of messages in one request."""
 
@@ -422,6 +426,14 @@ def _problems(request: wire.MessagesRequest | wire.CountTokensRequest) -> list[P
         if request.thinking is not None and request.thinking.type == "enabled":
             budget = request.thinking.budget_tokens
             problems += out_of_range(budget, 1024, None, ("thinking", "budget_tokens"))
+        config = request.output_config
+        if config is not None and config.effort is not None and config.effort not in EFFORTS:
+            problems.append((("output_config", "effort"), f"must be one of {', '.join(EFFORTS)}"))
+        form = (config.format if config else None) or {}
+        if form and form.get("type") != "json_schema":
+            problems.append((("output_config", "format", "type"), "must be json_schema"))
+    if request.thinking is not None and request.thinking.type not in THINKING_TYPES:
+        problems.append((("thinking", "type"), f"must be one of {', '.join(THINKING_TYPES)}"))
     return problems
 
 

@@ -5,13 +5,14 @@ request satisfies the fakes' checks of the provider's rules (issue 13)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import formats
+from proxycast import formats, hub
 from proxycast.formats.anthropic import inbound as anthropic_inbound
 from proxycast.formats.anthropic import wire as anthropic_wire
 from proxycast.formats.contracts import UpstreamRequest
@@ -157,3 +158,13 @@ def test_tool_loops_round_trip_every_pair(dialect: str, upstream: str, data: st.
             c["id"] for c in message["tool_calls"]
         ]
         assert [t["tool_call_id"] for t in tools] == [c["id"] for c in message["tool_calls"]]
+
+
+@given(
+    st.text("abcXYZ019_-", min_size=1, max_size=30).filter(lambda i: "__ts" not in i),
+    st.none() | st.text(min_size=1, max_size=60),
+)
+def test_signed_ids_are_lossless_and_pattern_safe(call_id: str, signature: str | None) -> None:
+    signed = hub.signed_id(call_id, signature)
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+", signed)
+    assert hub.split_id(signed) == (call_id, signature)

@@ -1017,3 +1017,39 @@ async def test_anthropic_reasoning_settings_that_cannot_convert_are_400s(
                 messages=[ASK],
                 **extra,
             )
+
+
+async def test_a_gemini_loop_moves_to_the_same_format_upstreams(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    """Forwarded requests (OpenAI client to OpenAI, Anthropic client to Claude) lose only the
+    carriers the new upstream would refuse: signed ids, Gemini signatures in thinking blocks."""
+    fakes.gemini.script(
+        GeminiScript(parts=(fg.Call("get_weather", {"city": "Rome"}, SIGNATURE),)),
+        GeminiScript(parts=(fg.Text("Checking."),), final_signature=SIGNATURE),
+    )
+    async with openai_client(gateway) as c:
+        first = await c.chat.completions.create(
+            model="gemini-3-pro", messages=[ASK], tools=[WEATHER_OPENAI]
+        )
+        message = first.choices[0].message
+        assert message.tool_calls
+        assert len(message.tool_calls[0].id) > 40
+        tool = {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "Sunny"}
+        await c.chat.completions.create(
+            model="gpt-4o", messages=[ASK, echoed(message), tool], tools=[WEATHER_OPENAI]
+        )
+    messages = fakes.oai.requests[-1].json()["messages"]
+    assert messages[1]["tool_calls"][0]["id"] == messages[2]["tool_call_id"]
+    assert len(messages[2]["tool_call_id"]) <= 40
+    async with anthropic_client(gateway) as a:
+        request: dict[str, Any] = {"model": "gemini-3-pro", "max_tokens": 100, "messages": [ASK]}
+        answer = await a.messages.create(**request)
+        assert [b.type for b in answer.content] == ["text", "thinking"]
+        request["model"] = "claude-fake"
+        request["messages"] = [ASK, anthropic_turn(answer), {"role": "user", "content": "And?"}]
+        final = await a.messages.create(**request)
+    assert final.content[0].text == "Hello from Claude."  # type: ignore[union-attr]
+    assert fakes.claude.requests[-1].json()["messages"][1]["content"] == [
+        {"type": "text", "text": "Checking."}
+    ]

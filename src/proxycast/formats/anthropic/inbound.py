@@ -449,6 +449,39 @@ _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 """The client's headers an Anthropic upstream gets too (it picks the API version and betas)."""
 
 
+def without_gemini_signatures(text: str, model: str) -> str | None:
+    """A forwarded body whose history carries Gemini signatures in thinking blocks (a Gemini
+    conversation moving to Claude), without those blocks: Claude refuses signatures it did not issue.
+    None when there is none (the body is then forwarded byte for byte)."""
+    if hub.GEMINI_SIGNATURE_MARK not in text:
+        return None
+    body = json.loads(text)
+    changed = False
+    messages = []
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            kept = [
+                b
+                for b in content
+                if not (
+                    isinstance(b, dict)
+                    and b.get("type") == "thinking"
+                    and str(b.get("signature", "")).startswith(hub.GEMINI_SIGNATURE_MARK)
+                )
+            ]
+            changed = changed or len(kept) < len(content)
+            if not kept:
+                continue  # a turn left empty goes (Claude joins the turns around it)
+            message["content"] = kept
+        messages.append(message)
+    if not changed:
+        return None
+    body["messages"] = messages
+    body["model"] = model
+    return json.dumps(body, ensure_ascii=False)
+
+
 class AnthropicDialect:
     """``/v1/messages`` and ``/v1/messages/count_tokens``, as Anthropic's SDKs and Claude Code speak them."""
 
@@ -492,9 +525,11 @@ class AnthropicDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
-        text = request.text
-        if upstream_model != request.client_model:
-            text = replace_value(text, request.spans["model"], upstream_model)
+        text = without_gemini_signatures(request.text, upstream_model)
+        if text is None:
+            text = request.text
+            if upstream_model != request.client_model:
+                text = replace_value(text, request.spans["model"], upstream_model)
         return UpstreamRequest(
             path=_FORWARDED_PATHS[request.operation],
             raw=text.encode(),

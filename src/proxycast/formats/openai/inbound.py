@@ -489,6 +489,30 @@ def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
     return request
 
 
+def without_signed_ids(text: str, model: str) -> str | None:
+    """A forwarded body whose history carries proxycast's signed tool ids (a Gemini conversation
+    moving to an OpenAI-compatible upstream), with each id back to its short self: the signature means
+    nothing there and makes the id too long for OpenAI. None when there is none (the body is then
+    forwarded byte for byte)."""
+    if hub.SIGNED_ID_MARK not in text:
+        return None
+    body = json.loads(text)
+    changed = False
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        holders = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        for holder, key in [*((c, "id") for c in holders), (message, "tool_call_id")]:
+            value = holder.get(key)
+            if isinstance(value, str) and hub.split_id(value)[1] is not None:
+                holder[key] = hub.split_id(value)[0]
+                changed = True
+    if not changed:
+        return None
+    body["model"] = model
+    return json.dumps(body, ensure_ascii=False)
+
+
 class OpenAIDialect:
     """``/v1/chat/completions``, as OpenAI's SDKs speak it."""
 
@@ -522,9 +546,11 @@ class OpenAIDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
-        text = request.text
-        if upstream_model != request.client_model:
-            text = replace_value(text, request.spans["model"], upstream_model)
+        text = without_signed_ids(request.text, upstream_model)
+        if text is None:
+            text = request.text
+            if upstream_model != request.client_model:
+                text = replace_value(text, request.spans["model"], upstream_model)
         return UpstreamRequest(path="/chat/completions", raw=text.encode(), stream=request.stream)
 
     def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:

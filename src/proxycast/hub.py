@@ -315,6 +315,10 @@ def split_id(call_id: str) -> tuple[str, str | None]:
     head, mark, encoded = call_id.partition(SIGNED_ID_MARK)
     if not mark or not encoded or not head:
         return call_id, None
+    if encoded.startswith("_"):
+        # the raw signature after ``__ts_``, as proxycast wrote ids before base64url; an encoded UTF-8
+        # signature never starts with ``_`` (that would be a first byte of 0xFC or more)
+        return head, encoded[1:] or None
     try:
         signature = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):

@@ -168,3 +168,7 @@ def test_signed_ids_are_lossless_and_pattern_safe(call_id: str, signature: str |
     signed = hub.signed_id(call_id, signature)
     assert re.fullmatch(r"[a-zA-Z0-9_-]+", signed)
     assert hub.split_id(signed) == (call_id, signature)
+
+
+def test_ids_signed_the_old_way_still_split() -> None:
+    assert hub.split_id("call_1__ts_Cs4B+/ab==") == ("call_1", "Cs4B+/ab==")

@@ -86,17 +86,24 @@ def _cached(block: dict[str, Any], cache_control: dict[str, Any] | None) -> dict
     return block
 
 
+def _image(part: hub.Image, where: str) -> dict[str, Any]:
+    if part.data is not None and part.media_type not in IMAGE_TYPES:
+        raise InvalidRequestError(
+            f"{where}: image type {part.media_type!r} is not accepted by Anthropic models "
+            "(jpeg, png, gif and webp are)."
+        )
+    block = {"type": "image", "source": _source(part.media_type, part.data, part.url)}
+    return _cached(block, part.cache_control)
+
+
 def _document(part: hub.Document, where: str) -> dict[str, Any]:
     """PDFs as documents, plain text as a text-source document, images as image blocks."""
     media = part.media_type
     if part.data is None or media == "application/pdf":
         block = {"type": "document", "source": _source(media, part.data, part.url)}
     elif media.startswith("image/"):
-        return (
-            _block(
-                hub.Image(media_type=media, data=part.data, cache_control=part.cache_control), where
-            )
-            or {}
+        return _image(
+            hub.Image(media_type=media, data=part.data, cache_control=part.cache_control), where
         )
     elif media.startswith(TEXT_DOCUMENTS):
         try:
@@ -125,13 +132,7 @@ def _block(part: hub.Part, where: str) -> dict[str, Any] | None:
             return None
         return _cached({"type": "text", "text": part.text}, part.cache_control)
     if isinstance(part, hub.Image):
-        if part.data is not None and part.media_type not in IMAGE_TYPES:
-            raise InvalidRequestError(
-                f"{where}: image type {part.media_type!r} is not accepted by Anthropic models "
-                "(jpeg, png, gif and webp are)."
-            )
-        block = {"type": "image", "source": _source(part.media_type, part.data, part.url)}
-        return _cached(block, part.cache_control)
+        return _image(part, where)
     if isinstance(part, hub.Document):
         return _document(part, where)
     if isinstance(part, hub.Audio):

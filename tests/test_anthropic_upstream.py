@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import openai
@@ -85,7 +86,7 @@ async def test_text_reply_and_the_request_claude_received(
         "max_tokens": 4096,
         "temperature": 1.0,
         "stop_sequences": ["END"],
-        "metadata": {"user_id": "user-7"},
+        "metadata": {"user_id": "u_" + hashlib.sha256(b"user-7").hexdigest()[:32]},
     }
 
 

@@ -99,7 +99,16 @@ def _scripted(kind: str, note: Path) -> FakeUpstream[Any]:
     fake: FakeUpstream[Any]
     if kind == "anthropic":
         fake = FakeAnthropic(AnthropicScript(blocks=(fake_anthropic.Text(FINAL),)))
-        fake.script(AnthropicScript(blocks=(fake_anthropic.ToolUse("Read", arguments),)))
+        # Claude Code asks for (adaptive) thinking, so Claude answers a tool call after a thinking block,
+        # which Claude Code must send back on the next turn (the fake enforces Claude's rule)
+        fake.script(
+            AnthropicScript(
+                blocks=(
+                    fake_anthropic.Thinking("I should read the file."),
+                    fake_anthropic.ToolUse("Read", arguments),
+                )
+            )
+        )
     elif kind == "openai":
         fake = FakeOpenAI(Script(text=FINAL))
         call = FakeToolCall(name="Read", arguments=json.dumps(arguments))

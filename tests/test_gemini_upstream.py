@@ -330,7 +330,7 @@ async def test_an_image_url_gemini_cannot_read_is_a_400(
                     {
                         "role": "user",
                         "content": [
-                            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
+                            {"type": "image_url", "image_url": {"url": "http://x.test/a.png"}}
                         ],
                     }
                 ],

@@ -6,6 +6,8 @@ Block-based, close to the richest of the formats, so that nothing a format can s
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +30,9 @@ class Image:
     """Base64, when the image is inline."""
     url: str | None = None
     """An http(s) URL, when it is not."""
+    detail: str | None = None
+    """OpenAI's ``image_url.detail`` (``auto``, ``low``, ``high``, ``original``)."""
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -36,6 +41,15 @@ class Document:
     data: str | None = None
     url: str | None = None
     filename: str | None = None
+    cache_control: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Audio:
+    media_type: str
+    """``audio/wav``, ``audio/mp3``..."""
+    data: str
+    """Base64."""
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +57,8 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any]
+    signature: str | None = None
+    """Gemini's ``thoughtSignature`` of the part the call came in (Gemini 3 wants it back)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -58,9 +74,15 @@ class ToolResult:
 class Reasoning:
     text: str
     signature: str | None = None
+    """Opaque; for a redacted block, its encrypted ``data``."""
+    redacted: bool = False
+    """Claude's ``redacted_thinking``: no text, the ``signature`` is the block's data."""
+    source: Literal["anthropic", "gemini"] | None = None
+    """Who issued the signature: only that provider accepts it back (None: Anthropic's, the default
+    of thinking blocks in clients' histories)."""
 
 
-Part = Text | Image | Document | ToolCall | ToolResult | Reasoning
+Part = Text | Image | Document | Audio | ToolCall | ToolResult | Reasoning
 
 
 @attrs.frozen
@@ -74,6 +96,8 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen
@@ -97,6 +121,12 @@ class Params:
     reasoning_effort: str | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    logprobs: bool | None = None
+    logit_bias: dict[str, float] | None = None
+    top_logprobs: int | None = None
+    service_tier: str | None = None
+    web_search: dict[str, Any] | None = None
+    """OpenAI's ``web_search_options`` (an empty dict when given without options)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -153,6 +183,9 @@ class TextDelta:
 class ReasoningDelta:
     text: str = ""
     signature: str | None = None
+    redacted: bool = False
+    """A whole redacted block: ``signature`` holds its data."""
+    source: Literal["anthropic", "gemini"] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -161,6 +194,7 @@ class ToolCallStart:
     """Counts tool calls from 0 in the reply, whatever the upstream numbers its blocks."""
     id: str
     name: str
+    signature: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -196,17 +230,19 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     text: list[str] = []
     reasoning: list[str] = []
     signature: str | None = None
+    source: Literal["anthropic", "gemini"] | None = None
     tools: dict[int, tuple[int, ToolCallStart, list[str]]] = {}  # index -> (position, start, args)
 
     def flush() -> None:
-        nonlocal signature
+        nonlocal signature, source
         if reasoning or signature:
-            parts.append(Reasoning(text="".join(reasoning), signature=signature))
+            parts.append(Reasoning(text="".join(reasoning), signature=signature, source=source))
         if text:
             parts.append(Text("".join(text)))
         reasoning.clear()
         text.clear()
         signature = None
+        source = None
 
     for event in events:
         if isinstance(event, Start):
@@ -218,14 +254,25 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
         elif isinstance(event, ReasoningDelta):
             if text:
                 flush()
+            if event.redacted:
+                flush()
+                parts.append(
+                    Reasoning(
+                        text="", signature=event.signature, redacted=True, source=event.source
+                    )
+                )
+                continue
             reasoning.append(event.text)
             if event.signature:  # the signature is the last delta of a thinking block
                 signature = event.signature
+                source = event.source
                 flush()
         elif isinstance(event, ToolCallStart):
             flush()
             tools[event.index] = (len(parts), event, [])
-            parts.append(ToolCall(id=event.id, name=event.name, arguments={}))
+            parts.append(
+                ToolCall(id=event.id, name=event.name, arguments={}, signature=event.signature)
+            )
         elif isinstance(event, ToolArgsDelta):
             tools[event.index][2].append(event.fragment)
         elif isinstance(event, Finish):
@@ -237,7 +284,57 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
         raise ValueError("the stream ended before it finished")
     for position, call, fragments in tools.values():
         arguments = json.loads("".join(fragments).strip() or "{}")
-        parts[position] = ToolCall(id=call.id, name=call.name, arguments=arguments)
+        parts[position] = ToolCall(
+            id=call.id, name=call.name, arguments=arguments, signature=call.signature
+        )
     return Reply(
         id=start.id, model=start.model, parts=tuple(parts), stop=finish.stop, usage=finish.usage
     )
+
+
+# Carriers: how a client keeps what only the upstream understands (docs/mappings.md, "Carriers").
+
+SIGNED_ID_MARK = "__ts"
+"""Between a tool call id and its base64url-encoded Gemini thought signature."""
+GEMINI_SIGNATURE_MARK = "gemini-ts:"
+"""Prefixes a Gemini thought signature carried in a client's thinking block."""
+
+
+def _b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def signed_id(call_id: str, signature: str | None) -> str:
+    """A tool call id carrying a thought signature, losslessly, in ``[A-Za-z0-9_-]``: base64url
+    without padding after :data:`SIGNED_ID_MARK`."""
+    return f"{call_id}{SIGNED_ID_MARK}{_b64url(signature)}" if signature else call_id
+
+
+def split_id(call_id: str) -> tuple[str, str | None]:
+    """The id and signature :func:`signed_id` joined; an id without the mark has no signature."""
+    head, mark, encoded = call_id.partition(SIGNED_ID_MARK)
+    if not mark or not encoded or not head:
+        return call_id, None
+    if encoded.startswith("_"):
+        # the raw signature after ``__ts_``, as proxycast wrote ids before base64url; an encoded UTF-8
+        # signature never starts with ``_`` (that would be a first byte of 0xFC or more)
+        return head, encoded[1:] or None
+    try:
+        signature = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return call_id, None
+    return head, signature
+
+
+def carried_signature(part: Reasoning) -> str:
+    """The signature a client is given for a reasoning part (a Gemini one is marked)."""
+    signature = part.signature or ""
+    return GEMINI_SIGNATURE_MARK + signature if part.source == "gemini" else signature
+
+
+def reasoning_from_client(text: str, signature: str | None, redacted: bool = False) -> Reasoning:
+    """A reasoning part from a signature a client sent back (see :func:`carried_signature`)."""
+    if signature and signature.startswith(GEMINI_SIGNATURE_MARK):
+        signature = signature[len(GEMINI_SIGNATURE_MARK) :]
+        return Reasoning(text=text, signature=signature, redacted=redacted, source="gemini")
+    return Reasoning(text=text, signature=signature, redacted=redacted)

@@ -85,7 +85,6 @@ def test_parameters() -> None:
             "temperature": 0.7,
             "top_p": 0.9,
             "frequency_penalty": 1,
-            "logit_bias": {"1": 2},
             "stop": "\n",
         }
     )
@@ -158,11 +157,15 @@ def test_unsupported_inputs_are_400s() -> None:
                 ]
             }
         )
+    with pytest.raises(InvalidRequestError, match="logprobs") as info:
+        to_anthropic({"messages": [{"role": "user", "content": "x"}], "logprobs": True})
+    assert info.value.param == "logprobs"
     with pytest.raises(InvalidRequestError, match="response_format"):
         to_anthropic(
             {
                 "messages": [{"role": "user", "content": "x"}],
                 "response_format": {"type": "json_object"},
+                "reasoning_effort": "low",
             }
         )
 
@@ -198,7 +201,7 @@ def test_response_mapping() -> None:
     [
         ("end_turn", "stop"),
         ("stop_sequence", "stop"),
-        ("pause_turn", "stop"),
+        ("pause_turn", "length"),
         ("max_tokens", "length"),
         ("model_context_window_exceeded", "length"),
         ("refusal", "content_filter"),

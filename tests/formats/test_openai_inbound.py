@@ -167,7 +167,9 @@ def test_parameters() -> None:
         pytest.param(
             {
                 "role": "user",
-                "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}],
+                "content": [
+                    {"type": "input_audio", "input_audio": {"data": "x", "format": "flac"}}
+                ],
             },
             "messages[0].content[0]",
             id="audio",

@@ -3,7 +3,15 @@
 Its streams have the shapes of recorded Anthropic traffic: ``message_start`` (usage with input and cache
 tokens, ``output_tokens`` 1), a ``ping``, per block ``content_block_start`` / deltas / ``content_block_stop``
 (a tool use starts with ``input: {}`` and its first ``input_json_delta`` is empty; a thinking block ends
-with a ``signature_delta``), ``message_delta`` with the stop reason and cumulative usage, ``message_stop``.
+with a ``signature_delta``; a redacted one comes whole), ``message_delta`` with the stop reason and
+cumulative usage, ``message_stop``.
+
+Like Claude, it refuses (400 ``invalid_request_error``, in Claude's words) tool ids outside
+``^[a-zA-Z0-9_-]+$``, unpaired ``tool_use``/``tool_result`` blocks, thinking blocks it did not sign,
+a tool loop whose assistant turn does not start with thinking while thinking is on, thinking blocks in a
+final assistant turn while it is off, a forced tool choice with thinking, ``thinking.type: enabled`` on
+adaptive-only models, more than 4 ``cache_control`` blocks, and a ``metadata.user_id`` that looks like
+an e-mail address or a phone number.
 
     fake = FakeAnthropic()
     base_url = await nursery.start(fake.serve)            # http://127.0.0.1:PORT
@@ -13,6 +21,7 @@ with a ``signature_delta``), ``message_delta`` with the stop reason and cumulati
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -40,7 +49,12 @@ class ToolUse:
     id: str | None = None
 
 
-Block = Text | Thinking | ToolUse
+@attrs.frozen
+class RedactedThinking:
+    data: str = "redacted-fake"
+
+
+Block = Text | Thinking | RedactedThinking | ToolUse
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +107,8 @@ def message(script: AnthropicScript, model: str, ident: str) -> dict[str, Any]:
             content.append(
                 {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
             )
+        elif isinstance(block, RedactedThinking):
+            content.append({"type": "redacted_thinking", "data": block.data})
         else:
             content.append(
                 {
@@ -148,6 +164,9 @@ def stream_events(
             deltas = [
                 delta({"type": "text_delta", "text": p}) for p in _split(block["text"], pieces)
             ]
+        elif block["type"] == "redacted_thinking":
+            first = dict(block)
+            deltas = []
         elif block["type"] == "thinking":
             first = {"type": "thinking", "thinking": "", "signature": ""}
             deltas = [
@@ -194,6 +213,104 @@ def encode_events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
     )
 
 
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+PHONE = re.compile(r"^\+?[\d\s().-]{7,}$")
+ADAPTIVE_ONLY = ("claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-sonnet-5")
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+
+
+def _thinking_on(body: dict[str, Any]) -> bool:
+    return (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+
+
+def problem(body: dict[str, Any], issued: set[tuple[str, str]]) -> str | None:
+    """What the Messages API refuses (400 ``invalid_request_error``) in this request, with Claude's
+    own wording where it is known; None if nothing."""
+    messages = body.get("messages") or []
+    cached = sum("cache_control" in t for t in body.get("tools") or [])
+    system = body.get("system")
+    cached += sum("cache_control" in b for b in system) if isinstance(system, list) else 0
+    for i, message in enumerate(messages):
+        for j, block in enumerate(_blocks(message)):
+            where = f"messages.{i}.content.{j}"
+            cached += "cache_control" in block
+            kind = block.get("type")
+            for key in ("id", "tool_use_id") if kind in ("tool_use", "tool_result") else ():
+                if key in block and not TOOL_ID.match(block[key]):
+                    return f"{where}.{kind}.{key}: String should match pattern '^[a-zA-Z0-9_-]+$'"
+            if kind == "thinking" and (block.get("thinking"), block.get("signature")) not in issued:
+                return f"{where}: Invalid `signature` in `thinking` block"
+            if kind == "redacted_thinking" and ("", block.get("data")) not in issued:
+                return f"{where}: Invalid `data` in `redacted_thinking` block"
+    if cached > 4:
+        return f"A maximum of 4 blocks with cache_control may be provided. Found {cached}."
+    for i in range(1, len(messages)):
+        uses = {b["id"] for b in _blocks(messages[i - 1]) if b.get("type") == "tool_use"}
+        results = {b["tool_use_id"] for b in _blocks(messages[i]) if b.get("type") == "tool_result"}
+        if messages[i - 1].get("role") == "assistant" and uses - results:
+            return (
+                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately "
+                f"after: {', '.join(sorted(uses - results))}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
+        if results - uses:
+            return (
+                f"messages.{i}.content.0: unexpected `tool_use_id` found in `tool_result` blocks: "
+                f"{', '.join(sorted(results - uses))}. Each `tool_result` block must have a "
+                "corresponding `tool_use` block in the previous message."
+            )
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled" and str(body.get("model")).startswith(ADAPTIVE_ONLY):
+        return (
+            '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" '
+            'and "output_config.effort" to control thinking behavior.'
+        )
+    if _thinking_on(body):
+        if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return "Thinking may not be enabled when tool_choice forces tool use."
+        # the current tool loop: the last assistant message, followed only by tool results
+        for i in range(len(messages) - 1, -1, -1):
+            blocks = _blocks(messages[i])
+            if messages[i].get("role") == "assistant":
+                first = blocks[0].get("type") if blocks else None
+                if any(b.get("type") == "tool_use" for b in blocks) and first not in _THINKING:
+                    return (
+                        f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, "
+                        f"but found `{first}`. When `thinking` is enabled, a final `assistant` "
+                        "message must start with a thinking block (preceeding the lastmost set of "
+                        "`tool_use` and `tool_result` blocks). We recommend you include thinking "
+                        "blocks from previous turns. To avoid this requirement, disable `thinking`."
+                    )
+                break
+            if any(b.get("type") != "tool_result" for b in blocks):
+                break
+    elif messages and messages[-1].get("role") == "assistant":
+        if any(b.get("type") in _THINKING for b in _blocks(messages[-1])):
+            return (
+                f"messages.{len(messages) - 1}.content.0: When thinking is disabled, an "
+                "`assistant` message in the final position cannot contain `thinking`. To use "
+                "thinking blocks, enable `thinking` in your request."
+            )
+    user_id = (body.get("metadata") or {}).get("user_id")
+    if isinstance(user_id, str) and EMAIL.search(user_id):
+        return (
+            "metadata.user_id: user_id appears to contain an email address. Please send a uuid or "
+            "hash value instead."
+        )
+    if isinstance(user_id, str) and PHONE.match(user_id) and sum(c.isdigit() for c in user_id) >= 7:
+        return (
+            "metadata.user_id: user_id appears to contain a phone number. Please send a uuid or "
+            "hash value instead."
+        )
+    return None
+
+
 class FakeAnthropic(FakeUpstream[AnthropicScript]):
     """A scriptable Anthropic Messages upstream; see the module docstring."""
 
@@ -201,6 +318,9 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
 
     def __init__(self, default: AnthropicScript | None = None) -> None:
         super().__init__(default or AnthropicScript())
+        self.issued: set[tuple[str, str]] = set()
+        """(thinking, signature) of every thinking block answered (``("", data)`` for redacted
+        ones): Claude accepts back only the blocks it signed."""
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
         if request.method in ("GET", "HEAD") and request.route == "/v1/models":
@@ -233,7 +353,16 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
             )
             return
         body = request.json()
+        refused = problem(body, self.issued)
+        if refused:
+            await respond.json(400, _error("invalid_request_error", refused))
+            return
         full = message(script, body["model"], f"msg_fake{len(self.requests):04d}")
+        for block in full["content"]:
+            if block["type"] == "thinking":
+                self.issued.add((block["thinking"], block["signature"]))
+            elif block["type"] == "redacted_thinking":
+                self.issued.add(("", block["data"]))
         if not body.get("stream"):
             if script.drop_after is not None:
                 await respond.drop()

@@ -5,9 +5,11 @@ in one chunk with ``finishReason: STOP``, thought parts (``thought: true``), cum
 a final chunk with an empty text part carrying a ``thoughtSignature``, blocked prompts
 (``promptFeedback.blockReason`` and no candidates), ``{"error": {code, message, status}}`` bodies.
 
-Like Gemini, it rejects (400 INVALID_ARGUMENT) tool schemas with keywords Gemini does not accept, an
-OBJECT with empty ``properties``, empty ``parts``, and a turn of function responses that does not
-answer every function call of the turn before.
+Like Gemini, it rejects (400 INVALID_ARGUMENT) tool and response schemas with any key outside Gemini's
+``Schema`` fields, an OBJECT with empty ``properties``, ``parameters`` beside ``parametersJsonSchema``,
+empty ``parts``, a turn of function responses that does not answer every function call of the turn
+before, a ``thoughtSignature`` it never issued (other than the FAQ's dummies), and, for ``gemini-3``
+models, a model step of the current turn whose first function call has no signature.
 
     fake = FakeGemini()
     base_url = await nursery.start(fake.serve)             # http://127.0.0.1:PORT
@@ -63,7 +65,7 @@ class GeminiScript:
     pieces: int = 3
     """Chunks per text or thought part, streamed."""
     final_signature: str | None = None
-    """End the stream with an empty text part carrying this ``thoughtSignature``."""
+    """End the answer with an empty text part carrying this ``thoughtSignature``."""
     interval: float = 0.0
     headers_delay: float = 0.0
     status: int = 200
@@ -120,8 +122,11 @@ def response(script: GeminiScript, model: str) -> dict[str, Any]:
     }
     if script.block_reason:
         return {"promptFeedback": {"blockReason": script.block_reason}, **base}
+    parts = [_wire_part(p) for p in script.parts]
+    if script.final_signature:
+        parts.append({"text": "", "thoughtSignature": script.final_signature})
     candidate = {
-        "content": {"role": "model", "parts": [_wire_part(p) for p in script.parts]},
+        "content": {"role": "model", "parts": parts},
         "finishReason": script.finish_reason,
     }
     return {
@@ -169,45 +174,87 @@ def stream_chunks(script: GeminiScript, model: str) -> list[dict[str, Any]]:
     return chunks
 
 
-# Schema keywords Gemini answers "Unknown name" for (docs/mappings.md, "To Gemini upstreams", and
-# public reports of those errors); kept apart from the sanitiser's own list so that the fake checks it
-# rather than repeats it.
-REJECTED_KEYWORDS = frozenset(
+# The fields of Gemini's ``Schema`` (generativelanguage v1beta): any other key is "Unknown name". Kept
+# apart from the sanitiser's own list so that the fake checks it rather than repeats it.
+SCHEMA_FIELDS = frozenset(
     {
-        "$schema", "$id", "$comment", "$ref", "$defs", "definitions", "additionalProperties",
-        "strict", "exclusiveMinimum", "exclusiveMaximum", "propertyNames", "patternProperties",
-        "if", "then", "else", "not", "examples", "const", "oneOf",
+        "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+        "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+        "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum",
+        "maximum",
     }
 )  # fmt: skip
+TYPES = frozenset({"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
+SKIP_SIGNATURES = frozenset(
+    {"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"}
+)
+"""The dummy signatures Google's thought-signature FAQ documents: they skip the validation."""
+
+
+def _unknown(key: str, path: str) -> str:
+    return f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}': Cannot find field."
 
 
 def _schema_problem(schema: Any, path: str) -> str | None:
-    if isinstance(schema, dict):
-        for key, value in schema.items():
-            if key in REJECTED_KEYWORDS:
-                return f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}'"
-            if key == "type" and not isinstance(value, str):
-                return f"Invalid value at '{path}.type'"
-            if key == "properties" and isinstance(value, dict):
-                # property names are names, not keywords (a property may be called "type")
-                for name, member in value.items():
-                    problem = _schema_problem(member, f"{path}.properties.{name}")
-                    if problem:
-                        return problem
-                continue
-            problem = _schema_problem(value, f"{path}.{key}")
-            if problem:
-                return problem
-        if schema.get("type") == "OBJECT" and schema.get("properties") == {}:
-            return f"{path}.properties: should be non-empty for OBJECT type"
-        if schema.get("format") and schema.get("type") == "STRING":
-            if schema["format"] not in ("enum", "date-time"):
-                return f"{path}.format: only 'enum' and 'date-time' are supported for STRING"
-    elif isinstance(schema, list):
-        for i, item in enumerate(schema):
-            problem = _schema_problem(item, f"{path}[{i}]")
-            if problem:
-                return problem
+    if not isinstance(schema, dict):
+        return f"Invalid value at '{path}': a Schema must be an object"
+    for key in schema:
+        if key not in SCHEMA_FIELDS:
+            return _unknown(key, path)
+    kind = schema.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind.upper() not in TYPES):
+        return f"Invalid value at '{path}.type' ({kind!r})"
+    if isinstance(kind, str) and kind.upper() == "OBJECT" and schema.get("properties") == {}:
+        return f"{path}.properties: should be non-empty for OBJECT type"
+    if schema.get("format") and isinstance(kind, str) and kind.upper() == "STRING":
+        if schema["format"] not in ("enum", "date-time"):
+            return f"{path}.format: only 'enum' and 'date-time' are supported for STRING"
+    children: list[tuple[Any, str]] = []
+    for name, sub in (schema.get("properties") or {}).items():
+        children.append((sub, f"{path}.properties[{name!r}].value"))
+    if "items" in schema:
+        children.append((schema["items"], f"{path}.items"))
+    for i, sub in enumerate(schema.get("anyOf") or ()):
+        children.append((sub, f"{path}.any_of[{i}]"))
+    for sub, where in children:
+        problem = _schema_problem(sub, where)
+        if problem:
+            return problem
+    return None
+
+
+def _current_turn(contents: list[dict[str, Any]]) -> int:
+    """Where Gemini 3's current turn starts: the last user content with more than function responses."""
+    start = 0
+    for index, content in enumerate(contents):
+        parts = content.get("parts") or []
+        if content.get("role") == "user" and any("functionResponse" not in p for p in parts):
+            start = index
+    return start
+
+
+def signature_problem(body: dict[str, Any], model: str, issued: set[str]) -> str | None:
+    """Gemini 3's rule: in the current turn, the first function call of each model step carries the
+    signature it came with (or a documented dummy); a signature Gemini never issued is refused."""
+    contents = body.get("contents") or []
+    for index, content in enumerate(contents):
+        for part in content.get("parts") or ():
+            signature = part.get("thoughtSignature")
+            if signature and signature not in issued and signature not in SKIP_SIGNATURES:
+                return f"Corrupted thought signature in contents[{index}]."
+    if not model.startswith("gemini-3"):
+        return None
+    for index, content in enumerate(contents[_current_turn(contents) :]):
+        calls = [p for p in content.get("parts") or () if "functionCall" in p]
+        if content.get("role") == "model" and calls and not calls[0].get("thoughtSignature"):
+            name = calls[0]["functionCall"].get("name")
+            return (
+                "Function call is missing a thought_signature in functionCall parts. This is "
+                "required for tools to work correctly, and missing thought_signature may lead to "
+                f"degraded model performance. Additional data, function call `{name}` , position "
+                f"{index + _current_turn(contents) + 1}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+            )
     return None
 
 
@@ -229,12 +276,17 @@ def validate(body: dict[str, Any]) -> str | None:
         previous_calls = sum("functionCall" in p for p in parts)
     for t, tool in enumerate(body.get("tools") or []):
         for d, declaration in enumerate(tool.get("functionDeclarations") or []):
-            problem = _schema_problem(
-                declaration.get("parameters"), f"tools[{t}].function_declarations[{d}].parameters"
-            )
-            if problem:
-                return problem
-    schema = (body.get("generationConfig") or {}).get("responseSchema")
+            where = f"tools[{t}].function_declarations[{d}]"
+            if "parameters" in declaration and "parametersJsonSchema" in declaration:
+                return f"{where}: parameters and parameters_json_schema are mutually exclusive"
+            if "parameters" in declaration:
+                problem = _schema_problem(declaration["parameters"], f"{where}.parameters")
+                if problem:
+                    return problem
+    config = body.get("generationConfig") or {}
+    if "responseSchema" in config and "responseJsonSchema" in config:
+        return "generation_config: response_schema and response_json_schema are mutually exclusive"
+    schema = config.get("responseSchema")
     return _schema_problem(schema, "generation_config.response_schema") if schema else None
 
 
@@ -245,6 +297,15 @@ class FakeGemini(FakeUpstream[GeminiScript]):
 
     def __init__(self, default: GeminiScript | None = None) -> None:
         super().__init__(default or GeminiScript())
+        self.issued_signatures: set[str] = set()
+        """Every ``thoughtSignature`` this fake answered with: the only ones it accepts back."""
+
+    def _issue(self, script: GeminiScript) -> None:
+        for part in script.parts:
+            if isinstance(part, Call) and part.thought_signature:
+                self.issued_signatures.add(part.thought_signature)
+        if script.final_signature:
+            self.issued_signatures.add(script.final_signature)
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
         if request.method in ("GET", "HEAD") and request.route == "/v1beta/models":
@@ -293,10 +354,12 @@ class FakeGemini(FakeUpstream[GeminiScript]):
                 list(script.headers),
             )
             return
-        problem = validate(request.json())
+        body = request.json()
+        problem = validate(body) or signature_problem(body, model, self.issued_signatures)
         if problem:
             await respond.json(400, _error(400, "INVALID_ARGUMENT", problem))
             return
+        self._issue(script)
         if method == "generateContent":
             if script.drop_after is not None:
                 await respond.drop()

@@ -84,13 +84,58 @@ def _split(text: str, chunks: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
+def problem(body: dict[str, Any], max_tool_id: int, reasoning_echo: bool) -> tuple[str, str] | None:
+    """What the upstream refuses in this request (message, param), in its own words; None if nothing.
+
+    OpenAI: a tool call id longer than ``max_tool_id`` (``string_above_max_length``). DeepSeek's
+    thinking mode (``reasoning_echo``): an assistant message with tool calls but no
+    ``reasoning_content``.
+    """
+    for i, message in enumerate(body.get("messages") or []):
+        ids = [c.get("id", "") for c in message.get("tool_calls") or ()]
+        for j, ident in enumerate(ids):
+            if len(ident) > max_tool_id:
+                return (
+                    f"Invalid 'messages[{i}].tool_calls[{j}].id': string too long. Expected a string "
+                    f"with maximum length {max_tool_id}, but got a string with length "
+                    f"{len(ident)} instead.",
+                    f"messages[{i}].tool_calls[{j}].id",
+                )
+        call_id = message.get("tool_call_id")
+        if isinstance(call_id, str) and len(call_id) > max_tool_id:
+            return (
+                f"Invalid 'messages[{i}].tool_call_id': string too long. Expected a string with "
+                f"maximum length {max_tool_id}, but got a string with length {len(call_id)} "
+                "instead.",
+                f"messages[{i}].tool_call_id",
+            )
+        if reasoning_echo and ids and "reasoning_content" not in message:
+            return (
+                f"Missing `reasoning_content` field in the assistant message at message index {i}. "
+                "For more information, please refer to "
+                "https://api-docs.deepseek.com/guides/thinking_mode#tool-calls",
+                f"messages[{i}]",
+            )
+    return None
+
+
 class FakeOpenAI(FakeUpstream[Script]):
-    """A scriptable OpenAI-compatible upstream; see the module docstring."""
+    """A scriptable OpenAI-compatible upstream; see the module docstring.
+
+    Args:
+        max_tool_id: the longest tool call id it accepts (OpenAI's Chat Completions: 40).
+        reasoning_echo: behave as DeepSeek's thinking mode, which refuses an assistant message with
+            tool calls that does not carry its ``reasoning_content`` back.
+    """
 
     url_suffix = "/v1"
 
-    def __init__(self, default: Script | None = None) -> None:
+    def __init__(
+        self, default: Script | None = None, *, max_tool_id: int = 40, reasoning_echo: bool = False
+    ) -> None:
         super().__init__(default or Script())
+        self.max_tool_id = max_tool_id
+        self.reasoning_echo = reasoning_echo
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
         if request.method in ("GET", "HEAD") and request.route == "/v1/models":
@@ -129,6 +174,16 @@ class FakeOpenAI(FakeUpstream[Script]):
             await self._error(script, respond)
             return
         body = request.json()
+        refused = problem(body, self.max_tool_id, self.reasoning_echo)
+        if refused:
+            error = {
+                "message": refused[0],
+                "type": "invalid_request_error",
+                "param": refused[1],
+                "code": "string_above_max_length" if "too long" in refused[0] else None,
+            }
+            await respond.json(400, {"error": error})
+            return
         ident = f"chatcmpl-fake{len(self.requests)}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

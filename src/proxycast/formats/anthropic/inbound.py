@@ -49,31 +49,74 @@ def _part_from_block(block: wire.Block, names: dict[str, str]) -> hub.Part | Non
     if isinstance(block, (wire.ImageBlock, wire.DocumentBlock)):
         source = block.source
         if source.type == "text" and source.data is not None:
-            return hub.Text(source.data)
+            return hub.Text(source.data, block.cache_control)
         media = source.media_type or (
             "application/pdf" if isinstance(block, wire.DocumentBlock) else None
         )
         if isinstance(block, wire.ImageBlock):
-            return hub.Image(media_type=media, data=source.data, url=source.url)
-        return hub.Document(media_type=media or "application/pdf", data=source.data, url=source.url)
+            return hub.Image(
+                media_type=media,
+                data=source.data,
+                url=source.url,
+                cache_control=block.cache_control,
+            )
+        return hub.Document(
+            media_type=media or "application/pdf",
+            data=source.data,
+            url=source.url,
+            filename=block.title,
+            cache_control=block.cache_control,
+        )
     if isinstance(block, wire.ToolUseBlock):
-        names[block.id] = block.name
-        return hub.ToolCall(id=block.id, name=block.name, arguments=block.input)
+        call_id, signature = hub.split_id(block.id)
+        names[call_id] = block.name
+        return hub.ToolCall(id=call_id, name=block.name, arguments=block.input, signature=signature)
     if isinstance(block, wire.ToolResultBlock):
         content = block.content
         blocks: list[wire.Block] = (
             [wire.TextBlock(text=content)] if isinstance(content, str) else content or []
         )
         parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
+        call_id = hub.split_id(block.tool_use_id)[0]
         return hub.ToolResult(
-            call_id=block.tool_use_id,
+            call_id=call_id,
             content=tuple(parts),
-            name=names.get(block.tool_use_id),
+            name=names.get(call_id),
             is_error=bool(block.is_error),
         )
     if isinstance(block, wire.ThinkingBlock):
-        return hub.Reasoning(text=block.thinking, signature=block.signature)
-    return None  # redacted thinking, server tools and blocks Anthropic adds later
+        return hub.reasoning_from_client(block.thinking, block.signature)
+    if isinstance(block, wire.RedactedThinkingBlock):
+        return hub.reasoning_from_client("", block.data, redacted=True)
+    return None  # server tools and blocks Anthropic adds later
+
+
+def _reasoning_effort(request: wire.MessagesRequest | wire.CountTokensRequest) -> str | None:
+    """``thinking`` and ``output_config.effort`` as one reasoning effort (docs/mappings.md)."""
+    thinking = request.thinking
+    config = request.output_config if isinstance(request, wire.MessagesRequest) else None
+    effort = config.effort if config else None
+    if thinking is not None and thinking.type == "enabled":
+        return _effort(thinking.budget_tokens)
+    if thinking is not None and thinking.type == "adaptive":
+        return effort or "high"  # Anthropic's default effort
+    if thinking is not None and thinking.type == "disabled":
+        return None
+    return effort
+
+
+def _response_format(
+    request: wire.MessagesRequest | wire.CountTokensRequest,
+) -> dict[str, Any] | None:
+    config = request.output_config if isinstance(request, wire.MessagesRequest) else None
+    form = config.format if config else None
+    if not form or form.get("type") != "json_schema":
+        return None
+    schema = form.get("schema") or {"type": "object"}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
 
 
 def request_to_internal(
@@ -110,15 +153,14 @@ def request_to_internal(
             choice = {"auto": "auto", "any": "required", "none": "none", "tool": "auto"}[kind]  # type: ignore[assignment]
         if request.tool_choice.disable_parallel_tool_use:
             parallel = False
-    thinking = request.thinking
-    effort = _effort(thinking.budget_tokens) if thinking and thinking.type == "enabled" else None
     full = request if isinstance(request, wire.MessagesRequest) else None
     params = hub.Params(
         max_tokens=full.max_tokens if full else None,
         temperature=full.temperature if full else None,
         top_p=full.top_p if full else None,
         stop=tuple(full.stop_sequences or ()) if full else (),
-        reasoning_effort=effort,
+        reasoning_effort=_reasoning_effort(request),
+        response_format=_response_format(request),
         user=full.metadata.user_id if full and full.metadata else None,
     )
     stream = bool(full and full.stream)
@@ -126,7 +168,13 @@ def request_to_internal(
         system=tuple(system),
         messages=tuple(messages),
         tools=tuple(
-            hub.Tool(name=t.name, description=t.description, parameters=t.input_schema)
+            hub.Tool(
+                name=t.name,
+                description=t.description,
+                parameters=t.input_schema,
+                strict=t.strict,
+                cache_control=t.cache_control,
+            )
             for t in request.tools or ()
         ),
         tool_choice=choice,
@@ -163,6 +211,12 @@ def usage_from_internal(usage: hub.Usage) -> dict[str, int]:
     }
 
 
+def client_tool_id(call_id: str, signature: str | None) -> str:
+    """The id an Anthropic client sees: ``^[a-zA-Z0-9_-]+$``, with a thought signature carried
+    losslessly (base64url, :func:`hub.signed_id`)."""
+    return hub.signed_id(clean_tool_id(call_id), signature)
+
+
 def _message_id(ident: str) -> str:
     return ident if ident.startswith("msg_") else f"msg_{clean_tool_id(ident or 'proxycast')}"
 
@@ -171,17 +225,18 @@ def response_from_internal(reply: hub.Reply, model: str) -> dict[str, Any]:
     """An Anthropic ``message`` for ``reply``, under the model name the client asked for."""
     content: list[dict[str, Any]] = []
     for part in reply.parts:
-        if isinstance(part, hub.Reasoning):
-            content.append(
-                {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
-            )
+        if isinstance(part, hub.Reasoning) and part.redacted:
+            content.append({"type": "redacted_thinking", "data": part.signature or ""})
+        elif isinstance(part, hub.Reasoning):
+            signature = hub.carried_signature(part)
+            content.append({"type": "thinking", "thinking": part.text, "signature": signature})
         elif isinstance(part, hub.Text):
             content.append({"type": "text", "text": part.text})
         elif isinstance(part, hub.ToolCall):
             content.append(
                 {
                     "type": "tool_use",
-                    "id": clean_tool_id(part.id),
+                    "id": client_tool_id(part.id, part.signature),
                     "name": part.name,
                     "input": part.arguments,
                 }
@@ -287,12 +342,22 @@ class StreamEncoder:
         if isinstance(event, hub.TextDelta):
             index, out = self._ensure("text")
             return out + self._delta(index, {"type": "text_delta", "text": event.text})
+        if isinstance(event, hub.ReasoningDelta) and event.redacted:
+            out = self._close_all()
+            index, start = self._start({"type": "redacted_thinking", "data": event.signature or ""})
+            return out + start + self._stop(index)
         if isinstance(event, hub.ReasoningDelta):
             index, out = self._ensure("thinking")
             if event.text:
                 out += self._delta(index, {"type": "thinking_delta", "thinking": event.text})
             if event.signature:
-                out += self._delta(index, {"type": "signature_delta", "signature": event.signature})
+                signature = hub.carried_signature(
+                    hub.Reasoning(text="", signature=event.signature, source=event.source)
+                )
+                out += self._delta(index, {"type": "signature_delta", "signature": signature})
+                # the signature ends its block: the next reasoning is a block of its own
+                out += self._stop(index)
+                self._open = None
             return out
         if isinstance(event, hub.ToolCallStart):
             out = b""
@@ -301,7 +366,7 @@ class StreamEncoder:
                 self._open = None
             block = {
                 "type": "tool_use",
-                "id": clean_tool_id(event.id),
+                "id": client_tool_id(event.id, event.signature),
                 "name": event.name,
                 "input": {},
             }
@@ -344,6 +409,10 @@ class StreamEncoder:
         return error_frame(error)
 
 
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+"""``output_config.effort`` values the anthropic SDK (2.14) declares."""
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+"""The ``thinking`` types proxycast converts (``between_tools`` has no equivalent elsewhere)."""
 MAX_MESSAGES = 100_000
 """Anthropic's documented limit of messages in one request."""
 
@@ -363,6 +432,14 @@ def _problems(request: wire.MessagesRequest | wire.CountTokensRequest) -> list[P
         if request.thinking is not None and request.thinking.type == "enabled":
             budget = request.thinking.budget_tokens
             problems += out_of_range(budget, 1024, None, ("thinking", "budget_tokens"))
+        config = request.output_config
+        if config is not None and config.effort is not None and config.effort not in EFFORTS:
+            problems.append((("output_config", "effort"), f"must be one of {', '.join(EFFORTS)}"))
+        form = (config.format if config else None) or {}
+        if form and form.get("type") != "json_schema":
+            problems.append((("output_config", "format", "type"), "must be json_schema"))
+    if request.thinking is not None and request.thinking.type not in THINKING_TYPES:
+        problems.append((("thinking", "type"), f"must be one of {', '.join(THINKING_TYPES)}"))
     return problems
 
 
@@ -376,6 +453,39 @@ _FORWARDED_PATHS: dict[Operation, str] = {
 }
 _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 """The client's headers an Anthropic upstream gets too (it picks the API version and betas)."""
+
+
+def without_gemini_signatures(text: str, model: str) -> str | None:
+    """A forwarded body whose history carries Gemini signatures in thinking blocks (a Gemini
+    conversation moving to Claude), without those blocks: Claude refuses signatures it did not issue.
+    None when there is none (the body is then forwarded byte for byte)."""
+    if hub.GEMINI_SIGNATURE_MARK not in text:
+        return None
+    body = json.loads(text)
+    changed = False
+    messages = []
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            kept = [
+                b
+                for b in content
+                if not (
+                    isinstance(b, dict)
+                    and b.get("type") == "thinking"
+                    and str(b.get("signature", "")).startswith(hub.GEMINI_SIGNATURE_MARK)
+                )
+            ]
+            changed = changed or len(kept) < len(content)
+            if not kept:
+                continue  # a turn left empty goes (Claude joins the turns around it)
+            message["content"] = kept
+        messages.append(message)
+    if not changed:
+        return None
+    body["messages"] = messages
+    body["model"] = model
+    return json.dumps(body, ensure_ascii=False)
 
 
 class AnthropicDialect:
@@ -432,9 +542,11 @@ class AnthropicDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
-        text = request.text
-        if upstream_model != request.client_model:
-            text = replace_value(text, request.spans["model"], upstream_model)
+        text = without_gemini_signatures(request.text, upstream_model)
+        if text is None:
+            text = request.text
+            if upstream_model != request.client_model:
+                text = replace_value(text, request.spans["model"], upstream_model)
         return UpstreamRequest(
             path=_FORWARDED_PATHS[request.operation],
             raw=text.encode(),

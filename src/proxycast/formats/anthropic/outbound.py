@@ -5,6 +5,8 @@ The mapping choices are in ``docs/mappings.md`` ("To Anthropic upstreams").
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -19,14 +21,42 @@ from proxycast.formats.contracts import UpstreamRequest
 log = logging.getLogger("proxycast")
 
 DEFAULT_MAX_TOKENS = 4096
-THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096}
+THINKING_BUDGETS = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 2048,
+    "high": 4096,
+    "xhigh": 16384,
+    "max": 32000,
+}
+ADAPTIVE_EFFORTS = {
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+    "max": "max",
+}
+ADAPTIVE_ONLY = (
+    "claude-opus-4-7",
+    "claude-opus-4-8",
+    "claude-opus-5",
+    "claude-sonnet-5",
+    "claude-mythos",
+    "claude-fable",
+)
+"""Model families that accept only ``thinking: {type: "adaptive"}`` (a budget is a 400 there)."""
+JSON_TOOL = "proxycast_json_response"
+"""The forced tool a ``json_object`` response format becomes; its input is the answer's text."""
+SERVICE_TIERS = {"auto": "auto", "priority": "auto", "default": "standard_only"}
+TEXT_DOCUMENTS = ("text/", "application/json", "application/xml", "application/csv")
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
 _STOP: dict[str, hub.Stop] = {
     "end_turn": "end",
-    "pause_turn": "end",
+    "pause_turn": "length",
     "stop_sequence": "stop_sequence",
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
@@ -50,23 +80,65 @@ def _source(media_type: str | None, data: str | None, url: str | None) -> dict[s
     return {"type": "url", "url": url}
 
 
+def _cached(block: dict[str, Any], cache_control: dict[str, Any] | None) -> dict[str, Any]:
+    if cache_control is not None:
+        block["cache_control"] = cache_control
+    return block
+
+
+def _image(part: hub.Image, where: str) -> dict[str, Any]:
+    if part.data is not None and part.media_type not in IMAGE_TYPES:
+        raise InvalidRequestError(
+            f"{where}: image type {part.media_type!r} is not accepted by Anthropic models "
+            "(jpeg, png, gif and webp are)."
+        )
+    block = {"type": "image", "source": _source(part.media_type, part.data, part.url)}
+    return _cached(block, part.cache_control)
+
+
+def _document(part: hub.Document, where: str) -> dict[str, Any]:
+    """PDFs as documents, plain text as a text-source document, images as image blocks."""
+    media = part.media_type
+    if part.data is None or media == "application/pdf":
+        block = {"type": "document", "source": _source(media, part.data, part.url)}
+    elif media.startswith("image/"):
+        return _image(
+            hub.Image(media_type=media, data=part.data, cache_control=part.cache_control), where
+        )
+    elif media.startswith(TEXT_DOCUMENTS):
+        try:
+            text = base64.b64decode(part.data, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidRequestError(
+                f"{where}: the {media} file is not base64 of UTF-8 text.", param=where
+            ) from None
+        block = {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": text},
+        }
+    else:
+        raise InvalidRequestError(
+            f"{where}: Anthropic models read PDF, plain-text and image files, not {media!r}.",
+            param=where,
+        )
+    if part.filename:
+        block["title"] = part.filename
+    return _cached(block, part.cache_control)
+
+
 def _block(part: hub.Part, where: str) -> dict[str, Any] | None:
     if isinstance(part, hub.Text):
         if not part.text:
             return None
-        block: dict[str, Any] = {"type": "text", "text": part.text}
-        if part.cache_control is not None:
-            block["cache_control"] = part.cache_control
-        return block
+        return _cached({"type": "text", "text": part.text}, part.cache_control)
     if isinstance(part, hub.Image):
-        if part.data is not None and part.media_type not in IMAGE_TYPES:
-            raise InvalidRequestError(
-                f"{where}: image type {part.media_type!r} is not accepted by Anthropic models "
-                "(jpeg, png, gif and webp are)."
-            )
-        return {"type": "image", "source": _source(part.media_type, part.data, part.url)}
+        return _image(part, where)
     if isinstance(part, hub.Document):
-        return {"type": "document", "source": _source(part.media_type, part.data, part.url)}
+        return _document(part, where)
+    if isinstance(part, hub.Audio):
+        raise InvalidRequestError(
+            f"{where}: Anthropic models do not take audio input.", param=where
+        )
     if isinstance(part, hub.ToolCall):
         return {
             "type": "tool_use",
@@ -83,12 +155,22 @@ def _block(part: hub.Part, where: str) -> dict[str, Any] | None:
             result["is_error"] = True
         return result
     # Reasoning: Anthropic accepts thinking blocks only with the signature it issued.
-    if part.signature:
-        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
-    return None
+    if part.source == "gemini" or not part.signature:
+        return None
+    if part.redacted:
+        return {"type": "redacted_thinking", "data": part.signature}
+    return {"type": "thinking", "thinking": part.text, "signature": part.signature}
 
 
-_ORDER = {"thinking": 0, "tool_result": 0, "text": 1, "image": 1, "document": 1, "tool_use": 2}
+_ORDER = {
+    "thinking": 0,
+    "redacted_thinking": 0,
+    "tool_result": 0,
+    "text": 1,
+    "image": 1,
+    "document": 1,
+    "tool_use": 2,
+}
 
 
 def _messages(conversation: hub.Conversation) -> list[dict[str, Any]]:
@@ -118,6 +200,88 @@ def _messages(conversation: hub.Conversation) -> list[dict[str, Any]]:
     return messages
 
 
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def _loop_without_thinking(messages: list[dict[str, Any]]) -> bool:
+    """Whether the current tool loop's assistant turn (the last one, followed by nothing but tool
+    results) uses tools without starting with a thinking block, which Claude refuses with thinking on."""
+    for index in range(len(messages) - 1, -1, -1):
+        entry = messages[index]
+        if entry["role"] == "assistant":
+            uses = any(b["type"] == "tool_use" for b in entry["content"])
+            return uses and entry["content"][0]["type"] not in _THINKING
+        if any(b["type"] != "tool_result" for b in entry["content"]):
+            return False
+    return False
+
+
+def _without_final_thinking(messages: list[dict[str, Any]]) -> None:
+    """Thinking off: a final assistant turn may not hold thinking blocks (Claude refuses it)."""
+    if messages and messages[-1]["role"] == "assistant":
+        content = [b for b in messages[-1]["content"] if b["type"] not in _THINKING]
+        if content:
+            messages[-1]["content"] = content
+        else:
+            messages.pop()
+
+
+def _thinking(effort: str | None, model: str) -> dict[str, Any] | None:
+    """The ``thinking`` setting for a reasoning effort (docs/mappings.md, "To Anthropic upstreams")."""
+    if effort is None or effort == "none":
+        return None
+    if effort not in THINKING_BUDGETS:
+        raise InvalidRequestError(
+            f"reasoning_effort {effort!r} is not one of none, {', '.join(THINKING_BUDGETS)}.",
+            param="reasoning_effort",
+        )
+    if model.startswith(ADAPTIVE_ONLY):
+        return {"type": "adaptive"}
+    return {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
+
+
+def _strict_schema(schema: Any) -> Any:
+    """A schema for Claude's structured output: every object closed (``additionalProperties: false``
+    is required there)."""
+    if isinstance(schema, list):
+        return [_strict_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict_schema(v) for k, v in schema.items()}
+    if out.get("type") == "object" and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def user_id(user: str) -> str:
+    """``metadata.user_id`` for a client's ``user``: Claude refuses e-mail addresses and phone numbers
+    there and asks for an opaque id, so a stable hash is sent."""
+    return "u_" + hashlib.sha256(user.encode()).hexdigest()[:32]
+
+
+def _refuse_unsupported(params: hub.Params) -> None:
+    if params.logprobs:
+        raise InvalidRequestError(
+            "logprobs is not supported by Anthropic models; leave it out or set it to false.",
+            param="logprobs",
+        )
+    if params.logit_bias:
+        raise InvalidRequestError(
+            "logit_bias is not supported by Anthropic models; leave it out.", param="logit_bias"
+        )
+    if params.web_search is not None:
+        raise InvalidRequestError(
+            "web_search_options is not supported for Anthropic models by this gateway.",
+            param="web_search_options",
+        )
+    if params.service_tier is not None and params.service_tier not in SERVICE_TIERS:
+        raise InvalidRequestError(
+            f"service_tier {params.service_tier!r} has no Anthropic equivalent "
+            f"({', '.join(SERVICE_TIERS)} have).",
+            param="service_tier",
+        )
+
+
 def _tool_choice(conversation: hub.Conversation, thinking: bool) -> dict[str, Any] | None:
     choice = conversation.tool_choice
     if choice == "none":
@@ -134,6 +298,16 @@ def _tool_choice(conversation: hub.Conversation, thinking: bool) -> dict[str, An
     return out
 
 
+def _tool(tool: hub.Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    out["input_schema"] = tool.parameters
+    if tool.strict is not None:
+        out["strict"] = tool.strict
+    return _cached(out, tool.cache_control)
+
+
 def request_from_internal(conversation: hub.Conversation, model: str) -> UpstreamRequest:
     """The Anthropic Messages request for a conversation, sent to ``model``.
 
@@ -146,12 +320,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         raise InvalidRequestError(
             "n > 1 is not supported by Anthropic models; send n = 1 (or leave it out).", param="n"
         )
-    if params.response_format and params.response_format.get("type") != "text":
-        raise InvalidRequestError(
-            "response_format json_object/json_schema is not supported for Anthropic models by this "
-            "gateway; describe the format in the prompt or use a tool.",
-            param="response_format",
-        )
+    _refuse_unsupported(params)
     body: dict[str, Any] = {"model": model}
     system = []
     for part in conversation.system:
@@ -162,16 +331,38 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
             system.append(block)
     if system:
         body["system"] = system
-    body["messages"] = _messages(conversation)
-    budget = (
-        THINKING_BUDGETS.get(params.reasoning_effort or "") if params.reasoning_effort else None
-    )
+    messages = _messages(conversation)
+    thinking = _thinking(params.reasoning_effort, model)
+    if thinking is not None and _loop_without_thinking(messages):
+        # the client did not send the thinking blocks back (LiteLLM's modify_params choice)
+        log.info("thinking dropped: the tool-using assistant turn came without its thinking blocks")
+        thinking = None
+    if thinking is None:
+        _without_final_thinking(messages)
+    body["messages"] = messages
     max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
-    if budget is not None:
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        max_tokens = max(max_tokens, budget + 1024)
+    if thinking is not None:
+        body["thinking"] = thinking
+        if thinking["type"] == "adaptive":
+            body["output_config"] = {"effort": ADAPTIVE_EFFORTS[params.reasoning_effort or "high"]}
+        else:
+            max_tokens = max(max_tokens, thinking["budget_tokens"] + 1024)
     body["max_tokens"] = max_tokens
-    if budget is None:
+    response_format = params.response_format or {}
+    json_tool = False
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        output = {"type": "json_schema", "schema": _strict_schema(schema)}
+        body["output_config"] = {**body.get("output_config", {}), "format": output}
+    elif response_format.get("type") == "json_object":
+        if thinking is not None:
+            raise InvalidRequestError(
+                "response_format json_object needs a forced tool, which Claude refuses with "
+                "thinking on; use json_schema, or no reasoning_effort.",
+                param="response_format",
+            )
+        json_tool = True
+    if thinking is None:
         if params.temperature is not None:
             body["temperature"] = min(params.temperature, 1.0)
         elif params.top_p is not None:
@@ -179,13 +370,8 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     stops = [s for s in params.stop if s.strip()]
     if stops:
         body["stop_sequences"] = stops
-    tools = [
-        {"name": t.name, "description": t.description, "input_schema": t.parameters}
-        if t.description
-        else {"name": t.name, "input_schema": t.parameters}
-        for t in conversation.tools
-    ]
-    choice = _tool_choice(conversation, budget is not None)
+    tools = [_tool(t) for t in conversation.tools]
+    choice = _tool_choice(conversation, thinking is not None)
     if not tools:
         used = {
             p.name for m in conversation.messages for p in m.parts if isinstance(p, hub.ToolCall)
@@ -199,12 +385,17 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
             choice = {"type": "none"} if tools else None
         else:
             choice = None
+    if json_tool:
+        tools.append({"name": JSON_TOOL, "input_schema": {"type": "object"}})
+        choice = {"type": "tool", "name": JSON_TOOL}
     if tools:
         body["tools"] = tools
     if choice is not None:
         body["tool_choice"] = choice
     if params.user:
-        body["metadata"] = {"user_id": params.user}
+        body["metadata"] = {"user_id": user_id(params.user)}
+    if params.service_tier is not None:
+        body["service_tier"] = SERVICE_TIERS[params.service_tier]
     if conversation.stream:
         body["stream"] = True
     return UpstreamRequest(path="/v1/messages", body=body, stream=conversation.stream)
@@ -227,11 +418,25 @@ def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
     )
 
 
-def response_to_internal(message: dict[str, Any]) -> hub.Reply:
+def json_tool_forced(request: UpstreamRequest | None) -> bool:
+    """Whether the request forced :data:`JSON_TOOL` (its input is then the answer's text)."""
+    choice = request.body.get("tool_choice") if request is not None else None
+    return choice == {"type": "tool", "name": JSON_TOOL}
+
+
+def response_to_internal(
+    message: dict[str, Any], request: UpstreamRequest | None = None
+) -> hub.Reply:
     """An Anthropic ``message`` object as a reply."""
     parts: list[hub.Part] = []
+    json_text = json_tool_forced(request)
+    stop = _stop(message.get("stop_reason"))
     for block in message.get("content") or ():
         kind = block.get("type")
+        if kind == "tool_use" and json_text and block.get("name") == JSON_TOOL:
+            parts.append(hub.Text(json.dumps(block.get("input") or {})))
+            stop = "end"
+            continue
         if kind == "text" and block.get("text"):
             if parts and isinstance(parts[-1], hub.Text):
                 # adjacent text blocks read as one text (a stream cannot tell them apart)
@@ -246,11 +451,13 @@ def response_to_internal(message: dict[str, Any]) -> hub.Reply:
             parts.append(
                 hub.Reasoning(text=block.get("thinking", ""), signature=block.get("signature"))
             )
+        elif kind == "redacted_thinking":
+            parts.append(hub.Reasoning(text="", signature=block.get("data", ""), redacted=True))
     return hub.Reply(
         id=message.get("id", ""),
         model=message.get("model", ""),
         parts=tuple(parts),
-        stop=_stop(message.get("stop_reason")),
+        stop=stop,
         usage=usage_to_internal(message.get("usage")),
     )
 
@@ -268,8 +475,10 @@ class StreamDecoder(sse.EventDecoder):
     thinking block before a tool shifts that). A tool block that received no argument text gets ``{}``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, request: UpstreamRequest | None = None) -> None:
         super().__init__()
+        self._json_text = json_tool_forced(request)
+        self._json_blocks: set[int] = set()
         self._tools: dict[int, list[Any]] = {}  # block index -> [tool ordinal, got arguments]
         self._count = 0
         self._stop: hub.Stop = "end"
@@ -294,6 +503,15 @@ class StreamDecoder(sse.EventDecoder):
             ]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
+            if block.get("type") == "redacted_thinking":
+                return [hub.ReasoningDelta(signature=block.get("data", ""), redacted=True)]
+            if (
+                block.get("type") == "tool_use"
+                and self._json_text
+                and block.get("name") == JSON_TOOL
+            ):
+                self._json_blocks.add(data.get("index", -1))
+                return []
             if block.get("type") == "tool_use":
                 self._tools[data.get("index", -1)] = [self._count, False]
                 self._count += 1
@@ -316,6 +534,8 @@ class StreamDecoder(sse.EventDecoder):
                 return [hub.ReasoningDelta(text=delta["thinking"])]
             if dtype == "signature_delta" and delta.get("signature"):
                 return [hub.ReasoningDelta(signature=delta["signature"])]
+            if dtype == "input_json_delta" and data.get("index", -1) in self._json_blocks:
+                return [hub.TextDelta(delta["partial_json"])] if delta.get("partial_json") else []
             if dtype == "input_json_delta" and delta.get("partial_json"):
                 tool = self._tools.get(data.get("index", -1))
                 if tool is not None:
@@ -331,7 +551,7 @@ class StreamDecoder(sse.EventDecoder):
         if kind == "message_delta":
             delta = data.get("delta") or {}
             if delta.get("stop_reason"):
-                self._stop = _stop(delta["stop_reason"])
+                self._stop = "end" if self._json_blocks else _stop(delta["stop_reason"])
             usage = data.get("usage") or {}
             # cumulative counts; a message_delta may also carry input and cache tokens
             merged = {

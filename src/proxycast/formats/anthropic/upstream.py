@@ -46,10 +46,10 @@ class AnthropicUpstream:
         return outbound.request_from_internal(conversation, model)
 
     def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
-        return [outbound.response_to_internal(body)]
+        return [outbound.response_to_internal(body, request)]
 
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
-        return outbound.StreamDecoder()
+        return outbound.StreamDecoder(request)
 
     def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount:
         body = dict(outbound.request_from_internal(conversation, model).body)
@@ -60,6 +60,7 @@ class AnthropicUpstream:
             "temperature",
             "top_p",
             "metadata",
+            "service_tier",
         ):
             body.pop(unused, None)
         request = UpstreamRequest(path="/v1/messages/count_tokens", body=body)

@@ -31,12 +31,14 @@ class TextBlock:
 @attrs.frozen(kw_only=True)
 class ImageBlock:
     source: Source
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
 class DocumentBlock:
     source: Source
     title: str | None = None
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -59,13 +61,25 @@ class ThinkingBlock:
     signature: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class RedactedThinkingBlock:
+    data: str
+
+
 @attrs.frozen
 class UnknownBlock:
     raw: dict[str, Any]
 
 
 Block = Union[
-    TextBlock, ImageBlock, DocumentBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock, UnknownBlock
+    TextBlock,
+    ImageBlock,
+    DocumentBlock,
+    ToolUseBlock,
+    ToolResultBlock,
+    ThinkingBlock,
+    RedactedThinkingBlock,
+    UnknownBlock,
 ]
 
 
@@ -81,6 +95,8 @@ class Tool:
     name: str
     input_schema: dict[str, Any] = attrs.field(factory=lambda: {"type": "object"})
     description: str | None = None
+    strict: bool | None = None
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -93,7 +109,16 @@ class ToolChoice:
 @attrs.frozen(kw_only=True)
 class Thinking:
     type: str
+    """``enabled``, ``disabled``, ``adaptive``."""
     budget_tokens: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OutputConfig:
+    effort: str | None = None
+    """``low``, ``medium``, ``high``, ``xhigh``, ``max``."""
+    format: dict[str, Any] | None = None
+    """``{"type": "json_schema", "schema": {...}}``: structured output."""
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +140,7 @@ class MessagesRequest:
     top_k: int | None = None
     metadata: Metadata | None = None
     thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
     stream: bool | None = None
 
 
@@ -142,6 +168,7 @@ register_tagged_union(
         "tool_use": ToolUseBlock,
         "tool_result": ToolResultBlock,
         "thinking": ThinkingBlock,
+        "redacted_thinking": RedactedThinkingBlock,
     },
     unknown=UnknownBlock,
 )

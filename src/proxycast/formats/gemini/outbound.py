@@ -8,33 +8,81 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import re
 import secrets
 from typing import Any
 from urllib.parse import quote
 
 from proxycast import hub, sse
-from proxycast.errors import ErrorInfo, InvalidRequestError, UpstreamError, upstream_error
+from proxycast.errors import (
+    ErrorInfo,
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamUnavailableError,
+    upstream_error,
+)
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.gemini.errors import error_info
 from proxycast.formats.gemini.schema import sanitize
 
 log = logging.getLogger("proxycast")
 
-SIGNATURE_MARK = "__ts_"
-THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-THINKING_LEVELS = {"minimal": "low", "low": "low", "medium": "high", "high": "high"}
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+"""The value Google's thought-signature FAQ gives for function calls that have no signature (history
+from another model, calls the client made itself): Gemini 3 then skips its validation."""
+THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 512,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": -1,
+    "max": -1,
+}
+"""Gemini 2.5 ``thinkingBudget`` per effort (-1: dynamic, the model's most)."""
+THINKING_LEVELS = {
+    "none": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "high",
+    "high": "high",
+    "xhigh": "high",
+    "max": "high",
+}
+"""Gemini 3 ``thinkingLevel`` per effort (Gemini 3 cannot turn thinking off: ``none`` is ``low``)."""
 _FILTERED = frozenset(
-    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "OTHER", "IMAGE_SAFETY"}
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "OTHER",
+        "IMAGE_SAFETY",
+        "LANGUAGE",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
 )
+_FAILED = {
+    "MALFORMED_FUNCTION_CALL": "the model wrote a function call that is not valid",
+    "UNEXPECTED_TOOL_CALL": "the model called a tool that was not declared",
+    "TOO_MANY_TOOL_CALLS": "the model called too many tools in a row",
+    "MISSING_THOUGHT_SIGNATURE": "a thought signature was missing from the request",
+}
+"""Finish reasons that leave no usable answer: a 502, never a clean empty stop."""
+MEDIA_RESOLUTIONS = {"low": "MEDIA_RESOLUTION_LOW", "high": "MEDIA_RESOLUTION_HIGH"}
+SERVICE_TIERS = frozenset({"auto", "default"})
 
 
 def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
 
 
-def _split_id(call_id: str) -> tuple[str, str | None]:
-    head, mark, signature = call_id.partition(SIGNATURE_MARK)
-    return (head, signature) if mark and signature else (call_id, None)
+def generation(model: str) -> int:
+    """The Gemini generation a model name says (``gemini-3-pro`` -> 3), 0 if it says none."""
+    found = re.match(r"(?:models/)?gemini-(\d+)", model)
+    return int(found.group(1)) if found else 0
 
 
 def _is_file_uri(url: str) -> bool:
@@ -46,22 +94,24 @@ def _is_file_uri(url: str) -> bool:
 def _part(part: hub.Part, where: str) -> dict[str, Any] | None:
     if isinstance(part, hub.Text):
         return {"text": part.text} if part.text else None
+    if isinstance(part, hub.Audio):
+        return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
     if isinstance(part, (hub.Image, hub.Document)):
         if part.data is not None:
             return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
         url = part.url or ""
-        if _is_file_uri(url):
-            mime = part.media_type or mimetypes.guess_type(url)[0] or "application/octet-stream"
+        if _is_file_uri(url) or url.startswith("https://"):
+            # Gemini fetches public and signed https URLs itself (file-input-methods)
+            mime = part.media_type or mimetypes.guess_type(url.split("?")[0])[0] or "image/jpeg"
             return {"fileData": {"mimeType": mime, "fileUri": url}}
         raise InvalidRequestError(
-            f"{where}: Gemini models cannot read {url!r}; send the image as a base64 data URL "
-            "(data:image/png;base64,...) or a gs:// or Files API URI.",
+            f"{where}: Gemini models cannot read {url!r}; send an https URL, a base64 data URL "
+            "(data:image/png;base64,...) or a gs:// URI.",
         )
     if isinstance(part, hub.ToolCall):
-        _, signature = _split_id(part.id)
         out: dict[str, Any] = {"functionCall": {"name": part.name, "args": part.arguments}}
-        if signature:
-            out["thoughtSignature"] = signature
+        if part.signature:
+            out["thoughtSignature"] = part.signature
         return out
     if isinstance(part, hub.ToolResult):
         if not part.name:
@@ -78,16 +128,57 @@ def _part(part: hub.Part, where: str) -> dict[str, Any] | None:
             response = {"content": text}
         if part.is_error:
             response = {"error": response}
-        return {"functionResponse": {"name": part.name, "response": response}}
+        out = {"functionResponse": {"name": part.name, "response": response}}
+        media = [_part(p, where) for p in part.content if not isinstance(p, hub.Text)]
+        if any(media):
+            out["functionResponse"]["parts"] = [m for m in media if m]
+        return out
     return None  # reasoning: Gemini's thoughts are not sent back
 
 
-def _contents(conversation: hub.Conversation) -> list[dict[str, Any]]:
+def _model_parts(message: hub.Message, where: str) -> list[dict[str, Any]]:
+    """A model turn's parts; a Gemini signature goes back on the part it came with (the one before
+    it), or on an empty text part of its own."""
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, hub.Reasoning):
+            if part.source != "gemini" or not part.signature:
+                continue  # Gemini's thoughts are not sent back, nor other providers' signatures
+            if parts and "thoughtSignature" not in parts[-1] and "text" in parts[-1]:
+                parts[-1]["thoughtSignature"] = part.signature
+            else:
+                parts.append({"text": "", "thoughtSignature": part.signature})
+            continue
+        converted = _part(part, where)
+        if converted is not None:
+            parts.append(converted)
+    return parts
+
+
+def _skip_validation(contents: list[dict[str, Any]]) -> None:
+    """Gemini 3 validates the current turn (after the last user content that is not only function
+    responses): the first function call of each model step there must carry a signature. A step
+    without one (history from another model) gets the documented bypass value."""
+    start = 0
+    for index, content in enumerate(contents):
+        if content["role"] == "user" and any("functionResponse" not in p for p in content["parts"]):
+            start = index
+    for content in contents[start:]:
+        if content["role"] != "model":
+            continue
+        calls = [p for p in content["parts"] if "functionCall" in p]
+        if calls and not calls[0].get("thoughtSignature"):
+            calls[0]["thoughtSignature"] = SKIP_SIGNATURE
+
+
+def _contents(conversation: hub.Conversation, model: str) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(conversation.messages):
         role = "model" if message.role == "assistant" else "user"
-        converted = (_part(p, f"messages[{i}]") for p in message.parts)
-        parts = [p for p in converted if p is not None]
+        if role == "model":
+            parts = _model_parts(message, f"messages[{i}]")
+        else:
+            parts = [p for p in (_part(p, f"messages[{i}]") for p in message.parts) if p]
         if not parts:
             continue
         if contents and contents[-1]["role"] == role:
@@ -109,6 +200,18 @@ def _contents(conversation: hub.Conversation) -> list[dict[str, Any]]:
             missing = {"functionResponse": {"name": name, "response": {"error": "no result"}}}
             content["parts"].insert(answered, missing)
             answered += 1
+    if generation(model) >= 3:
+        _skip_validation(contents)
+    else:
+        # multimodal function responses are Gemini 3's: earlier models get the media after them
+        for content in contents:
+            extra = [
+                media
+                for p in content["parts"]
+                if "functionResponse" in p
+                for media in p["functionResponse"].pop("parts", ())
+            ]
+            content["parts"] += extra
     return contents
 
 
@@ -132,6 +235,25 @@ def _declaration(tool: hub.Tool) -> dict[str, Any]:
     return out
 
 
+def _refuse_unsupported(params: hub.Params) -> None:
+    if params.logprobs:
+        raise InvalidRequestError(
+            "logprobs is not supported for Gemini models by this gateway; leave it out or set it "
+            "to false.",
+            param="logprobs",
+        )
+    if params.logit_bias:
+        raise InvalidRequestError(
+            "logit_bias is not supported by Gemini models; leave it out.", param="logit_bias"
+        )
+    if params.service_tier is not None and params.service_tier not in SERVICE_TIERS:
+        raise InvalidRequestError(
+            f"service_tier {params.service_tier!r} has no Gemini equivalent (auto and default "
+            "are accepted, and change nothing).",
+            param="service_tier",
+        )
+
+
 def path(model: str, method: str) -> str:
     """The URL path of a model's method (``generateContent``, ``countTokens``...)."""
     return f"/v1beta/models/{quote(model, safe='')}:{method}"
@@ -145,19 +267,23 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
             or ``n`` > 1 on a stream.
     """
     params = conversation.params
+    _refuse_unsupported(params)
     if conversation.stream and params.n is not None and params.n > 1:
         raise InvalidRequestError(
             "n > 1 is not supported with stream for Gemini models; stream with n = 1, or do not "
             "stream.",
             param="n",
         )
-    body: dict[str, Any] = {"contents": _contents(conversation)}
+    body: dict[str, Any] = {"contents": _contents(conversation, model)}
     system = [_part(p, "system") for p in conversation.system]
     system_parts = [p for p in system if p is not None]
     if system_parts:
         body["systemInstruction"] = {"parts": system_parts}
+    if params.web_search is not None:
+        body["tools"] = [{"googleSearch": {}}]
     if conversation.tools:
-        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in conversation.tools]}]
+        declarations = [_declaration(t) for t in conversation.tools]
+        body["tools"] = [*body.get("tools", []), {"functionDeclarations": declarations}]
         tool_config = _tool_config(conversation.tool_choice)
         if tool_config is not None:
             body["toolConfig"] = tool_config
@@ -181,9 +307,15 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         schema = (response_format.get("json_schema") or {}).get("schema")
         if isinstance(schema, dict):
             config["responseSchema"] = sanitize(schema)
-    if params.reasoning_effort in THINKING_BUDGETS:
+    if params.reasoning_effort is not None and params.reasoning_effort not in THINKING_BUDGETS:
+        raise InvalidRequestError(
+            f"reasoning_effort {params.reasoning_effort!r} is not one of "
+            f"{', '.join(THINKING_BUDGETS)}.",
+            param="reasoning_effort",
+        )
+    if params.reasoning_effort is not None:
         effort = params.reasoning_effort
-        if model.startswith("gemini-3"):
+        if generation(model) >= 3:
             config["thinkingConfig"] = {
                 "thinkingLevel": THINKING_LEVELS[effort],
                 "includeThoughts": True,
@@ -193,6 +325,14 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
                 "thinkingBudget": THINKING_BUDGETS[effort],
                 "includeThoughts": True,
             }
+    details = {
+        p.detail
+        for m in conversation.messages
+        for p in m.parts
+        if isinstance(p, hub.Image) and p.detail in MEDIA_RESOLUTIONS
+    }
+    if details:
+        config["mediaResolution"] = MEDIA_RESOLUTIONS["high" if "high" in details else "low"]
     if config:
         body["generationConfig"] = config
     method = "streamGenerateContent?alt=sse" if conversation.stream else "generateContent"
@@ -214,7 +354,16 @@ def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
     )
 
 
+def _failed(reason: str | None) -> UpstreamUnavailableError | None:
+    if reason not in _FAILED:
+        return None
+    return UpstreamUnavailableError(f"Gemini stopped with {reason}: {_FAILED[reason]}.")
+
+
 def _stop(reason: str | None, called: bool) -> hub.Stop:
+    failed = _failed(reason)
+    if failed is not None:
+        raise failed
     if called:
         return "tool_use"  # Gemini says STOP after a function call
     if reason in (None, "STOP", "FINISH_REASON_UNSPECIFIED"):
@@ -227,13 +376,6 @@ def _stop(reason: str | None, called: bool) -> hub.Stop:
     return "end"
 
 
-def _call_id(part: dict[str, Any]) -> str:
-    call = part["functionCall"]
-    base = call.get("id") or new_call_id()
-    signature = part.get("thoughtSignature")
-    return f"{base}{SIGNATURE_MARK}{signature}" if signature else base
-
-
 def _joined(part: hub.Part, text: str) -> hub.Part:
     if isinstance(part, hub.Reasoning):
         return hub.Reasoning(text=part.text + text)
@@ -244,22 +386,36 @@ def _joined(part: hub.Part, text: str) -> hub.Part:
 def _parts(content: dict[str, Any] | None) -> list[hub.Part]:
     parts: list[hub.Part] = []
     for part in (content or {}).get("parts") or ():
+        signature = part.get("thoughtSignature")
         if "functionCall" in part:
             call = part["functionCall"]
             parts.append(
                 hub.ToolCall(
-                    id=_call_id(part), name=call.get("name", ""), arguments=call.get("args") or {}
+                    id=call.get("id") or new_call_id(),
+                    name=call.get("name", ""),
+                    arguments=call.get("args") or {},
+                    signature=signature,
                 )
             )
-        elif part.get("text"):
+            continue
+        if part.get("text"):
             # consecutive text (or thought) parts read as one, as a stream of increments does
             kind = hub.Reasoning if part.get("thought") else hub.Text
-            if parts and type(parts[-1]) is kind:
+            last = parts[-1] if parts else None
+            if type(last) is kind and not (isinstance(last, hub.Reasoning) and last.signature):
                 parts[-1] = _joined(parts[-1], part["text"])
             elif kind is hub.Reasoning:
                 parts.append(hub.Reasoning(text=part["text"]))
             else:
                 parts.append(hub.Text(part["text"]))
+        if signature:
+            # a signature on a text or thought part: it signs the thought before it, or is carried
+            # as signed reasoning of its own (as a stream of increments accumulates it)
+            last = parts[-1] if parts else None
+            if isinstance(last, hub.Reasoning) and not last.signature:
+                parts[-1] = hub.Reasoning(text=last.text, signature=signature, source="gemini")
+            else:
+                parts.append(hub.Reasoning(text="", signature=signature, source="gemini"))
     return parts
 
 
@@ -336,11 +492,19 @@ class StreamDecoder(sse.EventDecoder):
                 if isinstance(part, hub.Text):
                     out.append(hub.TextDelta(part.text))
                 elif isinstance(part, hub.Reasoning):
-                    out.append(hub.ReasoningDelta(text=part.text))
+                    out.append(
+                        hub.ReasoningDelta(
+                            text=part.text, signature=part.signature, source=part.source
+                        )
+                    )
                 elif isinstance(part, hub.ToolCall):
                     index = self._tools
                     self._tools += 1
-                    out.append(hub.ToolCallStart(index=index, id=part.id, name=part.name))
+                    out.append(
+                        hub.ToolCallStart(
+                            index=index, id=part.id, name=part.name, signature=part.signature
+                        )
+                    )
                     out.append(hub.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments)))
             if candidate.get("finishReason"):
                 self._reason = candidate["finishReason"]
@@ -351,5 +515,8 @@ class StreamDecoder(sse.EventDecoder):
         if self.finished or not self._started or (self._reason is None and not self._blocked):
             return []
         self.finished = True
+        failed = _failed(self._reason)
+        if failed is not None:
+            return [hub.Failure(failed)]
         stop = "content_filter" if self._blocked else _stop(self._reason, self._tools > 0)
         return [hub.Finish(stop=stop, usage=self._usage)]

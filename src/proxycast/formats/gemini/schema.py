@@ -38,6 +38,18 @@ DROPPED = frozenset(
         "deprecated",
     }
 )
+ALLOWED = frozenset(
+    {
+        "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+        "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+        "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum",
+        "maximum",
+    }
+)  # fmt: skip
+"""The fields of Gemini's ``Schema`` (generativelanguage v1beta): anything else is an "Unknown name"
+400, so the sanitiser keeps only these (an allow-list: a keyword JSON Schema adds later is dropped)."""
+NOTED = {"uniqueItems": "items are unique", "multipleOf": "a multiple of {}"}
+"""Constraints Gemini cannot state, kept in the description for the model to read."""
 # String formats Gemini accepts; others are dropped (it rejects them).
 STRING_FORMATS = frozenset({"enum", "date-time"})
 MAX_REF_DEPTH = 3
@@ -116,7 +128,19 @@ def _clean(schema: Any, definitions: dict[str, Any], stack: tuple[str, ...]) -> 
             props = {name: _clean(sub, definitions, stack) for name, sub in value.items()}
             out["properties"] = {**out.get("properties", {}), **props}
         elif key == "items":
-            out["items"] = _clean(value, definitions, stack) if isinstance(value, dict) else {}
+            if isinstance(value, dict):
+                out["items"] = _clean(value, definitions, stack)
+        elif key == "prefixItems" and isinstance(value, list) and value:
+            # a tuple (pydantic's tuple[...]): any of the element types, exactly that many
+            cleaned = [_clean(v, definitions, stack) for v in value]
+            out["items"] = cleaned[0] if len(cleaned) == 1 else {"anyOf": cleaned}
+            out["minItems"] = out["maxItems"] = len(cleaned)
+        elif key == "description" and "description" in out:
+            continue  # a note was added to it already
+        elif key in NOTED and value not in (False, None):
+            note = NOTED[key].format(value)
+            text = out.get("description") or schema.get("description") or ""
+            out["description"] = f"{text} ({note})".strip()
         elif key == "enum" and isinstance(value, list):
             out["enum"] = [v for v in value if v is not None]
             if len(out["enum"]) < len(value):
@@ -143,4 +167,4 @@ def _clean(schema: Any, definitions: dict[str, Any], stack: tuple[str, ...]) -> 
                 del out["required"]
     if nullable:
         out["nullable"] = True
-    return out
+    return {k: v for k, v in out.items() if k in ALLOWED}

@@ -9,6 +9,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import hub
@@ -54,15 +55,23 @@ def _data_url(url: str) -> tuple[str, str] | None:
     return media_type, data
 
 
+AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3"}
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+"""Every ``reasoning_effort`` the openai SDK accepts (3.57); each maps to something upstream."""
+
+
 def _part(part: wire.Part, where: str) -> hub.Part | None:
     if isinstance(part, wire.TextPart):
         return hub.Text(part.text, part.cache_control) if part.text else None
     if isinstance(part, wire.ImagePart):
         inline = _data_url(part.image_url.url)
+        detail, cache = part.image_url.detail, part.cache_control
         if inline is not None:
-            return hub.Image(media_type=inline[0], data=inline[1])
+            return hub.Image(
+                media_type=inline[0], data=inline[1], detail=detail, cache_control=cache
+            )
         if part.image_url.url.startswith(("http://", "https://")):
-            return hub.Image(url=part.image_url.url)
+            return hub.Image(url=part.image_url.url, detail=detail, cache_control=cache)
         raise InvalidRequestError(
             f"{where}.image_url.url must be an http(s) URL or a base64 data URL.",
             param=f"{where}.image_url.url",
@@ -70,10 +79,18 @@ def _part(part: wire.Part, where: str) -> hub.Part | None:
     if isinstance(part, wire.FilePart):
         inline = _data_url(part.file.file_data or "")
         if inline is not None:
-            return hub.Document(media_type=inline[0], data=inline[1], filename=part.file.filename)
+            return hub.Document(
+                media_type=inline[0],
+                data=inline[1],
+                filename=part.file.filename,
+                cache_control=part.cache_control,
+            )
         if part.file.file_data:
             return hub.Document(
-                media_type="application/pdf", data=part.file.file_data, filename=part.file.filename
+                media_type="application/pdf",
+                data=part.file.file_data,
+                filename=part.file.filename,
+                cache_control=part.cache_control,
             )
         raise InvalidRequestError(
             f"{where}.file needs file_data (file_id refers to OpenAI's own file store).",
@@ -81,6 +98,9 @@ def _part(part: wire.Part, where: str) -> hub.Part | None:
         )
     if isinstance(part, wire.RefusalPart):
         return hub.Text(part.refusal) if part.refusal else None
+    if isinstance(part, wire.AudioPart) and part.input_audio.format in AUDIO_FORMATS:
+        media = AUDIO_FORMATS[part.input_audio.format]
+        return hub.Audio(media_type=media, data=part.input_audio.data)
     kind = "input_audio" if isinstance(part, wire.AudioPart) else part.raw.get("type")
     raise InvalidRequestError(
         f"{where}: content parts of type {kind!r} cannot be sent to this model's provider.",
@@ -88,13 +108,48 @@ def _part(part: wire.Part, where: str) -> hub.Part | None:
     )
 
 
-def _parts(content: str | list[wire.Part] | None, where: str) -> list[hub.Part]:
+def _parts(
+    content: str | list[wire.Part] | None, where: str, cache: dict[str, Any] | None = None
+) -> list[hub.Part]:
+    """Content parts; a message-level ``cache_control`` marks the last of them (LiteLLM's rule)."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [hub.Text(content)] if content else []
-    parts = (_part(p, f"{where}[{i}]") for i, p in enumerate(content))
-    return [p for p in parts if p is not None]
+        return [hub.Text(content, cache)] if content else []
+    parts = [p for p in (_part(p, f"{where}[{i}]") for i, p in enumerate(content)) if p]
+    last = parts[-1] if parts else None
+    if cache is not None and isinstance(last, (hub.Text, hub.Image, hub.Document)):
+        parts[-1] = attrs.evolve(last, cache_control=cache)
+    return parts
+
+
+def _reasoning(message: wire.AssistantMessage) -> list[hub.Part]:
+    """An assistant message's reasoning: LiteLLM's ``thinking_blocks`` (with signatures), else
+    OpenRouter's ``reasoning_details``, else the bare ``reasoning_content`` text."""
+    parts: list[hub.Part] = []
+    if message.thinking_blocks:
+        for block in message.thinking_blocks:
+            if block.get("type") == "redacted_thinking":
+                parts.append(hub.reasoning_from_client("", str(block.get("data", "")), True))
+            elif block.get("type") == "thinking":
+                signature = block.get("signature")
+                parts.append(
+                    hub.reasoning_from_client(str(block.get("thinking", "")), signature or None)
+                )
+        return parts
+    if message.reasoning_details:
+        for detail in message.reasoning_details:
+            if detail.get("type") == "reasoning.encrypted":
+                parts.append(hub.reasoning_from_client("", str(detail.get("data", "")), True))
+            elif detail.get("type") == "reasoning.text":
+                signature = detail.get("signature")
+                parts.append(
+                    hub.reasoning_from_client(str(detail.get("text", "")), signature or None)
+                )
+        return parts
+    if message.reasoning_content:
+        parts.append(hub.Reasoning(text=message.reasoning_content))
+    return parts
 
 
 def _arguments(text: str, where: str) -> dict[str, Any]:
@@ -135,26 +190,33 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
     for i, message in enumerate(request.messages):
         where = f"messages[{i}]"
         if isinstance(message, (wire.SystemMessage, wire.DeveloperMessage)):
-            system.extend(_parts(message.content, f"{where}.content"))
+            system.extend(_parts(message.content, f"{where}.content", message.cache_control))
         elif isinstance(message, wire.UserMessage):
-            add("user", _parts(message.content, f"{where}.content"))
+            add("user", _parts(message.content, f"{where}.content", message.cache_control))
         elif isinstance(message, wire.AssistantMessage):
-            parts: list[hub.Part] = []
-            if message.reasoning_content:
-                parts.append(hub.Reasoning(text=message.reasoning_content))
-            parts += _parts(message.content, f"{where}.content")
+            parts: list[hub.Part] = _reasoning(message)
+            parts += _parts(message.content, f"{where}.content", message.cache_control)
             for j, call in enumerate(message.tool_calls or ()):
-                names[call.id] = call.function.name
+                call_id, signature = hub.split_id(call.id)
+                names[call_id] = call.function.name
                 arguments = _arguments(
                     call.function.arguments, f"{where}.tool_calls[{j}].function.arguments"
                 )
-                parts.append(hub.ToolCall(id=call.id, name=call.function.name, arguments=arguments))
+                parts.append(
+                    hub.ToolCall(
+                        id=call_id,
+                        name=call.function.name,
+                        arguments=arguments,
+                        signature=signature,
+                    )
+                )
             add("assistant", parts)
         elif isinstance(message, wire.ToolMessage):
+            call_id = hub.split_id(message.tool_call_id)[0]
             result = hub.ToolResult(
-                call_id=message.tool_call_id,
-                content=tuple(_parts(message.content, f"{where}.content")),
-                name=names.get(message.tool_call_id),
+                call_id=call_id,
+                content=tuple(_parts(message.content, f"{where}.content", message.cache_control)),
+                name=names.get(call_id),
             )
             add("user", [result])
         else:
@@ -183,6 +245,11 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
         if request.response_format
         else None,
         user=request.user,
+        logprobs=request.logprobs,
+        logit_bias=request.logit_bias or None,
+        top_logprobs=request.top_logprobs,
+        service_tier=request.service_tier,
+        web_search=request.web_search_options,
     )
     return hub.Conversation(
         system=tuple(system),
@@ -192,6 +259,8 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
                 name=t.function.name,
                 description=t.function.description,
                 parameters=t.function.parameters or {"type": "object", "properties": {}},
+                strict=t.function.strict,
+                cache_control=t.cache_control or t.function.cache_control,
             )
             for t in request.tools or ()
         ),
@@ -210,7 +279,11 @@ def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": usage.output,
         "total_tokens": prompt + usage.output,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+        "prompt_tokens_details": {
+            "cached_tokens": usage.cache_read,
+            "cache_write_tokens": usage.cache_write,
+            "cache_creation_tokens": usage.cache_write,
+        },
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
     }
 
@@ -223,6 +296,17 @@ def finish_reason(stop: hub.Stop, sent_tool_calls: bool) -> str:
     return "stop" if reason == "tool_calls" else reason
 
 
+def thinking_block(
+    text: str, signature: str | None, redacted: bool, source: str | None
+) -> dict[str, Any]:
+    """A LiteLLM ``thinking_blocks`` entry: what a client sends back to keep Claude's (or Gemini's)
+    reasoning chain."""
+    if redacted:
+        return {"type": "redacted_thinking", "data": signature or ""}
+    part = hub.Reasoning(text=text, signature=signature, source=source)  # type: ignore[arg-type]
+    return {"type": "thinking", "thinking": text, "signature": hub.carried_signature(part)}
+
+
 def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
     text = "".join(p.text for p in reply.parts if isinstance(p, hub.Text))
     reasoning = "".join(p.text for p in reply.parts if isinstance(p, hub.Reasoning))
@@ -230,10 +314,17 @@ def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
     if reasoning:
         message["reasoning_content"] = reasoning
+    blocks = [
+        thinking_block(p.text, p.signature, p.redacted, p.source)
+        for p in reply.parts
+        if isinstance(p, hub.Reasoning) and (p.signature or p.redacted)
+    ]
+    if blocks:
+        message["thinking_blocks"] = blocks
     if calls:
         message["tool_calls"] = [
             {
-                "id": call.id,
+                "id": hub.signed_id(call.id, call.signature),
                 "type": "function",
                 "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
             }
@@ -302,12 +393,19 @@ class StreamEncoder:
         if isinstance(event, hub.TextDelta):
             return self._chunk({"content": event.text})
         if isinstance(event, hub.ReasoningDelta):
-            return self._chunk({"reasoning_content": event.text}) if event.text else b""
+            # LiteLLM's stream shape: thinking text fragments, then the signature in its own chunk
+            if not (event.text or event.signature):
+                return b""
+            delta: dict[str, Any] = {"reasoning_content": event.text}
+            if event.redacted or event.signature or event.text:
+                block = thinking_block(event.text, event.signature, event.redacted, event.source)
+                delta["thinking_blocks"] = [block]
+            return self._chunk(delta)
         if isinstance(event, hub.ToolCallStart):
             self._sent_tool_calls = True
             call = {
                 "index": event.index,
-                "id": event.id,
+                "id": hub.signed_id(event.id, event.signature),
                 "type": "function",
                 "function": {"name": event.name, "arguments": ""},
             }
@@ -362,6 +460,9 @@ def _problems(request: wire.ChatCompletionRequest) -> list[Problem]:
     ]
     if not request.messages:
         problems.append((("messages",), "must hold at least one message"))
+    effort = request.reasoning_effort
+    if effort is not None and effort not in REASONING_EFFORTS:
+        problems.append((("reasoning_effort",), f"must be one of {', '.join(REASONING_EFFORTS)}"))
     for i, message in enumerate(request.messages):
         if isinstance(message, wire.UnknownMessage):
             if message.raw.get("role") not in ROLES:
@@ -393,6 +494,30 @@ def validate(body: dict[str, Any]) -> wire.ChatCompletionRequest:
     request = structure(body)
     refuse(_problems(request))
     return request
+
+
+def without_signed_ids(text: str, model: str) -> str | None:
+    """A forwarded body whose history carries proxycast's signed tool ids (a Gemini conversation
+    moving to an OpenAI-compatible upstream), with each id back to its short self: the signature means
+    nothing there and makes the id too long for OpenAI. None when there is none (the body is then
+    forwarded byte for byte)."""
+    if hub.SIGNED_ID_MARK not in text:
+        return None
+    body = json.loads(text)
+    changed = False
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        holders = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        for holder, key in [*((c, "id") for c in holders), (message, "tool_call_id")]:
+            value = holder.get(key)
+            if isinstance(value, str) and hub.split_id(value)[1] is not None:
+                holder[key] = hub.split_id(value)[0]
+                changed = True
+    if not changed:
+        return None
+    body["model"] = model
+    return json.dumps(body, ensure_ascii=False)
 
 
 class OpenAIDialect:
@@ -436,9 +561,11 @@ class OpenAIDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
-        text = request.text
-        if upstream_model != request.client_model:
-            text = replace_value(text, request.spans["model"], upstream_model)
+        text = without_signed_ids(request.text, upstream_model)
+        if text is None:
+            text = request.text
+            if upstream_model != request.client_model:
+                text = replace_value(text, request.spans["model"], upstream_model)
         return UpstreamRequest(path="/chat/completions", raw=text.encode(), stream=request.stream)
 
     def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:

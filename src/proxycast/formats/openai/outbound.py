@@ -15,6 +15,17 @@ from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.openai.errors import error_info
 
 MAX_TOOL_NAME = 64
+MAX_TOOL_ID = 40
+"""The strictest limit OpenAI enforces on ``tool_calls[].id`` (Chat Completions answers
+``string_above_max_length`` over 40 on some models, 64 on others)."""
+
+
+def short_tool_id(call_id: str) -> str:
+    """A tool call id within :data:`MAX_TOOL_ID`: a longer one (a signed id, another provider's)
+    becomes ``call_`` + 32 hex digits of its SHA-256, the same for the call and its result."""
+    if len(call_id) <= MAX_TOOL_ID:
+        return call_id
+    return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
 
 
 def short_tool_name(name: str) -> str:
@@ -33,7 +44,13 @@ def _content_part(part: hub.Part) -> dict[str, Any] | None:
         return {"type": "text", "text": part.text} if part.text else None
     if isinstance(part, hub.Image):
         url = _data_url_of(part.media_type, part.data) if part.data is not None else part.url
-        return {"type": "image_url", "image_url": {"url": url}}
+        image: dict[str, Any] = {"url": url}
+        if part.detail:
+            image["detail"] = part.detail
+        return {"type": "image_url", "image_url": image}
+    if isinstance(part, hub.Audio):
+        audio_format = part.media_type.removeprefix("audio/").replace("mpeg", "mp3")
+        return {"type": "input_audio", "input_audio": {"data": part.data, "format": audio_format}}
     if isinstance(part, hub.Document):
         if part.data is None:
             raise InvalidRequestError(
@@ -67,11 +84,15 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     for message in conversation.messages:
         if message.role == "assistant":
             entry: dict[str, Any] = {"role": "assistant", "content": _text(message.parts) or None}
+            reasoning = [p for p in message.parts if isinstance(p, hub.Reasoning)]
+            if reasoning:
+                # DeepSeek's thinking mode wants its reasoning back on tool-call turns
+                entry["reasoning_content"] = "".join(p.text for p in reasoning)
             calls = [p for p in message.parts if isinstance(p, hub.ToolCall)]
             if calls:
                 entry["tool_calls"] = [
                     {
-                        "id": c.id,
+                        "id": short_tool_id(c.id),
                         "type": "function",
                         "function": {
                             "name": short_tool_name(c.name),
@@ -83,20 +104,27 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
             messages.append(entry)
             continue
         rest: list[dict[str, Any]] = []
+        media: list[dict[str, Any]] = []
         for part in message.parts:
             if isinstance(part, hub.ToolResult):
                 text = _text(part.content)
                 messages.append(
                     {
                         "role": "tool",
-                        "tool_call_id": part.call_id,
+                        "tool_call_id": short_tool_id(part.call_id),
                         "content": f"Error: {text}" if part.is_error else text,
                     }
                 )
+                # a tool message holds only text: its images follow in a user message
+                images = [_content_part(p) for p in part.content if not isinstance(p, hub.Text)]
+                if any(images):
+                    label = f"Images returned by tool call {short_tool_id(part.call_id)}:"
+                    media += [{"type": "text", "text": label}, *(i for i in images if i)]
             else:
                 converted = _content_part(part)
                 if converted is not None:
                     rest.append(converted)
+        rest = media + rest
         if rest:  # a turn's own content comes after its tool results
             messages.append({"role": "user", "content": _user_content(rest)})
     body: dict[str, Any] = {"model": model, "messages": messages}
@@ -108,6 +136,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
                     "name": short_tool_name(t.name),
                     **({"description": t.description} if t.description else {}),
                     "parameters": t.parameters,
+                    **({"strict": t.strict} if t.strict is not None else {}),
                 },
             }
             for t in conversation.tools
@@ -129,6 +158,12 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         ("top_p", params.top_p),
         ("reasoning_effort", params.reasoning_effort),
         ("user", params.user),
+        ("response_format", params.response_format),
+        ("logprobs", params.logprobs),
+        ("logit_bias", params.logit_bias),
+        ("top_logprobs", params.top_logprobs),
+        ("service_tier", params.service_tier),
+        ("web_search_options", params.web_search),
     ):
         if value is not None:
             body[name] = value

@@ -28,6 +28,7 @@ class ImageURL:
 @attrs.frozen(kw_only=True)
 class ImagePart:
     image_url: ImageURL
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -52,6 +53,7 @@ class File:
 @attrs.frozen(kw_only=True)
 class FilePart:
     file: File
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -85,18 +87,24 @@ class ToolCall:
 class SystemMessage:
     content: str | list[Part]
     name: str | None = None
+    cache_control: dict[str, Any] | None = None
+    """LiteLLM's message-level marker: applies to the message's last content block."""
 
 
 @attrs.frozen(kw_only=True)
 class DeveloperMessage:
     content: str | list[Part]
     name: str | None = None
+    cache_control: dict[str, Any] | None = None
+    """LiteLLM's message-level marker: applies to the message's last content block."""
 
 
 @attrs.frozen(kw_only=True)
 class UserMessage:
     content: str | list[Part]
     name: str | None = None
+    cache_control: dict[str, Any] | None = None
+    """LiteLLM's message-level marker: applies to the message's last content block."""
 
 
 @attrs.frozen(kw_only=True)
@@ -107,12 +115,18 @@ class AssistantMessage:
     refusal: str | None = None
     reasoning_content: str | None = None
     """Not in OpenAI's API; DeepSeek's and vLLM's reasoning text, echoed back by some clients."""
+    thinking_blocks: list[dict[str, Any]] | None = None
+    """LiteLLM's: Claude's ``thinking`` / ``redacted_thinking`` blocks, as the answer gave them."""
+    reasoning_details: list[dict[str, Any]] | None = None
+    """OpenRouter's: ``reasoning.text`` (with ``signature``) and ``reasoning.encrypted`` entries."""
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
 class ToolMessage:
     content: str | list[Part]
     tool_call_id: str
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen
@@ -131,12 +145,15 @@ class FunctionDefinition:
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    cache_control: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
 class Tool:
     function: FunctionDefinition
     type: Literal["function"] = "function"
+    cache_control: dict[str, Any] | None = None
+    """LiteLLM's prompt-caching marker for Claude (also accepted inside ``function``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -186,6 +203,8 @@ class ChatCompletionRequest:
     reasoning_effort: str | None = None
     response_format: ResponseFormat | None = None
     metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    web_search_options: dict[str, Any] | None = None
 
 
 converter = make_strict_converter(forbid_extra_keys=False)

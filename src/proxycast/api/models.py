@@ -1,17 +1,17 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models this gateway serves, as OpenAI lists them
-(the configuration's, and what globbing providers' upstreams list: ``catalog.py``)."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models this gateway serves (the configuration's,
+and what globbing providers' upstreams list: ``catalog.py``), in the shape the client asks for
+(``formats.model_listing``: Anthropic's when the request carries ``anthropic-version``, else OpenAI's)."""
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, current_app, request
 
 from proxycast import formats, routing
 from proxycast.api.inbound import current_exchange
 from proxycast.exchange import json_response
-from proxycast.formats.anthropic import models as anthropic_models
+from proxycast.formats.contracts import ModelEntry
 
 if TYPE_CHECKING:
     from proxycast.catalog import Catalog
@@ -19,27 +19,20 @@ if TYPE_CHECKING:
 
 blueprint = Blueprint("models", __name__)
 
-_STARTED = int(time.time())
 
-
-def _model_object(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
-    owner = formats.UPSTREAMS[provider.type].owner(provider.name, provider.url)
-    return {"id": model_id, "object": "model", "created": _STARTED, "owned_by": owner}
+def _entry(model_id: str, provider: ProviderConfig) -> ModelEntry:
+    return ModelEntry(model_id, formats.UPSTREAMS[provider.type].owner(provider.name, provider.url))
 
 
 @blueprint.get("/v1/models")
 async def list_models() -> Response:
     catalog: Catalog = current_app.extensions["proxycast.catalog"]
-    listed = await catalog.models()
-    if request.headers.get("anthropic-version"):  # the anthropic SDK, Claude Code
-        return json_response(anthropic_models.model_page([n for n, _ in listed], request.args))
-    data = [_model_object(name, provider) for name, provider in listed]
-    return json_response({"object": "list", "data": data})
+    entries = [_entry(name, provider) for name, provider in await catalog.models()]
+    return json_response(formats.model_listing(request.headers).page(entries, request.args))
 
 
 @blueprint.get("/v1/models/<path:model_id>")
 async def retrieve_model(model_id: str) -> Response:
     route = routing.resolve(model_id, current_exchange().config)
-    if request.headers.get("anthropic-version"):
-        return json_response(anthropic_models.model_info(model_id))
-    return json_response(_model_object(model_id, route.provider))
+    listing = formats.model_listing(request.headers)
+    return json_response(listing.info(_entry(model_id, route.provider)))

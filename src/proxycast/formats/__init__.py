@@ -11,17 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
+from proxycast.formats.anthropic.models import MODELS as ANTHROPIC_MODELS
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
 from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
 from proxycast.formats.gemini.upstream import UPSTREAM as GEMINI
 from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
+from proxycast.formats.openai.models import MODELS as OPENAI_MODELS
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
 from proxycast.formats.responses.inbound import DIALECT as RESPONSES_DIALECT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from proxycast.formats.contracts import InboundDialect, UpstreamFormat
+    from proxycast.formats.contracts import Headers, InboundDialect, ModelListing, UpstreamFormat
     from proxycast.formats.embedding import EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
@@ -36,6 +38,16 @@ them forwarded; a type in neither place has no embeddings)."""
 DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, RESPONSES_DIALECT, OPENAI_DIALECT)
 """The inbound APIs; the first whose ``owns`` accepts a path renders the errors there (OpenAI's
 dialect, last, owns every path)."""
+
+
+MODEL_LISTINGS: tuple[ModelListing, ...] = (ANTHROPIC_MODELS, OPENAI_MODELS)
+"""The shapes of ``GET /v1/models``: the first that the request asks for answers (OpenAI's, last,
+answers every request)."""
+
+
+def model_listing(headers: Headers) -> ModelListing:
+    """The Models API shape this request asks for."""
+    return next(listing for listing in MODEL_LISTINGS if listing.wants(headers))
 
 
 def dialect_for(path: str) -> InboundDialect:

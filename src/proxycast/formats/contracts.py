@@ -10,7 +10,7 @@ only these two Protocols; ``docs/architecture.md`` says how to add either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
@@ -293,3 +293,23 @@ class InboundDialect(Protocol):
     def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
         """The status and body of an error answer."""
         ...
+
+
+@attrs.frozen
+class ModelEntry:
+    """A model the gateway lists: its client-facing name, and who makes it (``owned_by``)."""
+
+    id: str
+    owner: str
+
+
+class ModelListing(Protocol):
+    """The Models API (``GET /v1/models``, ``/v1/models/{id}``) in one API's shape."""
+
+    def wants(self, headers: Headers) -> bool:
+        """Whether this request asks for this shape (the path is shared by several APIs)."""
+        ...
+
+    def page(self, models: Sequence[ModelEntry], query: Mapping[str, str]) -> dict[str, Any]: ...
+
+    def info(self, model: ModelEntry) -> dict[str, Any]: ...

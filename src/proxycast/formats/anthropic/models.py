@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from proxycast.formats.contracts import Headers, ModelEntry
+
 UNKNOWN_RELEASE = "1970-01-01T00:00:00Z"
 """``created_at`` is the release date (RFC 3339); the API allows the epoch when it is unknown."""
 DEFAULT_LIMIT = 20
@@ -47,3 +49,19 @@ def model_page(model_ids: Sequence[str], query: Mapping[str, str]) -> dict[str, 
         "first_id": page[0] if page else None,
         "last_id": page[-1] if page else None,
     }
+
+
+class AnthropicModels:
+    """The listing the anthropic SDK and Claude Code read: asked for with ``anthropic-version``."""
+
+    def wants(self, headers: Headers) -> bool:
+        return bool(headers.get("anthropic-version"))
+
+    def page(self, models: Sequence[ModelEntry], query: Mapping[str, str]) -> dict[str, Any]:
+        return model_page([m.id for m in models], query)
+
+    def info(self, model: ModelEntry) -> dict[str, Any]:
+        return model_info(model.id)
+
+
+MODELS = AnthropicModels()

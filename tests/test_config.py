@@ -106,6 +106,47 @@ def test_a_full_file_loads(tmp_path: Path) -> None:
             "aliases.coder: points at another alias",
             id="alias-chain",
         ),
+        pytest.param(
+            GOOD + "\n[routing]\nretries = -1\n", "routing.retries: must be 0 or more", id="retries"
+        ),
+        pytest.param(
+            GOOD + "\n[routing]\ncooldown = 900.0\n",
+            "routing.cooldown: must not exceed routing.max_cooldown",
+            id="cooldown-over-max",
+        ),
+        pytest.param(
+            GOOD + "\n[routing]\nretry_on = [200]\n",
+            "routing.retry_on[0]: 200 is not an error status",
+            id="retry-on-success",
+        ),
+        pytest.param(
+            GOOD + "\n[routing]\nhedge_after = -1.0\n",
+            "routing.hedge_after: must be 0 or more",
+            id="hedge",
+        ),
+        pytest.param(
+            GOOD + "\n[routing]\nretrys = 2\n", "routing: unknown key: retrys", id="routing-typo"
+        ),
+        pytest.param(
+            GOOD + '\n[fallbacks]\n"gpt-4o" = []\n',
+            "fallbacks.gpt-4o: lists no target",
+            id="no-target",
+        ),
+        pytest.param(
+            GOOD + '\n[fallbacks]\n"gpt-4o" = "local/llama3.2"\n',
+            "fallbacks.gpt-4o: expected an array",
+            id="fallback-not-a-list",
+        ),
+        pytest.param(
+            GOOD + "\n[responses]\nstore_days = 0\n",
+            "responses.store_days: must be positive",
+            id="store-days",
+        ),
+        pytest.param(
+            GOOD + "\n[responses]\nstore_max_mb = -5\n",
+            "responses.store_max_mb: must be positive",
+            id="store-size",
+        ),
     ],
 )
 def test_invalid_files_name_file_key_and_problem(tmp_path: Path, text: str, expected: str) -> None:

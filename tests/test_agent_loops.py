@@ -958,7 +958,6 @@ async def test_language_is_a_content_filter_and_pause_turn_is_incomplete(
     [
         ("claude-sonnet-4-5", {"logprobs": True}, "logprobs"),
         ("gemini-2.5-flash", {"logprobs": True, "top_logprobs": 2}, "logprobs"),
-        ("claude-sonnet-4-5", {"web_search_options": {}}, "web_search_options"),
         ("claude-sonnet-4-5", {"service_tier": "flex"}, "service_tier"),
         ("gemini-2.5-flash", {"service_tier": "priority"}, "service_tier"),
         ("claude-sonnet-4-5", {"logit_bias": {"50256": -100}}, "logit_bias"),

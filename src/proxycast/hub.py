@@ -17,10 +17,23 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
+@attrs.frozen(kw_only=True)
+class Citation:
+    """A source the upstream's own web search found, cited by a span of an answer's text."""
+
+    url: str
+    title: str | None = None
+    start: int = 0
+    end: int = 0
+    """Character offsets of the cited span in the ``Text`` part that carries the citation."""
+
+
 @attrs.frozen
 class Text:
     text: str
     cache_control: dict[str, Any] | None = None
+    citations: tuple[Citation, ...] = ()
+    """In answers only: the web search results the text cites (never sent upstream)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -82,7 +95,18 @@ class Reasoning:
     of thinking blocks in clients' histories)."""
 
 
-Part = Text | Image | Document | Audio | ToolCall | ToolResult | Reasoning
+@attrs.frozen(kw_only=True)
+class WebSearchCall:
+    """A web search the upstream ran itself while answering (Claude's ``server_tool_use`` and its
+    result, Gemini's grounding): a part of a reply, and a stream event. Never sent upstream."""
+
+    id: str
+    queries: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    """The URLs it found."""
+
+
+Part = Text | Image | Document | Audio | ToolCall | ToolResult | Reasoning | WebSearchCall
 
 
 @attrs.frozen
@@ -108,6 +132,34 @@ class NamedTool:
 ToolChoice = Literal["auto", "none", "required"] | NamedTool
 
 
+LOCATION_FIELDS = ("city", "region", "country", "timezone")
+"""The fields of an approximate user location, the same in every format that has one."""
+
+
+def location(value: Any) -> dict[str, str] | None:
+    """The known string fields of a location object (None if it has none)."""
+    if not isinstance(value, dict):
+        return None
+    out = {k: value[k] for k in LOCATION_FIELDS if isinstance(value.get(k), str)}
+    return out or None
+
+
+@attrs.frozen(kw_only=True)
+class WebSearch:
+    """A web search for the upstream to run itself: OpenAI's ``web_search_options``, or the
+    Responses API's built-in ``web_search`` tool."""
+
+    context_size: str | None = None
+    """OpenAI's ``search_context_size``: ``low``, ``medium``, ``high``."""
+    location: dict[str, str] | None = None
+    """The user's approximate location: ``city``, ``region``, ``country``, ``timezone``."""
+    allowed_domains: tuple[str, ...] = ()
+    tool: str | None = None
+    """The Responses API tool type that offered it (``web_search``, ``web_search_preview``). An
+    offered search is the model's to use or not: an upstream that cannot run it leaves it out (the
+    client is told which) instead of refusing the request, as it does a demanded one (None)."""
+
+
 @attrs.frozen(kw_only=True)
 class Params:
     max_tokens: int | None = None
@@ -125,8 +177,7 @@ class Params:
     logit_bias: dict[str, float] | None = None
     top_logprobs: int | None = None
     service_tier: str | None = None
-    web_search: dict[str, Any] | None = None
-    """OpenAI's ``web_search_options`` (an empty dict when given without options)."""
+    web_search: WebSearch | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -214,7 +265,19 @@ class Failure:
     error: Exception
 
 
-StreamEvent = Start | TextDelta | ReasoningDelta | ToolCallStart | ToolArgsDelta | Finish | Failure
+StreamEvent = (
+    Start
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolArgsDelta
+    | Citation
+    | WebSearchCall
+    | Finish
+    | Failure
+)
+"""A ``Citation`` annotates the text streamed since the last part of another kind (its offsets
+count from there); a ``WebSearchCall`` comes whole."""
 
 
 def accumulate(events: Iterable[StreamEvent]) -> Reply:
@@ -228,6 +291,7 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     finish: Finish | None = None
     parts: list[Part] = []
     text: list[str] = []
+    citations: list[Citation] = []
     reasoning: list[str] = []
     signature: str | None = None
     source: Literal["anthropic", "gemini"] | None = None
@@ -238,9 +302,10 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
         if reasoning or signature:
             parts.append(Reasoning(text="".join(reasoning), signature=signature, source=source))
         if text:
-            parts.append(Text("".join(text)))
+            parts.append(Text("".join(text), citations=tuple(citations)))
         reasoning.clear()
         text.clear()
+        citations.clear()
         signature = None
         source = None
 
@@ -275,6 +340,12 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
             )
         elif isinstance(event, ToolArgsDelta):
             tools[event.index][2].append(event.fragment)
+        elif isinstance(event, Citation):
+            if text:
+                citations.append(event)
+        elif isinstance(event, WebSearchCall):
+            flush()
+            parts.append(event)
         elif isinstance(event, Finish):
             finish = event
         elif isinstance(event, Failure):

@@ -106,7 +106,8 @@ def test_codex_tools_custom_namespace_and_built_in() -> None:
     assert "start: /.+/" in c.tools[1].parameters["properties"]["input"]["description"]
     assert c.custom == {"apply_patch"}
     assert c.namespaces == {"agents__spawn": ("agents", "spawn")}
-    assert c.dropped == ("web_search",)
+    assert c.dropped == ()  # the hub carries the web search: the upstream decides
+    assert c.params.web_search == hub.WebSearch(tool="web_search")
     assert c.params.reasoning_effort == "high"
     assert c.params.response_format == {
         "type": "json_schema",

@@ -21,14 +21,22 @@ from proxycast.api._common import parse_and_validate
 from proxycast.api.inbound import current_exchange
 from proxycast.config import data_dir
 from proxycast.errors import ProxycastError
-from proxycast.exchange import json_response
-from proxycast.formats.responses.inbound import DIALECT, Request, dropped_tools, input_items
+from proxycast.exchange import PROVIDER_HEADER, json_response
+from proxycast.formats.responses.inbound import (
+    DIALECT,
+    SEARCH_TOOLS,
+    Request,
+    dropped_tools,
+    input_items,
+    request_to_internal,
+)
 from proxycast.responses_store import ResponseStore, owner_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from proxycast.config import Config
+    from proxycast.exchange import Exchange
 
 log = logging.getLogger("proxycast")
 
@@ -53,6 +61,17 @@ def _client_key() -> str:
     if key is None:
         key = request.headers.get("authorization", "").partition(" ")[2].strip()
     return key
+
+
+def _dropped(exchange: Exchange, response: Response, parsed: Request) -> tuple[str, ...]:
+    """The built-in tools the converted request left out, for the provider that answered: all of
+    them, but a web search that provider's format runs itself."""
+    body = parsed.body
+    if not any(t.get("type") in SEARCH_TOOLS for t in body.tools or ()):
+        return dropped_tools(body)
+    answered = exchange.providers.get(response.headers.get(PROVIDER_HEADER, ""))
+    searches = answered is not None and answered.format.searches(request_to_internal(parsed))
+    return dropped_tools(body, searches=searches)
 
 
 def blueprint(config: Config) -> Blueprint:
@@ -118,8 +137,12 @@ def blueprint(config: Config) -> Blueprint:
         )
         forwarded = DIALECT.forwards_to(provider, inbound)
         response = await exchange.generate(DIALECT, inbound)
-        dropped = () if forwarded else dropped_tools(body)
+        dropped = () if forwarded else _dropped(exchange, response, inbound.parsed)
         if dropped:
+            log.warning(
+                "/v1/responses: built-in tools left out (no equivalent upstream): %s",
+                ", ".join(dropped),
+            )
             response.headers[DROPPED_TOOLS_HEADER] = ", ".join(dropped)
         return response
 

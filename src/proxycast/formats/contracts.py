@@ -172,6 +172,11 @@ class UpstreamFormat(Protocol):
         """The request for ``model``; raises ``InvalidRequestError`` for what the format cannot carry."""
         ...
 
+    def searches(self, conversation: hub.Conversation) -> bool:
+        """Whether the request for ``conversation`` has the upstream run its own web search
+        (``params.web_search``): False when it has none, or leaves an offered one out."""
+        ...
+
     def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
         """A non-streamed answer (one reply per choice or candidate)."""
         ...

@@ -32,8 +32,18 @@ from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
 
 
 @attrs.frozen
+class Citation:
+    """A ``web_search_result_location`` citation on a text block."""
+
+    url: str
+    title: str = "A page"
+    cited_text: str = "Some cited text."
+
+
+@attrs.frozen
 class Text:
     text: str
+    citations: tuple[Citation, ...] = ()
 
 
 @attrs.frozen
@@ -54,7 +64,31 @@ class RedactedThinking:
     data: str = "redacted-fake"
 
 
-Block = Text | Thinking | RedactedThinking | ToolUse
+@attrs.frozen(kw_only=True)
+class WebSearch:
+    """A search Claude ran with its web search server tool: a ``server_tool_use`` block and its
+    ``web_search_tool_result`` (an error result when ``error_code`` is set)."""
+
+    query: str
+    results: tuple[tuple[str, str], ...] = (("https://example.com/", "Example"),)
+    """(url, title) pairs."""
+    id: str = "srvtoolu_fake01"
+    error_code: str | None = None
+
+
+Block = Text | Thinking | RedactedThinking | ToolUse | WebSearch
+
+WEB_SEARCH_TYPES = ("web_search_20250305", "web_search_20260209")
+"""The web search tool versions Claude accepts."""
+_WEB_SEARCH_FIELDS = {
+    "type",
+    "name",
+    "max_uses",
+    "allowed_domains",
+    "blocked_domains",
+    "user_location",
+    "cache_control",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -102,14 +136,50 @@ def message(script: AnthropicScript, model: str, ident: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     for index, block in enumerate(script.blocks):
         if isinstance(block, Text):
-            content.append({"type": "text", "text": block.text})
+            text: dict[str, Any] = {"type": "text", "text": block.text}
+            if block.citations:
+                text["citations"] = [
+                    {
+                        "type": "web_search_result_location",
+                        "url": c.url,
+                        "title": c.title,
+                        "encrypted_index": "ZmFrZQ==",
+                        "cited_text": c.cited_text,
+                    }
+                    for c in block.citations
+                ]
+            content.append(text)
+        elif isinstance(block, WebSearch):
+            content.append(
+                {
+                    "type": "server_tool_use",
+                    "id": block.id,
+                    "name": "web_search",
+                    "input": {"query": block.query},
+                }
+            )
+            found: Any = [
+                {
+                    "type": "web_search_result",
+                    "url": url,
+                    "title": title,
+                    "encrypted_content": "ZmFrZQ==",
+                    "page_age": None,
+                }
+                for url, title in block.results
+            ]
+            if block.error_code is not None:
+                found = {"type": "web_search_tool_result_error", "error_code": block.error_code}
+            content.append(
+                {"type": "web_search_tool_result", "tool_use_id": block.id, "content": found}
+            )
         elif isinstance(block, Thinking):
             content.append(
                 {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
             )
         elif isinstance(block, RedactedThinking):
             content.append({"type": "redacted_thinking", "data": block.data})
-        else:
+        elif isinstance(block, ToolUse):
             content.append(
                 {
                     "type": "tool_use",
@@ -122,6 +192,7 @@ def message(script: AnthropicScript, model: str, ident: str) -> dict[str, Any]:
     output = script.output_tokens
     if output is None:
         output = sum(len(json.dumps(c)) // 8 + 1 for c in content)
+    searches = sum(isinstance(b, WebSearch) for b in script.blocks)
     return {
         "id": ident,
         "type": "message",
@@ -135,6 +206,7 @@ def message(script: AnthropicScript, model: str, ident: str) -> dict[str, Any]:
             "cache_creation_input_tokens": script.cache_creation_input_tokens,
             "cache_read_input_tokens": script.cache_read_input_tokens,
             "output_tokens": output,
+            **({"server_tool_use": {"web_search_requests": searches}} if searches else {}),
         },
     }
 
@@ -162,8 +234,21 @@ def stream_events(
         if block["type"] == "text":
             first = {"type": "text", "text": ""}
             deltas = [
+                delta({"type": "citations_delta", "citation": c})
+                for c in block.get("citations") or ()
+            ]
+            deltas += [
                 delta({"type": "text_delta", "text": p}) for p in _split(block["text"], pieces)
             ]
+        elif block["type"] == "server_tool_use":
+            first = {**block, "input": {}}
+            deltas = [
+                delta({"type": "input_json_delta", "partial_json": p})
+                for p in _split(json.dumps(block["input"]), pieces)
+            ]
+        elif block["type"] == "web_search_tool_result":
+            first = dict(block)
+            deltas = []
         elif block["type"] == "redacted_thinking":
             first = dict(block)
             deltas = []
@@ -191,6 +276,8 @@ def stream_events(
         events += deltas
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     final_usage = {"output_tokens": usage["output_tokens"]}
+    if "server_tool_use" in usage:
+        final_usage["server_tool_use"] = usage["server_tool_use"]
     if usage_in_delta:
         final_usage = dict(usage)
     events.append(
@@ -229,10 +316,39 @@ def _thinking_on(body: dict[str, Any]) -> bool:
     return (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
 
 
+def _server_tool_problem(tool: dict[str, Any], where: str) -> str | None:
+    """What Claude refuses in a server tool's definition (a tool with a ``type`` other than
+    ``custom``): an unknown type, a web search tool with another name, unknown fields, both domain
+    lists, a location that is not ``approximate``, ``max_uses`` below 1."""
+    kind = tool.get("type")
+    if kind is None or kind == "custom":
+        return None
+    if kind not in WEB_SEARCH_TYPES:
+        return f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+    if tool.get("name") != "web_search":
+        return f"{where}.{kind}.name: Input should be 'web_search'"
+    extra = sorted(set(tool) - _WEB_SEARCH_FIELDS)
+    if extra:
+        return f"{where}.{kind}.{extra[0]}: Extra inputs are not permitted"
+    if "allowed_domains" in tool and "blocked_domains" in tool:
+        return f"{where}: Cannot specify both allowed_domains and blocked_domains"
+    location = tool.get("user_location")
+    if location is not None and location.get("type") != "approximate":
+        return f"{where}.{kind}.user_location.type: Input should be 'approximate'"
+    uses = tool.get("max_uses")
+    if uses is not None and (not isinstance(uses, int) or uses < 1):
+        return f"{where}.{kind}.max_uses: Input should be greater than or equal to 1"
+    return None
+
+
 def problem(body: dict[str, Any], issued: set[tuple[str, str]]) -> str | None:
     """What the Messages API refuses (400 ``invalid_request_error``) in this request, with Claude's
     own wording where it is known; None if nothing."""
     messages = body.get("messages") or []
+    for i, tool in enumerate(body.get("tools") or []):
+        refused = _server_tool_problem(tool, f"tools.{i}")
+        if refused:
+            return refused
     cached = sum("cache_control" in t for t in body.get("tools") or [])
     system = body.get("system")
     cached += sum("cache_control" in b for b in system) if isinstance(system, list) else 0

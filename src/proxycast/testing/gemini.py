@@ -77,6 +77,33 @@ class GeminiScript:
     drop_after: int | None = None
     end_without_finish: bool = False
     """End the stream cleanly without a finishReason."""
+    grounding: Grounding | None = None
+    """Answer as grounded by Google Search (``groundingMetadata`` on the candidate; streamed, on
+    the last chunk)."""
+
+
+@attrs.frozen(kw_only=True)
+class Grounding:
+    """Google Search grounding: the queries run, the pages found, the text spans they support."""
+
+    queries: tuple[str, ...] = ("fake query",)
+    pages: tuple[tuple[str, str], ...] = (("https://example.com/", "example.com"),)
+    """(uri, title) of each ``groundingChunks[].web``."""
+    supports: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """(segment text, indices of the pages supporting it)."""
+
+    def metadata(self, text: str) -> dict[str, Any]:
+        supports = []
+        for segment, indices in self.supports:
+            start = len(text[: text.find(segment)].encode())
+            span = {"startIndex": start, "endIndex": start + len(segment.encode()), "text": segment}
+            supports.append({"segment": span, "groundingChunkIndices": list(indices)})
+        return {
+            "webSearchQueries": list(self.queries),
+            "searchEntryPoint": {"renderedContent": "<div>fake search chip</div>"},
+            "groundingChunks": [{"web": {"uri": u, "title": t}} for u, t in self.pages],
+            "groundingSupports": supports,
+        }
 
 
 def _split(text: str, pieces: int) -> list[str]:
@@ -125,14 +152,20 @@ def response(script: GeminiScript, model: str) -> dict[str, Any]:
     parts = [_wire_part(p) for p in script.parts]
     if script.final_signature:
         parts.append({"text": "", "thoughtSignature": script.final_signature})
-    candidate = {
+    candidate: dict[str, Any] = {
         "content": {"role": "model", "parts": parts},
         "finishReason": script.finish_reason,
     }
+    if script.grounding is not None:
+        candidate["groundingMetadata"] = script.grounding.metadata(_text(script))
     return {
         "candidates": [{**candidate, "index": i} for i in range(script.candidates)],
         **base,
     }
+
+
+def _text(script: GeminiScript) -> str:
+    return "".join(p.text for p in script.parts if isinstance(p, Text))
 
 
 def stream_chunks(script: GeminiScript, model: str) -> list[dict[str, Any]]:
@@ -154,6 +187,8 @@ def stream_chunks(script: GeminiScript, model: str) -> list[dict[str, Any]]:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": [piece]}, "index": 0}
         if last and not script.end_without_finish:
             candidate["finishReason"] = script.finish_reason
+        if last and script.grounding is not None:
+            candidate["groundingMetadata"] = script.grounding.metadata(_text(script))
         fraction = (index + 1) / len(pieces)
         usage = {
             "promptTokenCount": full["promptTokenCount"],
@@ -274,7 +309,27 @@ def validate(body: dict[str, Any]) -> str | None:
                 "of function call parts of the function call turn."
             )
         previous_calls = sum("functionCall" in p for p in parts)
-    for t, tool in enumerate(body.get("tools") or []):
+    tools = body.get("tools") or []
+    searching = any("googleSearch" in t for t in tools)
+    declaring = any("functionDeclarations" in t for t in tools)
+    combined = (body.get("toolConfig") or {}).get("includeServerSideToolInvocations")
+    if searching and declaring and not combined:
+        return (
+            "Built-in tools ({google_search}) and Function Calling cannot be combined in the same "
+            "request. Please set include_server_side_tool_invocations to true."
+        )
+    for t, tool in enumerate(tools):
+        if "googleSearch" in tool and not isinstance(tool["googleSearch"], dict):
+            return f"tools[{t}].google_search: Proto field is not repeating, cannot start list."
+        unknown = set(tool) - {
+            "functionDeclarations",
+            "googleSearch",
+            "googleSearchRetrieval",
+            "codeExecution",
+            "urlContext",
+        }
+        if unknown:
+            return _unknown(sorted(unknown)[0], f"tools[{t}]")
         for d, declaration in enumerate(tool.get("functionDeclarations") or []):
             where = f"tools[{t}].function_declarations[{d}]"
             if "parameters" in declaration and "parametersJsonSchema" in declaration:

@@ -399,6 +399,10 @@ class StreamEncoder:
                 )
                 + _frame("message_stop", {"type": "message_stop"})
             )
+        if isinstance(event, (hub.Citation, hub.WebSearchCall)):
+            # Claude's search blocks and citations are Claude's own: another upstream's search is
+            # left out of the answer (its text stays)
+            return b""
         assert isinstance(event, hub.Failure)
         return self.fail(event.error)
 

@@ -154,6 +154,8 @@ def _block(part: hub.Part, where: str) -> dict[str, Any] | None:
         if part.is_error:
             result["is_error"] = True
         return result
+    if isinstance(part, hub.WebSearchCall):
+        return None  # an answer's search (no inbound dialect puts one in a history)
     # Reasoning: Anthropic accepts thinking blocks only with the signature it issued.
     if part.source == "gemini" or not part.signature:
         return None
@@ -269,17 +271,28 @@ def _refuse_unsupported(params: hub.Params) -> None:
         raise InvalidRequestError(
             "logit_bias is not supported by Anthropic models; leave it out.", param="logit_bias"
         )
-    if params.web_search is not None:
-        raise InvalidRequestError(
-            "web_search_options is not supported for Anthropic models by this gateway.",
-            param="web_search_options",
-        )
     if params.service_tier is not None and params.service_tier not in SERVICE_TIERS:
         raise InvalidRequestError(
             f"service_tier {params.service_tier!r} has no Anthropic equivalent "
             f"({', '.join(SERVICE_TIERS)} have).",
             param="service_tier",
         )
+
+
+WEB_SEARCH_TOOL = "web_search_20250305"
+"""The type of Claude's web search server tool (its name is always ``web_search``)."""
+
+
+def web_search_tool(search: hub.WebSearch) -> dict[str, Any]:
+    """Claude's web search server tool: Claude runs the searches and answers with
+    ``server_tool_use`` / ``web_search_tool_result`` blocks and cited text. OpenAI's
+    ``search_context_size`` has no counterpart (dropped); Claude chooses how often to search."""
+    tool: dict[str, Any] = {"type": WEB_SEARCH_TOOL, "name": "web_search"}
+    if search.allowed_domains:
+        tool["allowed_domains"] = list(search.allowed_domains)
+    if search.location:
+        tool["user_location"] = {"type": "approximate", **search.location}
+    return tool
 
 
 def _tool_choice(conversation: hub.Conversation, thinking: bool) -> dict[str, Any] | None:
@@ -385,6 +398,8 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
             choice = {"type": "none"} if tools else None
         else:
             choice = None
+    if params.web_search is not None:
+        tools.append(web_search_tool(params.web_search))
     if json_tool:
         tools.append({"name": JSON_TOOL, "input_schema": {"type": "object"}})
         choice = {"type": "tool", "name": JSON_TOOL}
@@ -424,11 +439,40 @@ def json_tool_forced(request: UpstreamRequest | None) -> bool:
     return choice == {"type": "tool", "name": JSON_TOOL}
 
 
+def citations(blocks: Any, start: int, length: int) -> tuple[hub.Citation, ...]:
+    """A text block's web search citations (``web_search_result_location``), citing the block's
+    span (it starts at ``start`` in the text part; Claude cites whole blocks)."""
+    return tuple(
+        hub.Citation(url=c["url"], title=c.get("title"), start=start, end=start + length)
+        for c in blocks or ()
+        if isinstance(c, dict)
+        and c.get("type") == "web_search_result_location"
+        and isinstance(c.get("url"), str)
+    )
+
+
+def web_search_call(result: dict[str, Any], searches: dict[str, Any]) -> hub.WebSearchCall:
+    """A ``web_search_tool_result`` block (an error result has no sources), with the query of the
+    ``server_tool_use`` block it answers."""
+    ident = result.get("tool_use_id", "")
+    query = (searches.get(ident) or {}).get("query")
+    found = result.get("content")
+    sources = (
+        [r.get("url") for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+    )
+    return hub.WebSearchCall(
+        id=ident,
+        queries=(query,) if isinstance(query, str) else (),
+        sources=tuple(u for u in sources if isinstance(u, str)),
+    )
+
+
 def response_to_internal(
     message: dict[str, Any], request: UpstreamRequest | None = None
 ) -> hub.Reply:
     """An Anthropic ``message`` object as a reply."""
     parts: list[hub.Part] = []
+    searches: dict[str, Any] = {}  # server_tool_use id -> its input
     json_text = json_tool_forced(request)
     stop = _stop(message.get("stop_reason"))
     for block in message.get("content") or ():
@@ -438,11 +482,17 @@ def response_to_internal(
             stop = "end"
             continue
         if kind == "text" and block.get("text"):
-            if parts and isinstance(parts[-1], hub.Text):
-                # adjacent text blocks read as one text (a stream cannot tell them apart)
-                parts[-1] = hub.Text(parts[-1].text + block["text"])
-            else:
-                parts.append(hub.Text(block["text"]))
+            before = parts[-1] if parts and isinstance(parts[-1], hub.Text) else hub.Text("")
+            if before.text:
+                parts.pop()  # adjacent text blocks read as one text (a stream cannot tell them apart)
+            cited = citations(block.get("citations"), len(before.text), len(block["text"]))
+            parts.append(
+                hub.Text(before.text + block["text"], citations=(*before.citations, *cited))
+            )
+        elif kind == "server_tool_use":
+            searches[block.get("id", "")] = block.get("input") or {}
+        elif kind == "web_search_tool_result":
+            parts.append(web_search_call(block, searches))
         elif kind == "tool_use":
             parts.append(
                 hub.ToolCall(id=block["id"], name=block["name"], arguments=block.get("input") or {})
@@ -483,9 +533,22 @@ class StreamDecoder(sse.EventDecoder):
         self._count = 0
         self._stop: hub.Stop = "end"
         self._usage = hub.Usage()
+        self._searches: dict[int, tuple[str, list[str]]] = {}  # block index -> (id, input json)
+        self._queries: dict[str, Any] = {}  # server_tool_use id -> its input
+        self._texts: dict[int, tuple[int, list[Any]]] = {}  # text block -> (its start, citations)
+        self._run = 0  # characters of text since the last part of another kind
         self.finished = False
 
     def event(self, event: sse.Event) -> list[hub.StreamEvent]:
+        events = self._event(event)
+        for e in events:
+            if isinstance(e, hub.TextDelta):
+                self._run += len(e.text)
+            elif not isinstance(e, (hub.Citation, hub.Start, hub.Finish, hub.ToolArgsDelta)):
+                self._run = 0
+        return events
+
+    def _event(self, event: sse.Event) -> list[hub.StreamEvent]:
         try:
             data = json.loads(event.data)
         except ValueError:
@@ -520,8 +583,14 @@ class StreamDecoder(sse.EventDecoder):
                         index=self._count - 1, id=block.get("id", ""), name=block.get("name", "")
                     )
                 ]
-            if block.get("type") == "text" and block.get("text"):
-                return [hub.TextDelta(block["text"])]
+            if block.get("type") == "server_tool_use":
+                self._searches[data.get("index", -1)] = (block.get("id", ""), [])
+                return []
+            if block.get("type") == "web_search_tool_result":
+                return [web_search_call(block, self._queries)]
+            if block.get("type") == "text":
+                self._texts[data.get("index", -1)] = (self._run, list(block.get("citations") or ()))
+                return [hub.TextDelta(block["text"])] if block.get("text") else []
             if block.get("type") == "thinking" and block.get("thinking"):
                 return [hub.ReasoningDelta(text=block["thinking"])]
             return []
@@ -534,6 +603,13 @@ class StreamDecoder(sse.EventDecoder):
                 return [hub.ReasoningDelta(text=delta["thinking"])]
             if dtype == "signature_delta" and delta.get("signature"):
                 return [hub.ReasoningDelta(signature=delta["signature"])]
+            if dtype == "citations_delta" and data.get("index", -1) in self._texts:
+                self._texts[data.get("index", -1)][1].append(delta.get("citation"))
+                return []
+            search = self._searches.get(data.get("index", -1))
+            if dtype == "input_json_delta" and search is not None:
+                search[1].append(delta.get("partial_json") or "")
+                return []
             if dtype == "input_json_delta" and data.get("index", -1) in self._json_blocks:
                 return [hub.TextDelta(delta["partial_json"])] if delta.get("partial_json") else []
             if dtype == "input_json_delta" and delta.get("partial_json"):
@@ -543,6 +619,16 @@ class StreamDecoder(sse.EventDecoder):
                     return [hub.ToolArgsDelta(index=tool[0], fragment=delta["partial_json"])]
             return []
         if kind == "content_block_stop":
+            text = self._texts.pop(data.get("index", -1), None)
+            if text is not None:
+                return list(citations(text[1], text[0], self._run - text[0]))
+            search = self._searches.pop(data.get("index", -1), None)
+            if search is not None:
+                try:
+                    self._queries[search[0]] = json.loads("".join(search[1]) or "{}")
+                except ValueError:
+                    pass
+                return []
             tool = self._tools.get(data.get("index", -1))
             if tool is not None and not tool[1]:
                 tool[1] = True

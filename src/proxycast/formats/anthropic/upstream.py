@@ -45,6 +45,9 @@ class AnthropicUpstream:
     def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
         return outbound.request_from_internal(conversation, model)
 
+    def searches(self, conversation: hub.Conversation) -> bool:
+        return conversation.params.web_search is not None
+
     def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
         return [outbound.response_to_internal(body, request)]
 

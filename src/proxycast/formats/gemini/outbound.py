@@ -13,6 +13,8 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
+import attrs
+
 from proxycast import hub, sse
 from proxycast.errors import (
     ErrorInfo,
@@ -254,6 +256,16 @@ def _refuse_unsupported(params: hub.Params) -> None:
         )
 
 
+def searches(conversation: hub.Conversation) -> bool:
+    """Whether the request carries the ``googleSearch`` tool: for a demanded search always (Gemini
+    judges it), for one offered as a built-in tool only without function tools. Gemini refuses
+    Google Search beside function declarations unless the request asks for the server-side tool
+    invocations in the answer, which proxycast does not carry back; Codex, which offers the search,
+    always has function tools, so there the search is left out and the client told so."""
+    search = conversation.params.web_search
+    return search is not None and (search.tool is None or not conversation.tools)
+
+
 def path(model: str, method: str) -> str:
     """The URL path of a model's method (``generateContent``, ``countTokens``...)."""
     return f"/v1beta/models/{quote(model, safe='')}:{method}"
@@ -279,7 +291,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     system_parts = [p for p in system if p is not None]
     if system_parts:
         body["systemInstruction"] = {"parts": system_parts}
-    if params.web_search is not None:
+    if searches(conversation):
         body["tools"] = [{"googleSearch": {}}]
     if conversation.tools:
         declarations = [_declaration(t) for t in conversation.tools]
@@ -419,6 +431,41 @@ def _parts(content: dict[str, Any] | None) -> list[hub.Part]:
     return parts
 
 
+def grounding_search(grounding: dict[str, Any], ident: str) -> list[hub.WebSearchCall]:
+    """Google Search grounding (``groundingMetadata``) as the search it ran: its queries and the
+    web pages of its ``groundingChunks``; nothing when it searched nothing."""
+    queries = [q for q in grounding.get("webSearchQueries") or () if isinstance(q, str)]
+    chunks = grounding.get("groundingChunks") or ()
+    webs = [c.get("web") for c in chunks if isinstance(c, dict)]
+    urls = [w["uri"] for w in webs if isinstance(w, dict) and isinstance(w.get("uri"), str)]
+    if not queries and not urls:
+        return []
+    return [hub.WebSearchCall(id=f"gs_{ident}", queries=tuple(queries), sources=tuple(urls))]
+
+
+def grounding_citations(grounding: dict[str, Any], text: str) -> tuple[hub.Citation, ...]:
+    """``groundingSupports`` as citations of the spans of ``text`` they support. Their segments
+    count bytes within a part, so a segment is placed by finding its text; one not found in
+    ``text`` is left out."""
+    chunks = grounding.get("groundingChunks") or []
+    out: list[hub.Citation] = []
+    for support in grounding.get("groundingSupports") or ():
+        segment = support.get("segment") if isinstance(support, dict) else None
+        cited = segment.get("text") if isinstance(segment, dict) else None
+        if not isinstance(cited, str) or not cited or cited not in text:
+            continue
+        start = text.find(cited)
+        for i in support.get("groundingChunkIndices") or ():
+            web = chunks[i].get("web") if isinstance(i, int) and 0 <= i < len(chunks) else None
+            if isinstance(web, dict) and isinstance(web.get("uri"), str):
+                out.append(
+                    hub.Citation(
+                        url=web["uri"], title=web.get("title"), start=start, end=start + len(cited)
+                    )
+                )
+    return tuple(out)
+
+
 def response_to_internal(body: dict[str, Any]) -> list[hub.Reply]:
     """A ``GenerateContentResponse`` as one reply per candidate (a blocked prompt: one empty reply
     stopped by the content filter)."""
@@ -431,6 +478,13 @@ def response_to_internal(body: dict[str, Any]) -> list[hub.Reply]:
     replies = []
     for candidate in candidates:
         parts = _parts(candidate.get("content"))
+        grounding = candidate.get("groundingMetadata")
+        if isinstance(grounding, dict):
+            last = parts[-1] if parts and isinstance(parts[-1], hub.Text) else None
+            if last is not None:
+                cited = grounding_citations(grounding, last.text)
+                parts[-1] = attrs.evolve(last, citations=(*last.citations, *cited))
+            parts.extend(grounding_search(grounding, ident))
         called = any(isinstance(p, hub.ToolCall) for p in parts)
         replies.append(
             hub.Reply(
@@ -465,9 +519,21 @@ class StreamDecoder(sse.EventDecoder):
         self._reason: str | None = None
         self._usage = hub.Usage()
         self._blocked = False
+        self._ident = ""
+        self._grounding: dict[str, Any] | None = None
+        self._run: list[str] = []  # the text since the last part of another kind
         self.finished = False
 
     def event(self, event: sse.Event) -> list[hub.StreamEvent]:
+        events = self._event(event)
+        for e in events:
+            if isinstance(e, hub.TextDelta):
+                self._run.append(e.text)
+            elif not isinstance(e, hub.Start):
+                self._run.clear()
+        return events
+
+    def _event(self, event: sse.Event) -> list[hub.StreamEvent]:
         try:
             data = json.loads(event.data)
         except ValueError:
@@ -481,6 +547,7 @@ class StreamDecoder(sse.EventDecoder):
         if not self._started:
             self._started = True
             ident = data.get("responseId") or secrets.token_hex(12)
+            self._ident = ident
             out.append(hub.Start(id=ident, model=data.get("modelVersion", "")))
         if "usageMetadata" in data:
             self._usage = usage_to_internal(data["usageMetadata"])
@@ -506,9 +573,18 @@ class StreamDecoder(sse.EventDecoder):
                         )
                     )
                     out.append(hub.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments)))
+            if isinstance(candidate.get("groundingMetadata"), dict):
+                self._grounding = candidate["groundingMetadata"]  # the last one is complete
             if candidate.get("finishReason"):
                 self._reason = candidate["finishReason"]
         return out
+
+    def _grounded(self) -> list[hub.StreamEvent]:
+        """The grounding's citations of the text just streamed, then its search."""
+        if self._grounding is None:
+            return []
+        cited = grounding_citations(self._grounding, "".join(self._run)) if self._run else ()
+        return [*cited, *grounding_search(self._grounding, self._ident)]
 
     def end(self) -> list[hub.StreamEvent]:
         """The upstream closed the stream: it finished if a finish reason (or a block) came."""
@@ -519,4 +595,4 @@ class StreamDecoder(sse.EventDecoder):
         if failed is not None:
             return [hub.Failure(failed)]
         stop = "content_filter" if self._blocked else _stop(self._reason, self._tools > 0)
-        return [hub.Finish(stop=stop, usage=self._usage)]
+        return [*self._grounded(), hub.Finish(stop=stop, usage=self._usage)]

@@ -44,6 +44,9 @@ class GeminiUpstream:
     def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
         return outbound.request_from_internal(conversation, model)
 
+    def searches(self, conversation: hub.Conversation) -> bool:
+        return outbound.searches(conversation)
+
     def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
         return outbound.response_to_internal(body)
 

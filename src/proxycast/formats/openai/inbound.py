@@ -123,6 +123,18 @@ def _parts(
     return parts
 
 
+def _web_search(options: dict[str, Any] | None) -> hub.WebSearch | None:
+    """``web_search_options`` (its location is nested under ``approximate``)."""
+    if options is None:
+        return None
+    size = options.get("search_context_size")
+    where = options.get("user_location")
+    return hub.WebSearch(
+        context_size=size if isinstance(size, str) else None,
+        location=hub.location(where.get("approximate") if isinstance(where, dict) else None),
+    )
+
+
 def _reasoning(message: wire.AssistantMessage) -> list[hub.Part]:
     """An assistant message's reasoning: LiteLLM's ``thinking_blocks`` (with signatures), else
     OpenRouter's ``reasoning_details``, else the bare ``reasoning_content`` text."""
@@ -249,7 +261,7 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
         logit_bias=request.logit_bias or None,
         top_logprobs=request.top_logprobs,
         service_tier=request.service_tier,
-        web_search=request.web_search_options,
+        web_search=_web_search(request.web_search_options),
     )
     return hub.Conversation(
         system=tuple(system),
@@ -307,6 +319,22 @@ def thinking_block(
     return {"type": "thinking", "thinking": text, "signature": hub.carried_signature(part)}
 
 
+def _annotations(parts: tuple[hub.Part, ...]) -> list[dict[str, Any]]:
+    """``url_citation`` annotations for the citations of the text parts, their offsets moved into
+    the joined ``content``."""
+    out: list[dict[str, Any]] = []
+    offset = 0
+    for part in parts:
+        if not isinstance(part, hub.Text):
+            continue
+        for c in part.citations:
+            citation: dict[str, Any] = {"url": c.url, "title": c.title or c.url}
+            citation.update(start_index=offset + c.start, end_index=offset + c.end)
+            out.append({"type": "url_citation", "url_citation": citation})
+        offset += len(part.text)
+    return out
+
+
 def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
     text = "".join(p.text for p in reply.parts if isinstance(p, hub.Text))
     reasoning = "".join(p.text for p in reply.parts if isinstance(p, hub.Reasoning))
@@ -321,6 +349,9 @@ def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
     ]
     if blocks:
         message["thinking_blocks"] = blocks
+    annotations = _annotations(reply.parts)
+    if annotations:
+        message["annotations"] = annotations
     if calls:
         message["tool_calls"] = [
             {
@@ -427,6 +458,9 @@ class StreamEncoder:
                 }
                 out += b"data: " + json.dumps(chunk).encode() + b"\n\n"
             return out + b"data: [DONE]\n\n"
+        if isinstance(event, (hub.Citation, hub.WebSearchCall)):
+            # a chunk's delta has no annotations: a streamed answer's citations are left out
+            return b""
         assert isinstance(event, hub.Failure)
         return self.fail(event.error)
 

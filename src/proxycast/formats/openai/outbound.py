@@ -68,6 +68,25 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
+def searches(conversation: hub.Conversation) -> bool:
+    """A demanded search goes as ``web_search_options``; an offered one is left out."""
+    return _web_search_options(conversation.params.web_search) is not None
+
+
+def _web_search_options(search: hub.WebSearch | None) -> dict[str, Any] | None:
+    """``web_search_options`` for a demanded search. A search offered as a Responses built-in tool
+    is left out: chat completions servers (vLLM, Ollama, OpenAI's own non-search models) have no
+    search of their own, and the Responses route tells the client it was left out."""
+    if search is None or search.tool is not None:
+        return None
+    options: dict[str, Any] = {}
+    if search.context_size is not None:
+        options["search_context_size"] = search.context_size
+    if search.location:
+        options["user_location"] = {"type": "approximate", "approximate": dict(search.location)}
+    return options
+
+
 def _text(parts: tuple[hub.Part, ...]) -> str:
     return "".join(p.text for p in parts if isinstance(p, hub.Text))
 
@@ -163,7 +182,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         ("logit_bias", params.logit_bias),
         ("top_logprobs", params.top_logprobs),
         ("service_tier", params.service_tier),
-        ("web_search_options", params.web_search),
+        ("web_search_options", _web_search_options(params.web_search)),
     ):
         if value is not None:
             body[name] = value

@@ -41,8 +41,12 @@ log = logging.getLogger("proxycast")
 
 FUNCTION_TOOLS = frozenset({"function", "custom", "namespace"})
 """Tool types that are the client's own functions; any other type is one of OpenAI's built-in
-tools, which no other upstream runs (left out of the request, and named in
-``x-proxycast-dropped-tools``)."""
+tools, left out of the request (and named in ``x-proxycast-dropped-tools``) unless the upstream
+runs an equivalent of its own (:data:`SEARCH_TOOLS`)."""
+SEARCH_TOOLS = frozenset(
+    {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11"}
+)
+"""The built-in web search tool's types: ``Params.web_search``, which Claude and Gemini run."""
 
 _NAMESPACE_SEPARATOR = "__"
 _CUSTOM_INPUT = "input"
@@ -70,14 +74,32 @@ class ResponsesConversation(hub.Conversation):
     namespaces: Mapping[str, tuple[str, str]] = attrs.field(factory=dict)
     """Flattened tool name -> (namespace, name), for tools of a ``namespace`` tool."""
     dropped: tuple[str, ...] = ()
-    """Built-in tools left out (their types)."""
+    """Built-in tools the hub has nothing for (their types): left out whatever the upstream."""
     record: Callable[[dict[str, Any]], None] | None = attrs.field(default=None, eq=False)
 
 
-def dropped_tools(body: wire.ResponseCreateRequest) -> tuple[str, ...]:
-    """The built-in tools of the request, which a converted request leaves out."""
+def dropped_tools(body: wire.ResponseCreateRequest, searches: bool = False) -> tuple[str, ...]:
+    """The built-in tools of the request that a converted request leaves out: all of them, but the
+    web search when the upstream runs it (``searches``)."""
     types = (t.get("type") for t in body.tools or ())
-    return tuple(dict.fromkeys(str(t) for t in types if t not in FUNCTION_TOOLS))
+    kept = SEARCH_TOOLS if searches else frozenset()
+    return tuple(dict.fromkeys(str(t) for t in types if t not in FUNCTION_TOOLS | kept))
+
+
+def _web_search(tools: list[dict[str, Any]]) -> hub.WebSearch | None:
+    """The first web search tool, offered to the model (``WebSearch.tool``)."""
+    for tool in tools:
+        if tool.get("type") in SEARCH_TOOLS:
+            filters = tool.get("filters")
+            domains = filters.get("allowed_domains") if isinstance(filters, dict) else None
+            size = tool.get("search_context_size")
+            return hub.WebSearch(
+                context_size=size if isinstance(size, str) else None,
+                location=hub.location(tool.get("user_location")),
+                allowed_domains=tuple(d for d in domains or () if isinstance(d, str)),
+                tool=str(tool["type"]),
+            )
+    return None
 
 
 # Requests in
@@ -391,13 +413,14 @@ def request_to_internal(request: Request) -> ResponsesConversation:
             reasoning_effort=effort if effort not in (None, "none") else None,
             response_format=_response_format(body.text),
             user=body.user or body.safety_identifier,
+            web_search=_web_search(body.tools or []),
         ),
         stream=stream,
         include_usage=stream,
         echo=_echo(body),
         custom=frozenset(custom),
         namespaces=namespaces,
-        dropped=dropped_tools(body),
+        dropped=dropped_tools(body, searches=True),
         record=request.record,
     )
 
@@ -502,7 +525,8 @@ class StreamEncoder:
         self._open = None
         text = "".join(texts)
         if kind == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            annotations = item.pop("annotations", [])
+            part = {"type": "output_text", "text": text, "annotations": annotations, "logprobs": []}
             ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
             return (
                 self._event("response.output_text.done", **ids, text=text, logprobs=[])
@@ -647,8 +671,55 @@ class StreamEncoder:
             if record is not None:
                 record(self.response)
             return out
+        if isinstance(event, hub.Citation):
+            return self._cite(event)
+        if isinstance(event, hub.WebSearchCall):
+            return self._search(event)
         assert isinstance(event, hub.Failure)
         return self.fail(event.error)
+
+    def _cite(self, citation: hub.Citation) -> bytes:
+        """A ``url_citation`` on the open message's text (none open: nothing to cite)."""
+        if self._open is None or self._open[0] != "message":
+            return b""
+        _, index, item, _ = self._open
+        annotations = item.setdefault("annotations", [])
+        annotation = {
+            "type": "url_citation",
+            "url": citation.url,
+            "title": citation.title or citation.url,
+            "start_index": citation.start,
+            "end_index": citation.end,
+        }
+        annotations.append(annotation)
+        return self._event(
+            "response.output_text.annotation.added",
+            item_id=item["id"],
+            output_index=index,
+            content_index=0,
+            annotation_index=len(annotations) - 1,
+            annotation=annotation,
+        )
+
+    def _search(self, call: hub.WebSearchCall) -> bytes:
+        """A ``web_search_call`` item: the upstream's search, already done."""
+        out = self._close_open()
+        item: dict[str, Any] = {"id": self._item_id("ws"), "type": "web_search_call"}
+        index, added = self._add({**item, "status": "in_progress"})
+        ids = {"item_id": item["id"], "output_index": index}
+        action: dict[str, Any] = {"type": "search", "query": " | ".join(call.queries)}
+        if call.queries:
+            action["queries"] = list(call.queries)
+        if call.sources:
+            action["sources"] = [{"type": "url", "url": url} for url in call.sources]
+        return (
+            out
+            + added
+            + self._event("response.web_search_call.in_progress", **ids)
+            + self._event("response.web_search_call.searching", **ids)
+            + self._event("response.web_search_call.completed", **ids)
+            + self._done(index, {**item, "status": "completed", "action": action})
+        )
 
     def fail(self, error: Exception) -> bytes:
         self.finished = True
@@ -677,6 +748,9 @@ def events_of(reply: hub.Reply) -> list[hub.StreamEvent]:
             events.append(hub.ReasoningDelta(text=part.text, signature=part.signature))
         elif isinstance(part, hub.Text):
             events.append(hub.TextDelta(part.text))
+            events.extend(part.citations)
+        elif isinstance(part, hub.WebSearchCall):
+            events.append(part)
         elif isinstance(part, hub.ToolCall):
             events.append(hub.ToolCallStart(index=calls, id=part.id, name=part.name))
             events.append(hub.ToolArgsDelta(index=calls, fragment=json.dumps(part.arguments)))
@@ -755,13 +829,8 @@ class ResponsesDialect:
         return provider.type == self.native_type and provider.responses and not parsed.history
 
     def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
-        conversation = request_to_internal(request.parsed)
-        if conversation.dropped:
-            log.warning(
-                "/v1/responses: built-in tools left out (no equivalent upstream): %s",
-                ", ".join(conversation.dropped),
-            )
-        return conversation
+        # What is left out depends on the upstream: the route says it once one has answered.
+        return request_to_internal(request.parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
         text = request.text

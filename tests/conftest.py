@@ -11,11 +11,21 @@ from proxycast.testing import FakeOpenAI
 from tests.support import Gateway, make_config, start_gateway
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import trio
 
 # Timing is not what the properties test: a loaded 2-core CI machine must not fail them on a deadline.
 settings.register_profile("proxycast", deadline=None)
 settings.load_profile("proxycast")
+
+
+@pytest.fixture(autouse=True)
+def _data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own data directory (the ledger, limits, a generated key): never the user's."""
+    home = tmp_path / "proxycast-home"
+    monkeypatch.setenv("PROXYCAST_HOME", str(home))
+    return home
 
 
 @pytest.fixture(name="fake")

@@ -25,6 +25,7 @@ import trio
 from quart import Response
 
 from proxycast import formats, routing
+from proxycast.accounting import Accounting, current_record
 from proxycast.attempts import Attempt, Plan
 from proxycast.config import Config
 from proxycast.errors import ProxycastError
@@ -91,6 +92,8 @@ class Exchange:
     """The key pools' clock (tests pass one they advance)."""
     _turns: dict[str, int] = attrs.field(factory=dict)
     """Per model served by several providers: how many requests it had (the rotation)."""
+    accounting: Accounting | None = None
+    """Clients, limits and usage (None: nothing is accounted, as in unit tests of the exchange)."""
 
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""
@@ -120,6 +123,9 @@ class Exchange:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
         plan's targets and keys until one answers, while the client has received nothing."""
         plan = self.plan(request.client_model)
+        record = current_record()
+        if self.accounting is not None:  # the client's allowlist and limits, before any upstream
+            await self.accounting.admit(request, dialect.name, plan.targets[0][0].upstream_model)
         conversation: list[hub.Conversation] = []  # converted once, when first needed
 
         async def attempt(chosen: Attempt) -> Response:
@@ -129,7 +135,7 @@ class Exchange:
                 upstream_request = dialect.forward(request, upstream_model)
                 translator: Translator | None = None
                 if request.stream:
-                    translator = dialect.forwarded_stream(model, provider.name, self.redact)
+                    translator = dialect.forwarded_stream(request, provider.name, self.redact)
             else:
                 if not conversation:
                     conversation.append(dialect.request_to_internal(request))
@@ -146,17 +152,31 @@ class Exchange:
                     )
             response = await provider.open(upstream_request, chosen.key)
             if translator is not None:
-                return await _stream(provider, response, translator)
+                answer = await _stream(provider, response, translator)
+                if record is not None:
+                    record.source = translator
+                return answer
             if provider.config.type == dialect.native_type:
-                data = dialect.forwarded_reply(
+                data, usage = dialect.forwarded_reply(
                     await provider.read_all(response), model, provider.name
                 )
+                if record is not None:
+                    record.usage = usage
                 return Response(data, content_type="application/json")
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
+            if record is not None and replies:
+                record.usage = replies[0].usage
             return json_response(dialect.reply_from_internal(replies, model))
 
-        answer, chosen = await self._run(plan, attempt)
+        try:
+            answer, chosen = await self._run(plan, attempt)
+        finally:
+            if record is not None:  # accounting: which attempts were made, and how each went
+                record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
+        if record is not None:
+            record.provider, record.key = chosen.provider.name, chosen.label
+            record.upstream_model = chosen.route.upstream_model
         answer.headers[PROVIDER_HEADER] = chosen.provider.name
         return answer
 
@@ -182,12 +202,15 @@ class Exchange:
     async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Response:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
+        record = current_record()
+        if self.accounting is not None and record is not None:
+            self.accounting.allow(record.client, request.client_model)
         route, provider = self._route(request.client_model)
         model = request.client_model
         if provider.config.type == dialect.native_type:
             response = await provider.open(dialect.forward(request, route.upstream_model))
             data = await provider.read_all(response)
-            data = dialect.forwarded_reply(data, model, provider.name)
+            data, _ = dialect.forwarded_reply(data, model, provider.name)
             return Response(data, content_type="application/json")
         conversation = dialect.request_to_internal(request)
         count = provider.format.count_tokens(conversation, route.upstream_model)

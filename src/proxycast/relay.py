@@ -8,7 +8,7 @@ backstop in every other case, so that an upstream connection never outlives its 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -88,6 +88,11 @@ def rename_model(data: bytes, model: str, provider: str) -> bytes:
         UpstreamUnavailableError: the answer is not a JSON object (a proxy's HTML page, say), which
             no client of a JSON API can read: a 502 naming the provider, as on converted routes.
     """
+    return read_forwarded(data, model, provider)[0]
+
+
+def read_forwarded(data: bytes, model: str, provider: str) -> tuple[bytes, dict[str, Any]]:
+    """:func:`rename_model`, and the answer as parsed (read once, for its usage too)."""
     try:
         text = data.decode("utf-8")
         answer, spans = parse_object(text)
@@ -96,8 +101,8 @@ def rename_model(data: bytes, model: str, provider: str) -> bytes:
             f"Provider {provider!r} answered with a body that is not a JSON object."
         ) from None
     if "model" not in spans or answer["model"] == model:
-        return data
-    return replace_value(text, spans["model"], model).encode()
+        return data, answer
+    return replace_value(text, spans["model"], model).encode(), answer
 
 
 def cut_off_error(provider: str, what: str) -> UpstreamUnavailableError:
@@ -126,6 +131,8 @@ class Passthrough:
         """True once an event beyond the opening ones (content, a tool call, the finish) was seen."""
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
+        self.usage: hub.Usage | None = None
+        """The usage the stream reported so far (subclasses read it from their events)."""
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
@@ -168,6 +175,8 @@ class Converting:
         """True once an event beyond the start (content, a tool call, the finish) was seen."""
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
+        self.usage: hub.Usage | None = None
+        """The usage of the last ``Start`` or ``Finish`` decoded (for the accounting)."""
 
     @property
     def finished(self) -> bool:
@@ -176,6 +185,8 @@ class Converting:
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
         for event in self._decoder.feed(chunk):
+            if isinstance(event, (hub.Start, hub.Finish)):
+                self.usage = event.usage
             if isinstance(event, hub.Failure):
                 if isinstance(event.error, ProxycastError):
                     event.error.message = self._redact(event.error.message)  # upstream text
@@ -189,6 +200,9 @@ class Converting:
 
     def end(self) -> bytes:
         events = self._decoder.end()
+        for event in events:
+            if isinstance(event, (hub.Start, hub.Finish)):
+                self.usage = event.usage
         self.started = self.started or bool(events)
         out = b"".join(self._encoder.encode(e) for e in events)
         if self._encoder.finished:

@@ -8,15 +8,23 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response
 
 from proxycast import formats, routing
+from proxycast.accounting import current_record
 from proxycast.api.inbound import current_exchange
+from proxycast.clients import UNLIMITED
 from proxycast.exchange import json_response
 
 if TYPE_CHECKING:
+    from proxycast.clients import Client
     from proxycast.config import ProviderConfig
 
 blueprint = Blueprint("models", __name__)
 
 _STARTED = int(time.time())
+
+
+def _client() -> Client:
+    record = current_record()
+    return UNLIMITED if record is None else record.client
 
 
 def _model_object(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
@@ -27,11 +35,19 @@ def _model_object(model_id: str, provider: ProviderConfig) -> dict[str, Any]:
 @blueprint.get("/v1/models")
 async def list_models() -> Response:
     config = current_exchange().config
-    data = [_model_object(name, provider) for name, provider in routing.listed_models(config)]
+    client = _client()
+    data = [
+        _model_object(name, provider)
+        for name, provider in routing.listed_models(config)
+        if client.allows(name)  # a named client sees only its models
+    ]
     return json_response({"object": "list", "data": data})
 
 
 @blueprint.get("/v1/models/<path:model_id>")
 async def retrieve_model(model_id: str) -> Response:
-    route = routing.resolve(model_id, current_exchange().config)
+    exchange = current_exchange()
+    if exchange.accounting is not None:
+        exchange.accounting.allow(_client(), model_id)
+    route = routing.resolve(model_id, exchange.config)
     return json_response(_model_object(model_id, route.provider))

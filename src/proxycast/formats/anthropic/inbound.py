@@ -16,7 +16,7 @@ from proxycast._json import replace_value
 from proxycast.errors import ProxycastError
 from proxycast.formats.anthropic import wire
 from proxycast.formats.anthropic.errors import error_body, status
-from proxycast.formats.anthropic.outbound import clean_tool_id
+from proxycast.formats.anthropic.outbound import clean_tool_id, usage_to_internal
 from proxycast.formats.anthropic.passthrough import AnthropicPassthrough
 from proxycast.formats.contracts import (
     Headers,
@@ -25,7 +25,7 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
-from proxycast.relay import rename_model
+from proxycast.relay import read_forwarded
 from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
 
 if TYPE_CHECKING:
@@ -425,13 +425,16 @@ class AnthropicDialect:
             headers=request.headers,
         )
 
-    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
-        return rename_model(data, client_model, provider)
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, hub.Usage]:
+        data, answer = read_forwarded(data, client_model, provider)
+        return data, usage_to_internal(answer.get("usage"))
 
     def forwarded_stream(
-        self, client_model: str, provider: str, redact: Callable[[str], str]
+        self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> AnthropicPassthrough:
-        return AnthropicPassthrough(client_model, provider, redact)
+        return AnthropicPassthrough(request.client_model, provider, redact)
 
     def reply_from_internal(self, replies: list[hub.Reply], client_model: str) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model)  # Anthropic has no n > 1

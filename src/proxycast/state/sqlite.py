@@ -1,0 +1,194 @@
+"""Limits in one SQLite file (WAL) that every worker of the machine opens: an admission is one
+``BEGIN IMMEDIATE`` transaction (SQLite's write lock, held by one process at a time), so the check and
+the count happen as one step across workers, and a limit is exact however many workers there are.
+
+The file persists across restarts: a restart neither resets a day's spend nor forgets the last
+minute's requests. Calls run in a worker thread (the event loop never waits for the file lock).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from proxycast.state import Admitted, Refused
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from proxycast.state import Ask, Limits
+
+WINDOW = 60.0
+"""Seconds of the sliding window of ``rpm`` and ``tpm``."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hits (id INTEGER PRIMARY KEY, client TEXT NOT NULL, at REAL NOT NULL,
+                                 tokens INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS hits_client_at ON hits (client, at);
+CREATE TABLE IF NOT EXISTS spend (client TEXT NOT NULL, period TEXT NOT NULL, usd REAL NOT NULL,
+                                  PRIMARY KEY (client, period));
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to a shared SQLite file, set up for several processes (WAL, waits for locks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+    return db
+
+
+def _periods(now: float) -> tuple[str, str, float, float]:
+    """Today's and this month's keys (UTC) and the seconds until each ends."""
+    moment = datetime.fromtimestamp(now, timezone.utc)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    return (
+        "d:" + day.strftime("%Y-%m-%d"),
+        "m:" + month.strftime("%Y-%m"),
+        (day + timedelta(days=1)).timestamp() - now,
+        next_month.timestamp() - now,
+    )
+
+
+class SQLiteLimiter:
+    """The :class:`proxycast.state.Limiter` of one machine.
+
+    Args:
+        path: the shared file (``limits.db`` in the data directory).
+        clock: wall-clock seconds (shared by processes); tests pass their own.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self._db = connect(path)
+        self._db.executescript(_SCHEMA)
+        self._clock = clock
+        self._lock = trio.Lock()
+
+    async def admit(self, ask: Ask, limits: Limits) -> Admitted | Refused:
+        async with self._lock:
+            return await trio.to_thread.run_sync(self._admit, ask, limits)
+
+    async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
+        async with self._lock:
+            await trio.to_thread.run_sync(self._settle, admitted, tokens, usd)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            self._db.close()
+
+    def _admit(self, ask: Ask, limits: Limits) -> Admitted | Refused:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = self._decide(ask, limits)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    def _decide(self, ask: Ask, limits: Limits) -> Admitted | Refused:
+        db, now, client = self._db, self._clock(), ask.client
+        since = now - WINDOW
+        db.execute("DELETE FROM hits WHERE client = ? AND at < ?", (client, since))
+        rows = db.execute(
+            "SELECT at, tokens FROM hits WHERE client = ? ORDER BY at", (client,)
+        ).fetchall()
+        reset_requests = rows[0][0] + WINDOW - now if rows else 0.0
+        used = sum(tokens for _, tokens in rows)
+        remaining_requests = None if limits.rpm is None else limits.rpm - len(rows)
+        remaining_tokens = None if limits.tpm is None else max(0, limits.tpm - used)
+        refusal: Refused | None = None
+        if limits.rpm is not None and len(rows) >= limits.rpm:
+            index = len(rows) - limits.rpm  # the hit whose expiry makes room for one
+            refusal = Refused(what="requests", limit=limits.rpm, retry_after=0.0)
+            refusal = _with_wait(refusal, rows[index][0] + WINDOW - now)
+        elif limits.tpm is not None and used + ask.tokens > limits.tpm:
+            wait = WINDOW
+            if ask.tokens <= limits.tpm:  # else it never fits: a minute is as good as any
+                freed = 0
+                for at, tokens in rows:
+                    freed += tokens
+                    if used - freed + ask.tokens <= limits.tpm:
+                        wait = at + WINDOW - now
+                        break
+            refusal = _with_wait(Refused(what="tokens", limit=limits.tpm, retry_after=0.0), wait)
+        day, month, day_left, month_left = _periods(now)
+        for period, limit, left, what in (
+            (day, limits.usd_per_day, day_left, "usd_per_day"),
+            (month, limits.usd_per_month, month_left, "usd_per_month"),
+        ):
+            if refusal is not None or limit is None:
+                continue
+            spent = _spent(db, client, period)
+            if spent >= limit or spent + ask.usd > limit:
+                refusal = Refused(what=what, limit=limit, retry_after=max(1.0, left))
+        if refusal is not None:
+            return _evolve(
+                refusal,
+                reset_requests=reset_requests,
+                remaining_requests=remaining_requests,
+                remaining_tokens=remaining_tokens,
+            )
+        ticket = db.execute(
+            "INSERT INTO hits (client, at, tokens) VALUES (?, ?, ?)", (client, now, ask.tokens)
+        ).lastrowid
+        if limits.usd_per_day is not None or limits.usd_per_month is not None:
+            for period in (day, month):
+                db.execute(
+                    "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?) "
+                    "ON CONFLICT (client, period) DO UPDATE SET usd = usd + excluded.usd",
+                    (client, period, ask.usd),
+                )
+        return Admitted(
+            client=client,
+            ticket=ticket or 0,
+            tokens=ask.tokens,
+            usd=ask.usd,
+            periods=(day, month),
+            remaining_requests=None if remaining_requests is None else remaining_requests - 1,
+            remaining_tokens=(
+                None if remaining_tokens is None else max(0, remaining_tokens - ask.tokens)
+            ),
+        )
+
+    def _settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE hits SET tokens = ? WHERE id = ?", (tokens, admitted.ticket))
+            delta = usd - admitted.usd
+            if delta:
+                for period in admitted.periods:
+                    db.execute(
+                        "UPDATE spend SET usd = usd + ? WHERE client = ? AND period = ?",
+                        (delta, admitted.client, period),
+                    )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+def _spent(db: sqlite3.Connection, client: str, period: str) -> float:
+    row = db.execute(
+        "SELECT usd FROM spend WHERE client = ? AND period = ?", (client, period)
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _with_wait(refusal: Refused, wait: float) -> Refused:
+    return _evolve(refusal, retry_after=max(0.001, wait), reset_tokens=max(0.0, wait))
+
+
+def _evolve(refusal: Refused, **changes: object) -> Refused:
+    return attrs.evolve(refusal, **changes)  # type: ignore[arg-type]

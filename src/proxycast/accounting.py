@@ -252,18 +252,24 @@ class Accounting:
                 code="model_not_found",
             )
 
+    async def settle(self, record: Record) -> None:
+        """Replace the request's reservation with its usage (once; the estimate stays when no usage
+        was reported). The exchange calls it as soon as the usage is known, before the answer's
+        end goes out; the end of the request does it otherwise."""
+        admitted, record.admitted = record.admitted, None
+        if admitted is None or self.limiter is None:
+            return
+        usage = _usage_of(record)
+        if usage is None:
+            await self.limiter.settle(admitted, admitted.tokens, admitted.usd)
+            return
+        spent = cost(price_of(self.config.prices, record.upstream_model), usage)
+        await self.limiter.settle(admitted, _total(usage), spent)
+
     async def _finish(self, record: Record) -> None:
-        usage = record.usage
-        if usage is None and record.source is not None:
-            usage = record.source.usage
-        spent = cost(price_of(self.config.prices, record.upstream_model), usage or hub.Usage())
-        if record.admitted is not None and self.limiter is not None:
-            admitted = record.admitted
-            tokens = admitted.tokens if usage is None else _total(usage)
-            await self.limiter.settle(
-                admitted, tokens, spent if usage is not None else admitted.usd
-            )
-        usage = usage or hub.Usage()
+        await self.settle(record)
+        usage = _usage_of(record) or hub.Usage()
+        spent = cost(price_of(self.config.prices, record.upstream_model), usage)
         duration = trio.current_time() - record.started
         status = record.status if record.completed or record.status else 499
         if record.api and self.ledger is not None:
@@ -338,6 +344,12 @@ class Accounting:
             label, _, outcome = attempt.partition(":")
             name = label.rpartition("#")[0]
             m.attempts.labels(m.provider(name), m.key(label), outcome).inc()
+
+
+def _usage_of(record: Record) -> hub.Usage | None:
+    if record.usage is not None:
+        return record.usage
+    return None if record.source is None else record.source.usage
 
 
 def _total(usage: hub.Usage) -> int:

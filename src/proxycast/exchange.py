@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -152,10 +153,11 @@ class Exchange:
                     )
             response = await provider.open(upstream_request, chosen.key)
             if translator is not None:
-                answer = await _stream(provider, response, translator)
-                if record is not None:
+                on_end = None
+                if record is not None and self.accounting is not None:
                     record.source = translator
-                return answer
+                    on_end = partial(self.accounting.settle, record)
+                return await _stream(provider, response, translator, on_end)
             if provider.config.type == dialect.native_type:
                 data, usage = dialect.forwarded_reply(
                     await provider.read_all(response), model, provider.name
@@ -177,6 +179,8 @@ class Exchange:
         if record is not None:
             record.provider, record.key = chosen.provider.name, chosen.label
             record.upstream_model = chosen.route.upstream_model
+            if self.accounting is not None and not request.stream:
+                await self.accounting.settle(record)  # before the answer: the next request sees it
         answer.headers[PROVIDER_HEADER] = chosen.provider.name
         return answer
 
@@ -230,7 +234,12 @@ ESTIMATE_HEADER = "x-proxycast-token-count"
 """Set to ``estimate`` on token counts that proxycast estimated (the upstream cannot count)."""
 
 
-async def _stream(provider: Provider, response: httpx.Response, translator: Translator) -> Response:
+async def _stream(
+    provider: Provider,
+    response: httpx.Response,
+    translator: Translator,
+    on_end: Callable[[], Awaitable[None]] | None = None,
+) -> Response:
     """The streamed answer, once the upstream has sent content: what it sent before (its opening
     events) is held back, so that an error before any content can still be retried elsewhere.
 
@@ -262,7 +271,7 @@ async def _stream(provider: Provider, response: httpx.Response, translator: Tran
     except BaseException:
         await close()  # noqa: ASYNC102 - shielded inside aclose_shielded; the generator's close is quick
         raise
-    relay = Relay(chunks, translator, close, bytes(held))
+    relay = Relay(chunks, translator, close, bytes(held), on_end)
     result = Response(relay, status=200, content_type="text/event-stream", headers=SSE_HEADERS)
     result.timeout = None
     return result

@@ -33,6 +33,7 @@ class Relay:
         translator: Translator,
         close: Callable[[], Awaitable[None]],
         first: bytes = b"",
+        on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._chunks = chunks
         self._translator = translator
@@ -40,6 +41,9 @@ class Relay:
         self._first = first
         """Frames translated before the answer was committed to (held back until content came)."""
         self._done = translator.finished
+        self._on_end = on_end
+        """Awaited once the stream's end is known, before its last frames go out (the accounting
+        settles the request's usage then, so a client's next request sees it)."""
 
     def __aiter__(self) -> Relay:
         return self
@@ -47,6 +51,8 @@ class Relay:
     async def __anext__(self) -> bytes:
         if self._first:
             first, self._first = self._first, b""
+            if self._done:
+                await self._ended()
             return first
         while not self._done:
             try:
@@ -60,10 +66,18 @@ class Relay:
             else:
                 out = self._translator.feed(chunk)
                 self._done = self._translator.finished
+            if self._done:
+                await self._ended()
             if out:
                 return out
+        await self._ended()
         await self._drain()
         raise StopAsyncIteration
+
+    async def _ended(self) -> None:
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            await on_end()
 
     async def _drain(self) -> None:
         """Read what the upstream still sends after the end (its chunked terminator, normally), so that

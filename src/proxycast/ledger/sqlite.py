@@ -9,6 +9,7 @@ starting together do not both migrate.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -17,7 +18,6 @@ from proxycast.ledger.rows import COLUMNS, Row
 from proxycast.state.sqlite import connect
 
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Iterable
     from pathlib import Path
 
@@ -57,6 +57,15 @@ def open_db(path: Path) -> sqlite3.Connection:
 def schema_version(db: sqlite3.Connection) -> int:
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def schema_version_readonly(db: sqlite3.Connection) -> int:
+    """The schema version of a ledger opened read-only (0: not a ledger yet)."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        return 0
     return int(row[0]) if row else 0
 
 

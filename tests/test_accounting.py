@@ -276,16 +276,16 @@ async def test_the_ledger_holds_what_the_upstreams_reported(
         assert fa.requests[-1].abandoned_at is not None
         nursery.cancel_scope.cancel()  # the drain writes the buffered rows
     ledger = rows(path)
-    for rid, tokens in seen.items():
-        assert min(tokens) > 0, rid
-        assert _tokens(ledger[rid]) == tokens, rid
-        stream_rid = rid + "-stream"
+    for request_id, tokens in seen.items():
+        assert min(tokens) > 0, request_id
+        assert _tokens(ledger[request_id]) == tokens, request_id
+        stream_rid = request_id + "-stream"
         assert _tokens(ledger[stream_rid]) == tokens, stream_rid
         assert ledger[stream_rid]["streamed"] == 1
-        assert ledger[rid]["streamed"] == 0
-        assert ledger[rid]["client"] == "bob"
-        assert ledger[rid]["status"] == 200
-        assert ledger[rid]["disconnected"] == 0
+        assert ledger[request_id]["streamed"] == 0
+        assert ledger[request_id]["client"] == "bob"
+        assert ledger[request_id]["status"] == 200
+        assert ledger[request_id]["disconnected"] == 0
     for model in ("gpt-4o-mini", "claude-sonnet-4", "gemini-2.0-flash"):
         assert _tokens(ledger[f"openai-{model}-stream-usage"]) == seen[f"openai-{model}"]
     left = ledger["left"]

@@ -129,12 +129,13 @@ def report(db: sqlite3.Connection, since: float, by: str) -> list[dict[str, Any]
     """Requests, errors, input and output tokens and cost per ``by`` (a key of :data:`GROUPS`),
     over the rows since ``since``, largest cost first (by day: in date order)."""
     group = GROUPS[by]
-    order = "key" if by == "day" else "cost_usd DESC, key"
+    # (``key`` is a column: the provider key's label; the group is named ``grp``)
+    order = "grp" if by == "day" else "spent DESC, grp"
     query = f"""
-        SELECT {group} AS key, COUNT(*), SUM(status >= 400), SUM(input_tokens),
-               SUM(output_tokens), SUM(cost_usd)
+        SELECT {group} AS grp, COUNT(*), SUM(status >= 400), SUM(input_tokens),
+               SUM(output_tokens), SUM(cost_usd) AS spent
         FROM requests INDEXED BY requests_report
-        WHERE time >= ? GROUP BY key ORDER BY {order}
+        WHERE time >= ? GROUP BY grp ORDER BY {order}
     """
     out = []
     for key, requests, errors, input_tokens, output_tokens, cost_usd in db.execute(query, (since,)):

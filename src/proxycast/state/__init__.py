@@ -49,6 +49,7 @@ class Admitted:
 
     client: str
     ticket: int
+    """Where the reservation was counted (the SQLite limiter: the second of the admission)."""
     tokens: int
     usd: float
     periods: tuple[str, ...] = ()

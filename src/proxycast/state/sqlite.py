@@ -24,16 +24,19 @@ if TYPE_CHECKING:
 
     from proxycast.state import Ask, Limits
 
-WINDOW = 60.0
+WINDOW = 60
 """Seconds of the sliding window of ``rpm`` and ``tpm``."""
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS hits (id INTEGER PRIMARY KEY, client TEXT NOT NULL, at REAL NOT NULL,
-                                 tokens INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS hits_client_at ON hits (client, at);
+CREATE TABLE IF NOT EXISTS buckets (client TEXT NOT NULL, second INTEGER NOT NULL,
+                                    requests INTEGER NOT NULL, tokens INTEGER NOT NULL,
+                                    PRIMARY KEY (client, second));
 CREATE TABLE IF NOT EXISTS spend (client TEXT NOT NULL, period TEXT NOT NULL, usd REAL NOT NULL,
                                   PRIMARY KEY (client, period));
 """
+# The window is kept as one row per client and second (requests admitted, tokens counted): an
+# admission reads at most 60 rows whatever the rate, and a request leaves the window 60 s after
+# the second it was admitted in (so the window is exact to the second, as Retry-After is).
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -98,30 +101,30 @@ class SQLiteLimiter:
 
     def _decide(self, ask: Ask, limits: Limits) -> Admitted | Refused:
         db, now, client = self._db, self._clock(), ask.client
-        since = now - WINDOW
-        db.execute("DELETE FROM hits WHERE client = ? AND at < ?", (client, since))
+        second = int(now)
+        db.execute(
+            "DELETE FROM buckets WHERE client = ? AND second <= ?", (client, second - WINDOW)
+        )
         rows = db.execute(
-            "SELECT at, tokens FROM hits WHERE client = ? ORDER BY at", (client,)
+            "SELECT second, requests, tokens FROM buckets WHERE client = ? ORDER BY second",
+            (client,),
         ).fetchall()
+        count = sum(r[1] for r in rows)
+        used = sum(r[2] for r in rows)
         reset_requests = rows[0][0] + WINDOW - now if rows else 0.0
-        used = sum(tokens for _, tokens in rows)
-        remaining_requests = None if limits.rpm is None else limits.rpm - len(rows)
+        remaining_requests = None if limits.rpm is None else limits.rpm - count
         remaining_tokens = None if limits.tpm is None else max(0, limits.tpm - used)
         refusal: Refused | None = None
-        if limits.rpm is not None and len(rows) >= limits.rpm:
-            index = len(rows) - limits.rpm  # the hit whose expiry makes room for one
-            refusal = Refused(what="requests", limit=limits.rpm, retry_after=0.0)
-            refusal = _with_wait(refusal, rows[index][0] + WINDOW - now)
+        if limits.rpm is not None and count >= limits.rpm:
+            rpm = limits.rpm
+            wait = _expiry(rows, now, lambda freed, _: count - freed < rpm)
+            refusal = _with_wait(Refused(what="requests", limit=limits.rpm, retry_after=0), wait)
         elif limits.tpm is not None and used + ask.tokens > limits.tpm:
-            wait = WINDOW
+            wait = float(WINDOW)
             if ask.tokens <= limits.tpm:  # else it never fits: a minute is as good as any
-                freed = 0
-                for at, tokens in rows:
-                    freed += tokens
-                    if used - freed + ask.tokens <= limits.tpm:
-                        wait = at + WINDOW - now
-                        break
-            refusal = _with_wait(Refused(what="tokens", limit=limits.tpm, retry_after=0.0), wait)
+                tpm = limits.tpm
+                wait = _expiry(rows, now, lambda _, freed_t: used - freed_t + ask.tokens <= tpm)
+            refusal = _with_wait(Refused(what="tokens", limit=limits.tpm, retry_after=0), wait)
         day, month, day_left, month_left = _periods(now)
         for period, limit, left, what in (
             (day, limits.usd_per_day, day_left, "usd_per_day"),
@@ -139,9 +142,12 @@ class SQLiteLimiter:
                 remaining_requests=remaining_requests,
                 remaining_tokens=remaining_tokens,
             )
-        ticket = db.execute(
-            "INSERT INTO hits (client, at, tokens) VALUES (?, ?, ?)", (client, now, ask.tokens)
-        ).lastrowid
+        db.execute(
+            "INSERT INTO buckets (client, second, requests, tokens) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (client, second) DO UPDATE SET requests = requests + 1, "
+            "tokens = tokens + excluded.tokens",
+            (client, second, ask.tokens),
+        )
         if limits.usd_per_day is not None or limits.usd_per_month is not None:
             for period in (day, month):
                 db.execute(
@@ -151,7 +157,7 @@ class SQLiteLimiter:
                 )
         return Admitted(
             client=client,
-            ticket=ticket or 0,
+            ticket=second,
             tokens=ask.tokens,
             usd=ask.usd,
             periods=(day, month),
@@ -165,7 +171,10 @@ class SQLiteLimiter:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("UPDATE hits SET tokens = ? WHERE id = ?", (tokens, admitted.ticket))
+            db.execute(
+                "UPDATE buckets SET tokens = tokens + ? WHERE client = ? AND second = ?",
+                (tokens - admitted.tokens, admitted.client, admitted.ticket),
+            )
             delta = usd - admitted.usd
             if delta:
                 for period in admitted.periods:
@@ -177,6 +186,20 @@ class SQLiteLimiter:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+def _expiry(
+    rows: list[tuple[int, int, int]], now: float, fits: Callable[[int, int], bool]
+) -> float:
+    """Seconds until enough of the window's buckets expire that ``fits(requests freed, tokens
+    freed)``."""
+    freed_requests = freed_tokens = 0
+    for second, requests, tokens in rows:
+        freed_requests += requests
+        freed_tokens += tokens
+        if fits(freed_requests, freed_tokens):
+            return second + WINDOW - now
+    return float(WINDOW)
 
 
 def _spent(db: sqlite3.Connection, client: str, period: str) -> float:

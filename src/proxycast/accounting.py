@@ -192,20 +192,28 @@ class Accounting:
         if record is not None:
             record.client = client
 
-    async def admit(self, request: InboundRequest, api: str, upstream_model: str) -> None:
-        """Check the client's model allowlist and limits before any upstream is called.
+    def enter(self, request: InboundRequest, api: str) -> None:
+        """A request reached a model route: it gets a ledger row, whatever happens next.
 
         Raises:
             ModelNotFoundError: the client may not use the model (it is told the model does not
                 exist, as for one no provider serves).
+        """
+        record = current_record()
+        if record is not None:
+            record.api, record.model, record.streamed = api, request.client_model, request.stream
+        self.allow(UNLIMITED if record is None else record.client, request.client_model)
+
+    async def admit(self, request: InboundRequest, upstream_model: str) -> None:
+        """Check the client's limits before any upstream is called.
+
+        Raises:
             RateLimitedError: over ``rpm``/``tpm`` (``rate_limit_exceeded``) or a budget
                 (``insufficient_quota``).
         """
         record = current_record()
         client = record.client if record is not None else UNLIMITED
-        self.allow(client, request.client_model)
         if record is not None:
-            record.api, record.model, record.streamed = api, request.client_model, request.stream
             record.upstream_model = upstream_model
         config = client.config
         if config is None or not config.limited or self.limiter is None:

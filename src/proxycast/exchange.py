@@ -123,10 +123,12 @@ class Exchange:
     async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Response:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
         plan's targets and keys until one answers, while the client has received nothing."""
-        plan = self.plan(request.client_model)
         record = current_record()
-        if self.accounting is not None:  # the client's allowlist and limits, before any upstream
-            await self.accounting.admit(request, dialect.name, plan.targets[0][0].upstream_model)
+        if self.accounting is not None:  # the client's allowlist, before anything else
+            self.accounting.enter(request, dialect.name)
+        plan = self.plan(request.client_model)
+        if self.accounting is not None:  # the client's limits, before any upstream is called
+            await self.accounting.admit(request, plan.targets[0][0].upstream_model)
         conversation: list[hub.Conversation] = []  # converted once, when first needed
 
         async def attempt(chosen: Attempt) -> Response:
@@ -206,9 +208,8 @@ class Exchange:
     async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Response:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
-        record = current_record()
-        if self.accounting is not None and record is not None:
-            self.accounting.allow(record.client, request.client_model)
+        if self.accounting is not None:
+            self.accounting.enter(request, dialect.name)
         route, provider = self._route(request.client_model)
         model = request.client_model
         if provider.config.type == dialect.native_type:

@@ -39,7 +39,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: the usage report reads only the index (a covering index: no table lookups per row)
     """
     CREATE INDEX requests_report ON requests (time, client, model, provider, status,
-                                               input_tokens, output_tokens, cost_usd);
+                                               input_tokens, cache_read_tokens,
+                                               cache_write_tokens, output_tokens, cost_usd);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -126,13 +127,15 @@ GROUPS = {
 
 
 def report(db: sqlite3.Connection, since: float, by: str) -> list[dict[str, Any]]:
-    """Requests, errors, input and output tokens and cost per ``by`` (a key of :data:`GROUPS`),
-    over the rows since ``since``, largest cost first (by day: in date order)."""
+    """Requests, errors, input tokens (cache reads and writes included: every prompt token) and
+    output tokens and cost per ``by`` (a key of :data:`GROUPS`), over the rows since ``since``,
+    largest cost first (by day: in date order)."""
     group = GROUPS[by]
     # (``key`` is a column: the provider key's label; the group is named ``grp``)
     order = "grp" if by == "day" else "spent DESC, grp"
     query = f"""
-        SELECT {group} AS grp, COUNT(*), SUM(status >= 400), SUM(input_tokens),
+        SELECT {group} AS grp, COUNT(*), SUM(status >= 400),
+               SUM(input_tokens + cache_read_tokens + cache_write_tokens),
                SUM(output_tokens), SUM(cost_usd) AS spent
         FROM requests INDEXED BY requests_report
         WHERE time >= ? GROUP BY grp ORDER BY {order}

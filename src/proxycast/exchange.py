@@ -130,6 +130,7 @@ class Exchange:
         if self.accounting is not None:  # the client's limits, before any upstream is called
             await self.accounting.admit(request, plan.targets[0][0].upstream_model)
         conversation: list[hub.Conversation] = []  # converted once, when first needed
+        streams: dict[Attempt, Translator] = {}
 
         async def attempt(chosen: Attempt) -> Response:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
@@ -157,7 +158,7 @@ class Exchange:
             if translator is not None:
                 on_end = None
                 if record is not None and self.accounting is not None:
-                    record.source = translator
+                    streams[chosen] = translator  # the winner's is the record's (hedging)
                     on_end = partial(self.accounting.settle, record)
                 return await _stream(provider, response, translator, on_end)
             if provider.config.type == dialect.native_type:
@@ -179,6 +180,7 @@ class Exchange:
             if record is not None:  # accounting: which attempts were made, and how each went
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
         if record is not None:
+            record.source = streams.get(chosen)
             record.provider, record.key = chosen.provider.name, chosen.label
             record.upstream_model = chosen.route.upstream_model
             if self.accounting is not None and not request.stream:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from proxycast.state import Ask, Limits
 
 WINDOW = 60
+CHECKPOINT_EVERY = 512
+"""Transactions between two WAL checkpoints (run in a thread)."""
 """Seconds of the sliding window of ``rpm`` and ``tpm``."""
 
 _SCHEMA = """
@@ -79,6 +81,10 @@ class SQLiteLimiter:
         # for another worker's transaction gives up at once (busy timeout 0) and is redone in a
         # thread, where waiting blocks no other request.
         self._fast = connect(path, timeout=0.0)
+        # ... and never checkpoints the WAL itself (a checkpoint syncs the file: not on the event
+        # loop); every CHECKPOINT_EVERY transactions one is run in a thread instead
+        self._fast.execute("PRAGMA wal_autocheckpoint=0")
+        self._since_checkpoint = 0
         self._clock = clock
         self._lock = trio.Lock()
 
@@ -93,12 +99,17 @@ class SQLiteLimiter:
 
     async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
         try:
-            return self._settle(self._fast, admitted, tokens, usd)
+            self._settle(self._fast, admitted, tokens, usd)
         except sqlite3.OperationalError as exc:
             if not _locked(exc):
                 raise
-        async with self._lock:
-            await trio.to_thread.run_sync(self._settle, self._db, admitted, tokens, usd)
+            async with self._lock:
+                await trio.to_thread.run_sync(self._settle, self._db, admitted, tokens, usd)
+        self._since_checkpoint += 2
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            async with self._lock:
+                await trio.to_thread.run_sync(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
 
     async def aclose(self) -> None:
         async with self._lock:
@@ -118,13 +129,15 @@ class SQLiteLimiter:
     def _decide(self, db: sqlite3.Connection, ask: Ask, limits: Limits) -> Admitted | Refused:
         now, client = self._clock(), ask.client
         second = int(now)
-        db.execute(
-            "DELETE FROM buckets WHERE client = ? AND second <= ?", (client, second - WINDOW)
-        )
         rows = db.execute(
             "SELECT second, requests, tokens FROM buckets WHERE client = ? ORDER BY second",
             (client,),
         ).fetchall()
+        if rows and rows[0][0] <= second - WINDOW:  # buckets that left the window
+            db.execute(
+                "DELETE FROM buckets WHERE client = ? AND second <= ?", (client, second - WINDOW)
+            )
+            rows = [r for r in rows if r[0] > second - WINDOW]
         count = sum(r[1] for r in rows)
         used = sum(r[2] for r in rows)
         reset_requests = rows[0][0] + WINDOW - now if rows else 0.0
@@ -142,14 +155,23 @@ class SQLiteLimiter:
                 wait = _expiry(rows, now, lambda _, freed_t: used - freed_t + ask.tokens <= tpm)
             refusal = _with_wait(Refused(what="tokens", limit=limits.tpm, retry_after=0), wait)
         day, month, day_left, month_left = _periods(now)
+        budgeted = limits.usd_per_day is not None or limits.usd_per_month is not None
+        spent: dict[str, float] = {}
+        if budgeted and refusal is None:
+            spent = dict(
+                db.execute(
+                    "SELECT period, usd FROM spend WHERE client = ? AND period IN (?, ?)",
+                    (client, day, month),
+                ).fetchall()
+            )
         for period, limit, left, what in (
             (day, limits.usd_per_day, day_left, "usd_per_day"),
             (month, limits.usd_per_month, month_left, "usd_per_month"),
         ):
             if refusal is not None or limit is None:
                 continue
-            spent = _spent(db, client, period)
-            if spent >= limit or spent + ask.usd > limit:
+            so_far = spent.get(period, 0.0)
+            if so_far >= limit or so_far + ask.usd > limit:
                 refusal = Refused(what=what, limit=limit, retry_after=max(1.0, left))
         if refusal is not None:
             return _evolve(
@@ -164,7 +186,7 @@ class SQLiteLimiter:
             "tokens = tokens + excluded.tokens",
             (client, second, ask.tokens),
         )
-        if limits.usd_per_day is not None or limits.usd_per_month is not None:
+        if budgeted:
             for period in (day, month):
                 db.execute(
                     "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?) "
@@ -186,10 +208,11 @@ class SQLiteLimiter:
     def _settle(self, db: sqlite3.Connection, admitted: Admitted, tokens: int, usd: float) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(
-                "UPDATE buckets SET tokens = tokens + ? WHERE client = ? AND second = ?",
-                (tokens - admitted.tokens, admitted.client, admitted.ticket),
-            )
+            if tokens != admitted.tokens:
+                db.execute(
+                    "UPDATE buckets SET tokens = tokens + ? WHERE client = ? AND second = ?",
+                    (tokens - admitted.tokens, admitted.client, admitted.ticket),
+                )
             delta = usd - admitted.usd
             if delta:
                 for period in admitted.periods:
@@ -220,13 +243,6 @@ def _expiry(
 def _locked(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
     return getattr(exc, "sqlite_errorcode", None) in (5, 6) or "locked" in str(exc)
-
-
-def _spent(db: sqlite3.Connection, client: str, period: str) -> float:
-    row = db.execute(
-        "SELECT usd FROM spend WHERE client = ? AND period = ?", (client, period)
-    ).fetchone()
-    return float(row[0]) if row else 0.0
 
 
 def _with_wait(refusal: Refused, wait: float) -> Refused:

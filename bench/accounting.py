@@ -67,6 +67,12 @@ url = "sqlite:///{folder / "usage.db"}"
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     nginx_port, off_port, on_port = run.free_port(), run.free_port(), run.free_port()
     upstream = f"http://127.0.0.1:{nginx_port}"
@@ -80,6 +86,7 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 folder / "nginx.log",
             )
         )
+        pids = {}
         for port, accounting in ((off_port, False), (on_port, True)):
             config = proxycast_config(folder, upstream, port, accounting)
             processes.append(
@@ -90,11 +97,13 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     env={"PROXYCAST_HOME": str(folder / "home")},
                 )
             )
+            pids["on" if accounting else "off"] = processes[-1].pid
         body = run.openai_body("bench-json", False)
         for connections in (1, 32):
             for _ in range(args.rounds):
                 for name, port, key in (("off", off_port, run.KEY), ("on", on_port, CLIENT_KEY)):
                     load = os.getloadavg()[0]
+                    cpu = cpu_seconds(pids[name])
                     measured = run.wrk(
                         f"http://127.0.0.1:{port}/v1/chat/completions",
                         body,
@@ -103,6 +112,9 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                         args.seconds,
                         folder,
                     )
+                    cpu = cpu_seconds(pids[name]) - cpu
+                    served = float(measured["rps"]) * args.seconds
+                    measured["cpu_ms_per_request"] = round(1000 * cpu / max(1.0, served), 3)
                     entry = {"accounting": name, "connections": connections, "load1": load}
                     runs.append({**entry, **measured})
                     print(entry, measured["rps"], flush=True)
@@ -122,9 +134,20 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 strict=True,
             )
         ]
+        cpu_median = {
+            name: statistics.median(
+                r["cpu_ms_per_request"]
+                for r in runs
+                if r["connections"] == connections and r["accounting"] == name
+            )
+            for name in ("off", "on")
+        }
         ratios[str(connections)] = {
             "per_round": [round(p, 3) for p in pairs],
             "median": round(statistics.median(pairs), 3),
+            "cpu_ms_per_request_off": cpu_median["off"],
+            "cpu_ms_per_request_on": cpu_median["on"],
+            "cpu_on_over_off": round(cpu_median["on"] / cpu_median["off"], 3),
         }
     return {"runs": runs, "on_over_off": ratios, "ledger_rows_written": rows}
 

@@ -165,6 +165,8 @@ async def test_limits_are_exact_across_two_workers(tmp_path: Path) -> None:
                     if counted == expected:
                         break
                     await trio.sleep(0.1)  # the last request's count lands after its answer
+            for _ in range(6):  # each scrape on its own connection: either worker answers it
+                assert await _requests_metric(served.url) == expected
             served.process.send_signal(signal.SIGTERM)
             with trio.fail_after(30):
                 assert await served.process.wait() == 0

@@ -30,7 +30,7 @@ from proxycast.ledger import ledger_path
 from proxycast.ledger.rows import Row
 from proxycast.ledger.writer import LedgerWriter
 from proxycast.metrics import Metrics
-from proxycast.prices import cost, price_of
+from proxycast.prices import Price, cost, price_of
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
 
 if TYPE_CHECKING:
@@ -135,8 +135,17 @@ class Accounting:
             self.limiter = SQLiteLimiter(data_dir() / "limits.db")
         path = ledger_path(config.ledger)
         self.ledger = None if path is None else LedgerWriter(path, config.ledger.retention_days)
+        self._prices: dict[str, Price | None] = {}
         self.on_finish: Callable[[Record], None] | None = None
         """Tests: called with each finished record."""
+
+    def price(self, upstream_model: str) -> Price | None:
+        """The ``[prices]`` entry of ``upstream_model`` (looked up once per model)."""
+        if upstream_model not in self._prices:
+            if len(self._prices) > 4096:  # upstream model names come from the configuration
+                self._prices.clear()
+            self._prices[upstream_model] = price_of(self.config.prices, upstream_model)
+        return self._prices[upstream_model]
 
     async def run(self) -> None:
         """The background work of the worker (writing the ledger), until cancelled."""
@@ -219,7 +228,7 @@ class Accounting:
         if config is None or not config.limited or self.limiter is None:
             return
         tokens = estimate_tokens(request)
-        price = price_of(self.config.prices, upstream_model)
+        price = self.price(upstream_model)
         ask = Ask(client=config.name, tokens=tokens, usd=cost(price, hub.Usage(input=tokens)))
         limits = Limits(
             rpm=config.rpm,
@@ -271,13 +280,13 @@ class Accounting:
         if usage is None:
             await self.limiter.settle(admitted, admitted.tokens, admitted.usd)
             return
-        spent = cost(price_of(self.config.prices, record.upstream_model), usage)
+        spent = cost(self.price(record.upstream_model), usage)
         await self.limiter.settle(admitted, _total(usage), spent)
 
     async def _finish(self, record: Record) -> None:
         await self.settle(record)
         usage = _usage_of(record) or hub.Usage()
-        spent = cost(price_of(self.config.prices, record.upstream_model), usage)
+        spent = cost(self.price(record.upstream_model), usage)
         duration = trio.current_time() - record.started
         status = record.status if record.completed or record.status else 499
         if record.api and self.ledger is not None:

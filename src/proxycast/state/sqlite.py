@@ -8,6 +8,7 @@ minute's requests. Calls run in a worker thread (the event loop never waits for 
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
@@ -51,18 +52,24 @@ def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
     return db
 
 
-def _periods(now: float) -> tuple[str, str, float, float]:
-    """Today's and this month's keys (UTC) and the seconds until each ends."""
-    moment = datetime.fromtimestamp(now, timezone.utc)
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
+@functools.lru_cache(maxsize=4)
+def _day(day: int) -> tuple[str, str, float, float]:
+    """The keys of UTC day number ``day`` and of its month, and when each ends (Unix seconds)."""
+    start = datetime.fromtimestamp(day * 86400, timezone.utc)
+    month = start.replace(day=1)
     next_month = (month + timedelta(days=32)).replace(day=1)
     return (
-        "d:" + day.strftime("%Y-%m-%d"),
+        "d:" + start.strftime("%Y-%m-%d"),
         "m:" + month.strftime("%Y-%m"),
-        (day + timedelta(days=1)).timestamp() - now,
-        next_month.timestamp() - now,
+        (day + 1) * 86400.0,
+        next_month.timestamp(),
     )
+
+
+def _periods(now: float) -> tuple[str, str, float, float]:
+    """Today's and this month's keys (UTC) and the seconds until each ends."""
+    day, month, day_end, month_end = _day(int(now // 86400))
+    return day, month, day_end - now, month_end - now
 
 
 class SQLiteLimiter:
@@ -187,18 +194,17 @@ class SQLiteLimiter:
             (client, second, ask.tokens),
         )
         if budgeted:
-            for period in (day, month):
-                db.execute(
-                    "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?) "
-                    "ON CONFLICT (client, period) DO UPDATE SET usd = usd + excluded.usd",
-                    (client, period, ask.usd),
-                )
+            db.execute(
+                "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?), (?, ?, ?) "
+                "ON CONFLICT (client, period) DO UPDATE SET usd = usd + excluded.usd",
+                (client, day, ask.usd, client, month, ask.usd),
+            )
         return Admitted(
             client=client,
             ticket=second,
             tokens=ask.tokens,
             usd=ask.usd,
-            periods=(day, month),
+            periods=(day, month) if budgeted else (),
             remaining_requests=None if remaining_requests is None else remaining_requests - 1,
             remaining_tokens=(
                 None if remaining_tokens is None else max(0, remaining_tokens - ask.tokens)
@@ -214,12 +220,12 @@ class SQLiteLimiter:
                     (tokens - admitted.tokens, admitted.client, admitted.ticket),
                 )
             delta = usd - admitted.usd
-            if delta:
-                for period in admitted.periods:
-                    db.execute(
-                        "UPDATE spend SET usd = usd + ? WHERE client = ? AND period = ?",
-                        (delta, admitted.client, period),
-                    )
+            if delta and admitted.periods:
+                day, month = admitted.periods
+                db.execute(
+                    "UPDATE spend SET usd = usd + ? WHERE client = ? AND period IN (?, ?)",
+                    (delta, admitted.client, day, month),
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise

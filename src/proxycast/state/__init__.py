@@ -54,6 +54,8 @@ class Admitted:
     usd: float
     periods: tuple[str, ...] = ()
     """The budget periods the reservation was counted in (settled there too)."""
+    settles: bool = True
+    """False when nothing depends on the actual usage (an ``rpm`` limit only)."""
     remaining_requests: int | None = None
     remaining_tokens: int | None = None
 

@@ -105,6 +105,8 @@ class SQLiteLimiter:
             return await trio.to_thread.run_sync(self._admit, self._db, ask, limits)
 
     async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
+        if not admitted.settles:
+            return  # an rpm limit only: nothing to correct
         try:
             self._settle(self._fast, admitted, tokens, usd)
         except sqlite3.OperationalError as exc:
@@ -205,6 +207,7 @@ class SQLiteLimiter:
             tokens=ask.tokens,
             usd=ask.usd,
             periods=(day, month) if budgeted else (),
+            settles=budgeted or limits.tpm is not None,
             remaining_requests=None if remaining_requests is None else remaining_requests - 1,
             remaining_tokens=(
                 None if remaining_tokens is None else max(0, remaining_tokens - ask.tokens)

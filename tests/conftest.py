@@ -20,6 +20,14 @@ settings.register_profile("proxycast", deadline=None)
 settings.load_profile("proxycast")
 
 
+@pytest.fixture(autouse=True)
+def _data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own data directory (the ledger, limits, a generated key): never the user's."""
+    home = tmp_path / "proxycast-home"
+    monkeypatch.setenv("PROXYCAST_HOME", str(home))
+    return home
+
+
 @pytest.fixture(name="fake")
 async def _fake(nursery: trio.Nursery) -> FakeOpenAI:
     fake = FakeOpenAI()

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
 from typing import TYPE_CHECKING
 
+import trio
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
 from proxycast import cors, formats, loopguard
-from proxycast.api import embeddings, inbound, models, responses, root
+from proxycast.accounting import Accounting, current_record
+from proxycast.api import admin, embeddings, inbound, models, responses, root
 from proxycast.catalog import Catalog
 from proxycast.errors import (
     AuthenticationError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
+    from proxycast.clients import Client, Directory
     from proxycast.config import Config
 
 log = logging.getLogger("proxycast")
@@ -49,14 +51,18 @@ class _HTTPConnection(TrioASGIHTTPConnection):
     """
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        async with request_scope():
-            await super().__call__(receive, send)
+        accounts: Accounting = self.app.extensions["proxycast_accounting"]
+        async with request_scope(), accounts.request(self.scope, send) as tracked:
+            await super().__call__(receive, tracked)
 
 
 def error_response(error: ProxycastError) -> Response:
     """The error in the dialect of the route's clients."""
     exchange: Exchange = current_app.extensions["proxycast"]
     error.message = exchange.redact(error.message)
+    record = current_record()
+    if record is not None:  # accounting: the ledger row's error type
+        record.error_type = error.kind
     status, body = formats.dialect_for(request.path).render_error(error)
     response = Response(body, status=status, content_type="application/json")
     for name, value in error.headers.items():
@@ -64,7 +70,7 @@ def error_response(error: ProxycastError) -> Response:
     return response
 
 
-def _authenticate(keys: tuple[str, ...]) -> None:
+def _authenticate(directory: Directory) -> Client:
     presented = request.headers.get("x-api-key")
     auth = request.headers.get("authorization")
     if presented is None and auth is not None:
@@ -76,14 +82,13 @@ def _authenticate(keys: tuple[str, ...]) -> None:
             "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
             "with one of this gateway's client keys."
         )
-    candidate = presented.encode()
-    matched = False
-    for key in keys:  # every key is compared, so the time taken says nothing about which matched
-        matched |= hmac.compare_digest(candidate, key.encode())
-    if not matched:
+    client = directory.find(presented)  # constant time: every key's digest is compared
+    if client is None:
         raise AuthenticationError(
-            "Incorrect API key: it is not one of this gateway's client keys (server.api_keys)."
+            "Incorrect API key: it is not one of this gateway's client keys "
+            "(server.api_keys, [[clients]])."
         )
+    return client
 
 
 def create_app(
@@ -114,16 +119,22 @@ def create_app(
     exchange = Exchange(config, clock=clock)
     app.extensions["proxycast"] = exchange
     app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
+    accounts = Accounting(config, exchange.redact)  # clients, limits, usage (issue 11)
+    exchange.accounting = accounts
+    app.extensions["proxycast_accounting"] = accounts
     if client is not None:
         exchange.connect(client)
     else:
 
         @app.while_serving  # type: ignore[type-var]
         async def lifespan() -> AsyncIterator[None]:
-            async with make_client(config.server) as own:
+            async with make_client(config.server) as own, trio.open_nursery() as nursery:
                 exchange.connect(own)
+                nursery.start_soon(accounts.run)
                 yield
                 exchange.providers = {}
+                nursery.cancel_scope.cancel()
+                await accounts.aclose()
 
     cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
 
@@ -145,8 +156,8 @@ def create_app(
 
     @app.before_request
     async def authenticate() -> None:
-        if request.path.startswith("/v1/"):
-            _authenticate(config.server.api_keys)
+        if request.path.startswith("/v1/") or request.path == "/metrics":
+            accounts.authenticated(_authenticate(accounts.directory))
 
     @app.before_request
     async def reserve_body_memory() -> None:
@@ -177,6 +188,7 @@ def create_app(
     app.register_blueprint(responses.blueprint(config))
     app.register_blueprint(root.blueprint)
     app.register_blueprint(embeddings.blueprint)
+    app.register_blueprint(admin.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

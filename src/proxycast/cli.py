@@ -46,7 +46,32 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="also call each provider's models endpoint with each of its keys",
             )
+    usage = commands.add_parser("usage", help="what the ledger says: requests, tokens, cost")
+    usage.add_argument(
+        "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
+    )
+    usage.add_argument("--since", default="24h", help="24h, 7d or YYYY-MM-DD (default 24h)")
+    usage.add_argument("--by", choices=("client", "model", "provider", "day"), default="client")
+    usage.add_argument("--json", action="store_true", help="a JSON list of row objects")
     return parser
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from proxycast.ledger import ledger_path, report
+
+    config = load_config(args.config, generate_key=False)
+    path = ledger_path(config.ledger)
+    if path is None:
+        print("proxycast: the ledger is off (ledger.url = 'off')", file=sys.stderr)
+        return 1
+    try:
+        since = report.parse_since(args.since)
+    except ValueError as exc:
+        print(f"proxycast: {exc}", file=sys.stderr)
+        return 2
+    rows = report.usage(path, since, args.by)
+    print(report.to_json(rows) if args.json else report.render(rows, args.by))
+    return 0
 
 
 def routing_table(config: Config) -> list[str]:
@@ -133,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "usage":
+            return _usage(args)
         config = load_config(args.config, generate_key=False)
         if args.command == "check":
             return _check(config, args.online)

@@ -18,6 +18,10 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import formats
+from proxycast.clients import ClientConfig  # accounting (issue 11)
+from proxycast.ledger import LedgerConfig, ledger_path  # accounting (issue 11)
+from proxycast.prices import Price  # accounting (issue 11)
+from proxycast.state import StateConfig  # accounting (issue 11)
 from proxycast.structuring import format_path, make_strict_converter, validation_errors
 
 if sys.version_info >= (3, 11):
@@ -57,6 +61,8 @@ class ServerConfig:
     """Largest upstream stream event (SSE); a larger one ends the stream with an error frame."""
     cors_origins: tuple[str, ...] = ()
     """Origins whose browser pages may call the gateway (CORS); ``"*"``: any. Default: none."""
+    access_log: str = "text"
+    """One line per request on stderr: ``text``, ``json`` or ``off``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +121,11 @@ class Config:
     routing: RoutingConfig = RoutingConfig()
     fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     """Client-facing model (or ``*``) -> targets tried in order when its own providers fail."""
+    # accounting (issue 11): named clients, prices, the usage ledger, shared state
+    clients: tuple[ClientConfig, ...] = ()
+    prices: Mapping[str, Price] = attrs.field(factory=dict)
+    ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
+    state: StateConfig = attrs.field(factory=StateConfig)
     source: str = "<memory>"
     """Where the configuration came from: a file path or ``environment``."""
     generated_key_file: Path | None = None
@@ -137,6 +148,10 @@ class _FileConfig:
     aliases: dict[str, str] = attrs.field(factory=dict)
     routing: RoutingConfig = RoutingConfig()
     fallbacks: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    clients: tuple[ClientConfig, ...] = ()
+    prices: dict[str, Price] = attrs.field(factory=dict)
+    ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
+    state: StateConfig = attrs.field(factory=StateConfig)
 
 
 _converter = make_strict_converter(forbid_extra_keys=True)
@@ -187,7 +202,7 @@ def load_config(
     else:
         config = _from_file(Path(path), env)
     check_config(config)
-    if not config.server.api_keys and generate_key:
+    if not config.server.api_keys and not config.clients and generate_key:
         key_file = data_dir(env) / "client-key"
         key = _load_or_create_key(key_file)
         config = attrs.evolve(
@@ -221,6 +236,10 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
         aliases=parsed.aliases,
         routing=parsed.routing,
         fallbacks=parsed.fallbacks,
+        clients=parsed.clients,
+        prices=parsed.prices,
+        ledger=parsed.ledger,
+        state=parsed.state,
         source=src,
     )
 
@@ -308,6 +327,48 @@ def check_config(config: Config) -> None:
     for model, targets in config.fallbacks.items():
         if not targets:
             raise ConfigError(f"{src}: fallbacks.{model}: lists no target")
+    _check_accounting(config)
+
+
+def _check_accounting(config: Config) -> None:
+    """``[[clients]]``, ``[prices]``, ``[ledger]``, ``[state]`` and ``server.access_log``."""
+    src = config.source
+    if config.server.access_log not in ("text", "json", "off"):
+        raise ConfigError(f"{src}: server.access_log: expected 'text', 'json' or 'off'")
+    names: set[str] = set()
+    for index, client in enumerate(config.clients):
+        where = f"{src}: clients[{index}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", client.name):
+            raise ConfigError(
+                f"{where}.name: {client.name!r} may hold only letters, digits, '_', '.', '@' and '-'"
+            )
+        if client.name in names:
+            raise ConfigError(f"{where}.name: {client.name!r} is used by another client")
+        names.add(client.name)
+        if bool(client.api_key.strip()) == bool(client.api_key_sha256):
+            raise ConfigError(f"{where}: give exactly one of api_key and api_key_sha256")
+        if client.api_key_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", client.api_key_sha256):
+            raise ConfigError(f"{where}.api_key_sha256: expected 64 hexadecimal digits")
+        for field in ("rpm", "tpm", "max_usd_per_day", "max_usd_per_month"):
+            value = getattr(client, field)
+            if value is not None and value < 0:
+                raise ConfigError(f"{where}.{field}: must be 0 or more")
+    for model, price in config.prices.items():
+        for field in ("input", "output", "cache_read", "cache_write"):
+            value = getattr(price, field)
+            if value is not None and value < 0:
+                raise ConfigError(f"{src}: prices.{model}.{field}: must be 0 or more")
+    try:
+        ledger_path(config.ledger)
+    except ValueError as exc:
+        raise ConfigError(f"{src}: ledger.url: {exc}") from None
+    if config.ledger.retention_days <= 0:
+        raise ConfigError(f"{src}: ledger.retention_days: must be positive")
+    if config.state.redis_url:
+        raise ConfigError(
+            f"{src}: state.redis_url: Redis is not supported yet; the workers of one "
+            "`proxycast serve` share limits without it"
+        )
 
 
 def data_dir(env: Mapping[str, str] | None = None) -> Path:

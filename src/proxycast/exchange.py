@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -25,6 +26,7 @@ import trio
 from quart import Response
 
 from proxycast import formats, routing
+from proxycast.accounting import Accounting, current_record
 from proxycast.attempts import Attempt, Plan
 from proxycast.config import Config
 from proxycast.errors import ProxycastError
@@ -91,6 +93,8 @@ class Exchange:
     """The key pools' clock (tests pass one they advance)."""
     _turns: dict[str, int] = attrs.field(factory=dict)
     """Per model served by several providers: how many requests it had (the rotation)."""
+    accounting: Accounting | None = None
+    """Clients, limits and usage (None: nothing is accounted, as in unit tests of the exchange)."""
 
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""
@@ -117,8 +121,14 @@ class Exchange:
     async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Response:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
         plan's targets and keys until one answers, while the client has received nothing."""
+        record = current_record()
+        if self.accounting is not None:  # the client's allowlist, before anything else
+            self.accounting.enter(request, dialect.name)
         plan = self.plan(request.client_model)
+        if self.accounting is not None:  # the client's limits, before any upstream is called
+            await self.accounting.admit(request, plan.targets[0][0].upstream_model)
         conversation: list[hub.Conversation] = []  # converted once, when first needed
+        streams: dict[Attempt, Translator] = {}
 
         async def attempt(chosen: Attempt) -> Response:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
@@ -128,7 +138,7 @@ class Exchange:
                 upstream_request = dialect.forward(request, upstream_model)
                 translator: Translator | None = None
                 if request.stream:
-                    translator = dialect.forwarded_stream(model, provider.name, self.redact)
+                    translator = dialect.forwarded_stream(request, provider.name, self.redact)
             else:
                 if not conversation:
                     conversation.append(dialect.request_to_internal(request))
@@ -145,17 +155,35 @@ class Exchange:
                     )
             response = await provider.open(upstream_request, chosen.key)
             if translator is not None:
-                return await _stream(provider, response, translator)
+                on_end = None
+                if record is not None and self.accounting is not None:
+                    streams[chosen] = translator  # the winner's is the record's (hedging)
+                    on_end = partial(self.accounting.settle, record)
+                return await _stream(provider, response, translator, on_end)
             if forward:
-                data = dialect.forwarded_reply(
+                data, usage = dialect.forwarded_reply(
                     await provider.read_all(response), model, provider.name
                 )
+                if record is not None:
+                    record.usage = usage
                 return Response(data, content_type="application/json")
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
+            if record is not None and replies:
+                record.usage = replies[0].usage
             return json_response(dialect.reply_from_internal(replies, model, conversation[0]))
 
-        answer, chosen = await self._run(plan, attempt)
+        try:
+            answer, chosen = await self._run(plan, attempt)
+        finally:
+            if record is not None:  # accounting: which attempts were made, and how each went
+                record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
+        if record is not None:
+            record.source = streams.get(chosen)
+            record.provider, record.key = chosen.provider.name, chosen.label
+            record.upstream_model = chosen.route.upstream_model
+            if self.accounting is not None and not request.stream:
+                await self.accounting.settle(record)  # before the answer: the next request sees it
         answer.headers[PROVIDER_HEADER] = chosen.provider.name
         return answer
 
@@ -181,12 +209,14 @@ class Exchange:
     async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Response:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
+        if self.accounting is not None:
+            self.accounting.enter(request, dialect.name)
         route, provider = self._route(request.client_model)
         model = request.client_model
         if dialect.forwards_to(provider.config, request):
             response = await provider.open(dialect.forward(request, route.upstream_model))
             data = await provider.read_all(response)
-            data = dialect.forwarded_reply(data, model, provider.name)
+            data, _ = dialect.forwarded_reply(data, model, provider.name)
             return Response(data, content_type="application/json")
         conversation = dialect.request_to_internal(request)
         count = provider.format.count_tokens(conversation, route.upstream_model)
@@ -206,7 +236,12 @@ ESTIMATE_HEADER = "x-proxycast-token-count"
 """Set to ``estimate`` on token counts that proxycast estimated (the upstream cannot count)."""
 
 
-async def _stream(provider: Provider, response: httpx.Response, translator: Translator) -> Response:
+async def _stream(
+    provider: Provider,
+    response: httpx.Response,
+    translator: Translator,
+    on_end: Callable[[], Awaitable[None]] | None = None,
+) -> Response:
     """The streamed answer, once the upstream has sent content: what it sent before (its opening
     events) is held back, so that an error before any content can still be retried elsewhere.
 
@@ -238,7 +273,7 @@ async def _stream(provider: Provider, response: httpx.Response, translator: Tran
     except BaseException:
         await close()  # noqa: ASYNC102 - shielded inside aclose_shielded; the generator's close is quick
         raise
-    relay = Relay(chunks, translator, close, bytes(held))
+    relay = Relay(chunks, translator, close, bytes(held), on_end)
     result = Response(relay, status=200, content_type="text/event-stream", headers=SSE_HEADERS)
     result.timeout = None
     return result

@@ -32,6 +32,7 @@ def without_userinfo(url: str) -> str:
 def config_secrets(config: Config) -> list[str]:
     """Every secret a configuration holds: client keys, provider keys, passwords in base URLs."""
     secrets = list(config.server.api_keys)
+    secrets += [c.api_key for c in config.clients if c.api_key]
     for provider in config.providers:
         secrets += provider.api_keys
         userinfo = urlsplit(provider.base_url).netloc.rpartition("@")[0]

@@ -8,7 +8,7 @@ backstop in every other case, so that an upstream connection never outlives its 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -33,6 +33,7 @@ class Relay:
         translator: Translator,
         close: Callable[[], Awaitable[None]],
         first: bytes = b"",
+        on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._chunks = chunks
         self._translator = translator
@@ -40,6 +41,9 @@ class Relay:
         self._first = first
         """Frames translated before the answer was committed to (held back until content came)."""
         self._done = translator.finished
+        self._on_end = on_end
+        """Awaited once the stream's end is known, before its last frames go out (the accounting
+        settles the request's usage then, so a client's next request sees it)."""
 
     def __aiter__(self) -> Relay:
         return self
@@ -47,6 +51,8 @@ class Relay:
     async def __anext__(self) -> bytes:
         if self._first:
             first, self._first = self._first, b""
+            if self._done:
+                await self._ended()
             return first
         while not self._done:
             try:
@@ -60,10 +66,18 @@ class Relay:
             else:
                 out = self._translator.feed(chunk)
                 self._done = self._translator.finished
+            if self._done:
+                await self._ended()
             if out:
                 return out
+        await self._ended()
         await self._drain()
         raise StopAsyncIteration
+
+    async def _ended(self) -> None:
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            await on_end()
 
     async def _drain(self) -> None:
         """Read what the upstream still sends after the end (its chunked terminator, normally), so that
@@ -88,6 +102,11 @@ def rename_model(data: bytes, model: str, provider: str) -> bytes:
         UpstreamUnavailableError: the answer is not a JSON object (a proxy's HTML page, say), which
             no client of a JSON API can read: a 502 naming the provider, as on converted routes.
     """
+    return read_forwarded(data, model, provider)[0]
+
+
+def read_forwarded(data: bytes, model: str, provider: str) -> tuple[bytes, dict[str, Any]]:
+    """:func:`rename_model`, and the answer as parsed (read once, for its usage too)."""
     try:
         text = data.decode("utf-8")
         answer, spans = parse_object(text)
@@ -96,8 +115,8 @@ def rename_model(data: bytes, model: str, provider: str) -> bytes:
             f"Provider {provider!r} answered with a body that is not a JSON object."
         ) from None
     if "model" not in spans or answer["model"] == model:
-        return data
-    return replace_value(text, spans["model"], model).encode()
+        return data, answer
+    return replace_value(text, spans["model"], model).encode(), answer
 
 
 def cut_off_error(provider: str, what: str) -> UpstreamUnavailableError:
@@ -126,6 +145,8 @@ class Passthrough:
         """True once an event beyond the opening ones (content, a tool call, the finish) was seen."""
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
+        self.usage: hub.Usage | None = None
+        """The usage the stream reported so far (subclasses read it from their events)."""
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
@@ -168,6 +189,8 @@ class Converting:
         """True once an event beyond the start (content, a tool call, the finish) was seen."""
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
+        self.usage: hub.Usage | None = None
+        """The usage of the last ``Start`` or ``Finish`` decoded (for the accounting)."""
 
     @property
     def finished(self) -> bool:
@@ -176,6 +199,8 @@ class Converting:
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
         for event in self._decoder.feed(chunk):
+            if isinstance(event, (hub.Start, hub.Finish)):
+                self.usage = event.usage
             if isinstance(event, hub.Failure):
                 if isinstance(event.error, ProxycastError):
                     event.error.message = self._redact(event.error.message)  # upstream text
@@ -189,6 +214,9 @@ class Converting:
 
     def end(self) -> bytes:
         events = self._decoder.end()
+        for event in events:
+            if isinstance(event, (hub.Start, hub.Finish)):
+                self.usage = event.usage
         self.started = self.started or bool(events)
         out = b"".join(self._encoder.encode(e) for e in events)
         if self._encoder.finished:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import socket
+import tempfile
 import time
 from functools import partial
 from multiprocessing.connection import wait
@@ -20,6 +22,7 @@ from hypercorn.utils import wrap_app
 from proxycast import loopguard
 from proxycast._connections import serve_connections
 from proxycast.app import create_app
+from proxycast.metrics import MULTIPROCESS_VARIABLE
 from proxycast.redact import RedactingFilter, Redactor, config_secrets
 from proxycast.upstreams import ShardedTransport, make_client
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from proxycast.accounting import Accounting
     from proxycast.config import Config
 
 
@@ -101,6 +105,7 @@ async def serve(
     loggers = [logging.getLogger(name) for name in ("proxycast", "hypercorn.error")]
     for logger in loggers:
         logger.addFilter(redacting)
+    accounts: Accounting | None = None  # the ledger's writer, once the app exists
     try:
         sock = sock if sock is not None else bind_socket(config)
         host, port = sock.getsockname()[:2]
@@ -109,9 +114,11 @@ async def serve(
         mark = loopguard.hop_mark(_url(sock), config.server.api_keys)
         client.event_hooks["request"].append(loopguard.stamper(mark))
         app = create_app(config, client, clock=clock, hop_mark=mark)
+        accounts = app.extensions["proxycast_accounting"]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep_idle_upstream_connections, client)
             await nursery.start(app.extensions["proxycast.catalog"].run, client)
+            nursery.start_soon(accounts.run)  # the ledger's writer
             await serve_connections(
                 wrap_app(app, 0, "asgi"),
                 hypercorn_config(config),
@@ -121,6 +128,8 @@ async def serve(
             )
             nursery.cancel_scope.cancel()
     finally:
+        if accounts is not None:  # after the drain: the last ledger rows are written
+            await accounts.aclose()
         for logger in loggers:
             logger.removeFilter(redacting)
         with trio.move_on_after(5, shield=True):
@@ -171,6 +180,18 @@ def _worker(config: Config, sock: socket.socket, ready: Queue[bool], stop: Event
 
 def run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
     """Run ``server.workers`` processes sharing ``sock`` until SIGINT/SIGTERM; the exit code."""
+    # the workers' metrics are summed by prometheus-client's multiprocess mode (proxycast.metrics):
+    # its directory must be in the environment before they start
+    metrics_dir = tempfile.TemporaryDirectory(prefix="proxycast-metrics-")
+    os.environ[MULTIPROCESS_VARIABLE] = metrics_dir.name
+    try:
+        return _run_workers(config, sock, on_ready)
+    finally:
+        del os.environ[MULTIPROCESS_VARIABLE]
+        metrics_dir.cleanup()
+
+
+def _run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
     ctx = multiprocessing.get_context("spawn")
     ready: Queue[bool] = ctx.Queue()
     stop = ctx.Event()

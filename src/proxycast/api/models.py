@@ -9,15 +9,23 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, current_app, request
 
 from proxycast import formats, routing
+from proxycast.accounting import current_record
 from proxycast.api.inbound import current_exchange
+from proxycast.clients import UNLIMITED
 from proxycast.exchange import json_response
 from proxycast.formats.contracts import ModelEntry
 
 if TYPE_CHECKING:
     from proxycast.catalog import Catalog
+    from proxycast.clients import Client
     from proxycast.config import ProviderConfig
 
 blueprint = Blueprint("models", __name__)
+
+
+def _client() -> Client:
+    record = current_record()
+    return UNLIMITED if record is None else record.client
 
 
 def _entry(model_id: str, provider: ProviderConfig) -> ModelEntry:
@@ -27,12 +35,20 @@ def _entry(model_id: str, provider: ProviderConfig) -> ModelEntry:
 @blueprint.get("/v1/models")
 async def list_models() -> Response:
     catalog: Catalog = current_app.extensions["proxycast.catalog"]
-    entries = [_entry(name, provider) for name, provider in await catalog.models()]
+    client = _client()
+    entries = [
+        _entry(name, provider)
+        for name, provider in await catalog.models()
+        if client.allows(name)  # a named client sees only its models
+    ]
     return json_response(formats.model_listing(request.headers).page(entries, request.args))
 
 
 @blueprint.get("/v1/models/<path:model_id>")
 async def retrieve_model(model_id: str) -> Response:
-    route = routing.resolve(model_id, current_exchange().config)
+    exchange = current_exchange()
+    if exchange.accounting is not None:
+        exchange.accounting.allow(_client(), model_id)
+    route = routing.resolve(model_id, exchange.config)
     listing = formats.model_listing(request.headers)
     return json_response(listing.info(_entry(model_id, route.provider)))

@@ -140,6 +140,11 @@ class Translator(Protocol):
         """The upstream's error, when it reported one (or its stream was cut off)."""
         ...
 
+    @property
+    def usage(self) -> hub.Usage | None:
+        """The usage the stream reported so far (None: none yet), for the accounting."""
+        ...
+
 
 class UpstreamFormat(Protocol):
     """What proxycast needs to know to use an upstream of one format (a provider ``type``)."""
@@ -269,16 +274,20 @@ class InboundDialect(Protocol):
         """The client's own bytes for an upstream of :attr:`native_type`, the model renamed."""
         ...
 
-    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, hub.Usage]:
         """A forwarded non-streamed answer, with the client's model name (502 when it is not a JSON
-        object)."""
+        object), and the usage it reports (for the accounting)."""
         ...
 
     def forwarded_stream(
-        self, client_model: str, provider: str, redact: Callable[[str], str]
+        self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> Translator:
-        """A forwarded stream, relayed event by event with the client's model name; ``redact``
-        cleans the upstream's error events (which may echo the request's credentials)."""
+        """A forwarded stream of :meth:`forward`'s request, relayed event by event with the client's
+        model name; ``redact`` cleans the upstream's error events (which may echo the request's
+        credentials). Its translator reads the stream's usage (for the accounting) and hides what
+        :meth:`forward` asked for that the client did not."""
         ...
 
     def reply_from_internal(

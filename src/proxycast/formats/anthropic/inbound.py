@@ -16,7 +16,7 @@ from proxycast._json import replace_value
 from proxycast.errors import ProxycastError
 from proxycast.formats.anthropic import wire
 from proxycast.formats.anthropic.errors import error_body, mark_not_retryable, status
-from proxycast.formats.anthropic.outbound import clean_tool_id
+from proxycast.formats.anthropic.outbound import clean_tool_id, usage_to_internal
 from proxycast.formats.anthropic.passthrough import AnthropicPassthrough
 from proxycast.formats.contracts import (
     Headers,
@@ -26,7 +26,7 @@ from proxycast.formats.contracts import (
     UpstreamRequest,
 )
 from proxycast.formats.envelope import deferred, envelope
-from proxycast.relay import rename_model
+from proxycast.relay import read_forwarded
 from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
 
 if TYPE_CHECKING:
@@ -558,13 +558,16 @@ class AnthropicDialect:
             headers=request.headers,
         )
 
-    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
-        return rename_model(data, client_model, provider)
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, hub.Usage]:
+        data, answer = read_forwarded(data, client_model, provider)
+        return data, usage_to_internal(answer.get("usage"))
 
     def forwarded_stream(
-        self, client_model: str, provider: str, redact: Callable[[str], str]
+        self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> AnthropicPassthrough:
-        return AnthropicPassthrough(client_model, provider, redact)
+        return AnthropicPassthrough(request.client_model, provider, redact)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
         return provider.type == self.native_type

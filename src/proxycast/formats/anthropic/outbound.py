@@ -424,7 +424,7 @@ def _stop(reason: str | None) -> hub.Stop:
 
 
 def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
-    usage = usage or {}
+    usage = usage if isinstance(usage, dict) else {}
     return hub.Usage(
         input=usage.get("input_tokens") or 0,
         output=usage.get("output_tokens") or 0,

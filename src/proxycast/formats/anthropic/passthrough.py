@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxycast import sse
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats.anthropic.errors import error_body, error_info
+from proxycast.formats.anthropic.outbound import usage_to_internal
 from proxycast.relay import Passthrough
 
 if TYPE_CHECKING:
@@ -22,8 +23,13 @@ class AnthropicPassthrough(Passthrough):
     ``event: error`` rather than a clean end.
     """
 
+    _reported: dict[str, Any] | None = None
+    """The usage fields reported so far (``message_start``, then ``message_delta``'s updates)."""
+
     def _event(self, event: sse.Event) -> bytes:
         data = self._renamed(event.data) if event.event == "message_start" else event.data
+        if event.event == "message_delta":
+            self._read_usage(data, None)
         if event.event in ("message_stop", "error"):
             self.finished = True
         if event.event == "error":
@@ -41,10 +47,23 @@ class AnthropicPassthrough(Passthrough):
     def _renamed(self, data: str) -> str:
         try:
             start = json.loads(data)
+            self._read_usage(None, start["message"].get("usage"))
             start["message"]["model"] = self._model
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return data
         return json.dumps(start, ensure_ascii=False)
+
+    def _read_usage(self, data: str | None, usage: Any) -> None:
+        """Keep the usage an event reports (``data``: a ``message_delta`` to parse)."""
+        if data is not None:
+            try:
+                delta = json.loads(data)
+            except ValueError:
+                return
+            usage = delta.get("usage") if isinstance(delta, dict) else None
+        if isinstance(usage, dict):
+            self._reported = {**(self._reported or {}), **usage}
+            self.usage = usage_to_internal(self._reported)
 
     def end(self) -> bytes:
         return b"" if self.finished else self._cut_off("message")

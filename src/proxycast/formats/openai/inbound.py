@@ -13,7 +13,7 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import hub
-from proxycast._json import replace_value
+from proxycast._json import parse_object
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats.contracts import (
     Headers,
@@ -25,8 +25,9 @@ from proxycast.formats.contracts import (
 from proxycast.formats.envelope import deferred, envelope
 from proxycast.formats.openai import wire
 from proxycast.formats.openai.errors import error_body
+from proxycast.formats.openai.outbound import usage_to_internal
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
-from proxycast.relay import rename_model
+from proxycast.relay import read_forwarded
 from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
 
 if TYPE_CHECKING:
@@ -595,20 +596,34 @@ class OpenAIDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
-        text = without_signed_ids(request.text, upstream_model)
+        text = without_signed_ids(request.text, upstream_model)  # model renamed in it, if any
+        spans = request.spans
+        edits: list[tuple[tuple[int, int], str]] = []  # (span, JSON), applied from the end
         if text is None:
             text = request.text
             if upstream_model != request.client_model:
-                text = replace_value(text, request.spans["model"], upstream_model)
+                edits.append((spans["model"], json.dumps(upstream_model, ensure_ascii=False)))
+        else:
+            _, spans = parse_object(text)  # the body was written anew: its own spans
+        if request.stream and request.parsed is not None and not _usage_asked(request.parsed):
+            # the accounting needs the stream's usage: asked for here, hidden from the client again
+            # by the passthrough (forwarded_stream)
+            edits.append(_ask_usage(text, spans))
+        for (start, end), value in sorted(edits, reverse=True):
+            text = text[:start] + value + text[end:]
         return UpstreamRequest(path="/chat/completions", raw=text.encode(), stream=request.stream)
 
-    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
-        return rename_model(data, client_model, provider)
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, hub.Usage]:
+        data, answer = read_forwarded(data, client_model, provider)
+        return data, usage_to_internal(answer.get("usage"))
 
     def forwarded_stream(
-        self, client_model: str, provider: str, redact: Callable[[str], str]
+        self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> OpenAIPassthrough:
-        return OpenAIPassthrough(client_model, provider, redact)
+        hide = request.parsed is not None and not _usage_asked(request.parsed)
+        return OpenAIPassthrough(request.client_model, provider, redact, hide_usage=hide)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
         return provider.type == self.native_type
@@ -628,6 +643,21 @@ class OpenAIDialect:
 
     def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
         return error.status, json.dumps(error_body(error)).encode()
+
+
+def _usage_asked(parsed: wire.ChatCompletionRequest) -> bool:
+    return bool(parsed.stream_options and parsed.stream_options.include_usage)
+
+
+def _ask_usage(text: str, spans: Mapping[str, tuple[int, int]]) -> tuple[tuple[int, int], str]:
+    """The edit of a forwarded body that sets ``stream_options.include_usage``."""
+    if "stream_options" in spans:
+        start, end = spans["stream_options"]
+        options = json.loads(text[start:end])
+        options = {**options, "include_usage": True} if isinstance(options, dict) else {}
+        return (start, end), json.dumps(options or {"include_usage": True}, ensure_ascii=False)
+    close = text.rindex("}")  # the body is a JSON object: its last brace closes it
+    return (close, close), ', "stream_options": {"include_usage": true}'
 
 
 DIALECT = OpenAIDialect()

@@ -219,7 +219,7 @@ def _arguments_object(text: str) -> dict[str, Any]:
 
 
 def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
-    usage = usage or {}
+    usage = usage if isinstance(usage, dict) else {}
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     return hub.Usage(
         input=(usage.get("prompt_tokens") or 0) - cached,

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from proxycast import sse
 from proxycast._json import parse_object, replace_value
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats.openai.errors import error_body, error_info
+from proxycast.formats.openai.outbound import usage_to_internal
 from proxycast.relay import Passthrough
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from proxycast.errors import ProxycastError
+
+
+_NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*})')
 
 
 def error_frame(error: ProxycastError) -> bytes:
@@ -44,10 +49,18 @@ class OpenAIPassthrough(Passthrough):
     """
 
     def __init__(
-        self, client_model: str, provider_name: str, redact: Callable[[str], str] = str
+        self,
+        client_model: str,
+        provider_name: str,
+        redact: Callable[[str], str] = str,
+        *,
+        hide_usage: bool = False,
     ) -> None:
         super().__init__(client_model, provider_name, redact)
         self._saw_finish = False
+        self._hide_usage = hide_usage
+        """The client did not ask for usage (proxycast did, for its accounting): the usage chunk
+        is read, not forwarded."""
 
     def _event(self, event: sse.Event) -> bytes:
         data = event.data
@@ -68,6 +81,14 @@ class OpenAIPassthrough(Passthrough):
             self.error = upstream_error("openai", info, status)
             self.error.message = self._redact(self.error.message)
             return sse.encode(self._redact(data))
+        if chunk.get("usage"):
+            self.usage = usage_to_internal(chunk["usage"])
+            if self._hide_usage and chunk.get("choices") == []:
+                return b""
+        elif self._hide_usage and "usage" in chunk:
+            # include_usage adds '"usage": null' to every chunk: gone again, so the client gets
+            # the bytes it would have had without it (a JSON string cannot hold '," unescaped)
+            data = _NULL_USAGE.sub("", data, count=1)
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self._saw_finish = True

@@ -30,8 +30,8 @@ from proxycast.formats.contracts import (
 )
 from proxycast.formats.responses import wire
 from proxycast.formats.responses.errors import error_body, stream_error
-from proxycast.formats.responses.passthrough import ResponsesPassthrough
-from proxycast.relay import rename_model
+from proxycast.formats.responses.passthrough import ResponsesPassthrough, usage_to_internal
+from proxycast.relay import read_forwarded
 from proxycast.structuring import invalid_request, out_of_range, refuse
 
 if TYPE_CHECKING:
@@ -838,13 +838,16 @@ class ResponsesDialect:
             text = replace_value(text, request.spans["model"], upstream_model)
         return UpstreamRequest(path="/responses", raw=text.encode(), stream=request.stream)
 
-    def forwarded_reply(self, data: bytes, client_model: str, provider: str) -> bytes:
-        return rename_model(data, client_model, provider)
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, hub.Usage]:
+        data, answer = read_forwarded(data, client_model, provider)
+        return data, usage_to_internal(answer.get("usage"))
 
     def forwarded_stream(
-        self, client_model: str, provider: str, redact: Callable[[str], str]
+        self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> ResponsesPassthrough:
-        return ResponsesPassthrough(client_model, provider, redact)
+        return ResponsesPassthrough(request.client_model, provider, redact)
 
     def reply_from_internal(
         self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation

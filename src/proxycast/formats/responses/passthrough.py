@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from proxycast import sse
+from proxycast import hub, sse
+from proxycast.errors import ErrorInfo, upstream_error
+from proxycast.formats.openai.errors import error_info
 from proxycast.formats.responses.errors import stream_error
 from proxycast.relay import Passthrough
 
@@ -15,6 +17,38 @@ if TYPE_CHECKING:
 
 _FINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 """Events after which a Responses stream has nothing more to say."""
+_OPENING = frozenset({"response.created", "response.in_progress"})
+"""Events that only open the answer: held back until content comes (so an early failure is retried)."""
+
+
+def usage_to_internal(usage: Any) -> hub.Usage:
+    """A Responses ``usage`` object as the hub's (cached input apart from the rest)."""
+    if not isinstance(usage, dict):
+        return hub.Usage()
+    details = usage.get("input_tokens_details") or {}
+    cached = details.get("cached_tokens") or 0
+    written = details.get("cache_write_tokens") or 0
+    return hub.Usage(
+        input=(usage.get("input_tokens") or 0) - cached - written,
+        output=usage.get("output_tokens") or 0,
+        cache_read=cached,
+        cache_write=written,
+        reasoning=(usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+    )
+
+
+def _error(parsed: Any) -> ProxycastError:
+    """The error a failed stream reports (an ``error`` event, or ``response.failed``'s)."""
+    body = (
+        parsed.get("response", {}).get("error")
+        if parsed.get("type") == "response.failed"
+        else parsed
+    )
+    info = error_info({"error": body}) if isinstance(body, dict) else None
+    info = info or ErrorInfo(message="The upstream reported an error.")
+    return upstream_error(
+        "openai", info, info.status if info.status and info.status >= 400 else 500
+    )
 
 
 class ResponsesPassthrough(Passthrough):
@@ -39,10 +73,17 @@ class ResponsesPassthrough(Passthrough):
             if isinstance(response, dict) and "model" in response:
                 response["model"] = self._model
                 data = json.dumps(parsed, ensure_ascii=False)
+            if isinstance(response, dict) and response.get("usage"):
+                self.usage = usage_to_internal(response["usage"])
         if kind in _FINAL:
             self.finished = True
         if kind in ("error", "response.failed"):
             data = self._redact(data)
+            if isinstance(parsed, dict):
+                self.error = _error(parsed)
+                self.error.message = self._redact(self.error.message)
+        elif kind not in _OPENING:
+            self.started = True
         return sse.encode(data.replace("\n", "\ndata: "), event.event)
 
     def end(self) -> bytes:

@@ -1,0 +1,393 @@
+"""Accounting for each request: who asked (the client), whether its limits admit it, what it used and
+cost, and the traces it leaves (the ledger row, the metrics, the access log line, ``x-request-id``).
+
+A :class:`Record` follows one HTTP request from its first byte to the end of its answer (streamed
+answers included, and answers cut short by a client that left). The app opens it around the whole
+request (:meth:`Accounting.request`); the exchange fills in the route, the attempts and the usage; when
+the request is over the reservation is settled with the actual usage, and the row is buffered for the
+ledger. Limits are admitted before any upstream is called (:meth:`Accounting.admit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from proxycast import accesslog, hub
+from proxycast.clients import UNLIMITED, Client, Directory
+from proxycast.config import data_dir
+from proxycast.errors import ModelNotFoundError, RateLimitedError
+from proxycast.formats.contracts import Translator
+from proxycast.ledger import ledger_path
+from proxycast.ledger.rows import Row
+from proxycast.ledger.writer import LedgerWriter
+from proxycast.metrics import Metrics
+from proxycast.prices import Price, cost, price_of
+from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
+
+    from proxycast.config import Config
+    from proxycast.formats.contracts import InboundRequest
+    from proxycast.redact import Redactor
+
+REQUEST_ID = "x-request-id"
+_VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_FINISH_SECONDS = 5.0
+
+
+@attrs.define(eq=False, kw_only=True)
+class Record:
+    """What is known of one request (mutable: filled in as the request goes)."""
+
+    request_id: str
+    method: str
+    path: str
+    at: float
+    """Wall-clock arrival (Unix seconds)."""
+    started: float
+    """``trio.current_time()`` at arrival."""
+    client: Client = UNLIMITED
+    api: str = ""
+    """The inbound API, once the request reached a model route (then it has a ledger row)."""
+    model: str = ""
+    provider: str = ""
+    upstream_model: str = ""
+    key: str = ""
+    attempts: list[str] = attrs.field(factory=list)
+    """``provider#N:outcome`` for each upstream attempt."""
+    status: int = 0
+    error_type: str = ""
+    usage: hub.Usage | None = None
+    source: Translator | None = None
+    """A streamed answer's translator, read for its usage when the stream is over."""
+    streamed: bool = False
+    ttft: float | None = None
+    completed: bool = False
+    """True once the whole answer was sent."""
+    admitted: Admitted | None = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    """Headers added to the answer (``x-ratelimit-*``)."""
+
+
+_current: contextvars.ContextVar[Record | None] = contextvars.ContextVar(
+    "proxycast_record", default=None
+)
+
+
+def current_record() -> Record | None:
+    """The record of the request being handled (None outside a request)."""
+    return _current.get()
+
+
+def _request_id(scope: HTTPScope) -> str:
+    for name, value in scope["headers"]:
+        if name.lower() == b"x-request-id":
+            text = value.decode("latin-1")
+            if _VALID_ID.fullmatch(text):
+                return text
+    return uuid.uuid4().hex
+
+
+def estimate_tokens(request: InboundRequest) -> int:
+    """The input tokens a request is admitted on: about four characters a token, of its body."""
+    return math.ceil(len(request.text) / 4)
+
+
+def _seconds(value: float) -> str:
+    """A duration as OpenAI writes it in ``x-ratelimit-reset-*`` (``20ms``, ``1.5s``, ``6m0s``)."""
+    if value < 1:
+        return f"{max(0, math.ceil(value * 1000))}ms"
+    if value < 60:
+        return f"{round(value, 3):g}s"
+    minutes, seconds = divmod(value, 60)
+    return f"{int(minutes)}m{round(seconds):d}s"
+
+
+class Accounting:
+    """The accounting of one worker.
+
+    Args:
+        config: the configuration.
+        redact: hides configured secrets (applied to the access log, as to every log).
+    """
+
+    def __init__(self, config: Config, redact: Redactor) -> None:
+        self.config = config
+        self.directory = Directory.of(config.server.api_keys, config.clients)
+        self.metrics = Metrics(config)
+        self.redact = redact
+        self.limiter: Limiter | None = None
+        if any(c.limited for c in config.clients):
+            from proxycast.state.sqlite import SQLiteLimiter
+
+            self.limiter = SQLiteLimiter(data_dir() / "limits.db")
+        path = ledger_path(config.ledger)
+        self.ledger = None if path is None else LedgerWriter(path, config.ledger.retention_days)
+        self._prices: dict[str, Price | None] = {}
+        self.on_finish: Callable[[Record], None] | None = None
+        """Tests: called with each finished record."""
+
+    def price(self, upstream_model: str) -> Price | None:
+        """The ``[prices]`` entry of ``upstream_model`` (looked up once per model)."""
+        if upstream_model not in self._prices:
+            if len(self._prices) > 4096:  # upstream model names come from the configuration
+                self._prices.clear()
+            self._prices[upstream_model] = price_of(self.config.prices, upstream_model)
+        return self._prices[upstream_model]
+
+    async def run(self) -> None:
+        """The background work of the worker (writing the ledger), until cancelled."""
+        if self.ledger is not None:
+            await self.ledger.run()
+
+    async def aclose(self) -> None:
+        """Write what the ledger still buffers and close the files (at the end of the drain)."""
+        with trio.CancelScope(shield=True):
+            if self.ledger is not None:
+                await self.ledger.aclose()
+            if self.limiter is not None:
+                await self.limiter.aclose()
+
+    @contextlib.asynccontextmanager
+    async def request(self, scope: HTTPScope, send: ASGISendCallable) -> AsyncIterator[Any]:
+        """The extent of one HTTP request: yields the ``send`` to use (it adds ``x-request-id`` and
+        sees the answer go out); when the request is over, its record is finished."""
+        record = Record(
+            request_id=_request_id(scope),
+            method=scope["method"],
+            path=scope["path"],
+            at=time.time(),
+            started=trio.current_time(),
+        )
+        rid = record.request_id.encode()
+
+        async def tracked(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                extra = [(k.encode(), v.encode()) for k, v in record.headers.items()]
+                headers = [*message.get("headers", ()), (b"x-request-id", rid), *extra]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                if record.ttft is None and message.get("body"):
+                    record.ttft = trio.current_time() - record.started
+                if not message.get("more_body", False):
+                    record.completed = True
+            await send(message)
+
+        token = _current.set(record)
+        self.metrics.in_flight.inc()
+        try:
+            yield tracked
+        finally:
+            _current.reset(token)
+            self.metrics.in_flight.dec()
+            with trio.move_on_after(_FINISH_SECONDS, shield=True):
+                await self._finish(record)
+
+    def authenticated(self, client: Client) -> None:
+        record = current_record()
+        if record is not None:
+            record.client = client
+
+    def enter(self, request: InboundRequest, api: str) -> None:
+        """A request reached a model route: it gets a ledger row, whatever happens next.
+
+        Raises:
+            ModelNotFoundError: the client may not use the model (it is told the model does not
+                exist, as for one no provider serves).
+        """
+        record = current_record()
+        if record is not None:
+            record.api, record.model, record.streamed = api, request.client_model, request.stream
+        self.allow(UNLIMITED if record is None else record.client, request.client_model)
+
+    async def admit(self, request: InboundRequest, upstream_model: str) -> None:
+        """Check the client's limits before any upstream is called.
+
+        Raises:
+            RateLimitedError: over ``rpm``/``tpm`` (``rate_limit_exceeded``) or a budget
+                (``insufficient_quota``).
+        """
+        record = current_record()
+        client = record.client if record is not None else UNLIMITED
+        if record is not None:
+            record.upstream_model = upstream_model
+        config = client.config
+        if config is None or not config.limited or self.limiter is None:
+            return
+        tokens = estimate_tokens(request)
+        price = self.price(upstream_model)
+        ask = Ask(client=config.name, tokens=tokens, usd=cost(price, hub.Usage(input=tokens)))
+        limits = Limits(
+            rpm=config.rpm,
+            tpm=config.tpm,
+            usd_per_day=config.max_usd_per_day,
+            usd_per_month=config.max_usd_per_month,
+        )
+        outcome = await self.limiter.admit(ask, limits)
+        headers = self._limit_headers(limits, outcome)
+        if isinstance(outcome, Refused):
+            raise _refusal(outcome, headers)
+        if record is not None:
+            record.admitted = outcome
+            record.headers.update(headers)
+
+    @staticmethod
+    def _limit_headers(limits: Limits, outcome: Admitted | Refused) -> dict[str, str]:
+        headers = {}
+        if limits.rpm is not None and outcome.remaining_requests is not None:
+            headers["x-ratelimit-limit-requests"] = str(limits.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(0, outcome.remaining_requests))
+            if isinstance(outcome, Refused):
+                headers["x-ratelimit-reset-requests"] = _seconds(outcome.reset_requests)
+        if limits.tpm is not None and outcome.remaining_tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, outcome.remaining_tokens))
+            if isinstance(outcome, Refused):
+                headers["x-ratelimit-reset-tokens"] = _seconds(outcome.reset_tokens)
+        return headers
+
+    def allow(self, client: Client, model: str) -> None:
+        """Raises ``ModelNotFoundError`` when ``client`` may not use ``model``."""
+        if not client.allows(model):
+            raise ModelNotFoundError(
+                f"The model {model!r} does not exist or is not served by this gateway. "
+                "GET /v1/models lists the models it serves.",
+                param="model",
+                code="model_not_found",
+            )
+
+    async def settle(self, record: Record) -> None:
+        """Replace the request's reservation with its usage (once; the estimate stays when no usage
+        was reported). The exchange calls it as soon as the usage is known, before the answer's
+        end goes out; the end of the request does it otherwise."""
+        admitted, record.admitted = record.admitted, None
+        if admitted is None or self.limiter is None:
+            return
+        usage = _usage_of(record)
+        if usage is None:
+            await self.limiter.settle(admitted, admitted.tokens, admitted.usd)
+            return
+        spent = cost(self.price(record.upstream_model), usage)
+        await self.limiter.settle(admitted, _total(usage), spent)
+
+    async def _finish(self, record: Record) -> None:
+        await self.settle(record)
+        usage = _usage_of(record) or hub.Usage()
+        spent = cost(self.price(record.upstream_model), usage)
+        duration = trio.current_time() - record.started
+        status = record.status if record.completed or record.status else 499
+        if record.api and self.ledger is not None:
+            self.ledger.record(
+                Row(
+                    time=record.at,
+                    request_id=record.request_id,
+                    client=record.client.name,
+                    api=record.api,
+                    model=record.model,
+                    provider=record.provider,
+                    upstream_model=record.upstream_model,
+                    key=record.key,
+                    status=status,
+                    error_type=record.error_type,
+                    input_tokens=usage.input,
+                    output_tokens=usage.output,
+                    cache_read_tokens=usage.cache_read,
+                    cache_write_tokens=usage.cache_write,
+                    reasoning_tokens=usage.reasoning,
+                    cost_usd=spent,
+                    duration=duration,
+                    ttft=record.ttft,
+                    attempts=",".join(record.attempts),
+                    streamed=record.streamed,
+                    disconnected=not record.completed,
+                )
+            )
+        self._count(record, usage, spent, duration, status)
+        accesslog.write(
+            self.config.server.access_log,
+            {
+                "request_id": record.request_id,
+                "client": record.client.name,
+                "method": record.method,
+                "path": record.path,
+                "status": status,
+                "model": record.model,
+                "provider": record.provider,
+                "tokens": {
+                    "input": usage.input + usage.cache_read + usage.cache_write,
+                    "output": usage.output,
+                },
+                "duration": round(duration, 6),
+                "ttft": None if record.ttft is None else round(record.ttft, 6),
+                "attempts": record.attempts,
+            },
+            self.redact,
+        )
+        if self.on_finish is not None:
+            self.on_finish(record)
+
+    def _count(
+        self, record: Record, usage: hub.Usage, spent: float, duration: float, status: int
+    ) -> None:
+        if not record.api:
+            return
+        m = self.metrics
+        client, model, provider = m.client(record.client.name), m.model(record.model), ""
+        provider = m.provider(record.provider)
+        m.requests.labels(client, model, provider, str(status)).inc()
+        for kind in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(usage, kind)
+            if value:
+                m.tokens.labels(client, model, provider, kind).inc(value)
+        if spent:
+            m.cost.labels(client, model, provider).inc(spent)
+        m.duration.labels(model, provider).observe(duration)
+        if record.ttft is not None:
+            m.ttft.labels(model, provider).observe(record.ttft)
+        for attempt in record.attempts:
+            label, _, outcome = attempt.partition(":")
+            name = label.rpartition("#")[0]
+            m.attempts.labels(m.provider(name), m.key(label), outcome).inc()
+
+
+def _usage_of(record: Record) -> hub.Usage | None:
+    if record.usage is not None:
+        return record.usage
+    return None if record.source is None else record.source.usage
+
+
+def _total(usage: hub.Usage) -> int:
+    return usage.input + usage.cache_read + usage.cache_write + usage.output
+
+
+def _refusal(refused: Refused, headers: dict[str, str]) -> RateLimitedError:
+    wait = max(1, math.ceil(refused.retry_after))
+    headers = {**headers, "retry-after": str(wait)}
+    if refused.what in ("usd_per_day", "usd_per_month"):
+        period = "daily" if refused.what == "usd_per_day" else "monthly"
+        return RateLimitedError(
+            f"This client has spent its {period} budget of ${refused.limit:g} "
+            f"(max_{refused.what}); it renews in {wait} s.",
+            code="insufficient_quota",
+            headers=headers,
+        )
+    unit = "requests" if refused.what == "requests" else "tokens"
+    return RateLimitedError(
+        f"Rate limit reached: this client may use {refused.limit:g} {unit} per minute "
+        f"({'rpm' if unit == 'requests' else 'tpm'}); retry in {wait} s.",
+        code="rate_limit_exceeded",
+        headers=headers,
+    )

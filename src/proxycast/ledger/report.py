@@ -1,0 +1,90 @@
+"""``proxycast usage``: what the ledger says, grouped by client, model, provider or day, as a table for
+people or JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from proxycast.ledger import sqlite as ledger_sqlite
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+_SINCE = re.compile(r"(\d+)([hdm])")
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``24h``, ``7d``, ``90m`` (before now) or ``YYYY-MM-DD`` (from that UTC midnight) as Unix seconds.
+
+    Raises:
+        ValueError: anything else.
+    """
+    now = time.time() if now is None else now
+    match = _SINCE.fullmatch(text.strip())
+    if match:
+        return now - int(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ValueError(f"--since: expected 24h, 7d or YYYY-MM-DD, not {text!r}") from None
+    return day.timestamp()
+
+
+def usage(path: Path, since: float, by: str) -> list[dict[str, Any]]:
+    """The report's rows (empty when there is no ledger yet)."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if ledger_sqlite.schema_version_readonly(db) == 0:
+            return []
+        return ledger_sqlite.report(db, since, by)
+    finally:
+        db.close()
+
+
+def render(rows: list[dict[str, Any]], by: str) -> str:
+    """The rows as a table, with a total line."""
+    header = (by, "requests", "errors", "input", "output", "cost (USD)")
+    body = [
+        (
+            str(row[by]),
+            f"{row['requests']:,}",
+            f"{row['errors']:,}",
+            f"{row['input_tokens']:,}",
+            f"{row['output_tokens']:,}",
+            f"{row['cost_usd']:.4f}",
+        )
+        for row in rows
+    ]
+    totals = {c: sum(row[c] for row in rows) for c in _COLUMNS}
+    body.append(
+        (
+            "total",
+            f"{totals['requests']:,}",
+            f"{totals['errors']:,}",
+            f"{totals['input_tokens']:,}",
+            f"{totals['output_tokens']:,}",
+            f"{totals['cost_usd']:.4f}",
+        )
+    )
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: tuple[str, ...]) -> str:
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in body[:-1]), rule, fmt(body[-1])])
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2)

@@ -1,0 +1,124 @@
+"""``GET /metrics``: Prometheus text, summed over every worker of one ``proxycast serve``.
+
+prometheus-client's multiprocess mode does the summing: with ``--workers N`` the parent sets
+``PROMETHEUS_MULTIPROC_DIR`` before starting the workers, each worker's values live in memory-mapped
+files there, and whichever worker answers the scrape reads them all. One worker (or an embedding
+program) keeps its values in its own registry. Label values are bounded by the configuration: a
+client, model, provider or key it does not name is counted under ``other``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from proxycast.clients import UNNAMED
+
+if TYPE_CHECKING:
+    from proxycast.config import Config
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+OTHER = "other"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, float("inf"))
+
+
+class Metrics:
+    """The gateway's metrics (DESIGN.md: names and labels)."""
+
+    def __init__(self, config: Config) -> None:
+        self._dir = os.environ.get(MULTIPROCESS_VARIABLE) or None
+        # in multiprocess mode the values go to files and the scrape reads the files, so the metric
+        # objects must not be registered as well (they would be counted twice)
+        own = None if self._dir else CollectorRegistry()
+        self._registry = own
+        self.requests = Counter(
+            "proxycast_requests",
+            "Requests answered, by client, model, provider and status.",
+            ["client", "model", "provider", "status"],
+            registry=own,
+        )
+        self.tokens = Counter(
+            "proxycast_tokens",
+            "Tokens used (type: input, output, cache_read, cache_write, reasoning).",
+            ["client", "model", "provider", "type"],
+            registry=own,
+        )
+        self.cost = Counter(
+            "proxycast_cost_usd",
+            "USD spent, by the [prices] table.",
+            ["client", "model", "provider"],
+            registry=own,
+        )
+        self.duration = Histogram(
+            "proxycast_request_duration_seconds",
+            "Seconds from the request to the end of its answer.",
+            ["model", "provider"],
+            buckets=_BUCKETS,
+            registry=own,
+        )
+        self.ttft = Histogram(
+            "proxycast_time_to_first_token_seconds",
+            "Seconds from the request to the first byte of its answer's body (first content).",
+            ["model", "provider"],
+            buckets=_BUCKETS,
+            registry=own,
+        )
+        self.attempts = Counter(
+            "proxycast_upstream_attempts",
+            "Upstream attempts, by provider, key label and outcome.",
+            ["provider", "key", "outcome"],
+            registry=own,
+        )
+        self.key_available = Gauge(
+            "proxycast_key_available",
+            "1 when the provider key is in rotation, 0 while it sits out.",
+            ["provider", "key"],
+            registry=own,
+            multiprocess_mode="livemin",
+        )
+        self.in_flight = Gauge(
+            "proxycast_in_flight_requests",
+            "Requests in progress.",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.clients = frozenset([UNNAMED, *(c.name for c in config.clients)])
+        self.providers = frozenset(p.name for p in config.providers)
+        self.models = frozenset(
+            [
+                *(m for p in config.providers for m in p.models if not _glob(m)),
+                *config.aliases,
+                *(m for m in config.fallbacks if m != "*"),
+            ]
+        )
+        self.keys = frozenset(
+            f"{p.name}#{i + 1}" for p in config.providers for i in range(max(1, len(p.api_keys)))
+        )
+
+    def client(self, name: str) -> str:
+        return name if name in self.clients else OTHER
+
+    def model(self, name: str) -> str:
+        return name if name in self.models else OTHER
+
+    def provider(self, name: str) -> str:
+        return name if not name or name in self.providers else OTHER
+
+    def key(self, label: str) -> str:
+        return label if label in self.keys else OTHER
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every worker."""
+        if self._registry is not None:
+            return generate_latest(self._registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self._dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+def _glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")

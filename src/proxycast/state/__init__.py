@@ -1,0 +1,87 @@
+"""Limits shared by every worker of one ``proxycast serve``: requests and tokens per minute, USD per
+day and month.
+
+The :class:`Limiter` protocol is the seam: :mod:`proxycast.state.sqlite` shares one SQLite file (WAL)
+between the workers of a machine; a Redis implementation (``[state] redis_url``, several machines)
+fits behind the same three calls. An admission is one atomic step (check every limit, then count the
+request and reserve its estimate), so no two workers can both take the last unit of a limit.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    """``[state]``."""
+
+    redis_url: str = ""
+    """Not supported yet (a later issue): the workers of one machine share limits without it."""
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """One client's limits (None: none of that kind)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Ask:
+    """What a request asks for at admission."""
+
+    client: str
+    tokens: int
+    """Estimated input tokens."""
+    usd: float
+    """Estimated cost (of the estimated input)."""
+
+
+@attrs.frozen(kw_only=True)
+class Admitted:
+    """An admitted request: what it reserved, settled after its answer."""
+
+    client: str
+    ticket: int
+    """Where the reservation was counted (the SQLite limiter: the second of the admission)."""
+    tokens: int
+    usd: float
+    periods: tuple[str, ...] = ()
+    """The budget periods the reservation was counted in (settled there too)."""
+    settles: bool = True
+    """False when nothing depends on the actual usage (an ``rpm`` limit only)."""
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Refused:
+    """An over-limit request: which limit, and when to retry."""
+
+    what: str
+    """``requests``, ``tokens``, ``usd_per_day`` or ``usd_per_month``."""
+    limit: float
+    retry_after: float
+    """Seconds until the limit may admit it."""
+    reset_requests: float = 0.0
+    reset_tokens: float = 0.0
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+
+
+class Limiter(Protocol):
+    """Where limits are counted. Every call is atomic across the workers that share it."""
+
+    async def admit(self, ask: Ask, limits: Limits) -> Admitted | Refused: ...
+
+    async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
+        """Replace the reservation with what the request used (tokens, USD)."""
+        ...
+
+    async def aclose(self) -> None: ...

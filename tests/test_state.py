@@ -1,0 +1,88 @@
+"""The SQLite limiter on a clock the test moves: the sliding window, what a refusal says, settling,
+budgets per UTC day, and two limiters (two workers) sharing one file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxycast.state import Admitted, Ask, Limits, Refused
+from proxycast.state.sqlite import SQLiteLimiter
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+NOON = 1_767_355_200.0  # 2026-01-02 12:00:00 UTC
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOON
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_requests_per_minute_slide(tmp_path: Path) -> None:
+    clock = Clock()
+    one, two = (SQLiteLimiter(tmp_path / "limits.db", clock) for _ in range(2))  # two workers
+    limits = Limits(rpm=3)
+    ask = Ask(client="a", tokens=1, usd=0.0)
+    outcomes = []
+    for limiter in (one, two, one):
+        outcomes.append(await limiter.admit(ask, limits))
+        clock.now += 10
+    assert all(isinstance(o, Admitted) for o in outcomes)
+    assert [o.remaining_requests for o in outcomes] == [2, 1, 0]
+    refused = await two.admit(ask, limits)
+    assert isinstance(refused, Refused)
+    assert refused.what == "requests"
+    assert refused.remaining_requests == 0
+    assert refused.retry_after == 30  # the first request leaves the window at NOON + 60
+    clock.now = NOON + 60
+    assert isinstance(await two.admit(ask, limits), Admitted)
+    assert isinstance(await one.admit(ask, limits), Refused)  # the second is still in the window
+    await one.aclose()
+    await two.aclose()
+
+
+async def test_tokens_settle_to_the_usage(tmp_path: Path) -> None:
+    clock = Clock()
+    limiter = SQLiteLimiter(tmp_path / "limits.db", clock)
+    limits = Limits(tpm=100)
+    first = await limiter.admit(Ask(client="a", tokens=20, usd=0.0), limits)
+    assert isinstance(first, Admitted)
+    assert first.remaining_tokens == 80
+    await limiter.settle(first, 90, 0.0)  # the answer was long
+    clock.now += 5
+    refused = await limiter.admit(Ask(client="a", tokens=20, usd=0.0), limits)
+    assert isinstance(refused, Refused)
+    assert refused.what == "tokens"
+    assert refused.retry_after == 55
+    assert isinstance(await limiter.admit(Ask(client="b", tokens=20, usd=0.0), limits), Admitted)
+    too_big = await limiter.admit(Ask(client="c", tokens=101, usd=0.0), limits)
+    assert isinstance(too_big, Refused)
+    await limiter.aclose()
+
+
+async def test_budgets_reserve_then_settle_and_renew_each_day(tmp_path: Path) -> None:
+    clock = Clock()
+    limiter = SQLiteLimiter(tmp_path / "limits.db", clock)
+    limits = Limits(usd_per_day=1.0, usd_per_month=1.5)
+    first = await limiter.admit(Ask(client="a", tokens=0, usd=0.6), limits)
+    assert isinstance(first, Admitted)
+    # the reservation counts at once: a concurrent request that would overspend is refused
+    assert isinstance(await limiter.admit(Ask(client="a", tokens=0, usd=0.6), limits), Refused)
+    await limiter.settle(first, 0, 0.2)
+    second = await limiter.admit(Ask(client="a", tokens=0, usd=0.6), limits)
+    assert isinstance(second, Admitted)
+    await limiter.settle(second, 0, 0.9)  # spent 1.1 today: over, by what was admitted only
+    refused = await limiter.admit(Ask(client="a", tokens=0, usd=0.0), limits)
+    assert isinstance(refused, Refused)
+    assert refused.what == "usd_per_day"
+    assert refused.retry_after == 12 * 3600  # until midnight UTC
+    clock.now += 12 * 3600  # the next day: the month's budget (1.5) still holds 0.4
+    assert isinstance(await limiter.admit(Ask(client="a", tokens=0, usd=0.3), limits), Admitted)
+    month = await limiter.admit(Ask(client="a", tokens=0, usd=0.3), limits)
+    assert isinstance(month, Refused)
+    assert month.what == "usd_per_month"
+    await limiter.aclose()

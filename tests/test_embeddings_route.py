@@ -4,19 +4,21 @@ Anthropic."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 
 import openai
 import pytest
+import trio
 
-from proxycast.testing import FakeAnthropic, FakeGemini
+from proxycast.config import ClientConfig, Config, LedgerConfig, ProviderConfig, ServerConfig
+from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 from proxycast.testing._server import fake_vector
 from tests.support import CLIENT_KEY, one_provider, start_gateway
 
 if TYPE_CHECKING:
-    import trio
+    from pathlib import Path
 
-    from proxycast.testing import FakeOpenAI
     from tests.support import Gateway
 
 
@@ -83,3 +85,54 @@ async def test_token_arrays_cannot_go_to_gemini(nursery: trio.Nursery) -> None:
             await client.embeddings.create(model="text-embedding-004", input=[[1, 2, 3]])
     assert raised.value.body["param"] == "input[0]"  # type: ignore[index]
     assert fake.requests == []
+
+
+async def test_embeddings_count_in_usage_and_follow_allowlists(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    openai_fake, gemini_fake = FakeOpenAI(), FakeGemini()
+    await nursery.start(openai_fake.serve)
+    await nursery.start(gemini_fake.serve)
+    ledger = tmp_path / "usage.db"
+    config = Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+        providers=(
+            ProviderConfig(
+                name="local", type="openai", base_url=openai_fake.base_url, models=("embed-small",)
+            ),
+            ProviderConfig(
+                name="gemini",
+                type="gemini",
+                base_url=gemini_fake.base_url,
+                models=("gemini-embed",),
+            ),
+        ),
+        clients=(
+            ClientConfig(name="alice", api_key="alice-key-0123456789", models=("embed-small",)),
+        ),
+        ledger=LedgerConfig(url=f"sqlite:///{ledger}"),
+    )
+    async with trio.open_nursery() as inner:
+        gateway = await start_gateway(inner, config)
+        async with openai.AsyncOpenAI(
+            base_url=gateway.v1, api_key="alice-key-0123456789", max_retries=0
+        ) as alice:
+            await alice.embeddings.create(model="embed-small", input=["one", "two"])
+            with pytest.raises(
+                openai.NotFoundError
+            ):  # not among alice's models: as if it did not exist
+                await alice.embeddings.create(model="gemini-embed", input="three")
+        async with sdk(gateway) as team:
+            await team.embeddings.create(model="gemini-embed", input=["four", "five"])
+        inner.cancel_scope.cancel()
+    db = sqlite3.connect(ledger)
+    try:
+        found = db.execute(
+            "SELECT client, api, model, provider, status, input_tokens FROM requests ORDER BY time"
+        ).fetchall()
+    finally:
+        db.close()
+    assert found[0] == ("alice", "embeddings", "embed-small", "local", 200, 2)
+    assert found[1][:5] == ("alice", "embeddings", "gemini-embed", "", 404)
+    assert found[2][:5] == ("-", "embeddings", "gemini-embed", "gemini", 200)
+    assert found[2][5] > 0

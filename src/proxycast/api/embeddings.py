@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from proxycast import formats, routing
+from proxycast import formats, hub, routing
 from proxycast._json import replace_value
+from proxycast.accounting import current_record
 from proxycast.api._common import parse_and_validate
 from proxycast.api.inbound import current_exchange
 from proxycast.errors import InvalidRequestError
 from proxycast.exchange import ESTIMATE_HEADER, json_response
-from proxycast.formats.contracts import UpstreamRequest
+from proxycast.formats.contracts import InboundRequest, UpstreamRequest
 from proxycast.formats.envelope import envelope
 from proxycast.formats.openai import embeddings as openai_embeddings
-from proxycast.relay import rename_model
+from proxycast.relay import read_forwarded
 
 blueprint = Blueprint("embeddings", __name__)
 
@@ -29,20 +30,29 @@ async def embeddings() -> Response:
     text, body, spans = await parse_and_validate(raw, lambda t, b, s: (t, b, s))
     model, _ = envelope(body)
     exchange = current_exchange()
+    accounting, record = exchange.accounting, current_record()
+    inbound = InboundRequest(
+        client_model=model, stream=False, operation="generate", parsed=None, text=text, spans=spans
+    )
+    if accounting is not None:  # the client's allowlist, then its limits: as for chat
+        accounting.enter(inbound, "embeddings")
     route = routing.resolve(model, exchange.config)
     provider = exchange.providers[route.provider.name]
+    if accounting is not None:
+        await accounting.admit(inbound, route.upstream_model)
+    if record is not None:
+        record.provider, record.key = provider.name, provider.pool.label(0)
     if provider.config.type == formats.dialect_for(PATH).native_type:
         if route.upstream_model != model:
             text = replace_value(text, spans["model"], route.upstream_model)
         response = await provider.open(
             UpstreamRequest(path="/embeddings", raw=text.encode(), stream=False)
         )
-        data = await provider.read_all(response)
-        return Response(
-            rename_model(data, model, provider.name),
-            status=response.status_code,
-            content_type="application/json",
-        )
+        data, reply = read_forwarded(await provider.read_all(response), model, provider.name)
+        usage = reply.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        await _settle(hub.Usage(input=tokens if isinstance(tokens, int) else 0))
+        return Response(data, status=response.status_code, content_type="application/json")
     converter = formats.EMBEDDINGS.get(provider.config.type)
     if converter is None:
         raise InvalidRequestError(
@@ -58,4 +68,14 @@ async def embeddings() -> Response:
     encoding = body.get("encoding_format") or "float"
     out = openai_embeddings.reply_from_internal(answer, wanted, model, encoding)
     headers = {ESTIMATE_HEADER: "estimate"} if answer.input_tokens is None else None
+    await _settle(hub.Usage(input=out["usage"]["prompt_tokens"]))
     return json_response(out, headers=headers)
+
+
+async def _settle(usage: hub.Usage) -> None:
+    """Embeddings count in usage like chat: their input tokens, in the ledger and the limits."""
+    record, accounting = current_record(), current_exchange().accounting
+    if record is not None:
+        record.usage = usage
+        if accounting is not None:
+            await accounting.settle(record)

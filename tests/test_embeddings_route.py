@@ -11,7 +11,9 @@ import openai
 import pytest
 import trio
 
-from proxycast.config import ClientConfig, Config, LedgerConfig, ProviderConfig, ServerConfig
+from proxycast.clients import ClientConfig
+from proxycast.config import Config, ProviderConfig, ServerConfig
+from proxycast.ledger import LedgerConfig
 from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 from proxycast.testing._server import fake_vector
 from tests.support import CLIENT_KEY, one_provider, start_gateway

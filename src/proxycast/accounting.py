@@ -278,7 +278,10 @@ class Accounting:
             return
         usage = _usage_of(record)
         if usage is None:
-            await self.limiter.settle(admitted, admitted.tokens, admitted.usd)
+            if not record.provider:  # no upstream answered: nothing was used
+                await self.limiter.settle(admitted, 0, 0.0)
+            else:  # an answer without usage (cut short, say): the estimate stands
+                await self.limiter.settle(admitted, admitted.tokens, admitted.usd)
             return
         spent = cost(self.price(record.upstream_model), usage)
         await self.limiter.settle(admitted, _total(usage), spent)

@@ -129,6 +129,7 @@ class Exchange:
             await self.accounting.admit(request, plan.targets[0][0].upstream_model)
         conversation: list[hub.Conversation] = []  # converted once, when first needed
         streams: dict[Attempt, Translator] = {}
+        usages: dict[Attempt, hub.Usage] = {}  # per attempt: with hedging, the winner's is the one
 
         async def attempt(chosen: Attempt) -> Response:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
@@ -164,13 +165,12 @@ class Exchange:
                 data, usage = dialect.forwarded_reply(
                     await provider.read_all(response), model, provider.name
                 )
-                if record is not None:
-                    record.usage = usage
+                usages[chosen] = usage
                 return Response(data, content_type="application/json")
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
-            if record is not None and replies:
-                record.usage = replies[0].usage
+            if replies:
+                usages[chosen] = replies[0].usage
             return json_response(dialect.reply_from_internal(replies, model, conversation[0]))
 
         try:
@@ -180,6 +180,7 @@ class Exchange:
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
         if record is not None:
             record.source = streams.get(chosen)
+            record.usage = usages.get(chosen, record.usage)
             record.provider, record.key = chosen.provider.name, chosen.label
             record.upstream_model = chosen.route.upstream_model
             if self.accounting is not None and not request.stream:
@@ -303,7 +304,11 @@ async def _hedged(
                 outcome: Response | ProxycastError = await attempt(chosen)
             except ProxycastError as error:
                 outcome = error
-            await send.send((chosen, outcome))
+            try:
+                await send.send((chosen, outcome))
+            except BaseException:  # cancelled as the other won: its answer is never sent
+                await _discard(outcome)  # noqa: ASYNC102 - shielded inside
+                raise
 
         in_flight = int(launch())
         while in_flight:
@@ -326,6 +331,21 @@ async def _hedged(
             in_flight += launch()  # the deadline passed: a second attempt beside the first
             if in_flight == 1:  # nothing left to hedge with: wait for the one in flight
                 hedge = math.inf
+    while True:  # an answer that came in the same instant as the winner's: closed at once
+        try:
+            _, outcome = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        await _discard(outcome)
     if winner is not None:
         return winner
     raise failure if failure is not None else plan.exhausted()
+
+
+async def _discard(outcome: Response | ProxycastError) -> None:
+    """Close an answer nobody will read (a hedged attempt that lost): its upstream connection too."""
+    body = getattr(outcome, "response", None)
+    close = getattr(getattr(body, "iter", None), "aclose", None)
+    if close is not None:
+        with trio.CancelScope(shield=True):
+            await close()

@@ -195,6 +195,18 @@ class Conversation:
 Stop = Literal["end", "length", "tool_use", "content_filter", "stop_sequence"]
 
 
+def count(value: Any) -> int:
+    """A token count as an upstream reported it, or 0 when it is not a count (a string, a negative,
+    a missing field): usage is read from every answer, and must never make a good answer fail."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def section(value: Any, key: str) -> dict[str, Any]:
+    """``value[key]`` when both are JSON objects, else an empty object."""
+    inner = value.get(key) if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
 @attrs.frozen(kw_only=True)
 class Usage:
     input: int = 0

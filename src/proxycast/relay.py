@@ -2,12 +2,13 @@
 translator it runs (a passthrough, or a decoder and an encoder composed).
 
 The body object owns the open upstream response. Quart closes it (``aclose``) when the client goes away
-or the stream ends, and the request's resource stack (``app.request_resources``) closes it as a
+or the stream ends, and the request's resource stack (``exchange.request_resources``) closes it as a
 backstop in every other case, so that an upstream connection never outlives its client.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from proxycast.formats.contracts import StreamDecoder, StreamEncoder, Translator
 
 _DRAIN_SECONDS = 1.0
+log = logging.getLogger("proxycast")
 
 
 class Relay:
@@ -77,7 +79,10 @@ class Relay:
     async def _ended(self) -> None:
         if self._on_end is not None:
             on_end, self._on_end = self._on_end, None
-            await on_end()
+            try:
+                await on_end()
+            except Exception:  # accounting must never cut a client's stream; the end retries it
+                log.exception("settling a stream's usage failed")
 
     async def _drain(self) -> None:
         """Read what the upstream still sends after the end (its chunked terminator, normally), so that
@@ -95,18 +100,14 @@ class Relay:
         await self._close()
 
 
-def rename_model(data: bytes, model: str, provider: str) -> bytes:
-    """A forwarded answer with ``model`` set to the name the client asked for.
+def read_forwarded(data: bytes, model: str, provider: str) -> tuple[bytes, dict[str, Any]]:
+    """A forwarded answer with ``model`` set to the name the client asked for, and the answer as
+    parsed (read once, for its usage too).
 
     Raises:
         UpstreamUnavailableError: the answer is not a JSON object (a proxy's HTML page, say), which
             no client of a JSON API can read: a 502 naming the provider, as on converted routes.
     """
-    return read_forwarded(data, model, provider)[0]
-
-
-def read_forwarded(data: bytes, model: str, provider: str) -> tuple[bytes, dict[str, Any]]:
-    """:func:`rename_model`, and the answer as parsed (read once, for its usage too)."""
     try:
         text = data.decode("utf-8")
         answer, spans = parse_object(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -198,3 +199,17 @@ def test_anthropic_to_openai_to_anthropic_keeps_every_tool_call_result_and_id(
         if b["type"] == "tool_result"
     ]
     assert answered == [r[0] for r in results]
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "5", "completion_tokens": None},
+        {"prompt_tokens_details": "x", "completion_tokens_details": [1], "prompt_tokens": True},
+        {"prompt_tokens": -3, "completion_tokens": 2.5},
+        "not an object",
+    ],
+)
+def test_usage_an_upstream_garbles_counts_as_zero_never_an_error(usage: Any) -> None:
+    # usage is read from every forwarded answer for the ledger: it must never fail a good answer
+    assert openai_codec.usage_to_internal(usage) == hub.Usage()

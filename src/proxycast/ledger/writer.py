@@ -22,7 +22,7 @@ log = logging.getLogger("proxycast")
 FLUSH_SECONDS = 1.0
 """How often buffered rows are written (sooner when :data:`BATCH` rows wait)."""
 BATCH = 500
-MAX_BUFFERED = 1_000_000
+MAX_BUFFERED = 100_000
 """Past this many unwritten rows (a disk that stopped), the oldest are dropped, and logged."""
 PRUNE_SECONDS = 3600.0
 
@@ -48,9 +48,13 @@ class LedgerWriter:
     def record(self, row: Row) -> None:
         """Buffer a row (no I/O: called at the end of every request)."""
         self._rows.append(row)
-        if len(self._rows) > MAX_BUFFERED:
-            del self._rows[: len(self._rows) - MAX_BUFFERED]
-            self.dropped += 1
+        if len(self._rows) > 2 * MAX_BUFFERED:  # trimmed in halves: amortised, not per request
+            excess = len(self._rows) - MAX_BUFFERED
+            del self._rows[:excess]
+            self.dropped += excess
+            log.error(
+                "the ledger's disk is not keeping up: %d oldest rows dropped so far", self.dropped
+            )
         if len(self._rows) >= BATCH:
             self._wake.set()
 

@@ -3,7 +3,8 @@
 the count happen as one step across workers, and a limit is exact however many workers there are.
 
 The file persists across restarts: a restart neither resets a day's spend nor forgets the last
-minute's requests. Calls run in a worker thread (the event loop never waits for the file lock).
+minute's requests. A transaction runs on the event loop when the file is free (it takes ~0.1 ms),
+and in a worker thread when another worker holds the lock (the event loop never waits for it).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ if TYPE_CHECKING:
     from proxycast.state import Ask, Limits
 
 WINDOW = 60
+"""Seconds of the sliding window of ``rpm`` and ``tpm``."""
 CHECKPOINT_EVERY = 512
 """Transactions between two WAL checkpoints (run in a thread)."""
-"""Seconds of the sliding window of ``rpm`` and ``tpm``."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (client TEXT NOT NULL, second INTEGER NOT NULL,
@@ -96,6 +97,7 @@ class SQLiteLimiter:
         self._lock = trio.Lock()
 
     async def admit(self, ask: Ask, limits: Limits) -> Admitted | Refused:
+        await self._count_transaction()
         try:
             return self._admit(self._fast, ask, limits)
         except sqlite3.OperationalError as exc:
@@ -103,6 +105,15 @@ class SQLiteLimiter:
                 raise
         async with self._lock:
             return await trio.to_thread.run_sync(self._admit, self._db, ask, limits)
+
+    async def _count_transaction(self) -> None:
+        """Every CHECKPOINT_EVERY transactions (admissions and settlements alike), checkpoint the WAL
+        in a thread: the fast connection never does it itself, and the WAL must not grow forever."""
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            async with self._lock:
+                await trio.to_thread.run_sync(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
 
     async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
         if not admitted.settles:
@@ -114,11 +125,7 @@ class SQLiteLimiter:
                 raise
             async with self._lock:
                 await trio.to_thread.run_sync(self._settle, self._db, admitted, tokens, usd)
-        self._since_checkpoint += 2
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            async with self._lock:
-                await trio.to_thread.run_sync(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        await self._count_transaction()
 
     async def aclose(self) -> None:
         async with self._lock:

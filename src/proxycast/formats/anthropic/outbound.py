@@ -426,10 +426,10 @@ def _stop(reason: str | None) -> hub.Stop:
 def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
     usage = usage if isinstance(usage, dict) else {}
     return hub.Usage(
-        input=usage.get("input_tokens") or 0,
-        output=usage.get("output_tokens") or 0,
-        cache_read=usage.get("cache_read_input_tokens") or 0,
-        cache_write=usage.get("cache_creation_input_tokens") or 0,
+        input=hub.count(usage.get("input_tokens")),
+        output=hub.count(usage.get("output_tokens")),
+        cache_read=hub.count(usage.get("cache_read_input_tokens")),
+        cache_write=hub.count(usage.get("cache_creation_input_tokens")),
     )
 
 

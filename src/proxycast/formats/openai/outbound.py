@@ -220,12 +220,14 @@ def _arguments_object(text: str) -> dict[str, Any]:
 
 def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
     usage = usage if isinstance(usage, dict) else {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    cached = hub.count(hub.section(usage, "prompt_tokens_details").get("cached_tokens"))
     return hub.Usage(
-        input=(usage.get("prompt_tokens") or 0) - cached,
-        output=usage.get("completion_tokens") or 0,
+        input=max(0, hub.count(usage.get("prompt_tokens")) - cached),
+        output=hub.count(usage.get("completion_tokens")),
         cache_read=cached,
-        reasoning=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+        reasoning=hub.count(
+            hub.section(usage, "completion_tokens_details").get("reasoning_tokens")
+        ),
     )
 
 

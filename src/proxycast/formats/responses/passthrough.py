@@ -25,15 +25,15 @@ def usage_to_internal(usage: Any) -> hub.Usage:
     """A Responses ``usage`` object as the hub's (cached input apart from the rest)."""
     if not isinstance(usage, dict):
         return hub.Usage()
-    details = usage.get("input_tokens_details") or {}
-    cached = details.get("cached_tokens") or 0
-    written = details.get("cache_write_tokens") or 0
+    details = hub.section(usage, "input_tokens_details")
+    cached = hub.count(details.get("cached_tokens"))
+    written = hub.count(details.get("cache_write_tokens"))
     return hub.Usage(
-        input=(usage.get("input_tokens") or 0) - cached - written,
-        output=usage.get("output_tokens") or 0,
+        input=max(0, hub.count(usage.get("input_tokens")) - cached - written),
+        output=hub.count(usage.get("output_tokens")),
         cache_read=cached,
         cache_write=written,
-        reasoning=(usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+        reasoning=hub.count(hub.section(usage, "output_tokens_details").get("reasoning_tokens")),
     )
 
 

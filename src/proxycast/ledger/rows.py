@@ -1,4 +1,5 @@
-"""A ledger row: one request, as DESIGN.md lists its fields. No bodies, no keys."""
+"""A ledger row: one request, with the fields the README's "Clients, limits and usage" lists. No bodies,
+no keys."""
 
 from __future__ import annotations
 

@@ -34,13 +34,15 @@ from proxycast.prices import Price, cost, price_of
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
 
     from proxycast.config import Config
     from proxycast.formats.contracts import InboundRequest
+    from proxycast.keys import KeyPool
     from proxycast.redact import Redactor
+    from proxycast.state.redis import RedisState
 
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -129,10 +131,19 @@ class Accounting:
         self.metrics = Metrics(config)
         self.redact = redact
         self.limiter: Limiter | None = None
-        if any(c.limited for c in config.clients):
-            from proxycast.state.sqlite import SQLiteLimiter
+        self.shared: RedisState | None = None
+        """Limits and key health in Redis (``[state] redis_url``)."""
+        if config.state.redis_url:
+            from proxycast.state.redis import RedisState
 
-            self.limiter = SQLiteLimiter(data_dir() / "limits.db")
+            self.limiter = self.shared = RedisState(
+                config.state.redis_url,
+                _local_limiter(config),
+                fail_open=config.state.fail_open,
+                prefix=config.state.redis_prefix,
+            )
+        elif any(c.limited for c in config.clients):
+            self.limiter = _local_limiter(config)
         path = ledger_path(config.ledger)
         self.ledger = None if path is None else LedgerWriter(path, config.ledger.retention_days)
         self._prices: dict[str, Price | None] = {}
@@ -147,10 +158,19 @@ class Accounting:
             self._prices[upstream_model] = price_of(self.config.prices, upstream_model)
         return self._prices[upstream_model]
 
+    def share_health(self, pools: Mapping[str, KeyPool]) -> None:
+        """Share the health of these key pools with the other instances (with Redis only)."""
+        if self.shared is not None:
+            self.shared.watch(pools)
+
     async def run(self) -> None:
-        """The background work of the worker (writing the ledger), until cancelled."""
-        if self.ledger is not None:
-            await self.ledger.run()
+        """The background work of the worker (writing the ledger, syncing the shared state), until
+        cancelled."""
+        async with trio.open_nursery() as nursery:
+            if self.ledger is not None:
+                nursery.start_soon(self.ledger.run)
+            if self.shared is not None:
+                nursery.start_soon(self.shared.run)
 
     async def aclose(self) -> None:
         """Write what the ledger still buffers and close the files (at the end of the drain)."""
@@ -364,6 +384,17 @@ class Accounting:
             label, _, outcome = attempt.partition(":")
             name = label.rpartition("#")[0]
             m.attempts.labels(m.provider(name), m.key(label), outcome).inc()
+
+
+def _local_limiter(config: Config) -> Limiter:
+    """The limiter of one instance: in the worker's memory, or the machine's SQLite file."""
+    if config.state.scope == "process":
+        from proxycast.state.memory import MemoryLimiter
+
+        return MemoryLimiter()
+    from proxycast.state.sqlite import SQLiteLimiter
+
+    return SQLiteLimiter(data_dir() / "limits.db")
 
 
 def _usage_of(record: Record) -> hub.Usage | None:

@@ -364,10 +364,16 @@ def _check_accounting(config: Config) -> None:
         raise ConfigError(f"{src}: ledger.url: {exc}") from None
     if config.ledger.retention_days <= 0:
         raise ConfigError(f"{src}: ledger.retention_days: must be positive")
-    if config.state.redis_url:
+    state = config.state
+    if state.scope not in ("machine", "process"):
+        raise ConfigError(f"{src}: state.scope: expected 'machine' or 'process'")
+    if state.redis_url and not state.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"{src}: state.redis_url: Redis is not supported yet; the workers of one "
-            "`proxycast serve` share limits without it"
+            f"{src}: state.redis_url: expected redis://HOST:PORT/DB, rediss://... or unix://PATH"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", state.redis_prefix):
+        raise ConfigError(
+            f"{src}: state.redis_prefix: may hold only letters, digits, '_', '.', ':' and '-'"
         )
 
 

@@ -44,6 +44,9 @@ class KeyPool:
     provider: str
     size: int
     clock: Callable[[], float] = time.monotonic
+    listener: Callable[[int | None, float, str], None] | None = None
+    """Told of each rest that starts or grows here: ``(key index, None for the whole provider,
+    seconds, reason)`` (shared state passes it on to the other instances)."""
     _keys: list[_Key] = attrs.field(init=False)
     _bench: _Key = attrs.field(init=False, factory=_Key)
     _next: int = attrs.field(init=False, default=0)
@@ -74,16 +77,29 @@ class KeyPool:
 
     def rest(self, index: int, seconds: float, reason: str) -> None:
         """Take a key out of rotation for ``seconds`` (never shortening a longer rest)."""
-        key = self._keys[index]
-        until = self.clock() + seconds
-        if until > key.until:
-            key.until, key.reason = until, reason
+        if self.learn(index, seconds, reason) and self.listener is not None:
+            self.listener(index, seconds, reason)
 
     def bench(self, seconds: float, reason: str) -> None:
         """Take the whole provider out of rotation (it could not be reached)."""
+        if self.learn(None, seconds, reason) and self.listener is not None:
+            self.listener(None, seconds, reason)
+
+    def learn(self, index: int | None, seconds: float, reason: str) -> bool:
+        """Rest a key (None: the whole provider) for ``seconds`` as another instance saw it must,
+        without telling the listener; True when the rest started or grew."""
+        key = self._bench if index is None else self._keys[index]
         until = self.clock() + seconds
-        if until > self._bench.until:
-            self._bench.until, self._bench.reason = until, reason
+        if until <= key.until:
+            return False
+        key.until, key.reason = until, reason
+        return True
+
+    def resting(self) -> list[tuple[int | None, float, str]]:
+        """``(key index or None for the provider, seconds left, reason)`` of every rest under way."""
+        now = self.clock()
+        keys: list[tuple[int | None, _Key]] = [(None, self._bench), *enumerate(self._keys)]
+        return [(i, k.until - now, k.reason) for i, k in keys if k.until > now]
 
     def status(self) -> list[tuple[str, float, str]]:
         """``(label, seconds until back (0: healthy), why)`` for each key."""

@@ -103,7 +103,7 @@ def _sequence_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
                 errors.append(exc)
         if errors:
             error = IterableValidationError(f"While structuring {t!r}", errors, t)
-            error.omitted = failed - len(errors)
+            error.__dict__["omitted"] = failed - len(errors)  # read by omitted_problems()
             raise error
         return tuple(items) if as_tuple else items
 

@@ -1,10 +1,12 @@
-"""Limits shared by every worker of one ``proxycast serve``: requests and tokens per minute, USD per
-day and month.
+"""State shared by the workers that serve one gateway: the clients' limits (requests and tokens per
+minute, USD per day and month) and, through Redis, the health of the providers' keys.
 
-The :class:`Limiter` protocol is the seam: :mod:`proxycast.state.sqlite` shares one SQLite file (WAL)
-between the workers of a machine; a Redis implementation (``[state] redis_url``, several machines)
-fits behind the same three calls. An admission is one atomic step (check every limit, then count the
-request and reserve its estimate), so no two workers can both take the last unit of a limit.
+The :class:`Limiter` protocol is the seam; the exchange and the accounting do not know which one they
+have. :mod:`proxycast.state.memory` counts in the worker's memory (``scope = "process"``: one worker),
+:mod:`proxycast.state.sqlite` in one SQLite file that every worker of a machine opens (the default),
+and :mod:`proxycast.state.redis` in Redis, for several instances (``redis_url``), where the key
+health is shared too. An admission is one atomic step (check every limit, then count the request and
+reserve its estimate), so no two workers can both take the last unit of a limit.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ class StateConfig:
     """``[state]``."""
 
     redis_url: str = ""
-    """Not supported yet (a later issue): the workers of one machine share limits without it."""
+    """``redis://[:PASSWORD@]HOST:PORT/DB``: limits and key health shared by every instance."""
+    scope: str = "machine"
+    """Without Redis: ``machine`` (the workers of one ``proxycast serve`` share one SQLite file; a
+    restart keeps the counts) or ``process`` (each worker counts in memory: one worker only)."""
+    fail_open: bool = True
+    """While Redis is unreachable: admit by per-instance limits (True) or refuse limited clients
+    with a 503 (False)."""
+    redis_prefix: str = "proxycast"
+    """The first part of every Redis key (gateways that share one Redis use different ones)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +64,8 @@ class Admitted:
     usd: float
     periods: tuple[str, ...] = ()
     """The budget periods the reservation was counted in (settled there too)."""
+    shared: bool = False
+    """Counted in Redis (else where the limiter counts when Redis is unreachable)."""
     settles: bool = True
     """False when nothing depends on the actual usage (an ``rpm`` limit only)."""
     remaining_requests: int | None = None

@@ -9,25 +9,21 @@ and in a worker thread when another worker holds the lock (the event loop never 
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
-from proxycast.state import Admitted, Refused
+from proxycast.state import window
+from proxycast.state.window import WINDOW
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from proxycast.state import Ask, Limits
+    from proxycast.state import Admitted, Ask, Limits, Refused
 
-WINDOW = 60
-"""Seconds of the sliding window of ``rpm`` and ``tpm``."""
 CHECKPOINT_EVERY = 512
 """Transactions between two WAL checkpoints (run in a thread)."""
 
@@ -38,9 +34,8 @@ CREATE TABLE IF NOT EXISTS buckets (client TEXT NOT NULL, second INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS spend (client TEXT NOT NULL, period TEXT NOT NULL, usd REAL NOT NULL,
                                   PRIMARY KEY (client, period));
 """
-# The window is kept as one row per client and second (requests admitted, tokens counted): an
-# admission reads at most 60 rows whatever the rate, and a request leaves the window 60 s after
-# the second it was admitted in (so the window is exact to the second, as Retry-After is).
+# The window (see proxycast.state.window) is one row per client and second: an admission reads at
+# most 60 rows whatever the rate.
 
 
 def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
@@ -51,26 +46,6 @@ def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
     return db
-
-
-@functools.lru_cache(maxsize=4)
-def _day(day: int) -> tuple[str, str, float, float]:
-    """The keys of UTC day number ``day`` and of its month, and when each ends (Unix seconds)."""
-    start = datetime.fromtimestamp(day * 86400, timezone.utc)
-    month = start.replace(day=1)
-    next_month = (month + timedelta(days=32)).replace(day=1)
-    return (
-        "d:" + start.strftime("%Y-%m-%d"),
-        "m:" + month.strftime("%Y-%m"),
-        (day + 1) * 86400.0,
-        next_month.timestamp(),
-    )
-
-
-def _periods(now: float) -> tuple[str, str, float, float]:
-    """Today's and this month's keys (UTC) and the seconds until each ends."""
-    day, month, day_end, month_end = _day(int(now // 86400))
-    return day, month, day_end - now, month_end - now
 
 
 class SQLiteLimiter:
@@ -153,73 +128,31 @@ class SQLiteLimiter:
             db.execute(
                 "DELETE FROM buckets WHERE client = ? AND second <= ?", (client, second - WINDOW)
             )
-            rows = [r for r in rows if r[0] > second - WINDOW]
-        count = sum(r[1] for r in rows)
-        used = sum(r[2] for r in rows)
-        reset_requests = rows[0][0] + WINDOW - now if rows else 0.0
-        remaining_requests = None if limits.rpm is None else limits.rpm - count
-        remaining_tokens = None if limits.tpm is None else max(0, limits.tpm - used)
-        refusal: Refused | None = None
-        if limits.rpm is not None and count >= limits.rpm:
-            rpm = limits.rpm
-            wait = _expiry(rows, now, lambda freed, _: count - freed < rpm)
-            refusal = _with_wait(Refused(what="requests", limit=limits.rpm, retry_after=0), wait)
-        elif limits.tpm is not None and used + ask.tokens > limits.tpm:
-            wait = float(WINDOW)
-            if ask.tokens <= limits.tpm:  # else it never fits: a minute is as good as any
-                tpm = limits.tpm
-                wait = _expiry(rows, now, lambda _, freed_t: used - freed_t + ask.tokens <= tpm)
-            refusal = _with_wait(Refused(what="tokens", limit=limits.tpm, retry_after=0), wait)
-        day, month, day_left, month_left = _periods(now)
-        budgeted = limits.usd_per_day is not None or limits.usd_per_month is not None
+        buckets = window.current(rows, now)
+        day, month, _, _ = window.periods(now)
         spent: dict[str, float] = {}
-        if budgeted and refusal is None:
+        if window.budgeted(limits):
             spent = dict(
                 db.execute(
                     "SELECT period, usd FROM spend WHERE client = ? AND period IN (?, ?)",
                     (client, day, month),
                 ).fetchall()
             )
-        for period, limit, left, what in (
-            (day, limits.usd_per_day, day_left, "usd_per_day"),
-            (month, limits.usd_per_month, month_left, "usd_per_month"),
-        ):
-            if refusal is not None or limit is None:
-                continue
-            so_far = spent.get(period, 0.0)
-            if so_far >= limit or so_far + ask.usd > limit:
-                refusal = Refused(what=what, limit=limit, retry_after=max(1.0, left))
-        if refusal is not None:
-            return _evolve(
-                refusal,
-                reset_requests=reset_requests,
-                remaining_requests=remaining_requests,
-                remaining_tokens=remaining_tokens,
-            )
-        db.execute(
-            "INSERT INTO buckets (client, second, requests, tokens) VALUES (?, ?, 1, ?) "
-            "ON CONFLICT (client, second) DO UPDATE SET requests = requests + 1, "
-            "tokens = tokens + excluded.tokens",
-            (client, second, ask.tokens),
-        )
-        if budgeted:
+        refused = window.verdict(buckets, spent, now, ask, limits)
+        if refused is None:
             db.execute(
-                "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?), (?, ?, ?) "
-                "ON CONFLICT (client, period) DO UPDATE SET usd = usd + excluded.usd",
-                (client, day, ask.usd, client, month, ask.usd),
+                "INSERT INTO buckets (client, second, requests, tokens) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (client, second) DO UPDATE SET requests = requests + 1, "
+                "tokens = tokens + excluded.tokens",
+                (client, second, ask.tokens),
             )
-        return Admitted(
-            client=client,
-            ticket=second,
-            tokens=ask.tokens,
-            usd=ask.usd,
-            periods=(day, month) if budgeted else (),
-            settles=budgeted or limits.tpm is not None,
-            remaining_requests=None if remaining_requests is None else remaining_requests - 1,
-            remaining_tokens=(
-                None if remaining_tokens is None else max(0, remaining_tokens - ask.tokens)
-            ),
-        )
+            if window.budgeted(limits):
+                db.execute(
+                    "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?), (?, ?, ?) "
+                    "ON CONFLICT (client, period) DO UPDATE SET usd = usd + excluded.usd",
+                    (client, day, ask.usd, client, month, ask.usd),
+                )
+        return window.outcome(buckets, now, ask, limits, refused)
 
     def _settle(self, db: sqlite3.Connection, admitted: Admitted, tokens: int, usd: float) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -242,28 +175,6 @@ class SQLiteLimiter:
         db.execute("COMMIT")
 
 
-def _expiry(
-    rows: list[tuple[int, int, int]], now: float, fits: Callable[[int, int], bool]
-) -> float:
-    """Seconds until enough of the window's buckets expire that ``fits(requests freed, tokens
-    freed)``."""
-    freed_requests = freed_tokens = 0
-    for second, requests, tokens in rows:
-        freed_requests += requests
-        freed_tokens += tokens
-        if fits(freed_requests, freed_tokens):
-            return second + WINDOW - now
-    return float(WINDOW)
-
-
 def _locked(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
     return getattr(exc, "sqlite_errorcode", None) in (5, 6) or "locked" in str(exc)
-
-
-def _with_wait(refusal: Refused, wait: float) -> Refused:
-    return _evolve(refusal, retry_after=max(0.001, wait), reset_tokens=max(0.0, wait))
-
-
-def _evolve(refusal: Refused, **changes: object) -> Refused:
-    return attrs.evolve(refusal, **changes)  # type: ignore[arg-type]

@@ -1,15 +1,23 @@
-"""The SQLite limiter on a clock the test moves: the sliding window, what a refusal says, settling,
-budgets per UTC day, and two limiters (two workers) sharing one file."""
+"""Every limiter (in-process, SQLite, Redis) on a clock the test moves: the sliding window, what a
+refusal says, settling, budgets per UTC day, and two limiters (two workers, or two instances on one
+Redis) sharing their counts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxycast.state import Admitted, Ask, Limits, Refused
+import pytest
+
+from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
+from proxycast.state.memory import MemoryLimiter
+from proxycast.state.redis import RedisState
 from proxycast.state.sqlite import SQLiteLimiter
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.redis_server import RedisServer
 
 NOON = 1_767_355_200.0  # 2026-01-02 12:00:00 UTC
 
@@ -22,9 +30,33 @@ class Clock:
         return self.now
 
 
-async def test_requests_per_minute_slide(tmp_path: Path) -> None:
+KINDS = ["memory", "sqlite", "redis"]
+Make = Callable[[Clock], Limiter]
+
+
+@pytest.fixture(name="make", params=KINDS)
+def _make(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """``make(clock)``: a new limiter of the kind; two made in one test share their counts (two
+    workers on one file, two instances on one Redis; memory: the same limiter)."""
+    kind = request.param
+    made: dict[str, Limiter] = {}
+
+    def make(clock: Clock) -> Limiter:
+        if kind == "memory":
+            return made.setdefault("memory", MemoryLimiter(clock))
+        if kind == "sqlite":
+            return SQLiteLimiter(tmp_path / "limits.db", clock)
+        server: RedisServer = request.getfixturevalue("redis_server")
+        fallback = SQLiteLimiter(tmp_path / f"fallback-{len(made)}.db", clock)
+        made[str(len(made))] = fallback
+        return RedisState(server.url, fallback, clock=clock)
+
+    return make
+
+
+async def test_requests_per_minute_slide(make: Make) -> None:
     clock = Clock()
-    one, two = (SQLiteLimiter(tmp_path / "limits.db", clock) for _ in range(2))  # two workers
+    one, two = make(clock), make(clock)  # two workers
     limits = Limits(rpm=3)
     ask = Ask(client="a", tokens=1, usd=0.0)
     outcomes = []
@@ -42,12 +74,13 @@ async def test_requests_per_minute_slide(tmp_path: Path) -> None:
     assert isinstance(await two.admit(ask, limits), Admitted)
     assert isinstance(await one.admit(ask, limits), Refused)  # the second is still in the window
     await one.aclose()
-    await two.aclose()
+    if two is not one:
+        await two.aclose()
 
 
-async def test_tokens_settle_to_the_usage(tmp_path: Path) -> None:
+async def test_tokens_settle_to_the_usage(make: Make) -> None:
     clock = Clock()
-    limiter = SQLiteLimiter(tmp_path / "limits.db", clock)
+    limiter = make(clock)
     limits = Limits(tpm=100)
     first = await limiter.admit(Ask(client="a", tokens=20, usd=0.0), limits)
     assert isinstance(first, Admitted)
@@ -64,9 +97,9 @@ async def test_tokens_settle_to_the_usage(tmp_path: Path) -> None:
     await limiter.aclose()
 
 
-async def test_budgets_reserve_then_settle_and_renew_each_day(tmp_path: Path) -> None:
+async def test_budgets_reserve_then_settle_and_renew_each_day(make: Make) -> None:
     clock = Clock()
-    limiter = SQLiteLimiter(tmp_path / "limits.db", clock)
+    limiter = make(clock)
     limits = Limits(usd_per_day=1.0, usd_per_month=1.5)
     first = await limiter.admit(Ask(client="a", tokens=0, usd=0.6), limits)
     assert isinstance(first, Admitted)

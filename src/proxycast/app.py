@@ -120,7 +120,6 @@ def create_app(
     app.extensions["proxycast"] = exchange
     app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage (issue 11)
-    accounts.share_health({name: p.pool for name, p in exchange.providers.items()})
     exchange.accounting = accounts
     app.extensions["proxycast_accounting"] = accounts
     if client is not None:

@@ -102,6 +102,8 @@ class Exchange:
             p.name: Provider(p, formats.UPSTREAMS[p.type], self.config.server, client, self.clock)
             for p in self.config.providers
         }
+        if self.accounting is not None:  # the key pools' health is shared (with Redis)
+            self.accounting.share_health({n: p.pool for n, p in self.providers.items()})
 
     def _route(self, model: str) -> tuple[routing.Route, Provider]:
         route = routing.resolve(model, self.config)

@@ -262,7 +262,8 @@ class RedisState:
     # -- key health -----------------------------------------------------------------------------
 
     def watch(self, pools: Mapping[str, KeyPool]) -> None:
-        """Share the health of these providers' keys (call once, before :meth:`run`)."""
+        """Share the health of these providers' keys (those of an earlier call are forgotten)."""
+        self._pools, self._health_keys, self._health_slots = {}, [], []
         for name, pool in pools.items():
             self._pools[name] = pool
             pool.listener = self._rested(pool)

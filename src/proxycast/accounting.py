@@ -141,7 +141,10 @@ class Accounting:
                 _local_limiter(config),
                 fail_open=config.state.fail_open,
                 prefix=config.state.redis_prefix,
+                on_call=lambda what: self.metrics.redis_calls.labels(what).inc(),
+                on_status=self.metrics.redis_up.set,
             )
+            self.metrics.redis_up.set(1)
         elif any(c.limited for c in config.clients):
             self.limiter = _local_limiter(config)
         path = ledger_path(config.ledger)

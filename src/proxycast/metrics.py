@@ -80,6 +80,18 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemin",
         )
+        self.redis_calls = Counter(
+            "proxycast_redis_calls",
+            "Calls to Redis, one round trip each (what: admit, settle, sync, replay, ping).",
+            ["what"],
+            registry=own,
+        )
+        self.redis_up = Gauge(
+            "proxycast_redis_up",
+            "1 while every worker reaches Redis ([state] redis_url), 0 while one does not.",
+            registry=own,
+            multiprocess_mode="livemin",
+        )
         self.in_flight = Gauge(
             "proxycast_in_flight_requests",
             "Requests in progress.",

@@ -142,6 +142,8 @@ class RedisState:
         fail_open: while Redis is unreachable, admit by ``fallback`` (True) or refuse (False).
         prefix: the first part of every key, so that several gateways can share one Redis.
         clock: wall-clock seconds (instances' clocks are assumed in step, as NTP keeps them).
+        on_call: told of each round trip (``admit``, ``settle``, ``sync``, ``replay``, ``ping``).
+        on_status: told when Redis goes away (False) and comes back (True).
     """
 
     def __init__(
@@ -152,6 +154,8 @@ class RedisState:
         fail_open: bool = True,
         prefix: str = "proxycast",
         clock: Callable[[], float] = time.time,
+        on_call: Callable[[str], None] | None = None,
+        on_status: Callable[[bool], None] | None = None,
     ) -> None:
         self._redis = redis.Redis.from_url(
             url,
@@ -170,8 +174,8 @@ class RedisState:
         self._clock = clock
         self.up = True
         """False while Redis is unreachable (admissions go to ``fallback``)."""
-        self.round_trips = 0
-        """Calls made to Redis (for the benchmark)."""
+        self._on_call = on_call
+        self._on_status = on_status
         # counted by the fallback while Redis was away, replayed into it when it is back
         self._journal_window: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self._journal_spend: dict[tuple[str, str], float] = defaultdict(float)
@@ -202,7 +206,7 @@ class RedisState:
                 repr(month_left),
             ]
             try:
-                verdict, flat, _, _ = await self._call(self._admit_script, keys, args)
+                verdict, flat, _, _ = await self._call("admit", self._admit_script, keys, args)
             except redis.RedisError as exc:
                 self._lost(exc)
             else:
@@ -235,7 +239,7 @@ class RedisState:
             await self._fallback.settle(admitted, tokens, usd)
         elif self.up:
             try:
-                await self._call(self._settle, admitted, delta_tokens, delta_usd)
+                await self._call("settle", self._settle, admitted, delta_tokens, delta_usd)
             except redis.RedisError as exc:
                 self._lost(exc)
             else:
@@ -301,7 +305,7 @@ class RedisState:
         args: list[Any] = []
         for slot, seconds, reason in rests:
             args += [slot + 1, max(1, int(seconds * 1000)), reason]
-        reply = await self._call(self._health_script, self._health_keys, args)
+        reply = await self._call("sync", self._health_script, self._health_keys, args)
         for slot, (pool, index) in enumerate(self._health_slots):
             left = int(reply[2 * slot])
             if left > 0:
@@ -320,10 +324,12 @@ class RedisState:
                 mode,
             )
             self._wake.set()
+            if self._on_status is not None:
+                self._on_status(False)
 
     async def _reconnect(self) -> None:
         try:
-            await self._call(self._redis.ping)
+            await self._call("ping", self._redis.ping)
         except redis.RedisError:
             return
         self.up = True  # admissions count in Redis again from here on
@@ -335,7 +341,7 @@ class RedisState:
             for index, seconds, reason in pool.resting()
         ]
         try:
-            await self._call(self._replay, *journal)
+            await self._call("replay", self._replay, *journal)
             await self._sync(rests)
         except redis.RedisError as exc:
             for key, (requests, tokens) in journal[0].items():  # kept for the next try
@@ -371,8 +377,9 @@ class RedisState:
         if len(pipe):
             pipe.execute()
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        self.round_trips += 1
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        if self._on_call is not None:
+            self._on_call(what)
         return await trio.to_thread.run_sync(
             lambda: fn(*args), limiter=self._threads, abandon_on_cancel=True
         )

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import settings
 
 from proxycast.testing import FakeAnthropic, FakeOpenAI
-from tests.redis_server import _redis_process, _redis_server  # noqa: F401 (fixtures)
+from tests.redis_server import (  # noqa: F401 (fixtures)
+    _redis_cluster,
+    _redis_cluster_nodes,
+    _redis_process,
+    _redis_server,
+)
 from tests.support import Gateway, converting_config, make_config, start_gateway
 
 if TYPE_CHECKING:

@@ -47,8 +47,10 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._directory = directory
         self._process: subprocess.Popen[bytes] | None = None
+        self._options: tuple[str, ...] = ()
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        self._options = self._options or options
         self._process = subprocess.Popen(
             [
                 _binary(),
@@ -57,6 +59,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self._directory),
+                *self._options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -103,3 +106,51 @@ def _redis_server(_redis_process: RedisServer) -> RedisServer:
     with _redis_process.client() as client:
         client.flushall()
     return _redis_process
+
+
+@pytest.fixture(scope="session")
+def _redis_cluster_nodes() -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of three masters (no replicas) on free ports."""
+    with tempfile.TemporaryDirectory(prefix="proxycast-redis-cluster-") as directory:
+        nodes = []
+        try:
+            for index in range(3):
+                folder = Path(directory) / str(index)
+                folder.mkdir()
+                node = RedisServer(folder)
+                nodes.append(node)
+                node.start(
+                    "--cluster-enabled", "yes",
+                    "--cluster-port", str(_free_port()),  # not port + 10000: it may not exist
+                    "--cluster-node-timeout", "2000",
+                )  # fmt: skip
+            subprocess.run(
+                [
+                    shutil.which("redis-cli") or "redis-cli",
+                    "--cluster", "create",
+                    *(f"127.0.0.1:{node.port}" for node in nodes),
+                    "--cluster-replicas", "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+            deadline = time.monotonic() + 20
+            for node in nodes:
+                with node.client() as client:
+                    while client.cluster("info")["cluster_state"] != "ok":
+                        assert time.monotonic() < deadline, "the cluster did not form"
+                        time.sleep(0.05)
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+@pytest.fixture(name="redis_cluster")
+def _redis_cluster(_redis_cluster_nodes: list[RedisServer]) -> str:
+    """The URL of a node of the session's Redis Cluster, its masters emptied."""
+    for node in _redis_cluster_nodes:
+        with node.client() as client:
+            client.flushall()
+    return _redis_cluster_nodes[0].url

@@ -231,3 +231,17 @@ async def test_fail_closed_refuses_limited_clients_while_redis_is_away(
     assert "Redis" in error["message"]
     assert redis_server.url not in error["message"]
     assert unlimited.status_code == 200  # a client without limits needs no count
+
+
+async def test_an_admission_is_one_round_trip(redis_server: RedisServer) -> None:
+    calls: list[str] = []
+    state = RedisState(redis_server.url, MemoryLimiter(), on_call=calls.append)
+    ask = Ask(client="a", tokens=10, usd=0.0)
+    for _ in range(5):
+        assert isinstance(await state.admit(ask, Limits(rpm=100)), Admitted)
+    assert calls == ["admit"] * 5
+    admitted = await state.admit(ask, Limits(tpm=1000))
+    assert isinstance(admitted, Admitted)
+    await state.settle(admitted, 50, 0.0)  # tpm: the usage replaces the estimate, one more
+    assert calls[5:] == ["admit", "settle"]
+    await state.aclose()

@@ -30,7 +30,7 @@ class Clock:
         return self.now
 
 
-KINDS = ["memory", "sqlite", "redis"]
+KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
 Make = Callable[[Clock], Limiter]
 
 
@@ -40,16 +40,20 @@ def _make(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     workers on one file, two instances on one Redis; memory: the same limiter)."""
     kind = request.param
     made: dict[str, Limiter] = {}
+    calls: list[str] = []  # Redis round trips
 
     def make(clock: Clock) -> Limiter:
         if kind == "memory":
             return made.setdefault("memory", MemoryLimiter(clock))
         if kind == "sqlite":
             return SQLiteLimiter(tmp_path / "limits.db", clock)
-        server: RedisServer = request.getfixturevalue("redis_server")
         fallback = SQLiteLimiter(tmp_path / f"fallback-{len(made)}.db", clock)
         made[str(len(made))] = fallback
-        return RedisState(server.url, fallback, clock=clock)
+        if kind == "redis-cluster":  # each client's keys in one slot: the scripts run on a cluster
+            url = request.getfixturevalue("redis_cluster")
+            return RedisState(url, fallback, clock=clock, cluster=True, on_call=calls.append)
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return RedisState(server.url, fallback, clock=clock, on_call=calls.append)
 
     return make
 

@@ -141,6 +141,7 @@ class Accounting:
                 _local_limiter(config),
                 fail_open=config.state.fail_open,
                 prefix=config.state.redis_prefix,
+                cluster=config.state.redis_cluster,
                 on_call=lambda what: self.metrics.redis_calls.labels(what).inc(),
                 on_status=self.metrics.redis_up.set,
             )

@@ -25,6 +25,8 @@ class StateConfig:
     scope: str = "machine"
     """Without Redis: ``machine`` (the workers of one ``proxycast serve`` share one SQLite file; a
     restart keeps the counts) or ``process`` (each worker counts in memory: one worker only)."""
+    redis_cluster: bool = False
+    """``redis_url`` names a node of a Redis Cluster (every key has a hash tag: one slot a script)."""
     fail_open: bool = True
     """While Redis is unreachable: admit by per-instance limits (True) or refuse limited clients
     with a 503 (False)."""

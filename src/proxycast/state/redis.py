@@ -25,6 +25,7 @@ one dependency instead of six (docs/scale-out.md has the figures).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import trio
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from proxycast.errors import ProxycastError
@@ -41,12 +44,16 @@ from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, window
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from redis.commands.core import Script
+
     from proxycast.keys import KeyPool
 
 log = logging.getLogger("proxycast")
 
 T = TypeVar("T")
 
+FAILURES = (redis.RedisError, RedisClusterException)
+"""What a call to an unreachable Redis (or Cluster) raises."""
 POOL = 16
 """Connections to Redis per worker (and threads calling it at once)."""
 TIMEOUT = 0.5
@@ -141,6 +148,7 @@ class RedisState:
         fallback: where admissions are counted while Redis is unreachable (the machine's limiter).
         fail_open: while Redis is unreachable, admit by ``fallback`` (True) or refuse (False).
         prefix: the first part of every key, so that several gateways can share one Redis.
+        cluster: ``url`` names a node of a Redis Cluster.
         clock: wall-clock seconds (instances' clocks are assumed in step, as NTP keeps them).
         on_call: told of each round trip (``admit``, ``settle``, ``sync``, ``replay``, ``ping``).
         on_status: told when Redis goes away (False) and comes back (True).
@@ -153,21 +161,27 @@ class RedisState:
         *,
         fail_open: bool = True,
         prefix: str = "proxycast",
+        cluster: bool = False,
         clock: Callable[[], float] = time.time,
         on_call: Callable[[str], None] | None = None,
         on_status: Callable[[bool], None] | None = None,
     ) -> None:
-        self._redis = redis.Redis.from_url(
-            url,
-            max_connections=POOL,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            retry=Retry(NoBackoff(), 0),  # a failure falls back at once; no retry loop inside
+        options: dict[str, Any] = {
+            "max_connections": POOL,
+            "socket_timeout": TIMEOUT,
+            "socket_connect_timeout": TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),  # a failure falls back at once; no retry loop inside
+        }
+        self._connect: Callable[[], redis.Redis | RedisCluster] = (
+            (lambda: RedisCluster.from_url(url, **options))
+            if cluster
+            else (lambda: redis.Redis.from_url(url, **options))
         )
+        self._redis: redis.Redis | RedisCluster | None = None
+        self._scripts: tuple[Script, Script] | None = None
+        self._making = threading.Lock()
         self._where = redacted_url(url)
         self._threads = trio.CapacityLimiter(POOL)
-        self._admit_script = self._redis.register_script(_ADMIT)
-        self._health_script = self._redis.register_script(_HEALTH)
         self._fallback = fallback
         self._fail_open = fail_open
         self._prefix = prefix
@@ -206,8 +220,8 @@ class RedisState:
                 repr(month_left),
             ]
             try:
-                verdict, flat, _, _ = await self._call("admit", self._admit_script, keys, args)
-            except redis.RedisError as exc:
+                verdict, flat, _, _ = await self._call("admit", self._script, 0, keys, args)
+            except FAILURES as exc:
                 self._lost(exc)
             else:
                 buckets = _buckets(flat, now)
@@ -240,7 +254,7 @@ class RedisState:
         elif self.up:
             try:
                 await self._call("settle", self._settle, admitted, delta_tokens, delta_usd)
-            except redis.RedisError as exc:
+            except FAILURES as exc:
                 self._lost(exc)
             else:
                 return
@@ -251,7 +265,7 @@ class RedisState:
             self._journal_spend[admitted.client, period] += delta_usd
 
     def _settle(self, admitted: Admitted, delta_tokens: int, delta_usd: float) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._client().pipeline(transaction=False)
         if delta_tokens:
             pipe.hincrby(self._key(admitted.client, "w"), f"t{admitted.ticket}", delta_tokens)
         if delta_usd:
@@ -297,7 +311,7 @@ class RedisState:
                 rests, self._rests = self._rests, []
                 try:
                     await self._sync(rests)
-                except redis.RedisError as exc:
+                except FAILURES as exc:
                     self._rests[:0] = rests
                     self._lost(exc)
 
@@ -305,7 +319,7 @@ class RedisState:
         args: list[Any] = []
         for slot, seconds, reason in rests:
             args += [slot + 1, max(1, int(seconds * 1000)), reason]
-        reply = await self._call("sync", self._health_script, self._health_keys, args)
+        reply = await self._call("sync", self._script, 1, self._health_keys, args)
         for slot, (pool, index) in enumerate(self._health_slots):
             left = int(reply[2 * slot])
             if left > 0:
@@ -313,7 +327,7 @@ class RedisState:
 
     # -- outages --------------------------------------------------------------------------------
 
-    def _lost(self, exc: redis.RedisError) -> None:
+    def _lost(self, exc: Exception) -> None:
         if self.up:
             self.up = False
             mode = "per-instance limits" if self._fail_open else "limited clients refused (503)"
@@ -329,8 +343,8 @@ class RedisState:
 
     async def _reconnect(self) -> None:
         try:
-            await self._call("ping", self._redis.ping)
-        except redis.RedisError:
+            await self._call("ping", lambda: self._client().ping())
+        except FAILURES:
             return
         self.up = True  # admissions count in Redis again from here on
         journal = self._journal_window, self._journal_spend
@@ -343,7 +357,7 @@ class RedisState:
         try:
             await self._call("replay", self._replay, *journal)
             await self._sync(rests)
-        except redis.RedisError as exc:
+        except FAILURES as exc:
             for key, (requests, tokens) in journal[0].items():  # kept for the next try
                 self._journal_window[key][0] += requests
                 self._journal_window[key][1] += tokens
@@ -362,7 +376,7 @@ class RedisState:
         now = self._clock()
         floor = int(now) - window.WINDOW
         _, _, day_left, month_left = window.periods(now)
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._client().pipeline(transaction=False)
         for (client, second), (requests, tokens) in counted.items():
             if second > floor:
                 key = self._key(client, "w")
@@ -377,6 +391,20 @@ class RedisState:
         if len(pipe):
             pipe.execute()
 
+    def _client(self) -> redis.Redis | RedisCluster:
+        """The client, made on first use (in a thread: a cluster's is made by asking a node)."""
+        with self._making:
+            if self._redis is None:
+                client = self._connect()
+                self._scripts = (client.register_script(_ADMIT), client.register_script(_HEALTH))
+                self._redis = client
+        return self._redis
+
+    def _script(self, which: int, keys: list[str], args: list[Any]) -> Any:
+        self._client()
+        assert self._scripts is not None
+        return self._scripts[which](keys=keys, args=args)
+
     async def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         if self._on_call is not None:
             self._on_call(what)
@@ -386,7 +414,8 @@ class RedisState:
 
     async def aclose(self) -> None:
         await self._fallback.aclose()
-        await trio.to_thread.run_sync(self._redis.close, limiter=self._threads)
+        if self._redis is not None:
+            await trio.to_thread.run_sync(self._redis.close, limiter=self._threads)
 
 
 def _text(value: bytes | str) -> str:

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
 
-from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
+from proxycast.keys import KeyPool
+from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
 from proxycast.state.memory import MemoryLimiter
 from proxycast.state.redis import RedisState
 from proxycast.state.sqlite import SQLiteLimiter
@@ -123,3 +125,36 @@ async def test_budgets_reserve_then_settle_and_renew_each_day(make: Make) -> Non
     assert isinstance(month, Refused)
     assert month.what == "usd_per_month"
     await limiter.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_rest_in_one_workers_pool_reaches_the_others(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two workers (the machine's file, or two instances on Redis), each with its own key pools."""
+    clock = Clock()
+    states: list[SharedState]
+    if kind == "sqlite":
+        states = [SQLiteLimiter(tmp_path / "limits.db", clock) for _ in range(2)]
+    else:
+        url = request.getfixturevalue("redis_server").url
+        states = [RedisState(url, MemoryLimiter(clock), clock=clock) for _ in range(2)]
+    pools = [{"p": KeyPool("p", 3), "q": KeyPool("q", 1)} for _ in states]
+    for state, mine in zip(states, pools, strict=True):
+        state.watch(mine)
+    async with trio.open_nursery() as nursery:
+        for state in states:
+            nursery.start_soon(state.run)
+        pools[0]["p"].rest(1, 30, "upstream 429")
+        pools[0]["q"].bench(20, "unreachable")
+        with trio.fail_after(5):
+            while pools[1]["p"].available(1) or pools[1]["q"].available(0):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert [label for label, left, _ in pools[1]["p"].status() if left] == ["p#2"]
+    ((_, left, why),) = pools[1]["q"].status()
+    assert 15 < left <= 20
+    assert why == "unreachable"
+    assert pools[1]["p"].status()[1][2] == "upstream 429"
+    for state in states:
+        await state.aclose()

@@ -31,7 +31,7 @@ from proxycast.ledger.rows import Row
 from proxycast.ledger.writer import LedgerWriter
 from proxycast.metrics import Metrics
 from proxycast.prices import Price, cost, price_of
-from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
+from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from proxycast.formats.contracts import InboundRequest
     from proxycast.keys import KeyPool
     from proxycast.redact import Redactor
-    from proxycast.state.redis import RedisState
 
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -131,8 +130,9 @@ class Accounting:
         self.metrics = Metrics(config)
         self.redact = redact
         self.limiter: Limiter | None = None
-        self.shared: RedisState | None = None
-        """Limits and key health in Redis (``[state] redis_url``)."""
+        self.shared: SharedState | None = None
+        """Shares the key health between workers too: Redis (``[state] redis_url``), or the
+        machine's SQLite file with ``--workers N``."""
         if config.state.redis_url:
             from proxycast.state.redis import RedisState
 
@@ -146,6 +146,10 @@ class Accounting:
                 on_status=self.metrics.redis_up.set,
             )
             self.metrics.redis_up.set(1)
+        elif config.server.workers > 1 and config.state.scope == "machine":
+            from proxycast.state.sqlite import SQLiteLimiter
+
+            self.limiter = self.shared = SQLiteLimiter(data_dir() / "limits.db")
         elif any(c.limited for c in config.clients):
             self.limiter = _local_limiter(config)
         path = ledger_path(config.ledger)
@@ -163,7 +167,7 @@ class Accounting:
         return self._prices[upstream_model]
 
     def share_health(self, pools: Mapping[str, KeyPool]) -> None:
-        """Share the health of these key pools with the other instances (with Redis only)."""
+        """Share the health of these key pools with the other workers (see :attr:`shared`)."""
         if self.shared is not None:
             self.shared.watch(pools)
 

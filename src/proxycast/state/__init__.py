@@ -1,19 +1,25 @@
 """State shared by the workers that serve one gateway: the clients' limits (requests and tokens per
-minute, USD per day and month) and, through Redis, the health of the providers' keys.
+minute, USD per day and month) and the health of the providers' keys.
 
 The :class:`Limiter` protocol is the seam; the exchange and the accounting do not know which one they
 have. :mod:`proxycast.state.memory` counts in the worker's memory (``scope = "process"``: one worker),
-:mod:`proxycast.state.sqlite` in one SQLite file that every worker of a machine opens (the default),
-and :mod:`proxycast.state.redis` in Redis, for several instances (``redis_url``), where the key
-health is shared too. An admission is one atomic step (check every limit, then count the request and
-reserve its estimate), so no two workers can both take the last unit of a limit.
+:mod:`proxycast.state.sqlite` in one SQLite file that every worker of a machine opens (the default;
+with ``--workers N`` it shares the key health too), and :mod:`proxycast.state.redis` in Redis, for
+several instances (``redis_url``), limits and key health alike (:class:`SharedState`). An
+admission is one atomic step (check every limit, then count the request and reserve its estimate),
+so no two workers can both take the last unit of a limit.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from proxycast.keys import KeyPool
 
 
 @attrs.frozen(kw_only=True)
@@ -99,3 +105,16 @@ class Limiter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SharedState(Limiter, Protocol):
+    """A limiter that also shares the providers' key health between workers (the machine's SQLite
+    file, Redis)."""
+
+    def watch(self, pools: Mapping[str, KeyPool]) -> None:
+        """Share the health of these key pools (those of an earlier call are forgotten)."""
+        ...
+
+    async def run(self) -> None:
+        """Sync the key health, until cancelled."""
+        ...

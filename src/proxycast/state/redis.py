@@ -7,9 +7,9 @@ redis_url``).
   with a ``tpm`` limit or a budget. Keys carry TTLs and a hash tag per client (``{prefix:c:NAME}``),
   so every script touches one slot, as a Redis Cluster requires.
 - **Key health**: a key that rests on one instance (a 429, a refused key, an unreachable provider)
-  is written as a Redis key with the rest as its TTL; each worker reads them all every
-  :data:`SYNC_SECONDS` (one round trip) and rests the same keys locally. Picking a key never waits
-  for Redis.
+  is written as a Redis key with the rest as its TTL; each worker reads them all every 0.5 s (one
+  round trip, :mod:`proxycast.state.health`) and rests the same keys locally. Picking a key never
+  waits for Redis.
 - **Redis unreachable**: requests keep flowing. Admissions are counted by the instance's own limiter
   (``fallback``: per-instance limits) and journalled; the outage is logged once, and when Redis
   answers again the journal is replayed into it (the window's requests and tokens, the spend) and the
@@ -40,6 +40,7 @@ from redis.retry import Retry
 
 from proxycast.errors import ProxycastError
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, window
+from proxycast.state.health import HealthBoard, Rest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -58,8 +59,6 @@ POOL = 16
 """Connections to Redis per worker (and threads calling it at once)."""
 TIMEOUT = 0.5
 """Seconds a Redis call may take before the instance counts Redis as unreachable."""
-SYNC_SECONDS = 0.5
-"""How often a worker reads the key health every instance wrote (and retries Redis when away)."""
 KEPT_SECONDS = 2 * window.WINDOW
 """A window's hash expires this long after its last admission."""
 
@@ -193,11 +192,8 @@ class RedisState:
         # counted by the fallback while Redis was away, replayed into it when it is back
         self._journal_window: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self._journal_spend: dict[tuple[str, str], float] = defaultdict(float)
-        self._pools: dict[str, KeyPool] = {}
+        self._health = HealthBoard()
         self._health_keys: list[str] = []
-        self._health_slots: list[tuple[KeyPool, int | None]] = []
-        self._rests: list[tuple[int, float, str]] = []
-        self._wake = trio.Event()
 
     # -- limits ---------------------------------------------------------------------------------
 
@@ -281,49 +277,33 @@ class RedisState:
 
     def watch(self, pools: Mapping[str, KeyPool]) -> None:
         """Share the health of these providers' keys (those of an earlier call are forgotten)."""
-        self._pools, self._health_keys, self._health_slots = {}, [], []
-        for name, pool in pools.items():
-            self._pools[name] = pool
-            pool.listener = self._rested(pool)
-            for index in (None, *range(pool.size or 1)):
-                label = f"{name}#*" if index is None else pool.label(index)
-                self._health_slots.append((pool, index))
-                self._health_keys.append(f"{{{self._prefix}:h}}:{label}")
-
-    def _rested(self, pool: KeyPool) -> Callable[[int | None, float, str], None]:
-        def rested(index: int | None, seconds: float, reason: str) -> None:
-            slot = self._health_slots.index((pool, index))
-            self._rests.append((slot, seconds, reason))
-            self._wake.set()
-
-        return rested
+        self._health.watch(pools)
+        self._health_keys = [f"{{{self._prefix}:h}}:{label}" for label in self._health.labels]
 
     async def run(self) -> None:
-        """Every :data:`SYNC_SECONDS` (at once after a local rest): write the rests this worker
-        saw, read those of every instance; while Redis is away, retry it. Until cancelled."""
+        """Every 0.5 s (at once after a local rest): write the rests this worker saw, read those of
+        every instance; while Redis is away, retry it. Until cancelled."""
         while True:
-            with trio.move_on_after(SYNC_SECONDS):
-                await self._wake.wait()
-            self._wake = trio.Event()
+            await self._health.wait()
             if not self.up:
                 await self._reconnect()
             elif self._health_keys:
-                rests, self._rests = self._rests, []
+                rests = self._health.take()
                 try:
                     await self._sync(rests)
                 except FAILURES as exc:
-                    self._rests[:0] = rests
+                    self._health.keep(rests)
                     self._lost(exc)
 
-    async def _sync(self, rests: list[tuple[int, float, str]]) -> None:
+    async def _sync(self, rests: list[Rest]) -> None:
         args: list[Any] = []
-        for slot, seconds, reason in rests:
-            args += [slot + 1, max(1, int(seconds * 1000)), reason]
+        for label, seconds, reason in rests:
+            args += [self._health.labels.index(label) + 1, max(1, int(seconds * 1000)), reason]
         reply = await self._call("sync", self._script, 1, self._health_keys, args)
-        for slot, (pool, index) in enumerate(self._health_slots):
-            left = int(reply[2 * slot])
-            if left > 0:
-                pool.learn(index, left / 1000, _text(reply[2 * slot + 1]))
+        self._health.learn(
+            (label, int(reply[2 * i]) / 1000, _text(reply[2 * i + 1]))
+            for i, label in enumerate(self._health.labels)
+        )
 
     # -- outages --------------------------------------------------------------------------------
 
@@ -337,7 +317,7 @@ class RedisState:
                 type(exc).__name__,
                 mode,
             )
-            self._wake.set()
+            self._health.wake.set()
             if self._on_status is not None:
                 self._on_status(False)
 
@@ -349,11 +329,7 @@ class RedisState:
         self.up = True  # admissions count in Redis again from here on
         journal = self._journal_window, self._journal_spend
         self._journal_window, self._journal_spend = defaultdict(lambda: [0, 0]), defaultdict(float)
-        rests = [
-            (self._health_slots.index((pool, index)), seconds, reason)
-            for pool in self._pools.values()
-            for index, seconds, reason in pool.resting()
-        ]
+        rests = self._health.resting()
         try:
             await self._call("replay", self._replay, *journal)
             await self._sync(rests)

@@ -5,10 +5,14 @@ the count happen as one step across workers, and a limit is exact however many w
 The file persists across restarts: a restart neither resets a day's spend nor forgets the last
 minute's requests. A transaction runs on the event loop when the file is free (it takes ~0.1 ms),
 and in a worker thread when another worker holds the lock (the event loop never waits for it).
+
+With ``--workers N`` the file shares the key health too (:mod:`proxycast.state.health`): a table of
+the rests under way, written by the worker that saw the failure and read by every worker every 0.5 s.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from typing import TYPE_CHECKING
@@ -16,13 +20,17 @@ from typing import TYPE_CHECKING
 import trio
 
 from proxycast.state import window
+from proxycast.state.health import HealthBoard, Rest
 from proxycast.state.window import WINDOW
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
+    from proxycast.keys import KeyPool
     from proxycast.state import Admitted, Ask, Limits, Refused
+
+log = logging.getLogger("proxycast")
 
 CHECKPOINT_EVERY = 512
 """Transactions between two WAL checkpoints (run in a thread)."""
@@ -33,6 +41,7 @@ CREATE TABLE IF NOT EXISTS buckets (client TEXT NOT NULL, second INTEGER NOT NUL
                                     PRIMARY KEY (client, second));
 CREATE TABLE IF NOT EXISTS spend (client TEXT NOT NULL, period TEXT NOT NULL, usd REAL NOT NULL,
                                   PRIMARY KEY (client, period));
+CREATE TABLE IF NOT EXISTS health (label TEXT PRIMARY KEY, until REAL NOT NULL, reason TEXT NOT NULL);
 """
 # The window (see proxycast.state.window) is one row per client and second: an admission reads at
 # most 60 rows whatever the rate.
@@ -49,7 +58,7 @@ def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
 
 
 class SQLiteLimiter:
-    """The :class:`proxycast.state.Limiter` of one machine.
+    """The :class:`proxycast.state.SharedState` of one machine.
 
     Args:
         path: the shared file (``limits.db`` in the data directory).
@@ -57,6 +66,7 @@ class SQLiteLimiter:
     """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self._path = path
         self._db = connect(path)
         self._db.executescript(_SCHEMA)
         # Most transactions find the file unlocked and take ~0.1 ms: they run on the event loop
@@ -70,6 +80,8 @@ class SQLiteLimiter:
         self._since_checkpoint = 0
         self._clock = clock
         self._lock = trio.Lock()
+        self._health = HealthBoard()
+        self._failing = False
 
     async def admit(self, ask: Ask, limits: Limits) -> Admitted | Refused:
         await self._count_transaction()
@@ -101,6 +113,47 @@ class SQLiteLimiter:
             async with self._lock:
                 await trio.to_thread.run_sync(self._settle, self._db, admitted, tokens, usd)
         await self._count_transaction()
+
+    def watch(self, pools: Mapping[str, KeyPool]) -> None:
+        self._health.watch(pools)
+
+    async def run(self) -> None:
+        """Every 0.5 s (at once after a local rest): write the rests this worker saw to the file,
+        read those every worker wrote. Until cancelled."""
+        while True:
+            await self._health.wait()
+            rests = self._health.take()
+            try:
+                async with self._lock:
+                    learned = await trio.to_thread.run_sync(self._sync, rests)
+            except sqlite3.Error:
+                self._health.keep(rests)
+                if not self._failing:  # once, not every half second
+                    log.exception("could not share the key health through %s", self._path)
+                self._failing = True
+                continue
+            self._failing = False
+            self._health.learn(learned)
+
+    def _sync(self, rests: list[Rest]) -> list[Rest]:
+        now, db = self._clock(), self._db
+        if rests:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO health (label, until, reason) VALUES (?, ?, ?) "
+                    "ON CONFLICT (label) DO UPDATE SET until = excluded.until, "
+                    "reason = excluded.reason WHERE excluded.until > health.until",
+                    [(label, now + seconds, reason) for label, seconds, reason in rests],
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        rows = db.execute(
+            "SELECT label, until - ?, reason FROM health WHERE until > ?", (now, now)
+        ).fetchall()
+        return [(label, left, reason) for label, left, reason in rows]
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -47,7 +47,10 @@
 
   function when(seconds, span) {
     const date = new Date(seconds * 1000);
-    if (span <= 86400) return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    if (span <= 3600) return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    if (span <= 86400) {
+      return date.toLocaleString([], {weekday: "short", hour: "2-digit", minute: "2-digit"});
+    }
     return date.toLocaleDateString([], {month: "short", day: "numeric"});
   }
 

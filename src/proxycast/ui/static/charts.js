@@ -36,6 +36,8 @@
       max ? options.format(max) : "0";
     el("text", {x: left - 4, y: top + plotH, "text-anchor": "end"}, svg).textContent = "0";
     el("text", {x: left, y: height - 4}, svg).textContent = options.time(options.start);
+    el("text", {x: left + plotW / 2, y: height - 4, "text-anchor": "middle"}, svg).textContent =
+      options.time(options.start + (options.buckets / 2) * options.bucketSeconds);
     el("text", {x: width - right, y: height - 4, "text-anchor": "end"}, svg).textContent =
       options.time(options.start + options.buckets * options.bucketSeconds);
     if (max > 0) {

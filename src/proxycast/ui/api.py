@@ -28,6 +28,7 @@ from proxycast.ui import usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from proxycast.accounting import Accounting
     from proxycast.clients import Client
@@ -77,7 +78,7 @@ def _json(body: Any) -> Response:
     return Response(text, content_type="application/json")
 
 
-async def _ledger() -> Any:
+async def _ledger() -> Path | None:
     """The ledger's file, once this worker's buffered rows are written (None: the ledger is off)."""
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
     if accounts.ledger is not None:

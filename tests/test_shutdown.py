@@ -102,3 +102,25 @@ async def test_two_workers_refuse_new_connections_while_draining(
             print(f"refused in {trio.current_time() - started:.3f} s")
         with trio.fail_after(15):
             assert await served.process.wait() == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_an_open_dashboard_does_not_hold_shutdown(
+    tmp_path: Path, fake: FakeOpenAI, workers: str
+) -> None:
+    # the dashboard's live feed is a stream that never ends by itself: a shutdown ends it at once
+    config = config_file(tmp_path, fake.base_url, shutdown_grace=10.0)
+    async with (
+        serve(["--config", str(config), "--workers", workers]) as served,
+        httpx.AsyncClient(base_url=served.url, headers=AUTH) as http,
+        http.stream("GET", "/ui/api/live") as live,
+    ):
+        lines = live.aiter_lines()
+        assert await anext(lines) == "event: hello"
+        started = trio.current_time()
+        served.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(9):  # the grace is 10 s
+            rest = [line async for line in lines]
+            assert await served.process.wait() == 0
+        assert "event: request" not in rest
+        assert trio.current_time() - started < 5

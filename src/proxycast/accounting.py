@@ -25,6 +25,7 @@ from proxycast import accesslog, hub
 from proxycast.clients import UNLIMITED, Client, Directory
 from proxycast.config import data_dir
 from proxycast.errors import ModelNotFoundError, RateLimitedError
+from proxycast.feed import Feed
 from proxycast.formats.contracts import Translator
 from proxycast.ledger import ledger_path
 from proxycast.ledger.rows import Row
@@ -155,6 +156,8 @@ class Accounting:
         path = ledger_path(config.ledger)
         self.ledger = None if path is None else LedgerWriter(path, config.ledger.retention_days)
         self._prices: dict[str, Price | None] = {}
+        self.feed = Feed(redact)
+        """The live feed of finished requests (the dashboard's live traffic)."""
         self.on_finish: Callable[[Record], None] | None = None
         """Tests: called with each finished record."""
 
@@ -349,7 +352,7 @@ class Accounting:
         self._count(record, usage, spent, duration, status)
         accesslog.write(
             self.config.server.access_log,
-            {
+            fields := {
                 "request_id": record.request_id,
                 "client": record.client.name,
                 "method": record.method,
@@ -367,6 +370,8 @@ class Accounting:
             },
             self.redact,
         )
+        if record.path.startswith("/v1/"):  # gateway traffic, not the dashboard's own calls
+            self.feed.publish(record.client.name, {"time": record.at, "key": record.key, **fields})
         if self.on_finish is not None:
             self.on_finish(record)
 

@@ -26,6 +26,8 @@ from proxycast.errors import (
     RouteNotFoundError,
 )
 from proxycast.exchange import Exchange, request_resources, request_scope
+from proxycast.ui import api as ui_api
+from proxycast.ui import pages as ui_pages
 from proxycast.upstreams import make_client
 
 if TYPE_CHECKING:
@@ -156,7 +158,7 @@ def create_app(
 
     @app.before_request
     async def authenticate() -> None:
-        if request.path.startswith("/v1/") or request.path == "/metrics":
+        if request.path.startswith(("/v1/", "/ui/api/")) or request.path == "/metrics":
             accounts.authenticated(_authenticate(accounts.directory))
 
     @app.before_request
@@ -189,6 +191,8 @@ def create_app(
     app.register_blueprint(root.blueprint)
     app.register_blueprint(embeddings.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(ui_api.blueprint)  # the dashboard (issue 18)
+    app.register_blueprint(ui_pages.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:

@@ -18,6 +18,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from proxycast.clients import UNNAMED
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from prometheus_client import Metric
+
     from proxycast.config import Config
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -125,11 +129,18 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text of every worker."""
+        return generate_latest(self._scraped())
+
+    def collect(self) -> Iterable[Metric]:
+        """The current values of every worker (the dashboard reads the attempts per key)."""
+        return self._scraped().collect()
+
+    def _scraped(self) -> CollectorRegistry:
         if self._registry is not None:
-            return generate_latest(self._registry)
+            return self._registry
         registry = CollectorRegistry()
         MultiProcessCollector(registry, self._dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return registry
 
 
 def _glob(pattern: str) -> bool:

@@ -123,7 +123,7 @@ async def serve(
                 wrap_app(app, 0, "asgi"),
                 hypercorn_config(config),
                 [sock],
-                shutdown_trigger=shutdown_trigger,
+                shutdown_trigger=_ending_feeds(shutdown_trigger, accounts),
                 task_status=task_status,
             )
             nursery.cancel_scope.cancel()
@@ -134,6 +134,21 @@ async def serve(
             logger.removeFilter(redacting)
         with trio.move_on_after(5, shield=True):
             await client.aclose()
+
+
+def _ending_feeds(
+    trigger: Callable[[], Awaitable[None]] | None, accounts: Accounting
+) -> Callable[[], Awaitable[None]] | None:
+    """``trigger``, then the end of the live feed's streams, which would otherwise hold the drain
+    up for ``shutdown_grace`` (a dashboard left open)."""
+    if trigger is None:
+        return None
+
+    async def triggered() -> None:
+        await trigger()
+        accounts.feed.close()
+
+    return triggered
 
 
 SWEEP_SECONDS = 2.0

@@ -1,0 +1,336 @@
+"""The dashboard's JSON API (``/ui/api/…``, docs/dashboard.md): the numbers the pages show, for scripts
+too. Every route takes a gateway key, like every other route (app.py authenticates ``/ui/api/``).
+
+``[server].api_keys`` (the unnamed client) see everything. A named client sees its own usage and its
+own live requests only; the providers and the configuration are refused to it (403, in the OpenAI
+dialect's error shape, as every error on these routes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Blueprint, Response, current_app, request
+
+from proxycast.accounting import current_record
+from proxycast.errors import AuthenticationError, InvalidRequestError, ProxycastError
+from proxycast.exchange import SSE_HEADERS
+from proxycast.ledger import ledger_path, report
+from proxycast.redact import without_userinfo
+from proxycast.ui import usage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from proxycast.accounting import Accounting
+    from proxycast.clients import Client
+    from proxycast.exchange import Exchange
+
+blueprint = Blueprint("ui_api", __name__, url_prefix="/ui/api")
+
+RANGES = {
+    "1h": (3600, 60),
+    "24h": (86400, 3600),
+    "7d": (7 * 86400, 6 * 3600),
+    "30d": (30 * 86400, 86400),
+}
+"""Overview range -> (seconds, seconds per bucket)."""
+HEARTBEAT = 15.0
+"""Seconds between keep-alive comments on a quiet live stream."""
+BENCHED = frozenset({"key refused", "unreachable"})
+"""Why a key sits out when it is benched rather than cooling (the key refused, the provider down)."""
+
+
+def _who() -> Client:
+    record = current_record()
+    if record is None:  # every request has a record (app.py); never serve data without one
+        raise AuthenticationError("No client for this request.")
+    return record.client
+
+
+def _admin_only() -> None:
+    if _who().config is not None:
+        raise ProxycastError(
+            "This key belongs to a named client: it may see its own usage, not the gateway's "
+            "providers or configuration (those need one of [server].api_keys).",
+            status=403,
+        )
+
+
+def _own_rows() -> str | None:
+    """The client whose rows the caller may see; None: all of them."""
+    client = _who()
+    return None if client.config is None else client.name
+
+
+def _json(body: Any) -> Response:
+    exchange: Exchange = current_app.extensions["proxycast"]
+    # defence in depth: nothing here holds a secret, and the redactor makes sure of it
+    text = exchange.redact(json.dumps(body))
+    return Response(text, content_type="application/json")
+
+
+async def _ledger() -> Path | None:
+    """The ledger's file, once this worker's buffered rows are written (None: the ledger is off)."""
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    if accounts.ledger is not None:
+        await accounts.ledger.flush()  # the page shows the requests just made, not a second later
+    return ledger_path(accounts.config.ledger)
+
+
+@blueprint.after_request
+async def no_store(response: Response) -> Response:
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+@blueprint.get("/me")
+async def me() -> Response:
+    """Who the key is: the client's name and whether it sees everything."""
+    client = _who()
+    return _json({"client": client.name, "admin": client.config is None})
+
+
+@blueprint.get("/overview")
+async def overview() -> Response:
+    """Requests, errors, tokens and cost per time bucket, stacked by client, model or provider."""
+    span = request.args.get("range", "24h")
+    by = request.args.get("by", "model")
+    if span not in RANGES:
+        raise InvalidRequestError(f"range: expected one of {', '.join(RANGES)}", param="range")
+    if by not in usage.GROUPS:
+        raise InvalidRequestError(f"by: expected one of {', '.join(usage.GROUPS)}", param="by")
+    seconds, bucket = RANGES[span]
+    count = seconds // bucket
+    now = time.time()
+    # aligned buckets (UTC), the last one the current, partial one
+    start = (math.floor(now / bucket) - count + 1) * bucket
+    path = await _ledger()
+    points = (
+        []
+        if path is None
+        else await trio.to_thread.run_sync(usage.series, path, start, bucket, by, _own_rows())
+    )
+    totals = {
+        name: sum(p[name] for p in points)
+        for name in ("requests", "errors", "input_tokens", "output_tokens")
+    }
+    totals["cost_usd"] = round(sum(p["cost_usd"] for p in points), 6)
+    groups = sorted({p["group"] for p in points}, key=lambda g: (g == "", g))
+    return _json(
+        {
+            "range": span,
+            "by": by,
+            "start": start,
+            "bucket_seconds": bucket,
+            "buckets": count,
+            "ledger": path is not None,
+            "groups": groups,
+            "totals": totals,
+            "points": points,
+        }
+    )
+
+
+@blueprint.get("/usage")
+async def usage_report() -> Response:
+    """``proxycast usage --json``'s rows (the caller's own, for a named client), as JSON or CSV."""
+    by = request.args.get("by", "client")
+    since_text = request.args.get("since", "24h")
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidRequestError("format: expected json or csv", param="format")
+    try:
+        since = report.parse_since(since_text)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc).replace("--since", "since"), param="since") from None
+    path = await _ledger()
+    try:
+        rows = (
+            []
+            if path is None
+            else await trio.to_thread.run_sync(usage.usage, path, since, by, _own_rows())
+        )
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param="by") from None
+    if fmt == "json":
+        return _json(rows)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"])
+    for row in rows:
+        writer.writerow([_cell(row[by]), *(row[c] for c in _NUMBERS)])
+    exchange: Exchange = current_app.extensions["proxycast"]
+    name = f"proxycast-usage-by-{by}.csv"
+    return Response(
+        exchange.redact(out.getvalue()),
+        content_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+_NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+
+
+def _cell(value: Any) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@blueprint.get("/providers")
+async def providers() -> Response:
+    """Each provider key (``provider#N``): its state (this worker's view), the last failure this
+    worker saw, and its attempts and successes (every worker's, from the metrics)."""
+    _admin_only()
+    exchange: Exchange = current_app.extensions["proxycast"]
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    counts = _attempt_counts(accounts)
+    now = time.time()
+    out = []
+    for name, provider in exchange.providers.items():
+        keys = []
+        for label, seconds, reason in provider.pool.status():
+            state = "healthy" if seconds <= 0 else "benched" if reason in BENCHED else "cooling"
+            attempts, successes = counts.get(label, (0, 0))
+            failure = accounts.feed.last_failures.get(label)
+            keys.append(
+                {
+                    "key": label,
+                    "state": state,
+                    "until": None if seconds <= 0 else now + seconds,
+                    "seconds": round(seconds, 3),
+                    "reason": reason if seconds > 0 else "",
+                    "last_error": None if failure is None else failure.outcome,
+                    "last_error_at": None if failure is None else failure.at,
+                    "attempts": attempts,
+                    "successes": successes,
+                    "success_rate": None if not attempts else round(successes / attempts, 4),
+                }
+            )
+        out.append({"provider": name, "type": provider.config.type, "keys": keys})
+    return _json({"providers": out, "worker": os.getpid()})
+
+
+def _attempt_counts(accounts: Accounting) -> dict[str, tuple[int, int]]:
+    """``provider#N`` -> (attempts, successful attempts), from ``proxycast_upstream_attempts``."""
+    counts: dict[str, tuple[int, int]] = {}
+    for metric in accounts.metrics.collect():
+        if metric.name != "proxycast_upstream_attempts":
+            continue
+        for sample in metric.samples:
+            outcome = sample.labels.get("outcome", "")
+            if not sample.name.endswith("_total") or outcome == "pending":
+                continue
+            attempts, successes = counts.get(sample.labels["key"], (0, 0))
+            value = int(sample.value)
+            counts[sample.labels["key"]] = (
+                attempts + value,
+                successes + (value if outcome.startswith("2") else 0),
+            )
+    return counts
+
+
+@blueprint.get("/config")
+async def configuration() -> Response:
+    """The routing table, fallbacks, routing settings, clients and their limits; keys as labels."""
+    _admin_only()
+    exchange: Exchange = current_app.extensions["proxycast"]
+    config = exchange.config
+    server = config.server
+    return _json(
+        {
+            "source": config.source,
+            "server": {
+                "host": server.host,
+                "port": server.port,
+                "workers": server.workers,
+                "access_log": server.access_log,
+                "cors_origins": list(server.cors_origins),
+                "api_keys": len(server.api_keys),
+            },
+            "providers": [
+                {
+                    "name": p.name,
+                    "type": p.type,
+                    "base_url": without_userinfo(p.url),
+                    "models": list(p.models),
+                    "keys": [f"{p.name}#{i + 1}" for i in range(len(p.api_keys))],
+                    "responses": p.responses,
+                }
+                for p in config.providers
+            ],
+            "aliases": dict(config.aliases),
+            "fallbacks": {k: list(v) for k, v in config.fallbacks.items()},
+            "routing": {
+                "retries": config.routing.retries,
+                "retry_on": list(config.routing.retry_on),
+                "cooldown": config.routing.cooldown,
+                "max_cooldown": config.routing.max_cooldown,
+                "hedge_after": config.routing.hedge_after,
+            },
+            "clients": [
+                {
+                    "name": c.name,
+                    "models": list(c.models),
+                    "rpm": c.rpm,
+                    "tpm": c.tpm,
+                    "max_usd_per_day": c.max_usd_per_day,
+                    "max_usd_per_month": c.max_usd_per_month,
+                }
+                for c in config.clients
+            ],
+            "prices": {
+                pattern: {
+                    "input": p.input,
+                    "output": p.output,
+                    "cache_read": p.cache_read,
+                    "cache_write": p.cache_write,
+                }
+                for pattern, p in config.prices.items()
+            },
+            "ledger": {
+                "url": without_userinfo(config.ledger.url),
+                "retention_days": config.ledger.retention_days,
+            },
+        }
+    )
+
+
+@blueprint.get("/live")
+async def live() -> Response:
+    """The live feed (SSE): an ``event: request`` per finished gateway request of this worker."""
+    own = _own_rows()
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+
+    async def frames() -> AsyncIterator[bytes]:
+        with accounts.feed.watch() as watcher:
+            hello = json.dumps({"worker": os.getpid()})
+            yield f"event: hello\ndata: {hello}\n\n".encode()
+            told = 0
+            while True:
+                item: tuple[str, str] | None = None
+                with trio.move_on_after(HEARTBEAT):
+                    try:
+                        item = await watcher.receive.receive()
+                    except trio.EndOfChannel:  # the server is shutting down
+                        return
+                if watcher.dropped > told:
+                    told = watcher.dropped
+                    yield f'event: dropped\ndata: {{"dropped": {told}}}\n\n'.encode()
+                if item is None:
+                    yield b": keep-alive\n\n"
+                elif own is None or item[0] == own:
+                    yield f"event: request\ndata: {item[1]}\n\n".encode()
+
+    response = Response(frames(), content_type="text/event-stream", headers=SSE_HEADERS)
+    response.timeout = None  # the stream lasts as long as the page watches
+    return response

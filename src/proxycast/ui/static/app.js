@@ -1,0 +1,389 @@
+// The proxycast dashboard: reads /ui/api/ with the pasted key (sessionStorage, Authorization header).
+// Every value from the server goes into the page as text (textContent), never as HTML.
+(function () {
+  "use strict";
+  const STORAGE = "proxycast.key";
+  const PAGES = ["overview", "providers", "live", "config", "export"];
+  const ADMIN = new Set(["providers", "config"]);
+  const $ = (selector) => document.querySelector(selector);
+  const number = new Intl.NumberFormat(undefined, {maximumFractionDigits: 0});
+  const compact = new Intl.NumberFormat(undefined, {notation: "compact", maximumFractionDigits: 1});
+  const usd = new Intl.NumberFormat(undefined, {maximumFractionDigits: 4});
+
+  let key = sessionStorage.getItem(STORAGE) || "";
+  let me = null;
+  let current = null;
+  let timer = null;
+  const overview = {range: "24h", by: "model"};
+  const live = {controller: null, paused: false, missed: 0, dropped: 0};
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path, signal) {
+    const response = await fetch("/ui/api/" + path, {
+      headers: {Authorization: "Bearer " + key}, cache: "no-store", credentials: "omit", signal,
+    });
+    if (!response.ok) {
+      let message = `HTTP ${response.status}`;
+      try { message = (await response.json()).error.message || message; } catch (e) { /* not JSON */ }
+      throw new ApiError(response.status, message);
+    }
+    return response;
+  }
+  const getJSON = async (path) => (await api(path)).json();
+
+  function node(tag, text, attributes) {
+    const element = document.createElement(tag);
+    if (text !== undefined && text !== null) element.textContent = String(text);
+    for (const [name, value] of Object.entries(attributes || {})) element.setAttribute(name, value);
+    return element;
+  }
+
+  function clock(seconds) {
+    return new Date(seconds * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
+  }
+
+  function when(seconds, span) {
+    const date = new Date(seconds * 1000);
+    if (span <= 3600) return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    if (span <= 86400) {
+      return date.toLocaleString([], {weekday: "short", hour: "2-digit", minute: "2-digit"});
+    }
+    return date.toLocaleDateString([], {month: "short", day: "numeric"});
+  }
+
+  // Sign-in and navigation
+
+  async function signIn(candidate) {
+    key = candidate;
+    me = await getJSON("me");
+    sessionStorage.setItem(STORAGE, key);
+    $("#signin").hidden = true;
+    $("#nav").hidden = false;
+    $("#who").hidden = false;
+    $("#client-name").textContent = me.admin ? "signed in: gateway key" : `signed in: ${me.client}`;
+    for (const link of document.querySelectorAll("nav a[data-admin]")) link.hidden = !me.admin;
+    route();
+  }
+
+  function signOut() {
+    stop();
+    key = "";
+    me = null;
+    sessionStorage.removeItem(STORAGE);
+    for (const section of document.querySelectorAll(".page")) section.hidden = true;
+    $("#nav").hidden = true;
+    $("#who").hidden = true;
+    $("#signin").hidden = false;
+    $("#key").value = "";
+    history.replaceState(null, "", "#");
+  }
+
+  function stop() {
+    if (timer !== null) { clearInterval(timer); timer = null; }
+    if (live.controller) { live.controller.abort(); live.controller = null; }
+  }
+
+  function route() {
+    if (!me) return;
+    let page = location.hash.slice(1);
+    if (!PAGES.includes(page) || (ADMIN.has(page) && !me.admin)) page = "overview";
+    stop();
+    current = page;
+    for (const name of PAGES) $("#page-" + name).hidden = name !== page;
+    for (const link of document.querySelectorAll("nav a")) {
+      link.classList.toggle("active", link.dataset.page === page);
+    }
+    const show = {overview: showOverview, providers: showProviders, live: showLive,
+                  config: showConfig, export: showExport}[page];
+    show();
+  }
+
+  function every(seconds, load) {
+    load();
+    timer = setInterval(() => { if (!document.hidden) load(); }, seconds * 1000);
+  }
+
+  function failed(error) {
+    if (error instanceof ApiError && error.status === 401) { signOut(); return; }
+    $("#overview-note").textContent = String(error.message || error);
+  }
+
+  // Overview
+
+  function showOverview() {
+    for (const button of document.querySelectorAll("#range button")) {
+      button.classList.toggle("on", button.dataset.range === overview.range);
+    }
+    $("#by").value = overview.by;
+    every(5, () => loadOverview().catch(failed));
+  }
+
+  async function loadOverview() {
+    const data = await getJSON(`overview?range=${overview.range}&by=${overview.by}`);
+    const values = new Map();
+    for (const point of data.points) values.set(point.bucket + "\u0000" + point.group, point);
+    const metrics = {
+      requests: [(p) => p.requests, (v) => compact.format(v)],
+      tokens: [(p) => p.input_tokens + p.output_tokens, (v) => compact.format(v)],
+      cost: [(p) => p.cost_usd, (v) => "$" + usd.format(v)],
+      errors: [(p) => p.errors, (v) => compact.format(v)],
+    };
+    const label = (g) => g || "(none)";
+    const span = data.buckets * data.bucket_seconds;
+    for (const [name, [pick, format]] of Object.entries(metrics)) {
+      window.ProxycastCharts.stacked($("#chart-" + name), {
+        buckets: data.buckets, start: data.start, bucketSeconds: data.bucket_seconds,
+        groups: data.groups, format, label, time: (s) => when(s, span),
+        values: (bucket, group) => {
+          const point = values.get(bucket + "\u0000" + group);
+          return point ? pick(point) : 0;
+        },
+      });
+    }
+    $("#total-requests").textContent = number.format(data.totals.requests);
+    $("#total-tokens").textContent = number.format(data.totals.input_tokens + data.totals.output_tokens);
+    $("#total-cost").textContent = "$" + usd.format(data.totals.cost_usd);
+    $("#total-errors").textContent = number.format(data.totals.errors);
+    const legend = $("#legend");
+    legend.replaceChildren(...data.groups.map((group, index) => {
+      const item = node("li", null, {"data-group": group});
+      item.append(window.ProxycastCharts.swatch(index), node("span", label(group)));
+      return item;
+    }));
+    let note = me.admin ? "" : `Only the requests of ${me.client}. `;
+    if (!data.ledger) note += "The ledger is off ([ledger] url = \"off\"): nothing is recorded.";
+    $("#overview-note").textContent = note;
+  }
+
+  // Providers
+
+  function showProviders() {
+    every(2, () => loadProviders().catch(failed));
+  }
+
+  async function loadProviders() {
+    const data = await getJSON("providers");
+    const body = $("#providers-body");
+    const blocks = [];
+    for (const provider of data.providers) {
+      blocks.push(node("h3", `${provider.provider} (${provider.type})`));
+      const wrap = node("div", null, {class: "table-wrap"});
+      const table = node("table", null, {"data-provider": provider.provider});
+      const head = node("tr");
+      for (const title of ["Key", "State", "Until", "Why", "Last error", "Attempts", "Success"]) {
+        head.append(node("th", title));
+      }
+      table.append(node("thead"), node("tbody"));
+      table.tHead.append(head);
+      for (const key of provider.keys) {
+        const row = node("tr", null, {"data-key": key.key});
+        const until = key.until === null ? "" : `${clock(key.until)} (in ${Math.ceil(key.seconds)} s)`;
+        const last = key.last_error === null ? "" : `${key.last_error} at ${clock(key.last_error_at)}`;
+        const rate = key.success_rate === null ? "" : `${(key.success_rate * 100).toFixed(1)} %`;
+        row.append(
+          node("td", key.key),
+          node("td", key.state, {class: `state state-${key.state}`}),
+          node("td", until), node("td", key.reason), node("td", last, {class: "last-error"}),
+          node("td", number.format(key.attempts), {class: "attempts"}), node("td", rate),
+        );
+        table.tBodies[0].append(row);
+      }
+      wrap.append(table);
+      blocks.push(wrap);
+    }
+    body.replaceChildren(...blocks);
+  }
+
+  // Live traffic
+
+  function showLive() {
+    live.paused = false;
+    live.missed = 0;
+    $("#live-pause").textContent = "Pause";
+    $("#live-missed").textContent = "";
+    connect();
+  }
+
+  async function connect() {
+    const controller = new AbortController();
+    live.controller = controller;
+    $("#live-status").textContent = "connecting";
+    try {
+      const response = await api("live", controller.signal);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          frame(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      if (error instanceof ApiError && error.status === 401) { signOut(); return; }
+    }
+    if (live.controller !== controller) return;
+    $("#live-status").textContent = "disconnected: reconnecting";
+    setTimeout(() => { if (live.controller === controller) connect(); }, 2000);
+  }
+
+  function frame(block) {
+    let event = "message", data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data += line.slice(5).trim();
+    }
+    if (event === "hello") {
+      $("#live-status").textContent = `live (worker ${JSON.parse(data).worker})`;
+      $("#live-status").dataset.state = "live";
+    } else if (event === "dropped") {
+      live.dropped = JSON.parse(data).dropped;
+      showMissed();
+    } else if (event === "request") {
+      if (live.paused) { live.missed += 1; showMissed(); return; }
+      addRow(JSON.parse(data));
+    }
+  }
+
+  function showMissed() {
+    const parts = [];
+    if (live.missed) parts.push(`${live.missed} not shown while paused`);
+    if (live.dropped) parts.push(`${live.dropped} lost (this page fell behind)`);
+    $("#live-missed").textContent = parts.join("; ");
+  }
+
+  function addRow(event) {
+    const row = node("tr", null, {"data-request-id": event.request_id, "data-received": String(Date.now())});
+    row.append(
+      node("td", clock(event.time)), node("td", event.client), node("td", event.model || "-"),
+      node("td", event.key || event.provider || "-"),
+      node("td", event.status, {class: event.status >= 400 ? "status-error" : ""}),
+      node("td", `${number.format(event.tokens.input)} / ${number.format(event.tokens.output)}`),
+      node("td", `${event.duration.toFixed(3)} s`),
+      node("td", event.attempts.join(", ") || "-"),
+    );
+    const body = $("#live-table tbody");
+    body.prepend(row);
+    while (body.rows.length > 200) body.deleteRow(-1);
+  }
+
+  // Configuration
+
+  function table(headers, rows) {
+    const wrap = node("div", null, {class: "table-wrap"});
+    const element = node("table");
+    const head = node("tr");
+    for (const title of headers) head.append(node("th", title));
+    element.append(node("thead"), node("tbody"));
+    element.tHead.append(head);
+    for (const cells of rows) {
+      const row = node("tr");
+      for (const cell of cells) row.append(node("td", cell === null || cell === undefined ? "" : cell));
+      element.tBodies[0].append(row);
+    }
+    wrap.append(element);
+    return wrap;
+  }
+
+  function showConfig() {
+    loadConfig().catch(failed);
+  }
+
+  async function loadConfig() {
+    const c = await getJSON("config");
+    const list = (items) => items.join(", ");
+    const parts = [
+      node("p", `Source: ${c.source}`, {class: "note"}),
+      node("h3", "Providers (the routing table)"),
+      table(["Name", "Type", "Base URL", "Models", "Keys"],
+            c.providers.map((p) => [p.name, p.type, p.base_url, list(p.models) || "(only as a prefix)", list(p.keys) || "none"])),
+      node("h3", "Aliases"),
+      table(["Name", "Target"], Object.entries(c.aliases)),
+      node("h3", "Fallbacks"),
+      table(["Model", "Targets, in order"], Object.entries(c.fallbacks).map(([m, t]) => [m, list(t)])),
+      node("h3", "Routing"),
+      table(["Retries", "Retry on", "Cooldown", "Max cooldown", "Hedge after"],
+            [[c.routing.retries, list(c.routing.retry_on), `${c.routing.cooldown} s`, `${c.routing.max_cooldown} s`, c.routing.hedge_after ? `${c.routing.hedge_after} s` : "off"]]),
+      node("h3", "Clients and limits"),
+      table(["Name", "Models", "rpm", "tpm", "USD / day", "USD / month"],
+            [["(server.api_keys: " + c.server.api_keys + ")", "all", "", "", "", ""],
+             ...c.clients.map((k) => [k.name, list(k.models) || "all", k.rpm, k.tpm, k.max_usd_per_day, k.max_usd_per_month])]),
+      node("h3", "Prices (USD per million tokens)"),
+      table(["Model", "Input", "Output", "Cache read", "Cache write"],
+            Object.entries(c.prices).map(([m, p]) => [m, p.input, p.output, p.cache_read, p.cache_write])),
+      node("h3", "Server and ledger"),
+      table(["Listen", "Workers", "Access log", "CORS origins", "Ledger", "Retention"],
+            [[`${c.server.host}:${c.server.port}`, c.server.workers, c.server.access_log, list(c.server.cors_origins) || "none", c.ledger.url, `${c.ledger.retention_days} d`]]),
+    ];
+    $("#config-body").replaceChildren(...parts);
+  }
+
+  // Export
+
+  function exportQuery(format) {
+    return `usage?since=${$("#export-since").value}&by=${$("#export-by").value}&format=${format}`;
+  }
+
+  function showExport() {
+    loadExport().catch(failed);
+  }
+
+  async function loadExport() {
+    const by = $("#export-by").value;
+    const rows = await getJSON(exportQuery("json"));
+    const columns = [by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"];
+    const old = $("#export-table");
+    const fresh = table(columns, rows.map((r) => columns.map((c) => r[c]))).firstChild;
+    fresh.id = "export-table";
+    old.replaceWith(fresh);
+  }
+
+  async function download() {
+    const response = await api(exportQuery("csv"));
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const link = node("a", null, {href: url, download: `proxycast-usage-by-${$("#export-by").value}.csv`});
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  // Wiring
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("#signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      $("#signin-error").hidden = true;
+      signIn($("#key").value.trim()).catch((error) => {
+        key = "";
+        $("#signin-error").textContent = error instanceof ApiError && error.status === 401
+          ? "That key is not one of this gateway's keys." : String(error.message || error);
+        $("#signin-error").hidden = false;
+      });
+    });
+    $("#sign-out").addEventListener("click", signOut);
+    window.addEventListener("hashchange", route);
+    for (const button of document.querySelectorAll("#range button")) {
+      button.addEventListener("click", () => { overview.range = button.dataset.range; route(); });
+    }
+    $("#by").addEventListener("change", () => { overview.by = $("#by").value; route(); });
+    $("#overview-refresh").addEventListener("click", () => loadOverview().catch(failed));
+    $("#live-pause").addEventListener("click", () => {
+      live.paused = !live.paused;
+      $("#live-pause").textContent = live.paused ? "Resume" : "Pause";
+      if (!live.paused) { live.missed = 0; showMissed(); }
+    });
+    $("#export-since").addEventListener("change", () => loadExport().catch(failed));
+    $("#export-by").addEventListener("change", () => loadExport().catch(failed));
+    $("#export-download").addEventListener("click", () => download().catch(failed));
+    if (key) signIn(key).catch(() => signOut());
+  });
+})();

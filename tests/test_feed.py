@@ -1,0 +1,46 @@
+"""The live feed: a watcher too slow to keep up loses events (counted) and never slows a publisher;
+the last failure of each key is kept; closing the feed ends every watch."""
+
+from __future__ import annotations
+
+import trio
+
+from proxycast.feed import Feed, KeyFailure
+
+
+def _event(n: int, attempts: list[str] | None = None) -> dict[str, object]:
+    return {"time": float(n), "request_id": str(n), "attempts": attempts or []}
+
+
+async def test_a_slow_watcher_loses_what_does_not_fit() -> None:
+    feed = Feed(lambda text: text.replace("sk-secret", "[redacted]"), queue=2)
+    with feed.watch() as slow, feed.watch() as quick:
+        feed.publish("alice", _event(1))
+        assert (await quick.receive.receive())[0] == "alice"
+        for n in range(2, 6):
+            feed.publish("-", _event(n, ["p#1:sk-secret"]))
+            await quick.receive.receive()
+        assert slow.dropped == 3
+        assert quick.dropped == 0
+        kept = [slow.receive.receive_nowait(), slow.receive.receive_nowait()]
+        assert [client for client, _ in kept] == ["alice", "-"]
+        assert "sk-secret" not in kept[1][1]
+
+
+def test_the_last_failure_of_each_key_is_kept() -> None:
+    feed = Feed(str)
+    feed.publish("-", _event(1, ["p#1:429", "p#2:200"]))
+    feed.publish("-", _event(2, ["p#2:timeout", "p#1:200"]))
+    assert feed.last_failures == {"p#1": KeyFailure(1.0, "429"), "p#2": KeyFailure(2.0, "timeout")}
+
+
+async def test_closing_the_feed_ends_every_watch() -> None:
+    feed = Feed(str)
+    with feed.watch() as watcher:
+        feed.close()
+        with trio.move_on_after(5) as guard:
+            async for _ in watcher.receive:
+                raise AssertionError("nothing was published")
+        assert not guard.cancel_called
+    with feed.watch() as late:  # a watch that starts after the close ends at once
+        assert [item async for item in late.receive] == []

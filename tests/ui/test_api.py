@@ -1,0 +1,154 @@
+"""The dashboard's JSON API and pages over HTTP: authentication like every route, what a named client
+may see, the CSP of the pages, no secret in any answer, the live feed's stream."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import trio
+
+from proxycast.testing.openai import Script
+from tests.support import CLIENT_KEY, start_gateway
+from tests.ui.support import ALICE_KEY, BOB_KEY, SECRETS, seed_ledger, team_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from proxycast.testing import FakeOpenAI
+    from tests.support import Gateway
+
+
+@pytest.fixture(name="team")
+async def _team(nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path) -> Gateway:
+    seed_ledger(tmp_path / "usage.db")
+    return await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def _chat(http: httpx.AsyncClient, key: str, model: str) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    response = await http.post("/v1/chat/completions", json=body, headers=_auth(key))
+    assert response.status_code == 200, response.text
+
+
+async def test_the_pages_need_no_key_and_carry_a_strict_csp(team: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=team.url) as http:
+        for path in ("/ui", "/ui/", "/ui/static/app.js", "/ui/static/app.css"):
+            response = await http.get(path)
+            assert response.status_code == 200, path
+            csp = response.headers["content-security-policy"]
+            assert "script-src 'self';" in csp
+            assert "connect-src 'self'" in csp
+            assert "unsafe-inline" not in csp
+            assert "set-cookie" not in response.headers
+        page = (await http.get("/ui")).text
+        assert "<script>" not in page  # no inline script, no style attribute or element
+        assert "style=" not in page
+        assert "<style" not in page
+        assert "http://" not in page.replace("http://www.w3.org", "")  # nothing from elsewhere
+        assert "https://" not in page
+        missing = await http.get("/ui/static/../app.py")
+        assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path", ["/ui/api/me", "/ui/api/overview", "/ui/api/usage", "/ui/api/providers", "/ui/api/live"]
+)
+async def test_every_api_route_needs_a_gateway_key(team: Gateway, path: str) -> None:
+    async with httpx.AsyncClient(base_url=team.url) as http:
+        response = await http.get(path)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        response = await http.get(path, headers=_auth("not-a-key"))
+        assert response.status_code == 401
+
+
+async def test_a_named_client_sees_its_own_usage_and_no_configuration(team: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=team.url) as http:
+        await _chat(http, ALICE_KEY, "llama3.2")
+        await _chat(http, BOB_KEY, "qwen3")
+        me = (await http.get("/ui/api/me", headers=_auth(ALICE_KEY))).json()
+        assert me == {"client": "alice", "admin": False}
+        for path in ("/ui/api/providers", "/ui/api/config"):
+            refused = await http.get(path, headers=_auth(ALICE_KEY))
+            assert refused.status_code == 403
+            assert refused.json()["error"]["type"] == "permission_error"  # OpenAI's dialect
+        everyone = await http.get("/ui/api/overview?range=24h&by=client", headers=_auth(CLIENT_KEY))
+        assert set(everyone.json()["groups"]) == {"-", "alice", "bob"}
+        hers = (await http.get("/ui/api/overview?by=client", headers=_auth(ALICE_KEY))).json()
+        assert hers["groups"] == ["alice"]
+        assert hers["totals"]["requests"] == sum(
+            p["requests"] for p in everyone.json()["points"] if p["group"] == "alice"
+        )
+        usage = await http.get("/ui/api/usage?by=model", headers=_auth(ALICE_KEY))
+        admin_usage = await http.get("/ui/api/usage?by=client", headers=_auth(CLIENT_KEY))
+        alice_row = next(r for r in admin_usage.json() if r["client"] == "alice")
+        assert sum(r["requests"] for r in usage.json()) == alice_row["requests"]
+
+
+async def test_bad_parameters_are_400s(team: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=team.url, headers=_auth(CLIENT_KEY)) as http:
+        for query in ("overview?range=2h", "overview?by=key", "usage?since=later", "usage?by=x"):
+            response = await http.get("/ui/api/" + query)
+            assert response.status_code == 400, query
+            assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_no_answer_holds_a_secret(team: Gateway, fake: FakeOpenAI) -> None:
+    # an upstream that echoes a key in its error: the key is redacted wherever it goes
+    fake.script(Script(status=429, error_message=f"slow down, {SECRETS[3]}"))
+    async with httpx.AsyncClient(base_url=team.url, headers=_auth(CLIENT_KEY)) as http:
+        await _chat(http, CLIENT_KEY, "llama3.2")
+        texts = []
+        for path in ("config", "providers", "overview", "usage", "usage?format=csv", "me"):
+            response = await http.get("/ui/api/" + path)
+            assert response.status_code == 200, path
+            assert response.headers["cache-control"] == "no-store"
+            texts.append(response.text)
+        providers = json.loads(texts[1])["providers"][0]["keys"]
+        assert [k["key"] for k in providers] == ["local#1", "local#2"]
+        assert providers[0]["state"] == "cooling"
+        assert providers[0]["last_error"] == "429"
+        assert (providers[0]["attempts"], providers[0]["successes"]) == (1, 0)
+        assert (providers[1]["attempts"], providers[1]["successes"]) == (1, 1)
+        config = json.loads(texts[0])
+        assert config["providers"][0]["keys"] == ["local#1", "local#2"]
+        assert config["fallbacks"] == {"llama3.2": ["local/qwen2.5-coder"]}
+        assert config["clients"][0] == {
+            "name": "alice", "models": [], "rpm": 600, "tpm": None,
+            "max_usd_per_day": None, "max_usd_per_month": None,
+        }  # fmt: skip
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+async def test_the_live_feed_streams_finished_requests(team: Gateway) -> None:
+    async with (
+        httpx.AsyncClient(base_url=team.url) as http,
+        http.stream("GET", "/ui/api/live", headers=_auth(ALICE_KEY)) as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.aiter_lines()
+        with trio.move_on_after(10) as guard:
+            assert (await anext(lines)) == "event: hello"
+            await _chat(http, BOB_KEY, "qwen3")  # not hers: not shown to her
+            await _chat(http, ALICE_KEY, "llama3.2")
+            frames: list[str] = []
+            while len(frames) < 2:
+                line = await anext(lines)
+                if line.startswith(("event: request", 'data: {"time"')):
+                    frames.append(line)
+        assert not guard.cancel_called
+        event = json.loads(frames[1].removeprefix("data: "))
+        assert event["client"] == "alice"
+        assert event["model"] == "llama3.2"
+        assert event["status"] == 200
+        assert event["attempts"] == ["local#2:200"]  # the keys rotate: bob's had local#1
+        assert set(event) >= {"time", "request_id", "provider", "tokens", "duration", "ttft"}

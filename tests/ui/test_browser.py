@@ -1,0 +1,236 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright): sign in, the overview
+follows the requests just made, a live request shows up within a second, a key cools after a 429
+and comes back, the CSV export is ``proxycast usage --json``, a named client sees its own rows only,
+and the page works at a phone's width. No test may leave an error on the browser's console (a CSP
+violation is one)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import openai
+import pytest
+
+from proxycast.testing.openai import Script
+from tests.support import CLIENT_KEY
+from tests.ui.support import ALICE_KEY, BOB_KEY
+
+if TYPE_CHECKING:
+    from proxycast.ledger.rows import Row
+    from tests.ui.conftest import BackgroundGateway, Tab
+
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard-overview.png"
+
+
+def _chat(gateway: BackgroundGateway, key: str, model: str, request_id: str | None = None) -> None:
+    headers = {"x-request-id": request_id} if request_id else None
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0) as client:
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], extra_headers=headers
+        )
+
+
+def _chart_values(tab: Tab, chart: str) -> dict[str, float]:
+    values: dict[str, float] = tab.page.eval_on_selector_all(
+        f"#chart-{chart} rect[data-group]",
+        """rects => rects.reduce((sums, r) => {
+            sums[r.dataset.group] = (sums[r.dataset.group] || 0) + Number(r.dataset.value);
+            return sums; }, {})""",
+    )
+    return values
+
+
+def _usage_json(gateway: BackgroundGateway, tmp_path: Path, by: str) -> list[dict[str, Any]]:
+    """``proxycast usage --json`` on the gateway's ledger, as a user runs it."""
+    assert gateway.config is not None
+    config = tmp_path / "usage.toml"
+    config.write_text(f'[ledger]\nurl = "{gateway.config.ledger.url}"\n')
+    since = ("--since", "24h", "--by", by)
+    out = subprocess.run(
+        [sys.executable, "-m", "proxycast", "usage", "--config", str(config), *since, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows: list[dict[str, Any]] = json.loads(out.stdout)
+    return rows
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    return {k: float(v) if k == "cost_usd" else int(v) if k != next(iter(row)) else v
+            for k, v in row.items()}  # fmt: skip
+
+
+def test_overview_reflects_the_requests_just_made(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab, tmp_path: Path
+) -> None:
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    assert page.inner_text("#client-name") == "signed in: gateway key"
+    page.wait_for_selector("#chart-requests svg")
+    before = _chart_values(tab, "requests")
+    assert sum(before.values()) == len(seeded)
+    assert page.inner_text("#total-requests") == f"{len(seeded):,}"
+
+    for model in ("llama3.2", "llama3.2", "qwen2.5-coder"):
+        _chat(gateway, CLIENT_KEY, model)
+    page.click("#overview-refresh")
+    page.wait_for_function(
+        "n => document.querySelector('#total-requests').textContent === n",
+        arg=f"{len(seeded) + 3:,}",
+    )
+    after = _chart_values(tab, "requests")
+    assert after["llama3.2"] == before["llama3.2"] + 2
+    assert after["qwen2.5-coder"] == before["qwen2.5-coder"] + 1
+    assert sum(_chart_values(tab, "tokens").values()) > 0
+    assert page.inner_text("#legend").split() == ["llama3.2", "qwen2.5-coder"]
+
+    page.select_option("#by", "client")  # stacked by client: the unnamed key is "-"
+    page.wait_for_selector("#legend li[data-group='alice']")
+    by_client = _chart_values(tab, "requests")
+    assert set(by_client) == {"-", "alice", "bob"}
+    assert sum(by_client.values()) == len(seeded) + 3
+
+    page.select_option("#by", "model")
+    page.wait_for_selector("#legend li[data-group='llama3.2']")
+    shot = SCREENSHOT if os.environ.get("PROXYCAST_UPDATE_SCREENSHOT") else tmp_path / "o.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tab.errors == []
+
+
+def test_a_live_request_appears_within_a_second(gateway: BackgroundGateway, tab: Tab) -> None:
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.click("nav a[data-page=live]")
+    page.wait_for_selector("#live-status[data-state=live]")
+
+    _chat(gateway, CLIENT_KEY, "gpt-4o", request_id="live-1")
+    answered = time.time() * 1000
+    row = page.wait_for_selector("#live-table tr[data-request-id='live-1']", timeout=5000)
+    assert row is not None
+    latency = int(row.get_attribute("data-received") or 0) - answered
+    assert latency < 1000, f"the live event arrived {latency:.0f} ms after the answer"
+    cells = [c.inner_text() for c in row.query_selector_all("td")]
+    assert cells[1:5] == ["-", "gpt-4o", "local#1", "200"]
+    assert cells[5] == "11 / 7"  # the fake's usage: 11 prompt tokens, a word a token
+    assert cells[7] == "local#1:200"
+
+    page.click("#live-pause")
+    _chat(gateway, CLIENT_KEY, "gpt-4o", request_id="live-2")
+    page.wait_for_selector("#live-missed:has-text('1 not shown while paused')")
+    assert page.query_selector("tr[data-request-id='live-2']") is None
+    page.click("#live-pause")
+    _chat(gateway, CLIENT_KEY, "gpt-4o", request_id="live-3")
+    page.wait_for_selector("tr[data-request-id='live-3']")
+    assert tab.errors == []
+
+
+def test_a_key_cools_after_a_429_and_comes_back(gateway: BackgroundGateway, tab: Tab) -> None:
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.click("nav a[data-page=providers]")
+    state = "tr[data-key='local#1'] .state"
+    page.wait_for_selector(f"{state}:has-text('healthy')")
+
+    gateway.call(
+        gateway.fake.script, Script(status=429, error_type="rate_limit_error", error_message="slow")
+    )
+    _chat(gateway, CLIENT_KEY, "llama3.2")  # local#1 answers 429, local#2 serves the request
+    page.wait_for_selector(f"{state}:has-text('cooling')")
+    row = page.inner_text("tr[data-key='local#1']")
+    assert "upstream 429" in row
+    assert page.inner_text("tr[data-key='local#1'] .last-error").startswith("429 at ")
+    assert page.inner_text("tr[data-key='local#1'] .attempts") == "1"
+    assert page.inner_text("tr[data-key='local#2'] .state") == "healthy"
+    assert page.inner_text("tr[data-key='local#2'] .attempts") == "1"
+
+    gateway.clock.offset += 31  # past routing.cooldown (30 s)
+    page.wait_for_selector(f"{state}:has-text('healthy')")
+    assert tab.errors == []
+
+
+def test_the_csv_export_is_usage_json(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab, tmp_path: Path
+) -> None:
+    for key, model in ((CLIENT_KEY, "llama3.2"), (ALICE_KEY, "qwen2.5-coder"), (BOB_KEY, "qwen3")):
+        _chat(gateway, key, model)
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.click("nav a[data-page=export]")
+    page.select_option("#export-by", "model")
+    page.wait_for_selector("#export-table td:has-text('qwen3')")
+    with page.expect_download() as info:
+        page.click("#export-download")
+    download = info.value
+    assert download.suggested_filename == "proxycast-usage-by-model.csv"
+    with open(download.path(), newline="") as file:
+        exported = [_typed(row) for row in csv.DictReader(file)]
+    expected = _usage_json(gateway, tmp_path, "model")
+    assert exported == expected
+    assert sum(r["requests"] for r in exported) == len(seeded) + 3
+    assert tab.errors == []
+
+
+def test_a_named_client_sees_only_its_own_rows(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab
+) -> None:
+    tab.sign_in(gateway.url, ALICE_KEY)
+    page = tab.page
+    assert page.inner_text("#client-name") == "signed in: alice"
+    assert not page.is_visible("nav a[data-page=providers]")
+    assert not page.is_visible("nav a[data-page=config]")
+    page.goto(gateway.url + "/ui#config")  # not hers: the overview instead, and no request refused
+    page.wait_for_selector("#page-overview", state="visible")
+    page.select_option("#by", "client")
+    page.wait_for_selector("#legend li[data-group='alice']")
+    mine = sum(1 for r in seeded if r.client == "alice")
+    assert _chart_values(tab, "requests") == {"alice": mine}
+    assert page.inner_text("#total-requests") == f"{mine:,}"
+
+    page.click("nav a[data-page=live]")
+    page.wait_for_selector("#live-status[data-state=live]")
+    _chat(gateway, BOB_KEY, "qwen3", request_id="bobs")
+    _chat(gateway, ALICE_KEY, "qwen3", request_id="alices")
+    page.wait_for_selector("tr[data-request-id='alices']")
+    assert page.query_selector("tr[data-request-id='bobs']") is None
+
+    page.click("nav a[data-page=export]")
+    page.wait_for_selector("#export-table td:has-text('alice')")
+    rows = page.eval_on_selector_all(
+        "#export-table tbody tr", "rs => rs.map(r => r.cells[0].textContent)"
+    )
+    assert rows == ["alice"]
+    assert tab.errors == []
+
+
+@pytest.mark.parametrize("page_name", ["overview", "providers", "live", "config", "export"])
+def test_every_page_fits_a_phone(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab, page_name: str
+) -> None:
+    page = tab.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page.click(f"nav a[data-page={page_name}]")
+    page.wait_for_selector(f"#page-{page_name}", state="visible")
+    ready = {
+        "overview": "#chart-requests svg",
+        "providers": "tr[data-key='local#1']",
+        "live": "#live-status[data-state=live]",
+        "config": "#config-body table",
+        "export": "#export-table td",
+    }[page_name]
+    page.wait_for_selector(ready)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the {page_name} page is {overflow} px wider than the phone"
+    if page_name == "overview":  # the charts stack in one column, each as wide as the page allows
+        width = page.eval_on_selector("#chart-requests svg", "s => s.getBoundingClientRect().width")
+        assert 300 < width <= 390
+    assert tab.errors == []

@@ -26,9 +26,8 @@ from proxycast.clients import UNLIMITED, Client, Directory
 from proxycast.config import data_dir
 from proxycast.errors import ModelNotFoundError, RateLimitedError
 from proxycast.formats.contracts import Translator
-from proxycast.ledger import ledger_path
 from proxycast.ledger.rows import Row
-from proxycast.ledger.writer import LedgerWriter
+from proxycast.ledger.writer import open_writer
 from proxycast.metrics import Metrics
 from proxycast.prices import Price, cost, price_of
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused
@@ -133,8 +132,7 @@ class Accounting:
             from proxycast.state.sqlite import SQLiteLimiter
 
             self.limiter = SQLiteLimiter(data_dir() / "limits.db")
-        path = ledger_path(config.ledger)
-        self.ledger = None if path is None else LedgerWriter(path, config.ledger.retention_days)
+        self.ledger = open_writer(config.ledger)
         self._prices: dict[str, Price | None] = {}
         self.on_finish: Callable[[Record], None] | None = None
         """Tests: called with each finished record."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -29,6 +29,27 @@ def without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def without_password(url: str) -> str:
+    """``postgresql://user:secret@host/db?password=secret`` -> ``postgresql://user@host/db``: the
+    user stays (it says which account), the password goes, wherever the URL holds it."""
+    if not url_password(url):
+        return url  # as it was (``urlunsplit`` would rewrite ``sqlite:////abs``)
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}{at}{host}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+
+def url_password(url: str) -> str:
+    """The password a URL holds (in its userinfo or a ``password`` parameter), else ``""``."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        return userinfo.partition(":")[2]
+    return dict(parse_qsl(parts.query)).get("password", "")
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret a configuration holds: client keys, provider keys, passwords in base URLs."""
     secrets = list(config.server.api_keys)
@@ -37,6 +58,9 @@ def config_secrets(config: Config) -> list[str]:
         secrets += provider.api_keys
         userinfo = urlsplit(provider.base_url).netloc.rpartition("@")[0]
         secrets += [s for s in userinfo.split(":") if s]
+    password = url_password(config.ledger.url)  # the ledger's Postgres
+    if password:
+        secrets += {password, unquote(password)}
     return secrets
 
 

@@ -13,12 +13,14 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 from proxycast.ledger.rows import COLUMNS, Row
+from proxycast.ledger.store import report_rows
 from proxycast.state.sqlite import connect
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from pathlib import Path
 
 MIGRATIONS: tuple[str, ...] = (
@@ -129,27 +131,66 @@ GROUPS = {
 def report(db: sqlite3.Connection, since: float, by: str) -> list[dict[str, Any]]:
     """Requests, errors, input tokens (cache reads and writes included: every prompt token) and
     output tokens and cost per ``by`` (a key of :data:`GROUPS`), over the rows since ``since``,
-    largest cost first (by day: in date order)."""
+    largest cost first (by day: in date order; :func:`~proxycast.ledger.store.report_rows`)."""
     group = GROUPS[by]
     # (``key`` is a column: the provider key's label; the group is named ``grp``)
-    order = "grp" if by == "day" else "spent DESC, grp"
     query = f"""
         SELECT {group} AS grp, COUNT(*), SUM(status >= 400),
                SUM(input_tokens + cache_read_tokens + cache_write_tokens),
-               SUM(output_tokens), SUM(cost_usd) AS spent
+               SUM(output_tokens), SUM(cost_usd)
         FROM requests INDEXED BY requests_report
-        WHERE time >= ? GROUP BY grp ORDER BY {order}
+        WHERE time >= ? GROUP BY grp
     """
-    out = []
-    for key, requests, errors, input_tokens, output_tokens, cost_usd in db.execute(query, (since,)):
-        out.append(
-            {
-                by: key,
-                "requests": requests,
-                "errors": errors or 0,
-                "input_tokens": input_tokens or 0,
-                "output_tokens": output_tokens or 0,
-                "cost_usd": round(cost_usd or 0.0, 6),
-            }
-        )
-    return out
+    return report_rows(db.execute(query, (since,)), by)
+
+
+def row_of(values: Sequence[Any]) -> Row:
+    """A row read back (``SELECT`` of :data:`COLUMNS`): SQLite keeps the flags as 0 and 1."""
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["streamed"], row["disconnected"] = bool(row["streamed"]), bool(row["disconnected"])
+    return Row(**row)
+
+
+class SQLiteStore:
+    """The ledger in one SQLite file (:class:`~proxycast.ledger.store.Store`).
+
+    Args:
+        path: the file.
+        create: create or migrate it now (the writer); False opens it read-only when read
+            (``proxycast usage``: a missing file is an empty ledger).
+    """
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        self.limiter = trio.CapacityLimiter(1)  # one connection
+        self._db = open_db(path) if create else None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r}>"
+
+    def _writable(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = open_db(self.path)
+        return self._db
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        insert(self._writable(), rows)
+
+    def prune(self, before: float) -> int:
+        return prune(self._writable(), before)
+
+    def report(self, since: float, by: str) -> list[dict[str, Any]]:
+        if self._db is not None:
+            return report(self._db, since, by)
+        if not self.path.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return report(db, since, by) if schema_version_readonly(db) else []
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 from proxycast.testing import FakeAnthropic, FakeOpenAI
+from tests.postgres import _postgres, _postgres_url  # noqa: F401 - fixtures: a throwaway Postgres
 from tests.support import Gateway, converting_config, make_config, start_gateway
 
 if TYPE_CHECKING:

@@ -116,7 +116,8 @@ rows = st.builds(
     # code points either side of ASCII: Postgres's collation must not decide the order
     client=st.sampled_from(["alice", "Bob", "bob", "é", "Z", "_", "-", "日本"]),
     api=st.sampled_from(["openai", "anthropic"]),
-    model=st.sampled_from(["gpt-4o", "claude", "Gpt-4o"]),
+    # what a client sent: any text (NULs and lone surrogates are stored replaced, in both)
+    model=st.sampled_from(["gpt-4o", "claude", "Gpt-4o", "a\x00", "\ud800"]) | st.text(max_size=3),
     provider=st.sampled_from(["local", "anthropic", ""]),
     status=st.sampled_from([0, 200, 399, 400, 429, 499, 500]),
     input_tokens=st.integers(0, 2**40),

@@ -23,7 +23,7 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from proxycast.ledger.rows import COLUMNS
+from proxycast.ledger.rows import COLUMNS, storable
 from proxycast.ledger.store import LedgerUnavailableError, report_rows
 from proxycast.redact import MASK, url_password, without_password
 
@@ -136,7 +136,7 @@ def insert(conn: Connection, rows: Sequence[Row]) -> None:
     Bind/Execute per row, and Postgres plans and executes each); see bench/results."""
     with conn.transaction(), conn.cursor() as cursor, cursor.copy(_COPY) as copy:
         for row in rows:
-            copy.write_row(attrs.astuple(row))
+            copy.write_row(attrs.astuple(storable(row)))
 
 
 def prune(conn: Connection, before: float) -> int:

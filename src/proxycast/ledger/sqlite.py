@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from proxycast.ledger.rows import COLUMNS, Row
+from proxycast.ledger.rows import COLUMNS, Row, storable
 from proxycast.ledger.store import report_rows
 from proxycast.state.sqlite import connect
 
@@ -98,7 +98,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 def insert(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Append rows in one transaction."""
-    values = [attrs.astuple(row) for row in rows]
+    values = [attrs.astuple(storable(row)) for row in rows]
     db.execute("BEGIN IMMEDIATE")
     try:
         db.executemany(_INSERT, values)

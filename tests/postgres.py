@@ -49,7 +49,8 @@ def binaries() -> Path | None:
     return Path(versions[-1]).parent if versions else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server that cannot take port 0, or for none)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -101,7 +102,7 @@ class Cluster:
         """Start the server (on the same port after a stop) and wait until it accepts connections."""
         for _ in range(5):
             if not self.port:
-                self.port = _free_port()
+                self.port = free_port()
             options = [f"-p {self.port}", f"-k {self.folder}"]
             options += [f"-c {name}={value}" for name, value in self.settings.items()]
             try:

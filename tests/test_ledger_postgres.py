@@ -27,7 +27,7 @@ from proxycast.ledger.rows import COLUMNS, Row
 from proxycast.ledger.spill import Spill
 from proxycast.ledger.store import GROUPS
 from proxycast.ledger.writer import LedgerWriter
-from tests.postgres import _free_port
+from tests.postgres import free_port
 from tests.support import CLIENT_KEY, make_config, start_gateway
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ async def test_rows_wait_in_the_spill_file_while_postgres_is_unreachable(
     monkeypatch.setattr(postgres, "CONNECT_SECONDS", 0.5)
     caplog.set_level(logging.INFO, logger="proxycast")
     spill = tmp_path / "ledger-spill.db"
-    nowhere = f"postgresql://proxycast:{PASSWORD}@127.0.0.1:{_free_port()}/ledger"
+    nowhere = f"postgresql://proxycast:{PASSWORD}@127.0.0.1:{free_port()}/ledger"
     down = LedgerWriter(
         postgres.PostgresStore(nowhere), retention_days=1, buffer_rows=5, spill=spill
     )
@@ -197,7 +197,7 @@ async def test_rows_wait_in_the_spill_file_while_postgres_is_unreachable(
 async def test_usage_names_an_unreachable_postgres_without_its_password(tmp_path: Path) -> None:
     config = tmp_path / "proxycast.toml"
     config.write_text(
-        f'[ledger]\nurl = "postgresql://proxycast:{PASSWORD}@127.0.0.1:{_free_port()}/x"\n'
+        f'[ledger]\nurl = "postgresql://proxycast:{PASSWORD}@127.0.0.1:{free_port()}/x"\n'
     )
     done = await trio.run_process(
         [sys.executable, "-m", "proxycast", "usage", "--config", str(config)],

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
 import run
 
+from proxycast.ledger import LedgerConfig
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.report import usage
 from proxycast.ledger.rows import COLUMNS
@@ -214,7 +215,11 @@ def usage_timing(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             query = []
             for _ in range(3):
                 started = time.perf_counter()
-                usage(path, time.time() - (30 * 86400 if since == "30d" else 86400), by)
+                usage(
+                    LedgerConfig(url=f"sqlite:///{path}"),
+                    time.time() - (30 * 86400 if since == "30d" else 86400),
+                    by,
+                )
                 query.append(time.perf_counter() - started)
             started = time.perf_counter()
             subprocess.run(

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 from proxycast.testing import FakeAnthropic, FakeOpenAI
+from tests.postgres import _postgres, _postgres_url  # noqa: F401 - fixtures: a throwaway Postgres
 from tests.redis_server import (  # noqa: F401 (fixtures)
     _redis_cluster,
     _redis_cluster_nodes,

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
 from proxycast.config import ConfigError, load_config
+from proxycast.ledger import LedgerConfig
 from proxycast.ledger import sqlite as ledger_sqlite
-from proxycast.ledger.report import parse_since, render, usage
+from proxycast.ledger.report import parse_since, render
+from proxycast.ledger.report import usage as report_usage
 from proxycast.ledger.rows import Row
 from proxycast.ledger.writer import LedgerWriter
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def usage(path: Path, since: float, by: str) -> list[dict[str, Any]]:
+    return report_usage(LedgerConfig(url=f"sqlite:///{path}"), since, by)
 
 
 def _row(at: float, client: str = "alice", status: int = 200) -> Row:
@@ -54,7 +60,7 @@ def test_an_older_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
 
 async def test_rows_past_retention_are_pruned_and_the_rest_written(tmp_path: Path) -> None:
     path = tmp_path / "usage.db"
-    writer = LedgerWriter(path, retention_days=1)
+    writer = LedgerWriter(ledger_sqlite.SQLiteStore(path), retention_days=1)
     now = time.time()
     writer.record(_row(now - 3 * 86400, client="old"))
     writer.record(_row(now - 3600, client="bob", status=429))
@@ -88,8 +94,9 @@ def test_since() -> None:
     ("text", "problem"),
     [
         pytest.param(
-            '[ledger]\nurl = "postgresql://u@h/db"', "Postgres is not supported yet", id="pg"
+            '[ledger]\nurl = "postgresql://u@h/db?bogus=1"', "not a Postgres URL", id="pg"
         ),
+        pytest.param("[ledger]\nbuffer_rows = 0", "buffer_rows: must be 1 or more", id="buffer"),
         pytest.param('[ledger]\nurl = "mysql://x"', "expected 'sqlite'", id="url"),
         pytest.param("[ledger]\nretention_days = 0", "retention_days: must be positive", id="days"),
         pytest.param('[state]\nredis_url = "http://h"', "expected redis://", id="redis"),

@@ -27,9 +27,8 @@ from proxycast.config import data_dir
 from proxycast.errors import ModelNotFoundError, RateLimitedError
 from proxycast.feed import Feed
 from proxycast.formats.contracts import Translator
-from proxycast.ledger import ledger_path
 from proxycast.ledger.rows import Row
-from proxycast.ledger.writer import LedgerWriter
+from proxycast.ledger.writer import open_writer
 from proxycast.metrics import Metrics
 from proxycast.prices import Price, cost, price_of
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
@@ -153,8 +152,7 @@ class Accounting:
             self.limiter = self.shared = SQLiteLimiter(data_dir() / "limits.db")
         elif any(c.limited for c in config.clients):
             self.limiter = _local_limiter(config)
-        path = ledger_path(config.ledger)
-        self.ledger = None if path is None else LedgerWriter(path, config.ledger.retention_days)
+        self.ledger = open_writer(config.ledger)
         self._prices: dict[str, Price | None] = {}
         self.feed = Feed(redact)
         """The live feed of finished requests (the dashboard's live traffic)."""

@@ -57,11 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from proxycast.ledger import ledger_path, report
+    from proxycast.ledger import report
+    from proxycast.ledger.store import LedgerUnavailableError
 
     config = load_config(args.config, generate_key=False)
-    path = ledger_path(config.ledger)
-    if path is None:
+    if config.ledger.url == "off":
         print("proxycast: the ledger is off (ledger.url = 'off')", file=sys.stderr)
         return 1
     try:
@@ -69,7 +69,11 @@ def _usage(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"proxycast: {exc}", file=sys.stderr)
         return 2
-    rows = report.usage(path, since, args.by)
+    try:
+        rows = report.usage(config.ledger, since, args.by)
+    except LedgerUnavailableError as exc:  # its message names the database, not its password
+        print(f"proxycast: cannot read the ledger: {exc}", file=sys.stderr)
+        return 1
     print(report.to_json(rows) if args.json else report.render(rows, args.by))
     return 0
 

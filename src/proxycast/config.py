@@ -364,6 +364,8 @@ def _check_accounting(config: Config) -> None:
         raise ConfigError(f"{src}: ledger.url: {exc}") from None
     if config.ledger.retention_days <= 0:
         raise ConfigError(f"{src}: ledger.retention_days: must be positive")
+    if config.ledger.buffer_rows < 1:
+        raise ConfigError(f"{src}: ledger.buffer_rows: must be 1 or more")
     state = config.state
     if state.scope not in ("machine", "process"):
         raise ConfigError(f"{src}: state.scope: expected 'machine' or 'process'")

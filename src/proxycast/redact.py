@@ -8,8 +8,9 @@ message proxycast passes on would then carry the provider's key.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -29,6 +30,38 @@ def without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def without_password(url: str) -> str:
+    """``postgresql://user:secret@host/db?password=secret`` -> ``postgresql://user@host/db``: the
+    user stays (it says which account), the password goes, wherever the URL holds it."""
+    password = url_password(url)
+    if not password:
+        return url  # as it was (``urlunsplit`` would rewrite ``sqlite:////abs``)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL urllib can split (a stray "["): cut the userinfo's password
+        return _USERINFO_PASSWORD.sub(r"\1@", url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}{at}{host}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^@/]*@")
+
+
+def url_password(url: str) -> str:
+    """The password a URL holds (in its userinfo or a ``password`` parameter), else ``""``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        match = _USERINFO_PASSWORD.match(url)
+        return match.group(0)[len(match.group(1)) + 1 : -1] if match else ""
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        return userinfo.partition(":")[2]
+    return dict(parse_qsl(parts.query)).get("password", "")
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret a configuration holds: client keys, provider keys, passwords in base URLs."""
     secrets = list(config.server.api_keys)
@@ -37,6 +70,9 @@ def config_secrets(config: Config) -> list[str]:
         secrets += provider.api_keys
         userinfo = urlsplit(provider.base_url).netloc.rpartition("@")[0]
         secrets += [s for s in userinfo.split(":") if s]
+    password = url_password(config.ledger.url)  # the ledger's Postgres
+    if password:
+        secrets += {password, unquote(password)}
     return secrets
 
 

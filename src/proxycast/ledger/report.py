@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from proxycast.ledger import sqlite as ledger_sqlite
+from proxycast.ledger import is_postgres, ledger_path
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Mapping
+
+    from proxycast.ledger import LedgerConfig
+    from proxycast.ledger.store import Store
 
 _SINCE = re.compile(r"(\d+)([hdm])")
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -37,17 +39,32 @@ def parse_since(text: str, now: float | None = None) -> float:
     return day.timestamp()
 
 
-def usage(path: Path, since: float, by: str) -> list[dict[str, Any]]:
-    """The report's rows (empty when there is no ledger yet)."""
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def usage(
+    config: LedgerConfig, since: float, by: str, env: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The report's rows, from either engine (empty when there is no ledger yet). Nothing is
+    created or migrated: a SQLite file is opened read-only.
+
+    Raises:
+        LedgerUnavailableError: Postgres cannot be reached.
+        ValueError: the ledger is off.
+    """
+    store: Store
+    path = ledger_path(config, env)
+    if path is not None:
+        from proxycast.ledger.sqlite import SQLiteStore
+
+        store = SQLiteStore(path, create=False)
+    elif is_postgres(config.url):
+        from proxycast.ledger.postgres import PostgresStore
+
+        store = PostgresStore(config.url, pool_size=1)
+    else:
+        raise ValueError("the ledger is off (ledger.url = 'off')")
     try:
-        if ledger_sqlite.schema_version_readonly(db) == 0:
-            return []
-        return ledger_sqlite.report(db, since, by)
+        return store.report(since, by)
     finally:
-        db.close()
+        store.close()
 
 
 def render(rows: list[dict[str, Any]], by: str) -> str:

@@ -39,3 +39,28 @@ class Row:
 
 
 COLUMNS = tuple(a.name for a in attrs.fields(Row))
+
+_TEXT = tuple(a.name for a in attrs.fields(Row) if a.type in ("str", str))
+_COUNTS = tuple(name for name in COLUMNS if name.endswith("_tokens"))
+_INT64 = (-(2**53), 2**53)
+"""Token counts are kept within this (far above any real count, and a sum of a thousand of them
+still fits SQLite's 64-bit ``SUM``)."""
+
+
+def storable(row: Row) -> Row:
+    """``row`` as every engine stores it: text without NUL characters (Postgres refuses them) or
+    lone surrogates (not UTF-8: neither engine can encode them), token counts within :data:`_INT64`.
+    What a client sent (its model's name) or an upstream reported must never make a batch fail
+    for good: it would be retried, and spilled, forever."""
+    changes: dict[str, object] = {}
+    for name in _TEXT:
+        value: str = getattr(row, name)
+        if not value.isascii() or "\x00" in value:
+            clean = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+            if clean != value:
+                changes[name] = clean
+    for name in _COUNTS:
+        count: int = getattr(row, name)
+        if not _INT64[0] <= count <= _INT64[1]:
+            changes[name] = min(max(count, _INT64[0]), _INT64[1])
+    return attrs.evolve(row, **changes) if changes else row  # type: ignore[arg-type]

@@ -13,12 +13,14 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
-from proxycast.ledger.rows import COLUMNS, Row
+from proxycast.ledger.rows import COLUMNS, Row, storable
+from proxycast.ledger.store import SERIES_GROUPS, report_rows, series_rows
 from proxycast.state.sqlite import connect
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
 MIGRATIONS: tuple[str, ...] = (
@@ -96,7 +98,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 def insert(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Append rows in one transaction."""
-    values = [attrs.astuple(row) for row in rows]
+    values = [attrs.astuple(storable(row)) for row in rows]
     db.execute("BEGIN IMMEDIATE")
     try:
         db.executemany(_INSERT, values)
@@ -126,30 +128,106 @@ GROUPS = {
 }
 
 
-def report(db: sqlite3.Connection, since: float, by: str) -> list[dict[str, Any]]:
+def report(
+    db: sqlite3.Connection, since: float, by: str, client: str | None = None
+) -> list[dict[str, Any]]:
     """Requests, errors, input tokens (cache reads and writes included: every prompt token) and
-    output tokens and cost per ``by`` (a key of :data:`GROUPS`), over the rows since ``since``,
-    largest cost first (by day: in date order)."""
+    output tokens and cost per ``by`` (a key of :data:`GROUPS`), over the rows since ``since`` (of
+    ``client`` only, if given), largest cost first (by day: in date order;
+    :func:`~proxycast.ledger.store.report_rows`)."""
     group = GROUPS[by]
+    where, params = _where(since, client)
     # (``key`` is a column: the provider key's label; the group is named ``grp``)
-    order = "grp" if by == "day" else "spent DESC, grp"
     query = f"""
         SELECT {group} AS grp, COUNT(*), SUM(status >= 400),
                SUM(input_tokens + cache_read_tokens + cache_write_tokens),
-               SUM(output_tokens), SUM(cost_usd) AS spent
+               SUM(output_tokens), SUM(cost_usd)
         FROM requests INDEXED BY requests_report
-        WHERE time >= ? GROUP BY grp ORDER BY {order}
+        WHERE {where} GROUP BY grp
     """
-    out = []
-    for key, requests, errors, input_tokens, output_tokens, cost_usd in db.execute(query, (since,)):
-        out.append(
-            {
-                by: key,
-                "requests": requests,
-                "errors": errors or 0,
-                "input_tokens": input_tokens or 0,
-                "output_tokens": output_tokens or 0,
-                "cost_usd": round(cost_usd or 0.0, 6),
-            }
-        )
-    return out
+    return report_rows(db.execute(query, params), by)
+
+
+def series(
+    db: sqlite3.Connection, since: float, bucket: float, by: str, client: str | None = None
+) -> list[dict[str, Any]]:
+    """Usage per time slot and ``by`` (:func:`~proxycast.ledger.store.series_rows`)."""
+    if by not in SERIES_GROUPS:
+        raise ValueError(f"by: expected one of {', '.join(SERIES_GROUPS)}")
+    where, params = _where(since, client)
+    query = f"""
+        SELECT CAST((time - ?) / ? AS INTEGER) AS slot, {by}, COUNT(*), SUM(status >= 400),
+               SUM(input_tokens + cache_read_tokens + cache_write_tokens), SUM(output_tokens),
+               SUM(cost_usd)
+        FROM requests INDEXED BY requests_report
+        WHERE {where} GROUP BY slot, {by}
+    """
+    return series_rows(db.execute(query, (since, bucket, *params)))
+
+
+def _where(since: float, client: str | None) -> tuple[str, tuple[Any, ...]]:
+    if client is None:
+        return "time >= ?", (since,)
+    return "time >= ? AND client = ?", (since, client)
+
+
+def row_of(values: Sequence[Any]) -> Row:
+    """A row read back (``SELECT`` of :data:`COLUMNS`): SQLite keeps the flags as 0 and 1."""
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["streamed"], row["disconnected"] = bool(row["streamed"]), bool(row["disconnected"])
+    return Row(**row)
+
+
+class SQLiteStore:
+    """The ledger in one SQLite file (:class:`~proxycast.ledger.store.Store`).
+
+    Args:
+        path: the file.
+        create: create or migrate it now (the writer); False opens it read-only when read
+            (``proxycast usage``: a missing file is an empty ledger).
+    """
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        self.limiter = trio.CapacityLimiter(1)  # one connection
+        self._db = open_db(path) if create else None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r}>"
+
+    def _writable(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = open_db(self.path)
+        return self._db
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        insert(self._writable(), rows)
+
+    def prune(self, before: float) -> int:
+        return prune(self._writable(), before)
+
+    def report(self, since: float, by: str, client: str | None = None) -> list[dict[str, Any]]:
+        return self._read(lambda db: report(db, since, by, client))
+
+    def series(
+        self, since: float, bucket: float, by: str, client: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self._read(lambda db: series(db, since, bucket, by, client))
+
+    def _read(
+        self, query: Callable[[sqlite3.Connection], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        if self._db is not None:
+            return query(self._db)
+        if not self.path.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return query(db) if schema_version_readonly(db) else []
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

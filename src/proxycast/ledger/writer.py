@@ -1,6 +1,12 @@
 """Writing the ledger off the request path: a request appends its row to a buffer (no I/O), and one
-task per worker writes the buffer in batches, in a thread, so a slow disk never slows a request.
-What is still buffered when the worker stops is written during its graceful drain."""
+task per worker writes the buffer in batches, in a thread, so a slow disk or database never slows a
+request. What is still buffered when the worker stops is written during its graceful drain.
+
+While the ledger cannot be written (Postgres is down, say) rows stay in the buffer, and each
+attempt retries them. On Postgres, past ``[ledger] buffer_rows`` they are spilled to a local SQLite
+file (:mod:`proxycast.ledger.spill`), replayed into Postgres when it is back: no row is lost. The
+outage is logged once when it starts (and once when rows are first spilled), and once when it ends.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast.ledger import sqlite
+from proxycast.ledger import is_postgres, spill_path
+from proxycast.ledger.spill import Spill
+from proxycast.ledger.store import LedgerUnavailableError, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
+    from proxycast.ledger import LedgerConfig
     from proxycast.ledger.rows import Row
+    from proxycast.ledger.store import Store
 
 log = logging.getLogger("proxycast")
 
@@ -23,39 +34,72 @@ FLUSH_SECONDS = 1.0
 """How often buffered rows are written (sooner when :data:`BATCH` rows wait)."""
 BATCH = 500
 MAX_BUFFERED = 100_000
-"""Past this many unwritten rows (a disk that stopped), the oldest are dropped, and logged."""
+"""``[ledger] buffer_rows``' default."""
 PRUNE_SECONDS = 3600.0
+
+
+def open_writer(config: LedgerConfig, env: Mapping[str, str] | None = None) -> LedgerWriter | None:
+    """The writer of the configured ledger (None when it is off); on Postgres, with its spill file
+    in the data directory."""
+    store = open_store(config, env)
+    if store is None:
+        return None
+    return LedgerWriter(
+        store,
+        retention_days=config.retention_days,
+        buffer_rows=config.buffer_rows,
+        spill=spill_path(env) if is_postgres(config.url) else None,
+    )
 
 
 class LedgerWriter:
     """The ledger of one worker: a buffer and the task that writes it.
 
     Args:
-        path: the SQLite file.
+        store: the ledger.
         retention_days: rows older than this are pruned (at start, then hourly).
+        buffer_rows: rows held in memory while the store cannot be written; past it they are
+            spilled to ``spill``, or without one, past twice as many the oldest are dropped (a
+            local disk that stopped), and logged.
+        spill: the spill file (for a store on another machine).
     """
 
-    def __init__(self, path: Path, retention_days: float) -> None:
-        self.path = path
-        self._db = sqlite.open_db(path)
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_days: float,
+        buffer_rows: int = MAX_BUFFERED,
+        spill: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.buffer_rows = buffer_rows
+        self._spill = None if spill is None else Spill(spill)
         self._retention = retention_days * 86400
         self._rows: list[Row] = []
         self._wake = trio.Event()
         self._lock = trio.Lock()
         self._pruned_at = 0.0
+        self._replay_due = spill is not None and spill.exists()  # left by an earlier run
+        self._down_since: float | None = None
+        self._spilled = 0
+        """Rows spilled during the current outage."""
+        self._spill_failed = False
         self.dropped = 0
 
     def record(self, row: Row) -> None:
         """Buffer a row (no I/O: called at the end of every request)."""
         self._rows.append(row)
-        if len(self._rows) > 2 * MAX_BUFFERED:  # trimmed in halves: amortised, not per request
-            excess = len(self._rows) - MAX_BUFFERED
+        if len(self._rows) > 2 * self.buffer_rows and (self._spill is None or self._spill_failed):
+            excess = len(self._rows) - self.buffer_rows  # trimmed in halves: amortised
             del self._rows[:excess]
             self.dropped += excess
             log.error(
-                "the ledger's disk is not keeping up: %d oldest rows dropped so far", self.dropped
+                "the ledger is not keeping up and its rows cannot be spilled: "
+                "%d oldest rows dropped so far",
+                self.dropped,
             )
-        if len(self._rows) >= BATCH:
+        if len(self._rows) >= min(BATCH, self.buffer_rows + 1):
             self._wake.set()
 
     async def run(self) -> None:
@@ -67,31 +111,115 @@ class LedgerWriter:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write what is buffered now, and prune when it is time."""
+        """Write what is buffered now (and what waits in the spill file), and prune when it is
+        time; when the store cannot be written, keep the rows (spilling them past
+        ``buffer_rows``)."""
         async with self._lock:
-            rows, self._rows = self._rows, []
             now = time.time()
             prune = now - self._pruned_at >= PRUNE_SECONDS
-            if not rows and not prune:
+            if not self._rows and not prune and not self._replay_due:
                 return
+            rows, self._rows = self._rows, []
+            replayed = self._spill.replayed if self._spill is not None else 0
+            failure = None
             try:
-                await trio.to_thread.run_sync(self._write, rows, now if prune else None)
-            except Exception:
+                await trio.to_thread.run_sync(self._write, rows, limiter=self.store.limiter)
+            except Exception as exc:
+                failure = exc
+            except BaseException:
+                self._rows[:0] = rows  # cancelled before the thread started: kept
+                raise
+            if failure is not None:
                 self._rows[:0] = rows  # kept for the next try
-                log.exception("could not write %d ledger rows to %s", len(rows), self.path)
+                self._failed(failure)
+                if self._spill is not None and len(self._rows) > self.buffer_rows:
+                    await self._spill_rows()
                 return
+            self._replay_due = False
+            if self._spill is not None:
+                replayed = self._spill.replayed - replayed
+            self._written(len(rows), replayed, now)
             if prune:
-                self._pruned_at = now
+                await self._prune(now)
 
-    def _write(self, rows: list[Row], now: float | None) -> None:
+    def _write(self, rows: list[Row]) -> None:
+        if self._spill is not None:
+            self._spill.replay(self.store)  # first: the oldest rows
         if rows:
-            sqlite.insert(self._db, rows)
-        if now is not None:
-            sqlite.prune(self._db, now - self._retention)
+            self.store.insert(rows)
+
+    async def _prune(self, now: float) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                self.store.prune, now - self._retention, limiter=self.store.limiter
+            )
+        except Exception as exc:  # tried again at the next write
+            log.warning("could not prune the ledger: %s", exc)
+        else:
+            self._pruned_at = now
+
+    def _failed(self, exc: Exception) -> None:
+        if self._down_since is not None:
+            return  # logged when the outage began
+        self._down_since = time.monotonic()
+        kept = (
+            f"rows are kept in memory (up to {self.buffer_rows:,}), then spilled to "
+            f"{self._spill.path}, until it is back"
+            if self._spill is not None
+            else f"rows are kept in memory (up to {2 * self.buffer_rows:,}) until it is back"
+        )
+        if isinstance(exc, LedgerUnavailableError):
+            log.warning("the ledger is unreachable (%s): %s", exc, kept)
+        else:
+            log.error("could not write the ledger (%s): %s", self.store, kept, exc_info=exc)
+
+    def _written(self, count: int, replayed: int, now: float) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "the ledger is reachable again after %.0f s: %d rows written that waited "
+                "(%d of them from the spill file)",
+                time.monotonic() - self._down_since,
+                count + replayed,
+                replayed,
+            )
+            self._down_since, self._spilled = None, 0
+        elif replayed:
+            log.info("%d ledger rows replayed from %s", replayed, self._spill)
+
+    async def _spill_rows(self) -> None:
+        """Move the buffer to the spill file (kept in the buffer when that fails too)."""
+        assert self._spill is not None
+        rows, self._rows = self._rows, []
+        try:
+            await trio.to_thread.run_sync(self._spill.add, rows)
+        except BaseException as exc:
+            self._rows[:0] = rows  # kept (cancelled before the thread started, too)
+            if not isinstance(exc, Exception):
+                raise
+            if not self._spill_failed:
+                log.error("could not spill %d ledger rows to %s", len(rows), self._spill.path)
+            self._spill_failed = True
+            return
+        self._spill_failed = False
+        self._replay_due = True
+        if not self._spilled:
+            log.warning(
+                "the ledger is still unreachable: %d rows spilled to %s (replayed when it is back)",
+                len(rows),
+                self._spill.path,
+            )
+        self._spilled += len(rows)
 
     async def aclose(self) -> None:
-        """Write the rest (shielded: this runs when the worker stops), then close."""
+        """Write the rest (shielded: this runs when the worker stops), to the store, else to the
+        spill file, then close."""
         with trio.CancelScope(shield=True):
             await self.flush()
             async with self._lock:
-                self._db.close()
+                if self._rows and self._spill is not None:
+                    await self._spill_rows()
+                if self._rows:
+                    log.error("%d ledger rows could not be written and are lost", len(self._rows))
+                await trio.to_thread.run_sync(self.store.close, limiter=self.store.limiter)
+                if self._spill is not None:
+                    await trio.to_thread.run_sync(self._spill.close)

@@ -22,17 +22,17 @@ from quart import Blueprint, Response, current_app, request
 from proxycast.accounting import current_record
 from proxycast.errors import AuthenticationError, InvalidRequestError, ProxycastError
 from proxycast.exchange import SSE_HEADERS
-from proxycast.ledger import ledger_path, report
+from proxycast.ledger import report
+from proxycast.ledger.store import GROUPS, SERIES_GROUPS, LedgerUnavailableError
 from proxycast.redact import without_userinfo
-from proxycast.ui import usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
+    from collections.abc import AsyncIterator, Callable
 
     from proxycast.accounting import Accounting
     from proxycast.clients import Client
     from proxycast.exchange import Exchange
+    from proxycast.ledger.store import Store
 
 blueprint = Blueprint("ui_api", __name__, url_prefix="/ui/api")
 
@@ -78,12 +78,29 @@ def _json(body: Any) -> Response:
     return Response(text, content_type="application/json")
 
 
-async def _ledger() -> Path | None:
-    """The ledger's file, once this worker's buffered rows are written (None: the ledger is off)."""
+async def _ledger() -> Store | None:
+    """The ledger, once this worker's buffered rows are written (None: the ledger is off)."""
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
-    if accounts.ledger is not None:
-        await accounts.ledger.flush()  # the page shows the requests just made, not a second later
-    return ledger_path(accounts.config.ledger)
+    if accounts.ledger is None:
+        return None
+    await accounts.ledger.flush()  # the page shows the requests just made, not a second later
+    return accounts.ledger.store
+
+
+def _ledger_on() -> bool:
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    return accounts.ledger is not None
+
+
+async def _read(read: Callable[[Store], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``read(store)`` in a thread (no rows when the ledger is off); a 503 when it is unreachable."""
+    store = await _ledger()
+    if store is None:
+        return []
+    try:
+        return await trio.to_thread.run_sync(read, store, limiter=store.limiter)
+    except LedgerUnavailableError as exc:
+        raise ProxycastError(f"The usage ledger cannot be read now: {exc}", status=503) from None
 
 
 @blueprint.after_request
@@ -106,19 +123,15 @@ async def overview() -> Response:
     by = request.args.get("by", "model")
     if span not in RANGES:
         raise InvalidRequestError(f"range: expected one of {', '.join(RANGES)}", param="range")
-    if by not in usage.GROUPS:
-        raise InvalidRequestError(f"by: expected one of {', '.join(usage.GROUPS)}", param="by")
+    if by not in SERIES_GROUPS:
+        raise InvalidRequestError(f"by: expected one of {', '.join(SERIES_GROUPS)}", param="by")
     seconds, bucket = RANGES[span]
     count = seconds // bucket
     now = time.time()
     # aligned buckets (UTC), the last one the current, partial one
     start = (math.floor(now / bucket) - count + 1) * bucket
-    path = await _ledger()
-    points = (
-        []
-        if path is None
-        else await trio.to_thread.run_sync(usage.series, path, start, bucket, by, _own_rows())
-    )
+    client = _own_rows()
+    points = await _read(lambda store: store.series(start, bucket, by, client))
     totals = {
         name: sum(p[name] for p in points)
         for name in ("requests", "errors", "input_tokens", "output_tokens")
@@ -132,7 +145,7 @@ async def overview() -> Response:
             "start": start,
             "bucket_seconds": bucket,
             "buckets": count,
-            "ledger": path is not None,
+            "ledger": _ledger_on(),
             "groups": groups,
             "totals": totals,
             "points": points,
@@ -152,15 +165,10 @@ async def usage_report() -> Response:
         since = report.parse_since(since_text)
     except ValueError as exc:
         raise InvalidRequestError(str(exc).replace("--since", "since"), param="since") from None
-    path = await _ledger()
-    try:
-        rows = (
-            []
-            if path is None
-            else await trio.to_thread.run_sync(usage.usage, path, since, by, _own_rows())
-        )
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc), param="by") from None
+    if by not in GROUPS:
+        raise InvalidRequestError(f"by: expected one of {', '.join(GROUPS)}", param="by")
+    client = _own_rows()
+    rows = await _read(lambda store: store.report(since, by, client))
     if fmt == "json":
         return _json(rows)
     out = io.StringIO()

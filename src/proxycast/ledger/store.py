@@ -1,0 +1,118 @@
+"""What the writer and ``proxycast usage`` need of a ledger engine (:class:`Store`), whichever it
+is: SQLite (:mod:`proxycast.ledger.sqlite`) or Postgres (:mod:`proxycast.ledger.postgres`).
+
+A store's methods block (they do I/O): the writer calls them in a worker thread, at most
+``store.limiter``'s number at once; ``proxycast usage`` calls ``report`` directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from proxycast.ledger import is_postgres, ledger_path
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    import trio
+
+    from proxycast.ledger import LedgerConfig
+    from proxycast.ledger.rows import Row
+
+GROUPS = ("client", "model", "provider", "day")
+"""What ``proxycast usage --by`` groups by (``day``: the UTC date)."""
+SERIES_GROUPS = ("client", "model", "provider")
+"""What a series may be stacked by."""
+
+
+class Store(Protocol):
+    """A ledger engine."""
+
+    limiter: trio.CapacityLimiter
+    """How many threads may use the store at once (its connections)."""
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        """Append ``rows`` in one transaction (all or none)."""
+
+    def prune(self, before: float) -> int:
+        """Delete the rows older than ``before``; how many went."""
+
+    def report(self, since: float, by: str, client: str | None = None) -> list[dict[str, Any]]:
+        """``proxycast usage``'s rows (see :func:`report_rows`), of one client's requests or all;
+        empty when there is no ledger."""
+
+    def series(
+        self, since: float, bucket: float, by: str, client: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage over time (the dashboard's charts): see :func:`series_rows`."""
+
+    def close(self) -> None: ...
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger cannot be read or written now (its message names it, without a password)."""
+
+
+def open_store(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Store | None:
+    """The configured ledger (None when it is off). A SQLite file is created and migrated now; a
+    Postgres database when it is first reached (it may be down as the gateway starts).
+
+    Raises:
+        ValueError: an unsupported URL (the configuration check says so first).
+    """
+    path = ledger_path(config, env)
+    if path is not None:
+        from proxycast.ledger.sqlite import SQLiteStore
+
+        return SQLiteStore(path)
+    if is_postgres(config.url):
+        from proxycast.ledger.postgres import PostgresStore
+
+        return PostgresStore(config.url)
+    return None
+
+
+def report_rows(groups: Iterable[Sequence[Any]], by: str) -> list[dict[str, Any]]:
+    """The report's rows from an engine's aggregate ``(key, requests, errors, input tokens, output
+    tokens, cost)`` per group: largest cost first, then by key (by day: in date order).
+
+    The order is set here rather than in SQL so that every engine gives the same one: Postgres sorts
+    text by the database's collation, SQLite by code point, and a float sum's last bits depend on
+    the order the engine added the rows in (so ties are broken on the rounded cost, as printed).
+    """
+    out = [
+        {
+            by: key,
+            "requests": int(requests),
+            "errors": int(errors or 0),
+            "input_tokens": int(input_tokens or 0),
+            "output_tokens": int(output_tokens or 0),
+            "cost_usd": round(float(cost_usd or 0.0), 6),
+        }
+        for key, requests, errors, input_tokens, output_tokens, cost_usd in groups
+    ]
+    if by == "day":
+        out.sort(key=lambda row: row[by])
+    else:
+        out.sort(key=lambda row: (-row["cost_usd"], row[by]))
+    return out
+
+
+def series_rows(slots: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """A series from an engine's aggregate ``(slot, group, requests, errors, input tokens, output
+    tokens, cost)``, where slot ``i`` covers ``[since + i * bucket, since + (i + 1) * bucket)``; in
+    slot, then group order."""
+    out = [
+        {
+            "bucket": int(slot),
+            "group": group,
+            "requests": int(requests),
+            "errors": int(errors or 0),
+            "input_tokens": int(input_tokens or 0),
+            "output_tokens": int(output_tokens or 0),
+            "cost_usd": round(float(cost or 0.0), 6),
+        }
+        for slot, group, requests, errors, input_tokens, output_tokens, cost in slots
+    ]
+    out.sort(key=lambda row: (row["bucket"], row["group"]))
+    return out

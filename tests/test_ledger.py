@@ -102,6 +102,9 @@ def test_since() -> None:
         pytest.param('[state]\nredis_url = "http://h"', "expected redis://", id="redis"),
         pytest.param('[state]\nscope = "galaxy"', "expected 'machine' or 'process'", id="scope"),
         pytest.param('[state]\nredis_prefix = "a b"', "redis_prefix: may hold", id="prefix"),
+        pytest.param(
+            '[server]\nworkers = 2\n[state]\nscope = "process"', "each worker would", id="scope2"
+        ),
         pytest.param('[server]\naccess_log = "xml"', "access_log: expected", id="log"),
         pytest.param('[[clients]]\nname = "a"', "exactly one of api_key", id="nokey"),
         pytest.param('[[clients]]\nname = "a"\napi_key_sha256 = "abc"', "64 hexadecimal", id="sha"),

@@ -121,6 +121,15 @@ async def test_a_key_rested_by_one_instance_is_skipped_by_the_other(
         assert used == {f"Bearer {KEYS[1]}"}
 
 
+async def _metric(url: str, name: str) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (
+            await client.get(url + "/metrics", headers={"authorization": f"Bearer {ALICE}"})
+        ).text
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else -1.0
+
+
 async def _resting(url: str) -> set[str]:
     """The keys the instance's /metrics report as unavailable."""
     async with httpx.AsyncClient() as client:
@@ -153,13 +162,19 @@ async def test_redis_killed_mid_run_fails_no_request(
 
         async with trio.open_nursery() as nursery:
             for url in urls:
-                nursery.start_soon(load, url, 4.0)
+                nursery.start_soon(load, url, 60.0)
             await trio.sleep(1.0)
             redis_server.stop()
             during = len(statuses)
             await trio.sleep(1.5)
             assert len(statuses) > during  # requests kept flowing while Redis was down
             await trio.to_thread.run_sync(redis_server.start)
+            with trio.fail_after(20):
+                for url in urls:  # both instances count in Redis again
+                    while await _metric(url, "proxycast_redis_up") != 1:  # noqa: ASYNC110
+                        await trio.sleep(0.1)
+            await trio.sleep(0.5)  # and requests flow on
+            nursery.cancel_scope.cancel()
         assert statuses
         assert set(statuses) == {200}
         # after it returned, both instances count in Redis again, the outage's admissions replayed
@@ -174,19 +189,22 @@ async def test_redis_killed_mid_run_fails_no_request(
 async def test_an_outage_is_logged_once_counted_locally_and_replayed(
     redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = RedisState(redis_server.url, MemoryLimiter(), prefix="t")
+    statuses: list[bool] = []
+    state = RedisState(redis_server.url, MemoryLimiter(), prefix="t", on_status=statuses.append)
     limits, ask = Limits(rpm=5, usd_per_day=10.0), Ask(client="a", tokens=3, usd=0.5)
     assert isinstance(await state.admit(ask, limits), Admitted)
     redis_server.stop()
     outcomes = [await state.admit(ask, limits) for _ in range(6)]
     # per-instance limits meanwhile: the fallback knew nothing of the first admission
     assert [isinstance(o, Admitted) for o in outcomes] == [True] * 5 + [False]
-    settled = outcomes[0]
-    assert isinstance(settled, Admitted)
-    await state.settle(settled, 10, 1.0)  # journalled too
+    first, late = outcomes[0], outcomes[1]
+    assert isinstance(first, Admitted)
+    assert isinstance(late, Admitted)
+    await state.settle(first, 10, 1.0)  # journalled too
     lost = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lost) == 1
     assert lost[0].levelname == "ERROR"
+    assert statuses == [False]
     redis_server.start()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(state.run)
@@ -194,14 +212,41 @@ async def test_an_outage_is_logged_once_counted_locally_and_replayed(
             while not state.up:  # noqa: ASYNC110 - set by a background loop's reconnect
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
+    assert statuses == [False, True]
+    # an answer admitted during the outage that ends after it: its usage goes to Redis directly
+    await state.settle(late, 5, 2.5)
     with redis_server.client() as client:
         window = client.hgetall("{t:c:a}:w")
         day = [float(client.get(k) or 0) for k in client.scan_iter("{t:c:a}:d:*")]
     assert sum(int(v) for k, v in window.items() if k.startswith(b"r")) == 5  # replayed
-    assert sum(int(v) for k, v in window.items() if k.startswith(b"t")) == 5 * 3 + 7
-    assert day == [pytest.approx(5 * 0.5 + 0.5)]
+    assert sum(int(v) for k, v in window.items() if k.startswith(b"t")) == 5 * 3 + 7 + 2
+    assert day == [pytest.approx(5 * 0.5 + 0.5 + 2.0)]
     assert isinstance(await state.admit(ask, limits), Refused)  # shared again: 5 in the window
     await state.aclose()
+
+
+async def test_a_redis_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s3cret-redis-password"
+    url = f"redis://:{secret}@127.0.0.1:{_closed_port()}/0?password={secret}"
+    state = RedisState(url, MemoryLimiter())
+    assert isinstance(
+        await state.admit(Ask(client="a", tokens=1, usd=0.0), Limits(rpm=1)), Admitted
+    )
+    assert not state.up
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "unreachable" in logged
+    assert secret not in logged
+    assert secret not in repr(StateConfig(redis_url=url))
+    await state.aclose()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 async def test_fail_closed_refuses_limited_clients_while_redis_is_away(

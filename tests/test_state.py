@@ -12,6 +12,7 @@ import trio
 
 from proxycast.keys import KeyPool
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
+from proxycast.state.health import HealthBoard
 from proxycast.state.memory import MemoryLimiter
 from proxycast.state.redis import RedisState
 from proxycast.state.sqlite import SQLiteLimiter
@@ -158,3 +159,33 @@ async def test_a_rest_in_one_workers_pool_reaches_the_others(
     assert pools[1]["p"].status()[1][2] == "upstream 429"
     for state in states:
         await state.aclose()
+
+
+async def test_a_budgets_edge_is_the_same_for_every_limiter(make: Make) -> None:
+    """Spend is summed as doubles everywhere (Redis too), so each limiter admits the same count."""
+    clock = Clock()
+    limiter = make(clock)
+    expected, spent = 0, 0.0
+    while not (spent >= 0.3 or spent + 0.01 > 0.3):
+        spent += 0.01
+        expected += 1
+    ask, limits = Ask(client="a", tokens=0, usd=0.01), Limits(usd_per_day=0.3)
+    admitted = 0
+    while isinstance(await limiter.admit(ask, limits), Admitted):
+        admitted += 1
+    assert admitted == expected
+    await limiter.aclose()
+
+
+def test_a_rest_is_written_as_long_as_it_is_now() -> None:
+    """A rest queued while the backend could not be written is measured again when it is."""
+    clock = Clock()
+    pool = KeyPool("p", 2, clock, fingerprints=("aaa", "bbb"))
+    board = HealthBoard()
+    board.watch({"p": pool})
+    pool.rest(1, 60, "upstream 429")
+    board.keep(board.take())  # the write failed
+    clock.now += 50
+    ((name, left, why),) = board.take()
+    assert (name, left, why) == ("p#2:bbb", 10, "upstream 429")
+    assert board.take() == []

@@ -142,10 +142,10 @@ class Accounting:
                 fail_open=config.state.fail_open,
                 prefix=config.state.redis_prefix,
                 cluster=config.state.redis_cluster,
-                on_call=lambda what: self.metrics.redis_calls.labels(what).inc(),
-                on_status=self.metrics.redis_up.set,
+                on_call=self._redis_called,
+                on_status=self._redis_status,
             )
-            self.metrics.redis_up.set(1)
+            self._redis_status(True)
         elif config.server.workers > 1 and config.state.scope == "machine":
             from proxycast.state.sqlite import SQLiteLimiter
 
@@ -166,6 +166,14 @@ class Accounting:
                 self._prices.clear()
             self._prices[upstream_model] = price_of(self.config.prices, upstream_model)
         return self._prices[upstream_model]
+
+    def _redis_called(self, what: str) -> None:
+        if self.metrics.redis_calls is not None:
+            self.metrics.redis_calls.labels(what).inc()
+
+    def _redis_status(self, up: bool) -> None:
+        if self.metrics.redis_up is not None:
+            self.metrics.redis_up.set(1 if up else 0)
 
     def share_health(self, pools: Mapping[str, KeyPool]) -> None:
         """Share the health of these key pools with the other workers (see :attr:`shared`)."""

@@ -369,6 +369,12 @@ def _check_accounting(config: Config) -> None:
     state = config.state
     if state.scope not in ("machine", "process"):
         raise ConfigError(f"{src}: state.scope: expected 'machine' or 'process'")
+    if state.scope == "process" and config.server.workers > 1 and not state.redis_url:
+        raise ConfigError(
+            f"{src}: state.scope: 'process' counts limits in each worker's memory, so with "
+            f"server.workers = {config.server.workers} each worker would allow the whole limit; "
+            "use 'machine' (the default)"
+        )
     if state.redis_url and not state.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
             f"{src}: state.redis_url: expected redis://HOST:PORT/DB, rediss://... or unix://PATH"

@@ -44,6 +44,9 @@ class KeyPool:
     provider: str
     size: int
     clock: Callable[[], float] = time.monotonic
+    fingerprints: tuple[str, ...] = ()
+    """A short digest of each key (shared state names a key by it too, so that a rest follows the
+    key, not its position in the list)."""
     listener: Callable[[int | None, float, str], None] | None = None
     """Told of each rest that starts or grows here: ``(key index, None for the whole provider,
     seconds, reason)`` (shared state passes it on to the other instances)."""
@@ -94,6 +97,11 @@ class KeyPool:
             return False
         key.until, key.reason = until, reason
         return True
+
+    def left(self, index: int | None) -> tuple[float, str]:
+        """Seconds until a key (None: the provider as a whole) is back (0: now), and why it rests."""
+        key = self._bench if index is None else self._keys[index]
+        return max(0.0, key.until - self.clock()), key.reason
 
     def resting(self) -> list[tuple[int | None, float, str]]:
         """``(key index or None for the provider, seconds left, reason)`` of every rest under way."""

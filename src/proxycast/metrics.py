@@ -84,18 +84,21 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemin",
         )
-        self.redis_calls = Counter(
-            "proxycast_redis_calls",
-            "Calls to Redis, one round trip each (what: admit, settle, sync, replay, ping).",
-            ["what"],
-            registry=own,
-        )
-        self.redis_up = Gauge(
-            "proxycast_redis_up",
-            "1 while every worker reaches Redis ([state] redis_url), 0 while one does not.",
-            registry=own,
-            multiprocess_mode="livemin",
-        )
+        self.redis_calls: Counter | None = None
+        self.redis_up: Gauge | None = None
+        if config.state.redis_url:  # only where there is a Redis to watch
+            self.redis_calls = Counter(
+                "proxycast_redis_calls",
+                "Calls to Redis, one round trip each (what: admit, settle, sync, replay, ping).",
+                ["what"],
+                registry=own,
+            )
+            self.redis_up = Gauge(
+                "proxycast_redis_up",
+                "1 while every worker reaches Redis ([state] redis_url), 0 while one does not.",
+                registry=own,
+                multiprocess_mode="livemin",
+            )
         self.in_flight = Gauge(
             "proxycast_in_flight_requests",
             "Requests in progress.",

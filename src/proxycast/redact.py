@@ -70,9 +70,10 @@ def config_secrets(config: Config) -> list[str]:
         secrets += provider.api_keys
         userinfo = urlsplit(provider.base_url).netloc.rpartition("@")[0]
         secrets += [s for s in userinfo.split(":") if s]
-    password = url_password(config.ledger.url)  # the ledger's Postgres
-    if password:
-        secrets += {password, unquote(password)}
+    for url in (config.ledger.url, config.state.redis_url):  # the ledger's Postgres, Redis
+        password = url_password(url)
+        if password:
+            secrets += {password, unquote(password)}
     return secrets
 
 

@@ -4,6 +4,7 @@ one request, and mapping transport failures and error statuses to proxycast erro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 import zlib
@@ -278,7 +279,14 @@ class Provider:
         self.client = client
         self.url = config.url
         self._auths: list[httpx.Auth | None] = [format.auth(k) for k in config.api_keys] or [None]
-        self.pool = KeyPool(config.name, len(config.api_keys), clock)
+        self.pool = KeyPool(
+            config.name,
+            len(config.api_keys),
+            clock,
+            fingerprints=tuple(
+                hashlib.sha256(key.encode()).hexdigest()[:12] for key in config.api_keys
+            ),
+        )
 
     def __repr__(self) -> str:
         return f"<Provider {self.config.name!r} ({self.config.type})>"

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+from proxycast.redact import without_password
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -26,8 +28,9 @@ if TYPE_CHECKING:
 class StateConfig:
     """``[state]``."""
 
-    redis_url: str = ""
-    """``redis://[:PASSWORD@]HOST:PORT/DB``: limits and key health shared by every instance."""
+    redis_url: str = attrs.field(default="", repr=lambda url: repr(without_password(url)))
+    """``redis://[:PASSWORD@]HOST:PORT/DB``: limits and key health shared by every instance (a
+    password is never shown: reprs, logs, errors)."""
     scope: str = "machine"
     """Without Redis: ``machine`` (the workers of one ``proxycast serve`` share one SQLite file; a
     restart keeps the counts) or ``process`` (each worker counts in memory: one worker only)."""

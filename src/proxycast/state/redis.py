@@ -25,11 +25,11 @@ one dependency instead of six (docs/scale-out.md has the figures).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import trio
@@ -39,6 +39,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from proxycast.errors import ProxycastError
+from proxycast.redact import without_password
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, window
 from proxycast.state.health import HealthBoard, Rest
 
@@ -63,9 +64,9 @@ KEPT_SECONDS = 2 * window.WINDOW
 """A window's hash expires this long after its last admission."""
 
 # KEYS: the client's window (hash: r<second> requests, t<second> tokens), today's and this month's
-# spend. ARGV: now, rpm, tpm, USD per day, per month (-1: no limit), tokens and USD asked, seconds
-# until the day and the month end. Returns the verdict ('' when admitted), the window as it was (flat
-# field, value pairs) and the spend of the day and the month.
+# spend. ARGV: now, rpm, tpm, USD per day, per month (-1: no limit), tokens and USD asked, the TTLs of
+# the day's and the month's spend. Returns the verdict ('' when admitted) and the window as it was
+# (flat field, value pairs).
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local second = math.floor(now)
@@ -99,14 +100,29 @@ if verdict == '' then
   redis.call('HINCRBY', KEYS[1], 't' .. second, tokens)
   redis.call('EXPIRE', KEYS[1], $KEPT)
   if per_day >= 0 or per_month >= 0 then
-    redis.call('INCRBYFLOAT', KEYS[2], ARGV[7])
-    redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[8])) + 86400)
-    redis.call('INCRBYFLOAT', KEYS[3], ARGV[7])
-    redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[9])) + 86400)
+    redis.call('SET', KEYS[2], string.format('%.17g', day + usd), 'EX', ARGV[8])
+    redis.call('SET', KEYS[3], string.format('%.17g', month + usd), 'EX', ARGV[9])
   end
 end
-return {verdict, kept, tostring(day), tostring(month)}
+return {verdict, kept}
 """.replace("$WINDOW", str(window.WINDOW)).replace("$KEPT", str(KEPT_SECONDS))
+
+# KEYS: a client's window, then any of its spend keys. ARGV: the second ('' for none), requests and
+# tokens to add to it, then (USD to add, TTL in seconds) for each spend key. Spend is summed as
+# doubles and written exactly (%.17g), as the other limiters sum it, so that every limiter admits
+# the same requests at a budget's edge (INCRBYFLOAT sums in long doubles).
+_ADD = """
+if ARGV[1] ~= '' then
+  if ARGV[2] ~= '0' then redis.call('HINCRBY', KEYS[1], 'r' .. ARGV[1], ARGV[2]) end
+  if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[1], 't' .. ARGV[1], ARGV[3]) end
+  redis.call('EXPIRE', KEYS[1], $KEPT)
+end
+for i = 2, #KEYS do
+  local sum = tonumber(redis.call('GET', KEYS[i]) or '0') + tonumber(ARGV[2 * i])
+  redis.call('SET', KEYS[i], string.format('%.17g', sum), 'EX', ARGV[2 * i + 1])
+end
+return 1
+""".replace("$KEPT", str(KEPT_SECONDS))
 
 # KEYS: the health key of every key of every provider (and of each provider as a whole). ARGV: the
 # rests to write, as (index into KEYS, milliseconds, reason) triples: a rest is written when it is
@@ -127,16 +143,9 @@ return out
 """
 
 
-def redacted_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+def _spend_ttl(left: float) -> int:
+    """A spend key's TTL: the period's seconds left, and a day (a late settlement still lands)."""
+    return math.ceil(left) + 86400
 
 
 class RedisState:
@@ -177,9 +186,9 @@ class RedisState:
             else (lambda: redis.Redis.from_url(url, **options))
         )
         self._redis: redis.Redis | RedisCluster | None = None
-        self._scripts: tuple[Script, Script] | None = None
+        self._scripts: tuple[Script, Script, Script] | None = None
         self._making = threading.Lock()
-        self._where = redacted_url(url)
+        self._where = without_password(url)
         self._threads = trio.CapacityLimiter(POOL)
         self._fallback = fallback
         self._fail_open = fail_open
@@ -212,11 +221,11 @@ class RedisState:
                 *(-1 if v is None else repr(v) for v in (limits.usd_per_day, limits.usd_per_month)),
                 ask.tokens,
                 repr(ask.usd),
-                repr(day_left),
-                repr(month_left),
+                _spend_ttl(day_left),
+                _spend_ttl(month_left),
             ]
             try:
-                verdict, flat, _, _ = await self._call("admit", self._script, 0, keys, args)
+                verdict, flat = await self._call("admit", self._script, 0, keys, args)
             except FAILURES as exc:
                 self._lost(exc)
             else:
@@ -234,41 +243,70 @@ class RedisState:
             )
         outcome = await self._fallback.admit(ask, limits)
         if isinstance(outcome, Admitted):
-            bucket = self._journal_window[ask.client, outcome.ticket]
-            bucket[0] += 1
-            bucket[1] += ask.tokens
-            for period in outcome.periods:
-                self._journal_spend[ask.client, period] += ask.usd
+            spend = dict.fromkeys(outcome.periods, ask.usd)
+            await self._count(ask.client, outcome.ticket, 1, ask.tokens, spend)
         return outcome
 
     async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
         if not admitted.settles:
             return
-        delta_tokens, delta_usd = tokens - admitted.tokens, usd - admitted.usd
-        if not admitted.shared:
+        if not admitted.shared:  # admitted by the fallback, while Redis was away
             await self._fallback.settle(admitted, tokens, usd)
-        elif self.up:
+        delta_usd = usd - admitted.usd
+        spend = dict.fromkeys(admitted.periods, delta_usd) if delta_usd else {}
+        delta_tokens = tokens - admitted.tokens
+        if delta_tokens or spend:
+            await self._count(admitted.client, admitted.ticket, 0, delta_tokens, spend, "settle")
+
+    async def _count(
+        self,
+        client: str,
+        second: int,
+        requests: int,
+        tokens: int,
+        spend: dict[str, float],
+        what: str = "replay",
+    ) -> None:
+        """Add to a client's counts in Redis; while it is away (or when the call fails), to the
+        journal that is replayed into it when it is back. Additions commute: what the fallback
+        counted reaches Redis whether it lands before, during or after the replay."""
+        if self.up:
             try:
-                await self._call("settle", self._settle, admitted, delta_tokens, delta_usd)
+                await self._call(what, self._add, client, second, requests, tokens, spend)
             except FAILURES as exc:
                 self._lost(exc)
             else:
                 return
-        # journalled: replayed into Redis when it answers again
-        if delta_tokens:
-            self._journal_window[admitted.client, admitted.ticket][1] += delta_tokens
-        for period in admitted.periods:
-            self._journal_spend[admitted.client, period] += delta_usd
+        if requests or tokens:
+            bucket = self._journal_window[client, second]
+            bucket[0] += requests
+            bucket[1] += tokens
+            if len(self._journal_window) % 1024 == 0:  # a long outage: drop what left the window
+                floor = int(self._clock()) - window.WINDOW
+                for key in [k for k in self._journal_window if k[1] <= floor]:
+                    del self._journal_window[key]
+        for period, usd in spend.items():
+            self._journal_spend[client, period] += usd
 
-    def _settle(self, admitted: Admitted, delta_tokens: int, delta_usd: float) -> None:
-        pipe = self._client().pipeline(transaction=False)
-        if delta_tokens:
-            pipe.hincrby(self._key(admitted.client, "w"), f"t{admitted.ticket}", delta_tokens)
-        if delta_usd:
-            for period in admitted.periods:
-                pipe.incrbyfloat(self._key(admitted.client, period), delta_usd)
-        if len(pipe):
-            pipe.execute()
+    def _add(
+        self,
+        client: str,
+        second: int | None,
+        requests: int,
+        tokens: int,
+        spend: dict[str, float],
+        pipe: Any = None,
+    ) -> None:
+        """One :data:`_ADD` call (queued on ``pipe`` when given)."""
+        _, _, day_left, month_left = window.periods(self._clock())
+        keys = [self._key(client, "w")]
+        args: list[Any] = ["" if second is None else second, requests, tokens]
+        for period, usd in spend.items():
+            keys.append(self._key(client, period))
+            args += [repr(usd), _spend_ttl(day_left if period.startswith("d:") else month_left)]
+        self._client()
+        assert self._scripts is not None
+        self._scripts[2](keys=keys, args=args, client=pipe)
 
     def _key(self, client: str, what: str) -> str:
         return f"{{{self._prefix}:c:{client}}}:{what}"
@@ -278,7 +316,7 @@ class RedisState:
     def watch(self, pools: Mapping[str, KeyPool]) -> None:
         """Share the health of these providers' keys (those of an earlier call are forgotten)."""
         self._health.watch(pools)
-        self._health_keys = [f"{{{self._prefix}:h}}:{label}" for label in self._health.labels]
+        self._health_keys = [f"{{{self._prefix}:h}}:{name}" for name in self._health.names]
 
     async def run(self) -> None:
         """Every 0.5 s (at once after a local rest): write the rests this worker saw, read those of
@@ -297,12 +335,12 @@ class RedisState:
 
     async def _sync(self, rests: list[Rest]) -> None:
         args: list[Any] = []
-        for label, seconds, reason in rests:
-            args += [self._health.labels.index(label) + 1, max(1, int(seconds * 1000)), reason]
+        for name, seconds, reason in rests:
+            args += [self._health.names.index(name) + 1, max(1, int(seconds * 1000)), reason]
         reply = await self._call("sync", self._script, 1, self._health_keys, args)
         self._health.learn(
-            (label, int(reply[2 * i]) / 1000, _text(reply[2 * i + 1]))
-            for i, label in enumerate(self._health.labels)
+            (name, int(reply[2 * i]) / 1000, _text(reply[2 * i + 1]))
+            for i, name in enumerate(self._health.names)
         )
 
     # -- outages --------------------------------------------------------------------------------
@@ -326,44 +364,45 @@ class RedisState:
             await self._call("ping", lambda: self._client().ping())
         except FAILURES:
             return
-        self.up = True  # admissions count in Redis again from here on
+        self.up = True  # counts go to Redis again from here on (see _count)
         journal = self._journal_window, self._journal_spend
         self._journal_window, self._journal_spend = defaultdict(lambda: [0, 0]), defaultdict(float)
-        rests = self._health.resting()
         try:
             await self._call("replay", self._replay, *journal)
-            await self._sync(rests)
-        except FAILURES as exc:
-            for key, (requests, tokens) in journal[0].items():  # kept for the next try
+        except FAILURES as exc:  # nothing was applied (one transaction): kept for the next try
+            for key, (requests, tokens) in journal[0].items():
                 self._journal_window[key][0] += requests
                 self._journal_window[key][1] += tokens
             for period, usd in journal[1].items():
                 self._journal_spend[period] += usd
             self._lost(exc)
             return
+        rests = self._health.resting()  # as long as they are now (the queued ones among them)
+        try:
+            await self._sync(rests)
+        except FAILURES as exc:
+            self._health.keep(rests)
+            self._lost(exc)
+            return
         log.warning(
             "Redis at %s answers again: limits and key health are shared again", self._where
         )
+        if self._on_status is not None:
+            self._on_status(True)
 
     def _replay(
         self, counted: dict[tuple[str, int], list[int]], spent: dict[tuple[str, str], float]
     ) -> None:
-        """Add what the fallback counted while Redis was away to Redis's counts (one pipeline)."""
-        now = self._clock()
-        floor = int(now) - window.WINDOW
-        _, _, day_left, month_left = window.periods(now)
-        pipe = self._client().pipeline(transaction=False)
-        for (client, second), (requests, tokens) in counted.items():
+        """Add what was counted while Redis was away to Redis's counts: one transaction (all or
+        nothing; on a cluster, whose clients' keys lie in several slots, one pipeline)."""
+        floor = int(self._clock()) - window.WINDOW
+        client = self._client()
+        pipe = client.pipeline(transaction=not isinstance(client, RedisCluster))
+        for (name, second), (requests, tokens) in counted.items():
             if second > floor:
-                key = self._key(client, "w")
-                pipe.hincrby(key, f"r{second}", requests)
-                pipe.hincrby(key, f"t{second}", tokens)
-                pipe.expire(key, KEPT_SECONDS)
-        for (client, period), usd in spent.items():
-            key = self._key(client, period)
-            pipe.incrbyfloat(key, usd)
-            left = day_left if period.startswith("d:") else month_left
-            pipe.expire(key, int(left) + 86400, nx=True)
+                self._add(name, second, requests, tokens, {}, pipe)
+        for (name, period), usd in spent.items():
+            self._add(name, None, 0, 0, {period: usd}, pipe)
         if len(pipe):
             pipe.execute()
 
@@ -372,7 +411,11 @@ class RedisState:
         with self._making:
             if self._redis is None:
                 client = self._connect()
-                self._scripts = (client.register_script(_ADMIT), client.register_script(_HEALTH))
+                self._scripts = (
+                    client.register_script(_ADMIT),
+                    client.register_script(_HEALTH),
+                    client.register_script(_ADD),
+                )
                 self._redis = client
         return self._redis
 

@@ -86,7 +86,7 @@ class SSEParser:
         for block in chunk[:-2].split(b"\n\n"):
             if not block.startswith(b"data: ") or b"\n" in block:
                 return None
-            out.append(Event(block[6:].decode("utf-8", "replace")))
+            out.append(Event(block[6:].decode("utf-8", "replace"), "message", self._id))
         return out
 
     @property

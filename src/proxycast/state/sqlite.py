@@ -54,9 +54,15 @@ _MIGRATION = (  # the files of earlier versions: their two tables, moved into co
     ),
     ("spend", "INSERT OR IGNORE INTO counts SELECT client, period, 0, 0, usd FROM spend"),
 )
-_WINDOW = "SELECT slot, requests, tokens, usd FROM counts WHERE client = ?1 AND slot < ''"
-"""The window's seconds (SQLite orders every number before every text: ``< ''`` is "a number")."""
-_SPENT = " UNION ALL SELECT slot, requests, tokens, usd FROM counts WHERE client = ?1 AND slot IN (?2, ?3)"
+_WINDOW = (
+    "SELECT NULL, min(slot), total(requests) FILTER (WHERE slot > ?2), "
+    "total(tokens) FILTER (WHERE slot > ?2) FROM counts WHERE client = ?1 AND slot < ''"
+)
+"""The window summed in SQLite (an admission needs only the sums, and the oldest second to know
+when to prune): one row, where reading up to 60 buckets into Python cost ~60 us an admission at
+250 requests a second. SQLite orders every number before every text: ``< ''`` is "a second"."""
+_SPENT = " UNION ALL SELECT slot, 0, 0, usd FROM counts WHERE client = ?1 AND slot IN (?3, ?4)"
+_BUCKETS = "SELECT slot, requests, tokens FROM counts WHERE client = ? AND slot > ? AND slot < ''"
 _COUNT = (
     "INSERT INTO counts (client, slot, requests, tokens, usd) VALUES (?1, ?2, 1, ?3, 0.0){} "
     "ON CONFLICT (client, slot) DO UPDATE SET requests = requests + excluded.requests, "
@@ -211,27 +217,27 @@ class SQLiteLimiter:
     def _decide(self, db: sqlite3.Connection, ask: Ask, limits: Limits) -> Admitted | Refused:
         now, client = self._clock(), ask.client
         second = int(now)
+        floor = second - WINDOW
         day, month, _, _ = window.periods(now)
         budgeted = window.budgeted(limits)
         if budgeted:
-            rows = db.execute(_WINDOW + _SPENT, (client, day, month)).fetchall()
+            rows = db.execute(_WINDOW + _SPENT, (client, floor, day, month)).fetchall()
         else:
-            rows = db.execute(_WINDOW, (client,)).fetchall()
-        seconds = [
-            (slot, requests, tokens) for slot, requests, tokens, _ in rows if type(slot) is int
-        ]
-        if seconds and min(seconds)[0] <= second - WINDOW:  # buckets that left the window
-            db.execute(
-                "DELETE FROM counts WHERE client = ? AND slot <= ?", (client, second - WINDOW)
-            )
-        buckets = window.current(seconds, now)
-        spent = {slot: usd for slot, _, _, usd in rows if type(slot) is str}
+            rows = db.execute(_WINDOW, (client, floor)).fetchall()
+        _, oldest, requests, tokens = rows[0]
+        if oldest is not None and oldest <= floor:  # buckets that left the window
+            db.execute("DELETE FROM counts WHERE client = ? AND slot <= ?", (client, floor))
+        # the sums as one bucket: all that the verdict, and the outcome of an admission, read
+        buckets = [(second, int(requests), int(tokens))] if requests or tokens else []
+        spent = {slot: usd for slot, _, _, usd in rows[1:]}
         refused = window.verdict(buckets, spent, now, ask, limits)
         if refused is None:
             if budgeted:
                 db.execute(_COUNT_BUDGET, (client, second, ask.tokens, day, ask.usd, month))
             else:
                 db.execute(_COUNT_WINDOW, (client, second, ask.tokens))
+        else:  # when to retry depends on each second's counts
+            buckets = window.current(db.execute(_BUCKETS, (client, floor)).fetchall(), now)
         return window.outcome(buckets, now, ask, limits, refused)
 
     def _settle(self, db: sqlite3.Connection, admitted: Admitted, tokens: int, usd: float) -> None:

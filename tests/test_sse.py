@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from proxycast import sse
@@ -80,3 +80,34 @@ def test_partial_event_is_reported() -> None:
 def test_encode() -> None:
     assert sse.encode('{"a":1}') == b'data: {"a":1}\n\n'
     assert sse.encode("{}", "ping") == b"event: ping\ndata: {}\n\n"
+
+
+PIECES = [
+    b'data: {"a": 1}\n\n',
+    b"data: x\n\n",
+    b"data: \n\n",
+    b": keep-alive\n\n",
+    b"data: a\ndata: b\n\n",
+    b"event: e\ndata: y\n\n",
+    b"data:z\n\n",
+    b"data: \xff\xfe\n\n",
+    b"data: q\r\n\r\n",
+    b"id: 3\n\n",
+    b"data: [DONE]\n\n",
+    b"\n\n",
+    b"data: cut",
+]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=6), st.lists(st.sampled_from(PIECES), max_size=6))
+@example([b"id: 3\n\n"], [b"data: x\n\n", b"data: y\n\n"])  # the last event id carries over
+@example([b"data: cut"], [b"\n\n"])
+def test_plain_chunks_give_what_feed_gives(first: list[bytes], second: list[bytes]) -> None:
+    # feed_plain either declines (None) or gives exactly feed's events, whatever came before
+    plain, parser = sse.SSEParser(), sse.SSEParser()
+    for chunk in (b"".join(first), b"".join(second)):
+        expected = parser.feed(chunk)
+        fast = plain.feed_plain(chunk)
+        assert fast is None or fast == expected
+        if fast is None:
+            assert plain.feed(chunk) == expected

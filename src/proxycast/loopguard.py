@@ -28,8 +28,6 @@ from proxycast.errors import ProxycastError
 from proxycast.redact import without_userinfo
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     import httpx
 
     from proxycast.config import Config
@@ -66,14 +64,15 @@ def arrive(header: str | None, mark: str, url: str) -> None:
     _arrived.set(marks)
 
 
-def stamper(mark: str) -> Callable[[httpx.Request], Awaitable[None]]:
-    """An httpx request hook that adds the hop header to every upstream request: the marks the
-    client's request came with, then ``mark``."""
+def stamp(client: httpx.AsyncClient, mark: str) -> None:
+    """Make ``client`` send ``mark`` in the hop header of every upstream request (a default header,
+    set once); a request that arrived with marks sends those first (``proxycast.upstreams``)."""
+    client.headers[HOP_HEADER] = mark
 
-    async def stamp(request: httpx.Request) -> None:
-        request.headers[HOP_HEADER] = ", ".join([*_arrived.get(), mark])
 
-    return stamp
+def arrived() -> tuple[str, ...]:
+    """The marks the request being handled arrived with (none outside a request)."""
+    return _arrived.get()
 
 
 def likely_cause(url: str) -> str:

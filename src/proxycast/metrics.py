@@ -10,7 +10,7 @@ client, model, provider or key it does not name is counted under ``other``.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -105,6 +105,7 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.clients = frozenset([UNNAMED, *(c.name for c in config.clients)])
         self.providers = frozenset(p.name for p in config.providers)
         self.models = frozenset(
@@ -117,6 +118,15 @@ class Metrics:
         self.keys = frozenset(
             f"{p.name}#{i + 1}" for p in config.providers for i in range(max(1, len(p.api_keys)))
         )
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label values: ``labels()`` validates
+        and locks on every call, several times per request."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def client(self, name: str) -> str:
         return name if name in self.clients else OTHER

@@ -151,7 +151,8 @@ class Passthrough:
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
-        for item in self._parser.feed(chunk):
+        items = self._parser.feed_plain(chunk)
+        for item in self._parser.feed(chunk) if items is None else items:
             if self.finished:
                 break
             if isinstance(item, sse.Comment):

@@ -112,7 +112,7 @@ async def serve(
         loopguard.check_not_self(config, host, port)
         # every upstream request carries the gateway's mark: one that comes back is a loop (508)
         mark = loopguard.hop_mark(_url(sock), config.server.api_keys)
-        client.event_hooks["request"].append(loopguard.stamper(mark))
+        loopguard.stamp(client, mark)
         app = create_app(config, client, clock=clock, hop_mark=mark)
         accounts = app.extensions["proxycast_accounting"]
         async with trio.open_nursery() as nursery:

@@ -36,15 +36,40 @@ CHECKPOINT_EVERY = 512
 """Transactions between two WAL checkpoints (run in a thread)."""
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS buckets (client TEXT NOT NULL, second INTEGER NOT NULL,
-                                    requests INTEGER NOT NULL, tokens INTEGER NOT NULL,
-                                    PRIMARY KEY (client, second));
-CREATE TABLE IF NOT EXISTS spend (client TEXT NOT NULL, period TEXT NOT NULL, usd REAL NOT NULL,
-                                  PRIMARY KEY (client, period));
+CREATE TABLE IF NOT EXISTS counts (client TEXT NOT NULL, slot NOT NULL, requests INTEGER NOT NULL,
+                                   tokens INTEGER NOT NULL, usd REAL NOT NULL,
+                                   PRIMARY KEY (client, slot)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS health (label TEXT PRIMARY KEY, until REAL NOT NULL, reason TEXT NOT NULL);
 """
-# The window (see proxycast.state.window) is one row per client and second: an admission reads at
-# most 60 rows whatever the rate.
+# One row per client and slot: a second of the window (an integer: see proxycast.state.window; an
+# admission reads at most 60 of them whatever the rate), or a budget period (text: "d:2026-11-26",
+# "m:2026-11") with its spend. One table, clustered on its key (WITHOUT ROWID): an admission or a
+# settlement writes one page of it, where the earlier two tables with their separate key indexes
+# wrote up to four; with one statement fewer each, that made the two transactions of a request
+# about 35 us cheaper (135 -> 100 us, measured alone).
+_MIGRATION = (  # the files of earlier versions: their two tables, moved into counts
+    (
+        "buckets",
+        "INSERT OR IGNORE INTO counts SELECT client, second, requests, tokens, 0.0 FROM buckets",
+    ),
+    ("spend", "INSERT OR IGNORE INTO counts SELECT client, period, 0, 0, usd FROM spend"),
+)
+_WINDOW = (
+    "SELECT NULL, min(slot), total(requests) FILTER (WHERE slot > ?2), "
+    "total(tokens) FILTER (WHERE slot > ?2) FROM counts WHERE client = ?1 AND slot < ''"
+)
+"""The window summed in SQLite (an admission needs only the sums, and the oldest second to know
+when to prune): one row, where reading up to 60 buckets into Python cost ~60 us an admission at
+250 requests a second. SQLite orders every number before every text: ``< ''`` is "a second"."""
+_SPENT = " UNION ALL SELECT slot, 0, 0, usd FROM counts WHERE client = ?1 AND slot IN (?3, ?4)"
+_BUCKETS = "SELECT slot, requests, tokens FROM counts WHERE client = ? AND slot > ? AND slot < ''"
+_COUNT = (
+    "INSERT INTO counts (client, slot, requests, tokens, usd) VALUES (?1, ?2, 1, ?3, 0.0){} "
+    "ON CONFLICT (client, slot) DO UPDATE SET requests = requests + excluded.requests, "
+    "tokens = tokens + excluded.tokens, usd = usd + excluded.usd"
+)
+_COUNT_WINDOW = _COUNT.format("")
+_COUNT_BUDGET = _COUNT.format(", (?1, ?4, 0, 0, ?5), (?1, ?6, 0, 0, ?5)")
 
 
 def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
@@ -68,7 +93,7 @@ class SQLiteLimiter:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self._path = path
         self._db = connect(path)
-        self._db.executescript(_SCHEMA)
+        self._create()
         # Most transactions find the file unlocked and take ~0.1 ms: they run on the event loop
         # (a thread hop costs more than that on a loaded machine). One that would have to wait
         # for another worker's transaction gives up at once (busy timeout 0) and is redone in a
@@ -82,6 +107,25 @@ class SQLiteLimiter:
         self._lock = trio.Lock()
         self._health = HealthBoard()
         self._failing = False
+
+    def _create(self) -> None:
+        """The tables, and the counts of a file an earlier version wrote moved into them (once:
+        every worker does this at start, one at a time)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            for table, move in _MIGRATION:
+                if table in tables:
+                    db.execute(move)
+                    db.execute(f"DROP TABLE {table}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     async def admit(self, ask: Ask, limits: Limits) -> Admitted | Refused:
         await self._count_transaction()
@@ -173,59 +217,53 @@ class SQLiteLimiter:
     def _decide(self, db: sqlite3.Connection, ask: Ask, limits: Limits) -> Admitted | Refused:
         now, client = self._clock(), ask.client
         second = int(now)
-        rows = db.execute(
-            "SELECT second, requests, tokens FROM buckets WHERE client = ? ORDER BY second",
-            (client,),
-        ).fetchall()
-        if rows and rows[0][0] <= second - WINDOW:  # buckets that left the window
-            db.execute(
-                "DELETE FROM buckets WHERE client = ? AND second <= ?", (client, second - WINDOW)
-            )
-        buckets = window.current(rows, now)
+        floor = second - WINDOW
         day, month, _, _ = window.periods(now)
-        spent: dict[str, float] = {}
-        if window.budgeted(limits):
-            spent = dict(
-                db.execute(
-                    "SELECT period, usd FROM spend WHERE client = ? AND period IN (?, ?)",
-                    (client, day, month),
-                ).fetchall()
-            )
+        budgeted = window.budgeted(limits)
+        if budgeted:
+            rows = db.execute(_WINDOW + _SPENT, (client, floor, day, month)).fetchall()
+        else:
+            rows = db.execute(_WINDOW, (client, floor)).fetchall()
+        _, oldest, requests, tokens = rows[0]
+        if oldest is not None and oldest <= floor:  # buckets that left the window
+            db.execute("DELETE FROM counts WHERE client = ? AND slot <= ?", (client, floor))
+        # the sums as one bucket: all that the verdict, and the outcome of an admission, read
+        buckets = [(second, int(requests), int(tokens))] if requests or tokens else []
+        spent = {slot: usd for slot, _, _, usd in rows[1:]}
         refused = window.verdict(buckets, spent, now, ask, limits)
         if refused is None:
-            db.execute(
-                "INSERT INTO buckets (client, second, requests, tokens) VALUES (?, ?, 1, ?) "
-                "ON CONFLICT (client, second) DO UPDATE SET requests = requests + 1, "
-                "tokens = tokens + excluded.tokens",
-                (client, second, ask.tokens),
-            )
-            if window.budgeted(limits):
-                db.execute(
-                    "INSERT INTO spend (client, period, usd) VALUES (?, ?, ?), (?, ?, ?) "
-                    "ON CONFLICT (client, period) DO UPDATE SET usd = usd + excluded.usd",
-                    (client, day, ask.usd, client, month, ask.usd),
-                )
+            if budgeted:
+                db.execute(_COUNT_BUDGET, (client, second, ask.tokens, day, ask.usd, month))
+            else:
+                db.execute(_COUNT_WINDOW, (client, second, ask.tokens))
+        else:  # when to retry depends on each second's counts
+            buckets = window.current(db.execute(_BUCKETS, (client, floor)).fetchall(), now)
         return window.outcome(buckets, now, ask, limits, refused)
 
     def _settle(self, db: sqlite3.Connection, admitted: Admitted, tokens: int, usd: float) -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if tokens != admitted.tokens:
-                db.execute(
-                    "UPDATE buckets SET tokens = tokens + ? WHERE client = ? AND second = ?",
-                    (tokens - admitted.tokens, admitted.client, admitted.ticket),
-                )
-            delta = usd - admitted.usd
-            if delta and admitted.periods:
-                day, month = admitted.periods
-                db.execute(
-                    "UPDATE spend SET usd = usd + ? WHERE client = ? AND period IN (?, ?)",
-                    (delta, admitted.client, day, month),
-                )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        # One statement (atomic on its own: no BEGIN/COMMIT around it)
+        client, ticket = admitted.client, admitted.ticket
+        extra = tokens - admitted.tokens
+        delta = usd - admitted.usd if admitted.periods else 0.0
+        if extra and delta:
+            day, month = admitted.periods
+            db.execute(
+                "UPDATE counts SET tokens = tokens + CASE WHEN slot = ?2 THEN ?3 ELSE 0 END, "
+                "usd = usd + CASE WHEN slot = ?2 THEN 0.0 ELSE ?4 END "
+                "WHERE client = ?1 AND slot IN (?2, ?5, ?6)",
+                (client, ticket, extra, delta, day, month),
+            )
+        elif extra:
+            db.execute(
+                "UPDATE counts SET tokens = tokens + ? WHERE client = ? AND slot = ?",
+                (extra, client, ticket),
+            )
+        elif delta:
+            day, month = admitted.periods
+            db.execute(
+                "UPDATE counts SET usd = usd + ? WHERE client = ? AND slot IN (?, ?)",
+                (delta, client, day, month),
+            )
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import attrs
 import httpx
 import pytest
 import trio
 
+from proxycast.clients import UNNAMED, ClientConfig
 from proxycast.testing.openai import Script
 from tests.support import CLIENT_KEY, start_gateway
 from tests.ui.support import ALICE_KEY, BOB_KEY, SECRETS, seed_ledger, team_config
@@ -90,6 +92,21 @@ async def test_a_named_client_sees_its_own_usage_and_no_configuration(team: Gate
         admin_usage = await http.get("/ui/api/usage?by=client", headers=_auth(CLIENT_KEY))
         alice_row = next(r for r in admin_usage.json() if r["client"] == "alice")
         assert sum(r["requests"] for r in usage.json()) == alice_row["requests"]
+
+
+async def test_a_client_named_like_the_unnamed_keys_sees_nothing_of_theirs(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    # the configuration check refuses the name; a Config built in code is not checked
+    seed_ledger(tmp_path / "usage.db")
+    config = team_config(fake.base_url, tmp_path / "usage.db")
+    impostor = ClientConfig(name=UNNAMED, api_key="impostor-key-7a1b")
+    gateway = await start_gateway(nursery, attrs.evolve(config, clients=(impostor,)))
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth("impostor-key-7a1b")) as http:
+        for path in ("overview?by=client", "usage", "usage?format=csv"):
+            response = await http.get("/ui/api/" + path)
+            assert response.status_code == 403, path
+            assert "reserved" in response.json()["error"]["message"]
 
 
 async def test_bad_parameters_are_400s(team: Gateway) -> None:

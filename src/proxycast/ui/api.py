@@ -20,6 +20,7 @@ import trio
 from quart import Blueprint, Response, current_app, request
 
 from proxycast.accounting import current_record
+from proxycast.clients import UNNAMED
 from proxycast.errors import AuthenticationError, InvalidRequestError, ProxycastError
 from proxycast.exchange import SSE_HEADERS
 from proxycast.ledger import report
@@ -68,7 +69,16 @@ def _admin_only() -> None:
 def _own_rows() -> str | None:
     """The client whose rows the caller may see; None: all of them."""
     client = _who()
-    return None if client.config is None else client.name
+    if client.config is None:
+        return None
+    if client.name == UNNAMED:
+        # The ledger knows clients by name, and this one's rows cannot be told from the unnamed
+        # keys' (the configuration check refuses the name; a Config built in code may not be checked).
+        raise ProxycastError(
+            f"The client name {UNNAMED!r} is reserved for [server].api_keys: rename this client.",
+            status=403,
+        )
+    return client.name
 
 
 def _json(body: Any) -> Response:

@@ -377,7 +377,7 @@ class Accounting:
             self.redact,
         )
         if record.path.startswith("/v1/"):  # gateway traffic, not the dashboard's own calls
-            self.feed.publish(record.client.name, {"time": record.at, "key": record.key, **fields})
+            self.feed.publish(record.client, {"time": record.at, "key": record.key, **fields})
         if self.on_finish is not None:
             self.on_finish(record)
 

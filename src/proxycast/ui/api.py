@@ -325,17 +325,19 @@ async def configuration() -> Response:
 
 @blueprint.get("/live")
 async def live() -> Response:
-    """The live feed (SSE): an ``event: request`` per finished gateway request of this worker."""
-    own = _own_rows()
+    """The live feed (SSE): an ``event: request`` per finished gateway request of this worker (a
+    named client's own only)."""
+    client = _who()
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
 
     async def frames() -> AsyncIterator[bytes]:
-        with accounts.feed.watch() as watcher:
+        # the feed filters as it publishes: a client, not a name (no name can pass for another's)
+        with accounts.feed.watch(None if client.config is None else client) as watcher:
             hello = json.dumps({"worker": os.getpid()})
             yield f"event: hello\ndata: {hello}\n\n".encode()
             told = 0
             while True:
-                item: tuple[str, str] | None = None
+                item: str | None = None
                 with trio.move_on_after(HEARTBEAT):
                     try:
                         item = await watcher.receive.receive()
@@ -346,8 +348,8 @@ async def live() -> Response:
                     yield f'event: dropped\ndata: {{"dropped": {told}}}\n\n'.encode()
                 if item is None:
                     yield b": keep-alive\n\n"
-                elif own is None or item[0] == own:
-                    yield f"event: request\ndata: {item[1]}\n\n".encode()
+                else:
+                    yield f"event: request\ndata: {item}\n\n".encode()
 
     response = Response(frames(), content_type="text/event-stream", headers=SSE_HEADERS)
     response.timeout = None  # the stream lasts as long as the page watches

@@ -3,7 +3,10 @@ may see, the CSP of the pages, no secret in any answer, the live feed's stream."
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import time
 from typing import TYPE_CHECKING
 
 import attrs
@@ -12,6 +15,8 @@ import pytest
 import trio
 
 from proxycast.clients import UNNAMED, ClientConfig
+from proxycast.ledger import sqlite as ledger_sqlite
+from proxycast.ledger.rows import Row
 from proxycast.testing.openai import Script
 from tests.support import CLIENT_KEY, start_gateway
 from tests.ui.support import ALICE_KEY, BOB_KEY, SECRETS, seed_ledger, team_config
@@ -115,6 +120,48 @@ async def test_bad_parameters_are_400s(team: Gateway) -> None:
             response = await http.get("/ui/api/" + query)
             assert response.status_code == 400, query
             assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+ODD_MODELS = ("=cmd|x", "a,b", 'say "hi"', "two\nlines", "-", "@sum", "plain")
+
+
+async def test_the_csv_export_is_the_json_rows(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    seed_ledger(tmp_path / "usage.db")
+    odd = [
+        Row(time=time.time() - 60, request_id=f"odd-{n}", client="alice", api="openai", model=m)
+        for n, m in enumerate(ODD_MODELS)
+    ]
+    db = ledger_sqlite.open_db(tmp_path / "usage.db")
+    try:
+        ledger_sqlite.insert(db, odd)
+    finally:
+        db.close()
+    gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
+        for by in ("client", "provider", "day"):  # exactly the JSON's rows ("-" as it is)
+            rows = (await http.get(f"/ui/api/usage?by={by}")).json()
+            text = (await http.get(f"/ui/api/usage?by={by}&format=csv")).text
+            assert [_typed(r) for r in csv.DictReader(io.StringIO(text, newline=""))] == rows
+        assert any(r["client"] == "-" for r in (await http.get("/ui/api/usage")).json())
+
+        rows = (await http.get("/ui/api/usage?by=model")).json()
+        text = (await http.get("/ui/api/usage?by=model&format=csv")).text
+        exported = [_typed(r) for r in csv.DictReader(io.StringIO(text, newline=""))]
+        escaped = {"=cmd|x": "'=cmd|x", "@sum": "'@sum"}  # the formula-looking ones, not "-"
+        assert exported == [{**r, "model": escaped.get(r["model"], r["model"])} for r in rows]
+        assert {r["model"] for r in rows} >= set(ODD_MODELS)
+        assert '"say ""hi"""' in text  # RFC 4180: quoted, quotes doubled
+        assert '"two\nlines"' in text
+        assert '"a,b"' in text
+
+
+def _typed(row: dict[str, str]) -> dict[str, object]:
+    numbers = {"requests", "errors", "input_tokens", "output_tokens"}
+    return {
+        k: float(v) if k == "cost_usd" else int(v) if k in numbers else v for k, v in row.items()
+    }
 
 
 async def test_no_answer_holds_a_secret(team: Gateway, fake: FakeOpenAI) -> None:

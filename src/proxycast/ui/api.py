@@ -185,7 +185,8 @@ async def usage_report() -> Response:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"])
     for row in rows:
-        writer.writerow([_cell(row[by]), *(row[c] for c in _NUMBERS)])
+        key = _cell(row[by]) if by == "model" else row[by]
+        writer.writerow([key, *(row[c] for c in _NUMBERS)])
     exchange: Exchange = current_app.extensions["proxycast"]
     name = f"proxycast-usage-by-{by}.csv"
     return Response(
@@ -198,10 +199,17 @@ async def usage_report() -> Response:
 _NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
 
 
-def _cell(value: Any) -> str:
-    """A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A model name a spreadsheet will not run as a formula (OWASP's CSV injection advice).
+
+    Only the model column is escaped: a client chooses the model it asks for (an unknown one too, and
+    it is recorded), while client names, providers and days come from the configuration and the
+    clock, and stay exactly ``proxycast usage --json``'s (the unnamed client's ``-`` above all).
+    """
+    return "'" + text if text != "-" and text.startswith(_FORMULA) else text
 
 
 @blueprint.get("/providers")

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _FINISH_SECONDS = 5.0
+UNCOUNTED = frozenset({"/ui/api/live"})
+"""Paths left out of ``proxycast_in_flight_requests``: streams that last as long as a page is open."""
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -224,12 +226,16 @@ class Accounting:
             await send(message)
 
         token = _current.set(record)
-        self.metrics.in_flight.inc()
+        # An open dashboard's live stream lasts as long as the page: it is not a request in progress.
+        counted = scope["path"] not in UNCOUNTED
+        if counted:
+            self.metrics.in_flight.inc()
         try:
             yield tracked
         finally:
             _current.reset(token)
-            self.metrics.in_flight.dec()
+            if counted:
+                self.metrics.in_flight.dec()
             with trio.move_on_after(_FINISH_SECONDS, shield=True):
                 await self._finish(record)
 

@@ -193,6 +193,23 @@ async def test_no_answer_holds_a_secret(team: Gateway, fake: FakeOpenAI) -> None
             assert secret not in text
 
 
+def _in_flight(metrics: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith("proxycast_in_flight_requests "))
+    return float(line.split()[1])
+
+
+async def test_an_open_live_stream_is_not_a_request_in_flight(team: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=team.url, headers=_auth(CLIENT_KEY)) as http:
+        alone = _in_flight((await http.get("/metrics")).text)
+        assert alone == 1.0  # the scrape itself
+        async with http.stream("GET", "/ui/api/live") as stream:
+            lines = stream.aiter_lines()
+            with trio.move_on_after(10) as guard:
+                assert (await anext(lines)) == "event: hello"
+            assert not guard.cancel_called
+            assert _in_flight((await http.get("/metrics")).text) == alone
+
+
 async def test_the_live_feed_streams_finished_requests(team: Gateway) -> None:
     async with (
         httpx.AsyncClient(base_url=team.url) as http,

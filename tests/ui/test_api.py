@@ -133,11 +133,7 @@ async def test_the_csv_export_is_the_json_rows(
         Row(time=time.time() - 60, request_id=f"odd-{n}", client="alice", api="openai", model=m)
         for n, m in enumerate(ODD_MODELS)
     ]
-    db = ledger_sqlite.open_db(tmp_path / "usage.db")
-    try:
-        ledger_sqlite.insert(db, odd)
-    finally:
-        db.close()
+    _insert(tmp_path / "usage.db", odd)
     gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
     async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
         for by in ("client", "provider", "day"):  # exactly the JSON's rows ("-" as it is)
@@ -155,6 +151,36 @@ async def test_the_csv_export_is_the_json_rows(
         assert '"say ""hi"""' in text  # RFC 4180: quoted, quotes doubled
         assert '"two\nlines"' in text
         assert '"a,b"' in text
+
+
+async def test_the_overview_stacks_ten_groups_at_most(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    # twelve models, m01 asked for once ... m12 twelve times, plus a model really named "other"
+    now = time.time()
+    rows = [
+        Row(time=now - 30, request_id=f"r-{n}-{i}", client="-", api="openai", model=f"m{n:02}")
+        for n in range(1, 13)
+        for i in range(n)
+    ]
+    rows += [Row(time=now - 30, request_id="o", client="-", api="openai", model="other")]
+    _insert(tmp_path / "usage.db", rows)
+    gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
+        data = (await http.get("/ui/api/overview?range=1h&by=model")).json()
+    assert data["groups"] == [f"m{n:02}" for n in range(4, 13)] + ["other"]
+    assert data["totals"]["requests"] == len(rows)
+    other = [p for p in data["points"] if p["group"] == "other"]
+    assert [p["requests"] for p in other] == [1 + 2 + 3 + 1]  # m01..m03 and "other"
+    assert len({(p["bucket"], p["group"]) for p in data["points"]}) == len(data["points"])
+
+
+def _insert(path: Path, rows: list[Row]) -> None:
+    db = ledger_sqlite.open_db(path)
+    try:
+        ledger_sqlite.insert(db, rows)
+    finally:
+        db.close()
 
 
 def _typed(row: dict[str, str]) -> dict[str, object]:

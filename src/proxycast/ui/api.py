@@ -46,6 +46,11 @@ RANGES = {
 """Overview range -> (seconds, seconds per bucket)."""
 HEARTBEAT = 15.0
 """Seconds between keep-alive comments on a quiet live stream."""
+_NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+MAX_GROUPS = 10
+"""The most groups an overview stacks: past it, the top ``MAX_GROUPS - 1`` and :data:`OTHER`."""
+OTHER = "other"
+"""The group the overview's smaller groups are summed into."""
 BENCHED = frozenset({"key refused", "unreachable"})
 """Why a key sits out when it is benched rather than cooling (the key refused, the provider down)."""
 
@@ -147,7 +152,8 @@ async def overview() -> Response:
         for name in ("requests", "errors", "input_tokens", "output_tokens")
     }
     totals["cost_usd"] = round(sum(p["cost_usd"] for p in points), 6)
-    groups = sorted({p["group"] for p in points}, key=lambda g: (g == "", g))
+    points = _top_groups(points)
+    groups = sorted({p["group"] for p in points}, key=lambda g: (g == OTHER, g == "", g))
     return _json(
         {
             "range": span,
@@ -161,6 +167,39 @@ async def overview() -> Response:
             "points": points,
         }
     )
+
+
+def _top_groups(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``points`` with at most :data:`MAX_GROUPS` groups: past that, the ``MAX_GROUPS - 1`` with the
+    most requests over the range, and the rest summed, bucket by bucket, into :data:`OTHER`.
+
+    A client may ask for any model name (an unknown one is recorded too), so without this a client could
+    grow the chart's legend, and its payload, at will.
+    """
+    requests: dict[str, int] = {}
+    for point in points:
+        requests[point["group"]] = requests.get(point["group"], 0) + point["requests"]
+    if len(requests) <= MAX_GROUPS:
+        return points
+    # a group that is really named "other" joins the rest: one name, one meaning
+    ranked = sorted((g for g in requests if g != OTHER), key=lambda g: (-requests[g], g))
+    kept = set(ranked[: MAX_GROUPS - 1])
+    out = [p for p in points if p["group"] in kept]
+    merged: dict[int, dict[str, Any]] = {}
+    for point in points:
+        if point["group"] in kept:
+            continue
+        into = merged.setdefault(
+            point["bucket"],
+            {"bucket": point["bucket"], "group": OTHER, **dict.fromkeys(_NUMBERS, 0)},
+        )
+        for name in _NUMBERS:
+            into[name] += point[name]
+    for point in merged.values():
+        point["cost_usd"] = round(point["cost_usd"], 6)
+    out += merged.values()
+    out.sort(key=lambda p: (p["bucket"], p["group"]))
+    return out
 
 
 @blueprint.get("/usage")
@@ -194,9 +233,6 @@ async def usage_report() -> Response:
         content_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )
-
-
-_NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")

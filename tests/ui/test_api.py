@@ -18,6 +18,7 @@ from proxycast.clients import UNNAMED, ClientConfig
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.rows import Row
 from proxycast.testing.openai import Script
+from proxycast.ui import api as ui_api
 from tests.support import CLIENT_KEY, start_gateway
 from tests.ui.support import ALICE_KEY, BOB_KEY, SECRETS, seed_ledger, team_config
 
@@ -173,6 +174,37 @@ async def test_the_overview_stacks_ten_groups_at_most(
     other = [p for p in data["points"] if p["group"] == "other"]
     assert [p["requests"] for p in other] == [1 + 2 + 3 + 1]  # m01..m03 and "other"
     assert len({(p["bucket"], p["group"]) for p in data["points"]}) == len(data["points"])
+
+
+async def test_overview_and_usage_answers_are_reused_until_a_request_is_recorded(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_api, "CACHE_SECONDS", 60.0)  # a slow machine must not expire them
+    gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+    questions = ("overview?range=1h&by=client", "usage?by=client", "usage?by=client&format=csv")
+
+    def requests(path: str, text: str) -> int:
+        if path.startswith("overview"):
+            return int(json.loads(text)["totals"]["requests"])
+        if "csv" in path:
+            return sum(int(r["requests"]) for r in csv.DictReader(io.StringIO(text)))
+        return sum(r["requests"] for r in json.loads(text))
+
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
+        await _chat(http, CLIENT_KEY, "llama3.2")
+        for path in questions:
+            assert requests(path, (await http.get("/ui/api/" + path)).text) == 1, path
+        # another worker's row, written straight to the ledger: not read again within seconds
+        elsewhere = Row(
+            time=time.time(), request_id="w2", client="bob", api="openai", model="qwen3"
+        )
+        _insert(tmp_path / "usage.db", [elsewhere])
+        for path in questions:
+            assert requests(path, (await http.get("/ui/api/" + path)).text) == 1, path
+        # a request this worker finished: the next answers are read afresh, and show it
+        await _chat(http, ALICE_KEY, "llama3.2")
+        for path in questions:
+            assert requests(path, (await http.get("/ui/api/" + path)).text) == 3, path
 
 
 def _insert(path: Path, rows: list[Row]) -> None:

@@ -46,6 +46,10 @@ RANGES = {
 """Overview range -> (seconds, seconds per bucket)."""
 HEARTBEAT = 15.0
 """Seconds between keep-alive comments on a quiet live stream."""
+CACHE_SECONDS = 5.0
+"""How long an overview or usage answer is reused while this worker records no request."""
+CACHE_ENTRIES = 64
+"""The most answers kept (the oldest go first)."""
 _NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
 MAX_GROUPS = 10
 """The most groups an overview stacks: past it, the top ``MAX_GROUPS - 1`` and :data:`OTHER`."""
@@ -118,6 +122,37 @@ async def _read(read: Callable[[Store], list[dict[str, Any]]]) -> list[dict[str,
         raise ProxycastError(f"The usage ledger cannot be read now: {exc}", status=503) from None
 
 
+async def _cached(
+    key: tuple[Any, ...], read: Callable[[Store], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``_read(read)``, or the rows read for the same ``key`` less than :data:`CACHE_SECONDS` ago
+    while this worker recorded no request.
+
+    Every open overview polls, and each read flushes the ledger's buffer and queries the store, which
+    competes with the ledger's writer; the same question asked again within seconds gets the same
+    rows. A request this worker finishes changes the ledger writer's count of rows recorded, which is
+    part of the entry: the next read flushes and queries again, so a request just made is always
+    shown (other workers' are, within their flush interval anyway).
+    """
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    if accounts.ledger is None:
+        return []
+    answers: dict[tuple[Any, ...], tuple[float, int, list[dict[str, Any]]]]
+    answers = current_app.extensions.setdefault("proxycast.ui_answers", {})
+    now = time.monotonic()
+    recorded = accounts.ledger.recorded  # before the read: a row recorded during it means stale
+    hit = answers.get(key)
+    if hit is not None and hit[0] > now and hit[1] == recorded:
+        return hit[2]
+    rows = await _read(read)
+    for old in [k for k, (until, _, _) in answers.items() if until <= now]:
+        del answers[old]
+    while len(answers) >= CACHE_ENTRIES:  # many distinct questions at once (since=1m, 2m, ...)
+        del answers[next(iter(answers))]
+    answers[key] = (now + CACHE_SECONDS, recorded, rows)
+    return rows
+
+
 @blueprint.after_request
 async def no_store(response: Response) -> Response:
     response.headers["cache-control"] = "no-store"
@@ -146,7 +181,10 @@ async def overview() -> Response:
     # aligned buckets (UTC), the last one the current, partial one
     start = (math.floor(now / bucket) - count + 1) * bucket
     client = _own_rows()
-    points = await _read(lambda store: store.series(start, bucket, by, client))
+    points = await _cached(
+        ("overview", start, bucket, by, client),
+        lambda store: store.series(start, bucket, by, client),
+    )
     totals = {
         name: sum(p[name] for p in points)
         for name in ("requests", "errors", "input_tokens", "output_tokens")
@@ -217,7 +255,9 @@ async def usage_report() -> Response:
     if by not in GROUPS:
         raise InvalidRequestError(f"by: expected one of {', '.join(GROUPS)}", param="by")
     client = _own_rows()
-    rows = await _read(lambda store: store.report(since, by, client))
+    rows = await _cached(
+        ("usage", since_text, by, client), lambda store: store.report(since, by, client)
+    )
     if fmt == "json":
         return _json(rows)
     out = io.StringIO()

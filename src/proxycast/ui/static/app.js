@@ -5,6 +5,8 @@
   const STORAGE = "proxycast.key";
   const PAGES = ["overview", "providers", "live", "config", "export"];
   const ADMIN = new Set(["providers", "config"]);
+  // Seconds between overview reloads: a long range's buckets are hours or days wide.
+  const POLL = {"1h": 5, "24h": 10, "7d": 30, "30d": 60};
   const $ = (selector) => document.querySelector(selector);
   const number = new Intl.NumberFormat(undefined, {maximumFractionDigits: 0});
   const compact = new Intl.NumberFormat(undefined, {notation: "compact", maximumFractionDigits: 1});
@@ -118,7 +120,7 @@
       button.classList.toggle("on", button.dataset.range === overview.range);
     }
     $("#by").value = overview.by;
-    every(5, () => loadOverview().catch(failed));
+    every(POLL[overview.range], () => loadOverview().catch(failed));
   }
 
   async function loadOverview() {

@@ -1,5 +1,6 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright): sign in, the overview
-follows the requests just made, a live request shows up within a second, a key cools after a 429
+follows the requests just made, a slow answer never overwrites a newer one, each page shows its own
+errors, a live request shows up within a second, a key cools after a 429
 and comes back, the CSV export is ``proxycast usage --json``, a named client sees its own rows only,
 and the page works at a phone's width. No test may leave an error on the browser's console (a CSP
 violation is one)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +25,8 @@ from tests.support import CLIENT_KEY
 from tests.ui.support import ALICE_KEY, BOB_KEY
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Route
+
     from proxycast.ledger.rows import Row
     from tests.ui.conftest import BackgroundGateway, Tab
 
@@ -104,6 +108,85 @@ def test_overview_reflects_the_requests_just_made(
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert tab.errors == []
+
+
+def _hold(tab: Tab, needle: str) -> list[Route]:
+    """Hold back the page's requests whose URL holds ``needle`` (released with ``continue_()``)."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    tab.page.route(lambda url: needle in url, hold)
+    return held
+
+
+def _wait_held(tab: Tab, held: list[Route]) -> None:
+    for _ in range(200):
+        if held:
+            return
+        tab.page.wait_for_timeout(25)  # route handlers run while Playwright is called
+    raise AssertionError("the page did not ask")
+
+
+def test_a_slow_answer_never_overwrites_a_newer_one(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab
+) -> None:
+    _chat(gateway, CLIENT_KEY, "llama3.2")  # something in the last hour
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.wait_for_selector("#totals[data-range='24h']")
+
+    held = _hold(tab, "range=30d")
+    page.click("#range button[data-range='30d']")
+    _wait_held(tab, held)
+    page.click("#range button[data-range='1h']")
+    page.wait_for_selector("#totals[data-range='1h']")
+    shown = page.inner_text("#total-requests")
+    assert int(shown.replace(",", "")) < len(seeded)
+    with page.expect_response(lambda r: "range=30d" in r.url):
+        held[0].continue_()  # the 30 d answer arrives last
+    page.wait_for_timeout(300)
+    assert page.get_attribute("#totals", "data-range") == "1h"
+    assert page.inner_text("#total-requests") == shown
+
+    page.click("nav a[data-page=export]")
+    page.wait_for_selector("#export-table td")
+    held = _hold(tab, "since=30d")
+    page.select_option("#export-since", "30d")
+    _wait_held(tab, held)
+    page.select_option("#export-since", "1h")
+    total = "rs => rs.reduce((n, r) => n + Number(r.cells[1].textContent), 0)"
+    page.wait_for_function(
+        f"() => ({total})([...document.querySelectorAll('#export-table tbody tr')]) < {len(seeded)}"
+    )
+    recent = page.eval_on_selector_all("#export-table tbody tr", total)
+    with page.expect_response(lambda r: "since=30d" in r.url):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    assert page.eval_on_selector_all("#export-table tbody tr", total) == recent
+    assert tab.errors == []
+
+
+def test_each_page_shows_its_own_errors(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab
+) -> None:
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    down = json.dumps({"error": {"message": "The usage ledger cannot be read now: gone fishing"}})
+    for name, path in (("export", "/ui/api/usage"), ("providers", "/ui/api/providers")):
+
+        def refuse(route: Route) -> None:
+            route.fulfill(status=503, content_type="application/json", body=down)
+
+        page.route(re.compile(re.escape(path)), refuse)
+        page.click(f"nav a[data-page={name}]")
+        page.wait_for_selector(f"#{name}-error", state="visible")
+        assert "gone fishing" in page.inner_text(f"#{name}-error")
+        page.unroute_all()
+    page.wait_for_selector("#providers-error", state="hidden")  # the next answer clears it
+    page.wait_for_selector("tr[data-key='local#1']")
+    assert [e for e in tab.errors if "503" not in e] == []  # chromium logs each failed load
 
 
 def test_a_live_request_appears_within_a_second(gateway: BackgroundGateway, tab: Tab) -> None:

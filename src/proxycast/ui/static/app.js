@@ -16,7 +16,8 @@
   let me = null;
   let current = null;
   let timer = null;
-  const overview = {range: "24h", by: "model"};
+  const overview = {range: "24h", by: "model", asked: 0};
+  const exported = {asked: 0};
   const live = {controller: null, paused: false, missed: 0, dropped: 0};
 
   class ApiError extends Error {
@@ -35,6 +36,19 @@
     return response;
   }
   const getJSON = async (path) => (await api(path)).json();
+
+  // The answer to a question, or STALE once a newer question was asked (its failure too: an error
+  // about an old question must not show under a newer answer).
+  const STALE = Symbol("stale");
+  async function latest(answer, current) {
+    try {
+      const value = await answer;
+      return current() ? value : STALE;
+    } catch (error) {
+      if (current()) throw error;
+      return STALE;
+    }
+  }
 
   function node(tag, text, attributes) {
     const element = document.createElement(tag);
@@ -108,9 +122,19 @@
     timer = setInterval(() => { if (!document.hidden) load(); }, seconds * 1000);
   }
 
+  // An error shows on the page that asked (each page has its own #PAGE-error), until its next answer.
   function failed(error) {
     if (error instanceof ApiError && error.status === 401) { signOut(); return; }
-    $("#overview-note").textContent = String(error.message || error);
+    const box = $(`#${current}-error`);
+    if (!box) return;
+    box.textContent = String(error.message || error);
+    box.hidden = false;
+  }
+
+  function answered(page) {
+    const box = $(`#${page}-error`);
+    box.hidden = true;
+    box.textContent = "";
   }
 
   // Overview
@@ -124,7 +148,12 @@
   }
 
   async function loadOverview() {
-    const data = await getJSON(`overview?range=${overview.range}&by=${overview.by}`);
+    // a slow answer (30 d, say) must not overwrite the one for a range chosen after it
+    const asked = ++overview.asked;
+    const data = await latest(getJSON(`overview?range=${overview.range}&by=${overview.by}`),
+                              () => asked === overview.asked);
+    if (data === STALE) return;
+    answered("overview");
     const values = new Map();
     for (const point of data.points) values.set(point.bucket + "\u0000" + point.group, point);
     const metrics = {
@@ -149,6 +178,7 @@
     $("#total-tokens").textContent = number.format(data.totals.input_tokens + data.totals.output_tokens);
     $("#total-cost").textContent = "$" + usd.format(data.totals.cost_usd);
     $("#total-errors").textContent = number.format(data.totals.errors);
+    $("#totals").dataset.range = data.range;
     const legend = $("#legend");
     legend.replaceChildren(...data.groups.map((group, index) => {
       const item = node("li", null, {"data-group": group});
@@ -168,6 +198,7 @@
 
   async function loadProviders() {
     const data = await getJSON("providers");
+    answered("providers");
     const body = $("#providers-body");
     const blocks = [];
     for (const provider of data.providers) {
@@ -300,6 +331,7 @@
 
   async function loadConfig() {
     const c = await getJSON("config");
+    answered("config");
     const list = (items) => items.join(", ");
     const parts = [
       node("p", `Source: ${c.source}`, {class: "note"}),
@@ -339,7 +371,10 @@
 
   async function loadExport() {
     const by = $("#export-by").value;
-    const rows = await getJSON(exportQuery("json"));
+    const asked = ++exported.asked;  // the since or by chosen after it was asked wins
+    const rows = await latest(getJSON(exportQuery("json")), () => asked === exported.asked);
+    if (rows === STALE) return;
+    answered("export");
     const columns = [by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"];
     const old = $("#export-table");
     const fresh = table(columns, rows.map((r) => columns.map((c) => r[c]))).firstChild;

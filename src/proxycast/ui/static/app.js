@@ -61,13 +61,19 @@
     return new Date(seconds * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
   }
 
+  // A bucket's label. Buckets are aligned in UTC: the 7 d and 30 d ranges' (6 h, 1 day) are labelled
+  // in UTC, or a day bucket would carry the previous day's date west of Greenwich.
   function when(seconds, span) {
     const date = new Date(seconds * 1000);
     if (span <= 3600) return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
     if (span <= 86400) {
       return date.toLocaleString([], {weekday: "short", hour: "2-digit", minute: "2-digit"});
     }
-    return date.toLocaleDateString([], {month: "short", day: "numeric"});
+    if (span <= 7 * 86400) {
+      return date.toLocaleString([], {month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+                                      hourCycle: "h23", timeZone: "UTC"}) + " UTC";
+    }
+    return date.toLocaleDateString([], {month: "short", day: "numeric", timeZone: "UTC"}) + " UTC";
   }
 
   // Sign-in and navigation
@@ -180,9 +186,9 @@
     $("#total-errors").textContent = number.format(data.totals.errors);
     $("#totals").dataset.range = data.range;
     const legend = $("#legend");
-    legend.replaceChildren(...data.groups.map((group, index) => {
+    legend.replaceChildren(...data.groups.map((group) => {
       const item = node("li", null, {"data-group": group});
-      item.append(window.ProxycastCharts.swatch(index), node("span", label(group)));
+      item.append(window.ProxycastCharts.swatch(group), node("span", label(group), {title: label(group)}));
       return item;
     }));
     let note = me.admin ? "" : `Only the requests of ${me.client}. `;

@@ -61,12 +61,49 @@ async def test_the_pages_need_no_key_and_carry_a_strict_csp(team: Gateway) -> No
         assert "<style" not in page
         assert "http://" not in page.replace("http://www.w3.org", "")  # nothing from elsewhere
         assert "https://" not in page
-        missing = await http.get("/ui/static/../app.py")
-        assert missing.status_code == 404
+
+
+async def _raw_get(url: str, path: str) -> bytes:
+    """``GET path`` sent as it is: httpx would resolve ``..`` before sending."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                answer += chunk
+    return answer
 
 
 @pytest.mark.parametrize(
-    "path", ["/ui/api/me", "/ui/api/overview", "/ui/api/usage", "/ui/api/providers", "/ui/api/live"]
+    "path",
+    [
+        "/ui/static/../app.py",
+        "/ui/static/../../proxycast/config.py",
+        "/ui/static/..%2fapp.py",
+        "/ui/static/%2e%2e/app.py",
+        "/ui/static/..%5capp.py",
+        "/ui/static/",
+    ],
+)
+async def test_no_path_reaches_beyond_the_assets(team: Gateway, path: str) -> None:
+    answer = await _raw_get(team.url, path)
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"import" not in answer  # no Python source
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/api/me",
+        "/ui/api/overview",
+        "/ui/api/usage",
+        "/ui/api/providers",
+        "/ui/api/config",
+        "/ui/api/live",
+    ],
 )
 async def test_every_api_route_needs_a_gateway_key(team: Gateway, path: str) -> None:
     async with httpx.AsyncClient(base_url=team.url) as http:

@@ -1,11 +1,17 @@
-"""The live feed: a watcher too slow to keep up loses events (counted) and never slows a publisher;
-the last failure of each key is kept; closing the feed ends every watch."""
+"""The live feed: a watcher too slow to keep up loses events (counted) and never slows a publisher; a
+client's watcher is given its own events only; the last failure of each key is kept; closing the feed
+ends every watch."""
 
 from __future__ import annotations
 
+import json
+
 import trio
 
+from proxycast.clients import UNLIMITED, UNNAMED, Client, ClientConfig
 from proxycast.feed import Feed, KeyFailure
+
+ALICE = Client(ClientConfig(name="alice", api_key="a"))
 
 
 def _event(n: int, attempts: list[str] | None = None) -> dict[str, object]:
@@ -15,22 +21,41 @@ def _event(n: int, attempts: list[str] | None = None) -> dict[str, object]:
 async def test_a_slow_watcher_loses_what_does_not_fit() -> None:
     feed = Feed(lambda text: text.replace("sk-secret", "[redacted]"), queue=2)
     with feed.watch() as slow, feed.watch() as quick:
-        feed.publish("alice", _event(1))
-        assert (await quick.receive.receive())[0] == "alice"
+        feed.publish(ALICE, _event(1))
+        assert json.loads(await quick.receive.receive())["request_id"] == "1"
         for n in range(2, 6):
-            feed.publish("-", _event(n, ["p#1:sk-secret"]))
+            feed.publish(UNLIMITED, _event(n, ["p#1:sk-secret"]))
             await quick.receive.receive()
         assert slow.dropped == 3
         assert quick.dropped == 0
         kept = [slow.receive.receive_nowait(), slow.receive.receive_nowait()]
-        assert [client for client, _ in kept] == ["alice", "-"]
-        assert "sk-secret" not in kept[1][1]
+        assert [json.loads(event)["request_id"] for event in kept] == ["1", "2"]
+        assert "sk-secret" not in kept[1]
+
+
+async def test_a_client_is_given_its_own_events_only() -> None:
+    # filtered when published: others' traffic never fills a client's queue
+    impostor = Client(ClientConfig(name=UNNAMED, api_key="i"))  # a name is not an identity
+    feed = Feed(str, queue=2)
+    with feed.watch(ALICE) as alice, feed.watch(impostor) as other, feed.watch() as admin:
+        feed.publish(ALICE, _event(1))
+        for n in range(2, 12):
+            feed.publish(UNLIMITED, _event(n))
+        feed.publish(ALICE, _event(12))
+        assert alice.dropped == 0
+        assert [json.loads(alice.receive.receive_nowait())["request_id"] for _ in range(2)] == [
+            "1",
+            "12",
+        ]
+        assert other.dropped == 0
+        assert other.receive.statistics().current_buffer_used == 0
+        assert admin.dropped == 10
 
 
 def test_the_last_failure_of_each_key_is_kept() -> None:
     feed = Feed(str)
-    feed.publish("-", _event(1, ["p#1:429", "p#2:200"]))
-    feed.publish("-", _event(2, ["p#2:timeout", "p#1:200"]))
+    feed.publish(UNLIMITED, _event(1, ["p#1:429", "p#2:200"]))
+    feed.publish(UNLIMITED, _event(2, ["p#2:timeout", "p#1:200"]))
     assert feed.last_failures == {"p#1": KeyFailure(1.0, "429"), "p#2": KeyFailure(2.0, "timeout")}
 
 

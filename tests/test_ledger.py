@@ -113,6 +113,7 @@ def test_since() -> None:
             "used by another client",
             id="dup",
         ),
+        pytest.param('[[clients]]\nname = "-"\napi_key = "k"', "'-' is reserved", id="unnamed"),
         pytest.param('[[clients]]\nname = "a"\napi_key = "k"\nrpm = -1', "rpm: must be", id="rpm"),
         pytest.param('[prices]\n"m" = { input = -1.0 }', "prices.m.input", id="price"),
         pytest.param('[[clients]]\nname = "a"\napi_key = "k"\nrps = 1', "rps", id="typo"),

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _FINISH_SECONDS = 5.0
+UNCOUNTED = frozenset({"/ui/api/live"})
+"""Paths left out of ``proxycast_in_flight_requests``: streams that last as long as a page is open."""
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -346,7 +348,7 @@ class Accounting:
             self.redact,
         )
         if record.path.startswith("/v1/"):  # gateway traffic, not the dashboard's own calls
-            self.feed.publish(record.client.name, {"time": record.at, "key": record.key, **fields})
+            self.feed.publish(record.client, {"time": record.at, "key": record.key, **fields})
         if self.on_finish is not None:
             self.on_finish(record)
 
@@ -383,7 +385,7 @@ class _Tracking:
     """:meth:`Accounting.request`: a class rather than an ``asynccontextmanager``, as it runs once
     per request (the generator's machinery was a measurable part of the per-request cost)."""
 
-    __slots__ = ("_accounting", "_rid", "_send", "_token", "record")
+    __slots__ = ("_accounting", "_counted", "_rid", "_send", "_token", "record")
 
     def __init__(self, accounting: Accounting, scope: HTTPScope, send: ASGISendCallable) -> None:
         self._accounting = accounting
@@ -396,6 +398,8 @@ class _Tracking:
             started=trio.current_time(),
         )
         self._rid = self.record.request_id.encode()
+        # An open dashboard's live stream lasts as long as the page: not a request in progress.
+        self._counted = scope["path"] not in UNCOUNTED
 
     async def tracked(self, message: ASGISendEvent) -> None:
         record = self.record
@@ -413,12 +417,14 @@ class _Tracking:
 
     async def __aenter__(self) -> Callable[[ASGISendEvent], Awaitable[None]]:
         self._token = _current.set(self.record)
-        self._accounting.metrics.in_flight.inc()
+        if self._counted:
+            self._accounting.metrics.in_flight.inc()
         return self.tracked
 
     async def __aexit__(self, *exc_info: object) -> None:
         _current.reset(self._token)
-        self._accounting.metrics.in_flight.dec()
+        if self._counted:
+            self._accounting.metrics.in_flight.dec()
         with trio.move_on_after(_FINISH_SECONDS, shield=True):
             await self._accounting._finish(self.record)
 

@@ -18,7 +18,7 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import formats
-from proxycast.clients import ClientConfig  # accounting (issue 11)
+from proxycast.clients import UNNAMED, ClientConfig  # accounting (issue 11)
 from proxycast.ledger import LedgerConfig, ledger_path  # accounting (issue 11)
 from proxycast.prices import Price  # accounting (issue 11)
 from proxycast.state import StateConfig  # accounting (issue 11)
@@ -341,6 +341,11 @@ def _check_accounting(config: Config) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.@-]+", client.name):
             raise ConfigError(
                 f"{where}.name: {client.name!r} may hold only letters, digits, '_', '.', '@' and '-'"
+            )
+        if client.name == UNNAMED:
+            raise ConfigError(
+                f"{where}.name: {UNNAMED!r} is reserved: it names the unnamed keys "
+                "([server].api_keys) in usage, logs and metrics; choose another name"
             )
         if client.name in names:
             raise ConfigError(f"{where}.name: {client.name!r} is used by another client")

@@ -3,8 +3,10 @@ watches (the dashboard's live traffic page, over SSE).
 
 One feed per worker, in memory: with ``--workers N`` a watcher sees the requests of the worker its
 connection landed on. Publishing never waits: every watcher has a bounded queue, and a watcher too slow
-to keep up loses the events that do not fit (counted, and told), never slowing a request. Events carry
-no bodies and no keys (key labels only), and pass through the redactor once, when published.
+to keep up loses the events that do not fit (counted, and told), never slowing a request. A named
+client's watcher is given its own requests only (filtered when published, so that others' traffic never
+fills its queue); the unnamed keys' watchers get every request. Events carry no bodies and no keys (key
+labels only), and pass through the redactor once, when published.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from proxycast.clients import Client
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -25,11 +29,13 @@ QUEUE = 256
 
 @attrs.define(eq=False)
 class Watcher:
-    """One subscriber: its queue and how many events it lost."""
+    """One subscriber: whose requests it gets, its queue and how many events it lost."""
 
-    receive: trio.MemoryReceiveChannel[tuple[str, str]]
-    """``(client name, event JSON)`` pairs; closed when the feed closes."""
-    _send: trio.MemorySendChannel[tuple[str, str]]
+    client: Client | None
+    """The client whose requests it gets (compared as a whole, not by name); None: everyone's."""
+    receive: trio.MemoryReceiveChannel[str]
+    """Events as JSON; closed when the feed closes."""
+    _send: trio.MemorySendChannel[str]
     dropped: int = 0
 
 
@@ -60,31 +66,37 @@ class Feed:
         self.last_failures: dict[str, KeyFailure] = {}
         """``provider#N`` -> its last failed attempt (this worker's)."""
 
-    def publish(self, client: str, event: dict[str, Any]) -> None:
+    def publish(self, client: Client, event: dict[str, Any]) -> None:
         """Broadcast one finished request (never blocks; a full queue loses the event).
 
         Args:
-            client: the client's name (watchers that are named clients see only theirs).
+            client: who made it (a watcher for a client gets that client's requests only).
             event: the access log's fields, plus ``time``.
         """
         for attempt in event.get("attempts", ()):
             label, _, outcome = attempt.partition(":")
             if outcome and not outcome.startswith("2") and outcome != "pending":
                 self.last_failures[label] = KeyFailure(event["time"], outcome)
-        if not self._watchers:
-            return
-        item = (client, self._redact(json.dumps(event, separators=(",", ":"))))
+        item: str | None = None
         for watcher in self._watchers:
+            if watcher.client is not None and watcher.client != client:
+                continue
+            if item is None:
+                item = self._redact(json.dumps(event, separators=(",", ":")))
             try:
                 watcher._send.send_nowait(item)
             except trio.WouldBlock:
                 watcher.dropped += 1
 
     @contextlib.contextmanager
-    def watch(self) -> Iterator[Watcher]:
-        """Subscribe for the extent of the ``with`` block."""
-        send, receive = trio.open_memory_channel[tuple[str, str]](self._queue)
-        watcher = Watcher(receive, send)
+    def watch(self, client: Client | None = None) -> Iterator[Watcher]:
+        """Subscribe for the extent of the ``with`` block.
+
+        Args:
+            client: get only this client's requests (a named client's view); None: everyone's.
+        """
+        send, receive = trio.open_memory_channel[str](self._queue)
+        watcher = Watcher(client, receive, send)
         if self._closed:
             send.close()
         else:

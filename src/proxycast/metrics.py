@@ -101,7 +101,7 @@ class Metrics:
             )
         self.in_flight = Gauge(
             "proxycast_in_flight_requests",
-            "Requests in progress.",
+            "Requests in progress (the dashboard's live stream, /ui/api/live, left out).",
             registry=own,
             multiprocess_mode="livesum",
         )

@@ -3,14 +3,22 @@ may see, the CSP of the pages, no secret in any answer, the live feed's stream."
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import time
 from typing import TYPE_CHECKING
 
+import attrs
 import httpx
 import pytest
 import trio
 
+from proxycast.clients import UNNAMED, ClientConfig
+from proxycast.ledger import sqlite as ledger_sqlite
+from proxycast.ledger.rows import Row
 from proxycast.testing.openai import Script
+from proxycast.ui import api as ui_api
 from tests.support import CLIENT_KEY, start_gateway
 from tests.ui.support import ALICE_KEY, BOB_KEY, SECRETS, seed_ledger, team_config
 
@@ -53,12 +61,49 @@ async def test_the_pages_need_no_key_and_carry_a_strict_csp(team: Gateway) -> No
         assert "<style" not in page
         assert "http://" not in page.replace("http://www.w3.org", "")  # nothing from elsewhere
         assert "https://" not in page
-        missing = await http.get("/ui/static/../app.py")
-        assert missing.status_code == 404
+
+
+async def _raw_get(url: str, path: str) -> bytes:
+    """``GET path`` sent as it is: httpx would resolve ``..`` before sending."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                answer += chunk
+    return answer
 
 
 @pytest.mark.parametrize(
-    "path", ["/ui/api/me", "/ui/api/overview", "/ui/api/usage", "/ui/api/providers", "/ui/api/live"]
+    "path",
+    [
+        "/ui/static/../app.py",
+        "/ui/static/../../proxycast/config.py",
+        "/ui/static/..%2fapp.py",
+        "/ui/static/%2e%2e/app.py",
+        "/ui/static/..%5capp.py",
+        "/ui/static/",
+    ],
+)
+async def test_no_path_reaches_beyond_the_assets(team: Gateway, path: str) -> None:
+    answer = await _raw_get(team.url, path)
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"import" not in answer  # no Python source
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/api/me",
+        "/ui/api/overview",
+        "/ui/api/usage",
+        "/ui/api/providers",
+        "/ui/api/config",
+        "/ui/api/live",
+    ],
 )
 async def test_every_api_route_needs_a_gateway_key(team: Gateway, path: str) -> None:
     async with httpx.AsyncClient(base_url=team.url) as http:
@@ -92,12 +137,126 @@ async def test_a_named_client_sees_its_own_usage_and_no_configuration(team: Gate
         assert sum(r["requests"] for r in usage.json()) == alice_row["requests"]
 
 
+async def test_a_client_named_like_the_unnamed_keys_sees_nothing_of_theirs(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    # the configuration check refuses the name; a Config built in code is not checked
+    seed_ledger(tmp_path / "usage.db")
+    config = team_config(fake.base_url, tmp_path / "usage.db")
+    impostor = ClientConfig(name=UNNAMED, api_key="impostor-key-7a1b")
+    gateway = await start_gateway(nursery, attrs.evolve(config, clients=(impostor,)))
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth("impostor-key-7a1b")) as http:
+        for path in ("overview?by=client", "usage", "usage?format=csv"):
+            response = await http.get("/ui/api/" + path)
+            assert response.status_code == 403, path
+            assert "reserved" in response.json()["error"]["message"]
+
+
 async def test_bad_parameters_are_400s(team: Gateway) -> None:
     async with httpx.AsyncClient(base_url=team.url, headers=_auth(CLIENT_KEY)) as http:
         for query in ("overview?range=2h", "overview?by=key", "usage?since=later", "usage?by=x"):
             response = await http.get("/ui/api/" + query)
             assert response.status_code == 400, query
             assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+ODD_MODELS = ("=cmd|x", "a,b", 'say "hi"', "two\nlines", "-", "@sum", "plain")
+
+
+async def test_the_csv_export_is_the_json_rows(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    seed_ledger(tmp_path / "usage.db")
+    odd = [
+        Row(time=time.time() - 60, request_id=f"odd-{n}", client="alice", api="openai", model=m)
+        for n, m in enumerate(ODD_MODELS)
+    ]
+    _insert(tmp_path / "usage.db", odd)
+    gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
+        for by in ("client", "provider", "day"):  # exactly the JSON's rows ("-" as it is)
+            rows = (await http.get(f"/ui/api/usage?by={by}")).json()
+            text = (await http.get(f"/ui/api/usage?by={by}&format=csv")).text
+            assert [_typed(r) for r in csv.DictReader(io.StringIO(text, newline=""))] == rows
+        assert any(r["client"] == "-" for r in (await http.get("/ui/api/usage")).json())
+
+        rows = (await http.get("/ui/api/usage?by=model")).json()
+        text = (await http.get("/ui/api/usage?by=model&format=csv")).text
+        exported = [_typed(r) for r in csv.DictReader(io.StringIO(text, newline=""))]
+        escaped = {"=cmd|x": "'=cmd|x", "@sum": "'@sum"}  # the formula-looking ones, not "-"
+        assert exported == [{**r, "model": escaped.get(r["model"], r["model"])} for r in rows]
+        assert {r["model"] for r in rows} >= set(ODD_MODELS)
+        assert '"say ""hi"""' in text  # RFC 4180: quoted, quotes doubled
+        assert '"two\nlines"' in text
+        assert '"a,b"' in text
+
+
+async def test_the_overview_stacks_ten_groups_at_most(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    # twelve models, m01 asked for once ... m12 twelve times, plus a model really named "other"
+    now = time.time()
+    rows = [
+        Row(time=now - 30, request_id=f"r-{n}-{i}", client="-", api="openai", model=f"m{n:02}")
+        for n in range(1, 13)
+        for i in range(n)
+    ]
+    rows += [Row(time=now - 30, request_id="o", client="-", api="openai", model="other")]
+    _insert(tmp_path / "usage.db", rows)
+    gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
+        data = (await http.get("/ui/api/overview?range=1h&by=model")).json()
+    assert data["groups"] == [f"m{n:02}" for n in range(4, 13)] + ["other"]
+    assert data["totals"]["requests"] == len(rows)
+    other = [p for p in data["points"] if p["group"] == "other"]
+    assert [p["requests"] for p in other] == [1 + 2 + 3 + 1]  # m01..m03 and "other"
+    assert len({(p["bucket"], p["group"]) for p in data["points"]}) == len(data["points"])
+
+
+async def test_overview_and_usage_answers_are_reused_until_a_request_is_recorded(
+    nursery: trio.Nursery, fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_api, "CACHE_SECONDS", 60.0)  # a slow machine must not expire them
+    gateway = await start_gateway(nursery, team_config(fake.base_url, tmp_path / "usage.db"))
+    questions = ("overview?range=1h&by=client", "usage?by=client", "usage?by=client&format=csv")
+
+    def requests(path: str, text: str) -> int:
+        if path.startswith("overview"):
+            return int(json.loads(text)["totals"]["requests"])
+        if "csv" in path:
+            return sum(int(r["requests"]) for r in csv.DictReader(io.StringIO(text)))
+        return sum(r["requests"] for r in json.loads(text))
+
+    async with httpx.AsyncClient(base_url=gateway.url, headers=_auth(CLIENT_KEY)) as http:
+        await _chat(http, CLIENT_KEY, "llama3.2")
+        for path in questions:
+            assert requests(path, (await http.get("/ui/api/" + path)).text) == 1, path
+        # another worker's row, written straight to the ledger: not read again within seconds
+        elsewhere = Row(
+            time=time.time(), request_id="w2", client="bob", api="openai", model="qwen3"
+        )
+        _insert(tmp_path / "usage.db", [elsewhere])
+        for path in questions:
+            assert requests(path, (await http.get("/ui/api/" + path)).text) == 1, path
+        # a request this worker finished: the next answers are read afresh, and show it
+        await _chat(http, ALICE_KEY, "llama3.2")
+        for path in questions:
+            assert requests(path, (await http.get("/ui/api/" + path)).text) == 3, path
+
+
+def _insert(path: Path, rows: list[Row]) -> None:
+    db = ledger_sqlite.open_db(path)
+    try:
+        ledger_sqlite.insert(db, rows)
+    finally:
+        db.close()
+
+
+def _typed(row: dict[str, str]) -> dict[str, object]:
+    numbers = {"requests", "errors", "input_tokens", "output_tokens"}
+    return {
+        k: float(v) if k == "cost_usd" else int(v) if k in numbers else v for k, v in row.items()
+    }
 
 
 async def test_no_answer_holds_a_secret(team: Gateway, fake: FakeOpenAI) -> None:
@@ -127,6 +286,23 @@ async def test_no_answer_holds_a_secret(team: Gateway, fake: FakeOpenAI) -> None
     for text in texts:
         for secret in SECRETS:
             assert secret not in text
+
+
+def _in_flight(metrics: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith("proxycast_in_flight_requests "))
+    return float(line.split()[1])
+
+
+async def test_an_open_live_stream_is_not_a_request_in_flight(team: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=team.url, headers=_auth(CLIENT_KEY)) as http:
+        alone = _in_flight((await http.get("/metrics")).text)
+        assert alone == 1.0  # the scrape itself
+        async with http.stream("GET", "/ui/api/live") as stream:
+            lines = stream.aiter_lines()
+            with trio.move_on_after(10) as guard:
+                assert (await anext(lines)) == "event: hello"
+            assert not guard.cancel_called
+            assert _in_flight((await http.get("/metrics")).text) == alone
 
 
 async def test_the_live_feed_streams_finished_requests(team: Gateway) -> None:

@@ -1,30 +1,40 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright): sign in, the overview
-follows the requests just made, a live request shows up within a second, a key cools after a 429
-and comes back, the CSV export is ``proxycast usage --json``, a named client sees its own rows only,
-and the page works at a phone's width. No test may leave an error on the browser's console (a CSP
-violation is one)."""
+follows the requests just made, a slow answer never overwrites a newer one, each page shows its own
+errors, a group keeps its colour, day buckets are labelled as UTC days, a live request shows up within
+a second, a key cools after a 429 and comes back, the CSV export is ``proxycast usage --json``, a named
+client sees its own rows only, and the page works at a phone's width. No test may leave an error on the
+browser's console (a CSP violation is one)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
 
+from proxycast.ledger import sqlite as ledger_sqlite
+from proxycast.ledger.rows import Row
 from proxycast.testing.openai import Script
 from tests.support import CLIENT_KEY
+from tests.ui.conftest import Tab
 from tests.ui.support import ALICE_KEY, BOB_KEY
 
 if TYPE_CHECKING:
-    from proxycast.ledger.rows import Row
-    from tests.ui.conftest import BackgroundGateway, Tab
+    from collections.abc import Iterator
+
+    from playwright.sync_api import Browser, Route
+
+    from tests.ui.conftest import BackgroundGateway
 
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard-overview.png"
 
@@ -103,6 +113,162 @@ def test_overview_reflects_the_requests_just_made(
     shot = SCREENSHOT if os.environ.get("PROXYCAST_UPDATE_SCREENSHOT") else tmp_path / "o.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tab.errors == []
+
+
+def _insert(gateway: BackgroundGateway, rows: list[Row]) -> None:
+    """Rows written straight to the gateway's ledger (as another worker would)."""
+    assert gateway.config is not None
+    db = ledger_sqlite.open_db(Path(gateway.config.ledger.url.removeprefix("sqlite:///")))
+    try:
+        ledger_sqlite.insert(db, rows)
+    finally:
+        db.close()
+
+
+def _hold(tab: Tab, needle: str) -> list[Route]:
+    """Hold back the page's requests whose URL holds ``needle`` (released with ``continue_()``)."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    tab.page.route(lambda url: needle in url, hold)
+    return held
+
+
+def _wait_held(tab: Tab, held: list[Route]) -> None:
+    for _ in range(200):
+        if held:
+            return
+        tab.page.wait_for_timeout(25)  # route handlers run while Playwright is called
+    raise AssertionError("the page did not ask")
+
+
+def test_a_slow_answer_never_overwrites_a_newer_one(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab
+) -> None:
+    _chat(gateway, CLIENT_KEY, "llama3.2")  # something in the last hour
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.wait_for_selector("#totals[data-range='24h']")
+
+    held = _hold(tab, "range=30d")
+    page.click("#range button[data-range='30d']")
+    _wait_held(tab, held)
+    page.click("#range button[data-range='1h']")
+    page.wait_for_selector("#totals[data-range='1h']")
+    shown = page.inner_text("#total-requests")
+    assert int(shown.replace(",", "")) < len(seeded)
+    with page.expect_response(lambda r: "range=30d" in r.url):
+        held[0].continue_()  # the 30 d answer arrives last
+    page.wait_for_timeout(300)
+    assert page.get_attribute("#totals", "data-range") == "1h"
+    assert page.inner_text("#total-requests") == shown
+
+    page.click("nav a[data-page=export]")
+    page.wait_for_selector("#export-table td")
+    held = _hold(tab, "since=30d")
+    page.select_option("#export-since", "30d")
+    _wait_held(tab, held)
+    page.select_option("#export-since", "1h")
+    total = "rs => rs.reduce((n, r) => n + Number(r.cells[1].textContent), 0)"
+    page.wait_for_function(
+        f"() => ({total})([...document.querySelectorAll('#export-table tbody tr')]) < {len(seeded)}"
+    )
+    recent = page.eval_on_selector_all("#export-table tbody tr", total)
+    with page.expect_response(lambda r: "since=30d" in r.url):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    assert page.eval_on_selector_all("#export-table tbody tr", total) == recent
+    assert tab.errors == []
+
+
+def test_each_page_shows_its_own_errors(
+    gateway: BackgroundGateway, seeded: list[Row], tab: Tab
+) -> None:
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    down = json.dumps({"error": {"message": "The usage ledger cannot be read now: gone fishing"}})
+    for name, path in (("export", "/ui/api/usage"), ("providers", "/ui/api/providers")):
+
+        def refuse(route: Route) -> None:
+            route.fulfill(status=503, content_type="application/json", body=down)
+
+        page.route(re.compile(re.escape(path)), refuse)
+        page.click(f"nav a[data-page={name}]")
+        page.wait_for_selector(f"#{name}-error", state="visible")
+        assert "gone fishing" in page.inner_text(f"#{name}-error")
+        page.unroute_all()
+    page.wait_for_selector("#providers-error", state="hidden")  # the next answer clears it
+    page.wait_for_selector("tr[data-key='local#1']")
+    assert [e for e in tab.errors if "503" not in e] == []  # chromium logs each failed load
+
+
+def _fills(tab: Tab) -> dict[str, str]:
+    fills: dict[str, str] = tab.page.eval_on_selector_all(
+        "#legend li",
+        "items => Object.fromEntries(items.map(i => [i.dataset.group, "
+        "i.querySelector('rect').getAttribute('fill')]))",
+    )
+    return fills
+
+
+def test_a_group_keeps_its_colour(gateway: BackgroundGateway, seeded: list[Row], tab: Tab) -> None:
+    # a model seen 5 h ago sorts first in the 24 h legend and is absent from the 1 h one
+    _insert(gateway, [Row(time=time.time() - 5 * 3600, request_id="a", client="-", api="openai",
+                          model="aaa-model")])  # fmt: skip
+    _chat(gateway, CLIENT_KEY, "llama3.2")
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.wait_for_selector("#legend li[data-group='aaa-model']")
+    day = _fills(tab)
+    assert list(day)[:2] == ["aaa-model", "llama3.2"]
+    assert len(set(day.values())) == len(day)
+    bars = page.eval_on_selector_all(
+        "#chart-requests rect[data-group='llama3.2']",
+        "rs => [...new Set(rs.map(r => r.getAttribute('fill')))]",
+    )
+    assert bars == [day["llama3.2"]]
+    page.click("#range button[data-range='1h']")
+    page.wait_for_selector("#totals[data-range='1h']")
+    hour = _fills(tab)
+    assert next(iter(hour)) == "llama3.2"
+    assert hour["llama3.2"] == day["llama3.2"]
+    assert tab.errors == []
+
+
+@pytest.fixture(name="western_tab")
+def _western_tab(browser: Browser) -> Iterator[Tab]:
+    context = browser.new_context(timezone_id="America/Los_Angeles", locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield Tab(page, errors)
+    finally:
+        context.close()
+
+
+def test_day_buckets_are_labelled_as_utc_days(
+    gateway: BackgroundGateway, seeded: list[Row], western_tab: Tab
+) -> None:
+    tab = western_tab
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.click("#range button[data-range='30d']")
+    page.wait_for_selector("#totals[data-range='30d']")
+    labels = page.eval_on_selector_all(
+        "#chart-requests svg text", "ts => ts.map(t => t.textContent)"
+    )
+    first_day = (math.floor(time.time() / 86400) - 29) * 86400  # the first bucket, a UTC midnight
+    expected = {
+        f"{day:%b} {day.day} UTC"
+        for day in (datetime.fromtimestamp(s, timezone.utc) for s in (first_day, first_day + 86400))
+    }  # (or the next, if a UTC day began since the page asked)
+    assert labels[2] in expected, labels  # the x axis' first label, after the y axis' two
     assert tab.errors == []
 
 
@@ -215,6 +381,12 @@ def test_a_named_client_sees_only_its_own_rows(
 def test_every_page_fits_a_phone(
     gateway: BackgroundGateway, seeded: list[Row], tab: Tab, page_name: str
 ) -> None:
+    now = time.time()
+    _insert(gateway, [
+        Row(time=now - 120, request_id=f"m{n}", client="-", api="openai",
+            model=f"a-rather-long-model-name-{n:02}-instruct-preview")
+        for n in range(12)
+    ])  # fmt: skip
     page = tab.page
     page.set_viewport_size({"width": 390, "height": 844})
     tab.sign_in(gateway.url, CLIENT_KEY)
@@ -230,7 +402,20 @@ def test_every_page_fits_a_phone(
     page.wait_for_selector(ready)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the {page_name} page is {overflow} px wider than the phone"
+    tabs = page.eval_on_selector_all(
+        "nav a:not([hidden])",
+        "as => as.map(a => { const r = a.getBoundingClientRect(); return [r.left, r.right]; })",
+    )
+    assert len(tabs) == 5
+    for left, right in tabs:  # every tab on screen, none scrolled out of sight in the nav
+        assert left >= 0, tabs
+        assert right <= 390, tabs
     if page_name == "overview":  # the charts stack in one column, each as wide as the page allows
         width = page.eval_on_selector("#chart-requests svg", "s => s.getBoundingClientRect().width")
         assert 300 < width <= 390
+        # twelve models with long names: ten groups ("other" last), in a compact legend
+        page.wait_for_selector("#legend li[data-group='other']")
+        assert page.eval_on_selector_all("#legend li", "items => items.length") == 10
+        height = page.eval_on_selector("#legend", "l => l.getBoundingClientRect().height")
+        assert height < 150, f"the legend is {height} px high"
     assert tab.errors == []

@@ -86,10 +86,13 @@ class LedgerWriter:
         """Rows spilled during the current outage."""
         self._spill_failed = False
         self.dropped = 0
+        self.recorded = 0
+        """Rows recorded so far (a reader's cache is stale once it changes)."""
 
     def record(self, row: Row) -> None:
         """Buffer a row (no I/O: called at the end of every request)."""
         self._rows.append(row)
+        self.recorded += 1
         if len(self._rows) > 2 * self.buffer_rows and (self._spill is None or self._spill_failed):
             excess = len(self._rows) - self.buffer_rows  # trimmed in halves: amortised
             del self._rows[:excess]

@@ -20,6 +20,7 @@ import trio
 from quart import Blueprint, Response, current_app, request
 
 from proxycast.accounting import current_record
+from proxycast.clients import UNNAMED
 from proxycast.errors import AuthenticationError, InvalidRequestError, ProxycastError
 from proxycast.exchange import SSE_HEADERS
 from proxycast.ledger import report
@@ -45,6 +46,15 @@ RANGES = {
 """Overview range -> (seconds, seconds per bucket)."""
 HEARTBEAT = 15.0
 """Seconds between keep-alive comments on a quiet live stream."""
+CACHE_SECONDS = 5.0
+"""How long an overview or usage answer is reused while this worker records no request."""
+CACHE_ENTRIES = 64
+"""The most answers kept (the oldest go first)."""
+_NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+MAX_GROUPS = 10
+"""The most groups an overview stacks: past it, the top ``MAX_GROUPS - 1`` and :data:`OTHER`."""
+OTHER = "other"
+"""The group the overview's smaller groups are summed into."""
 BENCHED = frozenset({"key refused", "unreachable"})
 """Why a key sits out when it is benched rather than cooling (the key refused, the provider down)."""
 
@@ -68,7 +78,16 @@ def _admin_only() -> None:
 def _own_rows() -> str | None:
     """The client whose rows the caller may see; None: all of them."""
     client = _who()
-    return None if client.config is None else client.name
+    if client.config is None:
+        return None
+    if client.name == UNNAMED:
+        # The ledger knows clients by name, and this one's rows cannot be told from the unnamed
+        # keys' (the configuration check refuses the name; a Config built in code may not be checked).
+        raise ProxycastError(
+            f"The client name {UNNAMED!r} is reserved for [server].api_keys: rename this client.",
+            status=403,
+        )
+    return client.name
 
 
 def _json(body: Any) -> Response:
@@ -103,6 +122,37 @@ async def _read(read: Callable[[Store], list[dict[str, Any]]]) -> list[dict[str,
         raise ProxycastError(f"The usage ledger cannot be read now: {exc}", status=503) from None
 
 
+async def _cached(
+    key: tuple[Any, ...], read: Callable[[Store], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``_read(read)``, or the rows read for the same ``key`` less than :data:`CACHE_SECONDS` ago
+    while this worker recorded no request.
+
+    Every open overview polls, and each read flushes the ledger's buffer and queries the store, which
+    competes with the ledger's writer; the same question asked again within seconds gets the same
+    rows. A request this worker finishes changes the ledger writer's count of rows recorded, which is
+    part of the entry: the next read flushes and queries again, so a request just made is always
+    shown (other workers' are, within their flush interval anyway).
+    """
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    if accounts.ledger is None:
+        return []
+    answers: dict[tuple[Any, ...], tuple[float, int, list[dict[str, Any]]]]
+    answers = current_app.extensions.setdefault("proxycast.ui_answers", {})
+    now = time.monotonic()
+    recorded = accounts.ledger.recorded  # before the read: a row recorded during it means stale
+    hit = answers.get(key)
+    if hit is not None and hit[0] > now and hit[1] == recorded:
+        return hit[2]
+    rows = await _read(read)
+    for old in [k for k, (until, _, _) in answers.items() if until <= now]:
+        del answers[old]
+    while len(answers) >= CACHE_ENTRIES:  # many distinct questions at once (since=1m, 2m, ...)
+        del answers[next(iter(answers))]
+    answers[key] = (now + CACHE_SECONDS, recorded, rows)
+    return rows
+
+
 @blueprint.after_request
 async def no_store(response: Response) -> Response:
     response.headers["cache-control"] = "no-store"
@@ -131,13 +181,17 @@ async def overview() -> Response:
     # aligned buckets (UTC), the last one the current, partial one
     start = (math.floor(now / bucket) - count + 1) * bucket
     client = _own_rows()
-    points = await _read(lambda store: store.series(start, bucket, by, client))
+    points = await _cached(
+        ("overview", start, bucket, by, client),
+        lambda store: store.series(start, bucket, by, client),
+    )
     totals = {
         name: sum(p[name] for p in points)
         for name in ("requests", "errors", "input_tokens", "output_tokens")
     }
     totals["cost_usd"] = round(sum(p["cost_usd"] for p in points), 6)
-    groups = sorted({p["group"] for p in points}, key=lambda g: (g == "", g))
+    points = _top_groups(points)
+    groups = sorted({p["group"] for p in points}, key=lambda g: (g == OTHER, g == "", g))
     return _json(
         {
             "range": span,
@@ -151,6 +205,39 @@ async def overview() -> Response:
             "points": points,
         }
     )
+
+
+def _top_groups(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``points`` with at most :data:`MAX_GROUPS` groups: past that, the ``MAX_GROUPS - 1`` with the
+    most requests over the range, and the rest summed, bucket by bucket, into :data:`OTHER`.
+
+    A client may ask for any model name (an unknown one is recorded too), so without this a client could
+    grow the chart's legend, and its payload, at will.
+    """
+    requests: dict[str, int] = {}
+    for point in points:
+        requests[point["group"]] = requests.get(point["group"], 0) + point["requests"]
+    if len(requests) <= MAX_GROUPS:
+        return points
+    # a group that is really named "other" joins the rest: one name, one meaning
+    ranked = sorted((g for g in requests if g != OTHER), key=lambda g: (-requests[g], g))
+    kept = set(ranked[: MAX_GROUPS - 1])
+    out = [p for p in points if p["group"] in kept]
+    merged: dict[int, dict[str, Any]] = {}
+    for point in points:
+        if point["group"] in kept:
+            continue
+        into = merged.setdefault(
+            point["bucket"],
+            {"bucket": point["bucket"], "group": OTHER, **dict.fromkeys(_NUMBERS, 0)},
+        )
+        for name in _NUMBERS:
+            into[name] += point[name]
+    for point in merged.values():
+        point["cost_usd"] = round(point["cost_usd"], 6)
+    out += merged.values()
+    out.sort(key=lambda p: (p["bucket"], p["group"]))
+    return out
 
 
 @blueprint.get("/usage")
@@ -168,14 +255,17 @@ async def usage_report() -> Response:
     if by not in GROUPS:
         raise InvalidRequestError(f"by: expected one of {', '.join(GROUPS)}", param="by")
     client = _own_rows()
-    rows = await _read(lambda store: store.report(since, by, client))
+    rows = await _cached(
+        ("usage", since_text, by, client), lambda store: store.report(since, by, client)
+    )
     if fmt == "json":
         return _json(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"])
     for row in rows:
-        writer.writerow([_cell(row[by]), *(row[c] for c in _NUMBERS)])
+        key = _cell(row[by]) if by == "model" else row[by]
+        writer.writerow([key, *(row[c] for c in _NUMBERS)])
     exchange: Exchange = current_app.extensions["proxycast"]
     name = f"proxycast-usage-by-{by}.csv"
     return Response(
@@ -185,13 +275,17 @@ async def usage_report() -> Response:
     )
 
 
-_NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> str:
-    """A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+def _cell(text: str) -> str:
+    """A model name a spreadsheet will not run as a formula (OWASP's CSV injection advice).
+
+    Only the model column is escaped: a client chooses the model it asks for (an unknown one too, and
+    it is recorded), while client names, providers and days come from the configuration and the
+    clock, and stay exactly ``proxycast usage --json``'s (the unnamed client's ``-`` above all).
+    """
+    return "'" + text if text != "-" and text.startswith(_FORMULA) else text
 
 
 @blueprint.get("/providers")
@@ -315,17 +409,19 @@ async def configuration() -> Response:
 
 @blueprint.get("/live")
 async def live() -> Response:
-    """The live feed (SSE): an ``event: request`` per finished gateway request of this worker."""
-    own = _own_rows()
+    """The live feed (SSE): an ``event: request`` per finished gateway request of this worker (a
+    named client's own only)."""
+    client = _who()
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
 
     async def frames() -> AsyncIterator[bytes]:
-        with accounts.feed.watch() as watcher:
+        # the feed filters as it publishes: a client, not a name (no name can pass for another's)
+        with accounts.feed.watch(None if client.config is None else client) as watcher:
             hello = json.dumps({"worker": os.getpid()})
             yield f"event: hello\ndata: {hello}\n\n".encode()
             told = 0
             while True:
-                item: tuple[str, str] | None = None
+                item: str | None = None
                 with trio.move_on_after(HEARTBEAT):
                     try:
                         item = await watcher.receive.receive()
@@ -336,8 +432,8 @@ async def live() -> Response:
                     yield f'event: dropped\ndata: {{"dropped": {told}}}\n\n'.encode()
                 if item is None:
                     yield b": keep-alive\n\n"
-                elif own is None or item[0] == own:
-                    yield f"event: request\ndata: {item[1]}\n\n".encode()
+                else:
+                    yield f"event: request\ndata: {item}\n\n".encode()
 
     response = Response(frames(), content_type="text/event-stream", headers=SSE_HEADERS)
     response.timeout = None  # the stream lasts as long as the page watches

@@ -5,6 +5,8 @@
   const STORAGE = "proxycast.key";
   const PAGES = ["overview", "providers", "live", "config", "export"];
   const ADMIN = new Set(["providers", "config"]);
+  // Seconds between overview reloads: a long range's buckets are hours or days wide.
+  const POLL = {"1h": 5, "24h": 10, "7d": 30, "30d": 60};
   const $ = (selector) => document.querySelector(selector);
   const number = new Intl.NumberFormat(undefined, {maximumFractionDigits: 0});
   const compact = new Intl.NumberFormat(undefined, {notation: "compact", maximumFractionDigits: 1});
@@ -14,7 +16,8 @@
   let me = null;
   let current = null;
   let timer = null;
-  const overview = {range: "24h", by: "model"};
+  const overview = {range: "24h", by: "model", asked: 0};
+  const exported = {asked: 0};
   const live = {controller: null, paused: false, missed: 0, dropped: 0};
 
   class ApiError extends Error {
@@ -34,6 +37,19 @@
   }
   const getJSON = async (path) => (await api(path)).json();
 
+  // The answer to a question, or STALE once a newer question was asked (its failure too: an error
+  // about an old question must not show under a newer answer).
+  const STALE = Symbol("stale");
+  async function latest(answer, current) {
+    try {
+      const value = await answer;
+      return current() ? value : STALE;
+    } catch (error) {
+      if (current()) throw error;
+      return STALE;
+    }
+  }
+
   function node(tag, text, attributes) {
     const element = document.createElement(tag);
     if (text !== undefined && text !== null) element.textContent = String(text);
@@ -45,13 +61,19 @@
     return new Date(seconds * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
   }
 
+  // A bucket's label. Buckets are aligned in UTC: the 7 d and 30 d ranges' (6 h, 1 day) are labelled
+  // in UTC, or a day bucket would carry the previous day's date west of Greenwich.
   function when(seconds, span) {
     const date = new Date(seconds * 1000);
     if (span <= 3600) return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
     if (span <= 86400) {
       return date.toLocaleString([], {weekday: "short", hour: "2-digit", minute: "2-digit"});
     }
-    return date.toLocaleDateString([], {month: "short", day: "numeric"});
+    if (span <= 7 * 86400) {
+      return date.toLocaleString([], {month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+                                      hourCycle: "h23", timeZone: "UTC"}) + " UTC";
+    }
+    return date.toLocaleDateString([], {month: "short", day: "numeric", timeZone: "UTC"}) + " UTC";
   }
 
   // Sign-in and navigation
@@ -106,9 +128,19 @@
     timer = setInterval(() => { if (!document.hidden) load(); }, seconds * 1000);
   }
 
+  // An error shows on the page that asked (each page has its own #PAGE-error), until its next answer.
   function failed(error) {
     if (error instanceof ApiError && error.status === 401) { signOut(); return; }
-    $("#overview-note").textContent = String(error.message || error);
+    const box = $(`#${current}-error`);
+    if (!box) return;
+    box.textContent = String(error.message || error);
+    box.hidden = false;
+  }
+
+  function answered(page) {
+    const box = $(`#${page}-error`);
+    box.hidden = true;
+    box.textContent = "";
   }
 
   // Overview
@@ -118,11 +150,16 @@
       button.classList.toggle("on", button.dataset.range === overview.range);
     }
     $("#by").value = overview.by;
-    every(5, () => loadOverview().catch(failed));
+    every(POLL[overview.range], () => loadOverview().catch(failed));
   }
 
   async function loadOverview() {
-    const data = await getJSON(`overview?range=${overview.range}&by=${overview.by}`);
+    // a slow answer (30 d, say) must not overwrite the one for a range chosen after it
+    const asked = ++overview.asked;
+    const data = await latest(getJSON(`overview?range=${overview.range}&by=${overview.by}`),
+                              () => asked === overview.asked);
+    if (data === STALE) return;
+    answered("overview");
     const values = new Map();
     for (const point of data.points) values.set(point.bucket + "\u0000" + point.group, point);
     const metrics = {
@@ -147,10 +184,11 @@
     $("#total-tokens").textContent = number.format(data.totals.input_tokens + data.totals.output_tokens);
     $("#total-cost").textContent = "$" + usd.format(data.totals.cost_usd);
     $("#total-errors").textContent = number.format(data.totals.errors);
+    $("#totals").dataset.range = data.range;
     const legend = $("#legend");
-    legend.replaceChildren(...data.groups.map((group, index) => {
+    legend.replaceChildren(...data.groups.map((group) => {
       const item = node("li", null, {"data-group": group});
-      item.append(window.ProxycastCharts.swatch(index), node("span", label(group)));
+      item.append(window.ProxycastCharts.swatch(group), node("span", label(group), {title: label(group)}));
       return item;
     }));
     let note = me.admin ? "" : `Only the requests of ${me.client}. `;
@@ -166,6 +204,7 @@
 
   async function loadProviders() {
     const data = await getJSON("providers");
+    answered("providers");
     const body = $("#providers-body");
     const blocks = [];
     for (const provider of data.providers) {
@@ -298,6 +337,7 @@
 
   async function loadConfig() {
     const c = await getJSON("config");
+    answered("config");
     const list = (items) => items.join(", ");
     const parts = [
       node("p", `Source: ${c.source}`, {class: "note"}),
@@ -337,7 +377,10 @@
 
   async function loadExport() {
     const by = $("#export-by").value;
-    const rows = await getJSON(exportQuery("json"));
+    const asked = ++exported.asked;  // the since or by chosen after it was asked wins
+    const rows = await latest(getJSON(exportQuery("json")), () => asked === exported.asked);
+    if (rows === STALE) return;
+    answered("export");
     const columns = [by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"];
     const old = $("#export-table");
     const fresh = table(columns, rows.map((r) => columns.map((c) => r[c]))).firstChild;

@@ -2,8 +2,7 @@
 (function () {
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
-  const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948",
-                   "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+  const FIXED = {other: "#8c8c8c", "": "#bab0ac"};
 
   function el(name, attributes, parent) {
     const node = document.createElementNS(SVG, name);
@@ -12,8 +11,20 @@
     return node;
   }
 
-  function color(index) {
-    return PALETTE[index % PALETTE.length];
+  // A group's colour follows from its name (FNV-1a), not from its place in the legend: a model keeps
+  // its colour from one range or refresh to the next. Hue from the hash; saturation and lightness from
+  // other bits, so that two close hues still differ.
+  function color(group) {
+    if (Object.hasOwn(FIXED, group)) return FIXED[group];
+    let hash = 0x811c9dc5;
+    for (let i = 0; i < group.length; i++) {
+      hash ^= group.charCodeAt(i);
+      hash = Math.imul(hash, 0x01000193) >>> 0;
+    }
+    const hue = hash % 360;
+    const saturation = 55 + ((hash >>> 9) % 3) * 12;
+    const lightness = 42 + ((hash >>> 11) % 3) * 9;
+    return `hsl(${hue}, ${saturation}%, ${lightness}%)`;
   }
 
   // container: an element; options: {buckets, start, bucketSeconds, groups, values(bucket, group),
@@ -43,27 +54,27 @@
     if (max > 0) {
       for (let b = 0; b < options.buckets; b++) {
         let y = top + plotH;
-        options.groups.forEach((g, index) => {
+        for (const g of options.groups) {
           const value = options.values(b, g);
-          if (!value) return;
+          if (!value) continue;
           const h = (value / max) * plotH;
           y -= h;
           const rect = el("rect", {
             x: (left + b * step + (step - bar) / 2).toFixed(2), y: y.toFixed(2),
-            width: bar.toFixed(2), height: Math.max(h, 0.5).toFixed(2), fill: color(index),
+            width: bar.toFixed(2), height: Math.max(h, 0.5).toFixed(2), fill: color(g),
             "data-group": g, "data-bucket": b, "data-value": value,
           }, svg);
           el("title", {}, rect).textContent =
             `${options.label(g)}: ${options.format(value)} (${options.time(options.start + b * options.bucketSeconds)})`;
-        });
+        }
       }
     }
     container.replaceChildren(svg);
   }
 
-  function swatch(index) {
+  function swatch(group) {
     const svg = el("svg", {viewBox: "0 0 12 12", "aria-hidden": "true"});
-    el("rect", {width: 12, height: 12, rx: 2, fill: color(index)}, svg);
+    el("rect", {width: 12, height: 12, rx: 2, fill: color(group)}, svg);
     return svg;
   }
 

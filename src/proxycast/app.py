@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from proxycast import cors, formats, loopguard
 from proxycast.accounting import Accounting, current_record
 from proxycast.api import admin, embeddings, inbound, models, responses, root
+from proxycast.api._common import CLOSERS
 from proxycast.catalog import Catalog
 from proxycast.errors import (
     AuthenticationError,
@@ -93,6 +94,13 @@ def _authenticate(directory: Directory) -> Client:
     return client
 
 
+def close_resources(app: QuartTrio) -> None:
+    """Close what the route modules opened (the Responses store), once the server has stopped."""
+    closers, app.extensions[CLOSERS] = app.extensions.get(CLOSERS, []), []
+    for close in closers:
+        close()
+
+
 def create_app(
     config: Config,
     client: httpx.AsyncClient | None = None,
@@ -124,6 +132,7 @@ def create_app(
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage (issue 11)
     exchange.accounting = accounts
     app.extensions["proxycast_accounting"] = accounts
+    app.extensions[CLOSERS] = []
     if client is not None:
         exchange.connect(client)
     else:
@@ -137,6 +146,7 @@ def create_app(
                 exchange.providers = {}
                 nursery.cancel_scope.cancel()
                 await accounts.aclose()
+                close_resources(app)
 
     cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
 

@@ -21,7 +21,7 @@ from hypercorn.utils import wrap_app
 
 from proxycast import loopguard
 from proxycast._connections import serve_connections
-from proxycast.app import create_app
+from proxycast.app import close_resources, create_app
 from proxycast.metrics import MULTIPROCESS_VARIABLE
 from proxycast.redact import RedactingFilter, Redactor, config_secrets
 from proxycast.upstreams import ShardedTransport, make_client
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
 
     import httpx
+    from quart_trio import QuartTrio
 
     from proxycast.accounting import Accounting
     from proxycast.config import Config
@@ -106,6 +107,7 @@ async def serve(
     for logger in loggers:
         logger.addFilter(redacting)
     accounts: Accounting | None = None  # the ledger's writer, once the app exists
+    app: QuartTrio | None = None
     try:
         sock = sock if sock is not None else bind_socket(config)
         host, port = sock.getsockname()[:2]
@@ -130,6 +132,8 @@ async def serve(
     finally:
         if accounts is not None:  # after the drain: the last ledger rows are written
             await accounts.aclose()
+        if app is not None:
+            close_resources(app)
         for logger in loggers:
             logger.removeFilter(redacting)
         with trio.move_on_after(5, shield=True):

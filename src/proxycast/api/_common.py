@@ -10,6 +10,11 @@ import trio
 from proxycast._json import NotAnObjectError, RejectedJSONError, parse_object
 from proxycast.errors import InvalidRequestError
 
+CLOSERS = "proxycast.closers"
+"""``app.extensions[CLOSERS]``: what a route module opened and the server closes when it stops
+(:func:`proxycast.app.close_resources`; not a ``while_serving`` generator, which a cancelled
+server never finishes)."""
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 

@@ -17,7 +17,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from proxycast import routing
-from proxycast.api._common import parse_and_validate
+from proxycast.api._common import CLOSERS, parse_and_validate
 from proxycast.api.inbound import current_exchange
 from proxycast.config import data_dir
 from proxycast.errors import ProxycastError
@@ -33,7 +33,7 @@ from proxycast.formats.responses.inbound import (
 from proxycast.responses_store import ResponseStore, owner_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from proxycast.config import Config
     from proxycast.exchange import Exchange
@@ -88,12 +88,8 @@ def blueprint(config: Config) -> Blueprint:
         else None
     )
 
-    if store is not None:
-
-        @routes.while_app_serving  # type: ignore[type-var, untyped-decorator, unused-ignore]
-        async def close_store() -> AsyncIterator[None]:
-            yield
-            store.close()
+    if store is not None:  # closed when the server stops (server.serve, or the app's lifespan)
+        routes.record_once(lambda state: state.app.extensions[CLOSERS].append(store.close))
 
     def recorder(owner: str, items: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
         assert store is not None

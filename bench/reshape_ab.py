@@ -49,7 +49,13 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             port = run.free_port()
             sub = folder / name
             sub.mkdir()
-            config = run.proxycast_config(sub, upstream, port)
+            if name == "after" and args.features_off:
+                # what the "before" install had not yet: the ledger, the access log
+                config = run.proxycast_config(
+                    sub, upstream, port, 'access_log = "off"', '[ledger]\nurl = "off"'
+                )
+            else:
+                config = run.proxycast_config(sub, upstream, port)
             command = [f"{venv}/bin/proxycast", "serve", "--config", str(config), "--workers", "1"]
             env = {"PROXYCAST_HOME": str(sub / "home")}  # its ledger and limits, not the user's
             processes.append(run.start(command, port, sub / "log", env=env))
@@ -135,6 +141,11 @@ def main() -> None:
     parser.add_argument("after", help="the venv of the code after")
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--features-off",
+        action="store_true",
+        help="the after install with the ledger and the access log off (features the before lacks)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "reshape_ab"), help="path without suffix")
     args = parser.parse_args()
     started = os.getloadavg()
@@ -146,6 +157,7 @@ def main() -> None:
         "load_after": os.getloadavg(),
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
+        "after_features_off": args.features_off,
         "cells": cells,
         "runs": runs,
     }
@@ -154,7 +166,13 @@ def main() -> None:
     Path(args.out + ".md").write_text(
         f"# proxycast A/B: {args.before} (before) vs {args.after} (after)\n\n"
         f"{result['machine']}; {args.rounds} interleaved rounds of {args.seconds} s per cell; "
-        f"{load}.\n\n{text}"
+        f"{load}."
+        + (
+            " The after install ran with the ledger and the access log off."
+            if args.features_off
+            else ""
+        )
+        + f"\n\n{text}"
     )
     print(text)
 

@@ -303,13 +303,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def proxycast_config(folder: Path, upstream: str, port: int) -> Path:
+def proxycast_config(
+    folder: Path, upstream: str, port: int, server: str = "", tables: str = ""
+) -> Path:
+    """``server``: more ``[server]`` lines; ``tables``: more tables, at the end."""
     path = folder / "proxycast.toml"
     path.write_text(
         f"""
 [server]
 port = {port}
 api_keys = ["{KEY}"]
+{server}
 [[providers]]
 name = "json"
 type = "openai"
@@ -332,6 +336,7 @@ type = "anthropic"
 base_url = "{upstream}/anth-sse"
 api_keys = ["x"]
 models = ["claude-bench-sse"]
+{tables}
 """
     )
     return path

@@ -17,9 +17,9 @@ redis_url``).
   false`` a limited client's request is refused with a 503 instead while Redis is away.
 
 The client is redis-py's (synchronous) called in worker threads through a :class:`trio.CapacityLimiter`
-as large as its connection pool: measured against coredis on trio, the two were equal (~0.85 ms per
-script call from trio on a loaded 2-core machine, ~2,300 calls/s at 32 concurrent); redis-py brings
-one dependency instead of six (docs/scale-out.md has the figures).
+as large as its connection pool: a hung Redis holds at most those threads, each call gives up after
+:data:`TIMEOUT`, and nothing retries inside. Against coredis on trio it costs a thread hop per call
+(docs/scale-out.md, "The Redis client", has both measured and the trade-off).
 """
 
 from __future__ import annotations

@@ -290,3 +290,31 @@ async def test_an_admission_is_one_round_trip(redis_server: RedisServer) -> None
     await state.settle(admitted, 50, 0.0)  # tpm: the usage replaces the estimate, one more
     assert calls[5:] == ["admit", "settle"]
     await state.aclose()
+
+
+async def test_settlements_are_batched_off_the_request_path(redis_server: RedisServer) -> None:
+    calls: list[str] = []
+    state = RedisState(redis_server.url, MemoryLimiter(), prefix="b", on_call=calls.append)
+    limits = Limits(tpm=100_000, usd_per_day=100.0)
+    admitted = []
+    for _ in range(20):
+        outcome = await state.admit(Ask(client="a", tokens=10, usd=0.01), limits)
+        assert isinstance(outcome, Admitted)
+        admitted.append(outcome)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(state.run)
+        await trio.sleep(0.05)
+        for outcome in admitted:  # twenty answers end at once
+            await state.settle(outcome, 25, 0.02)
+        with trio.fail_after(5):
+            while state._settles or calls.count("settle") == 0:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert calls.count("admit") == 20
+    assert 1 <= calls.count("settle") < 20  # batched
+    with redis_server.client() as client:
+        window = client.hgetall("{b:c:a}:w")
+        day = [float(client.get(k) or 0) for k in client.scan_iter("{b:c:a}:d:*")]
+    assert sum(int(v) for k, v in window.items() if k.startswith(b"t")) == 20 * 25
+    assert day == [pytest.approx(20 * 0.02)]
+    await state.aclose()

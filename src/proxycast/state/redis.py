@@ -203,6 +203,9 @@ class RedisState:
         self._journal_spend: dict[tuple[str, str], float] = defaultdict(float)
         self._health = HealthBoard()
         self._health_keys: list[str] = []
+        self._settles: list[tuple[str, int, int, dict[str, float]]] = []
+        self._settle_wake = trio.Event()
+        self._flushing = False
 
     # -- limits ---------------------------------------------------------------------------------
 
@@ -255,8 +258,45 @@ class RedisState:
         delta_usd = usd - admitted.usd
         spend = dict.fromkeys(admitted.periods, delta_usd) if delta_usd else {}
         delta_tokens = tokens - admitted.tokens
-        if delta_tokens or spend:
+        if not (delta_tokens or spend):
+            return
+        if self.up and self._flushing:  # batched by the background flush: no wait on the request
+            self._settles.append((admitted.client, admitted.ticket, delta_tokens, spend))
+            self._settle_wake.set()
+        else:
             await self._count(admitted.client, admitted.ticket, 0, delta_tokens, spend, "settle")
+
+    async def _flush_settles(self) -> None:
+        """Send the settlements as they come, every waiting one in one pipeline (one round trip
+        however many requests ended meanwhile). Until cancelled."""
+        self._flushing = True
+        try:
+            while True:
+                await self._settle_wake.wait()
+                self._settle_wake = trio.Event()
+                await self._send_settles()
+        finally:
+            self._flushing = False
+
+    async def _send_settles(self) -> None:
+        batch, self._settles = self._settles, []
+        if not batch:
+            return
+        if self.up:
+            try:
+                await self._call("settle", self._add_batch, batch)
+            except FAILURES as exc:
+                self._lost(exc)
+            else:
+                return
+        for client, second, tokens, spend in batch:  # journalled: replayed when Redis is back
+            await self._count(client, second, 0, tokens, spend)
+
+    def _add_batch(self, batch: list[tuple[str, int, int, dict[str, float]]]) -> None:
+        pipe = self._client().pipeline(transaction=False)
+        for client, second, tokens, spend in batch:
+            self._add(client, second, 0, tokens, spend, pipe)
+        pipe.execute()
 
     async def _count(
         self,
@@ -319,8 +359,14 @@ class RedisState:
         self._health_keys = [f"{{{self._prefix}:h}}:{name}" for name in self._health.names]
 
     async def run(self) -> None:
-        """Every 0.5 s (at once after a local rest): write the rests this worker saw, read those of
-        every instance; while Redis is away, retry it. Until cancelled."""
+        """Send the settlements (batched); every 0.5 s (at once after a local rest) write the rests
+        this worker saw and read those of every instance; while Redis is away, retry it. Until
+        cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flush_settles)
+            await self._sync_health()
+
+    async def _sync_health(self) -> None:
         while True:
             await self._health.wait()
             if not self.up:
@@ -432,6 +478,8 @@ class RedisState:
         )
 
     async def aclose(self) -> None:
+        with trio.move_on_after(2 * TIMEOUT):  # the last settlements, if Redis takes them
+            await self._send_settles()
         await self._fallback.aclose()
         if self._redis is not None:
             await trio.to_thread.run_sync(self._redis.close, limiter=self._threads)

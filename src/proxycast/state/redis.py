@@ -3,9 +3,11 @@ redis_url``).
 
 - **An admission is one round trip**: a Lua script reads the client's window and spend, applies the
   same test as every limiter (:func:`proxycast.state.window.verdict`) and counts the request, as one
-  atomic step on the server. Settling the actual usage is one more (a pipeline), only for clients
-  with a ``tpm`` limit or a budget. Keys carry TTLs and a hash tag per client (``{prefix:c:NAME}``),
-  so every script touches one slot, as a Redis Cluster requires.
+  atomic step on the server. Settling the actual usage (clients with a ``tpm`` limit or a budget)
+  leaves the request path: a background flush sends every waiting settlement in one pipeline, as
+  soon as it is queued (so it lands a round trip after the answer ends). Keys carry TTLs and a
+  hash tag per client (``{prefix:c:NAME}``), so every script touches one slot, as a Redis Cluster
+  requires.
 - **Key health**: a key that rests on one instance (a 429, a refused key, an unreachable provider)
   is written as a Redis key with the rest as its TTL; each worker reads them all every 0.5 s (one
   round trip, :mod:`proxycast.state.health`) and rests the same keys locally. Picking a key never

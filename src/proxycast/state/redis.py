@@ -295,7 +295,10 @@ class RedisState:
             await self._count(client, second, 0, tokens, spend)
 
     def _add_batch(self, batch: list[tuple[str, int, int, dict[str, float]]]) -> None:
-        pipe = self._client().pipeline(transaction=False)
+        """One transaction (all or nothing, so a failed batch is journalled whole and never counted
+        twice; on a cluster, whose clients' keys lie in several slots, one pipeline)."""
+        connection = self._client()
+        pipe = connection.pipeline(transaction=not isinstance(connection, RedisCluster))
         for client, second, tokens, spend in batch:
             self._add(client, second, 0, tokens, spend, pipe)
         pipe.execute()

@@ -73,6 +73,14 @@ async def instances(upstream: str, redis_url: str, rpm: int) -> AsyncIterator[li
             yield urls
 
 
+async def _chat(client: httpx.AsyncClient, url: str) -> int:
+    """A chat completion as alice, through the instance at ``url``: its status."""
+    response = await client.post(
+        url + "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {ALICE}"}
+    )
+    return response.status_code
+
+
 def _client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key=ALICE, max_retries=0)
 
@@ -85,12 +93,7 @@ async def test_rpm_is_exact_across_two_instances(
 
         async def one(url: str) -> None:
             async with httpx.AsyncClient() as client:
-                response = await client.post(
-                    url + "/v1/chat/completions",
-                    json=BODY,
-                    headers={"authorization": f"Bearer {ALICE}"},
-                )
-                statuses.append(response.status_code)
+                statuses.append(await _chat(client, url))
 
         async with trio.open_nursery() as nursery:
             for index in range(20):  # both instances at once, 10 each
@@ -153,12 +156,7 @@ async def test_redis_killed_mid_run_fails_no_request(
             async with httpx.AsyncClient(timeout=10) as client:
                 with trio.move_on_after(seconds):
                     while True:
-                        response = await client.post(
-                            url + "/v1/chat/completions",
-                            json=BODY,
-                            headers={"authorization": f"Bearer {ALICE}"},
-                        )
-                        statuses.append(response.status_code)
+                        statuses.append(await _chat(client, url))
 
         async with trio.open_nursery() as nursery:
             for url in urls:

@@ -169,10 +169,10 @@ class Tab:
         self.page.wait_for_selector("#nav", state="visible")
 
 
-@pytest.fixture(name="tab")
-def _tab(browser: Browser) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
+def open_tab(browser: Browser, **context: Any) -> Iterator[Tab]:
+    """A page in a new browser context (``context``: its options) that records console errors."""
+    opened = browser.new_context(**context)
+    page = opened.new_page()
     page.set_default_timeout(10_000)
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -180,4 +180,9 @@ def _tab(browser: Browser) -> Iterator[Tab]:
     try:
         yield Tab(page, errors)
     finally:
-        context.close()
+        opened.close()
+
+
+@pytest.fixture(name="tab")
+def _tab(browser: Browser) -> Iterator[Tab]:
+    yield from open_tab(browser, viewport={"width": 1280, "height": 900}, accept_downloads=True)

@@ -26,7 +26,7 @@ from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.rows import Row
 from proxycast.testing.openai import Script
 from tests.support import CLIENT_KEY
-from tests.ui.conftest import Tab
+from tests.ui.conftest import Tab, open_tab
 from tests.ui.support import ALICE_KEY, BOB_KEY
 
 if TYPE_CHECKING:
@@ -240,16 +240,7 @@ def test_a_group_keeps_its_colour(gateway: BackgroundGateway, seeded: list[Row],
 
 @pytest.fixture(name="western_tab")
 def _western_tab(browser: Browser) -> Iterator[Tab]:
-    context = browser.new_context(timezone_id="America/Los_Angeles", locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        yield Tab(page, errors)
-    finally:
-        context.close()
+    yield from open_tab(browser, timezone_id="America/Los_Angeles", locale="en-US")
 
 
 def test_day_buckets_are_labelled_as_utc_days(

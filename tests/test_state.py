@@ -13,6 +13,7 @@ import trio
 from proxycast.keys import KeyPool
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
 from proxycast.state.health import HealthBoard
+from proxycast.state.local import LocalLimiter
 from proxycast.state.memory import MemoryLimiter
 from proxycast.state.redis import RedisState
 from proxycast.state.sqlite import SQLiteLimiter
@@ -33,14 +34,14 @@ class Clock:
         return self.now
 
 
-KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
+KINDS = ["memory", "local", "sqlite", "redis", "redis-cluster"]
 Make = Callable[[Clock], Limiter]
 
 
 @pytest.fixture(name="make", params=KINDS)
 def _make(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     """``make(clock)``: a new limiter of the kind; two made in one test share their counts (two
-    workers on one file, two instances on one Redis; memory: the same limiter)."""
+    workers on one file, two instances on one Redis; memory and local: the same limiter)."""
     kind = request.param
     made: dict[str, Limiter] = {}
     calls: list[str] = []  # Redis round trips
@@ -48,6 +49,10 @@ def _make(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     def make(clock: Clock) -> Limiter:
         if kind == "memory":
             return made.setdefault("memory", MemoryLimiter(clock))
+        if kind == "local":  # one worker: the same limiter
+            if "local" not in made:
+                made["local"] = LocalLimiter(tmp_path / "limits.db", clock)
+            return made["local"]
         if kind == "sqlite":
             return SQLiteLimiter(tmp_path / "limits.db", clock)
         fallback = SQLiteLimiter(tmp_path / f"fallback-{len(made)}.db", clock)
@@ -175,6 +180,39 @@ async def test_a_budgets_edge_is_the_same_for_every_limiter(make: Make) -> None:
         admitted += 1
     assert admitted == expected
     await limiter.aclose()
+
+
+async def test_one_workers_counts_outlive_a_restart(tmp_path: Path) -> None:
+    """A one-worker gateway decides in memory and writes its counts behind: a restart (the drain
+    writes what is left) neither resets the day's spend nor forgets the minute's requests, and a
+    gateway restarted with several workers reads the same counts."""
+    clock = Clock()
+    limits = Limits(rpm=3, tpm=1000, usd_per_day=1.0)
+    first = LocalLimiter(tmp_path / "limits.db", clock)
+    admitted = await first.admit(Ask(client="a", tokens=10, usd=0.1), limits)
+    assert isinstance(admitted, Admitted)
+    await first.settle(admitted, 400, 0.7)
+    await first.flush()  # the background write
+    assert isinstance(await first.admit(Ask(client="a", tokens=10, usd=0.1), limits), Admitted)
+    await first.aclose()  # the drain: the second admission is written too
+    clock.now += 5
+    again = LocalLimiter(tmp_path / "limits.db", clock)
+    third = await again.admit(Ask(client="a", tokens=10, usd=0.1), limits)
+    assert isinstance(third, Admitted)
+    assert third.remaining_requests == 0
+    assert third.remaining_tokens == 1000 - (400 + 10) - 10  # settled, then two reservations
+    refused = await again.admit(Ask(client="a", tokens=10, usd=0.15), limits)
+    assert isinstance(refused, Refused)
+    assert refused.what == "requests"
+    await again.aclose()
+    shared = SQLiteLimiter(tmp_path / "limits.db", clock)
+    budget = await shared.admit(Ask(client="a", tokens=0, usd=0.15), Limits(usd_per_day=1.0))
+    assert isinstance(budget, Refused)  # 0.7 + 0.1 + 0.1 spent today
+    assert budget.what == "usd_per_day"
+    assert isinstance(
+        await shared.admit(Ask(client="a", tokens=0, usd=0.05), Limits(usd_per_day=1.0)), Admitted
+    )
+    await shared.aclose()
 
 
 def test_a_rest_is_written_as_long_as_it_is_now() -> None:

@@ -31,6 +31,7 @@ from proxycast.ledger.writer import open_writer
 from proxycast.metrics import Metrics
 from proxycast.prices import Price, cost, price_of
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
+from proxycast.state.local import LocalLimiter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -152,7 +153,7 @@ class Accounting:
 
             self.limiter = self.shared = SQLiteLimiter(data_dir() / "limits.db")
         elif any(c.limited for c in config.clients):
-            self.limiter = _local_limiter(config)
+            self.limiter = _one_worker_limiter(config)
         self.ledger = open_writer(config.ledger)
         self._prices: dict[str, Price | None] = {}
         self.feed = Feed(redact)
@@ -189,6 +190,8 @@ class Accounting:
                 nursery.start_soon(self.ledger.run)
             if self.shared is not None:
                 nursery.start_soon(self.shared.run)
+            elif isinstance(self.limiter, LocalLimiter):
+                nursery.start_soon(self.limiter.run)
 
     async def aclose(self) -> None:
         """Write what the ledger still buffers and close the files (at the end of the drain)."""
@@ -429,8 +432,19 @@ class _Tracking:
             await self._accounting._finish(self.record)
 
 
+def _one_worker_limiter(config: Config) -> Limiter:
+    """The limiter of a gateway with one worker: in its memory, written behind to the machine's
+    SQLite file unless ``scope = "process"``."""
+    if config.state.scope == "process":
+        from proxycast.state.memory import MemoryLimiter
+
+        return MemoryLimiter()
+    return LocalLimiter(data_dir() / "limits.db")
+
+
 def _local_limiter(config: Config) -> Limiter:
-    """The limiter of one instance: in the worker's memory, or the machine's SQLite file."""
+    """The limiter of one instance whose workers share it (Redis's fallback): in the worker's
+    memory, or the machine's SQLite file."""
     if config.state.scope == "process":
         from proxycast.state.memory import MemoryLimiter
 

@@ -16,8 +16,42 @@ if TYPE_CHECKING:
     from proxycast.state import Admitted, Ask, Limits, Refused
 
 
+class _Window:
+    """One client's last minute: its seconds (oldest first) and their running sums."""
+
+    __slots__ = ("requests", "seconds", "tokens")
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, list[int]] = {}
+        """second -> [requests, tokens], in the order they were counted (oldest first)."""
+        self.requests = 0
+        self.tokens = 0
+
+    def add(self, second: int, requests: int, tokens: int) -> None:
+        bucket = self.seconds.get(second)
+        if bucket is None:
+            self.seconds[second] = [requests, tokens]
+        else:
+            bucket[0] += requests
+            bucket[1] += tokens
+        self.requests += requests
+        self.tokens += tokens
+
+    def prune(self, floor: int) -> None:
+        """Drop the seconds that left the window (``<= floor``)."""
+        seconds = self.seconds
+        while seconds:
+            first = next(iter(seconds))
+            if first > floor:
+                return
+            requests, tokens = seconds.pop(first)
+            self.requests -= requests
+            self.tokens -= tokens
+
+
 class MemoryLimiter:
-    """The :class:`proxycast.state.Limiter` of one process.
+    """The :class:`proxycast.state.Limiter` of one process. An admission costs the same however
+    many requests the window holds (running sums per client).
 
     Args:
         clock: wall-clock seconds; tests pass their own.
@@ -25,8 +59,8 @@ class MemoryLimiter:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self.buckets: dict[str, dict[int, list[int]]] = defaultdict(dict)
-        """Per client: second -> [requests, tokens] (the seconds still in the window)."""
+        self.windows: dict[str, _Window] = defaultdict(_Window)
+        """Per client: the seconds still in the window."""
         self.spend: dict[tuple[str, str], float] = defaultdict(float)
         """USD by (client, period key)."""
 
@@ -35,11 +69,11 @@ class MemoryLimiter:
 
     def admit_now(self, ask: Ask, limits: Limits) -> Admitted | Refused:
         now, client = self._clock(), ask.client
-        seconds = self.buckets[client]
-        floor = int(now) - window.WINDOW
-        for second in [s for s in seconds if s <= floor]:
-            del seconds[second]
-        buckets = window.current([(s, r, t) for s, (r, t) in seconds.items()], now)
+        counts = self.windows[client]
+        second = int(now)
+        counts.prune(second - window.WINDOW)
+        # the sums as one bucket: all that the verdict, and the outcome of an admission, read
+        buckets = [(second, counts.requests, counts.tokens)] if counts.seconds else []
         day, month, _, _ = window.periods(now)
         spent = {
             day: self.spend.get((client, day), 0.0),
@@ -47,15 +81,15 @@ class MemoryLimiter:
         }
         refused = window.verdict(buckets, spent, now, ask, limits)
         if refused is None:
-            bucket = seconds.setdefault(int(now), [0, 0])
-            bucket[0] += 1
-            bucket[1] += ask.tokens
+            counts.add(second, 1, ask.tokens)
             if window.budgeted(limits):
                 self.spend[client, day] += ask.usd
                 self.spend[client, month] += ask.usd
             if len(self.spend) > 4 * 4096:  # old periods of many clients: keep the current ones
                 for key in [k for k in self.spend if k[1] not in (day, month)]:
                     del self.spend[key]
+        else:  # when to retry depends on each second's counts
+            buckets = window.current([(s, r, t) for s, (r, t) in counts.seconds.items()], now)
         return window.outcome(buckets, now, ask, limits, refused)
 
     async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
@@ -64,9 +98,9 @@ class MemoryLimiter:
     def settle_now(self, admitted: Admitted, tokens: int, usd: float) -> None:
         if not admitted.settles:
             return
-        bucket = self.buckets[admitted.client].get(admitted.ticket)
-        if bucket is not None:
-            bucket[1] += tokens - admitted.tokens
+        counts = self.windows[admitted.client]
+        if admitted.ticket in counts.seconds:
+            counts.add(admitted.ticket, 0, tokens - admitted.tokens)
         for period in admitted.periods:
             self.spend[admitted.client, period] += usd - admitted.usd
 

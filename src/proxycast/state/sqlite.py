@@ -82,6 +82,25 @@ def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
     return db
 
 
+def create(db: sqlite3.Connection) -> None:
+    """The tables, and the counts of a file an earlier version wrote moved into them (once: every
+    worker does this at start, one at a time)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        for table, move in _MIGRATION:
+            if table in tables:
+                db.execute(move)
+                db.execute(f"DROP TABLE {table}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SQLiteLimiter:
     """The :class:`proxycast.state.SharedState` of one machine.
 
@@ -93,7 +112,7 @@ class SQLiteLimiter:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self._path = path
         self._db = connect(path)
-        self._create()
+        create(self._db)
         # Most transactions find the file unlocked and take ~0.1 ms: they run on the event loop
         # (a thread hop costs more than that on a loaded machine). One that would have to wait
         # for another worker's transaction gives up at once (busy timeout 0) and is redone in a
@@ -107,25 +126,6 @@ class SQLiteLimiter:
         self._lock = trio.Lock()
         self._health = HealthBoard()
         self._failing = False
-
-    def _create(self) -> None:
-        """The tables, and the counts of a file an earlier version wrote moved into them (once:
-        every worker does this at start, one at a time)."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            for table, move in _MIGRATION:
-                if table in tables:
-                    db.execute(move)
-                    db.execute(f"DROP TABLE {table}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     async def admit(self, ask: Ask, limits: Limits) -> Admitted | Refused:
         await self._count_transaction()

@@ -182,6 +182,28 @@ async def test_request_ids_health_and_metrics(
         nursery.cancel_scope.cancel()
 
 
+async def test_metrics_can_be_switched_off(
+    tmp_path: Path, upstreams: tuple[FakeOpenAI, FakeAnthropic, FakeGemini]
+) -> None:
+    fo, fa, fg = upstreams
+    config = team_config(
+        fo.base_url, fa.base_url, fg.base_url, tmp_path / "usage.db", metrics=False
+    )
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as h:
+        gateway = await start_gateway(nursery, config)
+        mine = {"authorization": f"Bearer {ALICE_KEY}"}
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        answer = await h.post(gateway.v1 + "/chat/completions", json=body, headers=mine)
+        assert answer.status_code == 200
+        metrics = await h.get(gateway.url + "/metrics", headers=mine)
+        assert metrics.status_code == 404
+        assert "[server] metrics = false" in metrics.json()["error"]["message"]
+        assert metrics.json()["error"]["type"] == "invalid_request_error"  # OpenAI's 404 type
+        nursery.cancel_scope.cancel()
+    rows = sqlite3.connect(tmp_path / "usage.db").execute("SELECT client, status FROM requests")
+    assert rows.fetchall() == [("alice", 200)]  # the ledger does not depend on the metrics
+
+
 def _tokens(row: dict[str, Any]) -> tuple[int, int]:
     """(prompt tokens, output tokens) as OpenAI counts them."""
     prompt = row["input_tokens"] + row["cache_read_tokens"] + row["cache_write_tokens"]

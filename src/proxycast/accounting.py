@@ -358,7 +358,7 @@ class Accounting:
     def _count(
         self, record: Record, usage: hub.Usage, spent: float, duration: float, status: int
     ) -> None:
-        if not record.api:
+        if not record.api or not self.config.server.metrics:
             return
         m = self.metrics
         client, model = m.client(record.client.name), m.model(record.model)
@@ -402,7 +402,7 @@ class _Tracking:
         )
         self._rid = self.record.request_id.encode()
         # An open dashboard's live stream lasts as long as the page: not a request in progress.
-        self._counted = scope["path"] not in UNCOUNTED
+        self._counted = accounting.config.server.metrics and scope["path"] not in UNCOUNTED
 
     async def tracked(self, message: ASGISendEvent) -> None:
         record = self.record

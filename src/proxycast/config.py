@@ -63,6 +63,8 @@ class ServerConfig:
     """Origins whose browser pages may call the gateway (CORS); ``"*"``: any. Default: none."""
     access_log: str = "text"
     """One line per request on stderr: ``text``, ``json`` or ``off``."""
+    metrics: bool = True
+    """``GET /metrics`` and the counting behind it (false: nothing counted, ``/metrics`` is a 404)."""
 
 
 @attrs.frozen(kw_only=True)

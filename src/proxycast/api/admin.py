@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
 
+from proxycast.errors import ProxycastError
 from proxycast.exchange import json_response
 from proxycast.metrics import CONTENT_TYPE
 
@@ -19,6 +20,11 @@ async def health() -> Response:
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     accounts = current_app.extensions["proxycast_accounting"]
+    if not accounts.config.server.metrics:
+        raise ProxycastError(
+            "Metrics are off in this gateway's configuration ([server] metrics = false).",
+            status=404,
+        )
     exchange = current_app.extensions["proxycast"]
     gauge = accounts.metrics.key_available
     for name, provider in exchange.providers.items():

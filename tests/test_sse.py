@@ -89,6 +89,10 @@ PIECES = [
     b": keep-alive\n\n",
     b"data: a\ndata: b\n\n",
     b"event: e\ndata: y\n\n",
+    b"event: \xffe\ndata: y\n\n",
+    b"event: e\n",
+    b"\n",
+    b"event: e\ndata:y\n\n",
     b"data:z\n\n",
     b"data: \xff\xfe\n\n",
     b"data: q\r\n\r\n",
@@ -99,15 +103,23 @@ PIECES = [
 ]
 
 
-@given(st.lists(st.sampled_from(PIECES), max_size=6), st.lists(st.sampled_from(PIECES), max_size=6))
-@example([b"id: 3\n\n"], [b"data: x\n\n", b"data: y\n\n"])  # the last event id carries over
-@example([b"data: cut"], [b"\n\n"])
-def test_plain_chunks_give_what_feed_gives(first: list[bytes], second: list[bytes]) -> None:
-    # feed_plain either declines (None) or gives exactly feed's events, whatever came before
-    plain, parser = sse.SSEParser(), sse.SSEParser()
-    for chunk in (b"".join(first), b"".join(second)):
-        expected = parser.feed(chunk)
-        fast = plain.feed_plain(chunk)
-        assert fast is None or fast == expected
-        if fast is None:
-            assert plain.feed(chunk) == expected
+@given(st.lists(st.sampled_from(PIECES), max_size=8), st.data())
+@example([b"id: 3\n\n", b"data: x\n\n", b"data: y\n\n"], None)  # the last event id carries over
+@example([b"data: cut", b"\n\n"], None)
+def test_the_block_split_gives_what_the_line_parser_gives(
+    pieces: list[bytes], data: st.DataObject | None
+) -> None:
+    # feed splits complete events on blank lines and hands the rest to the line parser: the same
+    # events as the line parser alone, wherever the chunks are cut
+    raw = b"".join(pieces)
+    cuts = [] if data is None else data.draw(st.lists(st.integers(0, len(raw)), max_size=6))
+    fast, slow = sse.SSEParser(), sse.SSEParser()
+    got: list[sse.Event | sse.Comment] = []
+    expected: list[sse.Event | sse.Comment] = []
+    previous = 0
+    for cut in [*sorted(set(cuts)), len(raw)]:
+        got += fast.feed(raw[previous:cut])
+        expected += slow.lines(raw[previous:cut])
+        previous = cut
+    assert got == expected
+    assert fast.has_partial_event == slow.has_partial_event

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from proxycast import hub, sse
-from proxycast._json import NotAnObjectError, parse_object, replace_value
+from proxycast._json import NotAnObjectError, model_span, parse_answer, replace_value
 from proxycast.errors import ProxycastError, UpstreamUnavailableError
 
 if TYPE_CHECKING:
@@ -110,14 +110,14 @@ def read_forwarded(data: bytes, model: str, provider: str) -> tuple[bytes, dict[
     """
     try:
         text = data.decode("utf-8")
-        answer, spans = parse_object(text)
+        answer = parse_answer(text)
     except (ValueError, NotAnObjectError):
         raise UpstreamUnavailableError(
             f"Provider {provider!r} answered with a body that is not a JSON object."
         ) from None
-    if "model" not in spans or answer["model"] == model:
+    if "model" not in answer or answer["model"] == model:
         return data, answer
-    return replace_value(text, spans["model"], model).encode(), answer
+    return replace_value(text, model_span(text), model).encode(), answer
 
 
 def cut_off_error(provider: str, what: str) -> UpstreamUnavailableError:
@@ -151,8 +151,7 @@ class Passthrough:
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
-        items = self._parser.feed_plain(chunk)
-        for item in self._parser.feed(chunk) if items is None else items:
+        for item in self._parser.feed(chunk):
             if self.finished:
                 break
             if isinstance(item, sse.Comment):

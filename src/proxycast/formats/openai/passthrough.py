@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from proxycast import sse
-from proxycast._json import parse_object, replace_value
+from proxycast._json import model_span, replace_value
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats.openai.errors import error_body, error_info
 from proxycast.formats.openai.outbound import usage_to_internal
@@ -95,8 +95,7 @@ class OpenAIPassthrough(Passthrough):
         if not self.started and not _opening(chunk):
             self.started = True
         if chunk.get("model", self._model) != self._model:
-            _, spans = parse_object(data)
-            data = replace_value(data, spans["model"], self._model)
+            data = replace_value(data, model_span(data), self._model)
         return sse.encode(data)
 
     def end(self) -> bytes:

@@ -1,0 +1,377 @@
+"""Instructions per request: what one request costs the gateway's worker, counted by valgrind
+(callgrind), a figure that does not move with the machine's load the way req/s does.
+
+One ``proxycast serve`` worker (or the bare framework, bench/ceiling.py) runs under callgrind; for
+each scenario, after a warm-up, its counters are dumped (``callgrind_control --dump``), N requests are
+sent one after another on one keep-alive connection, and the counters are dumped again: the second
+dump divided by N is the cost of a request (parsing, routing, the upstream call through httpx, the
+relay, accounting, and the background work that ran meanwhile: the ledger's writer, say). The same
+scenario repeated gives the same figure to about 0.3%.
+
+It counts instructions, not time: the kernel's work (socket calls, file writes) is not in it, nor
+cache misses. bench/run.py and bench/features.py measure time; this says where the work is and
+compares versions and configurations exactly on a machine too noisy for small differences in req/s.
+
+    .venv/bin/python bench/instructions.py [--requests 60] \
+        [--install before=/path/to/python:bare] [--variants off,default,...] [--chunks]
+
+``--install LABEL=PYTHON:VARIANT,...`` adds another install (a venv's python) measured with the given
+variants (``bare``: a configuration with only [server] and [[providers]], for versions before the
+accounting). Needs nginx and valgrind (Debian's ``valgrind``). Writes bench/results/instructions.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import run
+
+HERE = Path(__file__).parent
+CLIENT_KEY = "bench-client-key"
+CHUNKS_LONG = 200
+
+SCENARIOS: dict[str, tuple[str, str, bool]] = {
+    # name: (inbound path, model, stream)
+    "openai passthrough": ("/v1/chat/completions", "bench-json", False),
+    "openai passthrough, streamed (20 chunks)": ("/v1/chat/completions", "bench-sse", True),
+    "openai -> anthropic": ("/v1/chat/completions", "claude-bench-json", False),
+    "openai -> anthropic, streamed": ("/v1/chat/completions", "claude-bench-sse", True),
+    "anthropic passthrough": ("/v1/messages", "claude-bench-json", False),
+    "anthropic passthrough, streamed": ("/v1/messages", "claude-bench-sse", True),
+    "anthropic -> openai": ("/v1/messages", "bench-json", False),
+    "anthropic -> openai, streamed": ("/v1/messages", "bench-sse", True),
+}
+LONG = {  # the same streams with 200 chunks: the relay's cost per chunk is the difference / 180
+    "openai passthrough, streamed (200 chunks)": ("/v1/chat/completions", "bench-sse200", True),
+    "openai -> anthropic, streamed (200 chunks)": (
+        "/v1/chat/completions",
+        "claude-bench-sse200",
+        True,
+    ),
+}
+
+CLIENT = f"""
+[[clients]]
+name = "bench"
+api_key = "{CLIENT_KEY}"
+models = ["*"]
+{{limits}}
+[prices]
+"*" = {{{{ input = 1.0, output = 2.0 }}}}
+"""
+LIMITS = "rpm = 100000000\ntpm = 1000000000000\nmax_usd_per_day = 1000000000.0"
+LEDGER_OFF = '[ledger]\nurl = "off"\n'
+OFF_SERVER = 'access_log = "off"\nmetrics = false\n'
+
+VARIANTS: dict[str, tuple[str, str, bool]] = {
+    # name: ([server] lines, more tables, uses the named client's key)
+    "bare": ("", "", False),
+    "off": (OFF_SERVER, LEDGER_OFF, False),
+    "default": ("", CLIENT.format(limits=LIMITS), True),
+    "ledger": (OFF_SERVER, "", False),
+    "limits": (OFF_SERVER, LEDGER_OFF + CLIENT.format(limits=LIMITS), True),
+    "access log": ('metrics = false\naccess_log = "text"\n', LEDGER_OFF, False),
+    "metrics": ('access_log = "off"\n', LEDGER_OFF, False),
+}
+
+
+def long_streams() -> dict[str, bytes]:
+    """The 200-chunk streams (OpenAI and Anthropic), by path: too long for an nginx ``return``."""
+    base = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    chunks += [
+        {**base, "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
+        for i in range(CHUNKS_LONG - 2)
+    ]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    openai = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_b", "type": "message", "role": "assistant", "model": "m", "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1},
+        },
+    }  # fmt: skip
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", start),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ]  # fmt: skip
+    events += [
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"w{i} "}})
+        for i in range(CHUNKS_LONG - 4)
+    ]  # fmt: skip
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 17}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+    anthropic = "".join(f"event: {n}\ndata: {json.dumps(d)}\n\n" for n, d in events)
+    return {
+        "/sse200/v1/chat/completions": openai.encode(),
+        "/anth-sse200/v1/messages": anthropic.encode(),
+    }
+
+
+class _LongStreams(http.server.BaseHTTPRequestHandler):
+    """The upstream of the 200-chunk streams (keep-alive; its speed is not what is counted)."""
+
+    protocol_version = "HTTP/1.1"
+    answers = long_streams()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        answer = self.answers[self.path]
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def providers_200(upstream: str) -> str:
+    return f"""
+[[providers]]
+name = "sse200"
+type = "openai"
+base_url = "{upstream}/sse200/v1"
+models = ["bench-sse200"]
+[[providers]]
+name = "anth-sse200"
+type = "anthropic"
+base_url = "{upstream}/anth-sse200"
+api_keys = ["x"]
+models = ["claude-bench-sse200"]
+"""
+
+
+def body(path: str, model: str, stream: bool) -> bytes:
+    data = run.openai_body(model, stream) if "chat" in path else run.anthropic_body(model, stream)
+    return json.dumps(data).encode()
+
+
+def drive(port: int, path: str, payload: bytes, key: str, count: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    for _ in range(count):
+        connection.request("POST", path, payload, headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"{path}: {answer.status}")
+    connection.close()
+
+
+def dump(pid: int, folder: Path, prefix: str) -> int:
+    """Dump the counters of the callgrind run ``pid`` (zeroing them); the instructions counted."""
+    before = set(folder.glob(prefix + ".*"))
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for path in set(folder.glob(prefix + ".*")) - before:
+            found = re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.M)
+            if found:
+                return int(found.group(1))
+        time.sleep(0.2)
+    raise TimeoutError(f"no callgrind dump from {pid}")
+
+
+def measure_server(
+    command: list[str],
+    port: int,
+    folder: Path,
+    scenarios: dict[str, tuple[str, str, bool]],
+    key: str,
+    requests: int,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    prefix = f"cg-{port}"
+    process = run.start(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / prefix}.%p", *command],
+        port,
+        folder / f"{prefix}.log",
+        cwd=cwd,
+        env=env,
+    )
+    out: dict[str, float] = {}
+    try:
+        for name, (path, model, stream) in scenarios.items():
+            payload = body(path, model, stream)
+            drive(port, path, payload, key, 10)
+            dump(process.pid, folder, prefix)
+            drive(port, path, payload, key, requests)
+            out[name] = dump(process.pid, folder, prefix) / requests
+            print(f"  {name:45} {out[name] / 1e6:8.3f} M instructions/request", flush=True)
+    finally:
+        run.stop(process)
+    return out
+
+
+def ceiling_command(port: int) -> list[str]:
+    code = (
+        "import trio; from hypercorn.config import Config; from hypercorn.trio import serve; "
+        f"from ceiling import app; c = Config(); c.bind = ['127.0.0.1:{port}']; "
+        "c.accesslog = None; trio.run(serve, app, c)"
+    )
+    return [sys.executable, "-c", code]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument(
+        "--variants", default="off,default,ledger,limits,access log,metrics", help="comma-separated"
+    )
+    parser.add_argument("--install", action="append", default=[], help="LABEL=PYTHON:VARIANT,...")
+    parser.add_argument("--only", default="", help="scenarios whose name contains this")
+    parser.add_argument("--no-ceiling", action="store_true")
+    args = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "nginx"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (Debian: valgrind, nginx-light)")
+    scenarios = {k: v for k, v in {**SCENARIOS, **LONG}.items() if args.only in k}
+    installs = [("this tree", sys.executable, args.variants.split(","))]
+    for spec in args.install:
+        label, _, rest = spec.partition("=")
+        python, _, variants = rest.rpartition(":")
+        installs.append((label, python, variants.split(",")))
+    folder = Path(tempfile.mkdtemp(prefix="proxycast-instructions-"))
+    nginx_port = run.free_port()
+    upstream = f"http://127.0.0.1:{nginx_port}"
+    nginx = run.start(
+        ["nginx", "-c", str(run.nginx_config(folder, nginx_port))], nginx_port, folder / "nginx.log"
+    )
+    streams = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LongStreams)
+    threading.Thread(target=streams.serve_forever, daemon=True).start()
+    long_upstream = f"http://127.0.0.1:{streams.server_address[1]}"
+    result: dict[str, Any] = {
+        "machine": run.machine(),
+        "requests_per_scenario": args.requests,
+        "measured": [],
+    }
+    try:
+        if not args.no_ceiling:
+            print("framework ceiling", flush=True)
+            port = run.free_port()
+            counts = measure_server(
+                ceiling_command(port),
+                port,
+                folder,
+                {"openai passthrough": SCENARIOS["openai passthrough"]},
+                run.KEY,
+                args.requests,
+                cwd=HERE,
+            )
+            result["measured"].append({"install": "framework ceiling", "variant": "", **counts})
+        for label, python, variants in installs:
+            for variant in variants:
+                server, tables, named = VARIANTS[variant]
+                print(f"{label}: {variant}", flush=True)
+                port = run.free_port()
+                sub = folder / f"{len(result['measured'])}"
+                sub.mkdir()
+                chosen = scenarios
+                if variant == "bare":  # an older version: no 200-chunk providers either
+                    chosen = {k: v for k, v in scenarios.items() if k in SCENARIOS}
+                else:
+                    tables += providers_200(long_upstream)
+                path = run.proxycast_config(sub, upstream, port, server, tables)
+                counts = measure_server(
+                    [python, "-m", "proxycast", "serve", "--config", str(path)],
+                    port,
+                    folder,
+                    chosen,
+                    CLIENT_KEY if named else run.KEY,
+                    args.requests,
+                    env={"PROXYCAST_HOME": str(sub / "home")},
+                )
+                result["measured"].append({"install": label, "variant": variant, **counts})
+    finally:
+        run.stop(nginx)
+        streams.shutdown()
+    result["analysis"] = analyse(result["measured"])
+    run.RESULTS.mkdir(exist_ok=True)
+    (run.RESULTS / "instructions.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.RESULTS / "instructions.md").write_text(markdown(result))
+    print(markdown(result))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios: each feature's cost against everything off, the default against off, the ceiling
+    against each, the relay's instructions per chunk, and other installs against this tree."""
+    by = {(m["install"], m["variant"]): m for m in measured}
+    out: dict[str, Any] = {}
+    off = by.get(("this tree", "off"))
+    if off:
+        for (install, variant), m in by.items():
+            if install == "this tree" and variant != "off":
+                out[f"off / {variant}"] = {
+                    k: round(off[k] / v, 3) for k, v in m.items() if k in off and k in SCENARIOS
+                }
+    ceiling = by.get(("framework ceiling", ""))
+    if ceiling:
+        name = "openai passthrough"
+        out["ceiling / variant (openai passthrough)"] = {
+            f"{i} {v}": round(ceiling[name] / m[name], 3)
+            for (i, v), m in by.items()
+            if i != "framework ceiling" and name in m
+        }
+    for (install, variant), m in by.items():
+        for short, long_ in (
+            (
+                "openai passthrough, streamed (20 chunks)",
+                "openai passthrough, streamed (200 chunks)",
+            ),
+            ("openai -> anthropic, streamed", "openai -> anthropic, streamed (200 chunks)"),
+        ):
+            if short in m and long_ in m:
+                per_chunk = (m[long_] - m[short]) / (CHUNKS_LONG - 20)
+                out.setdefault("instructions per relayed chunk", {})[
+                    f"{install} {variant}: {short.split(',')[0]}"
+                ] = round(per_chunk)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    measured = result["measured"]
+    names = [n for n in {**SCENARIOS, **LONG} if any(n in m for m in measured)]
+    lines = [
+        "# Instructions per request (callgrind)",
+        "",
+        f"{result['machine']}; {result['requests_per_scenario']} requests per scenario, one after "
+        "another on one connection, after 10 of warm-up. Millions of instructions a request, the "
+        "worker's process (its threads included).",
+        "",
+        "| scenario | "
+        + " | ".join(f"{m['install']} {m['variant']}".strip() for m in measured)
+        + " |",
+        "|---|" + "---:|" * len(measured),
+    ]
+    for name in names:
+        cells = [f"{m[name] / 1e6:.3f}" if name in m else "" for m in measured]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for title, values in result["analysis"].items():
+        lines += ["", f"**{title}**", ""]
+        lines += [f"- {k}: {v}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

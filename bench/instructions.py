@@ -56,6 +56,12 @@ SCENARIOS: dict[str, tuple[str, str, bool]] = {
 }
 LONG = {  # the same streams with 200 chunks: the relay's cost per chunk is the difference / 180
     "openai passthrough, streamed (200 chunks)": ("/v1/chat/completions", "bench-sse200", True),
+    # the upstream names another model than the client asked for (OpenAI's dated names, aliases)
+    "openai passthrough, streamed (200 chunks, renamed)": (
+        "/v1/chat/completions",
+        "bench-sse200r",
+        True,
+    ),
     "openai -> anthropic, streamed (200 chunks)": (
         "/v1/chat/completions",
         "claude-bench-sse200",
@@ -90,18 +96,29 @@ VARIANTS: dict[str, tuple[str, str, bool]] = {
 
 def long_streams() -> dict[str, bytes]:
     """The 200-chunk streams (OpenAI and Anthropic), by path: too long for an nginx ``return``."""
-    base = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    return {
+        "/sse200/v1/chat/completions": _openai_stream("bench-sse200"),
+        "/sse200r/v1/chat/completions": _openai_stream("bench-sse200-2026-01-01"),
+        "/anth-sse200/v1/messages": _anthropic_stream(),
+    }
+
+
+def _openai_stream(model: str) -> bytes:
+    base = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 0, "model": model}
     chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
     chunks += [
         {**base, "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
         for i in range(CHUNKS_LONG - 2)
     ]
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    openai = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return ("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
+
+
+def _anthropic_stream() -> bytes:
     start = {
         "type": "message_start",
         "message": {
-            "id": "msg_b", "type": "message", "role": "assistant", "model": "m", "content": [],
+            "id": "msg_b", "type": "message", "role": "assistant", "model": "claude-bench-sse200", "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1},
         },
     }  # fmt: skip
@@ -118,11 +135,7 @@ def long_streams() -> dict[str, bytes]:
         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 17}}),
         ("message_stop", {"type": "message_stop"}),
     ]  # fmt: skip
-    anthropic = "".join(f"event: {n}\ndata: {json.dumps(d)}\n\n" for n, d in events)
-    return {
-        "/sse200/v1/chat/completions": openai.encode(),
-        "/anth-sse200/v1/messages": anthropic.encode(),
-    }
+    return "".join(f"event: {n}\ndata: {json.dumps(d)}\n\n" for n, d in events).encode()
 
 
 class _LongStreams(http.server.BaseHTTPRequestHandler):
@@ -151,6 +164,11 @@ name = "sse200"
 type = "openai"
 base_url = "{upstream}/sse200/v1"
 models = ["bench-sse200"]
+[[providers]]
+name = "sse200r"
+type = "openai"
+base_url = "{upstream}/sse200r/v1"
+models = ["bench-sse200r"]
 [[providers]]
 name = "anth-sse200"
 type = "anthropic"
@@ -223,10 +241,11 @@ def measure_server(
     return out
 
 
-def ceiling_command(port: int) -> list[str]:
+def framework_command(port: int, module: str) -> list[str]:
+    """The bare framework serving ``module``'s app (bench/ceiling.py, bench/relay_floor.py)."""
     code = (
         "import trio; from hypercorn.config import Config; from hypercorn.trio import serve; "
-        f"from ceiling import app; c = Config(); c.bind = ['127.0.0.1:{port}']; "
+        f"from {module} import app; c = Config(); c.bind = ['127.0.0.1:{port}']; "
         "c.accesslog = None; trio.run(serve, app, c)"
     )
     return [sys.executable, "-c", code]
@@ -241,12 +260,25 @@ def main() -> None:
     parser.add_argument("--install", action="append", default=[], help="LABEL=PYTHON:VARIANT,...")
     parser.add_argument("--only", default="", help="scenarios whose name contains this")
     parser.add_argument("--no-ceiling", action="store_true")
+    parser.add_argument("--out", default="instructions", help="bench/results/OUT.{json,md}")
+    parser.add_argument(
+        "--merge", nargs="+", default=[], help="only merge these results files into OUT"
+    )
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(path).read_text()) for path in args.merge]
+        merged: dict[str, Any] = {
+            "machine": parts[0]["machine"],
+            "requests_per_scenario": parts[0]["requests_per_scenario"],
+            "measured": [m for part in parts for m in part["measured"]],
+        }
+        write(merged, args.out)
+        return
     for tool in ("valgrind", "callgrind_control", "nginx"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: valgrind, nginx-light)")
     scenarios = {k: v for k, v in {**SCENARIOS, **LONG}.items() if args.only in k}
-    installs = [("this tree", sys.executable, args.variants.split(","))]
+    installs = [("this tree", sys.executable, [v for v in args.variants.split(",") if v])]
     for spec in args.install:
         label, _, rest = spec.partition("=")
         python, _, variants = rest.rpartition(":")
@@ -270,7 +302,7 @@ def main() -> None:
             print("framework ceiling", flush=True)
             port = run.free_port()
             counts = measure_server(
-                ceiling_command(port),
+                framework_command(port, "ceiling"),
                 port,
                 folder,
                 {"openai passthrough": SCENARIOS["openai passthrough"]},
@@ -279,6 +311,19 @@ def main() -> None:
                 cwd=HERE,
             )
             result["measured"].append({"install": "framework ceiling", "variant": "", **counts})
+            print("relay floor", flush=True)
+            port = run.free_port()
+            counts = measure_server(
+                framework_command(port, "relay_floor"),
+                port,
+                folder,
+                {k: v for k, v in SCENARIOS.items() if k.startswith("openai passthrough")},
+                run.KEY,
+                args.requests,
+                cwd=HERE,
+                env={"UPSTREAM": upstream},
+            )
+            result["measured"].append({"install": "relay floor", "variant": "", **counts})
         for label, python, variants in installs:
             for variant in variants:
                 server, tables, named = VARIANTS[variant]
@@ -305,12 +350,16 @@ def main() -> None:
     finally:
         run.stop(nginx)
         streams.shutdown()
+    write(result, args.out)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def write(result: dict[str, Any], name: str) -> None:
     result["analysis"] = analyse(result["measured"])
     run.RESULTS.mkdir(exist_ok=True)
-    (run.RESULTS / "instructions.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run.RESULTS / "instructions.md").write_text(markdown(result))
+    (run.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.RESULTS / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:
@@ -329,9 +378,17 @@ def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:
     if ceiling:
         name = "openai passthrough"
         out["ceiling / variant (openai passthrough)"] = {
-            f"{i} {v}": round(ceiling[name] / m[name], 3)
+            f"{i} {v}".strip(): round(ceiling[name] / m[name], 3)
             for (i, v), m in by.items()
             if i != "framework ceiling" and name in m
+        }
+    floor = by.get(("relay floor", ""))
+    if floor:
+        out["relay floor / variant"] = {
+            f"{i} {v}: {name}": round(floor[name] / m[name], 3)
+            for (i, v), m in by.items()
+            for name in floor
+            if i not in ("framework ceiling", "relay floor") and name in m and name in SCENARIOS
         }
     for (install, variant), m in by.items():
         for short, long_ in (
@@ -344,7 +401,7 @@ def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:
             if short in m and long_ in m:
                 per_chunk = (m[long_] - m[short]) / (CHUNKS_LONG - 20)
                 out.setdefault("instructions per relayed chunk", {})[
-                    f"{install} {variant}: {short.split(',')[0]}"
+                    f"{install} {variant}: {long_}"
                 ] = round(per_chunk)
     return out
 

@@ -151,14 +151,21 @@ class Passthrough:
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
-        for item in self._parser.feed(chunk):
+        for item in self._parser.feed_raw(chunk):
             if self.finished:
                 break
-            if isinstance(item, sse.Comment):
+            if isinstance(item, bytes):
+                out += self._data(item)
+            elif isinstance(item, sse.Comment):
                 out += sse.encode_comment(item.text)
             else:
                 out += self._event(item)
         return bytes(out)
+
+    def _data(self, data: bytes) -> bytes:
+        """The frame of a one-line ``data:`` event (its data undecoded); formats whose events can be
+        told apart by a scan of the bytes forward most of them without a parse."""
+        return self._event(sse.Event(data.decode("utf-8", "replace")))
 
     def _event(self, event: sse.Event) -> bytes:
         raise NotImplementedError

@@ -41,14 +41,21 @@ class SSEParser:
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[Event | Comment]:
-        """The events ``chunk`` completes. Complete events in the usual shapes (``data: X`` or
+        """The events ``chunk`` completes (see :meth:`feed_raw`)."""
+        return self.feed_raw(chunk, raw=False)  # type: ignore[return-value]
+
+    def feed_raw(self, chunk: bytes, raw: bool = True) -> list[Event | Comment | bytes]:
+        """The events ``chunk`` completes; with ``raw``, a one-line ``data:`` event is given as the
+        bytes of its data (undecoded: a relay that forwards it as it came need not decode it).
+
+        Complete events in the usual shapes (``data: X`` or
         ``event: E`` then ``data: X``, LF line ends) are found by splitting the bytes on blank
         lines; the event in progress at either end of the chunk, and any other shape, go through
         the line parser (:meth:`lines`). The same events either way (a property test feeds both),
         the split at a fraction of the line parser's cost."""
         if self._pending_cr or b"\r" in chunk:
-            return self.lines(chunk)
-        out: list[Event | Comment] = []
+            return self.lines(chunk)  # type: ignore[return-value]
+        out: list[Event | Comment | bytes] = []
         start = 0
         if self.has_partial_event:  # finish the event in progress, line by line
             if not self._partial and chunk.startswith(b"\n"):
@@ -56,7 +63,7 @@ class SSEParser:
             else:
                 blank = chunk.find(b"\n\n")
                 if blank == -1:
-                    return self.lines(chunk)
+                    return self.lines(chunk)  # type: ignore[return-value]
                 start = blank + 2
             out += self.lines(chunk[:start])
             if self.has_partial_event:
@@ -66,7 +73,10 @@ class SSEParser:
             end = last + 2
             for block in chunk[start : end - 2].split(b"\n\n"):
                 if block.startswith(b"data: ") and b"\n" not in block:
-                    out.append(Event(block[6:].decode("utf-8", "replace"), "message", self._id))
+                    if raw:
+                        out.append(block[6:])
+                    else:
+                        out.append(Event(block[6:].decode("utf-8", "replace"), "message", self._id))
                 elif block.startswith(b"event: ") and block.count(b"\n") == 1:
                     name, _, data = block.partition(b"\n")
                     if data.startswith(b"data: ") and name[7:]:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*})')
+_MODEL = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+_NULL_USAGE_BYTES = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*})')
 
 
 def error_frame(error: ProxycastError) -> bytes:
@@ -58,9 +60,17 @@ class OpenAIPassthrough(Passthrough):
     ) -> None:
         super().__init__(client_model, provider_name, redact)
         self._saw_finish = False
+        self._model_json = json.dumps(client_model, ensure_ascii=False).encode()
         self._hide_usage = hide_usage
         """The client did not ask for usage (proxycast did, for its accounting): the usage chunk
         is read, not forwarded."""
+
+    def _data(self, data: bytes) -> bytes:
+        if self.started:
+            frame = self._plain(data)
+            if frame is not None:
+                return frame
+        return self._event(sse.Event(data.decode("utf-8", "replace")))
 
     def _event(self, event: sse.Event) -> bytes:
         data = event.data
@@ -97,6 +107,41 @@ class OpenAIPassthrough(Passthrough):
         if chunk.get("model", self._model) != self._model:
             data = replace_value(data, model_span(data), self._model)
         return sse.encode(data)
+
+    def _plain(self, data: bytes) -> bytes | None:
+        """The frame of a chunk in the middle of the answer (content or a piece of a tool call: no
+        usage, error or finish), found by a scan of its bytes instead of a parse; None when the
+        chunk may be anything else (then :meth:`_event` parses it). An unescaped quote cannot
+        occur inside a JSON string, so the keys the scan finds are keys; ``model`` is the
+        object's own when no bracket but the object's opening one comes before it (OpenAI's
+        chunks name the model before their choices)."""
+        if self._hide_usage and b'"usage"' in data:
+            data = _NULL_USAGE_BYTES.sub(b"", data, count=1)
+        if not data.startswith(b"{") or b'"usage"' in data or b'"error"' in data:
+            return None
+        # every finish_reason null (substring counts: a regex search costs more than the parse)
+        if data.count(b'"finish_reason"') != data.count(b'"finish_reason":null') + data.count(
+            b'"finish_reason": null'
+        ):
+            return None
+        at = data.find(b'"model"')
+        if at == -1 or data.find(b'"model"', at + 7) != -1:
+            return None
+        if data.count(b"{", 0, at) != 1 or b"[" in data[:at]:
+            return None  # perhaps not the top-level key: only the object's own brace before it
+        model = _MODEL.match(data, at)
+        if model is None:
+            return None
+        if not data.isascii():
+            try:
+                data.decode("utf-8")  # forwarded as it came only when it is valid UTF-8
+            except UnicodeDecodeError:
+                return None
+        value = model.group(1)
+        if value != self._model_json and json.loads(value) != self._model:
+            start, end = model.span(1)
+            data = data[:start] + self._model_json + data[end:]
+        return b"data: " + data + b"\n\n"
 
     def end(self) -> bytes:
         if self.finished:

@@ -1,0 +1,59 @@
+"""The OpenAI passthrough's scan of a chunk's bytes (content in the middle of an answer) gives what
+the parse of the chunk gives: the same frame, the same state."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxycast import sse
+from proxycast.formats.openai.passthrough import OpenAIPassthrough
+
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+MODELS = st.sampled_from(["gpt-4o", "gpt-4o-2024-08-06", "café", 'a"b', "model"])
+
+
+@st.composite
+def chunks(draw: st.DrawFn) -> str:
+    chunk: dict[str, object] = {"id": "chatcmpl-1", "object": "chat.completion.chunk"}
+    if draw(st.booleans()):
+        chunk["model"] = draw(MODELS)
+    delta: dict[str, object] = {}
+    if draw(st.booleans()):
+        delta["content"] = draw(TEXT)
+    if draw(st.booleans()):
+        delta["tool_calls"] = [{"index": 0, "function": {"arguments": draw(TEXT)}}]
+    choice = {"index": 0, "delta": delta, "finish_reason": draw(st.sampled_from([None, "stop"]))}
+    chunk["choices"] = [choice] if draw(st.booleans()) else []
+    usage = draw(st.sampled_from(["absent", "null", "object"]))
+    if usage == "null":
+        chunk["usage"] = None
+    elif usage == "object":
+        chunk["usage"] = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    if draw(st.booleans()) and draw(st.booleans()):
+        chunk["error"] = {"message": "overloaded", "type": "server_error"}
+    if draw(st.booleans()):  # a nested "model" key the scan must not take for the top-level one
+        chunk["choices"] = [*chunk["choices"], {"index": 1, "delta": {"model": draw(MODELS)}}]
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]))
+    return json.dumps(chunk, separators=separators, ensure_ascii=draw(st.booleans()))
+
+
+@given(st.lists(chunks(), min_size=1, max_size=5), MODELS, st.booleans())
+def test_the_scan_gives_what_the_parse_gives(data: list[str], model: str, hide_usage: bool) -> None:
+    fast = OpenAIPassthrough(model, "p", hide_usage=hide_usage)
+    slow = OpenAIPassthrough(model, "p", hide_usage=hide_usage)
+    fast.started = slow.started = True  # past the opening chunks, where the scan applies
+    for text in data:
+        if fast.finished:
+            break
+        got = fast._data(text.encode())
+        expected = slow._event(sse.Event(text))
+        assert got == expected
+        assert (fast.finished, fast.usage, fast.error is None) == (
+            slow.finished,
+            slow.usage,
+            slow.error is None,
+        )
+        assert fast._saw_finish == slow._saw_finish

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxycast.cli import main
 from proxycast.config import Config, ProviderConfig, ServerConfig
-from proxycast.redact import MASK, RedactingFilter, Redactor, without_userinfo
+from proxycast.redact import FRAGMENT, MASK, RedactingFilter, Redactor, without_userinfo
 from proxycast.testing import AnthropicScript, FakeAnthropic, FakeOpenAI, Script
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, one_provider, start_gateway
 
@@ -37,6 +39,39 @@ def test_whole_keys_and_long_fragments_are_hidden() -> None:
     assert redact(f"...{fragment}...") == f"...{MASK}..."
     assert redact("a short word stays") == "a short word stays"  # too short to be told apart
     assert redact("nothing secret here") == "nothing secret here"
+
+
+def _window_scan(secrets: list[str], text: str) -> str:
+    """The definition: every window of the text that is a piece of a secret is hidden."""
+    hidden = [False] * len(text)
+    for secret in secrets:
+        size = min(len(secret), FRAGMENT)
+        if size < 6:
+            continue
+        pieces = {secret[i : i + size] for i in range(len(secret) - size + 1)}
+        for start in range(len(text) - size + 1):
+            if text[start : start + size] in pieces:
+                hidden[start : start + size] = [True] * size
+    return "".join(
+        MASK if hidden[i] and (i == 0 or not hidden[i - 1]) else "" if hidden[i] else c
+        for i, c in enumerate(text)
+    )
+
+
+ALPHABET = st.sampled_from("ab-_.*+(?x")  # regex metacharacters too: the pieces are escaped
+
+
+@given(
+    st.lists(st.text(ALPHABET, min_size=1, max_size=24), max_size=4),
+    st.lists(st.text(ALPHABET, max_size=8) | st.sampled_from(["SECRET"]), max_size=8),
+)
+def test_the_scan_hides_what_the_definition_hides(secrets: list[str], parts: list[str]) -> None:
+    # texts built from pieces of the secrets, overlapping and adjacent ones included
+    text = "".join(
+        secrets[i % len(secrets)][i:] if p == "SECRET" and secrets else p
+        for i, p in enumerate(parts)
+    )
+    assert Redactor(secrets)(text) == _window_scan(secrets, text)
 
 
 def test_urls_lose_their_userinfo() -> None:

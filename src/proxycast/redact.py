@@ -82,15 +82,21 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self._pieces: dict[int, set[str]] = {}
+        self._blocks: set[str] = set()
         for secret in secrets:
             size = min(len(secret), FRAGMENT)
             if size < 6:
                 continue  # too short to tell from ordinary text; config checks keep real keys longer
             pieces = self._pieces.setdefault(size, set())
             pieces.update(secret[i : i + size] for i in range(len(secret) - size + 1))
+            # Every piece holds one of these blocks whole (a 16-character window holds an aligned
+            # 8-character one): a text with none of them holds no piece, told by a few finds in C
+            # instead of a look at every window (most texts: an access log line, say).
+            blocks = range(0, len(secret) - 7, 8) if size == FRAGMENT else [0]
+            self._blocks.update(secret[i : i + 8] for i in blocks)
 
     def __call__(self, text: str) -> str:
-        if not self._pieces:
+        if not self._pieces or not any(block in text for block in self._blocks):
             return text
         hidden = [False] * len(text)
         found = False

@@ -260,6 +260,15 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
+def raw_request(path: str, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+    """The bytes of a POST of ``body`` as JSON (for the raw-socket clients)."""
+    payload = json.dumps(body).encode()
+    lines = [f"POST {path} HTTP/1.1", "host: bench", "content-type: application/json"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"content-length: {len(payload)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
 # --- bodies --------------------------------------------------------------------------------------------
 
 
@@ -289,8 +298,11 @@ max_usd_per_day = 1000000000.0
 """
 
 
-def providers(upstream: str, chunks: tuple[int, ...] = ()) -> str:
-    """One provider per fixed answer of bench/upstream.py (model = provider's answer)."""
+def providers(
+    upstream: str, chunks: tuple[int, ...] = (), stream_upstream: str | None = None
+) -> str:
+    """One provider per fixed answer of bench/upstream.py (model = provider's answer); the N-chunk
+    streams' providers go to ``stream_upstream`` when given (bench/relay.py --paced)."""
     table = [
         ("json", "openai", "/json/v1", "bench-json"),
         ("sse", "openai", "/sse/v1", "bench-sse"),
@@ -299,13 +311,15 @@ def providers(upstream: str, chunks: tuple[int, ...] = ()) -> str:
         ("gem-json", "gemini", "/gem-json", "gemini-bench-json"),
         ("gem-sse", "gemini", "/gem-sse", "gemini-bench-sse"),
     ]
+    table = [(upstream, *row) for row in table]
     for n in chunks:
-        table.append((f"sse{n}", "openai", f"/sse{n}/v1", f"bench-sse{n}"))
-        table.append((f"anth-sse{n}", "anthropic", f"/anth-sse{n}", f"claude-bench-sse{n}"))
+        base = stream_upstream or upstream
+        table.append((base, f"sse{n}", "openai", f"/sse{n}/v1", f"bench-sse{n}"))
+        table.append((base, f"anth-sse{n}", "anthropic", f"/anth-sse{n}", f"claude-bench-sse{n}"))
     return "".join(
-        f'[[providers]]\nname = "{name}"\ntype = "{kind}"\nbase_url = "{upstream}{path}"\n'
+        f'[[providers]]\nname = "{name}"\ntype = "{kind}"\nbase_url = "{base}{path}"\n'
         f'api_keys = ["x"]\nmodels = ["{model}"]\n'
-        for name, kind, path, model in table
+        for base, name, kind, path, model in table
     )
 
 
@@ -318,6 +332,7 @@ def proxycast_config(
     *,
     client: bool = False,
     chunks: tuple[int, ...] = (),
+    stream_upstream: str | None = None,
     name: str = "proxycast",
 ) -> Path:
     """``server``: more ``[server]`` lines; ``tables``: more tables, at the end; ``client``: the
@@ -326,7 +341,7 @@ def proxycast_config(
     path = folder / f"{name}.toml"
     path.write_text(
         f'[server]\nport = {port}\napi_keys = ["{KEY}"]\n{server}\n'
-        + providers(upstream, chunks)
+        + providers(upstream, chunks, stream_upstream)
         + (CLIENT if client else "")
         + tables
         + "\n"

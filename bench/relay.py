@@ -7,12 +7,20 @@ install (DEFAULT configuration, bench/common.py); wrk loads one at a time for ``
 worker's CPU time (user + system, from /proc/PID/stat) over the run divided by the requests served is
 its CPU per request. The per-chunk cost is the slope: (cpu(200) - cpu(20)) / 180, per round; the
 table gives medians over ``--rounds`` interleaved rounds (the installs' order flips every round).
-CPU per request is much less sensitive to a noisy neighbour than req/s.
+CPU per request is much less sensitive to a noisy neighbour than req/s. (wrk drops the requests in
+flight at its deadline, whose CPU is then charged to the others: about connections / requests of a
+run, ~3% on the 200-chunk runs, much the same for both installs.)
 
     git worktree add /work/wt-base 44fa13a
     python3 -m venv /work/wt-base/.venv && /work/wt-base/.venv/bin/pip install /work/wt-base
     .venv/bin/python bench/relay.py --baseline-python /work/wt-base/.venv/bin/python
-                                    [--seconds 4] [--rounds 3] [--connections 16]
+                                    [--seconds 4] [--rounds 3] [--connections 16] [--paced MS]
+
+``--paced 5``: the streams come from a trio upstream (bench/streams.py), one chunk per write, 5 ms
+apart, so every chunk is a read and a send of the gateway's, as an LLM's tokens are (nginx's fixed
+streams arrive in one read, and the gateway relays them in a few sends); the load is then
+bench/loadgen.py, which finishes its requests in flight (a paced 200-chunk stream lasts over a second:
+wrk would drop the ones in flight at its deadline and charge their CPU to the few it completed).
 
 About 2 minutes at the defaults. Writes bench/results/relay.{json,md}.
 """
@@ -24,11 +32,12 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
@@ -41,6 +50,7 @@ from common import (
     openai_body,
     proxycast_config,
     raise_nofile,
+    raw_request,
     settle,
     start,
     start_gateway,
@@ -48,9 +58,6 @@ from common import (
     wrk,
 )
 from upstream import nginx_config
-
-if TYPE_CHECKING:
-    import subprocess
 
 SCENARIOS = {
     # name: (model prefix, the last content word of a stream of N chunks)
@@ -77,6 +84,23 @@ def whole(port: int, model: str, last: str) -> None:
         raise RuntimeError(f"{model} on port {port}: {response.status} {text[-400:]!r}")
 
 
+def load(args: argparse.Namespace, port: int, model: str, folder: Path) -> dict[str, Any]:
+    """wrk for nginx's streams (milliseconds long); for paced ones (up to a second and more),
+    bench/loadgen.py, which finishes the requests in flight at the end: with wrk, the CPU spent on
+    the streams it drops at its deadline would be charged to the few it completed."""
+    body = openai_body(model, True)
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    if not args.paced:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        return wrk(url, body, headers, args.connections, args.seconds, folder)
+    command = [sys.executable, str(Path(__file__).with_name("loadgen.py")), "--port", str(port)]
+    command += ["--concurrency", str(args.connections), "--seconds", str(args.seconds)]
+    request = raw_request("/v1/chat/completions", body, headers)
+    done = subprocess.run(command, input=request, capture_output=True, check=True, timeout=600)
+    out = json.loads(done.stdout)
+    return {**out, "rps": round(out["requests"] / out["seconds"], 1)}
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     raise_nofile()
     chunks = (args.short, args.long)
@@ -92,17 +116,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "connections": args.connections,
+        "paced_ms": args.paced,
         "load_before": os.getloadavg(),
         "runs": [],
     }
     try:
         nginx = ["nginx", "-c", str(nginx_config(folder, nginx_port, chunks))]
         processes.append(start(nginx, nginx_port, folder / "nginx.log"))
+        streams_upstream = None
+        if args.paced:  # the streams come one chunk per write, from bench/streams.py's upstream
+            paced_port = free_port()
+            script = str(Path(__file__).with_name("streams.py"))
+            command = [sys.executable, script, "--role", "upstream", "--port", str(paced_port)]
+            processes.append(start(command, paced_port, folder / "paced.log"))
+            streams_upstream = f"http://127.0.0.1:{paced_port}/paced/{args.paced:g}"
         gateways: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         for index, (name, python) in enumerate(installs.items()):
             port = free_port()
             config = proxycast_config(
-                folder, upstream, port, client=True, chunks=chunks, name=f"install{index}"
+                folder,
+                upstream,
+                port,
+                client=True,
+                chunks=chunks,
+                stream_upstream=streams_upstream,
+                name=f"install{index}",
             )
             process = start_gateway(python, config, port, folder, f"install{index}")
             processes.append(process)
@@ -118,14 +156,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for scenario, (model, _) in SCENARIOS.items():
                     for n in chunks if rep % 2 == 0 else tuple(reversed(chunks)):
                         cpu = cpu_seconds(process.pid)
-                        run = wrk(
-                            f"http://127.0.0.1:{port}/v1/chat/completions",
-                            openai_body(f"{model}{n}", True),
-                            {"Authorization": f"Bearer {CLIENT_KEY}"},
-                            args.connections,
-                            args.seconds,
-                            folder,
-                        )
+                        run = load(args, port, f"{model}{n}", folder)
                         cpu = cpu_seconds(process.pid) - cpu
                         run["cpu_us_per_request"] = round(1e6 * cpu / max(1, run["requests"]), 1)
                         run.update(install=name, scenario=scenario, chunks=n, round=rep)
@@ -195,6 +226,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"chunk: (CPU per request at {long} chunks - at {short}) / {long - short}, per round, "
         f"median. Load average before {result['load_before']}, after {result['load_after']}.",
         "",
+        (
+            f"Paced streams: one chunk per write, {result['paced_ms']:g} ms apart (bench/streams.py's "
+            "upstream), so each chunk reaches the gateway in a read of its own."
+            if result.get("paced_ms")
+            else "nginx's fixed streams arrive at once: the gateway reads many chunks in one read and "
+            "sends what one read translates to in one piece, so the slope is the cost of parsing "
+            "and translating a chunk, not of a read and a send per chunk (see --paced)."
+        ),
+        "",
         f"| stream | install | µs per chunk | per round | CPU µs/request, {short} chunks | "
         f"{long} chunks | req/s, {short} | req/s, {long} |",
         "|---|---|---:|---|---:|---:|---:|---:|",
@@ -229,6 +269,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--short", type=int, default=20, help="chunks of the short stream")
     parser.add_argument("--long", type=int, default=200, help="chunks of the long stream")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="streams from a trio upstream, one chunk per write, MS ms apart (e.g. 5), instead of "
+        "nginx's all at once: what a chunk costs when each arrives in a read of its own",
+    )
     parser.add_argument("--out", default="relay", help="results name (bench/results/NAME.*)")
     args = parser.parse_args()
     if not Path(args.baseline_python).exists():

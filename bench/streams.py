@@ -9,7 +9,7 @@ Three kinds of processes, so that neither end of the load runs in the gateway's 
   all (``GET /release``; ``GET /status`` says how many are open), then sends the rest of the chunks
   ``--interval`` seconds apart (20 chunks in all, a usage chunk, ``[DONE]``). ``/fast/...`` answers
   the same stream at once (the warm-up). The hold makes the N streams concurrent however long the
-  gateway takes to admit them all;
+  gateway takes to admit them all. (``/paced/...`` serves bench/relay.py ``--paced``);
 - the clients (``--role clients``, ``--client-processes`` of them): raw trio sockets, one connection
   per stream, at most ``--ramp`` streams waiting for their first chunk at once (the gateway's listen
   backlog is 1,024), each read to ``data: [DONE]``;
@@ -61,6 +61,7 @@ from common import (
     status_kb,
     stop,
 )
+from upstream import anthropic_events, openai_chunks
 
 NOFILE = 65536
 
@@ -114,6 +115,23 @@ async def upstream(port: int, chunks: int, interval: float) -> None:
         finally:
             state["open"] -= 1
 
+    paced_events: dict[str, list[bytes]] = {}
+
+    async def paced(stream: Any, target: str) -> None:
+        """``/paced/{ms}/sse{N}/...`` (OpenAI) or ``/paced/{ms}/anth-sse{N}/...`` (Anthropic): bench/
+        upstream.py's stream of N chunks, one chunk per write, ``ms`` milliseconds apart (bench/relay.py
+        --paced: every chunk reaches the gateway in a read of its own, as an LLM's tokens do)."""
+        _, _, gap, name = target.split("/")[:4]
+        if name not in paced_events:
+            n = int(name.rsplit("sse", 1)[1])
+            text = anthropic_events(n) if name.startswith("anth-") else openai_chunks(n)
+            paced_events[name] = [e.encode() + b"\n\n" for e in text.split("\n\n") if e]
+        await stream.send_all(head)
+        for event in paced_events[name]:
+            await stream.send_all(_chunked(event))
+            await trio.sleep(float(gap) / 1000)
+        await stream.send_all(b"0\r\n\r\n")
+
     async def handle(stream: Any) -> None:
         buffer = b""
         try:
@@ -148,6 +166,8 @@ async def upstream(port: int, chunks: int, interval: float) -> None:
                     )
                 elif target.startswith(b"/slow"):
                     await slow(stream)
+                elif target.startswith(b"/paced/"):
+                    await paced(stream, target.decode())
                 else:
                     await stream.send_all(fast_answer)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

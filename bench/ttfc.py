@@ -44,6 +44,7 @@ from common import (
     parse_wrk,
     proxycast_config,
     raise_nofile,
+    raw_request,
     settle,
     start,
     start_gateway,
@@ -151,14 +152,6 @@ def probe(port: int, request: bytes, count: int) -> dict[str, Any]:
 
 
 # --- the orchestration ------------------------------------------------------------------------------
-
-
-def raw_request(path: str, body: dict[str, Any], headers: dict[str, str]) -> bytes:
-    payload = json.dumps(body).encode()
-    lines = [f"POST {path} HTTP/1.1", "host: bench", "content-type: application/json"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    lines.append(f"content-length: {len(payload)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -21,12 +21,15 @@ gateway up with 20 fast streams, reads its idle RSS, starts the clients, waits u
 all N streams, samples the RSS for a few seconds, releases the streams and waits for the clients. Peak
 RSS is the gateway's VmHWM; bytes per stream = (peak - idle) / N.
 
-``--tracemalloc`` runs the gateway under tracemalloc (much slower: use ~2,000 streams) and writes, at
-the moment every stream is held, where the memory allocated since idle went (grouped by the innermost
-proxycast frame, else the innermost third-party frame): streams-tracemalloc.md.
+``--objects`` takes a census of the gateway's live objects by type (``gc.get_objects``, in the
+gateway's process, on a signal) at idle and with every stream held: objects per stream by type (cheap:
+works at 10,000). ``--tracemalloc`` also runs the gateway under tracemalloc (10x slower: use ~1,000
+streams) and reports where the bytes allocated since idle went: by package, by allocating line, and
+charged to the innermost proxycast line on the stack.
 
     .venv/bin/python bench/streams.py [--streams 10000] [--interval 0.5] [--client-processes 2]
-    .venv/bin/python bench/streams.py --streams 2000 --tracemalloc
+    .venv/bin/python bench/streams.py --objects --out streams-objects
+    .venv/bin/python bench/streams.py --streams 1000 --interval 0.1 --tracemalloc --out streams-trace
 
 About a minute for 10,000 streams on 2 cores. Writes bench/results/streams.{json,md}.
 """
@@ -250,25 +253,51 @@ async def clients(port: int, count: int, ramp: int, model: str, timeout: float) 
 
 
 def traced_gateway(config: str, out: str) -> int:
-    """``proxycast serve`` in this process, under tracemalloc: the first SIGUSR1 keeps a snapshot
-    (idle), the second writes where the memory allocated since went (``out``), then ``out.done``."""
+    """``proxycast serve`` in this process. The first SIGUSR1 takes stock (idle), the second writes
+    what grew since (``out``), then ``out.done``: the live objects by type (``gc``, always), and, when
+    run under ``-X tracemalloc``, the bytes allocated by line."""
+    import gc
     import tracemalloc
 
     from proxycast.cli import main
 
     snapshots: list[Any] = []
+    censuses: list[tuple[Counter[str], Counter[str]]] = []
+
+    def census() -> tuple[Counter[str], Counter[str]]:
+        counts: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():  # the objects the collector tracks: containers, instances
+            kind = type(obj)
+            name = f"{kind.__module__}.{kind.__qualname__}"
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(obj)
+        return counts, sizes
 
     def dump(signum: int, frame: Any) -> None:
-        snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)]
-        )
-        snapshots.append(snapshot)
-        if len(snapshots) == 2:
-            tracemalloc.stop()  # what comes after is not measured: the analysis runs untraced
-        if len(snapshots) == 1:
+        if tracemalloc.is_tracing():
+            snapshots.append(
+                tracemalloc.take_snapshot().filter_traces(
+                    [tracemalloc.Filter(False, tracemalloc.__file__)]
+                )
+            )
+            if len(snapshots) == 2:
+                tracemalloc.stop()  # what comes after is not measured: the analysis runs untraced
+        censuses.append(census())
+        if len(censuses) == 1:
             Path(out + ".idle").write_text("idle\n")
             return
-        Path(out).write_text(json.dumps(attribute(snapshots[0], snapshots[1]), indent=1))
+        (idle_counts, idle_sizes), (counts, sizes) = censuses
+        grown = {k: counts[k] - idle_counts.get(k, 0) for k in counts}
+        top = sorted(grown.items(), key=lambda kv: -kv[1])[:40]
+        result: dict[str, Any] = {
+            "types": [
+                {"type": k, "objects": v, "bytes": sizes[k] - idle_sizes.get(k, 0)} for k, v in top
+            ]
+        }
+        if len(snapshots) == 2:
+            result.update(attribute(snapshots[0], snapshots[1]))
+        Path(out).write_text(json.dumps(result, indent=1))
         Path(out + ".done").write_text("done\n")
 
     signal.signal(signal.SIGUSR1, dump)
@@ -376,6 +405,7 @@ def measure(
     python: str = sys.executable,
     trace: bool = False,
     timeout: float = 600.0,
+    objects: bool = False,
 ) -> dict[str, Any]:
     nofile = raise_nofile(NOFILE)
     requested = count
@@ -420,9 +450,9 @@ def measure(
         home.mkdir()
         env = {"PROXYCAST_HOME": str(home)}
         out = str(folder / "tracemalloc.json")
-        if trace:
-            command = [python, "-X", "tracemalloc=10", script, "--role", "traced-gateway"]
-            command += ["--config", str(config), "--trace-out", out]
+        if trace or objects:
+            command = [python, *(["-X", "tracemalloc=10"] if trace else []), script]
+            command += ["--role", "traced-gateway", "--config", str(config), "--trace-out", out]
         else:
             command = [python, "-m", "proxycast", "serve", "--config", str(config)]
         gateway = start(command, port, folder / "gateway.log", env=env)
@@ -430,7 +460,7 @@ def measure(
         _warm_up(port, 20)
         time.sleep(1.0)
         idle_kb = status_kb(gateway.pid, "VmRSS")
-        if trace:
+        if trace or objects:
             gateway.send_signal(signal.SIGUSR1)
             _wait_file(Path(out + ".idle"), 120)
         cpu_before = cpu_seconds(gateway.pid)
@@ -470,10 +500,10 @@ def measure(
             peak_sampled = max(peak_sampled, status_kb(gateway.pid, "VmRSS"))
         held_kb = status_kb(gateway.pid, "VmRSS")
         status = _get(up_port, "/status")
-        if trace:
+        if trace or objects:
             gateway.send_signal(signal.SIGUSR1)
             _wait_file(Path(out + ".done"), 600)
-            result["tracemalloc"] = json.loads(Path(out).read_text())
+            result["tracemalloc" if trace else "objects"] = json.loads(Path(out).read_text())
         _get(up_port, "/release")
         while any(w.poll() is None for w in workers):
             peak_sampled = max(peak_sampled, status_kb(gateway.pid, "VmRSS"))
@@ -565,6 +595,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"Target: all complete, peak RSS < 600 MB: "
         f"{'met' if r['completed'] == r['streams'] and r['peak_rss_mb'] < 600 else 'NOT met'}.",
     ]
+    census = (r.get("tracemalloc") or r.get("objects") or {}).get("types")
+    if census:
+        per = r["streams"]
+        lines += [
+            "",
+            "## Live objects per held stream, by type (gc, all streams open, minus idle)",
+            "",
+            "Objects the garbage collector tracks (instances, containers; not bytes or str); bytes "
+            "are sys.getsizeof, shallow (an instance's __dict__ counts as a dict of its own).",
+            "",
+            "| type | objects per stream | bytes per stream |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {t['type']} | {t['objects'] / per:.2f} | {t['bytes'] / per:,.0f} |"
+            for t in census[:30]
+        ]
     trace = r.get("tracemalloc")
     if trace:
         per = r["streams"]
@@ -626,6 +673,9 @@ def main() -> None:
     )
     parser.add_argument("--python", default=sys.executable, help="the gateway's interpreter")
     parser.add_argument("--tracemalloc", action="store_true", help="where the bytes go (slow)")
+    parser.add_argument(
+        "--objects", action="store_true", help="the live objects per stream, by type (gc; cheap)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", default="streams", help="results name (bench/results/NAME.*)")
     parser.add_argument("--role", default="orchestrator", help=argparse.SUPPRESS)
@@ -658,6 +708,7 @@ def main() -> None:
                 args.python,
                 args.tracemalloc,
                 args.timeout,
+                args.objects,
             )
         )
         RESULTS.mkdir(exist_ok=True)

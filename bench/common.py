@@ -304,14 +304,13 @@ def providers(
     """One provider per fixed answer of bench/upstream.py (model = provider's answer); the N-chunk
     streams' providers go to ``stream_upstream`` when given (bench/relay.py --paced)."""
     table = [
-        ("json", "openai", "/json/v1", "bench-json"),
-        ("sse", "openai", "/sse/v1", "bench-sse"),
-        ("anth-json", "anthropic", "/anth-json", "claude-bench-json"),
-        ("anth-sse", "anthropic", "/anth-sse", "claude-bench-sse"),
-        ("gem-json", "gemini", "/gem-json", "gemini-bench-json"),
-        ("gem-sse", "gemini", "/gem-sse", "gemini-bench-sse"),
+        (upstream, "json", "openai", "/json/v1", "bench-json"),
+        (upstream, "sse", "openai", "/sse/v1", "bench-sse"),
+        (upstream, "anth-json", "anthropic", "/anth-json", "claude-bench-json"),
+        (upstream, "anth-sse", "anthropic", "/anth-sse", "claude-bench-sse"),
+        (upstream, "gem-json", "gemini", "/gem-json", "gemini-bench-json"),
+        (upstream, "gem-sse", "gemini", "/gem-sse", "gemini-bench-sse"),
     ]
-    table = [(upstream, *row) for row in table]
     for n in chunks:
         base = stream_upstream or upstream
         table.append((base, f"sse{n}", "openai", f"/sse{n}/v1", f"bench-sse{n}"))

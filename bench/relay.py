@@ -60,9 +60,10 @@ from common import (
 from upstream import nginx_config
 
 SCENARIOS = {
-    # name: (model prefix, the last content word of a stream of N chunks)
-    "passthrough (OpenAI -> OpenAI)": ("bench-sse", lambda n: f"word{n - 3} "),
-    "converted (OpenAI -> Anthropic)": ("claude-bench-sse", lambda n: f"word{n - 6} "),
+    # name: (model prefix, the last content word of a stream of N chunks: bench/upstream.py's
+    # OpenAI stream has N - 2 content chunks, its Anthropic stream N - 5 text deltas)
+    "passthrough (OpenAI -> OpenAI)": ("bench-sse", 3),
+    "converted (OpenAI -> Anthropic)": ("claude-bench-sse", 6),
 }
 
 
@@ -145,9 +146,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             process = start_gateway(python, config, port, folder, f"install{index}")
             processes.append(process)
             gateways[name] = (port, process)
-            for model, last in SCENARIOS.values():
+            for model, back in SCENARIOS.values():
                 for n in chunks:
-                    whole(port, f"{model}{n}", last(n))
+                    whole(port, f"{model}{n}", f"word{n - back} ")
         time.sleep(1.0)
         for rep in range(args.rounds):
             order = list(installs) if rep % 2 == 0 else list(reversed(installs))

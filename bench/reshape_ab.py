@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     import subprocess
 
 RESULTS = Path(__file__).parent / "results"
+# bench/run.py's first four scenarios: OpenAI clients to OpenAI and Anthropic upstreams
+SCENARIOS = {
+    name: s
+    for name, s in run.SCENARIOS.items()
+    if s.inbound == "openai" and s.direct_kind != "gemini"
+}
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -62,9 +68,10 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
         time.sleep(1.0)
         for url in targets.values():  # warm-up
-            for model, stream, _, _ in run.SCENARIOS.values():
-                run.wrk(url, run.openai_body(model, stream), headers, 8, 1, folder)
-        for scenario, (model, stream, _, _) in run.SCENARIOS.items():
+            for s in SCENARIOS.values():
+                run.wrk(url, run.openai_body(s.model, s.stream), headers, 8, 1, folder)
+        for scenario, s in SCENARIOS.items():
+            model, stream = s.model, s.stream
             for connections in run.CONCURRENCY:
                 for rep in range(args.rounds):
                     order = ["before", "after"] if rep % 2 == 0 else ["after", "before"]
@@ -103,7 +110,7 @@ def table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     cells = []
-    for scenario in run.SCENARIOS:
+    for scenario in SCENARIOS:
         for connections in run.CONCURRENCY:
 
             def of(version: str, s: str = scenario, c: int = connections) -> list[dict[str, Any]]:

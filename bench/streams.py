@@ -455,7 +455,7 @@ def measure(
             command += ["--role", "traced-gateway", "--config", str(config), "--trace-out", out]
         else:
             command = [python, "-m", "proxycast", "serve", "--config", str(config)]
-        gateway = start(command, port, folder / "gateway.log", env=env)
+        gateway = start(command, port, folder / "gateway.log", cwd=folder, env=env)
         processes.append(gateway)
         _warm_up(port, 20)
         time.sleep(1.0)

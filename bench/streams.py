@@ -40,6 +40,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -542,6 +543,7 @@ def measure(
     finally:
         for process in reversed(processes):
             stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
     return result
 
 

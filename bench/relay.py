@@ -3,13 +3,17 @@ current tree and for "today" (commit 44fa13a), in ONE run.
 
 nginx serves fixed streams of 20 and of 200 chunks (bench/upstream.py: ``/sse{N}``, OpenAI, relayed as
 they are; ``/anth-sse{N}``, Anthropic events, converted for an OpenAI client). One proxycast worker per
-install (DEFAULT configuration, bench/common.py); wrk loads one at a time for ``--seconds``, and the
-worker's CPU time (user + system, from /proc/PID/stat) over the run divided by the requests served is
-its CPU per request. The per-chunk cost is the slope: (cpu(200) - cpu(20)) / 180, per round; the
-table gives medians over ``--rounds`` interleaved rounds (the installs' order flips every round).
-CPU per request is much less sensitive to a noisy neighbour than req/s. (wrk drops the requests in
-flight at its deadline, whose CPU is then charged to the others: about connections / requests of a
-run, ~3% on the 200-chunk runs, much the same for both installs.)
+install (DEFAULT configuration, bench/common.py); a closed-loop load (bench/loadgen.py,
+``--connections`` connections) loads one at a time for ``--seconds`` and then finishes its requests in
+flight, and the worker's CPU time (user + system, from /proc/PID/stat) over the run divided by the
+requests served is its CPU per request. (``--load wrk`` uses wrk instead, which drops the requests in
+flight at its deadline, so that their CPU is charged to the others: about connections / requests of a
+run, a few % on 200-chunk runs, 10% and more on longer ones.) The per-chunk cost is the slope:
+(cpu(200) - cpu(20)) / 180, per round; the table gives medians over ``--rounds`` interleaved rounds
+(the installs' order flips every round). CPU per request is much less sensitive to a noisy neighbour
+than req/s, but a slope is a difference of two noisy figures: on a busy machine two installs of the
+same code came out between 0.6 and 1.35 of each other (load average 3 on 2 cores, 3 rounds; 0.89 and
+1.03 with ``--long 1000``). Run it on a quiet machine, with more rounds and ``--long 1000`` if not.
 
     git worktree add /work/wt-base 44fa13a
     python3 -m venv /work/wt-base/.venv && /work/wt-base/.venv/bin/pip install /work/wt-base
@@ -86,12 +90,11 @@ def whole(port: int, model: str, last: str) -> None:
 
 
 def load(args: argparse.Namespace, port: int, model: str, folder: Path) -> dict[str, Any]:
-    """wrk for nginx's streams (milliseconds long); for paced ones (up to a second and more),
-    bench/loadgen.py, which finishes the requests in flight at the end: with wrk, the CPU spent on
-    the streams it drops at its deadline would be charged to the few it completed."""
+    """bench/loadgen.py, which finishes the requests in flight at the end (``--load wrk``: wrk,
+    which drops them, so that the CPU spent on them is charged to the ones it completed)."""
     body = openai_body(model, True)
     headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    if not args.paced:
+    if args.load == "wrk" and not args.paced:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         return wrk(url, body, headers, args.connections, args.seconds, folder)
     command = [sys.executable, str(Path(__file__).with_name("loadgen.py")), "--port", str(port)]
@@ -118,6 +121,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "connections": args.connections,
         "paced_ms": args.paced,
+        "load": "loadgen" if args.paced else args.load,
         "load_before": os.getloadavg(),
         "runs": [],
     }
@@ -221,8 +225,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Relay cost per stream chunk: current tree vs today (44fa13a)",
         "",
-        f"{result['machine']}. One proxycast worker per install (default configuration), wrk at "
-        f"{result['connections']} connections, {result['seconds_per_run']} s per run, "
+        f"{result['machine']}. One proxycast worker per install (default configuration), "
+        f"{result.get('load', 'wrk')} at {result['connections']} connections, {result['seconds_per_run']} s per run, "
         f"{result['rounds']} interleaved rounds; CPU of the worker from /proc over each run. Per "
         f"chunk: (CPU per request at {long} chunks - at {short}) / {long - short}, per round, "
         f"median. Load average before {result['load_before']}, after {result['load_after']}.",
@@ -270,6 +274,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--short", type=int, default=20, help="chunks of the short stream")
     parser.add_argument("--long", type=int, default=200, help="chunks of the long stream")
+    parser.add_argument(
+        "--load",
+        choices=("loadgen", "wrk"),
+        default="loadgen",
+        help="the load: bench/loadgen.py (default: finishes its requests in flight) or wrk "
+        "(drops them at its deadline; always loadgen with --paced)",
+    )
     parser.add_argument(
         "--paced",
         type=float,

@@ -40,6 +40,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -455,7 +456,7 @@ def measure(
             command += ["--role", "traced-gateway", "--config", str(config), "--trace-out", out]
         else:
             command = [python, "-m", "proxycast", "serve", "--config", str(config)]
-        gateway = start(command, port, folder / "gateway.log", env=env)
+        gateway = start(command, port, folder / "gateway.log", cwd=folder, env=env)
         processes.append(gateway)
         _warm_up(port, 20)
         time.sleep(1.0)
@@ -542,6 +543,7 @@ def measure(
     finally:
         for process in reversed(processes):
             stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
     return result
 
 

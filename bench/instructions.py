@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+import common
 import run
 
 HERE = Path(__file__).parent
@@ -356,9 +357,9 @@ def main() -> None:
 
 def write(result: dict[str, Any], name: str) -> None:
     result["analysis"] = analyse(result["measured"])
-    run.RESULTS.mkdir(exist_ok=True)
-    (run.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run.RESULTS / f"{name}.md").write_text(markdown(result))
+    common.RESULTS.mkdir(exist_ok=True)
+    (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (common.RESULTS / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
 
 

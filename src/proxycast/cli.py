@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -122,6 +123,20 @@ def _models(config: Config) -> int:
     return 0
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft limit of open files to the hard one (workers inherit it): every stream holds
+    two sockets, and a soft limit of 1,024 (a common default) would cap a worker near 500 streams."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     overrides = {
@@ -132,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     if overrides:
         config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
         check_config(attrs.evolve(config, source="command line"))
+    raise_open_file_limit()
     sock = bind_socket(config)
     host, port = sock.getsockname()[:2]
     try:

@@ -473,8 +473,12 @@ async def iter_body(
     an error frame), and so does the end of ``shutdown_grace`` when the gateway is shutting down.
     """
     # the transport's stream itself: httpx's aiter_bytes would add its decoder chain (generators,
-    # buffers) to every open stream, for nothing (a compressed body is decoded by the transport)
-    iterator = response.stream.__aiter__()  # type: ignore[union-attr]
+    # buffers) to every open stream, for nothing when the transport decoded the body (gzip, deflate)
+    # or it was not encoded; another encoding (br, zstd) goes through httpx's decoders
+    if "content-encoding" in response.headers:
+        iterator = response.aiter_bytes()
+    else:
+        iterator = response.stream.__aiter__()  # type: ignore[union-attr]
     events = _EventSizes(server.max_event_bytes)
     draining = current_draining() or Draining()  # none: not served by serve_connections
     try:

@@ -27,7 +27,8 @@ def chunks(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         delta["tool_calls"] = [{"index": 0, "function": {"arguments": draw(TEXT)}}]
     choice = {"index": 0, "delta": delta, "finish_reason": draw(st.sampled_from([None, "stop"]))}
-    chunk["choices"] = [choice] if draw(st.booleans()) else []
+    choices: list[object] = [choice] if draw(st.booleans()) else []
+    chunk["choices"] = choices
     usage = draw(st.sampled_from(["absent", "null", "object"]))
     if usage == "null":
         chunk["usage"] = None
@@ -36,7 +37,7 @@ def chunks(draw: st.DrawFn) -> str:
     if draw(st.booleans()) and draw(st.booleans()):
         chunk["error"] = {"message": "overloaded", "type": "server_error"}
     if draw(st.booleans()):  # a nested "model" key the scan must not take for the top-level one
-        chunk["choices"] = [*chunk["choices"], {"index": 1, "delta": {"model": draw(MODELS)}}]
+        choices.append({"index": 1, "delta": {"model": draw(MODELS)}})
     separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]))
     return json.dumps(chunk, separators=separators, ensure_ascii=draw(st.booleans()))
 

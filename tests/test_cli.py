@@ -215,3 +215,28 @@ async def test_serve_fails_clearly(args: list[str]) -> None:
     assert result.returncode == 1
     assert result.stderr.decode().startswith("proxycast: ")
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_serve_raises_its_open_file_limit(tmp_path: Path, fake: FakeOpenAI) -> None:
+    # every stream holds two sockets: a soft limit of 256 would cap the worker near 128 streams
+    command = (
+        f"ulimit -Sn 256 && exec {sys.executable} -m proxycast serve "
+        f"--config {config_file(tmp_path, fake.base_url)}"
+    )
+    process = await trio.lowlevel.open_process(
+        ["sh", "-c", command], stdout=__import__("subprocess").PIPE
+    )
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(30):
+            assert (await LineReader(process.stdout).line()).startswith("proxycast listening")
+        limits = (trio.Path("/proc") / str(process.pid) / "limits").read_text()
+        line = next(x for x in (await limits).splitlines() if x.startswith("Max open files"))
+        soft, hard = line.split()[3:5]
+        assert soft != "256"
+        assert soft == hard or hard == "unlimited"
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()

@@ -96,6 +96,7 @@ PIECES = [
     b"data:z\n\n",
     b"data: \xff\xfe\n\n",
     b"data: q\r\n\r\n",
+    b"data: r\r\r",
     b"id: 3\n\n",
     b"data: [DONE]\n\n",
     b"\n\n",
@@ -113,13 +114,23 @@ def test_the_block_split_gives_what_the_line_parser_gives(
     # events as the line parser alone, wherever the chunks are cut
     raw = b"".join(pieces)
     cuts = [] if data is None else data.draw(st.lists(st.integers(0, len(raw)), max_size=6))
-    fast, slow = sse.SSEParser(), sse.SSEParser()
+    fast, raw_parser, slow = sse.SSEParser(), sse.SSEParser(), sse.SSEParser()
     got: list[sse.Event | sse.Comment] = []
+    got_raw: list[sse.Event | sse.Comment | bytes] = []
     expected: list[sse.Event | sse.Comment] = []
     previous = 0
     for cut in [*sorted(set(cuts)), len(raw)]:
         got += fast.feed(raw[previous:cut])
+        got_raw += raw_parser.feed_raw(raw[previous:cut])
         expected += slow.lines(raw[previous:cut])
         previous = cut
     assert got == expected
     assert fast.has_partial_event == slow.has_partial_event
+
+    # the relay's form: one-line data events as their undecoded bytes (their id is not used)
+    def plain(item: sse.Event | sse.Comment | bytes) -> object:
+        if isinstance(item, bytes):
+            return (item.decode("utf-8", "replace"), "message")
+        return (item.data, item.event) if isinstance(item, sse.Event) else item
+
+    assert [plain(x) for x in got_raw] == [plain(x) for x in expected]

@@ -4,6 +4,7 @@ Redis) sharing their counts."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -213,6 +214,32 @@ async def test_one_workers_counts_outlive_a_restart(tmp_path: Path) -> None:
         await shared.admit(Ask(client="a", tokens=0, usd=0.05), Limits(usd_per_day=1.0)), Admitted
     )
     await shared.aclose()
+
+
+async def test_counts_a_failed_write_could_not_store_are_written_later(tmp_path: Path) -> None:
+    clock = Clock()
+    limiter = LocalLimiter(tmp_path / "limits.db", clock)
+    admitted = await limiter.admit(Ask(client="a", tokens=10, usd=0.5), Limits(usd_per_day=1.0))
+    assert isinstance(admitted, Admitted)
+    write = limiter._write
+
+    def failing(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    limiter._write = failing  # type: ignore[method-assign]
+    await limiter.flush()  # fails: the counts wait
+    limiter._write = write  # type: ignore[method-assign]
+    with trio.CancelScope() as scope:  # a flush cancelled before its write started: kept too
+        scope.cancel()
+        await limiter.flush()
+    await limiter.aclose()
+    again = SQLiteLimiter(tmp_path / "limits.db", clock)
+    refused = await again.admit(Ask(client="a", tokens=0, usd=0.6), Limits(usd_per_day=1.0))
+    assert isinstance(refused, Refused)  # the 0.5 reserved before the failures was written
+    assert isinstance(
+        await again.admit(Ask(client="a", tokens=0, usd=0.4), Limits(usd_per_day=1.0)), Admitted
+    )
+    await again.aclose()
 
 
 def test_a_rest_is_written_as_long_as_it_is_now() -> None:

@@ -19,14 +19,13 @@ its next request never read (STACK-NOTES "Seen under abuse"). Here:
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import json
 import math
 import weakref
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
@@ -43,7 +42,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from hypercorn.config import Config
     from hypercorn.protocol.events import Event as StreamEvent
@@ -73,16 +72,30 @@ class Draining:
         for scope in self._scopes:
             scope.deadline = min(scope.deadline, self.deadline)
 
-    @contextlib.contextmanager
-    def bounded(self) -> Iterator[trio.CancelScope]:
+    def bounded(self) -> _Bounded:
         """A cancel scope that expires at the shutdown deadline (``cancelled_caught`` says it did)."""
-        scope = trio.CancelScope(deadline=self.deadline)
-        self._scopes.add(scope)
+        return _Bounded(self)
+
+
+class _Bounded:
+    """:meth:`Draining.bounded`: a class rather than a ``contextmanager``, as a stream enters one
+    per piece of its body."""
+
+    __slots__ = ("_draining", "_scope")
+
+    def __init__(self, draining: Draining) -> None:
+        self._draining = draining
+        self._scope = trio.CancelScope(deadline=draining.deadline)
+
+    def __enter__(self) -> trio.CancelScope:
+        self._draining._scopes.add(self._scope)
+        return self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
         try:
-            with scope:
-                yield scope
+            return self._scope.__exit__(*exc_info)
         finally:
-            self._scopes.discard(scope)
+            self._draining._scopes.discard(self._scope)
 
 
 _draining: contextvars.ContextVar[Draining | None] = contextvars.ContextVar(

@@ -460,8 +460,13 @@ def _usage_of(record: Record) -> hub.Usage | None:
     return None if record.source is None else record.source.usage
 
 
+MOST_TOKENS = 1 << 53
+"""Tokens counted for one request at most: an upstream's absurd usage must not overflow a
+limiter's store (SQLite's integers end at 2**63)."""
+
+
 def _total(usage: hub.Usage) -> int:
-    return usage.input + usage.cache_read + usage.cache_write + usage.output
+    return min(MOST_TOKENS, usage.input + usage.cache_read + usage.cache_write + usage.output)
 
 
 def _refusal(refused: Refused, headers: dict[str, str]) -> RateLimitedError:

@@ -122,6 +122,24 @@ def _models(config: Config) -> int:
     return 0
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft limit of open files to the hard one (workers inherit it): every stream holds
+    two sockets, and a soft limit of 1,024 (a common default) would cap a worker near 500 streams."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (hard, 1 << 20, 1 << 16) if hard == resource.RLIM_INFINITY else (hard,):
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            continue  # above what the system allows a process (fs.nr_open): a lower one
+        return
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     overrides = {
@@ -132,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     if overrides:
         config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
         check_config(attrs.evolve(config, source="command line"))
+    raise_open_file_limit()
     sock = bind_socket(config)
     host, port = sock.getsockname()[:2]
     try:

@@ -92,8 +92,9 @@ class Redactor:
             # Every piece holds one of these blocks whole (a 16-character window holds an aligned
             # 8-character one): a text with none of them holds no piece, told by a few finds in C
             # instead of a look at every window (most texts: an access log line, say).
-            blocks = range(0, len(secret) - 7, 8) if size == FRAGMENT else [0]
-            self._blocks.update(secret[i : i + 8] for i in blocks)
+            step = FRAGMENT // 2  # a window of FRAGMENT characters holds an aligned block of half
+            blocks = range(0, len(secret) - step + 1, step) if size == FRAGMENT else [0]
+            self._blocks.update(secret[i : i + step] for i in blocks)
 
     def __call__(self, text: str) -> str:
         if not self._pieces or not any(block in text for block in self._blocks):

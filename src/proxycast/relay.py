@@ -111,13 +111,14 @@ def read_forwarded(data: bytes, model: str, provider: str) -> tuple[bytes, dict[
     try:
         text = data.decode("utf-8")
         answer = parse_answer(text)
+        if "model" not in answer or answer["model"] == model:
+            return data, answer
+        span = model_span(text)  # a repeated "model" key: the span parser refuses it
     except (ValueError, NotAnObjectError):
         raise UpstreamUnavailableError(
             f"Provider {provider!r} answered with a body that is not a JSON object."
         ) from None
-    if "model" not in answer or answer["model"] == model:
-        return data, answer
-    return replace_value(text, model_span(text), model).encode(), answer
+    return replace_value(text, span, model).encode(), answer
 
 
 def cut_off_error(provider: str, what: str) -> UpstreamUnavailableError:

@@ -58,7 +58,7 @@ def bind_socket(config: Config) -> socket.socket:
             timeout_ms = int(config.server.stalled_client_timeout * 1000)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(4096)  # the kernel caps it at net.core.somaxconn
     except OSError as exc:
         sock.close()
         reason = "it is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))

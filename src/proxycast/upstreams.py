@@ -3,7 +3,6 @@ one request, and mapping transport failures and error statuses to proxycast erro
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -30,7 +29,8 @@ from proxycast.keys import KeyPool
 from proxycast.redact import without_userinfo
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+    import contextlib
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 
     from proxycast.config import ProviderConfig, ServerConfig
     from proxycast.formats.contracts import UpstreamFormat, UpstreamRequest
@@ -210,31 +210,44 @@ def make_client(server: ServerConfig) -> httpx.AsyncClient:
     )
 
 
-@contextlib.contextmanager
-def mapped_errors(provider: ProviderConfig, server: ServerConfig) -> Iterator[None]:
-    """Turn httpx's transport errors into :class:`UpstreamError`s that name the provider."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        waited = (
-            server.connect_timeout
-            if isinstance(exc, httpx.ConnectTimeout)
-            else server.upstream_timeout
-        )
-        raise UpstreamTimeoutError(
-            f"Provider {provider.name!r} did not answer within {waited:g} s."
-        ) from exc
-    except httpx.ConnectError as exc:
-        raise UpstreamConnectError(
-            f"Cannot connect to provider {provider.name!r} at {without_userinfo(provider.url)}."
-        ) from exc
-    except BodyTooLargeError as exc:
-        raise UpstreamUnavailableError(f"Provider {provider.name!r} sent {exc}.") from exc
-    except httpx.DecodingError as exc:
-        raise UpstreamUnavailableError(
-            f"Provider {provider.name!r} sent a body that cannot be decoded ({exc})."
-        ) from exc
-    except httpx.TransportError as exc:
+class mapped_errors:  # noqa: N801 - used as a function: ``with mapped_errors(...)``
+    """Turn httpx's transport errors into :class:`UpstreamError`s that name the provider.
+
+    A class rather than a ``contextmanager``: a stream enters it once per piece of its body.
+    """
+
+    __slots__ = ("_provider", "_server")
+
+    def __init__(self, provider: ProviderConfig, server: ServerConfig) -> None:
+        self._provider = provider
+        self._server = server
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if exc is None or not isinstance(exc, (httpx.TransportError, httpx.DecodingError)):
+            return
+        provider, server = self._provider, self._server
+        if isinstance(exc, httpx.TimeoutException):
+            waited = (
+                server.connect_timeout
+                if isinstance(exc, httpx.ConnectTimeout)
+                else server.upstream_timeout
+            )
+            raise UpstreamTimeoutError(
+                f"Provider {provider.name!r} did not answer within {waited:g} s."
+            ) from exc
+        if isinstance(exc, httpx.ConnectError):
+            raise UpstreamConnectError(
+                f"Cannot connect to provider {provider.name!r} at {without_userinfo(provider.url)}."
+            ) from exc
+        if isinstance(exc, BodyTooLargeError):
+            raise UpstreamUnavailableError(f"Provider {provider.name!r} sent {exc}.") from exc
+        if isinstance(exc, httpx.DecodingError):
+            raise UpstreamUnavailableError(
+                f"Provider {provider.name!r} sent a body that cannot be decoded ({exc})."
+            ) from exc
         raise UpstreamUnavailableError(
             f"Provider {provider.name!r} broke off the connection ({type(exc).__name__})."
         ) from exc
@@ -459,7 +472,13 @@ async def iter_body(
     An SSE event larger than ``server.max_event_bytes`` ends it with an error (the relay turns it into
     an error frame), and so does the end of ``shutdown_grace`` when the gateway is shutting down.
     """
-    iterator = response.aiter_bytes()
+    # the transport's stream itself: httpx's aiter_bytes would add its decoder chain (generators,
+    # buffers) to every open stream, for nothing when the transport decoded the body (gzip, deflate)
+    # or it was not encoded; another encoding (br, zstd) goes through httpx's decoders
+    if "content-encoding" in response.headers:
+        iterator = response.aiter_bytes()
+    else:
+        iterator = response.stream.__aiter__()  # type: ignore[union-attr]
     events = _EventSizes(server.max_event_bytes)
     draining = current_draining() or Draining()  # none: not served by serve_connections
     try:
@@ -482,8 +501,10 @@ async def iter_body(
                     )
             yield chunk
     finally:
-        with trio.move_on_after(_CLOSE_SECONDS, shield=True):
-            await iterator.aclose()  # type: ignore[attr-defined]
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            with trio.move_on_after(_CLOSE_SECONDS, shield=True):
+                await close()
 
 
 class ShuttingDownError(ProxycastError):

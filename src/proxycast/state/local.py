@@ -13,7 +13,6 @@ A worker killed without its drain loses at most the last :data:`FLUSH_SECONDS` o
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -100,29 +99,35 @@ class LocalLimiter:
         """Write the counts behind, every :data:`FLUSH_SECONDS`. Until cancelled."""
         while True:
             await trio.sleep(FLUSH_SECONDS)
-            await self.flush()
+            with trio.CancelScope(
+                shield=True
+            ):  # a write under way finishes (the drain's comes next)
+                await self.flush()
 
     async def flush(self) -> None:
         """Add what was counted since the last write to the file (one transaction, in a thread).
-        When the file cannot be written, the counts wait for the next attempt (logged once)."""
-        if not (self._window or self._spend):
-            return
-        counted, self._window = self._window, defaultdict(lambda: [0, 0])
-        spent, self._spend = self._spend, defaultdict(float)
-        try:
-            async with self._lock:
+        When the file cannot be written, or the write never started (cancelled), the counts wait
+        for the next attempt (a failure is logged once)."""
+        async with self._lock:
+            if not (self._window or self._spend):
+                return
+            counted, self._window = self._window, defaultdict(lambda: [0, 0])
+            spent, self._spend = self._spend, defaultdict(float)
+            try:
                 await trio.to_thread.run_sync(self._write, counted, spent)
-        except sqlite3.Error:
-            for key, (requests, tokens) in counted.items():
-                self._window[key][0] += requests
-                self._window[key][1] += tokens
-            for period, usd in spent.items():
-                self._spend[period] += usd
-            if not self._failing:
-                log.exception("could not write the limits' counts to %s", self._path)
-            self._failing = True
-        else:
-            self._failing = False
+            except BaseException as exc:
+                for key, (requests, tokens) in counted.items():
+                    self._window[key][0] += requests
+                    self._window[key][1] += tokens
+                for period, usd in spent.items():
+                    self._spend[period] += usd
+                if not isinstance(exc, Exception):
+                    raise
+                if not self._failing:
+                    log.exception("could not write the limits' counts to %s", self._path)
+                self._failing = True
+            else:
+                self._failing = False
 
     def _write(
         self, counted: dict[tuple[str, int], list[int]], spent: dict[tuple[str, str], float]
@@ -143,10 +148,11 @@ class LocalLimiter:
                 _ADD, [(client, period, 0, 0, usd) for (client, period), usd in spent.items()]
             )
             db.execute("DELETE FROM counts WHERE slot <= ? AND slot < ''", (floor,))
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     async def aclose(self) -> None:
         """Write what is left, then close the file."""

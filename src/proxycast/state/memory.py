@@ -30,6 +30,14 @@ class _Window:
     def add(self, second: int, requests: int, tokens: int) -> None:
         bucket = self.seconds.get(second)
         if bucket is None:
+            if self.seconds and second < next(reversed(self.seconds)):  # the clock stepped back
+                self.seconds = dict(sorted([*self.seconds.items(), (second, [0, 0])]))
+                bucket = self.seconds[second]
+                bucket[0] += requests
+                bucket[1] += tokens
+                self.requests += requests
+                self.tokens += tokens
+                return
             self.seconds[second] = [requests, tokens]
         else:
             bucket[0] += requests

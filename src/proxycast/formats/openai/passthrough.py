@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from proxycast.errors import ProxycastError
 
 
-_NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*})')
+_NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*}\s*\Z)')
 _MODEL = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
-_NULL_USAGE_BYTES = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*})')
+_NULL_USAGE_BYTES = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*}\s*\Z)')
 
 
 def error_frame(error: ProxycastError) -> bytes:
@@ -138,7 +138,11 @@ class OpenAIPassthrough(Passthrough):
             except UnicodeDecodeError:
                 return None
         value = model.group(1)
-        if value != self._model_json and json.loads(value) != self._model:
+        try:
+            same = value == self._model_json or json.loads(value) == self._model
+        except ValueError:  # not a JSON string after all: the parse path says what to do
+            return None
+        if not same:
             start, end = model.span(1)
             data = data[:start] + self._model_json + data[end:]
         return b"data: " + data + b"\n\n"

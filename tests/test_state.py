@@ -226,7 +226,7 @@ async def test_counts_a_failed_write_could_not_store_are_written_later(tmp_path:
     def failing(*args: object) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    limiter._write = failing  # type: ignore[method-assign]
+    limiter._write = failing  # type: ignore[method-assign,assignment]
     await limiter.flush()  # fails: the counts wait
     limiter._write = write  # type: ignore[method-assign]
     with trio.CancelScope() as scope:  # a flush cancelled before its write started: kept too

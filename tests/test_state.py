@@ -183,6 +183,20 @@ async def test_a_budgets_edge_is_the_same_for_every_limiter(make: Make) -> None:
     await limiter.aclose()
 
 
+async def test_a_clock_that_steps_back_keeps_the_window_exact() -> None:
+    clock = Clock()
+    limiter = MemoryLimiter(clock)
+    limits = Limits(rpm=2)
+    ask = Ask(client="a", tokens=0, usd=0.0)
+    clock.now = NOON + 30
+    assert isinstance(await limiter.admit(ask, limits), Admitted)
+    clock.now = NOON + 10  # stepped back 20 s
+    assert isinstance(await limiter.admit(ask, limits), Admitted)
+    clock.now = NOON + 75  # the request counted at NOON + 10 left the window, the other did not
+    assert isinstance(await limiter.admit(ask, limits), Admitted)
+    assert isinstance(await limiter.admit(ask, limits), Refused)
+
+
 async def test_one_workers_counts_outlive_a_restart(tmp_path: Path) -> None:
     """A one-worker gateway decides in memory and writes its counts behind: a restart (the drain
     writes what is left) neither resets the day's spend nor forgets the minute's requests, and a

@@ -28,20 +28,14 @@ class _Window:
         self.tokens = 0
 
     def add(self, second: int, requests: int, tokens: int) -> None:
-        bucket = self.seconds.get(second)
-        if bucket is None:
-            if self.seconds and second < next(reversed(self.seconds)):  # the clock stepped back
-                self.seconds = dict(sorted([*self.seconds.items(), (second, [0, 0])]))
-                bucket = self.seconds[second]
-                bucket[0] += requests
-                bucket[1] += tokens
-                self.requests += requests
-                self.tokens += tokens
-                return
-            self.seconds[second] = [requests, tokens]
-        else:
-            bucket[0] += requests
-            bucket[1] += tokens
+        seconds = self.seconds
+        if second not in seconds and seconds and second < next(reversed(seconds)):
+            # the wall clock stepped back: keep the seconds in order (prune stops at a recent one)
+            seconds[second] = [0, 0]
+            self.seconds = seconds = dict(sorted(seconds.items()))
+        bucket = seconds.setdefault(second, [0, 0])
+        bucket[0] += requests
+        bucket[1] += tokens
         self.requests += requests
         self.tokens += tokens
 

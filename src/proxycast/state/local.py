@@ -99,9 +99,8 @@ class LocalLimiter:
         """Write the counts behind, every :data:`FLUSH_SECONDS`. Until cancelled."""
         while True:
             await trio.sleep(FLUSH_SECONDS)
-            with trio.CancelScope(
-                shield=True
-            ):  # a write under way finishes (the drain's comes next)
+            # a write under way finishes (the drain writes what is left)
+            with trio.CancelScope(shield=True):
                 await self.flush()
 
     async def flush(self) -> None:

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxycast._json import MAX_DEPTH, NotAnObjectError, parse_object, replace_value
+from proxycast.errors import UpstreamUnavailableError
+from proxycast.relay import read_forwarded
 from tests.support import CLIENT_KEY
 
 if TYPE_CHECKING:
@@ -114,3 +116,12 @@ async def test_json_a_gateway_cannot_pass_on_is_a_400(
 def test_the_nesting_limit_leaves_ordinary_depth_alone() -> None:
     text = _messages("[" * (MAX_DEPTH - 5) + "]" * (MAX_DEPTH - 5))
     parse_object(text)
+
+
+def test_an_answer_with_a_repeated_model_key_is_a_bad_upstream_answer() -> None:
+    # forwarding it would rename one and leave the other; a 502 names the provider instead
+    with pytest.raises(UpstreamUnavailableError, match="'local' answered with a body"):
+        read_forwarded(b'{"model": "up-1", "model": "up-2", "data": []}', "m", "local")
+    data, answer = read_forwarded(b'{"model": "up-1", "data": []}', "m", "local")
+    assert data == b'{"model": "m", "data": []}'
+    assert answer["model"] == "up-1"

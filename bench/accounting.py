@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
 import run
+from common import cpu_seconds
 
 from proxycast.ledger import LedgerConfig
 from proxycast.ledger import sqlite as ledger_sqlite
@@ -66,12 +67,6 @@ url = "sqlite:///{folder / "usage.db"}"
         text += '[ledger]\nurl = "off"\n'
     path.write_text(text)
     return path
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:

@@ -187,6 +187,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, CPython {platform.python_version()}"
 
 
+def write_results(name: str, result: dict[str, Any], report: str) -> None:
+    """``bench/results/NAME.json`` (the measurements) and ``NAME.md`` (``report``), and the report
+    on standard output."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(report)
+    print(report)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

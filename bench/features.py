@@ -59,6 +59,7 @@ from common import (
     start,
     start_gateway,
     stop,
+    write_results,
     wrk,
 )
 from upstream import COOLED_KEY, nginx_config
@@ -293,10 +294,7 @@ def main() -> None:
         (RESULTS / f"{args.out}.md").write_text(markdown(result))
         return
     result = measure(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -357,10 +357,7 @@ def main() -> None:
 
 def write(result: dict[str, Any], name: str) -> None:
     result["analysis"] = analyse(result["measured"])
-    common.RESULTS.mkdir(exist_ok=True)
-    (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (common.RESULTS / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_results(name, result, markdown(result))
 
 
 def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:

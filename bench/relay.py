@@ -46,7 +46,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     CLIENT_KEY,
-    RESULTS,
     cpu_seconds,
     free_port,
     machine,
@@ -59,6 +58,7 @@ from common import (
     start,
     start_gateway,
     stop,
+    write_results,
     wrk,
 )
 from upstream import nginx_config
@@ -294,10 +294,7 @@ def main() -> None:
     if not Path(args.baseline_python).exists():
         parser.error(f"no {args.baseline_python}: see the docstring for the baseline's install")
     result = measure(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ from common import (
     CLIENT_KEY,
     KEY,
     MESSAGES,
-    RESULTS,
     cpu_seconds,
     free_port,
     machine,
@@ -64,6 +63,7 @@ from common import (
     start,
     status_kb,
     stop,
+    write_results,
 )
 from upstream import anthropic_events, openai_chunks
 
@@ -713,10 +713,7 @@ def main() -> None:
                 args.objects,
             )
         )
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (RESULTS / f"{args.out}.md").write_text(markdown(result))
-        print(markdown(result))
+        write_results(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     CLIENT_KEY,
     HERE,
-    RESULTS,
     free_port,
     machine,
     parse_wrk,
@@ -49,6 +48,7 @@ from common import (
     start,
     start_gateway,
     stop,
+    write_results,
     wrk_command,
     wrk_script,
 )
@@ -328,10 +328,7 @@ def main() -> None:
         print(json.dumps(outcome), flush=True)
         return
     result = measure(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

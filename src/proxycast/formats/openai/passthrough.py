@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*}\s*\Z)')
 _MODEL = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
-_NULL_USAGE_BYTES = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*}\s*\Z)')
+_NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
 
 
 def error_frame(error: ProxycastError) -> bytes:

@@ -1,5 +1,6 @@
 """The cost of accounting: req/s through one proxycast worker with a named client, its limits
-(rpm, tpm, a daily budget: two SQLite transactions per request) and the SQLite ledger, against the
+(rpm, tpm, a daily budget: decided in the worker's memory, written behind to the machine's SQLite
+file) and the SQLite ledger, against the
 same worker with all of it off, interleaved A/B/A/B on one nginx upstream; and how long
 ``proxycast usage`` takes on a ledger of 1,000,000 rows.
 

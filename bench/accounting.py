@@ -1,7 +1,7 @@
 """The cost of accounting: req/s through one proxycast worker with a named client, its limits
 (rpm, tpm, a daily budget: decided in the worker's memory, written behind to the machine's SQLite
-file) and the SQLite ledger, against the
-same worker with all of it off, interleaved A/B/A/B on one nginx upstream; and how long
+file) and the SQLite ledger, against the same worker with all of it off, interleaved A/B/A/B on one
+nginx upstream; and how long
 ``proxycast usage`` takes on a ledger of 1,000,000 rows.
 
     .venv/bin/python bench/accounting.py [--seconds 5] [--rounds 3] [--rows 1000000]

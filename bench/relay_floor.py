@@ -6,6 +6,7 @@ back, streamed or not. No routing, validation, conversion, accounting or error h
 gateway on this stack pays for one relayed request, the floor under proxycast's own cost.
 
     UPSTREAM=http://127.0.0.1:PORT hypercorn --worker-class trio --bind 127.0.0.1:PORT relay_floor:app
+    UPSTREAM=http://127.0.0.1:PORT python bench/relay_floor.py 127.0.0.1:PORT   (one process)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ UPSTREAM = os.environ.get("UPSTREAM", "http://127.0.0.1:8080")
 ROUTES = {  # the model -> the upstream path (bench/run.py's nginx)
     "bench-json": "/json/v1/chat/completions",
     "bench-sse": "/sse/v1/chat/completions",
+    "slow": "/slow/v1/chat/completions",  # bench/streams.py --floor's upstream
+    "fast": "/fast/v1/chat/completions",
 }
 _transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=None))
 
@@ -52,3 +55,24 @@ async def chat() -> Response:
         return Response(relay(), content_type="text/event-stream")
     data = await answer.aread()
     return Response(data, status=answer.status_code, content_type="application/json")
+
+
+def main() -> None:
+    """Serve in this process (the ``hypercorn`` command forks a worker: its RSS would not be this
+    process's): ``python relay_floor.py HOST:PORT``."""
+    import sys
+    from functools import partial
+
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [sys.argv[1]]
+    config.backlog = 4096
+    config.accesslog = None
+    trio.run(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -407,6 +407,7 @@ def measure(
     trace: bool = False,
     timeout: float = 600.0,
     objects: bool = False,
+    floor: bool = False,
 ) -> dict[str, Any]:
     nofile = raise_nofile(NOFILE)
     requested = count
@@ -431,6 +432,7 @@ def measure(
         "client_processes": client_processes,
         "nofile": nofile,
         "load_before": os.getloadavg(),
+        "gateway": "relay floor" if floor else "proxycast",
     }
     try:
         command = [sys.executable, script, "--role", "upstream", "--port", str(up_port)]
@@ -451,7 +453,10 @@ def measure(
         home.mkdir()
         env = {"PROXYCAST_HOME": str(home)}
         out = str(folder / "tracemalloc.json")
-        if trace or objects:
+        if floor:  # the stack alone, relaying (bench/relay_floor.py)
+            command = [python, str(Path(script).parent / "relay_floor.py"), f"127.0.0.1:{port}"]
+            env["UPSTREAM"] = f"http://127.0.0.1:{up_port}"
+        elif trace or objects:
             command = [python, *(["-X", "tracemalloc=10"] if trace else []), script]
             command += ["--role", "traced-gateway", "--config", str(config), "--trace-out", out]
         else:
@@ -557,11 +562,18 @@ def _wait_file(path: Path, seconds: float) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     r = result
+    floor = r.get("gateway") == "relay floor"
+    what = (
+        "the relay floor (bench/relay_floor.py: Quart-Trio on Hypercorn relaying through httpx's "
+        "transport, nothing of proxycast's)"
+        if floor
+        else "Default configuration (SQLite ledger, a named client with limits, [prices])"
+    )
     lines = [
-        f"# {r['streams']:,} concurrent slow streams, one proxycast worker",
+        f"# {r['streams']:,} concurrent slow streams, one "
+        + ("worker of the relay floor" if floor else "proxycast worker"),
         "",
-        f"{r['machine']}. Default configuration (SQLite ledger, a named client with limits, "
-        f"[prices]). Each stream: {r['chunks']} chunks, the first two at once, then held until all "
+        f"{r['machine']}. {what[0].upper() + what[1:]}. Each stream: {r['chunks']} chunks, the first two at once, then held until all "
         f"{r['streams']:,} were open at the upstream, then one every {r['interval_s']} s. "
         f"{r['client_processes']} client processes (raw trio sockets), RLIMIT_NOFILE {r['nofile']}. "
         f"Load average before {r['load_before']}, after {r['load_after']}.",
@@ -678,6 +690,11 @@ def main() -> None:
     parser.add_argument(
         "--objects", action="store_true", help="the live objects per stream, by type (gc; cheap)"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="measure the relay floor (bench/relay_floor.py: the stack alone) instead of proxycast",
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", default="streams", help="results name (bench/results/NAME.*)")
     parser.add_argument("--role", default="orchestrator", help=argparse.SUPPRESS)
@@ -711,6 +728,7 @@ def main() -> None:
                 args.tracemalloc,
                 args.timeout,
                 args.objects,
+                args.floor,
             )
         )
         write_results(args.out, result, markdown(result))

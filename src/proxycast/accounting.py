@@ -297,6 +297,10 @@ class Accounting:
         spent = cost(self.price(record.upstream_model), usage)
         await self.limiter.settle(admitted, _total(usage), spent)
 
+    def settler(self, record: Record) -> Callable[[], Awaitable[None]]:
+        """``settle(record)`` as a callable for later (a stream's end)."""
+        return _Settle(self, record)
+
     async def _finish(self, record: Record) -> None:
         await self.settle(record)
         usage = _usage_of(record) or hub.Usage()
@@ -384,6 +388,19 @@ class Accounting:
             m.child(m.attempts, m.provider(name), m.key(label), outcome).inc()
 
 
+class _Settle:
+    """:meth:`Accounting.settler` (an object, not a ``partial``: every open stream holds one)."""
+
+    __slots__ = ("_accounting", "_record")
+
+    def __init__(self, accounting: Accounting, record: Record) -> None:
+        self._accounting = accounting
+        self._record = record
+
+    async def __call__(self) -> None:
+        await self._accounting.settle(self._record)
+
+
 class _Tracking:
     """:meth:`Accounting.request`: a class rather than an ``asynccontextmanager``, as it runs once
     per request (the generator's machinery was a measurable part of the per-request cost)."""
@@ -408,9 +425,12 @@ class _Tracking:
         record = self.record
         if message["type"] == "http.response.start":
             record.status = message["status"]
-            extra = [(k.encode(), v.encode()) for k, v in record.headers.items()]
-            headers = [*message.get("headers", ()), (b"x-request-id", self._rid), *extra]
-            message = {**message, "headers": headers}
+            headers = message.get("headers")
+            if not isinstance(headers, list):  # quart's is a list of its own: extended in place
+                headers = list(headers or ())
+                message = {**message, "headers": headers}
+            headers.append((b"x-request-id", self._rid))
+            headers.extend((k.encode(), v.encode()) for k, v in record.headers.items())
         elif message["type"] == "http.response.body":
             if record.ttft is None and message.get("body"):
                 record.ttft = trio.current_time() - record.started

@@ -188,12 +188,7 @@ def create_app(
                 status=503,
                 headers={"retry-after": "1"},
             )
-        exchange.inflight_body_bytes += size
-
-        def release() -> None:
-            exchange.inflight_body_bytes -= size
-
-        request_resources().callback(release)
+        request_resources().callback(exchange.reserve_body(size))
 
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)

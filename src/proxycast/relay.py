@@ -29,6 +29,8 @@ log = logging.getLogger("proxycast")
 class Relay:
     """The streamed response body: upstream pieces in, translated frames out, one send per piece."""
 
+    __slots__ = ("_chunks", "_close", "_done", "_first", "_on_end", "_translator")
+
     def __init__(
         self,
         chunks: AsyncIterator[bytes],

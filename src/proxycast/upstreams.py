@@ -46,17 +46,20 @@ POOL_SHARDS = 256
 class _Counted(httpx.AsyncByteStream):
     """A response body that tells its shard when it is closed (the request is over then, not before)."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, done: Callable[[], None]) -> None:
+    __slots__ = ("_in_flight", "_shard", "_stream")
+
+    def __init__(self, stream: httpx.AsyncByteStream, in_flight: list[int], shard: int) -> None:
         self._stream = stream
-        self._done: Callable[[], None] | None = done
+        self._in_flight: list[int] | None = in_flight
+        self._shard = shard
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()
 
     async def aclose(self) -> None:
-        if self._done is not None:
-            self._done()
-            self._done = None
+        if self._in_flight is not None:
+            self._in_flight[self._shard] -= 1
+            self._in_flight = None
         await self._stream.aclose()
 
 
@@ -162,14 +165,10 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         index = self._pick()
         self._in_flight[index] += 1
-
-        def done() -> None:
-            self._in_flight[index] -= 1
-
         try:
             response = await self._shards[index].handle_async_request(request)
         except BaseException:
-            done()
+            self._in_flight[index] -= 1
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         stream: httpx.AsyncByteStream = response.stream
@@ -177,7 +176,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         if encoding in ("gzip", "x-gzip", "deflate"):
             stream = _Decompressed(stream, encoding, self._max_decoded)
             del response.headers["content-encoding"]
-        response.stream = _Counted(stream, done)
+        response.stream = _Counted(stream, self._in_flight, index)
         # The client is shared by every client of the gateway: an upstream's cookies (a CDN's, say) must
         # not be kept and sent along with other clients' requests. proxycast passes no upstream cookie on.
         if "set-cookie" in response.headers:
@@ -309,18 +308,21 @@ class Provider:
         # What every request to this provider shares is built once (see :meth:`open`): its headers
         # per key (the client's defaults, ours, the format's, the key's, the hop mark), the
         # parsed URL per path, the timeouts, and the transport (mounts resolved once).
-        base = httpx.Headers(client.headers)
+        base = httpx.Headers({"host": httpx.URL(self.url).netloc.decode("ascii")})
+        base.update(client.headers)
         base.update({"content-type": "application/json", "accept-encoding": "identity"})
         base.update(format.headers)
-        self._headers: list[list[tuple[bytes, bytes]] | None] = []
+        # kept as httpx.Headers: a request's copy shares their normalised entries (built from raw
+        # pairs, each request normalised every header again, and an open stream held the copies)
+        self._headers: list[httpx.Headers] = []
+        self._flows: list[httpx.Auth | None] = []
+        """Per key, an auth that is not one header (none today): httpx's auth flow runs it."""
         for auth in self._auths:
-            if auth is not None and not isinstance(auth, HeaderAuth):
-                self._headers.append(None)  # another kind of auth: httpx's auth flow runs it
-                continue
             headers = httpx.Headers(base)
-            if auth is not None:
+            if isinstance(auth, HeaderAuth):
                 headers[auth.header[0]] = auth.header[1]
-            self._headers.append(headers.raw)
+            self._headers.append(headers)
+            self._flows.append(None if auth is None or isinstance(auth, HeaderAuth) else auth)
         self._mark = client.headers.get(loopguard.HOP_HEADER)
         self._urls: dict[str, httpx.URL] = {}
         self._extensions = {"timeout": client.timeout.as_dict()}
@@ -354,17 +356,22 @@ class Provider:
             ):  # paths come from the formats (one per upstream model at most)
                 self._urls.clear()
             url = self._urls[request.path] = httpx.URL(self.url + request.path)
-        prepared = self._headers[key]
+        # a stream, not content: httpx would add Host and Content-Length by normalising every
+        # header again; the request's headers are a copy of the prepared ones, sharing their entries
+        sent = httpx.Request(
+            "POST",
+            url,
+            headers=self._headers[key],
+            stream=httpx.ByteStream(body),
+            extensions=self._extensions,
+        )
+        headers = sent.headers
+        headers["content-length"] = str(len(body))
         arrived = loopguard.arrived()
-        if prepared is None or request.headers or arrived:
-            headers = httpx.Headers(prepared)
+        if request.headers or arrived:
             headers.update(request.headers)
             if arrived and self._mark is not None:  # the marks it came with, then ours
                 headers[loopguard.HOP_HEADER] = ", ".join([*arrived, self._mark])
-            prepared = headers.raw
-        sent = httpx.Request(
-            "POST", url, headers=prepared, content=body, extensions=self._extensions
-        )
         with self.errors():
             response = await self._send(sent, key)
         if response.status_code < 300:
@@ -395,8 +402,9 @@ class Provider:
         (cookies, redirects, event hooks, its per-request log line), and skipping them saved about
         0.1 ms a request (profiled; ``bench/reshape_ab.py``). A key that is not one header still
         goes through the client's auth flow."""
-        if self._headers[key] is None:
-            return await self.client.send(sent, stream=True, auth=self._auths[key])
+        flow = self._flows[key]
+        if flow is not None:
+            return await self.client.send(sent, stream=True, auth=flow)
         if self.client.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         response = await self._transport.handle_async_request(sent)

@@ -1,0 +1,62 @@
+"""A request's resources: closed when the request ends, last pushed first, every one of them even
+when another fails or the request was cancelled."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from proxycast.exchange import request_resources, request_scope
+
+
+async def test_closed_last_first_sync_and_async() -> None:
+    closed: list[str] = []
+
+    async def close_stream() -> None:
+        await trio.lowlevel.checkpoint()
+        closed.append("stream")
+
+    async with request_scope():
+        request_resources().callback(lambda: closed.append("body"))
+        request_resources().push_async_callback(close_stream)
+        assert closed == []
+    assert closed == ["stream", "body"]
+
+
+async def test_every_one_closed_when_one_fails() -> None:
+    closed: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("cannot close")
+
+    with pytest.raises(RuntimeError, match="cannot close"):
+        async with request_scope():
+            request_resources().callback(lambda: closed.append("first"))
+            request_resources().callback(broken)
+            request_resources().callback(lambda: closed.append("last"))
+    assert closed == ["last", "first"]
+
+
+async def test_closed_in_a_cancelled_request() -> None:
+    closed: list[str] = []
+
+    async def close_stream() -> None:
+        await trio.sleep(0)  # a checkpoint: runs although the request was cancelled (shielded)
+        closed.append("stream")
+
+    with trio.CancelScope() as scope:
+        async with request_scope():
+            request_resources().push_async_callback(close_stream)
+            scope.cancel()
+            await trio.sleep_forever()
+    assert closed == ["stream"]
+
+
+async def test_each_request_its_own() -> None:
+    async with request_scope():
+        outer = request_resources()
+        async with request_scope():
+            assert request_resources() is not outer
+        assert request_resources() is outer
+    with pytest.raises(LookupError):
+        request_resources()

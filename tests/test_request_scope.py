@@ -29,11 +29,13 @@ async def test_every_one_closed_when_one_fails() -> None:
     def broken() -> None:
         raise RuntimeError("cannot close")
 
+    scope = request_scope()
+    await scope.__aenter__()
+    request_resources().callback(lambda: closed.append("first"))
+    request_resources().callback(broken)
+    request_resources().callback(lambda: closed.append("last"))
     with pytest.raises(RuntimeError, match="cannot close"):
-        async with request_scope():
-            request_resources().callback(lambda: closed.append("first"))
-            request_resources().callback(broken)
-            request_resources().callback(lambda: closed.append("last"))
+        await scope.__aexit__(None, None, None)
     assert closed == ["last", "first"]
 
 
@@ -41,7 +43,7 @@ async def test_closed_in_a_cancelled_request() -> None:
     closed: list[str] = []
 
     async def close_stream() -> None:
-        await trio.sleep(0)  # a checkpoint: runs although the request was cancelled (shielded)
+        await trio.lowlevel.checkpoint()  # runs although the request was cancelled (shielded)
         closed.append("stream")
 
     with trio.CancelScope() as scope:

@@ -38,12 +38,22 @@ async def test_an_idle_connection_does_not_hold_shutdown(
         await connection.aclose()
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        # the deadline finds the stream between two pieces (20 s of them)
+        Script(text=" ".join(["word"] * 200), interval=0.1),
+        # the deadline finds it waiting on an upstream silent for a minute: the wait is woken
+        Script(text=" ".join(["word"] * 5), stall_after=3, stall_seconds=60.0),
+    ],
+    ids=["pieces", "silent"],
+)
 async def test_a_stream_past_the_grace_ends_with_an_error_frame(
-    tmp_path: Path, fake: FakeOpenAI
+    tmp_path: Path, fake: FakeOpenAI, script: Script
 ) -> None:
     config = config_file(tmp_path, fake.base_url, shutdown_grace=1.0)
     async with serve(["--config", str(config)]) as served:
-        fake.script(Script(text=" ".join(["word"] * 200), interval=0.1))  # 20 s
+        fake.script(script)
         async with (
             httpx.AsyncClient() as h,
             h.stream(

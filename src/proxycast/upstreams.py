@@ -489,19 +489,22 @@ async def iter_body(
         iterator = response.stream.__aiter__()  # type: ignore[union-attr]
     events = _EventSizes(server.max_event_bytes)
     draining = current_draining() or Draining()  # none: not served by serve_connections
+    sock = _socket_of(response)
+    if sock is not None:
+        draining.watch(sock)  # woken at the shutdown deadline
     try:
         while True:
+            if draining.expired:
+                raise _outlived(server)
             with mapped_errors(provider, server):
-                with draining.bounded() as scope:
-                    try:
-                        chunk = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        return
-                if scope.cancelled_caught:
-                    raise ShuttingDownError(
-                        "The gateway is shutting down: the stream outlived its shutdown grace "
-                        f"of {server.shutdown_grace:g} s."
-                    )
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                except httpx.TransportError:
+                    if draining.expired:  # woken by the deadline: not the upstream's failure
+                        raise _outlived(server) from None
+                    raise
                 if not events.fits(chunk):
                     raise BodyTooLargeError(
                         f"a stream event larger than {server.max_event_bytes} bytes "
@@ -509,10 +512,28 @@ async def iter_body(
                     )
             yield chunk
     finally:
+        if sock is not None:
+            draining.unwatch(sock)
         close = getattr(iterator, "aclose", None)
         if close is not None:
             with trio.move_on_after(_CLOSE_SECONDS, shield=True):
                 await close()
+
+
+def _socket_of(response: httpx.Response) -> Any:
+    """The socket an upstream response arrives on (None when its transport does not say)."""
+    stream = response.extensions.get("network_stream")
+    try:
+        return None if stream is None else stream.get_extra_info("socket")
+    except (AssertionError, AttributeError):  # not a plain or TLS socket stream
+        return None
+
+
+def _outlived(server: ServerConfig) -> ShuttingDownError:
+    return ShuttingDownError(
+        "The gateway is shutting down: the stream outlived its shutdown grace "
+        f"of {server.shutdown_grace:g} s."
+    )
 
 
 class ShuttingDownError(ProxycastError):

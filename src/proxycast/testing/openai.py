@@ -62,6 +62,9 @@ class Script:
     headers: tuple[tuple[str, str], ...] = ()
     drop_after: int | None = None
     """Cut the connection after this many chunks (streams) or before the body (non-streaming)."""
+    stall_after: int | None = None
+    """Fall silent after this many chunks of a stream, for :attr:`stall_seconds`, then go on."""
+    stall_seconds: float = 60.0
     finish_reason: str | None = None
     """Default: ``tool_calls`` when there are tool calls, else ``stop``."""
     prompt_tokens: int = 11
@@ -256,6 +259,8 @@ class FakeOpenAI(FakeUpstream[Script]):
                 return
             if index and script.interval:
                 await trio.sleep(script.interval)
+            if index == script.stall_after:
+                await trio.sleep(script.stall_seconds)
             if script.error_after is not None and index >= script.error_after:
                 error = {"message": script.error_message, "type": script.error_type, "code": None}
                 await respond.send(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")

@@ -71,7 +71,7 @@ def main() -> None:
     config.bind = [sys.argv[1]]
     config.backlog = 4096
     config.accesslog = None
-    trio.run(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
+    trio.run(partial(serve, app, config, mode="asgi"))
 
 
 if __name__ == "__main__":

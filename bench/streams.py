@@ -408,6 +408,7 @@ def measure(
     timeout: float = 600.0,
     objects: bool = False,
     floor: bool = False,
+    config_extra: str = "",
 ) -> dict[str, Any]:
     nofile = raise_nofile(NOFILE)
     requested = count
@@ -433,6 +434,7 @@ def measure(
         "nofile": nofile,
         "load_before": os.getloadavg(),
         "gateway": "relay floor" if floor else "proxycast",
+        "config_extra": config_extra,
     }
     try:
         command = [sys.executable, script, "--role", "upstream", "--port", str(up_port)]
@@ -448,6 +450,7 @@ def measure(
                 for name in ("slow", "fast")
             )
             + CLIENT
+            + config_extra
         )
         home = folder / "home"
         home.mkdir()
@@ -695,6 +698,9 @@ def main() -> None:
         action="store_true",
         help="measure the relay floor (bench/relay_floor.py: the stack alone) instead of proxycast",
     )
+    parser.add_argument(
+        "--config-extra", default="", help="TOML appended to the gateway's configuration"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", default="streams", help="results name (bench/results/NAME.*)")
     parser.add_argument("--role", default="orchestrator", help=argparse.SUPPRESS)
@@ -729,6 +735,7 @@ def main() -> None:
                 args.timeout,
                 args.objects,
                 args.floor,
+                args.config_extra.replace("\\n", "\n"),
             )
         )
         write_results(args.out, result, markdown(result))

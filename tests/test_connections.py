@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import TYPE_CHECKING
 
@@ -235,3 +236,29 @@ async def test_request_bodies_past_the_inflight_bound_get_503(
         assert set(statuses) <= {200, 503}
     await holding.aclose()
     await other.aclose()
+
+
+async def test_a_closed_connection_is_freed_at_once(gateway: Gateway) -> None:
+    """A closed connection's objects go when it closes, not at the cyclic collector's next full
+    pass: with 10,000 streams ending, those waiting for one were 3 KB a stream of peak memory."""
+    from proxycast._connections import _TCPServer
+
+    def alive() -> int:
+        return sum(isinstance(o, _TCPServer) for o in gc.get_objects())
+
+    gc.collect()
+    before = alive()
+    gc.disable()
+    try:
+        for _ in range(5):
+            connection = await Connection.open(gateway.url)
+            await connection.send(post("/v1/chat/completions", BODY) + BODY)
+            assert (await connection.answer()).status == 200
+            await connection.aclose()
+        for _ in range(100):  # the server notices each close
+            if alive() == before:
+                break
+            await trio.sleep(0.02)
+        assert alive() == before
+    finally:
+        gc.enable()

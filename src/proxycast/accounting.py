@@ -431,7 +431,13 @@ class _Tracking:
                 message = {**message, "headers": headers}
             headers.append((b"x-request-id", self._rid))
             headers.extend((k.encode(), v.encode()) for k, v in record.headers.items())
-        elif message["type"] == "http.response.body":
+            await self._send(message)
+            # Sent. hypercorn keeps the start message as long as the response lasts (it reads its
+            # status for every piece of body), headers included: a stream held ~1 KB of them.
+            headers.clear()
+            record.headers.clear()
+            return
+        if message["type"] == "http.response.body":
             if record.ttft is None and message.get("body"):
                 record.ttft = trio.current_time() - record.started
             if not message.get("more_body", False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from proxycast.exchange import request_resources, request_scope
 
@@ -62,3 +63,29 @@ async def test_each_request_its_own() -> None:
         assert request_resources() is outer
     with pytest.raises(LookupError):
         request_resources()
+
+
+async def test_a_closer_past_the_time_limit_does_not_leak_its_cancellation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    closed: list[str] = []
+
+    async def stuck() -> None:
+        await trio.sleep(3600)
+
+    leaked: BaseException | None = None
+    try:  # caught here: a stray Cancelled could be swallowed by the test runner's own scopes
+        async with request_scope():
+            request_resources().callback(lambda: closed.append("body"))
+            request_resources().push_async_callback(stuck)
+    except BaseException as exc:
+        leaked = exc
+    assert leaked is None  # nothing outside was cancelled
+    assert closed == ["body"]
+
+
+async def test_a_callback_s_result_is_not_awaited() -> None:
+    box = [1, 2]
+    async with request_scope():
+        request_resources().callback(box.pop)  # type: ignore[arg-type]  # returns an int
+    assert box == [1]

@@ -19,6 +19,7 @@ its next request never read (STACK-NOTES "Seen under abuse"). Here:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import json
@@ -85,8 +86,16 @@ class Draining:
     async def expire(self) -> None:
         """At the deadline, wake every stream waiting on its upstream (run once draining)."""
         await trio.sleep_until(self.deadline)
+        self.wake()
+
+    def wake(self) -> None:
+        """End the upstream reads of every open stream: the one in progress is woken, and the
+        next fails too (a TLS read checkpoints once before it waits on its socket: a wake-up alone
+        could come just before the wait)."""
         for sock in list(self._sockets):
             trio.lowlevel.notify_closing(sock)
+            with contextlib.suppress(OSError):
+                sock.shutdown(trio.socket.SHUT_RDWR)
 
     def watch(self, sock: Any) -> None:
         """A stream waits on ``sock`` (a trio socket) until :meth:`unwatch`."""
@@ -268,11 +277,13 @@ class _TCPServer(TCPServer):
         except OSError:
             pass
         finally:
-            await self._close()  # noqa: ASYNC102 - aclose() closes the socket even when cancelled
-            # The protocols hold this object's send method, and it holds them: a reference cycle,
-            # which left every closed connection (~3 KB, its buffers and socket objects) to the
-            # cyclic garbage collector's rare full passes. Every task of the connection is over.
-            self.__dict__.pop("protocol", None)
+            try:
+                await self._close()  # noqa: ASYNC102 - aclose() closes the socket even when cancelled
+            finally:
+                # The protocols hold this object's send method, and it holds them: a reference
+                # cycle, which left every closed connection (~3 KB, its buffers and socket objects)
+                # to the cyclic garbage collector's rare full passes. The connection's tasks are over.
+                self.__dict__.pop("protocol", None)
 
 
 async def serve_connections(

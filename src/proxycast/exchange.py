@@ -13,6 +13,7 @@ other case, so that an upstream connection never outlives its client.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import math
 import time
@@ -67,7 +68,7 @@ class request_scope:  # noqa: N801 - used as a function: ``async with request_sc
     __slots__ = ("_closers", "_token")
 
     def __init__(self) -> None:
-        self._closers: list[Callable[[], Awaitable[None] | None]] = []
+        self._closers: list[Callable[[], object]] = []
 
     def callback(self, close: Callable[[], None]) -> None:
         self._closers.append(close)
@@ -85,12 +86,12 @@ class request_scope:  # noqa: N801 - used as a function: ``async with request_sc
             while self._closers:
                 try:
                     closing = self._closers.pop()()
-                    if closing is not None:
+                    if inspect.isawaitable(closing):
                         await closing
                 except BaseException as exc:  # the others are closed all the same
                     failure = failure or exc
-        if failure is not None:
-            raise failure
+            if failure is not None:
+                raise failure  # inside the scope: a Cancelled of its own deadline ends there
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -62,9 +62,9 @@ class Draining:
 
     Not a cancel scope per wait (one per piece of a stream's body, held as long as the stream waits:
     0.75 KB of every open stream, and its cost on every piece): a stream checks :attr:`expired`
-    before each wait, and :meth:`expire`, at the deadline, wakes the waits in progress (their upstream
-    sockets are notified as closing: the read fails at once and the stream ends with its error
-    frame).
+    before each wait, and :meth:`expire`, at the deadline, ends the waits in progress (their upstream
+    sockets are notified as closing and shut down: the read fails at once and the stream ends with
+    its error frame).
     """
 
     def __init__(self) -> None:

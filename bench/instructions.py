@@ -300,31 +300,28 @@ def main() -> None:
     }
     try:
         if not args.no_ceiling:
-            print("framework ceiling", flush=True)
-            port = run.free_port()
-            counts = measure_server(
-                framework_command(port, "ceiling"),
-                port,
-                folder,
-                {"openai passthrough": SCENARIOS["openai passthrough"]},
-                run.KEY,
-                args.requests,
-                cwd=HERE,
+            bare = (  # the framework answering by itself, then relaying through httpx
+                ("framework ceiling", "ceiling", ("openai passthrough",)),
+                (
+                    "relay floor",
+                    "relay_floor",
+                    [k for k in SCENARIOS if k.startswith("openai passthrough")],
+                ),
             )
-            result["measured"].append({"install": "framework ceiling", "variant": "", **counts})
-            print("relay floor", flush=True)
-            port = run.free_port()
-            counts = measure_server(
-                framework_command(port, "relay_floor"),
-                port,
-                folder,
-                {k: v for k, v in SCENARIOS.items() if k.startswith("openai passthrough")},
-                run.KEY,
-                args.requests,
-                cwd=HERE,
-                env={"UPSTREAM": upstream},
-            )
-            result["measured"].append({"install": "relay floor", "variant": "", **counts})
+            for install, module, names in bare:
+                print(install, flush=True)
+                port = run.free_port()
+                counts = measure_server(
+                    framework_command(port, module),
+                    port,
+                    folder,
+                    {name: SCENARIOS[name] for name in names},
+                    run.KEY,
+                    args.requests,
+                    cwd=HERE,
+                    env={"UPSTREAM": upstream},
+                )
+                result["measured"].append({"install": install, "variant": "", **counts})
         for label, python, variants in installs:
             for variant in variants:
                 server, tables, named = VARIANTS[variant]

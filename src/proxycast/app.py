@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING
 
 import trio
-from quart import Response, current_app, request
+from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from proxycast import cors, formats, loopguard
-from proxycast.accounting import Accounting, current_record
+from proxycast import cors
+from proxycast.accounting import Accounting
 from proxycast.api import admin, embeddings, inbound, models, responses, root
 from proxycast.api._common import CLOSERS
 from proxycast.catalog import Catalog
+from proxycast.direct import Direct
 from proxycast.errors import (
-    AuthenticationError,
-    InvalidRequestError,
     MethodNotAllowedError,
     ProxycastError,
-    RequestTooLargeError,
     RouteNotFoundError,
 )
-from proxycast.exchange import Exchange, request_resources, request_scope
+from proxycast.exchange import Exchange, request_scope
+from proxycast.gate import Gate, internal_error
 from proxycast.ui import api as ui_api
 from proxycast.ui import pages as ui_pages
 from proxycast.upstreams import make_client
@@ -37,16 +35,16 @@ if TYPE_CHECKING:
     import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-    from proxycast.clients import Client, Directory
     from proxycast.config import Config
 
 log = logging.getLogger("proxycast")
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_DIRECT = "proxycast.direct"
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
-    """quart-trio's HTTP handling, inside a resource stack owned by the request.
+    """An HTTP request, inside a resource stack owned by the request and the accounting's extent:
+    served by ``proxycast.direct`` when it is a model route's, by quart-trio otherwise.
 
     quart closes a streamed body when it gets to send it; a cancellation that lands between the handler
     returning and the body being entered (the client gone at that very moment) would leave the upstream
@@ -55,43 +53,13 @@ class _HTTPConnection(TrioASGIHTTPConnection):
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         accounts: Accounting = self.app.extensions["proxycast_accounting"]
+        direct: Direct = self.app.extensions[_DIRECT]
         async with request_scope(), accounts.request(self.scope, send) as tracked:
-            await super().__call__(receive, tracked)
-
-
-def error_response(error: ProxycastError) -> Response:
-    """The error in the dialect of the route's clients."""
-    exchange: Exchange = current_app.extensions["proxycast"]
-    error.message = exchange.redact(error.message)
-    record = current_record()
-    if record is not None:  # accounting: the ledger row's error type
-        record.error_type = error.kind
-    status, body = formats.dialect_for(request.path).render_error(error)
-    response = Response(body, status=status, content_type="application/json")
-    for name, value in error.headers.items():
-        response.headers[name] = value
-    return response
-
-
-def _authenticate(directory: Directory) -> Client:
-    presented = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization")
-    if presented is None and auth is not None:
-        scheme, _, credentials = auth.partition(" ")
-        if scheme.lower() == "bearer":
-            presented = credentials.strip()
-    if not presented:
-        raise AuthenticationError(
-            "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
-            "with one of this gateway's client keys."
-        )
-    client = directory.find(presented)  # constant time: every key's digest is compared
-    if client is None:
-        raise AuthenticationError(
-            "Incorrect API key: it is not one of this gateway's client keys "
-            "(server.api_keys, [[clients]])."
-        )
-    return client
+            route = direct.route(self.scope)
+            if route is not None:
+                await direct.serve(route, self.scope, receive, tracked)
+            else:
+                await super().__call__(receive, tracked)
 
 
 def close_resources(app: QuartTrio) -> None:
@@ -148,47 +116,13 @@ def create_app(
                 await accounts.aclose()
                 close_resources(app)
 
+    gate = Gate(config, exchange, accounts, hop_mark)
+    app.extensions[_DIRECT] = Direct(config, exchange, gate)
     cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
 
     @app.before_request
-    async def refuse_control_characters() -> None:
-        # h11 lets control characters other than NUL, CR and LF through in header values (RFC 9110
-        # 5.5 allows only HTAB, SP, visible characters and obs-text): they have no business in them.
-        for name, value in request.headers.items():
-            if _CONTROL.search(value):
-                raise InvalidRequestError(
-                    f"The request header {name.lower()!r} holds a control character."
-                )
-
-    @app.before_request
-    async def refuse_loops() -> None:
-        if hop_mark is not None:
-            url = request.host_url.rstrip("/")
-            loopguard.arrive(request.headers.get(loopguard.HOP_HEADER), hop_mark, url)
-
-    @app.before_request
-    async def authenticate() -> None:
-        if request.path.startswith(("/v1/", "/ui/api/")) or request.path == "/metrics":
-            accounts.authenticated(_authenticate(accounts.directory))
-
-    @app.before_request
-    async def reserve_body_memory() -> None:
-        # What a request's body may take is reserved before it is read (a chunked one may be up to
-        # max_body_bytes), and given back when the request ends, however it ends.
-        size = request.content_length
-        if size is None and "transfer-encoding" in request.headers:
-            size = config.server.max_body_bytes
-        if not size or size > config.server.max_body_bytes:
-            return  # nothing to hold, or a 413 anyway
-        limit = config.server.max_inflight_body_bytes
-        if exchange.inflight_body_bytes + size > limit:
-            raise ProxycastError(
-                f"The gateway holds as many request bodies as it may ({limit} bytes, "
-                "server.max_inflight_body_bytes); retry shortly.",
-                status=503,
-                headers={"retry-after": "1"},
-            )
-        request_resources().callback(exchange.reserve_body(size))
+    async def check() -> None:
+        gate.check(request.headers, request.path, lambda: request.host_url)
 
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)
@@ -201,7 +135,7 @@ def create_app(
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:
-        return error_response(error)
+        return gate.error_response(error, request.path)
 
     @app.errorhandler(HTTPException)
     async def on_http_exception(error: HTTPException) -> Response:
@@ -217,17 +151,16 @@ def create_app(
                 + (f"; use {allowed}." if allowed else ".")
             )
         elif code == 413:
-            mapped = RequestTooLargeError(
-                f"The request body is larger than this gateway's limit of "
-                f"{config.server.max_body_bytes} bytes (server.max_body_bytes)."
-            )
+            mapped = gate.too_large()
+        elif code == 408:
+            mapped = gate.too_slow()
         else:
             mapped = ProxycastError(error.description or error.name, status=code)
-        return error_response(mapped)
+        return gate.error_response(mapped, request.path)
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
-        return error_response(ProxycastError("Internal error in proxycast; see its log."))
+        return gate.error_response(internal_error(), request.path)
 
     return app

@@ -23,11 +23,22 @@ EXPOSED_HEADERS = (
 )
 
 
-def _allowed(origins: tuple[str, ...]) -> str | None:
-    origin = request.headers.get("origin")
+def _allowed(origin: str | None, origins: tuple[str, ...]) -> str | None:
     if origin is None:
         return None
     return origin if ("*" in origins or origin in origins) else None
+
+
+def mark(response: Response, origin: str | None, origins: tuple[str, ...]) -> None:
+    """Add the CORS headers of an answer to a request from ``origin`` (None: it sent no ``Origin``);
+    nothing when ``origins`` is empty."""
+    if not origins:
+        return
+    allowed = _allowed(origin, origins)
+    if allowed is not None:
+        response.headers["access-control-allow-origin"] = allowed
+        response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
+    response.vary.add("origin")
 
 
 def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
@@ -43,7 +54,7 @@ def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
     async def preflight() -> Response | None:
         if request.method != "OPTIONS" or "access-control-request-method" not in request.headers:
             return None
-        origin = _allowed(origins)
+        origin = _allowed(request.headers.get("origin"), origins)
         if origin is None:
             return None
         response = Response("", status=204)
@@ -56,9 +67,5 @@ def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
 
     @app.after_request
     async def allow_origin(response: Response) -> Response:
-        origin = _allowed(origins)
-        if origin is not None:
-            response.headers["access-control-allow-origin"] = origin
-            response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
-        response.vary.add("origin")
+        mark(response, request.headers.get("origin"), origins)
         return response

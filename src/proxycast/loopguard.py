@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from proxycast import formats
-from proxycast.config import ConfigError
 from proxycast.errors import ProxycastError
 from proxycast.redact import without_userinfo
 
@@ -105,6 +104,9 @@ def _is_local(host: str) -> bool:
 
 def check_not_self(config: Config, host: str, port: int) -> None:
     """Raise :class:`ConfigError` for a provider whose base URL is the listening address itself."""
+    # imported here: proxycast.config imports the formats, whose upstreams import this module
+    from proxycast.config import ConfigError
+
     wildcard = host in ("0.0.0.0", "::", "")
     for index, provider in enumerate(config.providers):
         parts = urlsplit(provider.url)

@@ -13,7 +13,7 @@ from proxycast.api._common import parse_and_validate
 
 if TYPE_CHECKING:
     from proxycast.exchange import Exchange
-    from proxycast.formats.contracts import InboundDialect, Operation
+    from proxycast.formats.contracts import Headers, InboundDialect, InboundRequest, Operation
 
 
 def current_exchange() -> Exchange:
@@ -21,17 +21,31 @@ def current_exchange() -> Exchange:
     return exchange
 
 
-async def _handle(dialect: InboundDialect, operation: Operation) -> Response:
-    raw = await request.get_data(cache=False, as_text=False)
-    assert isinstance(raw, bytes)  # as_text=False
-    headers = request.headers
-    inbound = await parse_and_validate(
+async def validated(
+    dialect: InboundDialect, operation: Operation, raw: bytes, headers: Headers
+) -> InboundRequest:
+    """The request ``raw`` is, validated by its dialect (400 in the dialect when it is not valid)."""
+    return await parse_and_validate(
         raw, lambda text, body, spans: dialect.read(text, body, spans, headers, operation)
     )
-    exchange = current_exchange()
+
+
+async def answer(
+    exchange: Exchange, dialect: InboundDialect, operation: Operation, inbound: InboundRequest
+) -> Response:
+    """The exchange's answer to a validated request."""
     if operation == "count_tokens":
         return await exchange.count_tokens(dialect, inbound)
     return await exchange.generate(dialect, inbound)
+
+
+async def _handle(dialect: InboundDialect, operation: Operation) -> Response:
+    # Reached only where proxycast.direct does not serve the route (an app mounted under a root
+    # path): the same steps, with Quart's request.
+    raw = await request.get_data(cache=False, as_text=False)
+    assert isinstance(raw, bytes)  # as_text=False
+    inbound = await validated(dialect, operation, raw, request.headers)
+    return await answer(current_exchange(), dialect, operation, inbound)
 
 
 def blueprint() -> Blueprint:

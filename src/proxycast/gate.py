@@ -1,0 +1,148 @@
+"""What every request passes before its route, and how it is refused: one set of rules for both ways a
+request is served (Quart's dispatch, and the model routes served straight from the ASGI connection,
+``proxycast.direct``)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol
+
+from quart import Response
+
+from proxycast import formats, loopguard
+from proxycast.accounting import current_record
+from proxycast.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ProxycastError,
+    RequestTooLargeError,
+)
+from proxycast.exchange import request_resources
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from proxycast.accounting import Accounting
+    from proxycast.clients import Client, Directory
+    from proxycast.config import Config
+    from proxycast.exchange import Exchange
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_AUTHENTICATED = ("/v1/", "/ui/api/")
+
+
+class RequestHeaders(Protocol):
+    """A request's headers: werkzeug's (looked up in any case), or the direct routes' dict (names in
+    lower case, as callers here ask for them)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+class Gate:
+    """The checks before a route (control characters, loops, authentication, the body's memory) and
+    the error answer, in the dialect of the route's clients."""
+
+    __slots__ = ("_accounts", "_config", "_exchange", "_hop_mark")
+
+    def __init__(
+        self, config: Config, exchange: Exchange, accounts: Accounting, hop_mark: str | None
+    ) -> None:
+        self._config = config
+        self._exchange = exchange
+        self._accounts = accounts
+        self._hop_mark = hop_mark
+
+    def check(self, headers: RequestHeaders, path: str, url: Callable[[], str]) -> None:
+        """Let the request through to its route, or raise the error it gets.
+
+        Args:
+            headers: the request's headers.
+            path: its path.
+            url: the URL the gateway was called at (named in a loop's error).
+        """
+        for name, value in headers.items():
+            # h11 lets control characters other than NUL, CR and LF through in header values (RFC
+            # 9110 5.5 allows only HTAB, SP, visible characters and obs-text): no business in them.
+            if _CONTROL.search(value):
+                raise InvalidRequestError(
+                    f"The request header {name.lower()!r} holds a control character."
+                )
+        if self._hop_mark is not None:
+            loopguard.arrive(headers.get(loopguard.HOP_HEADER), self._hop_mark, url())
+        if path.startswith(_AUTHENTICATED) or path == "/metrics":
+            self._accounts.authenticated(_authenticate(headers, self._accounts.directory))
+        self._reserve_body(headers)
+
+    def _reserve_body(self, headers: RequestHeaders) -> None:
+        # What a request's body may take is reserved before it is read (a chunked one may be up to
+        # max_body_bytes), and given back when the request ends, however it ends.
+        server = self._config.server
+        length = headers.get("content-length")
+        size = int(length) if length is not None and length.isdigit() else None
+        if size is None and headers.get("transfer-encoding") is not None:
+            size = server.max_body_bytes
+        if not size or size > server.max_body_bytes:
+            return  # nothing to hold, or a 413 anyway
+        exchange, limit = self._exchange, server.max_inflight_body_bytes
+        if exchange.inflight_body_bytes + size > limit:
+            raise ProxycastError(
+                f"The gateway holds as many request bodies as it may ({limit} bytes, "
+                "server.max_inflight_body_bytes); retry shortly.",
+                status=503,
+                headers={"retry-after": "1"},
+            )
+        request_resources().callback(exchange.reserve_body(size))
+
+    def error_response(self, error: ProxycastError, path: str) -> Response:
+        """The error in the dialect of the clients of ``path``."""
+        error.message = self._exchange.redact(error.message)
+        record = current_record()
+        if record is not None:  # accounting: the ledger row's error type
+            record.error_type = error.kind
+        status, body = formats.dialect_for(path).render_error(error)
+        response = Response(body, status=status, content_type="application/json")
+        for name, value in error.headers.items():
+            response.headers[name] = value
+        return response
+
+    def too_slow(self) -> ProxycastError:
+        seconds = self._config.server.upstream_timeout
+        return ProxycastError(
+            f"The request body did not arrive within {seconds:g} seconds "
+            "(server.upstream_timeout).",
+            status=408,
+        )
+
+    def too_large(self) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"The request body is larger than this gateway's limit of "
+            f"{self._config.server.max_body_bytes} bytes (server.max_body_bytes)."
+        )
+
+
+def internal_error() -> ProxycastError:
+    """What a client is told of a failure of proxycast's own (its log has the traceback)."""
+    return ProxycastError("Internal error in proxycast; see its log.")
+
+
+def _authenticate(headers: RequestHeaders, directory: Directory) -> Client:
+    presented = headers.get("x-api-key")
+    auth = headers.get("authorization")
+    if presented is None and auth is not None:
+        scheme, _, credentials = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            presented = credentials.strip()
+    if not presented:
+        raise AuthenticationError(
+            "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
+            "with one of this gateway's client keys."
+        )
+    client = directory.find(presented)  # constant time: every key's digest is compared
+    if client is None:
+        raise AuthenticationError(
+            "Incorrect API key: it is not one of this gateway's client keys "
+            "(server.api_keys, [[clients]])."
+        )
+    return client

@@ -164,12 +164,13 @@ class _H11(H11Protocol):
         await super()._maybe_recycle()
 
     async def _create_stream(self, request: h11.Request) -> None:
-        names = [name.lower() for name, _ in request.headers]
-        if b"transfer-encoding" in names and b"content-length" in names:
+        # raw_items(): the list itself (iterating h11's Headers goes through Sequence, item by item)
+        headers = {name.lower(): value for name, value in request.headers.raw_items()}
+        if b"transfer-encoding" in headers and b"content-length" in headers:
             await self._refuse(400, "The request has both Content-Length and Transfer-Encoding.")
             return
-        length = next((v for n, v in request.headers if n.lower() == b"content-length"), None)
-        chunked = b"transfer-encoding" in names
+        length = headers.get(b"content-length")
+        chunked = b"transfer-encoding" in headers
         self._body_left = None if chunked else int(length or 0)
         await super()._create_stream(request)
 

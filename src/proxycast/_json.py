@@ -37,7 +37,7 @@ def _finite(text: str) -> float:
 
 
 _decoder = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
-_WHITESPACE = " \t\n\r"
+_WHITESPACE_RUN = re.compile(r"[ \t\n\r]*").match
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -72,9 +72,7 @@ def _check(value: Any, text: str) -> None:
 
 
 def _skip(text: str, index: int) -> int:
-    while index < len(text) and text[index] in _WHITESPACE:
-        index += 1
-    return index
+    return _WHITESPACE_RUN(text, index).end()  # type: ignore[union-attr] # ``*`` always matches
 
 
 def parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:

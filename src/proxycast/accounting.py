@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
-_FINISH_SECONDS = 5.0
 UNCOUNTED = frozenset({"/ui/api/live"})
 """Paths left out of ``proxycast_in_flight_requests``: streams that last as long as a page is open."""
 
@@ -202,9 +201,9 @@ class Accounting:
                 await self.limiter.aclose()
 
     def request(self, scope: HTTPScope, send: ASGISendCallable) -> _Tracking:
-        """The extent of one HTTP request (``async with``): gives the ``send`` to use (it adds
-        ``x-request-id`` and sees the answer go out); when the request is over, its record is
-        finished."""
+        """One HTTP request's record, made the current one. Its ``tracked`` is the ``send`` to use
+        (it adds ``x-request-id`` and sees the answer go out); calling it (awaited, shielded, once
+        the request is over: the last of the request's resources) finishes the record."""
         return _Tracking(self, scope, send)
 
     def authenticated(self, client: Client) -> None:
@@ -402,8 +401,8 @@ class _Settle:
 
 
 class _Tracking:
-    """:meth:`Accounting.request`: a class rather than an ``asynccontextmanager``, as it runs once
-    per request (the generator's machinery was a measurable part of the per-request cost)."""
+    """:meth:`Accounting.request`: finished as one of the request's resources, not a context manager
+    of its own (which was one more shielded cancel scope a request)."""
 
     __slots__ = ("_accounting", "_counted", "_rid", "_send", "_token", "record")
 
@@ -420,6 +419,9 @@ class _Tracking:
         self._rid = self.record.request_id.encode()
         # An open dashboard's live stream lasts as long as the page: not a request in progress.
         self._counted = accounting.config.server.metrics and scope["path"] not in UNCOUNTED
+        self._token = _current.set(self.record)
+        if self._counted:
+            accounting.metrics.in_flight.inc()
 
     async def tracked(self, message: ASGISendEvent) -> None:
         record = self.record
@@ -444,18 +446,11 @@ class _Tracking:
                 record.completed = True
         await self._send(message)
 
-    async def __aenter__(self) -> Callable[[ASGISendEvent], Awaitable[None]]:
-        self._token = _current.set(self.record)
-        if self._counted:
-            self._accounting.metrics.in_flight.inc()
-        return self.tracked
-
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __call__(self) -> None:
         _current.reset(self._token)
         if self._counted:
             self._accounting.metrics.in_flight.dec()
-        with trio.move_on_after(_FINISH_SECONDS, shield=True):
-            await self._accounting._finish(self.record)
+        await self._accounting._finish(self.record)
 
 
 def _one_worker_limiter(config: Config) -> Limiter:

@@ -43,8 +43,8 @@ _DIRECT = "proxycast.direct"
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
-    """An HTTP request, inside a resource stack owned by the request and the accounting's extent:
-    served by ``proxycast.direct`` when it is a model route's, by quart-trio otherwise.
+    """An HTTP request, inside a resource stack owned by the request (its accounting record the last
+    of them): served by ``proxycast.direct`` when it is a model route's, by quart-trio otherwise.
 
     quart closes a streamed body when it gets to send it; a cancellation that lands between the handler
     returning and the body being entered (the client gone at that very moment) would leave the upstream
@@ -54,12 +54,14 @@ class _HTTPConnection(TrioASGIHTTPConnection):
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         accounts: Accounting = self.app.extensions["proxycast_accounting"]
         direct: Direct = self.app.extensions[_DIRECT]
-        async with request_scope(), accounts.request(self.scope, send) as tracked:
+        async with request_scope() as resources:
+            tracking = accounts.request(self.scope, send)
+            resources.push_async_callback(tracking)  # the last closed: after what the request held
             route = direct.route(self.scope)
             if route is not None:
-                await direct.serve(route, self.scope, receive, tracked)
+                await direct.serve(route, self.scope, receive, tracking.tracked)
             else:
-                await super().__call__(receive, tracked)
+                await super().__call__(receive, tracking.tracked)
 
 
 def close_resources(app: QuartTrio) -> None:

@@ -76,8 +76,9 @@ class request_scope:  # noqa: N801 - used as a function: ``async with request_sc
     def push_async_callback(self, close: Callable[[], Awaitable[None]]) -> None:
         self._closers.append(close)
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> request_scope:
         self._token = _request_resources.set(self)
+        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         _request_resources.reset(self._token)

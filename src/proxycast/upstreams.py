@@ -310,6 +310,8 @@ class Provider:
         # parsed URL per path, the timeouts, and the transport (mounts resolved once).
         base = httpx.Headers({"host": httpx.URL(self.url).netloc.decode("ascii")})
         base.update(client.headers)
+        for default in ("accept", "connection"):  # httpx's */* and keep-alive: HTTP/1.1's defaults
+            base.pop(default, None)  # (each header sent costs h11 a validation and a write)
         base.update({"content-type": "application/json", "accept-encoding": "identity"})
         base.update(format.headers)
         # kept as httpx.Headers: a request's copy shares their normalised entries (built from raw
@@ -468,6 +470,8 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes:
 
 async def aclose_shielded(response: httpx.Response) -> None:
     """Close an upstream response even inside a cancelled scope (the connection must not leak)."""
+    if response.is_closed:  # read to its end: closed already (a shielded scope a request saved)
+        return
     with trio.move_on_after(_CLOSE_SECONDS, shield=True):
         await response.aclose()
 

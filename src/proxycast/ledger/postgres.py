@@ -17,13 +17,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import attrs
 import psycopg
 import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from proxycast.ledger.rows import COLUMNS, storable
+from proxycast.ledger.rows import COLUMNS, stored_values
 from proxycast.ledger.store import (
     SERIES_GROUPS,
     LedgerUnavailableError,
@@ -143,7 +142,7 @@ def insert(conn: Connection, rows: Sequence[Row]) -> None:
     rows as one statement."""
     with conn.transaction(), conn.cursor() as cursor, cursor.copy(_COPY) as copy:
         for row in rows:
-            copy.write_row(attrs.astuple(storable(row)))
+            copy.write_row(stored_values(row))
 
 
 def prune(conn: Connection, before: float) -> int:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
-from proxycast.ledger.rows import COLUMNS, Row, storable
+from proxycast.ledger.rows import COLUMNS, Row, stored_values
 from proxycast.ledger.store import SERIES_GROUPS, report_rows, series_rows
 from proxycast.state.sqlite import connect
 
@@ -98,7 +97,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 def insert(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Append rows in one transaction."""
-    values = [attrs.astuple(storable(row)) for row in rows]
+    values = [stored_values(row) for row in rows]
     db.execute("BEGIN IMMEDIATE")
     try:
         db.executemany(_INSERT, values)

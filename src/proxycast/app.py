@@ -137,7 +137,7 @@ def create_app(
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:
-        return gate.error_response(error, request.path)
+        return gate.error_response(error, request.path).to_quart()
 
     @app.errorhandler(HTTPException)
     async def on_http_exception(error: HTTPException) -> Response:
@@ -158,11 +158,11 @@ def create_app(
             mapped = gate.too_slow()
         else:
             mapped = ProxycastError(error.description or error.name, status=code)
-        return gate.error_response(mapped, request.path)
+        return gate.error_response(mapped, request.path).to_quart()
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
-        return gate.error_response(internal_error(), request.path)
+        return gate.error_response(internal_error(), request.path).to_quart()
 
     return app

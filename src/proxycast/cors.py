@@ -9,7 +9,7 @@ preflights are treated as any other request (401 without a key). ``"*"`` lists e
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from quart import Response, request
 
@@ -29,16 +29,28 @@ def _allowed(origin: str | None, origins: tuple[str, ...]) -> str | None:
     return origin if ("*" in origins or origin in origins) else None
 
 
-def mark(response: Response, origin: str | None, origins: tuple[str, ...]) -> None:
-    """Add the CORS headers of an answer to a request from ``origin`` (None: it sent no ``Origin``);
-    nothing when ``origins`` is empty."""
+class _Headers(Protocol):
+    """An answer's headers: werkzeug's, or an :class:`~proxycast.exchange.Answer`'s dict."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def __setitem__(self, key: str, value: str, /) -> None: ...
+
+
+def mark(headers: _Headers, origin: str | None, origins: tuple[str, ...]) -> None:
+    """Add the CORS headers of an answer to a request from ``origin`` (None: it sent no ``Origin``)
+    to its ``headers``; nothing when ``origins`` is empty."""
     if not origins:
         return
     allowed = _allowed(origin, origins)
     if allowed is not None:
-        response.headers["access-control-allow-origin"] = allowed
-        response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
-    response.vary.add("origin")
+        headers["access-control-allow-origin"] = allowed
+        headers["access-control-expose-headers"] = EXPOSED_HEADERS
+    vary = headers.get("vary")
+    if not vary:
+        headers["vary"] = "origin"
+    elif "origin" not in (v.strip().lower() for v in vary.split(",")):
+        headers["vary"] = f"{vary}, origin"
 
 
 def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
@@ -67,5 +79,5 @@ def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
 
     @app.after_request
     async def allow_origin(response: Response) -> Response:
-        mark(response, request.headers.get("origin"), origins)
+        mark(response.headers, request.headers.get("origin"), origins)
         return response

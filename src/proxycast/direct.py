@@ -18,7 +18,6 @@ import math
 from typing import TYPE_CHECKING, cast
 
 import trio
-from quart.wrappers.response import DataBody
 
 from proxycast import cors, formats
 from proxycast.api import inbound as inbound_api
@@ -32,10 +31,9 @@ if TYPE_CHECKING:
         HTTPResponseStartEvent,
         HTTPScope,
     )
-    from quart import Response
 
     from proxycast.config import Config
-    from proxycast.exchange import Exchange
+    from proxycast.exchange import Answer, Exchange
     from proxycast.formats.contracts import InboundDialect, Operation
     from proxycast.gate import Gate
 
@@ -123,30 +121,33 @@ class Direct:
                 parts.append(part)
         raise self._gate.too_slow()
 
-    def _failed(self, error: Exception, scope: HTTPScope) -> Response:
+    def _failed(self, error: Exception, scope: HTTPScope) -> Answer:
         if not isinstance(error, ProxycastError):
             log.error("unexpected error on %s %s", scope["method"], scope["path"], exc_info=error)
             error = internal_error()
         return self._gate.error_response(error, scope["path"])
 
     async def _respond(
-        self, send: ASGISendCallable, response: Response, headers: dict[str, str]
+        self, send: ASGISendCallable, answer: Answer, headers: dict[str, str]
     ) -> None:
-        cors.mark(response, headers.get("origin"), self._origins)
-        start = {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": [(k.lower().encode(), v.encode()) for k, v in response.headers.items()],
-        }
-        await send(cast("HTTPResponseStartEvent", start))
-        body = response.response
-        if isinstance(body, DataBody):  # the whole answer: one piece, and the end
-            await send({"type": "http.response.body", "body": body.data, "more_body": False})
+        cors.mark(answer.headers, headers.get("origin"), self._origins)
+        head = [(name.encode(), value.encode()) for name, value in answer.headers.items()]
+        body = answer.body
+        if isinstance(body, bytes):  # the whole answer: one piece, and the end
+            head.append((b"content-length", str(len(body)).encode()))
+            await send(_start(answer.status, head))
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
-        async with body as pieces:
-            async for piece in pieces:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        # A stream: its end closes it (Relay), and so do the request's resources, shielded, if the
+        # client goes away first.
+        await send(_start(answer.status, head))
+        async for piece in body:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _start(status: int, headers: list[tuple[bytes, bytes]]) -> HTTPResponseStartEvent:
+    return {"type": "http.response.start", "status": status, "headers": headers, "trailers": False}
 
 
 async def _cancel_on_disconnect(receive: ASGIReceiveCallable, scope: trio.CancelScope) -> None:

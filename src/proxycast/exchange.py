@@ -95,6 +95,41 @@ class request_scope:  # noqa: N801 - used as a function: ``async with request_sc
                 raise failure  # inside the scope: a Cancelled of its own deadline ends there
 
 
+class Answer:
+    """What the exchange answers: a status, headers (names in lower case) and a body, whole or
+    streamed (a :class:`~proxycast.relay.Relay`).
+
+    Not Quart's ``Response``: the model routes send it themselves (``proxycast.direct``), and building
+    a ``Response`` (its header object, its content type, its body wrapper) was a measurable part of a
+    request's cost. A route that Quart serves returns :meth:`to_quart`.
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        body: bytes | Relay,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = {"content-type": content_type}
+        if headers:
+            self.headers.update(headers)
+
+    def to_quart(self) -> Response:
+        response = Response(self.body, status=self.status, headers=self.headers)
+        if not isinstance(self.body, bytes):
+            response.timeout = None  # a stream lasts as long as the model writes
+        return response
+
+
+def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(json.dumps(body).encode(), status, headers)
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         json.dumps(body), status=status, content_type="application/json", headers=headers
@@ -150,7 +185,7 @@ class Exchange:
         targets = [(r, self.providers[r.provider.name]) for r in own + fallbacks]
         return Plan(targets, self.config.routing)
 
-    async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Response:
+    async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Answer:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
         plan's targets and keys until one answers, while the client has received nothing."""
         record = current_record()
@@ -163,7 +198,7 @@ class Exchange:
         streams: dict[Attempt, Translator] = {}
         usages: dict[Attempt, hub.Usage] = {}  # per attempt: with hedging, the winner's is the one
 
-        async def attempt(chosen: Attempt) -> Response:
+        async def attempt(chosen: Attempt) -> Answer:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
             model = request.client_model
             forward = dialect.forwards_to(provider.config, request)
@@ -198,12 +233,12 @@ class Exchange:
                     await provider.read_all(response), model, provider.name
                 )
                 usages[chosen] = usage
-                return Response(data, content_type="application/json")
+                return Answer(data)
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
             if replies:
                 usages[chosen] = replies[0].usage
-            return json_response(dialect.reply_from_internal(replies, model, conversation[0]))
+            return json_answer(dialect.reply_from_internal(replies, model, conversation[0]))
 
         try:
             answer, chosen = await self._run(plan, attempt)
@@ -221,8 +256,8 @@ class Exchange:
         return answer
 
     async def _run(
-        self, plan: Plan, attempt: Callable[[Attempt], Awaitable[Response]]
-    ) -> tuple[Response, Attempt]:
+        self, plan: Plan, attempt: Callable[[Attempt], Awaitable[Answer]]
+    ) -> tuple[Answer, Attempt]:
         """Run the plan's attempts one after another (or, with ``hedge_after``, a second beside a
         first that has produced nothing yet) until one answers."""
         hedge = self.config.routing.hedge_after
@@ -239,7 +274,7 @@ class Exchange:
             raise plan.exhausted()
         return await _hedged(plan, attempt, hedge)
 
-    async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Response:
+    async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Answer:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
         if self.accounting is not None:
@@ -250,16 +285,16 @@ class Exchange:
             response = await provider.open(dialect.forward(request, route.upstream_model))
             data = await provider.read_all(response)
             data, _ = dialect.forwarded_reply(data, model, provider.name)
-            return Response(data, content_type="application/json")
+            return Answer(data)
         conversation = dialect.request_to_internal(request)
         count = provider.format.count_tokens(conversation, route.upstream_model)
         if isinstance(count, Estimate):
-            return json_response(
+            return json_answer(
                 dialect.tokens_counted(count.input_tokens), headers={ESTIMATE_HEADER: "estimate"}
             )
         response = await provider.open(count.request)
         counted = count.read(await provider.read_object(response))
-        return json_response(dialect.tokens_counted(counted))
+        return json_answer(dialect.tokens_counted(counted))
 
 
 PROVIDER_HEADER = "x-proxycast-provider"
@@ -274,7 +309,7 @@ async def _stream(
     response: httpx.Response,
     translator: Translator,
     on_end: Callable[[], Awaitable[None]] | None = None,
-) -> Response:
+) -> Answer:
     """The streamed answer, once the upstream has sent content: what it sent before (its opening
     events) is held back, so that an error before any content can still be retried elsewhere.
 
@@ -303,9 +338,7 @@ async def _stream(
         await close()  # noqa: ASYNC102 - shielded inside aclose_shielded; the generator's close is quick
         raise
     relay = Relay(chunks, translator, close, bytes(held) if held else b"", on_end)
-    result = Response(relay, status=200, content_type="text/event-stream", headers=SSE_HEADERS)
-    result.timeout = None
-    return result
+    return Answer(relay, headers=SSE_HEADERS, content_type="text/event-stream")
 
 
 class _Reservation:
@@ -337,13 +370,13 @@ class _Close:
 
 
 async def _hedged(
-    plan: Plan, attempt: Callable[[Attempt], Awaitable[Response]], hedge: float
-) -> tuple[Response, Attempt]:
+    plan: Plan, attempt: Callable[[Attempt], Awaitable[Answer]], hedge: float
+) -> tuple[Answer, Attempt]:
     """Attempts raced two at most: when the one in flight has produced nothing after ``hedge``
     seconds, the next starts beside it; the first to answer wins and the other is cancelled (its
     upstream connection closed at once, as for a client that left)."""
-    send, receive = trio.open_memory_channel[tuple[Attempt, Response | ProxycastError]](2)
-    winner: tuple[Response, Attempt] | None = None
+    send, receive = trio.open_memory_channel[tuple[Attempt, Answer | ProxycastError]](2)
+    winner: tuple[Answer, Attempt] | None = None
     failure: ProxycastError | None = None
 
     async with trio.open_nursery() as nursery:
@@ -357,7 +390,7 @@ async def _hedged(
 
         async def run(chosen: Attempt) -> None:
             try:
-                outcome: Response | ProxycastError = await attempt(chosen)
+                outcome: Answer | ProxycastError = await attempt(chosen)
             except ProxycastError as error:
                 outcome = error
             try:
@@ -372,7 +405,7 @@ async def _hedged(
             with trio.move_on_after(deadline):
                 chosen, outcome = await receive.receive()
                 in_flight -= 1
-                if isinstance(outcome, Response):
+                if isinstance(outcome, Answer):
                     plan.succeeded(chosen)
                     winner = (outcome, chosen)
                     nursery.cancel_scope.cancel()
@@ -398,10 +431,8 @@ async def _hedged(
     raise failure if failure is not None else plan.exhausted()
 
 
-async def _discard(outcome: Response | ProxycastError) -> None:
+async def _discard(outcome: Answer | ProxycastError) -> None:
     """Close an answer nobody will read (a hedged attempt that lost): its upstream connection too."""
-    body = getattr(outcome, "response", None)
-    close = getattr(getattr(body, "iter", None), "aclose", None)
-    if close is not None:
+    if isinstance(outcome, Answer) and isinstance(outcome.body, Relay):
         with trio.CancelScope(shield=True):
-            await close()
+            await outcome.body.aclose()

@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Protocol
 
-from quart import Response
-
 from proxycast import formats, loopguard
 from proxycast.accounting import current_record
 from proxycast.errors import (
@@ -17,7 +15,7 @@ from proxycast.errors import (
     ProxycastError,
     RequestTooLargeError,
 )
-from proxycast.exchange import request_resources
+from proxycast.exchange import Answer, request_resources
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -95,17 +93,14 @@ class Gate:
             )
         request_resources().callback(exchange.reserve_body(size))
 
-    def error_response(self, error: ProxycastError, path: str) -> Response:
+    def error_response(self, error: ProxycastError, path: str) -> Answer:
         """The error in the dialect of the clients of ``path``."""
         error.message = self._exchange.redact(error.message)
         record = current_record()
         if record is not None:  # accounting: the ledger row's error type
             record.error_type = error.kind
         status, body = formats.dialect_for(path).render_error(error)
-        response = Response(body, status=status, content_type="application/json")
-        for name, value in error.headers.items():
-            response.headers[name] = value
-        return response
+        return Answer(body, status, {name.lower(): value for name, value in error.headers.items()})
 
     def too_slow(self) -> ProxycastError:
         seconds = self._config.server.upstream_timeout

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from proxycast._json import dumps_text
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -83,8 +85,8 @@ class ResponseStore:
                 self._conn = None
 
     def put(self, owner: str, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
-        data = json.dumps(response, ensure_ascii=False)
-        chain = json.dumps(items, ensure_ascii=False)
+        data = dumps_text(response)
+        chain = dumps_text(items)
         now = time.time()
         with self._db() as db, db:
             db.execute("BEGIN IMMEDIATE")

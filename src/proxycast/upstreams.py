@@ -15,6 +15,7 @@ import trio
 
 from proxycast import loopguard
 from proxycast._connections import Draining, current_draining
+from proxycast._json import dumps_text
 from proxycast.errors import (
     ErrorInfo,
     ProxycastError,
@@ -350,7 +351,7 @@ class Provider:
         """
         body = request.raw
         if body is None:
-            body = json.dumps(request.body, ensure_ascii=False).encode()
+            body = dumps_text(request.body).encode()
         url = self._urls.get(request.path)
         if url is None:
             if (

@@ -12,7 +12,7 @@ from proxycast import formats
 from proxycast.api._common import parse_and_validate
 
 if TYPE_CHECKING:
-    from proxycast.exchange import Exchange
+    from proxycast.exchange import Answer, Exchange
     from proxycast.formats.contracts import Headers, InboundDialect, InboundRequest, Operation
 
 
@@ -32,7 +32,7 @@ async def validated(
 
 async def answer(
     exchange: Exchange, dialect: InboundDialect, operation: Operation, inbound: InboundRequest
-) -> Response:
+) -> Answer:
     """The exchange's answer to a validated request."""
     if operation == "count_tokens":
         return await exchange.count_tokens(dialect, inbound)
@@ -45,7 +45,7 @@ async def _handle(dialect: InboundDialect, operation: Operation) -> Response:
     raw = await request.get_data(cache=False, as_text=False)
     assert isinstance(raw, bytes)  # as_text=False
     inbound = await validated(dialect, operation, raw, request.headers)
-    return await answer(current_exchange(), dialect, operation, inbound)
+    return (await answer(current_exchange(), dialect, operation, inbound)).to_quart()
 
 
 def blueprint() -> Blueprint:

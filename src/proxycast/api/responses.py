@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from proxycast.config import Config
-    from proxycast.exchange import Exchange
+    from proxycast.exchange import Answer, Exchange
 
 log = logging.getLogger("proxycast")
 
@@ -63,7 +63,7 @@ def _client_key() -> str:
     return key
 
 
-def _dropped(exchange: Exchange, response: Response, parsed: Request) -> tuple[str, ...]:
+def _dropped(exchange: Exchange, response: Answer, parsed: Request) -> tuple[str, ...]:
     """The built-in tools the converted request left out, for the provider that answered: all of
     them, but a web search that provider's format runs itself."""
     body = parsed.body
@@ -140,7 +140,7 @@ def blueprint(config: Config) -> Blueprint:
                 ", ".join(dropped),
             )
             response.headers[DROPPED_TOOLS_HEADER] = ", ".join(dropped)
-        return response
+        return response.to_quart()
 
     @routes.get("/v1/responses/<ident>")
     async def retrieve(ident: str) -> Response:

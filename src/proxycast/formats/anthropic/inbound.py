@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cattrs.errors import BaseValidationError
 
 from proxycast import hub
-from proxycast._json import replace_value
+from proxycast._json import dumps_text, replace_value
 from proxycast.errors import ProxycastError
 from proxycast.formats.anthropic import wire
 from proxycast.formats.anthropic.errors import error_body, mark_not_retryable, status
@@ -255,7 +255,7 @@ def response_from_internal(reply: hub.Reply, model: str) -> dict[str, Any]:
 
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    return f"event: {event}\ndata: {dumps_text(data)}\n\n".encode()
 
 
 def error_frame(error: ProxycastError) -> bytes:
@@ -489,7 +489,7 @@ def without_gemini_signatures(text: str, model: str) -> str | None:
         return None
     body["messages"] = messages
     body["model"] = model
-    return json.dumps(body, ensure_ascii=False)
+    return dumps_text(body)
 
 
 class AnthropicDialect:

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from proxycast import sse
+from proxycast._json import dumps_text
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats.anthropic.errors import error_body, error_info
 from proxycast.formats.anthropic.outbound import usage_to_internal
@@ -51,7 +52,7 @@ class AnthropicPassthrough(Passthrough):
             start["message"]["model"] = self._model
         except (ValueError, KeyError, TypeError, AttributeError):
             return data
-        return json.dumps(start, ensure_ascii=False)
+        return dumps_text(start)
 
     def _read_usage(self, data: str | None, usage: Any) -> None:
         """Keep the usage an event reports (``data``: a ``message_delta`` to parse)."""

@@ -13,7 +13,7 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import hub
-from proxycast._json import parse_object
+from proxycast._json import dumps_text, parse_object
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats.contracts import (
     Headers,
@@ -403,24 +403,27 @@ class StreamEncoder:
         self._id = "chatcmpl-proxycast"
         self._sent_tool_calls = False
         self.finished = False
+        self._head = ""
+        """The text every chunk starts with (its id, created, model), built once an id is known."""
+        self._tail = '}]' + (', "usage": null' if include_usage else "") + "}\n\n"
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self._include_usage:
-            chunk["usage"] = None
-        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+        # What json.dumps of the whole chunk writes, with only the delta and the finish reason
+        # serialised per chunk (a converted stream's cost per chunk).
+        if not self._head:
+            fixed = {"id": self._id, "object": "chat.completion.chunk"}
+            fixed |= {"created": self._created, "model": self._model}
+            self._head = f'data: {dumps_text(fixed)[:-1]}, "choices": [{{"index": 0, "delta": '
+        finished = "null" if finish is None else dumps_text(finish)
+        text = f'{self._head}{dumps_text(delta)}, "logprobs": null, "finish_reason": {finished}'
+        return (text + self._tail).encode()
 
     def encode(self, event: hub.StreamEvent) -> bytes:
         if self.finished:
             return b""
         if isinstance(event, hub.Start):
             self._id = event.id if event.id.startswith("chatcmpl-") else f"chatcmpl-{event.id}"
+            self._head = ""
             return self._chunk({"role": "assistant", "content": ""})
         if isinstance(event, hub.TextDelta):
             return self._chunk({"content": event.text})
@@ -552,7 +555,7 @@ def without_signed_ids(text: str, model: str) -> str | None:
     if not changed:
         return None
     body["model"] = model
-    return json.dumps(body, ensure_ascii=False)
+    return dumps_text(body)
 
 
 class OpenAIDialect:
@@ -602,7 +605,7 @@ class OpenAIDialect:
         if text is None:
             text = request.text
             if upstream_model != request.client_model:
-                edits.append((spans["model"], json.dumps(upstream_model, ensure_ascii=False)))
+                edits.append((spans["model"], dumps_text(upstream_model)))
         else:
             _, spans = parse_object(text)  # the body was written anew: its own spans
         if request.stream and request.parsed is not None and not _usage_asked(request.parsed):
@@ -655,7 +658,7 @@ def _ask_usage(text: str, spans: Mapping[str, tuple[int, int]]) -> tuple[tuple[i
         start, end = spans["stream_options"]
         options = json.loads(text[start:end])
         options = {**options, "include_usage": True} if isinstance(options, dict) else {}
-        return (start, end), json.dumps(options or {"include_usage": True}, ensure_ascii=False)
+        return (start, end), dumps_text(options or {"include_usage": True})
     close = text.rindex("}")  # the body is a JSON object: its last brace closes it
     return (close, close), ', "stream_options": {"include_usage": true}'
 

@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from proxycast import sse
-from proxycast._json import model_span, replace_value
+from proxycast._json import dumps_text, model_span, replace_value
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats.openai.errors import error_body, error_info
 from proxycast.formats.openai.outbound import usage_to_internal
@@ -60,7 +60,7 @@ class OpenAIPassthrough(Passthrough):
     ) -> None:
         super().__init__(client_model, provider_name, redact)
         self._saw_finish = False
-        self._model_json = json.dumps(client_model, ensure_ascii=False).encode()
+        self._model_json = dumps_text(client_model).encode()
         self._hide_usage = hide_usage
         """The client did not ask for usage (proxycast did, for its accounting): the usage chunk
         is read, not forwarded."""

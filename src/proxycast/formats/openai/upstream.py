@@ -8,6 +8,7 @@ import math
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from proxycast._json import dumps_text
 from proxycast.formats.contracts import EnvDefaults, Estimate, ModelsPage, UpstreamRequest
 from proxycast.formats.openai import errors, outbound
 from proxycast.upstreams import HeaderAuth
@@ -22,9 +23,7 @@ if TYPE_CHECKING:
 def estimate_tokens(body: Mapping[str, Any]) -> int:
     """About four characters a token (OpenAI's rule of thumb for English), over the messages and tools,
     plus a few tokens of framing per message. An estimate, and said to be one."""
-    text = json.dumps(body.get("messages", []), ensure_ascii=False) + json.dumps(
-        body.get("tools", [])
-    )
+    text = dumps_text(body.get("messages", [])) + json.dumps(body.get("tools", []))
     return math.ceil(len(text) / 4) + 3 * len(body.get("messages", []))
 
 

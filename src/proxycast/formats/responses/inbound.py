@@ -19,7 +19,7 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import hub
-from proxycast._json import replace_value
+from proxycast._json import dumps_text, replace_value
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats.contracts import (
     Headers,
@@ -487,7 +487,7 @@ class StreamEncoder:
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, **fields, "sequence_number": self._sequence}
         self._sequence += 1
-        return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        return f"event: {kind}\ndata: {dumps_text(data)}\n\n".encode()
 
     def _response(self, status: str, **fields: Any) -> dict[str, Any]:
         c = self._conversation

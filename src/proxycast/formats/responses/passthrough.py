@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from proxycast import hub, sse
+from proxycast._json import dumps_text
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats.openai.errors import error_info
 from proxycast.formats.responses.errors import stream_error
@@ -72,7 +73,7 @@ class ResponsesPassthrough(Passthrough):
             response = parsed.get("response")
             if isinstance(response, dict) and "model" in response:
                 response["model"] = self._model
-                data = json.dumps(parsed, ensure_ascii=False)
+                data = dumps_text(parsed)
             if isinstance(response, dict) and response.get("usage"):
                 self.usage = usage_to_internal(response["usage"])
         if kind in _FINAL:
@@ -97,4 +98,4 @@ class ResponsesPassthrough(Passthrough):
             "param": error.param,
             "sequence_number": self._sequence,
         }
-        return sse.encode(json.dumps(event, ensure_ascii=False), "error")
+        return sse.encode(dumps_text(event), "error")

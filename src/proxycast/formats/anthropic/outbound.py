@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from proxycast import hub, sse
+from proxycast._json import loads_event
 from proxycast.errors import ErrorInfo, InvalidRequestError, UpstreamError, upstream_error
 from proxycast.formats.anthropic.errors import error_info
 from proxycast.formats.contracts import UpstreamRequest
@@ -550,12 +551,14 @@ class StreamDecoder(sse.EventDecoder):
 
     def _event(self, event: sse.Event) -> list[hub.StreamEvent]:
         try:
-            data = json.loads(event.data)
+            data = loads_event(event.data)
         except ValueError:
             return []
         if not isinstance(data, dict):
             return []
         kind = data.get("type", event.event)
+        if kind == "content_block_delta":  # the commonest, first
+            return self._delta(data)
         if kind == "message_start":
             message = data.get("message") or {}
             self._usage = usage_to_internal(message.get("usage"))
@@ -593,30 +596,6 @@ class StreamDecoder(sse.EventDecoder):
                 return [hub.TextDelta(block["text"])] if block.get("text") else []
             if block.get("type") == "thinking" and block.get("thinking"):
                 return [hub.ReasoningDelta(text=block["thinking"])]
-            return []
-        if kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            dtype = delta.get("type")
-            if dtype == "text_delta" and delta.get("text"):
-                return [hub.TextDelta(delta["text"])]
-            if dtype == "thinking_delta" and delta.get("thinking"):
-                return [hub.ReasoningDelta(text=delta["thinking"])]
-            if dtype == "signature_delta" and delta.get("signature"):
-                return [hub.ReasoningDelta(signature=delta["signature"])]
-            if dtype == "citations_delta" and data.get("index", -1) in self._texts:
-                self._texts[data.get("index", -1)][1].append(delta.get("citation"))
-                return []
-            search = self._searches.get(data.get("index", -1))
-            if dtype == "input_json_delta" and search is not None:
-                search[1].append(delta.get("partial_json") or "")
-                return []
-            if dtype == "input_json_delta" and data.get("index", -1) in self._json_blocks:
-                return [hub.TextDelta(delta["partial_json"])] if delta.get("partial_json") else []
-            if dtype == "input_json_delta" and delta.get("partial_json"):
-                tool = self._tools.get(data.get("index", -1))
-                if tool is not None:
-                    tool[1] = True
-                    return [hub.ToolArgsDelta(index=tool[0], fragment=delta["partial_json"])]
             return []
         if kind == "content_block_stop":
             text = self._texts.pop(data.get("index", -1), None)
@@ -656,6 +635,32 @@ class StreamDecoder(sse.EventDecoder):
             self.finished = True
             return [hub.Failure(stream_error(data))]
         return []  # ping, and event types Anthropic adds later
+
+    def _delta(self, data: dict[str, Any]) -> list[hub.StreamEvent]:
+        """A ``content_block_delta`` event."""
+        delta = data.get("delta") or {}
+        dtype = delta.get("type")
+        if dtype == "text_delta" and delta.get("text"):
+            return [hub.TextDelta(delta["text"])]
+        if dtype == "thinking_delta" and delta.get("thinking"):
+            return [hub.ReasoningDelta(text=delta["thinking"])]
+        if dtype == "signature_delta" and delta.get("signature"):
+            return [hub.ReasoningDelta(signature=delta["signature"])]
+        if dtype == "citations_delta" and data.get("index", -1) in self._texts:
+            self._texts[data.get("index", -1)][1].append(delta.get("citation"))
+            return []
+        search = self._searches.get(data.get("index", -1))
+        if dtype == "input_json_delta" and search is not None:
+            search[1].append(delta.get("partial_json") or "")
+            return []
+        if dtype == "input_json_delta" and data.get("index", -1) in self._json_blocks:
+            return [hub.TextDelta(delta["partial_json"])] if delta.get("partial_json") else []
+        if dtype == "input_json_delta" and delta.get("partial_json"):
+            tool = self._tools.get(data.get("index", -1))
+            if tool is not None:
+                tool[1] = True
+                return [hub.ToolArgsDelta(index=tool[0], fragment=delta["partial_json"])]
+        return []
 
     def end(self) -> list[hub.StreamEvent]:
         """Nothing: an Anthropic stream ends with ``message_stop``, and one that did not was cut."""

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import attrs
 
 from proxycast import hub, sse
+from proxycast._json import loads_event
 from proxycast.errors import (
     ErrorInfo,
     InvalidRequestError,
@@ -535,7 +536,7 @@ class StreamDecoder(sse.EventDecoder):
 
     def _event(self, event: sse.Event) -> list[hub.StreamEvent]:
         try:
-            data = json.loads(event.data)
+            data = loads_event(event.data)
         except ValueError:
             return []
         if not isinstance(data, dict):

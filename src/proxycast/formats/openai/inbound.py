@@ -405,17 +405,21 @@ class StreamEncoder:
         self.finished = False
         self._head = ""
         """The text every chunk starts with (its id, created, model), built once an id is known."""
-        self._tail = '}]' + (', "usage": null' if include_usage else "") + "}\n\n"
+        self._tail = "}]" + (', "usage": null' if include_usage else "") + "}\n\n"
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(self, delta: dict[str, Any] | str, finish: str | None = None) -> bytes:
+        """A chunk with ``delta`` (an object, or its JSON text)."""
         # What json.dumps of the whole chunk writes, with only the delta and the finish reason
         # serialised per chunk (a converted stream's cost per chunk).
         if not self._head:
-            fixed = {"id": self._id, "object": "chat.completion.chunk"}
+            fixed: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk"}
             fixed |= {"created": self._created, "model": self._model}
+            fixed["model"] = self._model
             self._head = f'data: {dumps_text(fixed)[:-1]}, "choices": [{{"index": 0, "delta": '
         finished = "null" if finish is None else dumps_text(finish)
-        text = f'{self._head}{dumps_text(delta)}, "logprobs": null, "finish_reason": {finished}'
+        if not isinstance(delta, str):
+            delta = dumps_text(delta)
+        text = f'{self._head}{delta}, "logprobs": null, "finish_reason": {finished}'
         return (text + self._tail).encode()
 
     def encode(self, event: hub.StreamEvent) -> bytes:
@@ -425,8 +429,8 @@ class StreamEncoder:
             self._id = event.id if event.id.startswith("chatcmpl-") else f"chatcmpl-{event.id}"
             self._head = ""
             return self._chunk({"role": "assistant", "content": ""})
-        if isinstance(event, hub.TextDelta):
-            return self._chunk({"content": event.text})
+        if isinstance(event, hub.TextDelta):  # the commonest: its delta written directly
+            return self._chunk(f'{{"content": {dumps_text(event.text)}}}')
         if isinstance(event, hub.ReasoningDelta):
             # LiteLLM's stream shape: thinking text fragments, then the signature in its own chunk
             if not (event.text or event.signature):

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from proxycast import hub, sse
+from proxycast._json import loads_event
 from proxycast.errors import ErrorInfo, InvalidRequestError, upstream_error
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.openai.errors import error_info
@@ -292,7 +293,7 @@ class StreamDecoder(sse.EventDecoder):
         if event.data == "[DONE]":
             return self.end()
         try:
-            chunk = json.loads(event.data)
+            chunk = loads_event(event.data)
         except ValueError:
             return []
         if not isinstance(chunk, dict):

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAX_DEPTH = 128
 """Deepest nesting of arrays and objects accepted in a body. LLM requests nest a few levels, plus their
@@ -57,9 +60,10 @@ def loads_event(text: str) -> Any:
 
 
 dumps_text = json.JSONEncoder(ensure_ascii=False).encode
-"""``dumps_text(value)``, with one encoder for every call (``json.dumps`` with an
-argument builds an encoder each time: a measurable part of a converted stream's cost per chunk)."""
-_WHITESPACE_RUN = re.compile(r"[ \t\n\r]*").match
+"""``json.dumps(value, ensure_ascii=False)`` with one encoder for every call (``json.dumps`` with
+an argument builds an encoder each time: a measurable part of a converted stream's cost per chunk)."""
+_WHITESPACE_RUN = cast("Callable[[str, int], re.Match[str]]", re.compile(r"[ \t\n\r]*").match)
+"""The run of whitespace at an index (``*`` matches there always: never None)."""
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -93,10 +97,6 @@ def _check(value: Any, text: str) -> None:
                 stack.append((child, depth + 1))
 
 
-def _skip(text: str, index: int) -> int:
-    return _WHITESPACE_RUN(text, index).end()  # type: ignore[union-attr] # ``*`` always matches
-
-
 def parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
     """Parse a JSON object; also return the (start, end) span of each top-level value.
 
@@ -119,13 +119,13 @@ def parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]
 
 
 def _parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
-    index = _skip(text, 0)
+    index = _WHITESPACE_RUN(text, 0).end()
     if not text.startswith("{", index):
         value = _decoder.decode(text)  # raises JSONDecodeError for invalid JSON
         raise NotAnObjectError(type(value).__name__)
     result: dict[str, Any] = {}
     spans: dict[str, tuple[int, int]] = {}
-    index = _skip(text, index + 1)
+    index = _WHITESPACE_RUN(text, index + 1).end()
     if text.startswith("}", index):
         _trailing(text, index + 1)
         return result, spans
@@ -135,19 +135,19 @@ def _parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]
                 "Expecting property name enclosed in double quotes", text, index
             )
         key, index = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
-        index = _skip(text, index)
+        index = _WHITESPACE_RUN(text, index).end()
         if not text.startswith(":", index):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-        start = _skip(text, index + 1)
+        start = _WHITESPACE_RUN(text, index + 1).end()
         value, end = _decoder.raw_decode(text, start)
         if key in result:
             # which one counts is a guess: routing would use one, an upstream perhaps the other
             raise RejectedJSONError(f"the key {key[:100]!r} appears twice")
         result[key] = value
         spans[key] = (start, end)
-        index = _skip(text, end)
+        index = _WHITESPACE_RUN(text, end).end()
         if text.startswith(",", index):
-            index = _skip(text, index + 1)
+            index = _WHITESPACE_RUN(text, index + 1).end()
             continue
         if text.startswith("}", index):
             _trailing(text, index + 1)
@@ -156,7 +156,7 @@ def _parse_object(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]
 
 
 def _trailing(text: str, index: int) -> None:
-    index = _skip(text, index)
+    index = _WHITESPACE_RUN(text, index).end()
     if index != len(text):
         raise json.JSONDecodeError("Extra data", text, index)
 

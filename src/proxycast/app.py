@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     import httpx
-    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
     from proxycast.config import Config
 
@@ -43,8 +43,8 @@ _DIRECT = "proxycast.direct"
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
-    """An HTTP request, inside a resource stack owned by the request (its accounting record the last
-    of them): served by ``proxycast.direct`` when it is a model route's, by quart-trio otherwise.
+    """A request Quart serves (any but a model route's), inside a resource stack owned by the request
+    (its accounting record the last of them).
 
     quart closes a streamed body when it gets to send it; a cancellation that lands between the handler
     returning and the body being entered (the client gone at that very moment) would leave the upstream
@@ -53,15 +53,30 @@ class _HTTPConnection(TrioASGIHTTPConnection):
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         accounts: Accounting = self.app.extensions["proxycast_accounting"]
-        direct: Direct = self.app.extensions[_DIRECT]
         async with request_scope() as resources:
             tracking = accounts.request(self.scope, send)
             resources.push_async_callback(tracking)  # the last closed: after what the request held
-            route = direct.route(self.scope)
+            await super().__call__(receive, tracking.tracked)
+
+
+class _Gateway(QuartTrio):
+    """The app. A model route's request is served by ``proxycast.direct`` as hypercorn hands it over,
+    in the same resource stack as :class:`_HTTPConnection`'s; every other goes through Quart."""
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "http":
+            direct: Direct = self.extensions[_DIRECT]
+            route = direct.route(scope)
             if route is not None:
-                await direct.serve(route, self.scope, receive, tracking.tracked)
-            else:
-                await super().__call__(receive, tracking.tracked)
+                accounts: Accounting = self.extensions["proxycast_accounting"]
+                async with request_scope() as resources:
+                    tracking = accounts.request(scope, send)
+                    resources.push_async_callback(tracking)  # the last closed
+                    await direct.serve(route, scope, receive, tracking.tracked)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def close_resources(app: QuartTrio) -> None:
@@ -88,7 +103,7 @@ def create_app(
         hop_mark: this gateway's mark (``loopguard``), which ``client`` sends upstream: a request
             that arrives with it is a loop, answered 508.
     """
-    app = QuartTrio("proxycast")
+    app = _Gateway("proxycast")
     app.asgi_http_class = _HTTPConnection
     app.config.update(
         MAX_CONTENT_LENGTH=config.server.max_body_bytes,

@@ -148,6 +148,8 @@ SCENARIOS = {
         "openai", GEMINI_SSE_MODEL, True, GEMINI_SSE_PATH, "gemini"
     ),
 }
+FLOOR = "relay floor"
+FLOOR_SCENARIOS = ("openai passthrough", "openai passthrough, streamed (20 chunks)")
 CEILINGS = {  # the framework answering without an upstream: a JSON body, or 20 chunks one by one
     "framework ceiling": openai_body("bench-json", False),
     "framework ceiling, streamed": openai_body("bench-sse", True),
@@ -265,6 +267,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         command = [str(hypercorn), "--worker-class", "trio", "--bind", f"127.0.0.1:{port}"]
         processes.append(start([*command, "ceiling:app"], port, folder / "ceiling.log", cwd=HERE))
         ceiling = (f"http://127.0.0.1:{port}", processes[-1])
+        # the stack alone relaying (bench/relay_floor.py), in its own process as the ceiling: served
+        # as proxycast's own OpenAI passthrough scenarios (its only routes)
+        port = free_port()
+        command = [sys.executable, str(HERE / "relay_floor.py"), f"127.0.0.1:{port}"]
+        env = {"UPSTREAM": upstream}
+        processes.append(start(command, port, folder / "floor.log", cwd=HERE, env=env))
+        targets[FLOOR] = (f"http://127.0.0.1:{port}", processes[-1])
         time.sleep(1.0)
 
         # which target can serve which scenario (LiteLLM may not: n/a, with the reason)
@@ -273,6 +282,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for target, (base, _) in targets.items():
                 key = KEY if target == "litellm" else CLIENT_KEY
                 headers = {"Authorization": f"Bearer {key}", **scenario.headers}
+                if target == FLOOR and name not in FLOOR_SCENARIOS:
+                    serves[(name, target)] = False
+                    continue
                 problem = probe(base, scenario.path, scenario.body, headers)
                 serves[(name, target)] = problem is None
                 if problem is not None:
@@ -377,6 +389,7 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
             litellm = cell(results, scenario, "litellm", connections)
             two = cell(results, scenario, "proxycast 2w", connections)
+            floor = cell(results, scenario, FLOOR, connections)
             row: dict[str, Any] = {
                 "scenario": scenario,
                 "stream": stream,
@@ -385,6 +398,10 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "vs_litellm": _ratio(ours["rps"], litellm.get("rps"), 2),
                 "vs_ceiling": _ratio(ours["rps"], ceiling.get("rps")),
                 "vs_stream_ceiling": _ratio(ours["rps"], streamed.get("rps")) if stream else None,
+                "floor_vs_ceiling": _ratio(
+                    floor.get("rps"), (streamed if stream else ceiling).get("rps")
+                ),
+                "vs_floor": _ratio(ours["rps"], floor.get("rps")),
                 "litellm_completed_nothing": bool(litellm) and not litellm.get("rps"),
                 "two_workers_vs_one": _ratio(two.get("rps"), ours["rps"], 2),
                 "cpu_ms_per_request": ours["cpu_ms_per_request"],
@@ -449,11 +466,14 @@ def markdown(results: dict[str, Any]) -> str:
         "The ceiling is bare Quart-Trio answering a fixed JSON; the stream ceiling, the same answering "
         "the fixed 20-chunk stream as a streamed response, in one piece (as proxycast relays nginx's "
         "stream, which arrives at once). Added p50: proxycast's p50 minus nginx's for the same answer; "
-        "the framework's: the ceiling's p50 minus nginx's fixed JSON (streamed: the stream ceiling's).",
+        "the framework's: the ceiling's p50 minus nginx's fixed JSON (streamed: the stream ceiling's). "
+        "The relay floor (bench/relay_floor.py) is the same framework relaying through httpx's "
+        "transport with nothing of proxycast's: floor / ceiling is what the stack alone reaches "
+        "(against the stream ceiling for a stream).",
         "",
-        "| scenario | conns | / LiteLLM | / ceiling | / stream ceiling | 2 workers / 1 | CPU ms/req "
-        "| added p50 ms | framework added p50 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | conns | / LiteLLM | / ceiling | / stream ceiling | floor / ceiling | / floor "
+        "| 2 workers / 1 | CPU ms/req | added p50 ms | framework added p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["ratios"]:
         framework = row.get("framework_added_p50_ms")
@@ -469,6 +489,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {row['scenario']} | {row['connections']} | {_fmt(litellm)} | "
             f"{_fmt(row['vs_ceiling'])} | {_fmt(row['vs_stream_ceiling'])} | "
+            f"{_fmt(row.get('floor_vs_ceiling'))} | {_fmt(row.get('vs_floor'))} | "
             f"{_fmt(row['two_workers_vs_one'])} | {_fmt(row['cpu_ms_per_request'])} | "
             f"{_fmt(row.get('added_p50_ms'))} | {_fmt(framework)} |"
         )

@@ -148,3 +148,38 @@ async def test_another_method_on_a_model_route_is_still_quarts_405(
     assert answer.status_code == 405
     assert answer.json()["type"] == "error"
     assert "POST" in answer.json()["error"]["message"]
+
+
+async def test_a_repeated_header_counts_by_its_first_value(
+    nursery: trio.Nursery, fake: FakeOpenAI
+) -> None:
+    gateway = await start_gateway(nursery, make_config(fake.base_url))
+    async with httpx.AsyncClient() as h:
+        first_valid = await h.post(
+            gateway.v1 + "/chat/completions",
+            json=CHAT,
+            headers=[("x-api-key", CLIENT_KEY), ("x-api-key", "something-else")],
+        )
+        first_invalid = await h.post(
+            gateway.v1 + "/chat/completions",
+            json=CHAT,
+            headers=[("x-api-key", "something-else"), ("x-api-key", CLIENT_KEY)],
+        )
+    assert first_valid.status_code == 200, first_valid.text
+    assert first_invalid.status_code == 401
+    assert "Incorrect API key" in first_invalid.json()["error"]["message"]
+
+
+async def test_a_control_character_in_a_repeated_header_is_refused(
+    nursery: trio.Nursery, fake: FakeOpenAI
+) -> None:
+    gateway = await start_gateway(nursery, make_config(fake.base_url))
+    async with httpx.AsyncClient() as h:
+        answer = await h.post(
+            gateway.v1 + "/chat/completions",
+            json=CHAT,
+            headers=[*AUTH.items(), ("x-note", "fine"), ("x-note", "bell\x07")],
+        )
+    assert answer.status_code == 400
+    assert "'x-note' holds a control character" in answer.json()["error"]["message"]
+    assert fake.requests == []

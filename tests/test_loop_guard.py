@@ -46,7 +46,7 @@ async def test_two_gateways_pointing_at_each_other_answer_508(nursery: trio.Nurs
     # which passes it to the client
     assert response.status_code == 508, response.text
     assert "Loop detected" in response.text
-    assert "ANTHROPIC_BASE_URL" in response.text
+    assert f"ANTHROPIC_BASE_URL={urls[0]})" in response.text  # the URL it was called at
 
 
 async def test_each_upstream_request_carries_the_hop_mark(

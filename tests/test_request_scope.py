@@ -84,6 +84,24 @@ async def test_a_closer_past_the_time_limit_does_not_leak_its_cancellation(
     assert closed == ["body"]
 
 
+async def test_a_stuck_closer_does_not_starve_the_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    done: list[str] = []
+
+    async def finish() -> None:  # as the accounting record: pushed first, closed last
+        await trio.sleep(1)  # it needs time of its own, after the stuck one was cut
+        done.append("finished")
+
+    async def stuck() -> None:
+        await trio.sleep(3600)
+
+    async with request_scope():
+        request_resources().push_async_callback(finish)
+        request_resources().push_async_callback(stuck)
+    assert done == ["finished"]
+
+
 async def test_a_callback_s_result_is_not_awaited() -> None:
     box = [1, 2]
     async with request_scope():

@@ -139,7 +139,8 @@ def create_app(
 
     @app.before_request
     async def check() -> None:
-        gate.check(request.headers, request.path, lambda: request.host_url)
+        headers = request.headers
+        gate.check(headers, headers.items(), request.path, lambda: request.host_url.rstrip("/"))
 
     app.register_blueprint(inbound.blueprint())
     app.register_blueprint(models.blueprint)

@@ -72,14 +72,13 @@ class Direct:
         send: ASGISendCallable,
     ) -> None:
         dialect, operation = route
+        pairs = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"]]
         headers: dict[str, str] = {}
-        for name, value in scope["headers"]:  # h11's names are in lower case
-            key = name.decode("latin-1")
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        for name, value in pairs:  # the first of a repeated header, as werkzeug's get() gives
+            headers.setdefault(name, value)
         path = scope["path"]
         try:
-            self._gate.check(headers, path, lambda: _url(scope, headers))
+            self._gate.check(headers, pairs, path, lambda: _url(scope, headers))
             raw = await self._body(receive, headers.get("content-length"))
             if raw is None:
                 return  # the client left before its body arrived
@@ -157,9 +156,10 @@ async def _cancel_on_disconnect(receive: ASGIReceiveCallable, scope: trio.Cancel
 
 
 def _url(scope: HTTPScope, headers: dict[str, str]) -> str:
-    """The URL the gateway was called at, as Quart's ``request.host_url`` gives it."""
+    """The URL the gateway was called at, as Quart's ``request.host_url`` gives it (without its
+    trailing slash)."""
     host = headers.get("host")
     if host is None:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else "localhost"
-    return f"{scope['scheme']}://{host}/"
+    return f"{scope['scheme']}://{host}"

@@ -83,16 +83,16 @@ class request_scope:  # noqa: N801 - used as a function: ``async with request_sc
     async def __aexit__(self, *exc_info: object) -> None:
         _request_resources.reset(self._token)
         failure: BaseException | None = None
-        with trio.move_on_after(_CLOSE_SECONDS, shield=True):
-            while self._closers:
-                try:
-                    closing = self._closers.pop()()
-                    if inspect.isawaitable(closing):
+        while self._closers:
+            try:
+                closing = self._closers.pop()()
+                if inspect.isawaitable(closing):  # each its own time: none starves the next
+                    with trio.move_on_after(_CLOSE_SECONDS, shield=True):
                         await closing
-                except BaseException as exc:  # the others are closed all the same
-                    failure = failure or exc
-            if failure is not None:
-                raise failure  # inside the scope: a Cancelled of its own deadline ends there
+            except BaseException as exc:  # the others are closed all the same
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 class Answer:

@@ -31,11 +31,9 @@ _AUTHENTICATED = ("/v1/", "/ui/api/")
 
 class RequestHeaders(Protocol):
     """A request's headers: werkzeug's (looked up in any case), or the direct routes' dict (names in
-    lower case, as callers here ask for them)."""
+    lower case, as callers here ask for them; a repeated header's first value)."""
 
     def get(self, key: str, /) -> str | None: ...
-
-    def items(self) -> Iterable[tuple[str, str]]: ...
 
 
 class Gate:
@@ -52,15 +50,22 @@ class Gate:
         self._accounts = accounts
         self._hop_mark = hop_mark
 
-    def check(self, headers: RequestHeaders, path: str, url: Callable[[], str]) -> None:
+    def check(
+        self,
+        headers: RequestHeaders,
+        pairs: Iterable[tuple[str, str]],
+        path: str,
+        url: Callable[[], str],
+    ) -> None:
         """Let the request through to its route, or raise the error it gets.
 
         Args:
-            headers: the request's headers.
+            headers: the request's headers, looked up by name.
+            pairs: every header, repeated ones included.
             path: its path.
             url: the URL the gateway was called at (named in a loop's error).
         """
-        for name, value in headers.items():
+        for name, value in pairs:
             # h11 lets control characters other than NUL, CR and LF through in header values (RFC
             # 9110 5.5 allows only HTAB, SP, visible characters and obs-text): no business in them.
             if _CONTROL.search(value):

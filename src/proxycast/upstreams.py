@@ -311,8 +311,9 @@ class Provider:
         # parsed URL per path, the timeouts, and the transport (mounts resolved once).
         base = httpx.Headers({"host": httpx.URL(self.url).netloc.decode("ascii")})
         base.update(client.headers)
-        for default in ("accept", "connection"):  # httpx's */* and keep-alive: HTTP/1.1's defaults
-            base.pop(default, None)  # (each header sent costs h11 a validation and a write)
+        base.pop(
+            "connection", None
+        )  # httpx's keep-alive: HTTP/1.1's default (a header less to send)
         base.update({"content-type": "application/json", "accept-encoding": "identity"})
         base.update(format.headers)
         # kept as httpx.Headers: a request's copy shares their normalised entries (built from raw

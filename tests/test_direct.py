@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from proxycast.exchange import Exchange
-from tests.support import CLIENT_KEY, make_config, start_gateway
+from tests.support import CLIENT_KEY, Gateway, make_config, start_gateway
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -150,21 +150,17 @@ async def test_another_method_on_a_model_route_is_still_quarts_405(
     assert "POST" in answer.json()["error"]["message"]
 
 
+async def _chat(gateway: Gateway, headers: list[tuple[str, str]]) -> httpx.Response:
+    async with httpx.AsyncClient() as h:
+        return await h.post(gateway.v1 + "/chat/completions", json=CHAT, headers=headers)
+
+
 async def test_a_repeated_header_counts_by_its_first_value(
     nursery: trio.Nursery, fake: FakeOpenAI
 ) -> None:
     gateway = await start_gateway(nursery, make_config(fake.base_url))
-    async with httpx.AsyncClient() as h:
-        first_valid = await h.post(
-            gateway.v1 + "/chat/completions",
-            json=CHAT,
-            headers=[("x-api-key", CLIENT_KEY), ("x-api-key", "something-else")],
-        )
-        first_invalid = await h.post(
-            gateway.v1 + "/chat/completions",
-            json=CHAT,
-            headers=[("x-api-key", "something-else"), ("x-api-key", CLIENT_KEY)],
-        )
+    first_valid = await _chat(gateway, [("x-api-key", CLIENT_KEY), ("x-api-key", "other")])
+    first_invalid = await _chat(gateway, [("x-api-key", "other"), ("x-api-key", CLIENT_KEY)])
     assert first_valid.status_code == 200, first_valid.text
     assert first_invalid.status_code == 401
     assert "Incorrect API key" in first_invalid.json()["error"]["message"]
@@ -174,12 +170,7 @@ async def test_a_control_character_in_a_repeated_header_is_refused(
     nursery: trio.Nursery, fake: FakeOpenAI
 ) -> None:
     gateway = await start_gateway(nursery, make_config(fake.base_url))
-    async with httpx.AsyncClient() as h:
-        answer = await h.post(
-            gateway.v1 + "/chat/completions",
-            json=CHAT,
-            headers=[*AUTH.items(), ("x-note", "fine"), ("x-note", "bell\x07")],
-        )
+    answer = await _chat(gateway, [*AUTH.items(), ("x-note", "fine"), ("x-note", "bell\x07")])
     assert answer.status_code == 400
     assert "'x-note' holds a control character" in answer.json()["error"]["message"]
     assert fake.requests == []

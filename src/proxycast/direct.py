@@ -3,8 +3,8 @@ served straight from the ASGI connection, not through Quart's request dispatch.
 
 Every request of an agent loop is one of these, and Quart's dispatch (a request object with its
 headers copied title-cased, the request and app contexts, URL routing, the hooks, the response's
-processing, a second task for the body) cost about a quarter as much again as the framework's whole
-answer to a request (``bench/results/analysis.md``). Here a request is checked by the same
+processing, a second task for the body) cost 0.81 M instructions a request, a quarter of the bare
+framework's whole answer to one (``bench/results/analysis.md``). Here a request is checked by the same
 :class:`~proxycast.gate.Gate` as Quart's hooks use, its body read from the connection (the same size
 limit and deadline), the exchange called, and its answer (or error, in the client's dialect) sent, while
 a watcher cancels everything the moment the client goes away, as quart-trio's does. Every other route,

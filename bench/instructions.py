@@ -302,6 +302,7 @@ def main() -> None:
         if not args.no_ceiling:
             bare = (  # the framework answering by itself, then relaying through httpx
                 ("framework ceiling", "ceiling", ("openai passthrough",)),
+                ("hypercorn alone", "asgi_ceiling", ("openai passthrough",)),
                 (
                     "relay floor",
                     "relay_floor",

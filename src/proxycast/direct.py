@@ -14,7 +14,6 @@ and these with another method, stay Quart's.
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -103,7 +102,7 @@ class Direct:
             raise self._gate.too_large()
         parts: list[bytes] = []
         size = 0
-        with trio.move_on_after(math.inf if self._body_timeout is None else self._body_timeout):
+        with trio.move_on_after(self._body_timeout):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

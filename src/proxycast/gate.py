@@ -5,7 +5,7 @@ request is served (Quart's dispatch, and the model routes served straight from t
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from proxycast import formats, loopguard
 from proxycast.accounting import current_record
@@ -24,16 +24,10 @@ if TYPE_CHECKING:
     from proxycast.clients import Client, Directory
     from proxycast.config import Config
     from proxycast.exchange import Exchange
+    from proxycast.formats.contracts import Headers
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _AUTHENTICATED = ("/v1/", "/ui/api/")
-
-
-class RequestHeaders(Protocol):
-    """A request's headers: werkzeug's (looked up in any case), or the direct routes' dict (names in
-    lower case, as callers here ask for them; a repeated header's first value)."""
-
-    def get(self, key: str, /) -> str | None: ...
 
 
 class Gate:
@@ -52,7 +46,7 @@ class Gate:
 
     def check(
         self,
-        headers: RequestHeaders,
+        headers: Headers,
         pairs: Iterable[tuple[str, str]],
         path: str,
         url: Callable[[], str],
@@ -78,7 +72,7 @@ class Gate:
             self._accounts.authenticated(_authenticate(headers, self._accounts.directory))
         self._reserve_body(headers)
 
-    def _reserve_body(self, headers: RequestHeaders) -> None:
+    def _reserve_body(self, headers: Headers) -> None:
         # What a request's body may take is reserved before it is read (a chunked one may be up to
         # max_body_bytes), and given back when the request ends, however it ends.
         server = self._config.server
@@ -127,7 +121,7 @@ def internal_error() -> ProxycastError:
     return ProxycastError("Internal error in proxycast; see its log.")
 
 
-def _authenticate(headers: RequestHeaders, directory: Directory) -> Client:
+def _authenticate(headers: Headers, directory: Directory) -> Client:
     presented = headers.get("x-api-key")
     auth = headers.get("authorization")
     if presented is None and auth is not None:

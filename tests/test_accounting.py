@@ -16,10 +16,10 @@ import openai
 import pytest
 import trio
 
-from proxycast.clients import ClientConfig
+from proxycast.accounting.clients import ClientConfig
+from proxycast.accounting.prices import Price
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.ledger import LedgerConfig
-from proxycast.prices import Price
 from proxycast.testing import AnthropicScript, FakeAnthropic, FakeGemini, FakeOpenAI
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, start_gateway
 

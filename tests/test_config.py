@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from proxycast import routing
 from proxycast.cli import main
-from proxycast.config import Config, ConfigError, ProviderConfig, load_config
-from proxycast.errors import ModelNotFoundError
+from proxycast.config import Config, ProviderConfig, load_config
+from proxycast.core import routing
+from proxycast.errors import ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from pathlib import Path

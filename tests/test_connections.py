@@ -241,7 +241,7 @@ async def test_request_bodies_past_the_inflight_bound_get_503(
 async def test_a_closed_connection_is_freed_at_once(gateway: Gateway) -> None:
     """A closed connection's objects go when it closes, not at the cyclic collector's next full
     pass: with 10,000 streams ending, those waiting for one were 3 KB a stream of peak memory."""
-    from proxycast._connections import _TCPServer
+    from proxycast.server.connections import _TCPServer
 
     def alive() -> int:
         return sum(isinstance(o, _TCPServer) for o in gc.get_objects())

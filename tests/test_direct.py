@@ -1,4 +1,4 @@
-"""The model routes served straight from the ASGI connection (``proxycast.direct``): the body's limits,
+"""The model routes served straight from the ASGI connection (``proxycast.http.direct``): the body's limits,
 a client that leaves before its body is in, and proxycast's own failures, each answered as Quart's
 dispatch answers every other route."""
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from proxycast.exchange import Exchange
+from proxycast.core.exchange import Exchange
 from tests.support import CLIENT_KEY, Gateway, make_config, start_gateway
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import openai
 import pytest
 import trio
 
-from proxycast.clients import ClientConfig
+from proxycast.accounting.clients import ClientConfig
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.ledger import LedgerConfig
 from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI

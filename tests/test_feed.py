@@ -8,8 +8,8 @@ import json
 
 import trio
 
-from proxycast.clients import UNLIMITED, UNNAMED, Client, ClientConfig
-from proxycast.feed import Feed, KeyFailure
+from proxycast.accounting.clients import UNLIMITED, UNNAMED, Client, ClientConfig
+from proxycast.accounting.feed import Feed, KeyFailure
 
 ALICE = Client(ClientConfig(name="alice", api_key="a"))
 

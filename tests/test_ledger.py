@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from proxycast.config import ConfigError, load_config
+from proxycast.config import load_config
+from proxycast.errors import ConfigError
 from proxycast.ledger import LedgerConfig
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.report import parse_since, render

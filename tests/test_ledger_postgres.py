@@ -21,7 +21,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxycast.config import data_dir
+from proxycast.home import data_dir
 from proxycast.ledger import LedgerConfig, postgres
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.rows import COLUMNS, Row

@@ -14,8 +14,8 @@ import httpx
 import trio
 
 import proxycast
-from proxycast import loopguard
-from proxycast.server import bind_socket
+from proxycast.http import loopguard
+from proxycast.server.serve import bind_socket
 from tests.support import CLIENT_KEY, one_provider
 
 if TYPE_CHECKING:

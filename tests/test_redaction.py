@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from proxycast.cli import main
 from proxycast.config import Config, ProviderConfig, ServerConfig
-from proxycast.redact import FRAGMENT, MASK, RedactingFilter, Redactor, without_userinfo
+from proxycast.core.redact import FRAGMENT, MASK, RedactingFilter, Redactor, without_userinfo
 from proxycast.testing import AnthropicScript, FakeAnthropic, FakeOpenAI, Script
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, one_provider, start_gateway
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxycast.responses_store import ResponseStore, owner_of
+from proxycast.api.responses_store import ResponseStore, owner_of
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,7 +15,7 @@ import openai
 import pytest
 import trio
 
-from proxycast.clients import ClientConfig
+from proxycast.accounting.clients import ClientConfig
 from proxycast.state import Admitted, Ask, Limits, Refused, StateConfig
 from proxycast.state.memory import MemoryLimiter
 from proxycast.state.redis import RedisState

@@ -7,7 +7,7 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proxycast import sse
+from proxycast.formats import sse
 
 EVENTS = st.lists(
     st.tuples(

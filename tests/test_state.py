@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from proxycast.keys import KeyPool
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
 from proxycast.state.health import HealthBoard
 from proxycast.state.local import LocalLimiter
 from proxycast.state.memory import MemoryLimiter
 from proxycast.state.redis import RedisState
 from proxycast.state.sqlite import SQLiteLimiter
+from proxycast.upstream.keys import KeyPool
 
 if TYPE_CHECKING:
     from pathlib import Path

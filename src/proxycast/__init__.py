@@ -5,9 +5,10 @@ to one endpoint; each request is routed by its model to an OpenAI-compatible, An
 a configuration. ``docs/architecture.md`` describes the code.
 """
 
-from proxycast.app import create_app
-from proxycast.config import Config, ConfigError, ProviderConfig, ServerConfig, load_config
-from proxycast.server import serve
+from proxycast.config import Config, ProviderConfig, ServerConfig, load_config
+from proxycast.errors import ConfigError
+from proxycast.server.app import create_app
+from proxycast.server.serve import serve
 
 __version__ = "0.1.0"
 

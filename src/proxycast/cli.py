@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from proxycast import __version__, catalog, diagnostics
-from proxycast.config import Config, ConfigError, check_config, load_config
-from proxycast.loopguard import check_not_self
-from proxycast.redact import without_userinfo
-from proxycast.server import BindError, bind_socket, run_single, run_workers
-from proxycast.upstreams import make_client
+from proxycast import __version__
+from proxycast.config import Config, check_config, load_config
+from proxycast.core.redact import without_userinfo
+from proxycast.errors import BindError, ConfigError
+from proxycast.http.loopguard import check_not_self
+from proxycast.server.serve import bind_socket, run_single, run_workers
+from proxycast.upstream import catalog, diagnostics
+from proxycast.upstream.provider import make_client
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _usage(args: argparse.Namespace) -> int:
+    from proxycast.errors import LedgerUnavailableError
     from proxycast.ledger import report
-    from proxycast.ledger.store import LedgerUnavailableError
 
     config = load_config(args.config, generate_key=False)
     if config.ledger.url == "off":

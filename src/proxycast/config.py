@@ -18,11 +18,13 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import formats
-from proxycast.clients import UNNAMED, ClientConfig  # accounting (issue 11)
+from proxycast.accounting.clients import UNNAMED, ClientConfig  # accounting (issue 11)
+from proxycast.accounting.prices import Price  # accounting (issue 11)
+from proxycast.errors import ConfigError
+from proxycast.formats.converters import format_path, make_strict_converter, validation_errors
+from proxycast.home import data_dir
 from proxycast.ledger import LedgerConfig, ledger_path  # accounting (issue 11)
-from proxycast.prices import Price  # accounting (issue 11)
 from proxycast.state import StateConfig  # accounting (issue 11)
-from proxycast.structuring import format_path, make_strict_converter, validation_errors
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,10 +32,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_CONFIG_FILE = "proxycast.toml"
-
-
-class ConfigError(Exception):
-    """An invalid configuration: names the source, the key and what is wrong."""
 
 
 @attrs.frozen(kw_only=True)
@@ -390,15 +388,6 @@ def _check_accounting(config: Config) -> None:
         raise ConfigError(
             f"{src}: state.redis_prefix: may hold only letters, digits, '_', '.', ':' and '-'"
         )
-
-
-def data_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where proxycast keeps its state: ``$PROXYCAST_HOME``, else ``$XDG_DATA_HOME/proxycast``."""
-    env = os.environ if env is None else env
-    if env.get("PROXYCAST_HOME"):
-        return Path(env["PROXYCAST_HOME"])
-    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "proxycast"
 
 
 def _load_or_create_key(key_file: Path) -> str:

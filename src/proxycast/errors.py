@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+import httpx
 
 Kind = Literal[
     "invalid_request",
@@ -36,6 +37,9 @@ Kind = Literal[
     "overloaded",
     "timeout",
 ]
+
+Outcome = Literal["reachable", "unauthorised", "wrong path", "unreachable", "unexpected answer"]
+"""What a provider's models endpoint answered a check (``proxycast check --online``)."""
 
 
 class ProxycastError(Exception):
@@ -187,3 +191,51 @@ def upstream_error(
         headers=headers,
         native=(format_type, info.type) if info.type else None,
     )
+
+
+# Errors that do not reach a client as such: the configuration, the ledger, binding, parsing, the
+# models catalog and the upstream transport.
+
+
+class BindError(OSError):
+    """The listening address could not be bound (in use, or not an address of this machine)."""
+
+
+class BodyTooLargeError(httpx.TransportError):
+    """An upstream body (or one of its stream events) is larger than proxycast accepts."""
+
+
+class ConfigError(Exception):
+    """An invalid configuration: names the source, the key and what is wrong."""
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger cannot be read or written now (its message names it, without a password)."""
+
+
+class LoopDetectedError(ProxycastError):
+    status = 508
+
+
+class ModelsEndpointError(Exception):
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome: Outcome = outcome
+        self.detail = detail
+
+
+class NotAnObjectError(ValueError):
+    pass
+
+
+class RejectedJSONError(ValueError):
+    """Valid to Python's parser, but not JSON a gateway can pass on: the message says why."""
+
+
+class ResponseNotFoundError(ProxycastError):
+    status = 404
+    kind = "not_found"
+
+
+class ShuttingDownError(ProxycastError):
+    status = 503

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import formats, hub
+from proxycast import formats
+from proxycast.formats import internal
 from proxycast.formats.anthropic import inbound as anthropic_inbound
 from proxycast.formats.anthropic import wire as anthropic_wire
 from proxycast.formats.contracts import UpstreamRequest
@@ -123,7 +124,7 @@ def test_tool_loops_round_trip_every_pair(dialect: str, upstream: str, data: st.
     spoke = formats.UPSTREAMS[upstream]
     client = next(d for d in formats.DIALECTS if d.name == dialect)
     replies = spoke.reply_to_internal(wire_answer, UpstreamRequest(path="/"))
-    answer = client.reply_from_internal(replies, "m", hub.Conversation())
+    answer = client.reply_from_internal(replies, "m", internal.Conversation())
     conversation = next_request(dialect, json.loads(json.dumps(answer)))
     body = dict(spoke.request_from_internal(conversation, MODELS[upstream]).body)
 
@@ -165,10 +166,10 @@ def test_tool_loops_round_trip_every_pair(dialect: str, upstream: str, data: st.
     st.none() | st.text(min_size=1, max_size=60),
 )
 def test_signed_ids_are_lossless_and_pattern_safe(call_id: str, signature: str | None) -> None:
-    signed = hub.signed_id(call_id, signature)
+    signed = internal.signed_id(call_id, signature)
     assert re.fullmatch(r"[a-zA-Z0-9_-]+", signed)
-    assert hub.split_id(signed) == (call_id, signature)
+    assert internal.split_id(signed) == (call_id, signature)
 
 
 def test_ids_signed_the_old_way_still_split() -> None:
-    assert hub.split_id("call_1__ts_Cs4B+/ab==") == ("call_1", "Cs4B+/ab==")
+    assert internal.split_id("call_1__ts_Cs4B+/ab==") == ("call_1", "Cs4B+/ab==")

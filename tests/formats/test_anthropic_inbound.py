@@ -10,14 +10,14 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import hub, sse
+from proxycast.core.relay import Converting
+from proxycast.formats import internal, sse
 from proxycast.formats.anthropic import inbound as codec
 from proxycast.formats.anthropic import outbound as anthropic_outbound
 from proxycast.formats.anthropic import wire as anthropic_wire
 from proxycast.formats.openai import inbound as openai_inbound
 from proxycast.formats.openai import outbound as openai_codec
 from proxycast.formats.openai import wire as openai_wire
-from proxycast.relay import Converting
 from proxycast.testing.openai import FakeToolCall, Script, completion, stream_chunks
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
@@ -147,18 +147,18 @@ def anthropic_conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
     return messages
 
 
-def tool_facts(conversation: hub.Conversation) -> tuple[list[Any], list[Any]]:
+def tool_facts(conversation: internal.Conversation) -> tuple[list[Any], list[Any]]:
     calls = [
         (p.id, p.name, p.arguments)
         for m in conversation.messages
         for p in m.parts
-        if isinstance(p, hub.ToolCall)
+        if isinstance(p, internal.ToolCall)
     ]
     results = [
-        (p.call_id, "".join(c.text for c in p.content if isinstance(c, hub.Text)), p.is_error)
+        (p.call_id, "".join(c.text for c in p.content if isinstance(c, internal.Text)), p.is_error)
         for m in conversation.messages
         for p in m.parts
-        if isinstance(p, hub.ToolResult)
+        if isinstance(p, internal.ToolResult)
     ]
     return calls, results
 
@@ -212,4 +212,4 @@ def test_anthropic_to_openai_to_anthropic_keeps_every_tool_call_result_and_id(
 )
 def test_usage_an_upstream_garbles_counts_as_zero_never_an_error(usage: Any) -> None:
     # usage is read from every forwarded answer for the ledger: it must never fail a good answer
-    assert openai_codec.usage_to_internal(usage) == hub.Usage()
+    assert openai_codec.usage_to_internal(usage) == internal.Usage()

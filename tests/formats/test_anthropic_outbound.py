@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import hub, sse
 from proxycast.errors import InvalidRequestError
+from proxycast.formats import internal, sse
 from proxycast.formats.anthropic import outbound as codec
 from proxycast.formats.openai import inbound as openai_codec
 from proxycast.formats.openai import wire
@@ -185,11 +185,11 @@ def test_response_mapping() -> None:
         }
     )
     assert reply.parts == (
-        hub.Reasoning(text="hm", signature="s"),
-        hub.Text("a"),
-        hub.ToolCall(id="toolu_1", name="f", arguments={"x": 1}),
+        internal.Reasoning(text="hm", signature="s"),
+        internal.Text("a"),
+        internal.ToolCall(id="toolu_1", name="f", arguments={"x": 1}),
     )
-    assert reply.usage == hub.Usage(input=3, output=4, cache_read=2)
+    assert reply.usage == internal.Usage(input=3, output=4, cache_read=2)
     answer = openai_codec.response_from_internal(reply, "gpt-4o", 0)
     assert answer["choices"][0]["finish_reason"] == "tool_calls"
     assert answer["choices"][0]["message"]["reasoning_content"] == "hm"
@@ -318,7 +318,7 @@ def test_streamed_equals_non_streamed(
 
     decoder = codec.StreamDecoder()
     encoder = openai_codec.StreamEncoder("gpt-4o", 0, include_usage=True)
-    events: list[hub.StreamEvent] = []
+    events: list[internal.StreamEvent] = []
     out = b""
     for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
         for event in decoder.feed(raw[start:end]):
@@ -328,7 +328,7 @@ def test_streamed_equals_non_streamed(
     assert out.endswith(b"data: [DONE]\n\n")
 
     reply = codec.response_to_internal(full)
-    assert hub.accumulate(events) == reply
+    assert internal.accumulate(events) == reply
 
     frames = [json.loads(f[6:]) for f in out.decode().split("\n\n") if f.startswith("data: {")]
     streamed = accumulate_openai(frames)
@@ -351,13 +351,13 @@ def test_streamed_equals_non_streamed(
 
 
 def test_documents_and_tool_result_errors() -> None:
-    conversation = hub.Conversation(
+    conversation = internal.Conversation(
         messages=(
-            hub.Message(
+            internal.Message(
                 "user",
                 (
-                    hub.Document(media_type="application/pdf", data="JVBE"),
-                    hub.ToolResult(call_id="c", content=(), is_error=True),
+                    internal.Document(media_type="application/pdf", data="JVBE"),
+                    internal.ToolResult(call_id="c", content=(), is_error=True),
                 ),
             ),
         ),
@@ -383,13 +383,13 @@ def test_decoder_ignores_pings_and_unknown_events_and_reports_errors() -> None:
             "error",
         )
     )
-    assert isinstance(failure, hub.Failure)
+    assert isinstance(failure, internal.Failure)
     assert getattr(failure.error, "status", None) == 503
     assert decoder.finished
 
 
 def test_a_stream_that_ends_before_message_stop_is_an_error_frame() -> None:
-    from proxycast.relay import Converting
+    from proxycast.core.relay import Converting
 
     translator = Converting(
         codec.StreamDecoder(), openai_codec.StreamEncoder("m", 0, include_usage=False), "anthropic"

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxycast import hub
+from proxycast.core.relay import Converting
 from proxycast.errors import InvalidRequestError
+from proxycast.formats import internal
 from proxycast.formats.gemini import outbound as codec
 from proxycast.formats.openai import inbound as openai_codec
 from proxycast.formats.openai import wire
-from proxycast.relay import Converting
 from proxycast.testing import GeminiScript
 from proxycast.testing.gemini import Call, Text, Thought, response, stream_chunks, validate
 from tests.support import accumulate_openai, conversations
@@ -167,9 +167,9 @@ def test_response_mapping_and_signatures_round_trip() -> None:
         }
     )
     reasoning, text, call = reply.parts
-    assert reasoning == hub.Reasoning(text="plan")
-    assert text == hub.Text("Hi there")
-    assert isinstance(call, hub.ToolCall)
+    assert reasoning == internal.Reasoning(text="plan")
+    assert text == internal.Text("Hi there")
+    assert isinstance(call, internal.ToolCall)
     assert call.id.startswith("call_")
     assert call.signature == "S1"
     assert reply.stop == "tool_use"
@@ -180,7 +180,7 @@ def test_response_mapping_and_signatures_round_trip() -> None:
     assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 4
     assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
     back = codec.request_from_internal(
-        hub.Conversation(messages=(hub.Message("assistant", (call,)),)), "m"
+        internal.Conversation(messages=(internal.Message("assistant", (call,)),)), "m"
     ).body
     assert back["contents"][0]["parts"] == [
         {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "S1"}
@@ -244,8 +244,10 @@ PARTS = st.lists(
 )
 
 
-def without_ids(reply: hub.Reply) -> hub.Reply:
-    parts = tuple(attrs.evolve(p, id="") if isinstance(p, hub.ToolCall) else p for p in reply.parts)
+def without_ids(reply: internal.Reply) -> internal.Reply:
+    parts = tuple(
+        attrs.evolve(p, id="") if isinstance(p, internal.ToolCall) else p for p in reply.parts
+    )
     return attrs.evolve(reply, id="", parts=parts)
 
 
@@ -269,12 +271,12 @@ def test_streamed_equals_non_streamed(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=10)))
 
     decoder = codec.StreamDecoder()
-    events: list[hub.StreamEvent] = []
+    events: list[internal.StreamEvent] = []
     for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
         events += decoder.feed(raw[start:end])
     events += decoder.end()
     (reply,) = codec.response_to_internal(response(script, "gemini"))
-    assert without_ids(hub.accumulate(events)) == without_ids(reply)
+    assert without_ids(internal.accumulate(events)) == without_ids(reply)
 
     translator = Converting(
         codec.StreamDecoder(), openai_codec.StreamEncoder("m", 0, True), "gemini"

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxycast import hub
 from proxycast.errors import InvalidRequestError
+from proxycast.formats import internal
 from proxycast.formats.openai import inbound as codec
 from proxycast.formats.openai import wire
 
 
-def convert(body: dict[str, Any]) -> hub.Conversation:
+def convert(body: dict[str, Any]) -> internal.Conversation:
     request = wire.converter.structure({"model": "m", **body}, wire.ChatCompletionRequest)
     return codec.request_to_internal(request)
 
@@ -30,8 +30,8 @@ def test_system_and_developer_messages_become_the_system_prompt() -> None:
             ]
         }
     )
-    assert conversation.system == (hub.Text("Be brief."), hub.Text("No emojis."))
-    assert conversation.messages == (hub.Message("user", (hub.Text("Hi"),)),)
+    assert conversation.system == (internal.Text("Be brief."), internal.Text("No emojis."))
+    assert conversation.messages == (internal.Message("user", (internal.Text("Hi"),)),)
 
 
 def test_consecutive_turns_merge_and_empty_text_is_dropped() -> None:
@@ -45,7 +45,9 @@ def test_consecutive_turns_merge_and_empty_text_is_dropped() -> None:
             ]
         }
     )
-    assert conversation.messages == (hub.Message("user", (hub.Text("a"), hub.Text("b"))),)
+    assert conversation.messages == (
+        internal.Message("user", (internal.Text("a"), internal.Text("b"))),
+    )
 
 
 def test_images_and_documents() -> None:
@@ -70,9 +72,9 @@ def test_images_and_documents() -> None:
         }
     )
     assert conversation.messages[0].parts == (
-        hub.Image(media_type="image/png", data="iVBO"),
-        hub.Image(url="https://x.test/a.jpg"),
-        hub.Document(media_type="application/pdf", data="JVBE", filename="a.pdf"),
+        internal.Image(media_type="image/png", data="iVBO"),
+        internal.Image(url="https://x.test/a.jpg"),
+        internal.Document(media_type="application/pdf", data="JVBE", filename="a.pdf"),
     )
 
 
@@ -113,19 +115,19 @@ def test_tool_turns() -> None:
     )
     _user, assistant, results = conversation.messages
     assert assistant.parts == (
-        hub.Reasoning(text="They want weather."),
-        hub.Text("Let me look."),
-        hub.ToolCall(id="c1", name="w", arguments={"c": "P"}),
-        hub.ToolCall(id="c2", name="t", arguments={}),
+        internal.Reasoning(text="They want weather."),
+        internal.Text("Let me look."),
+        internal.ToolCall(id="c1", name="w", arguments={"c": "P"}),
+        internal.ToolCall(id="c2", name="t", arguments={}),
     )
     assert results.parts == (
-        hub.ToolResult(call_id="c1", name="w", content=(hub.Text("sunny"),)),
-        hub.ToolResult(call_id="c2", name="t", content=(hub.Text("12:00"),)),
-        hub.Text("thanks"),
+        internal.ToolResult(call_id="c1", name="w", content=(internal.Text("sunny"),)),
+        internal.ToolResult(call_id="c2", name="t", content=(internal.Text("12:00"),)),
+        internal.Text("thanks"),
     )
-    assert conversation.tools == (hub.Tool(name="w"),)
+    assert conversation.tools == (internal.Tool(name="w"),)
     assert conversation.tools[0].parameters == {"type": "object", "properties": {}}
-    assert conversation.tool_choice == hub.NamedTool("w")
+    assert conversation.tool_choice == internal.NamedTool("w")
     assert conversation.parallel_tool_calls is False
 
 
@@ -194,10 +196,10 @@ def test_what_cannot_convert_is_a_400_naming_the_field(message: dict[str, Any], 
 TEXT = st.text(max_size=20)
 PARTS = st.lists(
     st.one_of(
-        st.builds(hub.Text, TEXT.filter(bool)),
-        st.builds(hub.Reasoning, text=TEXT.filter(bool)),
+        st.builds(internal.Text, TEXT.filter(bool)),
+        st.builds(internal.Reasoning, text=TEXT.filter(bool)),
         st.builds(
-            hub.ToolCall,
+            internal.ToolCall,
             id=st.text("abc123_", min_size=1, max_size=8),
             name=st.sampled_from(["f", "get_weather"]),
             arguments=st.dictionaries(st.text(max_size=5), st.integers() | TEXT, max_size=3),
@@ -206,7 +208,7 @@ PARTS = st.lists(
     max_size=6,
 )
 USAGE = st.builds(
-    hub.Usage,
+    internal.Usage,
     input=st.integers(0, 10**6),
     output=st.integers(0, 10**6),
     cache_read=st.integers(0, 10**6),
@@ -217,18 +219,18 @@ STOPS = st.sampled_from(["end", "length", "tool_use", "content_filter", "stop_se
 
 @given(PARTS, STOPS, USAGE)
 def test_completion_arithmetic_and_finish_reason(
-    parts: list[hub.Part], stop: hub.Stop, usage: hub.Usage
+    parts: list[internal.Part], stop: internal.Stop, usage: internal.Usage
 ) -> None:
-    reply = hub.Reply(id="msg_1", model="up", parts=tuple(parts), stop=stop, usage=usage)
+    reply = internal.Reply(id="msg_1", model="up", parts=tuple(parts), stop=stop, usage=usage)
     answer = codec.response_from_internal(reply, "asked", 123)
     choice = answer["choices"][0]
-    calls = [p for p in parts if isinstance(p, hub.ToolCall)]
+    calls = [p for p in parts if isinstance(p, internal.ToolCall)]
     assert answer["model"] == "asked"
     assert (choice["finish_reason"] == "tool_calls") == bool(calls)
     assert [
         json.loads(c["function"]["arguments"]) for c in choice["message"].get("tool_calls", [])
     ] == [c.arguments for c in calls]
-    text = "".join(p.text for p in parts if isinstance(p, hub.Text))
+    text = "".join(p.text for p in parts if isinstance(p, internal.Text))
     assert choice["message"]["content"] == (text or None)
     u = answer["usage"]
     assert u["prompt_tokens"] == usage.input + usage.cache_read + usage.cache_write

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxycast import sse
+from proxycast.formats import sse
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)

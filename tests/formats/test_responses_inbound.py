@@ -14,8 +14,8 @@ from openai._models import construct_type_unchecked
 from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 
-from proxycast import hub, sse
 from proxycast.errors import InvalidRequestError, ProxycastError
+from proxycast.formats import internal, sse
 from proxycast.formats.responses import inbound as codec
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
@@ -27,8 +27,8 @@ def conversation(**body: Any) -> codec.ResponsesConversation:
 
 def test_string_input_and_instructions() -> None:
     c = conversation(input="Hi", instructions="Be brief.", max_output_tokens=100, temperature=0.5)
-    assert c.system == (hub.Text("Be brief."),)
-    assert c.messages == (hub.Message("user", (hub.Text("Hi"),)),)
+    assert c.system == (internal.Text("Be brief."),)
+    assert c.messages == (internal.Message("user", (internal.Text("Hi"),)),)
     assert (c.params.max_tokens, c.params.temperature) == (100, 0.5)
 
 
@@ -44,18 +44,20 @@ def test_items_become_turns() -> None:
             {"role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
         ]
     )  # fmt: skip
-    assert c.system == (hub.Text("Rules."),)
+    assert c.system == (internal.Text("Rules."),)
     assert c.messages == (
-        hub.Message("user", (hub.Text("Q"),)),
-        hub.Message(
+        internal.Message("user", (internal.Text("Q"),)),
+        internal.Message(
             "assistant",
             (
-                hub.Reasoning(text="hm", signature="sig"),
-                hub.ToolCall(id="c1", name="f", arguments={"a": 1}),
+                internal.Reasoning(text="hm", signature="sig"),
+                internal.ToolCall(id="c1", name="f", arguments={"a": 1}),
             ),
         ),
-        hub.Message("user", (hub.ToolResult(call_id="c1", content=(hub.Text("42"),), name="f"),)),
-        hub.Message("assistant", (hub.Text("Done."),)),
+        internal.Message(
+            "user", (internal.ToolResult(call_id="c1", content=(internal.Text("42"),), name="f"),)
+        ),
+        internal.Message("assistant", (internal.Text("Done."),)),
     )
 
 
@@ -74,9 +76,9 @@ def test_images_and_files() -> None:
         ]
     )  # fmt: skip
     assert c.messages[0].parts == (
-        hub.Image(media_type="image/png", data="AAAA"),
-        hub.Image(url="https://x.test/a.png"),
-        hub.Document(media_type="application/pdf", data="BBBB", filename="a.pdf"),
+        internal.Image(media_type="image/png", data="AAAA"),
+        internal.Image(url="https://x.test/a.png"),
+        internal.Document(media_type="application/pdf", data="BBBB", filename="a.pdf"),
     )
 
 
@@ -107,7 +109,7 @@ def test_codex_tools_custom_namespace_and_built_in() -> None:
     assert c.custom == {"apply_patch"}
     assert c.namespaces == {"agents__spawn": ("agents", "spawn")}
     assert c.dropped == ()  # the hub carries the web search: the upstream decides
-    assert c.params.web_search == hub.WebSearch(tool="web_search")
+    assert c.params.web_search == internal.WebSearch(tool="web_search")
     assert c.params.reasoning_effort == "high"
     assert c.params.response_format == {
         "type": "json_schema",
@@ -127,12 +129,12 @@ def test_custom_and_namespace_calls_map_back() -> None:
             },
         ],
     )
-    reply = hub.Reply(
+    reply = internal.Reply(
         id="x",
         model="m",
         parts=(
-            hub.ToolCall(id="c1", name="apply_patch", arguments={"input": "*** Begin Patch"}),
-            hub.ToolCall(id="c2", name="agents__spawn", arguments={"a": 1}),
+            internal.ToolCall(id="c1", name="apply_patch", arguments={"input": "*** Begin Patch"}),
+            internal.ToolCall(id="c2", name="agents__spawn", arguments={"a": 1}),
         ),
         stop="tool_use",
     )
@@ -153,7 +155,7 @@ def test_custom_and_namespace_calls_map_back() -> None:
              "arguments": "{}"},
         ]
     )  # fmt: skip
-    calls = [p for m in back.messages for p in m.parts if isinstance(p, hub.ToolCall)]
+    calls = [p for m in back.messages for p in m.parts if isinstance(p, internal.ToolCall)]
     assert [(p.name, p.arguments) for p in calls] == [
         ("apply_patch", {"input": "P"}),
         ("agents__spawn", {}),
@@ -168,15 +170,15 @@ def test_custom_and_namespace_calls_map_back() -> None:
         pytest.param("content_filter", "incomplete", "content_filter", id="filter"),
     ],
 )
-def test_status_and_incomplete_reason(stop: hub.Stop, status: str, reason: str | None) -> None:
-    reply = hub.Reply(id="x", model="m", parts=(hub.Text("a"),), stop=stop)
+def test_status_and_incomplete_reason(stop: internal.Stop, status: str, reason: str | None) -> None:
+    reply = internal.Reply(id="x", model="m", parts=(internal.Text("a"),), stop=stop)
     response = codec.response_from_internal(reply, "m", conversation(input="Hi"))
     assert response["status"] == status
     assert (response["incomplete_details"] or {}).get("reason") == reason
 
 
 def test_usage() -> None:
-    usage = hub.Usage(input=5, cache_read=3, cache_write=2, output=7, reasoning=4)
+    usage = internal.Usage(input=5, cache_read=3, cache_write=2, output=7, reasoning=4)
     assert codec.usage_from_internal(usage) == {
         "input_tokens": 10,
         "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
@@ -188,7 +190,7 @@ def test_usage() -> None:
 
 def test_a_failure_is_response_failed_with_its_code() -> None:
     encoder = codec.StreamEncoder("m", conversation(input="Hi"))
-    encoder.encode(hub.Start(id="x", model="m"))
+    encoder.encode(internal.Start(id="x", model="m"))
     frame = encoder.fail(ProxycastError("Slow down.", status=429))
     (event,) = sse.SSEParser().feed(frame)
     assert isinstance(event, sse.Event)
@@ -205,31 +207,32 @@ ARGS = st.dictionaries(st.text("abc", max_size=3), st.integers() | st.text(max_s
 
 
 @st.composite
-def event_streams(draw: st.DrawFn) -> list[hub.StreamEvent]:
-    events: list[hub.StreamEvent] = [hub.Start(id="up", model="m")]
+def event_streams(draw: st.DrawFn) -> list[internal.StreamEvent]:
+    events: list[internal.StreamEvent] = [internal.Start(id="up", model="m")]
     calls = 0
     for _ in range(draw(st.integers(0, 5))):
         kind = draw(st.sampled_from(["text", "reasoning", "signed", "call"]))
         if kind == "text":
-            events += [hub.TextDelta(t) for t in draw(st.lists(TEXT, min_size=1, max_size=3))]
+            events += [internal.TextDelta(t) for t in draw(st.lists(TEXT, min_size=1, max_size=3))]
         elif kind in ("reasoning", "signed"):
             events += [
-                hub.ReasoningDelta(text=t) for t in draw(st.lists(TEXT, min_size=1, max_size=3))
+                internal.ReasoningDelta(text=t)
+                for t in draw(st.lists(TEXT, min_size=1, max_size=3))
             ]
             if kind == "signed":
-                events.append(hub.ReasoningDelta(signature=draw(st.text("abc=", min_size=1))))
+                events.append(internal.ReasoningDelta(signature=draw(st.text("abc=", min_size=1))))
         else:
             text = json.dumps(draw(ARGS))
             cuts = sorted(draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=3)))
             pieces = [
                 text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if text[a:b]
             ]
-            events.append(hub.ToolCallStart(index=calls, id=f"call_{calls}", name="f"))
-            events += [hub.ToolArgsDelta(index=calls, fragment=p) for p in pieces]
+            events.append(internal.ToolCallStart(index=calls, id=f"call_{calls}", name="f"))
+            events += [internal.ToolArgsDelta(index=calls, fragment=p) for p in pieces]
             calls += 1
     stop = draw(st.sampled_from(["end", "length", "content_filter", "tool_use"]))
-    usage = hub.Usage(input=draw(st.integers(0, 9)), output=draw(st.integers(0, 9)))
-    events.append(hub.Finish(stop=stop, usage=usage))
+    usage = internal.Usage(input=draw(st.integers(0, 9)), output=draw(st.integers(0, 9)))
+    events.append(internal.Finish(stop=stop, usage=usage))
     return events
 
 
@@ -248,7 +251,7 @@ def _comparable(response: Response) -> dict[str, Any]:
 @settings(max_examples=60, deadline=None)
 @given(event_streams())
 def test_the_sdk_accumulates_a_stream_into_the_non_streamed_response(
-    events: list[hub.StreamEvent],
+    events: list[internal.StreamEvent],
 ) -> None:
     conv = conversation(input="Hi", tools=[{"type": "function", "name": "f"}])
     encoder = codec.StreamEncoder("client-model", conv)
@@ -267,7 +270,7 @@ def test_the_sdk_accumulates_a_stream_into_the_non_streamed_response(
                 final = out.response
     assert numbers == list(range(len(numbers)))
     assert final is not None
-    expected = codec.response_from_internal(hub.accumulate(events), "client-model", conv)
+    expected = codec.response_from_internal(internal.accumulate(events), "client-model", conv)
     assert _comparable(Response.model_validate(final.model_dump())) == _comparable(
         Response.model_validate(expected)
     )

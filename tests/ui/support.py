@@ -7,12 +7,12 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from proxycast.clients import ClientConfig
+from proxycast.accounting.clients import ClientConfig
+from proxycast.accounting.prices import Price
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.ledger import LedgerConfig
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.rows import Row
-from proxycast.prices import Price
 from tests.support import CLIENT_KEY, UPSTREAM_KEY
 
 if TYPE_CHECKING:

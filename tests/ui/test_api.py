@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from proxycast.clients import UNNAMED, ClientConfig
+from proxycast.accounting.clients import UNNAMED, ClientConfig
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.rows import Row
 from proxycast.testing.openai import Script

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
 
+from proxycast.accounting.metrics import CONTENT_TYPE
+from proxycast.core.exchange import json_response
 from proxycast.errors import ProxycastError
-from proxycast.exchange import json_response
-from proxycast.metrics import CONTENT_TYPE
 
 blueprint = Blueprint("admin", __name__)
 

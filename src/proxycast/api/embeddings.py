@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from proxycast import formats, hub, routing
-from proxycast._json import replace_value
-from proxycast.accounting import current_record
-from proxycast.api._common import parse_and_validate
+from proxycast import formats
+from proxycast.accounting.records import current_record
 from proxycast.api.inbound import current_exchange
+from proxycast.core import routing
+from proxycast.core.exchange import ESTIMATE_HEADER, json_response
+from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError
-from proxycast.exchange import ESTIMATE_HEADER, json_response
+from proxycast.formats import internal
 from proxycast.formats.contracts import InboundRequest, UpstreamRequest
-from proxycast.formats.envelope import envelope
+from proxycast.formats.json_spans import replace_value
 from proxycast.formats.openai import embeddings as openai_embeddings
-from proxycast.relay import read_forwarded
+from proxycast.formats.required import envelope
+from proxycast.http.body import parse_and_validate
 
 blueprint = Blueprint("embeddings", __name__)
 
@@ -51,7 +53,7 @@ async def embeddings() -> Response:
         data, reply = read_forwarded(await provider.read_all(response), model, provider.name)
         usage = reply.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        await _settle(hub.Usage(input=tokens if isinstance(tokens, int) else 0))
+        await _settle(internal.Usage(input=tokens if isinstance(tokens, int) else 0))
         return Response(data, status=response.status_code, content_type="application/json")
     converter = formats.EMBEDDINGS.get(provider.config.type)
     if converter is None:
@@ -68,11 +70,11 @@ async def embeddings() -> Response:
     encoding = body.get("encoding_format") or "float"
     out = openai_embeddings.reply_from_internal(answer, wanted, model, encoding)
     headers = {ESTIMATE_HEADER: "estimate"} if answer.input_tokens is None else None
-    await _settle(hub.Usage(input=out["usage"]["prompt_tokens"]))
+    await _settle(internal.Usage(input=out["usage"]["prompt_tokens"]))
     return json_response(out, headers=headers)
 
 
-async def _settle(usage: hub.Usage) -> None:
+async def _settle(usage: internal.Usage) -> None:
     """Embeddings count in usage like chat: their input tokens, in the ledger and the limits."""
     record, accounting = current_record(), current_exchange().accounting
     if record is not None:

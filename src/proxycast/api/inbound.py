@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, current_app, request
 
 from proxycast import formats
-from proxycast.api._common import parse_and_validate
+from proxycast.http.body import parse_and_validate
 
 if TYPE_CHECKING:
-    from proxycast.exchange import Answer, Exchange
+    from proxycast.core.exchange import Answer, Exchange
     from proxycast.formats.contracts import Headers, InboundDialect, InboundRequest, Operation
 
 
@@ -40,7 +40,7 @@ async def answer(
 
 
 async def _handle(dialect: InboundDialect, operation: Operation) -> Response:
-    # Reached only where proxycast.direct does not serve the route (an app mounted under a root
+    # Reached only where proxycast.http.direct does not serve the route (an app mounted under a root
     # path): the same steps, with Quart's request.
     raw = await request.get_data(cache=False, as_text=False)
     assert isinstance(raw, bytes)  # as_text=False

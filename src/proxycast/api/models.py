@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, current_app, request
 
-from proxycast import formats, routing
-from proxycast.accounting import current_record
+from proxycast import formats
+from proxycast.accounting.clients import UNLIMITED
+from proxycast.accounting.records import current_record
 from proxycast.api.inbound import current_exchange
-from proxycast.clients import UNLIMITED
-from proxycast.exchange import json_response
+from proxycast.core import routing
+from proxycast.core.exchange import json_response
 from proxycast.formats.contracts import ModelEntry
 
 if TYPE_CHECKING:
-    from proxycast.catalog import Catalog
-    from proxycast.clients import Client
+    from proxycast.accounting.clients import Client
     from proxycast.config import ProviderConfig
+    from proxycast.upstream.catalog import Catalog
 
 blueprint = Blueprint("models", __name__)
 
@@ -34,7 +35,7 @@ def _entry(model_id: str, provider: ProviderConfig) -> ModelEntry:
 
 @blueprint.get("/v1/models")
 async def list_models() -> Response:
-    catalog: Catalog = current_app.extensions["proxycast.catalog"]
+    catalog: Catalog = current_app.extensions["proxycast.upstream.catalog"]
     client = _client()
     entries = [
         _entry(name, provider)

@@ -2,7 +2,7 @@
 
 The Responses API is the one stateful API proxycast serves: a request may continue a stored response
 (``previous_response_id``), and a response is stored for that. This module does that part (the store
-is ``proxycast.responses_store``); the conversion is the ``responses`` dialect's and the request path
+is ``proxycast.api.responses_store``); the conversion is the ``responses`` dialect's and the request path
 the exchange's, as for every other dialect.
 """
 
@@ -16,12 +16,11 @@ import attrs
 import trio
 from quart import Blueprint, Response, request
 
-from proxycast import routing
-from proxycast.api._common import CLOSERS, parse_and_validate
 from proxycast.api.inbound import current_exchange
-from proxycast.config import data_dir
-from proxycast.errors import ProxycastError
-from proxycast.exchange import PROVIDER_HEADER, json_response
+from proxycast.api.responses_store import ResponseStore, owner_of
+from proxycast.core import routing
+from proxycast.core.exchange import PROVIDER_HEADER, json_response
+from proxycast.errors import ResponseNotFoundError
 from proxycast.formats.responses.inbound import (
     DIALECT,
     SEARCH_TOOLS,
@@ -30,23 +29,19 @@ from proxycast.formats.responses.inbound import (
     input_items,
     request_to_internal,
 )
-from proxycast.responses_store import ResponseStore, owner_of
+from proxycast.home import data_dir
+from proxycast.http.body import CLOSERS, parse_and_validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from proxycast.config import Config
-    from proxycast.exchange import Answer, Exchange
+    from proxycast.core.exchange import Answer, Exchange
 
 log = logging.getLogger("proxycast")
 
 DROPPED_TOOLS_HEADER = "x-proxycast-dropped-tools"
 """Names the built-in tools that a converted request left out (comma-separated tool types)."""
-
-
-class ResponseNotFoundError(ProxycastError):
-    status = 404
-    kind = "not_found"
 
 
 def _not_found(ident: str, param: str | None = None) -> ResponseNotFoundError:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from proxycast.formats.contracts import Headers, InboundDialect, ModelListing, UpstreamFormat
-    from proxycast.formats.embedding import EmbeddingsUpstream
+    from proxycast.formats.embeddings import EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
     upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI)

@@ -4,7 +4,7 @@ An **upstream format** turns the internal conversation into a request its provid
 answers (a JSON body, or a stream of bytes in its own framing) back into the internal model. An
 **inbound dialect** reads a client's request into the internal conversation and writes internal
 replies, stream events and errors the way its clients expect; when the upstream speaks the same format,
-it forwards the client's bytes instead (the passthrough). The exchange (``proxycast.exchange``) knows
+it forwards the client's bytes instead (the passthrough). The exchange (``proxycast.core.exchange``) knows
 only these two Protocols; ``docs/architecture.md`` says how to add either.
 """
 
@@ -20,9 +20,9 @@ from proxycast.errors import ProxycastError
 if TYPE_CHECKING:
     import httpx
 
-    from proxycast import hub
     from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo
+    from proxycast.formats import internal
 
 Operation = Literal["generate", "count_tokens"]
 """What an inbound route asks for: a model's answer, or the count of a prompt's tokens."""
@@ -90,9 +90,9 @@ class Headers(Protocol):
 class StreamDecoder(Protocol):
     """An upstream's streamed body -> stream events. It owns the framing: bytes in, as they arrive."""
 
-    def feed(self, chunk: bytes) -> list[hub.StreamEvent]: ...
+    def feed(self, chunk: bytes) -> list[internal.StreamEvent]: ...
 
-    def end(self) -> list[hub.StreamEvent]:
+    def end(self) -> list[internal.StreamEvent]:
         """The body ended: the events that closes (for a format without an end marker)."""
         ...
 
@@ -103,7 +103,7 @@ class StreamEncoder(Protocol):
     finished: bool
     """True once the client has a complete stream (or an error) and nothing may follow."""
 
-    def encode(self, event: hub.StreamEvent) -> bytes: ...
+    def encode(self, event: internal.StreamEvent) -> bytes: ...
 
     def fail(self, error: Exception) -> bytes:
         """An error frame in the client's dialect; nothing follows it."""
@@ -141,7 +141,7 @@ class Translator(Protocol):
         ...
 
     @property
-    def usage(self) -> hub.Usage | None:
+    def usage(self) -> internal.Usage | None:
         """The usage the stream reported so far (None: none yet), for the accounting."""
         ...
 
@@ -173,22 +173,28 @@ class UpstreamFormat(Protocol):
         """How a key is presented (a header; a signing provider would sign the request here)."""
         ...
 
-    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+    def request_from_internal(
+        self, conversation: internal.Conversation, model: str
+    ) -> UpstreamRequest:
         """The request for ``model``; raises ``InvalidRequestError`` for what the format cannot carry."""
         ...
 
-    def searches(self, conversation: hub.Conversation) -> bool:
+    def searches(self, conversation: internal.Conversation) -> bool:
         """Whether the request for ``conversation`` has the upstream run its own web search
         (``params.web_search``): False when it has none, or leaves an offered one out."""
         ...
 
-    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+    def reply_to_internal(
+        self, body: dict[str, Any], request: UpstreamRequest
+    ) -> list[internal.Reply]:
         """A non-streamed answer (one reply per choice or candidate)."""
         ...
 
     def stream_decoder(self, request: UpstreamRequest) -> StreamDecoder: ...
 
-    def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount | Estimate:
+    def count_tokens(
+        self, conversation: internal.Conversation, model: str
+    ) -> TokenCount | Estimate:
         """How to count the conversation's input tokens: ask the upstream, or estimate here."""
         ...
 
@@ -268,7 +274,7 @@ class InboundDialect(Protocol):
         """Validate a parsed body; raises ``InvalidRequestError`` naming every field at fault."""
         ...
 
-    def request_to_internal(self, request: InboundRequest) -> hub.Conversation: ...
+    def request_to_internal(self, request: InboundRequest) -> internal.Conversation: ...
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
         """The client's own bytes for an upstream of :attr:`native_type`, the model renamed."""
@@ -276,7 +282,7 @@ class InboundDialect(Protocol):
 
     def forwarded_reply(
         self, data: bytes, client_model: str, provider: str
-    ) -> tuple[bytes, hub.Usage]:
+    ) -> tuple[bytes, internal.Usage]:
         """A forwarded non-streamed answer, with the client's model name (502 when it is not a JSON
         object), and the usage it reports (for the accounting)."""
         ...
@@ -291,13 +297,13 @@ class InboundDialect(Protocol):
         ...
 
     def reply_from_internal(
-        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
     ) -> dict[str, Any]:
         """The answer to ``conversation`` (the request as converted), in the client's shape."""
         ...
 
     def stream_encoder(
-        self, client_model: str, conversation: hub.Conversation
+        self, client_model: str, conversation: internal.Conversation
     ) -> StreamEncoder: ...
 
     def tokens_counted(self, count: int) -> dict[str, Any]:

@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from proxycast.redact import without_password
+from proxycast.core.redact import without_password
+from proxycast.home import data_dir
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from proxycast.ledger.store import Store
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -42,8 +45,6 @@ def ledger_path(config: LedgerConfig, env: Mapping[str, str] | None = None) -> P
         ValueError: a URL proxycast does not support, with what it supports (or, for Postgres,
             what to install).
     """
-    from proxycast.config import data_dir
-
     url = config.url
     if url == "off":
         return None
@@ -63,6 +64,23 @@ def ledger_path(config: LedgerConfig, env: Mapping[str, str] | None = None) -> P
 
 def spill_path(env: Mapping[str, str] | None = None) -> Path:
     """Where a Postgres ledger's rows wait while Postgres is unreachable."""
-    from proxycast.config import data_dir
-
     return data_dir(env) / "ledger-spill.db"
+
+
+def open_store(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Store | None:
+    """The configured ledger (None when it is off). A SQLite file is created and migrated now; a
+    Postgres database when it is first reached (it may be down as the gateway starts).
+
+    Raises:
+        ValueError: an unsupported URL (the configuration check says so first).
+    """
+    path = ledger_path(config, env)
+    if path is not None:
+        from proxycast.ledger.sqlite import SQLiteStore
+
+        return SQLiteStore(path)
+    if is_postgres(config.url):
+        from proxycast.ledger.postgres import PostgresStore
+
+        return PostgresStore(config.url)
+    return None

@@ -22,14 +22,10 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from proxycast.core.redact import MASK, url_password, without_password
+from proxycast.errors import LedgerUnavailableError
 from proxycast.ledger.rows import COLUMNS, stored_values
-from proxycast.ledger.store import (
-    SERIES_GROUPS,
-    LedgerUnavailableError,
-    report_rows,
-    series_rows,
-)
-from proxycast.redact import MASK, url_password, without_password
+from proxycast.ledger.store import SERIES_GROUPS, report_rows, series_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from proxycast.ledger import is_postgres, ledger_path
-
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
 
     import trio
 
-    from proxycast.ledger import LedgerConfig
     from proxycast.ledger.rows import Row
 
 GROUPS = ("client", "model", "provider", "day")
@@ -47,29 +44,6 @@ class Store(Protocol):
         """Usage over time (the dashboard's charts): see :func:`series_rows`."""
 
     def close(self) -> None: ...
-
-
-class LedgerUnavailableError(Exception):
-    """The ledger cannot be read or written now (its message names it, without a password)."""
-
-
-def open_store(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Store | None:
-    """The configured ledger (None when it is off). A SQLite file is created and migrated now; a
-    Postgres database when it is first reached (it may be down as the gateway starts).
-
-    Raises:
-        ValueError: an unsupported URL (the configuration check says so first).
-    """
-    path = ledger_path(config, env)
-    if path is not None:
-        from proxycast.ledger.sqlite import SQLiteStore
-
-        return SQLiteStore(path)
-    if is_postgres(config.url):
-        from proxycast.ledger.postgres import PostgresStore
-
-        return PostgresStore(config.url)
-    return None
 
 
 def report_rows(groups: Iterable[Sequence[Any]], by: str) -> list[dict[str, Any]]:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast.ledger import is_postgres, spill_path
+from proxycast.errors import LedgerUnavailableError
+from proxycast.ledger import is_postgres, open_store, spill_path
 from proxycast.ledger.spill import Spill
-from proxycast.ledger.store import LedgerUnavailableError, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

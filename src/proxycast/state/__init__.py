@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from proxycast.redact import without_password
+from proxycast.core.redact import without_password
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from proxycast.keys import KeyPool
+    from proxycast.upstream.keys import KeyPool
 
 
 @attrs.frozen(kw_only=True)

@@ -12,7 +12,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from proxycast.keys import KeyPool
+    from proxycast.upstream.keys import KeyPool
 
 SYNC_SECONDS = 0.5
 """How often a worker reads the rests every worker wrote (at once after a rest of its own)."""

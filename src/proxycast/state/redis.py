@@ -40,8 +40,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+from proxycast.core.redact import without_password
 from proxycast.errors import ProxycastError
-from proxycast.redact import without_password
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, window
 from proxycast.state.health import HealthBoard, Rest
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from redis.commands.core import Script
 
-    from proxycast.keys import KeyPool
+    from proxycast.upstream.keys import KeyPool
 
 log = logging.getLogger("proxycast")
 

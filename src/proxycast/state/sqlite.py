@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
-    from proxycast.keys import KeyPool
     from proxycast.state import Admitted, Ask, Limits, Refused
+    from proxycast.upstream.keys import KeyPool
 
 log = logging.getLogger("proxycast")
 

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import trio
 
-from proxycast import hub
+from proxycast.formats import internal
 from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, fake_vector
 
 
@@ -397,24 +397,26 @@ def stream_chunks(
     return chunks
 
 
-def _reply(script: Script, number: int) -> hub.Reply:
+def _reply(script: Script, number: int) -> internal.Reply:
     """The script as the hub reply it describes (for the Responses route)."""
-    parts: list[hub.Part] = []
+    parts: list[internal.Part] = []
     if script.reasoning:
-        parts.append(hub.Reasoning(text=script.reasoning))
+        parts.append(internal.Reasoning(text=script.reasoning))
     if script.text:
-        parts.append(hub.Text(script.text))
+        parts.append(internal.Text(script.text))
     for index, call in enumerate(script.tool_calls):
         arguments = json.loads(call.arguments or "{}")
-        parts.append(hub.ToolCall(id=_call_id(call, index), name=call.name, arguments=arguments))
+        parts.append(
+            internal.ToolCall(id=_call_id(call, index), name=call.name, arguments=arguments)
+        )
     usage = _usage(script)
-    stop: hub.Stop = "tool_use" if script.tool_calls else "end"
+    stop: internal.Stop = "tool_use" if script.tool_calls else "end"
     if _finish(script) == "length":
         stop = "length"
-    return hub.Reply(
+    return internal.Reply(
         id=f"resp_fake{number}",
         model="",
         parts=tuple(parts),
         stop=stop,
-        usage=hub.Usage(input=usage["prompt_tokens"], output=usage["completion_tokens"]),
+        usage=internal.Usage(input=usage["prompt_tokens"], output=usage["completion_tokens"]),
     )

@@ -19,20 +19,25 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Blueprint, Response, current_app, request
 
-from proxycast.accounting import current_record
-from proxycast.clients import UNNAMED
-from proxycast.errors import AuthenticationError, InvalidRequestError, ProxycastError
-from proxycast.exchange import SSE_HEADERS
+from proxycast.accounting.clients import UNNAMED
+from proxycast.accounting.records import current_record
+from proxycast.core.exchange import SSE_HEADERS
+from proxycast.core.redact import without_userinfo
+from proxycast.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    LedgerUnavailableError,
+    ProxycastError,
+)
 from proxycast.ledger import report
-from proxycast.ledger.store import GROUPS, SERIES_GROUPS, LedgerUnavailableError
-from proxycast.redact import without_userinfo
+from proxycast.ledger.store import GROUPS, SERIES_GROUPS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from proxycast.accounting import Accounting
-    from proxycast.clients import Client
-    from proxycast.exchange import Exchange
+    from proxycast.accounting.clients import Client
+    from proxycast.accounting.records import Accounting
+    from proxycast.core.exchange import Exchange
     from proxycast.ledger.store import Store
 
 blueprint = Blueprint("ui_api", __name__, url_prefix="/ui/api")

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from cattrs.errors import BaseValidationError
 
-from proxycast import hub
-from proxycast._json import dumps_text, replace_value
+from proxycast.core.relay import read_forwarded
 from proxycast.errors import ProxycastError
+from proxycast.formats import internal
 from proxycast.formats.anthropic import wire
 from proxycast.formats.anthropic.errors import error_body, mark_not_retryable, status
 from proxycast.formats.anthropic.outbound import clean_tool_id, usage_to_internal
@@ -25,9 +25,9 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
-from proxycast.formats.envelope import deferred, envelope
-from proxycast.relay import read_forwarded
-from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
+from proxycast.formats.converters import Problem, invalid_request, out_of_range, refuse, too_many
+from proxycast.formats.json_spans import dumps_text, replace_value
+from proxycast.formats.required import deferred, envelope
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -43,24 +43,24 @@ def _effort(budget: int | None) -> str:
     return "medium" if budget < 4096 else "high"
 
 
-def _part_from_block(block: wire.Block, names: dict[str, str]) -> hub.Part | None:
+def _part_from_block(block: wire.Block, names: dict[str, str]) -> internal.Part | None:
     if isinstance(block, wire.TextBlock):
-        return hub.Text(block.text, block.cache_control) if block.text else None
+        return internal.Text(block.text, block.cache_control) if block.text else None
     if isinstance(block, (wire.ImageBlock, wire.DocumentBlock)):
         source = block.source
         if source.type == "text" and source.data is not None:
-            return hub.Text(source.data, block.cache_control)
+            return internal.Text(source.data, block.cache_control)
         media = source.media_type or (
             "application/pdf" if isinstance(block, wire.DocumentBlock) else None
         )
         if isinstance(block, wire.ImageBlock):
-            return hub.Image(
+            return internal.Image(
                 media_type=media,
                 data=source.data,
                 url=source.url,
                 cache_control=block.cache_control,
             )
-        return hub.Document(
+        return internal.Document(
             media_type=media or "application/pdf",
             data=source.data,
             url=source.url,
@@ -68,26 +68,28 @@ def _part_from_block(block: wire.Block, names: dict[str, str]) -> hub.Part | Non
             cache_control=block.cache_control,
         )
     if isinstance(block, wire.ToolUseBlock):
-        call_id, signature = hub.split_id(block.id)
+        call_id, signature = internal.split_id(block.id)
         names[call_id] = block.name
-        return hub.ToolCall(id=call_id, name=block.name, arguments=block.input, signature=signature)
+        return internal.ToolCall(
+            id=call_id, name=block.name, arguments=block.input, signature=signature
+        )
     if isinstance(block, wire.ToolResultBlock):
         content = block.content
         blocks: list[wire.Block] = (
             [wire.TextBlock(text=content)] if isinstance(content, str) else content or []
         )
         parts = [p for p in (_part_from_block(b, names) for b in blocks) if p is not None]
-        call_id = hub.split_id(block.tool_use_id)[0]
-        return hub.ToolResult(
+        call_id = internal.split_id(block.tool_use_id)[0]
+        return internal.ToolResult(
             call_id=call_id,
             content=tuple(parts),
             name=names.get(call_id),
             is_error=bool(block.is_error),
         )
     if isinstance(block, wire.ThinkingBlock):
-        return hub.reasoning_from_client(block.thinking, block.signature)
+        return internal.reasoning_from_client(block.thinking, block.signature)
     if isinstance(block, wire.RedactedThinkingBlock):
-        return hub.reasoning_from_client("", block.data, redacted=True)
+        return internal.reasoning_from_client("", block.data, redacted=True)
     return None  # server tools and blocks Anthropic adds later
 
 
@@ -121,14 +123,14 @@ def _response_format(
 
 def request_to_internal(
     request: wire.MessagesRequest | wire.CountTokensRequest,
-) -> hub.Conversation:
+) -> internal.Conversation:
     """An Anthropic Messages request as a conversation (docs/mappings.md, "Anthropic Messages")."""
     names: dict[str, str] = {}
-    system: list[hub.Part] = []
+    system: list[internal.Part] = []
     if isinstance(request.system, str):
-        system = [hub.Text(request.system)] if request.system else []
+        system = [internal.Text(request.system)] if request.system else []
     elif request.system:
-        system = [hub.Text(b.text, b.cache_control) for b in request.system if b.text]
+        system = [internal.Text(b.text, b.cache_control) for b in request.system if b.text]
     messages = []
     for message in request.messages:
         blocks: list[wire.Block] = (
@@ -140,21 +142,21 @@ def request_to_internal(
         if message.role == "system":
             # A system message mid-conversation (Claude Code's mid-conversation-system beta):
             # instructions, so they join the system prompt, in order (docs/mappings.md).
-            system += [p for p in parts if isinstance(p, hub.Text)]
+            system += [p for p in parts if isinstance(p, internal.Text)]
         elif parts:
-            messages.append(hub.Message(message.role, tuple(parts)))
-    choice: hub.ToolChoice | None = None
+            messages.append(internal.Message(message.role, tuple(parts)))
+    choice: internal.ToolChoice | None = None
     parallel = None
     if request.tool_choice is not None:
         kind = request.tool_choice.type
         if kind == "tool" and request.tool_choice.name:
-            choice = hub.NamedTool(request.tool_choice.name)
+            choice = internal.NamedTool(request.tool_choice.name)
         else:
             choice = {"auto": "auto", "any": "required", "none": "none", "tool": "auto"}[kind]  # type: ignore[assignment]
         if request.tool_choice.disable_parallel_tool_use:
             parallel = False
     full = request if isinstance(request, wire.MessagesRequest) else None
-    params = hub.Params(
+    params = internal.Params(
         max_tokens=full.max_tokens if full else None,
         temperature=full.temperature if full else None,
         top_p=full.top_p if full else None,
@@ -164,11 +166,11 @@ def request_to_internal(
         user=full.metadata.user_id if full and full.metadata else None,
     )
     stream = bool(full and full.stream)
-    return hub.Conversation(
+    return internal.Conversation(
         system=tuple(system),
         messages=tuple(messages),
         tools=tuple(
-            hub.Tool(
+            internal.Tool(
                 name=t.name,
                 description=t.description,
                 parameters=t.input_schema,
@@ -185,7 +187,7 @@ def request_to_internal(
     )
 
 
-_STOP_REASON: dict[hub.Stop, str] = {
+_STOP_REASON: dict[internal.Stop, str] = {
     "end": "end_turn",
     "stop_sequence": "stop_sequence",
     "length": "max_tokens",
@@ -194,7 +196,7 @@ _STOP_REASON: dict[hub.Stop, str] = {
 }
 
 
-def stop_reason(stop: hub.Stop, sent_tool_use: bool) -> str:
+def stop_reason(stop: internal.Stop, sent_tool_use: bool) -> str:
     """Anthropic's stop reason; ``tool_use`` whenever tool_use blocks were sent (vllm#9209)."""
     if sent_tool_use:
         return "tool_use"
@@ -202,7 +204,7 @@ def stop_reason(stop: hub.Stop, sent_tool_use: bool) -> str:
     return "end_turn" if reason == "tool_use" else reason
 
 
-def usage_from_internal(usage: hub.Usage) -> dict[str, int]:
+def usage_from_internal(usage: internal.Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input,
         "cache_creation_input_tokens": usage.cache_write,
@@ -213,26 +215,26 @@ def usage_from_internal(usage: hub.Usage) -> dict[str, int]:
 
 def client_tool_id(call_id: str, signature: str | None) -> str:
     """The id an Anthropic client sees: ``^[a-zA-Z0-9_-]+$``, with a thought signature carried
-    losslessly (base64url, :func:`hub.signed_id`)."""
-    return hub.signed_id(clean_tool_id(call_id), signature)
+    losslessly (base64url, :func:`internal.signed_id`)."""
+    return internal.signed_id(clean_tool_id(call_id), signature)
 
 
 def _message_id(ident: str) -> str:
     return ident if ident.startswith("msg_") else f"msg_{clean_tool_id(ident or 'proxycast')}"
 
 
-def response_from_internal(reply: hub.Reply, model: str) -> dict[str, Any]:
+def response_from_internal(reply: internal.Reply, model: str) -> dict[str, Any]:
     """An Anthropic ``message`` for ``reply``, under the model name the client asked for."""
     content: list[dict[str, Any]] = []
     for part in reply.parts:
-        if isinstance(part, hub.Reasoning) and part.redacted:
+        if isinstance(part, internal.Reasoning) and part.redacted:
             content.append({"type": "redacted_thinking", "data": part.signature or ""})
-        elif isinstance(part, hub.Reasoning):
-            signature = hub.carried_signature(part)
+        elif isinstance(part, internal.Reasoning):
+            signature = internal.carried_signature(part)
             content.append({"type": "thinking", "thinking": part.text, "signature": signature})
-        elif isinstance(part, hub.Text):
+        elif isinstance(part, internal.Text):
             content.append({"type": "text", "text": part.text})
-        elif isinstance(part, hub.ToolCall):
+        elif isinstance(part, internal.ToolCall):
             content.append(
                 {
                     "type": "tool_use",
@@ -281,7 +283,7 @@ class StreamEncoder:
         )
         self._tools: dict[int, int] = {}  # tool ordinal -> block index, while open
         self._sent_tool_use = False
-        self._usage = hub.Usage()
+        self._usage = internal.Usage()
         self.finished = False
 
     def _start(self, block: dict[str, Any]) -> tuple[int, bytes]:
@@ -323,10 +325,10 @@ class StreamEncoder:
             "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
         )
 
-    def encode(self, event: hub.StreamEvent) -> bytes:
+    def encode(self, event: internal.StreamEvent) -> bytes:
         if self.finished:
             return b""
-        if isinstance(event, hub.Start):
+        if isinstance(event, internal.Start):
             self._usage = event.usage
             message: dict[str, Any] = {
                 "id": _message_id(event.id),
@@ -339,27 +341,27 @@ class StreamEncoder:
                 "usage": {**usage_from_internal(event.usage), "output_tokens": 0},
             }
             return _frame("message_start", {"type": "message_start", "message": message})
-        if isinstance(event, hub.TextDelta):
+        if isinstance(event, internal.TextDelta):
             index, out = self._ensure("text")
             return out + self._delta(index, {"type": "text_delta", "text": event.text})
-        if isinstance(event, hub.ReasoningDelta) and event.redacted:
+        if isinstance(event, internal.ReasoningDelta) and event.redacted:
             out = self._close_all()
             index, start = self._start({"type": "redacted_thinking", "data": event.signature or ""})
             return out + start + self._stop(index)
-        if isinstance(event, hub.ReasoningDelta):
+        if isinstance(event, internal.ReasoningDelta):
             index, out = self._ensure("thinking")
             if event.text:
                 out += self._delta(index, {"type": "thinking_delta", "thinking": event.text})
             if event.signature:
-                signature = hub.carried_signature(
-                    hub.Reasoning(text="", signature=event.signature, source=event.source)
+                signature = internal.carried_signature(
+                    internal.Reasoning(text="", signature=event.signature, source=event.source)
                 )
                 out += self._delta(index, {"type": "signature_delta", "signature": signature})
                 # the signature ends its block: the next reasoning is a block of its own
                 out += self._stop(index)
                 self._open = None
             return out
-        if isinstance(event, hub.ToolCallStart):
+        if isinstance(event, internal.ToolCallStart):
             out = b""
             if self._open is not None:
                 out += self._stop(self._open[1])
@@ -374,14 +376,14 @@ class StreamEncoder:
             self._tools[event.index] = index
             self._sent_tool_use = True
             return out + start
-        if isinstance(event, hub.ToolArgsDelta):
+        if isinstance(event, internal.ToolArgsDelta):
             tool_index = self._tools.get(event.index)
             if tool_index is None or not event.fragment:
                 return b""
             return self._delta(
                 tool_index, {"type": "input_json_delta", "partial_json": event.fragment}
             )
-        if isinstance(event, hub.Finish):
+        if isinstance(event, internal.Finish):
             self.finished = True
             delta = {
                 "stop_reason": stop_reason(event.stop, self._sent_tool_use),
@@ -399,11 +401,11 @@ class StreamEncoder:
                 )
                 + _frame("message_stop", {"type": "message_stop"})
             )
-        if isinstance(event, (hub.Citation, hub.WebSearchCall)):
+        if isinstance(event, (internal.Citation, internal.WebSearchCall)):
             # Claude's search blocks and citations are Claude's own: another upstream's search is
             # left out of the answer (its text stays)
             return b""
-        assert isinstance(event, hub.Failure)
+        assert isinstance(event, internal.Failure)
         return self.fail(event.error)
 
     def fail(self, error: Exception) -> bytes:
@@ -463,7 +465,7 @@ def without_gemini_signatures(text: str, model: str) -> str | None:
     """A forwarded body whose history carries Gemini signatures in thinking blocks (a Gemini
     conversation moving to Claude), without those blocks: Claude refuses signatures it did not issue.
     None when there is none (the body is then forwarded byte for byte)."""
-    if hub.GEMINI_SIGNATURE_MARK not in text:
+    if internal.GEMINI_SIGNATURE_MARK not in text:
         return None
     body = json.loads(text)
     changed = False
@@ -477,7 +479,7 @@ def without_gemini_signatures(text: str, model: str) -> str | None:
                 if not (
                     isinstance(b, dict)
                     and b.get("type") == "thinking"
-                    and str(b.get("signature", "")).startswith(hub.GEMINI_SIGNATURE_MARK)
+                    and str(b.get("signature", "")).startswith(internal.GEMINI_SIGNATURE_MARK)
                 )
             ]
             changed = changed or len(kept) < len(content)
@@ -539,7 +541,7 @@ class AnthropicDialect:
             headers={k: v for k in _FORWARDED_HEADERS if (v := headers.get(k))},
         )
 
-    def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+    def request_to_internal(self, request: InboundRequest) -> internal.Conversation:
         if request.problem is not None:
             raise request.problem
         parsed: wire.MessagesRequest | wire.CountTokensRequest = request.parsed
@@ -560,7 +562,7 @@ class AnthropicDialect:
 
     def forwarded_reply(
         self, data: bytes, client_model: str, provider: str
-    ) -> tuple[bytes, hub.Usage]:
+    ) -> tuple[bytes, internal.Usage]:
         data, answer = read_forwarded(data, client_model, provider)
         return data, usage_to_internal(answer.get("usage"))
 
@@ -573,12 +575,12 @@ class AnthropicDialect:
         return provider.type == self.native_type
 
     def reply_from_internal(
-        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
     ) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model)  # Anthropic has no n > 1
 
     def stream_encoder(
-        self, client_model: str, conversation: hub.Conversation
+        self, client_model: str, conversation: internal.Conversation
     ) -> StreamEncoderType:
         return StreamEncoder(client_model)
 

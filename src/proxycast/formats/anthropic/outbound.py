@@ -13,11 +13,11 @@ import logging
 import re
 from typing import Any
 
-from proxycast import hub, sse
-from proxycast._json import loads_event
 from proxycast.errors import ErrorInfo, InvalidRequestError, UpstreamError, upstream_error
+from proxycast.formats import internal, sse
 from proxycast.formats.anthropic.errors import error_info
 from proxycast.formats.contracts import UpstreamRequest
+from proxycast.formats.json_spans import loads_event
 
 log = logging.getLogger("proxycast")
 
@@ -55,7 +55,7 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
-_STOP: dict[str, hub.Stop] = {
+_STOP: dict[str, internal.Stop] = {
     "end_turn": "end",
     "pause_turn": "length",
     "stop_sequence": "stop_sequence",
@@ -87,7 +87,7 @@ def _cached(block: dict[str, Any], cache_control: dict[str, Any] | None) -> dict
     return block
 
 
-def _image(part: hub.Image, where: str) -> dict[str, Any]:
+def _image(part: internal.Image, where: str) -> dict[str, Any]:
     if part.data is not None and part.media_type not in IMAGE_TYPES:
         raise InvalidRequestError(
             f"{where}: image type {part.media_type!r} is not accepted by Anthropic models "
@@ -97,14 +97,15 @@ def _image(part: hub.Image, where: str) -> dict[str, Any]:
     return _cached(block, part.cache_control)
 
 
-def _document(part: hub.Document, where: str) -> dict[str, Any]:
+def _document(part: internal.Document, where: str) -> dict[str, Any]:
     """PDFs as documents, plain text as a text-source document, images as image blocks."""
     media = part.media_type
     if part.data is None or media == "application/pdf":
         block = {"type": "document", "source": _source(media, part.data, part.url)}
     elif media.startswith("image/"):
         return _image(
-            hub.Image(media_type=media, data=part.data, cache_control=part.cache_control), where
+            internal.Image(media_type=media, data=part.data, cache_control=part.cache_control),
+            where,
         )
     elif media.startswith(TEXT_DOCUMENTS):
         try:
@@ -127,27 +128,27 @@ def _document(part: hub.Document, where: str) -> dict[str, Any]:
     return _cached(block, part.cache_control)
 
 
-def _block(part: hub.Part, where: str) -> dict[str, Any] | None:
-    if isinstance(part, hub.Text):
+def _block(part: internal.Part, where: str) -> dict[str, Any] | None:
+    if isinstance(part, internal.Text):
         if not part.text:
             return None
         return _cached({"type": "text", "text": part.text}, part.cache_control)
-    if isinstance(part, hub.Image):
+    if isinstance(part, internal.Image):
         return _image(part, where)
-    if isinstance(part, hub.Document):
+    if isinstance(part, internal.Document):
         return _document(part, where)
-    if isinstance(part, hub.Audio):
+    if isinstance(part, internal.Audio):
         raise InvalidRequestError(
             f"{where}: Anthropic models do not take audio input.", param=where
         )
-    if isinstance(part, hub.ToolCall):
+    if isinstance(part, internal.ToolCall):
         return {
             "type": "tool_use",
             "id": clean_tool_id(part.id),
             "name": part.name,
             "input": part.arguments,
         }
-    if isinstance(part, hub.ToolResult):
+    if isinstance(part, internal.ToolResult):
         content = [b for b in (_block(p, where) for p in part.content) if b is not None]
         result: dict[str, Any] = {"type": "tool_result", "tool_use_id": clean_tool_id(part.call_id)}
         if content:
@@ -155,7 +156,7 @@ def _block(part: hub.Part, where: str) -> dict[str, Any] | None:
         if part.is_error:
             result["is_error"] = True
         return result
-    if isinstance(part, hub.WebSearchCall):
+    if isinstance(part, internal.WebSearchCall):
         return None  # an answer's search (no inbound dialect puts one in a history)
     # Reasoning: Anthropic accepts thinking blocks only with the signature it issued.
     if part.source == "gemini" or not part.signature:
@@ -176,7 +177,7 @@ _ORDER = {
 }
 
 
-def _messages(conversation: hub.Conversation) -> list[dict[str, Any]]:
+def _messages(conversation: internal.Conversation) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i, message in enumerate(conversation.messages):
         blocks: list[dict[str, Any]] = [
@@ -262,7 +263,7 @@ def user_id(user: str) -> str:
     return "u_" + hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
-def _refuse_unsupported(params: hub.Params) -> None:
+def _refuse_unsupported(params: internal.Params) -> None:
     if params.logprobs:
         raise InvalidRequestError(
             "logprobs is not supported by Anthropic models; leave it out or set it to false.",
@@ -284,7 +285,7 @@ WEB_SEARCH_TOOL = "web_search_20250305"
 """The type of Claude's web search server tool (its name is always ``web_search``)."""
 
 
-def web_search_tool(search: hub.WebSearch) -> dict[str, Any]:
+def web_search_tool(search: internal.WebSearch) -> dict[str, Any]:
     """Claude's web search server tool: Claude runs the searches and answers with
     ``server_tool_use`` / ``web_search_tool_result`` blocks and cited text. OpenAI's
     ``search_context_size`` has no counterpart (dropped); Claude chooses how often to search."""
@@ -296,7 +297,7 @@ def web_search_tool(search: hub.WebSearch) -> dict[str, Any]:
     return tool
 
 
-def _tool_choice(conversation: hub.Conversation, thinking: bool) -> dict[str, Any] | None:
+def _tool_choice(conversation: internal.Conversation, thinking: bool) -> dict[str, Any] | None:
     choice = conversation.tool_choice
     if choice == "none":
         return {"type": "none"}
@@ -305,14 +306,14 @@ def _tool_choice(conversation: hub.Conversation, thinking: bool) -> dict[str, An
     elif choice == "required":
         out = {"type": "any"}
     else:
-        assert isinstance(choice, hub.NamedTool)
+        assert isinstance(choice, internal.NamedTool)
         out = {"type": "tool", "name": choice.name}
     if conversation.parallel_tool_calls is False:
         out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
     return out
 
 
-def _tool(tool: hub.Tool) -> dict[str, Any]:
+def _tool(tool: internal.Tool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": tool.name}
     if tool.description:
         out["description"] = tool.description
@@ -322,7 +323,7 @@ def _tool(tool: hub.Tool) -> dict[str, Any]:
     return _cached(out, tool.cache_control)
 
 
-def request_from_internal(conversation: hub.Conversation, model: str) -> UpstreamRequest:
+def request_from_internal(conversation: internal.Conversation, model: str) -> UpstreamRequest:
     """The Anthropic Messages request for a conversation, sent to ``model``.
 
     Raises:
@@ -338,7 +339,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     body: dict[str, Any] = {"model": model}
     system = []
     for part in conversation.system:
-        if not isinstance(part, hub.Text):
+        if not isinstance(part, internal.Text):
             raise InvalidRequestError("System messages may hold only text for Anthropic models.")
         block = _block(part, "system")
         if block is not None:
@@ -388,10 +389,13 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     choice = _tool_choice(conversation, thinking is not None)
     if not tools:
         used = {
-            p.name for m in conversation.messages for p in m.parts if isinstance(p, hub.ToolCall)
+            p.name
+            for m in conversation.messages
+            for p in m.parts
+            if isinstance(p, internal.ToolCall)
         }
         has_results = any(
-            isinstance(p, hub.ToolResult) for m in conversation.messages for p in m.parts
+            isinstance(p, internal.ToolResult) for m in conversation.messages for p in m.parts
         )
         if used or has_results:
             # Anthropic rejects tool blocks in a request without tools: declare stubs, forbid calls
@@ -417,20 +421,20 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     return UpstreamRequest(path="/v1/messages", body=body, stream=conversation.stream)
 
 
-def _stop(reason: str | None) -> hub.Stop:
+def _stop(reason: str | None) -> internal.Stop:
     if reason in _STOP:
         return _STOP[reason]
     log.warning("unknown Anthropic stop_reason %r, reported as 'stop'", reason)
     return "end"
 
 
-def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
+def usage_to_internal(usage: dict[str, Any] | None) -> internal.Usage:
     usage = usage if isinstance(usage, dict) else {}
-    return hub.Usage(
-        input=hub.count(usage.get("input_tokens")),
-        output=hub.count(usage.get("output_tokens")),
-        cache_read=hub.count(usage.get("cache_read_input_tokens")),
-        cache_write=hub.count(usage.get("cache_creation_input_tokens")),
+    return internal.Usage(
+        input=internal.count(usage.get("input_tokens")),
+        output=internal.count(usage.get("output_tokens")),
+        cache_read=internal.count(usage.get("cache_read_input_tokens")),
+        cache_write=internal.count(usage.get("cache_creation_input_tokens")),
     )
 
 
@@ -440,11 +444,11 @@ def json_tool_forced(request: UpstreamRequest | None) -> bool:
     return choice == {"type": "tool", "name": JSON_TOOL}
 
 
-def citations(blocks: Any, start: int, length: int) -> tuple[hub.Citation, ...]:
+def citations(blocks: Any, start: int, length: int) -> tuple[internal.Citation, ...]:
     """A text block's web search citations (``web_search_result_location``), citing the block's
     span (it starts at ``start`` in the text part; Claude cites whole blocks)."""
     return tuple(
-        hub.Citation(url=c["url"], title=c.get("title"), start=start, end=start + length)
+        internal.Citation(url=c["url"], title=c.get("title"), start=start, end=start + length)
         for c in blocks or ()
         if isinstance(c, dict)
         and c.get("type") == "web_search_result_location"
@@ -452,7 +456,7 @@ def citations(blocks: Any, start: int, length: int) -> tuple[hub.Citation, ...]:
     )
 
 
-def web_search_call(result: dict[str, Any], searches: dict[str, Any]) -> hub.WebSearchCall:
+def web_search_call(result: dict[str, Any], searches: dict[str, Any]) -> internal.WebSearchCall:
     """A ``web_search_tool_result`` block (an error result has no sources), with the query of the
     ``server_tool_use`` block it answers."""
     ident = result.get("tool_use_id", "")
@@ -461,7 +465,7 @@ def web_search_call(result: dict[str, Any], searches: dict[str, Any]) -> hub.Web
     sources = (
         [r.get("url") for r in found if isinstance(r, dict)] if isinstance(found, list) else []
     )
-    return hub.WebSearchCall(
+    return internal.WebSearchCall(
         id=ident,
         queries=(query,) if isinstance(query, str) else (),
         sources=tuple(u for u in sources if isinstance(u, str)),
@@ -470,25 +474,27 @@ def web_search_call(result: dict[str, Any], searches: dict[str, Any]) -> hub.Web
 
 def response_to_internal(
     message: dict[str, Any], request: UpstreamRequest | None = None
-) -> hub.Reply:
+) -> internal.Reply:
     """An Anthropic ``message`` object as a reply."""
-    parts: list[hub.Part] = []
+    parts: list[internal.Part] = []
     searches: dict[str, Any] = {}  # server_tool_use id -> its input
     json_text = json_tool_forced(request)
     stop = _stop(message.get("stop_reason"))
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "tool_use" and json_text and block.get("name") == JSON_TOOL:
-            parts.append(hub.Text(json.dumps(block.get("input") or {})))
+            parts.append(internal.Text(json.dumps(block.get("input") or {})))
             stop = "end"
             continue
         if kind == "text" and block.get("text"):
-            before = parts[-1] if parts and isinstance(parts[-1], hub.Text) else hub.Text("")
+            before = (
+                parts[-1] if parts and isinstance(parts[-1], internal.Text) else internal.Text("")
+            )
             if before.text:
                 parts.pop()  # adjacent text blocks read as one text (a stream cannot tell them apart)
             cited = citations(block.get("citations"), len(before.text), len(block["text"]))
             parts.append(
-                hub.Text(before.text + block["text"], citations=(*before.citations, *cited))
+                internal.Text(before.text + block["text"], citations=(*before.citations, *cited))
             )
         elif kind == "server_tool_use":
             searches[block.get("id", "")] = block.get("input") or {}
@@ -496,15 +502,19 @@ def response_to_internal(
             parts.append(web_search_call(block, searches))
         elif kind == "tool_use":
             parts.append(
-                hub.ToolCall(id=block["id"], name=block["name"], arguments=block.get("input") or {})
+                internal.ToolCall(
+                    id=block["id"], name=block["name"], arguments=block.get("input") or {}
+                )
             )
         elif kind == "thinking":
             parts.append(
-                hub.Reasoning(text=block.get("thinking", ""), signature=block.get("signature"))
+                internal.Reasoning(text=block.get("thinking", ""), signature=block.get("signature"))
             )
         elif kind == "redacted_thinking":
-            parts.append(hub.Reasoning(text="", signature=block.get("data", ""), redacted=True))
-    return hub.Reply(
+            parts.append(
+                internal.Reasoning(text="", signature=block.get("data", ""), redacted=True)
+            )
+    return internal.Reply(
         id=message.get("id", ""),
         model=message.get("model", ""),
         parts=tuple(parts),
@@ -532,24 +542,26 @@ class StreamDecoder(sse.EventDecoder):
         self._json_blocks: set[int] = set()
         self._tools: dict[int, list[Any]] = {}  # block index -> [tool ordinal, got arguments]
         self._count = 0
-        self._stop: hub.Stop = "end"
-        self._usage = hub.Usage()
+        self._stop: internal.Stop = "end"
+        self._usage = internal.Usage()
         self._searches: dict[int, tuple[str, list[str]]] = {}  # block index -> (id, input json)
         self._queries: dict[str, Any] = {}  # server_tool_use id -> its input
         self._texts: dict[int, tuple[int, list[Any]]] = {}  # text block -> (its start, citations)
         self._run = 0  # characters of text since the last part of another kind
         self.finished = False
 
-    def event(self, event: sse.Event) -> list[hub.StreamEvent]:
+    def event(self, event: sse.Event) -> list[internal.StreamEvent]:
         events = self._event(event)
         for e in events:
-            if isinstance(e, hub.TextDelta):
+            if isinstance(e, internal.TextDelta):
                 self._run += len(e.text)
-            elif not isinstance(e, (hub.Citation, hub.Start, hub.Finish, hub.ToolArgsDelta)):
+            elif not isinstance(
+                e, (internal.Citation, internal.Start, internal.Finish, internal.ToolArgsDelta)
+            ):
                 self._run = 0
         return events
 
-    def _event(self, event: sse.Event) -> list[hub.StreamEvent]:
+    def _event(self, event: sse.Event) -> list[internal.StreamEvent]:
         try:
             data = loads_event(event.data)
         except ValueError:
@@ -563,14 +575,14 @@ class StreamDecoder(sse.EventDecoder):
             message = data.get("message") or {}
             self._usage = usage_to_internal(message.get("usage"))
             return [
-                hub.Start(
+                internal.Start(
                     id=message.get("id", ""), model=message.get("model", ""), usage=self._usage
                 )
             ]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "redacted_thinking":
-                return [hub.ReasoningDelta(signature=block.get("data", ""), redacted=True)]
+                return [internal.ReasoningDelta(signature=block.get("data", ""), redacted=True)]
             if (
                 block.get("type") == "tool_use"
                 and self._json_text
@@ -582,7 +594,7 @@ class StreamDecoder(sse.EventDecoder):
                 self._tools[data.get("index", -1)] = [self._count, False]
                 self._count += 1
                 return [
-                    hub.ToolCallStart(
+                    internal.ToolCallStart(
                         index=self._count - 1, id=block.get("id", ""), name=block.get("name", "")
                     )
                 ]
@@ -593,9 +605,9 @@ class StreamDecoder(sse.EventDecoder):
                 return [web_search_call(block, self._queries)]
             if block.get("type") == "text":
                 self._texts[data.get("index", -1)] = (self._run, list(block.get("citations") or ()))
-                return [hub.TextDelta(block["text"])] if block.get("text") else []
+                return [internal.TextDelta(block["text"])] if block.get("text") else []
             if block.get("type") == "thinking" and block.get("thinking"):
-                return [hub.ReasoningDelta(text=block["thinking"])]
+                return [internal.ReasoningDelta(text=block["thinking"])]
             return []
         if kind == "content_block_stop":
             text = self._texts.pop(data.get("index", -1), None)
@@ -611,7 +623,7 @@ class StreamDecoder(sse.EventDecoder):
             tool = self._tools.get(data.get("index", -1))
             if tool is not None and not tool[1]:
                 tool[1] = True
-                return [hub.ToolArgsDelta(index=tool[0], fragment="{}")]
+                return [internal.ToolArgsDelta(index=tool[0], fragment="{}")]
             return []
         if kind == "message_delta":
             delta = data.get("delta") or {}
@@ -630,22 +642,22 @@ class StreamDecoder(sse.EventDecoder):
             return []
         if kind == "message_stop":
             self.finished = True
-            return [hub.Finish(stop=self._stop, usage=self._usage)]
+            return [internal.Finish(stop=self._stop, usage=self._usage)]
         if kind == "error":
             self.finished = True
-            return [hub.Failure(stream_error(data))]
+            return [internal.Failure(stream_error(data))]
         return []  # ping, and event types Anthropic adds later
 
-    def _delta(self, data: dict[str, Any]) -> list[hub.StreamEvent]:
+    def _delta(self, data: dict[str, Any]) -> list[internal.StreamEvent]:
         """A ``content_block_delta`` event."""
         delta = data.get("delta") or {}
         dtype = delta.get("type")
         if dtype == "text_delta" and delta.get("text"):
-            return [hub.TextDelta(delta["text"])]
+            return [internal.TextDelta(delta["text"])]
         if dtype == "thinking_delta" and delta.get("thinking"):
-            return [hub.ReasoningDelta(text=delta["thinking"])]
+            return [internal.ReasoningDelta(text=delta["thinking"])]
         if dtype == "signature_delta" and delta.get("signature"):
-            return [hub.ReasoningDelta(signature=delta["signature"])]
+            return [internal.ReasoningDelta(signature=delta["signature"])]
         if dtype == "citations_delta" and data.get("index", -1) in self._texts:
             self._texts[data.get("index", -1)][1].append(delta.get("citation"))
             return []
@@ -654,14 +666,14 @@ class StreamDecoder(sse.EventDecoder):
             search[1].append(delta.get("partial_json") or "")
             return []
         if dtype == "input_json_delta" and data.get("index", -1) in self._json_blocks:
-            return [hub.TextDelta(delta["partial_json"])] if delta.get("partial_json") else []
+            return [internal.TextDelta(delta["partial_json"])] if delta.get("partial_json") else []
         if dtype == "input_json_delta" and delta.get("partial_json"):
             tool = self._tools.get(data.get("index", -1))
             if tool is not None:
                 tool[1] = True
-                return [hub.ToolArgsDelta(index=tool[0], fragment=delta["partial_json"])]
+                return [internal.ToolArgsDelta(index=tool[0], fragment=delta["partial_json"])]
         return []
 
-    def end(self) -> list[hub.StreamEvent]:
+    def end(self) -> list[internal.StreamEvent]:
         """Nothing: an Anthropic stream ends with ``message_stop``, and one that did not was cut."""
         return []

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from proxycast.formats.anthropic import errors, outbound
+from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
-from proxycast.upstreams import HeaderAuth
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from proxycast import hub
     from proxycast.errors import ErrorInfo
+    from proxycast.formats import internal
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -42,19 +42,23 @@ class AnthropicUpstream:
     def auth(self, key: str) -> HeaderAuth:
         return HeaderAuth("x-api-key", key)
 
-    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+    def request_from_internal(
+        self, conversation: internal.Conversation, model: str
+    ) -> UpstreamRequest:
         return outbound.request_from_internal(conversation, model)
 
-    def searches(self, conversation: hub.Conversation) -> bool:
+    def searches(self, conversation: internal.Conversation) -> bool:
         return conversation.params.web_search is not None
 
-    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+    def reply_to_internal(
+        self, body: dict[str, Any], request: UpstreamRequest
+    ) -> list[internal.Reply]:
         return [outbound.response_to_internal(body, request)]
 
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
         return outbound.StreamDecoder(request)
 
-    def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount:
+    def count_tokens(self, conversation: internal.Conversation, model: str) -> TokenCount:
         body = dict(outbound.request_from_internal(conversation, model).body)
         for unused in (
             "max_tokens",

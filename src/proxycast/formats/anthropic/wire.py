@@ -10,7 +10,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from proxycast.structuring import make_strict_converter, register_tagged_union
+from proxycast.formats.converters import make_strict_converter, register_tagged_union
 
 
 @attrs.frozen(kw_only=True)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from proxycast.errors import UpstreamUnavailableError
 from proxycast.formats.contracts import UpstreamRequest
-from proxycast.formats.embedding import Embeddings
+from proxycast.formats.embeddings import Embeddings
 from proxycast.formats.gemini.outbound import path
 
 if TYPE_CHECKING:
-    from proxycast.formats.embedding import EmbedRequest
+    from proxycast.formats.embeddings import EmbedRequest
 
 
 def _content(text: str, request: EmbedRequest) -> dict[str, Any]:

@@ -15,8 +15,6 @@ from urllib.parse import quote
 
 import attrs
 
-from proxycast import hub, sse
-from proxycast._json import loads_event
 from proxycast.errors import (
     ErrorInfo,
     InvalidRequestError,
@@ -24,9 +22,11 @@ from proxycast.errors import (
     UpstreamUnavailableError,
     upstream_error,
 )
+from proxycast.formats import internal, sse
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.gemini.errors import error_info
 from proxycast.formats.gemini.schema import sanitize
+from proxycast.formats.json_spans import loads_event
 
 log = logging.getLogger("proxycast")
 
@@ -94,12 +94,12 @@ def _is_file_uri(url: str) -> bool:
     )
 
 
-def _part(part: hub.Part, where: str) -> dict[str, Any] | None:
-    if isinstance(part, hub.Text):
+def _part(part: internal.Part, where: str) -> dict[str, Any] | None:
+    if isinstance(part, internal.Text):
         return {"text": part.text} if part.text else None
-    if isinstance(part, hub.Audio):
+    if isinstance(part, internal.Audio):
         return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
-    if isinstance(part, (hub.Image, hub.Document)):
+    if isinstance(part, (internal.Image, internal.Document)):
         if part.data is not None:
             return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
         url = part.url or ""
@@ -111,18 +111,18 @@ def _part(part: hub.Part, where: str) -> dict[str, Any] | None:
             f"{where}: Gemini models cannot read {url!r}; send an https URL, a base64 data URL "
             "(data:image/png;base64,...) or a gs:// URI.",
         )
-    if isinstance(part, hub.ToolCall):
+    if isinstance(part, internal.ToolCall):
         out: dict[str, Any] = {"functionCall": {"name": part.name, "args": part.arguments}}
         if part.signature:
             out["thoughtSignature"] = part.signature
         return out
-    if isinstance(part, hub.ToolResult):
+    if isinstance(part, internal.ToolResult):
         if not part.name:
             raise InvalidRequestError(
                 f"{where}: the tool result for {part.call_id!r} answers no tool call of an earlier "
                 "assistant message; Gemini needs the called function's name."
             )
-        text = "".join(p.text for p in part.content if isinstance(p, hub.Text))
+        text = "".join(p.text for p in part.content if isinstance(p, internal.Text))
         try:
             response = json.loads(text)
         except ValueError:
@@ -132,19 +132,19 @@ def _part(part: hub.Part, where: str) -> dict[str, Any] | None:
         if part.is_error:
             response = {"error": response}
         out = {"functionResponse": {"name": part.name, "response": response}}
-        media = [_part(p, where) for p in part.content if not isinstance(p, hub.Text)]
+        media = [_part(p, where) for p in part.content if not isinstance(p, internal.Text)]
         if any(media):
             out["functionResponse"]["parts"] = [m for m in media if m]
         return out
     return None  # reasoning: Gemini's thoughts are not sent back
 
 
-def _model_parts(message: hub.Message, where: str) -> list[dict[str, Any]]:
+def _model_parts(message: internal.Message, where: str) -> list[dict[str, Any]]:
     """A model turn's parts; a Gemini signature goes back on the part it came with (the one before
     it), or on an empty text part of its own."""
     parts: list[dict[str, Any]] = []
     for part in message.parts:
-        if isinstance(part, hub.Reasoning):
+        if isinstance(part, internal.Reasoning):
             if part.source != "gemini" or not part.signature:
                 continue  # Gemini's thoughts are not sent back, nor other providers' signatures
             if parts and "thoughtSignature" not in parts[-1] and "text" in parts[-1]:
@@ -174,7 +174,7 @@ def _skip_validation(contents: list[dict[str, Any]]) -> None:
             calls[0]["thoughtSignature"] = SKIP_SIGNATURE
 
 
-def _contents(conversation: hub.Conversation, model: str) -> list[dict[str, Any]]:
+def _contents(conversation: internal.Conversation, model: str) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(conversation.messages):
         role = "model" if message.role == "assistant" else "user"
@@ -218,17 +218,17 @@ def _contents(conversation: hub.Conversation, model: str) -> list[dict[str, Any]
     return contents
 
 
-def _tool_config(choice: hub.ToolChoice | None) -> dict[str, Any] | None:
+def _tool_config(choice: internal.ToolChoice | None) -> dict[str, Any] | None:
     if choice is None:
         return None
-    if isinstance(choice, hub.NamedTool):
+    if isinstance(choice, internal.NamedTool):
         config: dict[str, Any] = {"mode": "ANY", "allowedFunctionNames": [choice.name]}
     else:
         config = {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]}
     return {"functionCallingConfig": config}
 
 
-def _declaration(tool: hub.Tool) -> dict[str, Any]:
+def _declaration(tool: internal.Tool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": tool.name}
     if tool.description:
         out["description"] = tool.description
@@ -238,7 +238,7 @@ def _declaration(tool: hub.Tool) -> dict[str, Any]:
     return out
 
 
-def _refuse_unsupported(params: hub.Params) -> None:
+def _refuse_unsupported(params: internal.Params) -> None:
     if params.logprobs:
         raise InvalidRequestError(
             "logprobs is not supported for Gemini models by this gateway; leave it out or set it "
@@ -257,7 +257,7 @@ def _refuse_unsupported(params: hub.Params) -> None:
         )
 
 
-def searches(conversation: hub.Conversation) -> bool:
+def searches(conversation: internal.Conversation) -> bool:
     """Whether the request carries the ``googleSearch`` tool: for a demanded search always (Gemini
     judges it), for one offered as a built-in tool only without function tools. Gemini refuses
     Google Search beside function declarations unless the request asks for the server-side tool
@@ -272,7 +272,7 @@ def path(model: str, method: str) -> str:
     return f"/v1beta/models/{quote(model, safe='')}:{method}"
 
 
-def request_from_internal(conversation: hub.Conversation, model: str) -> UpstreamRequest:
+def request_from_internal(conversation: internal.Conversation, model: str) -> UpstreamRequest:
     """The ``generateContent`` (or streamed) request for a conversation; the model goes in the URL.
 
     Raises:
@@ -342,7 +342,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         p.detail
         for m in conversation.messages
         for p in m.parts
-        if isinstance(p, hub.Image) and p.detail in MEDIA_RESOLUTIONS
+        if isinstance(p, internal.Image) and p.detail in MEDIA_RESOLUTIONS
     }
     if details:
         config["mediaResolution"] = MEDIA_RESOLUTIONS["high" if "high" in details else "low"]
@@ -352,14 +352,14 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     return UpstreamRequest(path=path(model, method), body=body, stream=conversation.stream)
 
 
-def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
+def usage_to_internal(usage: dict[str, Any] | None) -> internal.Usage:
     """Prompt = prompt + tool-use prompt tokens; completion = candidates + thoughts (docs/mappings.md,
     "To Gemini upstreams")."""
     usage = usage or {}
     prompt = (usage.get("promptTokenCount") or 0) + (usage.get("toolUsePromptTokenCount") or 0)
     cached = usage.get("cachedContentTokenCount") or 0
     thoughts = usage.get("thoughtsTokenCount") or 0
-    return hub.Usage(
+    return internal.Usage(
         input=prompt - cached,
         output=(usage.get("candidatesTokenCount") or 0) + thoughts,
         cache_read=cached,
@@ -373,7 +373,7 @@ def _failed(reason: str | None) -> UpstreamUnavailableError | None:
     return UpstreamUnavailableError(f"Gemini stopped with {reason}: {_FAILED[reason]}.")
 
 
-def _stop(reason: str | None, called: bool) -> hub.Stop:
+def _stop(reason: str | None, called: bool) -> internal.Stop:
     failed = _failed(reason)
     if failed is not None:
         raise failed
@@ -389,21 +389,21 @@ def _stop(reason: str | None, called: bool) -> hub.Stop:
     return "end"
 
 
-def _joined(part: hub.Part, text: str) -> hub.Part:
-    if isinstance(part, hub.Reasoning):
-        return hub.Reasoning(text=part.text + text)
-    assert isinstance(part, hub.Text)
-    return hub.Text(part.text + text)
+def _joined(part: internal.Part, text: str) -> internal.Part:
+    if isinstance(part, internal.Reasoning):
+        return internal.Reasoning(text=part.text + text)
+    assert isinstance(part, internal.Text)
+    return internal.Text(part.text + text)
 
 
-def _parts(content: dict[str, Any] | None) -> list[hub.Part]:
-    parts: list[hub.Part] = []
+def _parts(content: dict[str, Any] | None) -> list[internal.Part]:
+    parts: list[internal.Part] = []
     for part in (content or {}).get("parts") or ():
         signature = part.get("thoughtSignature")
         if "functionCall" in part:
             call = part["functionCall"]
             parts.append(
-                hub.ToolCall(
+                internal.ToolCall(
                     id=call.get("id") or new_call_id(),
                     name=call.get("name", ""),
                     arguments=call.get("args") or {},
@@ -413,26 +413,26 @@ def _parts(content: dict[str, Any] | None) -> list[hub.Part]:
             continue
         if part.get("text"):
             # consecutive text (or thought) parts read as one, as a stream of increments does
-            kind = hub.Reasoning if part.get("thought") else hub.Text
+            kind = internal.Reasoning if part.get("thought") else internal.Text
             last = parts[-1] if parts else None
-            if type(last) is kind and not (isinstance(last, hub.Reasoning) and last.signature):
+            if type(last) is kind and not (isinstance(last, internal.Reasoning) and last.signature):
                 parts[-1] = _joined(parts[-1], part["text"])
-            elif kind is hub.Reasoning:
-                parts.append(hub.Reasoning(text=part["text"]))
+            elif kind is internal.Reasoning:
+                parts.append(internal.Reasoning(text=part["text"]))
             else:
-                parts.append(hub.Text(part["text"]))
+                parts.append(internal.Text(part["text"]))
         if signature:
             # a signature on a text or thought part: it signs the thought before it, or is carried
             # as signed reasoning of its own (as a stream of increments accumulates it)
             last = parts[-1] if parts else None
-            if isinstance(last, hub.Reasoning) and not last.signature:
-                parts[-1] = hub.Reasoning(text=last.text, signature=signature, source="gemini")
+            if isinstance(last, internal.Reasoning) and not last.signature:
+                parts[-1] = internal.Reasoning(text=last.text, signature=signature, source="gemini")
             else:
-                parts.append(hub.Reasoning(text="", signature=signature, source="gemini"))
+                parts.append(internal.Reasoning(text="", signature=signature, source="gemini"))
     return parts
 
 
-def grounding_search(grounding: dict[str, Any], ident: str) -> list[hub.WebSearchCall]:
+def grounding_search(grounding: dict[str, Any], ident: str) -> list[internal.WebSearchCall]:
     """Google Search grounding (``groundingMetadata``) as the search it ran: its queries and the
     web pages of its ``groundingChunks``; nothing when it searched nothing."""
     queries = [q for q in grounding.get("webSearchQueries") or () if isinstance(q, str)]
@@ -441,15 +441,15 @@ def grounding_search(grounding: dict[str, Any], ident: str) -> list[hub.WebSearc
     urls = [w["uri"] for w in webs if isinstance(w, dict) and isinstance(w.get("uri"), str)]
     if not queries and not urls:
         return []
-    return [hub.WebSearchCall(id=f"gs_{ident}", queries=tuple(queries), sources=tuple(urls))]
+    return [internal.WebSearchCall(id=f"gs_{ident}", queries=tuple(queries), sources=tuple(urls))]
 
 
-def grounding_citations(grounding: dict[str, Any], text: str) -> tuple[hub.Citation, ...]:
+def grounding_citations(grounding: dict[str, Any], text: str) -> tuple[internal.Citation, ...]:
     """``groundingSupports`` as citations of the spans of ``text`` they support. Their segments
     count bytes within a part, so a segment is placed by finding its text; one not found in
     ``text`` is left out."""
     chunks = grounding.get("groundingChunks") or []
-    out: list[hub.Citation] = []
+    out: list[internal.Citation] = []
     for support in grounding.get("groundingSupports") or ():
         segment = support.get("segment") if isinstance(support, dict) else None
         cited = segment.get("text") if isinstance(segment, dict) else None
@@ -460,14 +460,14 @@ def grounding_citations(grounding: dict[str, Any], text: str) -> tuple[hub.Citat
             web = chunks[i].get("web") if isinstance(i, int) and 0 <= i < len(chunks) else None
             if isinstance(web, dict) and isinstance(web.get("uri"), str):
                 out.append(
-                    hub.Citation(
+                    internal.Citation(
                         url=web["uri"], title=web.get("title"), start=start, end=start + len(cited)
                     )
                 )
     return tuple(out)
 
 
-def response_to_internal(body: dict[str, Any]) -> list[hub.Reply]:
+def response_to_internal(body: dict[str, Any]) -> list[internal.Reply]:
     """A ``GenerateContentResponse`` as one reply per candidate (a blocked prompt: one empty reply
     stopped by the content filter)."""
     ident = body.get("responseId") or secrets.token_hex(12)
@@ -475,20 +475,20 @@ def response_to_internal(body: dict[str, Any]) -> list[hub.Reply]:
     usage = usage_to_internal(body.get("usageMetadata"))
     candidates = body.get("candidates") or []
     if not candidates:
-        return [hub.Reply(id=ident, model=model, parts=(), stop="content_filter", usage=usage)]
+        return [internal.Reply(id=ident, model=model, parts=(), stop="content_filter", usage=usage)]
     replies = []
     for candidate in candidates:
         parts = _parts(candidate.get("content"))
         grounding = candidate.get("groundingMetadata")
         if isinstance(grounding, dict):
-            last = parts[-1] if parts and isinstance(parts[-1], hub.Text) else None
+            last = parts[-1] if parts and isinstance(parts[-1], internal.Text) else None
             if last is not None:
                 cited = grounding_citations(grounding, last.text)
                 parts[-1] = attrs.evolve(last, citations=(*last.citations, *cited))
             parts.extend(grounding_search(grounding, ident))
-        called = any(isinstance(p, hub.ToolCall) for p in parts)
+        called = any(isinstance(p, internal.ToolCall) for p in parts)
         replies.append(
-            hub.Reply(
+            internal.Reply(
                 id=ident,
                 model=model,
                 parts=tuple(parts),
@@ -518,23 +518,23 @@ class StreamDecoder(sse.EventDecoder):
         self._started = False
         self._tools = 0
         self._reason: str | None = None
-        self._usage = hub.Usage()
+        self._usage = internal.Usage()
         self._blocked = False
         self._ident = ""
         self._grounding: dict[str, Any] | None = None
         self._run: list[str] = []  # the text since the last part of another kind
         self.finished = False
 
-    def event(self, event: sse.Event) -> list[hub.StreamEvent]:
+    def event(self, event: sse.Event) -> list[internal.StreamEvent]:
         events = self._event(event)
         for e in events:
-            if isinstance(e, hub.TextDelta):
+            if isinstance(e, internal.TextDelta):
                 self._run.append(e.text)
-            elif not isinstance(e, hub.Start):
+            elif not isinstance(e, internal.Start):
                 self._run.clear()
         return events
 
-    def _event(self, event: sse.Event) -> list[hub.StreamEvent]:
+    def _event(self, event: sse.Event) -> list[internal.StreamEvent]:
         try:
             data = loads_event(event.data)
         except ValueError:
@@ -543,13 +543,13 @@ class StreamDecoder(sse.EventDecoder):
             return []
         if "error" in data:
             self.finished = True
-            return [hub.Failure(stream_error(data))]
-        out: list[hub.StreamEvent] = []
+            return [internal.Failure(stream_error(data))]
+        out: list[internal.StreamEvent] = []
         if not self._started:
             self._started = True
             ident = data.get("responseId") or secrets.token_hex(12)
             self._ident = ident
-            out.append(hub.Start(id=ident, model=data.get("modelVersion", "")))
+            out.append(internal.Start(id=ident, model=data.get("modelVersion", "")))
         if "usageMetadata" in data:
             self._usage = usage_to_internal(data["usageMetadata"])
         candidates = data.get("candidates") or []
@@ -557,43 +557,45 @@ class StreamDecoder(sse.EventDecoder):
             self._blocked = True
         for candidate in candidates[:1]:
             for part in _parts(candidate.get("content")):
-                if isinstance(part, hub.Text):
-                    out.append(hub.TextDelta(part.text))
-                elif isinstance(part, hub.Reasoning):
+                if isinstance(part, internal.Text):
+                    out.append(internal.TextDelta(part.text))
+                elif isinstance(part, internal.Reasoning):
                     out.append(
-                        hub.ReasoningDelta(
+                        internal.ReasoningDelta(
                             text=part.text, signature=part.signature, source=part.source
                         )
                     )
-                elif isinstance(part, hub.ToolCall):
+                elif isinstance(part, internal.ToolCall):
                     index = self._tools
                     self._tools += 1
                     out.append(
-                        hub.ToolCallStart(
+                        internal.ToolCallStart(
                             index=index, id=part.id, name=part.name, signature=part.signature
                         )
                     )
-                    out.append(hub.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments)))
+                    out.append(
+                        internal.ToolArgsDelta(index=index, fragment=json.dumps(part.arguments))
+                    )
             if isinstance(candidate.get("groundingMetadata"), dict):
                 self._grounding = candidate["groundingMetadata"]  # the last one is complete
             if candidate.get("finishReason"):
                 self._reason = candidate["finishReason"]
         return out
 
-    def _grounded(self) -> list[hub.StreamEvent]:
+    def _grounded(self) -> list[internal.StreamEvent]:
         """The grounding's citations of the text just streamed, then its search."""
         if self._grounding is None:
             return []
         cited = grounding_citations(self._grounding, "".join(self._run)) if self._run else ()
         return [*cited, *grounding_search(self._grounding, self._ident)]
 
-    def end(self) -> list[hub.StreamEvent]:
+    def end(self) -> list[internal.StreamEvent]:
         """The upstream closed the stream: it finished if a finish reason (or a block) came."""
         if self.finished or not self._started or (self._reason is None and not self._blocked):
             return []
         self.finished = True
         failed = _failed(self._reason)
         if failed is not None:
-            return [hub.Failure(failed)]
+            return [internal.Failure(failed)]
         stop = "content_filter" if self._blocked else _stop(self._reason, self._tools > 0)
-        return [*self._grounded(), hub.Finish(stop=stop, usage=self._usage)]
+        return [*self._grounded(), internal.Finish(stop=stop, usage=self._usage)]

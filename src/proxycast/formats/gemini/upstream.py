@@ -7,15 +7,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
 from proxycast.formats.gemini import errors, outbound
-from proxycast.upstreams import HeaderAuth
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from proxycast import hub
     from proxycast.errors import ErrorInfo
+    from proxycast.formats import internal
 
 
 def _total_tokens(body: dict[str, Any]) -> int:
@@ -41,19 +41,23 @@ class GeminiUpstream:
     def auth(self, key: str) -> HeaderAuth:
         return HeaderAuth("x-goog-api-key", key)
 
-    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+    def request_from_internal(
+        self, conversation: internal.Conversation, model: str
+    ) -> UpstreamRequest:
         return outbound.request_from_internal(conversation, model)
 
-    def searches(self, conversation: hub.Conversation) -> bool:
+    def searches(self, conversation: internal.Conversation) -> bool:
         return outbound.searches(conversation)
 
-    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+    def reply_to_internal(
+        self, body: dict[str, Any], request: UpstreamRequest
+    ) -> list[internal.Reply]:
         return outbound.response_to_internal(body)
 
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
         return outbound.StreamDecoder()
 
-    def count_tokens(self, conversation: hub.Conversation, model: str) -> TokenCount:
+    def count_tokens(self, conversation: internal.Conversation, model: str) -> TokenCount:
         """``:countTokens`` with the generateContent request it would count (its generation settings
         left out: countTokens does not take them)."""
         body = dict(outbound.request_from_internal(conversation, model).body)

@@ -10,7 +10,7 @@ import struct
 from typing import Any
 
 from proxycast.errors import InvalidRequestError
-from proxycast.formats.embedding import Embeddings, EmbedRequest
+from proxycast.formats.embeddings import Embeddings, EmbedRequest
 
 
 def read(body: dict[str, Any], provider: str) -> EmbedRequest:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from cattrs.errors import BaseValidationError
 
-from proxycast import hub
-from proxycast._json import dumps_text, parse_object
+from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError, ProxycastError
+from proxycast.formats import internal
 from proxycast.formats.contracts import (
     Headers,
     InboundRequest,
@@ -22,13 +22,13 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
-from proxycast.formats.envelope import deferred, envelope
+from proxycast.formats.converters import Problem, invalid_request, out_of_range, refuse, too_many
+from proxycast.formats.json_spans import dumps_text, parse_object
 from proxycast.formats.openai import wire
 from proxycast.formats.openai.errors import error_body
 from proxycast.formats.openai.outbound import usage_to_internal
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
-from proxycast.relay import read_forwarded
-from proxycast.structuring import Problem, invalid_request, out_of_range, refuse, too_many
+from proxycast.formats.required import deferred, envelope
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from proxycast.config import ProviderConfig
     from proxycast.formats.contracts import StreamEncoder as StreamEncoderType
 
-_FINISH: dict[hub.Stop, str] = {
+_FINISH: dict[internal.Stop, str] = {
     "end": "stop",
     "stop_sequence": "stop",
     "length": "length",
@@ -61,18 +61,18 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 """Every ``reasoning_effort`` the openai SDK accepts (3.57); each maps to something upstream."""
 
 
-def _part(part: wire.Part, where: str) -> hub.Part | None:
+def _part(part: wire.Part, where: str) -> internal.Part | None:
     if isinstance(part, wire.TextPart):
-        return hub.Text(part.text, part.cache_control) if part.text else None
+        return internal.Text(part.text, part.cache_control) if part.text else None
     if isinstance(part, wire.ImagePart):
         inline = _data_url(part.image_url.url)
         detail, cache = part.image_url.detail, part.cache_control
         if inline is not None:
-            return hub.Image(
+            return internal.Image(
                 media_type=inline[0], data=inline[1], detail=detail, cache_control=cache
             )
         if part.image_url.url.startswith(("http://", "https://")):
-            return hub.Image(url=part.image_url.url, detail=detail, cache_control=cache)
+            return internal.Image(url=part.image_url.url, detail=detail, cache_control=cache)
         raise InvalidRequestError(
             f"{where}.image_url.url must be an http(s) URL or a base64 data URL.",
             param=f"{where}.image_url.url",
@@ -80,14 +80,14 @@ def _part(part: wire.Part, where: str) -> hub.Part | None:
     if isinstance(part, wire.FilePart):
         inline = _data_url(part.file.file_data or "")
         if inline is not None:
-            return hub.Document(
+            return internal.Document(
                 media_type=inline[0],
                 data=inline[1],
                 filename=part.file.filename,
                 cache_control=part.cache_control,
             )
         if part.file.file_data:
-            return hub.Document(
+            return internal.Document(
                 media_type="application/pdf",
                 data=part.file.file_data,
                 filename=part.file.filename,
@@ -98,10 +98,10 @@ def _part(part: wire.Part, where: str) -> hub.Part | None:
             param=f"{where}.file",
         )
     if isinstance(part, wire.RefusalPart):
-        return hub.Text(part.refusal) if part.refusal else None
+        return internal.Text(part.refusal) if part.refusal else None
     if isinstance(part, wire.AudioPart) and part.input_audio.format in AUDIO_FORMATS:
         media = AUDIO_FORMATS[part.input_audio.format]
-        return hub.Audio(media_type=media, data=part.input_audio.data)
+        return internal.Audio(media_type=media, data=part.input_audio.data)
     kind = "input_audio" if isinstance(part, wire.AudioPart) else part.raw.get("type")
     raise InvalidRequestError(
         f"{where}: content parts of type {kind!r} cannot be sent to this model's provider.",
@@ -111,57 +111,59 @@ def _part(part: wire.Part, where: str) -> hub.Part | None:
 
 def _parts(
     content: str | list[wire.Part] | None, where: str, cache: dict[str, Any] | None = None
-) -> list[hub.Part]:
+) -> list[internal.Part]:
     """Content parts; a message-level ``cache_control`` marks the last of them (LiteLLM's rule)."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [hub.Text(content, cache)] if content else []
+        return [internal.Text(content, cache)] if content else []
     parts = [p for p in (_part(p, f"{where}[{i}]") for i, p in enumerate(content)) if p]
     last = parts[-1] if parts else None
-    if cache is not None and isinstance(last, (hub.Text, hub.Image, hub.Document)):
+    if cache is not None and isinstance(last, (internal.Text, internal.Image, internal.Document)):
         parts[-1] = attrs.evolve(last, cache_control=cache)
     return parts
 
 
-def _web_search(options: dict[str, Any] | None) -> hub.WebSearch | None:
+def _web_search(options: dict[str, Any] | None) -> internal.WebSearch | None:
     """``web_search_options`` (its location is nested under ``approximate``)."""
     if options is None:
         return None
     size = options.get("search_context_size")
     where = options.get("user_location")
-    return hub.WebSearch(
+    return internal.WebSearch(
         context_size=size if isinstance(size, str) else None,
-        location=hub.location(where.get("approximate") if isinstance(where, dict) else None),
+        location=internal.location(where.get("approximate") if isinstance(where, dict) else None),
     )
 
 
-def _reasoning(message: wire.AssistantMessage) -> list[hub.Part]:
+def _reasoning(message: wire.AssistantMessage) -> list[internal.Part]:
     """An assistant message's reasoning: LiteLLM's ``thinking_blocks`` (with signatures), else
     OpenRouter's ``reasoning_details``, else the bare ``reasoning_content`` text."""
-    parts: list[hub.Part] = []
+    parts: list[internal.Part] = []
     if message.thinking_blocks:
         for block in message.thinking_blocks:
             if block.get("type") == "redacted_thinking":
-                parts.append(hub.reasoning_from_client("", str(block.get("data", "")), True))
+                parts.append(internal.reasoning_from_client("", str(block.get("data", "")), True))
             elif block.get("type") == "thinking":
                 signature = block.get("signature")
                 parts.append(
-                    hub.reasoning_from_client(str(block.get("thinking", "")), signature or None)
+                    internal.reasoning_from_client(
+                        str(block.get("thinking", "")), signature or None
+                    )
                 )
         return parts
     if message.reasoning_details:
         for detail in message.reasoning_details:
             if detail.get("type") == "reasoning.encrypted":
-                parts.append(hub.reasoning_from_client("", str(detail.get("data", "")), True))
+                parts.append(internal.reasoning_from_client("", str(detail.get("data", "")), True))
             elif detail.get("type") == "reasoning.text":
                 signature = detail.get("signature")
                 parts.append(
-                    hub.reasoning_from_client(str(detail.get("text", "")), signature or None)
+                    internal.reasoning_from_client(str(detail.get("text", "")), signature or None)
                 )
         return parts
     if message.reasoning_content:
-        parts.append(hub.Reasoning(text=message.reasoning_content))
+        parts.append(internal.Reasoning(text=message.reasoning_content))
     return parts
 
 
@@ -179,7 +181,7 @@ def _arguments(text: str, where: str) -> dict[str, Any]:
     return value
 
 
-def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation:
+def request_to_internal(request: wire.ChatCompletionRequest) -> internal.Conversation:
     """An OpenAI chat request as a conversation.
 
     System and developer messages, wherever they stand, become the system prompt; consecutive turns
@@ -188,11 +190,11 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
     Raises:
         InvalidRequestError: a part no provider can take, or tool arguments that are not JSON.
     """
-    system: list[hub.Part] = []
-    turns: list[tuple[str, list[hub.Part]]] = []
+    system: list[internal.Part] = []
+    turns: list[tuple[str, list[internal.Part]]] = []
     names: dict[str, str] = {}
 
-    def add(role: str, parts: list[hub.Part]) -> None:
+    def add(role: str, parts: list[internal.Part]) -> None:
         if not parts:
             return  # an empty turn must not keep its neighbours apart
         if turns and turns[-1][0] == role:
@@ -207,16 +209,16 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
         elif isinstance(message, wire.UserMessage):
             add("user", _parts(message.content, f"{where}.content", message.cache_control))
         elif isinstance(message, wire.AssistantMessage):
-            parts: list[hub.Part] = _reasoning(message)
+            parts: list[internal.Part] = _reasoning(message)
             parts += _parts(message.content, f"{where}.content", message.cache_control)
             for j, call in enumerate(message.tool_calls or ()):
-                call_id, signature = hub.split_id(call.id)
+                call_id, signature = internal.split_id(call.id)
                 names[call_id] = call.function.name
                 arguments = _arguments(
                     call.function.arguments, f"{where}.tool_calls[{j}].function.arguments"
                 )
                 parts.append(
-                    hub.ToolCall(
+                    internal.ToolCall(
                         id=call_id,
                         name=call.function.name,
                         arguments=arguments,
@@ -225,8 +227,8 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
                 )
             add("assistant", parts)
         elif isinstance(message, wire.ToolMessage):
-            call_id = hub.split_id(message.tool_call_id)[0]
-            result = hub.ToolResult(
+            call_id = internal.split_id(message.tool_call_id)[0]
+            result = internal.ToolResult(
                 call_id=call_id,
                 content=tuple(_parts(message.content, f"{where}.content", message.cache_control)),
                 name=names.get(call_id),
@@ -238,13 +240,13 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
                 "assistant, tool.",
                 param=f"{where}.role",
             )
-    tool_choice: hub.ToolChoice | None = None
+    tool_choice: internal.ToolChoice | None = None
     if isinstance(request.tool_choice, wire.NamedToolChoice):
-        tool_choice = hub.NamedTool(request.tool_choice.function.name)
+        tool_choice = internal.NamedTool(request.tool_choice.function.name)
     else:
         tool_choice = request.tool_choice
     stop = request.stop
-    params = hub.Params(
+    params = internal.Params(
         max_tokens=request.max_completion_tokens or request.max_tokens,
         temperature=request.temperature,
         top_p=request.top_p,
@@ -264,11 +266,11 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
         service_tier=request.service_tier,
         web_search=_web_search(request.web_search_options),
     )
-    return hub.Conversation(
+    return internal.Conversation(
         system=tuple(system),
-        messages=tuple(hub.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
+        messages=tuple(internal.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
         tools=tuple(
-            hub.Tool(
+            internal.Tool(
                 name=t.function.name,
                 description=t.function.description,
                 parameters=t.function.parameters or {"type": "object", "properties": {}},
@@ -285,7 +287,7 @@ def request_to_internal(request: wire.ChatCompletionRequest) -> hub.Conversation
     )
 
 
-def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
+def usage_from_internal(usage: internal.Usage) -> dict[str, Any]:
     """OpenAI usage: cache reads and writes are prompt tokens; total = prompt + completion."""
     prompt = usage.input + usage.cache_read + usage.cache_write
     return {
@@ -301,7 +303,7 @@ def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
     }
 
 
-def finish_reason(stop: hub.Stop, sent_tool_calls: bool) -> str:
+def finish_reason(stop: internal.Stop, sent_tool_calls: bool) -> str:
     """The finish reason, agreeing with the content: ``tool_calls`` iff tool calls were sent."""
     if sent_tool_calls:
         return "tool_calls"
@@ -316,17 +318,17 @@ def thinking_block(
     reasoning chain."""
     if redacted:
         return {"type": "redacted_thinking", "data": signature or ""}
-    part = hub.Reasoning(text=text, signature=signature, source=source)  # type: ignore[arg-type]
-    return {"type": "thinking", "thinking": text, "signature": hub.carried_signature(part)}
+    part = internal.Reasoning(text=text, signature=signature, source=source)  # type: ignore[arg-type]
+    return {"type": "thinking", "thinking": text, "signature": internal.carried_signature(part)}
 
 
-def _annotations(parts: tuple[hub.Part, ...]) -> list[dict[str, Any]]:
+def _annotations(parts: tuple[internal.Part, ...]) -> list[dict[str, Any]]:
     """``url_citation`` annotations for the citations of the text parts, their offsets moved into
     the joined ``content``."""
     out: list[dict[str, Any]] = []
     offset = 0
     for part in parts:
-        if not isinstance(part, hub.Text):
+        if not isinstance(part, internal.Text):
             continue
         for c in part.citations:
             citation: dict[str, Any] = {"url": c.url, "title": c.title or c.url}
@@ -336,17 +338,17 @@ def _annotations(parts: tuple[hub.Part, ...]) -> list[dict[str, Any]]:
     return out
 
 
-def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
-    text = "".join(p.text for p in reply.parts if isinstance(p, hub.Text))
-    reasoning = "".join(p.text for p in reply.parts if isinstance(p, hub.Reasoning))
-    calls = [p for p in reply.parts if isinstance(p, hub.ToolCall)]
+def _choice(index: int, reply: internal.Reply) -> dict[str, Any]:
+    text = "".join(p.text for p in reply.parts if isinstance(p, internal.Text))
+    reasoning = "".join(p.text for p in reply.parts if isinstance(p, internal.Reasoning))
+    calls = [p for p in reply.parts if isinstance(p, internal.ToolCall)]
     message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
     if reasoning:
         message["reasoning_content"] = reasoning
     blocks = [
         thinking_block(p.text, p.signature, p.redacted, p.source)
         for p in reply.parts
-        if isinstance(p, hub.Reasoning) and (p.signature or p.redacted)
+        if isinstance(p, internal.Reasoning) and (p.signature or p.redacted)
     ]
     if blocks:
         message["thinking_blocks"] = blocks
@@ -356,7 +358,7 @@ def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = [
             {
-                "id": hub.signed_id(call.id, call.signature),
+                "id": internal.signed_id(call.id, call.signature),
                 "type": "function",
                 "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
             }
@@ -371,11 +373,11 @@ def _choice(index: int, reply: hub.Reply) -> dict[str, Any]:
 
 
 def response_from_internal(
-    reply: hub.Reply | Sequence[hub.Reply], model: str, created: int
+    reply: internal.Reply | Sequence[internal.Reply], model: str, created: int
 ) -> dict[str, Any]:
     """A ``chat.completion`` under the model name the client asked for; several replies (``n`` > 1)
     become several choices, sharing the first reply's id and usage."""
-    replies = [reply] if isinstance(reply, hub.Reply) else list(reply)
+    replies = [reply] if isinstance(reply, internal.Reply) else list(reply)
     first = replies[0]
     return {
         "id": first.id if first.id.startswith("chatcmpl-") else f"chatcmpl-{first.id}",
@@ -422,16 +424,16 @@ class StreamEncoder:
         text = f'{self._head}{delta}, "logprobs": null, "finish_reason": {finished}'
         return (text + self._tail).encode()
 
-    def encode(self, event: hub.StreamEvent) -> bytes:
+    def encode(self, event: internal.StreamEvent) -> bytes:
         if self.finished:
             return b""
-        if isinstance(event, hub.Start):
+        if isinstance(event, internal.Start):
             self._id = event.id if event.id.startswith("chatcmpl-") else f"chatcmpl-{event.id}"
             self._head = ""
             return self._chunk({"role": "assistant", "content": ""})
-        if isinstance(event, hub.TextDelta):  # the commonest: its delta written directly
+        if isinstance(event, internal.TextDelta):  # the commonest: its delta written directly
             return self._chunk(f'{{"content": {dumps_text(event.text)}}}')
-        if isinstance(event, hub.ReasoningDelta):
+        if isinstance(event, internal.ReasoningDelta):
             # LiteLLM's stream shape: thinking text fragments, then the signature in its own chunk
             if not (event.text or event.signature):
                 return b""
@@ -440,19 +442,19 @@ class StreamEncoder:
                 block = thinking_block(event.text, event.signature, event.redacted, event.source)
                 delta["thinking_blocks"] = [block]
             return self._chunk(delta)
-        if isinstance(event, hub.ToolCallStart):
+        if isinstance(event, internal.ToolCallStart):
             self._sent_tool_calls = True
             call = {
                 "index": event.index,
-                "id": hub.signed_id(event.id, event.signature),
+                "id": internal.signed_id(event.id, event.signature),
                 "type": "function",
                 "function": {"name": event.name, "arguments": ""},
             }
             return self._chunk({"tool_calls": [call]})
-        if isinstance(event, hub.ToolArgsDelta):
+        if isinstance(event, internal.ToolArgsDelta):
             call = {"index": event.index, "function": {"arguments": event.fragment}}
             return self._chunk({"tool_calls": [call]})
-        if isinstance(event, hub.Finish):
+        if isinstance(event, internal.Finish):
             self.finished = True
             out = self._chunk({}, finish_reason(event.stop, self._sent_tool_calls))
             if self._include_usage:
@@ -466,10 +468,10 @@ class StreamEncoder:
                 }
                 out += b"data: " + json.dumps(chunk).encode() + b"\n\n"
             return out + b"data: [DONE]\n\n"
-        if isinstance(event, (hub.Citation, hub.WebSearchCall)):
+        if isinstance(event, (internal.Citation, internal.WebSearchCall)):
             # a chunk's delta has no annotations: a streamed answer's citations are left out
             return b""
-        assert isinstance(event, hub.Failure)
+        assert isinstance(event, internal.Failure)
         return self.fail(event.error)
 
     def fail(self, error: Exception) -> bytes:
@@ -543,7 +545,7 @@ def without_signed_ids(text: str, model: str) -> str | None:
     moving to an OpenAI-compatible upstream), with each id back to its short self: the signature means
     nothing there and makes the id too long for OpenAI. None when there is none (the body is then
     forwarded byte for byte)."""
-    if hub.SIGNED_ID_MARK not in text:
+    if internal.SIGNED_ID_MARK not in text:
         return None
     body = json.loads(text)
     changed = False
@@ -553,8 +555,8 @@ def without_signed_ids(text: str, model: str) -> str | None:
         holders = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
         for holder, key in [*((c, "id") for c in holders), (message, "tool_call_id")]:
             value = holder.get(key)
-            if isinstance(value, str) and hub.split_id(value)[1] is not None:
-                holder[key] = hub.split_id(value)[0]
+            if isinstance(value, str) and internal.split_id(value)[1] is not None:
+                holder[key] = internal.split_id(value)[0]
                 changed = True
     if not changed:
         return None
@@ -596,7 +598,7 @@ class OpenAIDialect:
             spans=spans,
         )
 
-    def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+    def request_to_internal(self, request: InboundRequest) -> internal.Conversation:
         if request.problem is not None:
             raise request.problem
         parsed: wire.ChatCompletionRequest = request.parsed
@@ -622,7 +624,7 @@ class OpenAIDialect:
 
     def forwarded_reply(
         self, data: bytes, client_model: str, provider: str
-    ) -> tuple[bytes, hub.Usage]:
+    ) -> tuple[bytes, internal.Usage]:
         data, answer = read_forwarded(data, client_model, provider)
         return data, usage_to_internal(answer.get("usage"))
 
@@ -636,12 +638,12 @@ class OpenAIDialect:
         return provider.type == self.native_type
 
     def reply_from_internal(
-        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
     ) -> dict[str, Any]:
         return response_from_internal(replies, client_model, int(time.time()))
 
     def stream_encoder(
-        self, client_model: str, conversation: hub.Conversation
+        self, client_model: str, conversation: internal.Conversation
     ) -> StreamEncoderType:
         return StreamEncoder(client_model, int(time.time()), conversation.include_usage)
 

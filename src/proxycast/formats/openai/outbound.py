@@ -9,10 +9,10 @@ import hashlib
 import json
 from typing import Any
 
-from proxycast import hub, sse
-from proxycast._json import loads_event
 from proxycast.errors import ErrorInfo, InvalidRequestError, upstream_error
+from proxycast.formats import internal, sse
 from proxycast.formats.contracts import UpstreamRequest
+from proxycast.formats.json_spans import loads_event
 from proxycast.formats.openai.errors import error_info
 
 MAX_TOOL_NAME = 64
@@ -40,19 +40,19 @@ def _data_url_of(media_type: str | None, data: str) -> str:
     return f"data:{media_type or 'application/octet-stream'};base64,{data}"
 
 
-def _content_part(part: hub.Part) -> dict[str, Any] | None:
-    if isinstance(part, hub.Text):
+def _content_part(part: internal.Part) -> dict[str, Any] | None:
+    if isinstance(part, internal.Text):
         return {"type": "text", "text": part.text} if part.text else None
-    if isinstance(part, hub.Image):
+    if isinstance(part, internal.Image):
         url = _data_url_of(part.media_type, part.data) if part.data is not None else part.url
         image: dict[str, Any] = {"url": url}
         if part.detail:
             image["detail"] = part.detail
         return {"type": "image_url", "image_url": image}
-    if isinstance(part, hub.Audio):
+    if isinstance(part, internal.Audio):
         audio_format = part.media_type.removeprefix("audio/").replace("mpeg", "mp3")
         return {"type": "input_audio", "input_audio": {"data": part.data, "format": audio_format}}
-    if isinstance(part, hub.Document):
+    if isinstance(part, internal.Document):
         if part.data is None:
             raise InvalidRequestError(
                 "Documents given by URL cannot be sent to OpenAI-compatible models."
@@ -69,12 +69,12 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def searches(conversation: hub.Conversation) -> bool:
+def searches(conversation: internal.Conversation) -> bool:
     """A demanded search goes as ``web_search_options``; an offered one is left out."""
     return _web_search_options(conversation.params.web_search) is not None
 
 
-def _web_search_options(search: hub.WebSearch | None) -> dict[str, Any] | None:
+def _web_search_options(search: internal.WebSearch | None) -> dict[str, Any] | None:
     """``web_search_options`` for a demanded search. A search offered as a Responses built-in tool
     is left out: chat completions servers (vLLM, Ollama, OpenAI's own non-search models) have no
     search of their own, and the Responses route tells the client it was left out."""
@@ -88,27 +88,27 @@ def _web_search_options(search: hub.WebSearch | None) -> dict[str, Any] | None:
     return options
 
 
-def _text(parts: tuple[hub.Part, ...]) -> str:
-    return "".join(p.text for p in parts if isinstance(p, hub.Text))
+def _text(parts: tuple[internal.Part, ...]) -> str:
+    return "".join(p.text for p in parts if isinstance(p, internal.Text))
 
 
-def request_from_internal(conversation: hub.Conversation, model: str) -> UpstreamRequest:
+def request_from_internal(conversation: internal.Conversation, model: str) -> UpstreamRequest:
     """The Chat Completions request for a conversation, sent to ``model``.
 
     Tool names over OpenAI's 64 characters are shortened; the request carries the way back.
     """
     messages: list[dict[str, Any]] = []
-    system = "\n\n".join(p.text for p in conversation.system if isinstance(p, hub.Text))
+    system = "\n\n".join(p.text for p in conversation.system if isinstance(p, internal.Text))
     if system:
         messages.append({"role": "system", "content": system})
     for message in conversation.messages:
         if message.role == "assistant":
             entry: dict[str, Any] = {"role": "assistant", "content": _text(message.parts) or None}
-            reasoning = [p for p in message.parts if isinstance(p, hub.Reasoning)]
+            reasoning = [p for p in message.parts if isinstance(p, internal.Reasoning)]
             if reasoning:
                 # DeepSeek's thinking mode wants its reasoning back on tool-call turns
                 entry["reasoning_content"] = "".join(p.text for p in reasoning)
-            calls = [p for p in message.parts if isinstance(p, hub.ToolCall)]
+            calls = [p for p in message.parts if isinstance(p, internal.ToolCall)]
             if calls:
                 entry["tool_calls"] = [
                     {
@@ -126,7 +126,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
         rest: list[dict[str, Any]] = []
         media: list[dict[str, Any]] = []
         for part in message.parts:
-            if isinstance(part, hub.ToolResult):
+            if isinstance(part, internal.ToolResult):
                 text = _text(part.content)
                 messages.append(
                     {
@@ -136,7 +136,9 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
                     }
                 )
                 # a tool message holds only text: its images follow in a user message
-                images = [_content_part(p) for p in part.content if not isinstance(p, hub.Text)]
+                images = [
+                    _content_part(p) for p in part.content if not isinstance(p, internal.Text)
+                ]
                 if any(images):
                     label = f"Images returned by tool call {short_tool_id(part.call_id)}:"
                     media += [{"type": "text", "text": label}, *(i for i in images if i)]
@@ -162,7 +164,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
             for t in conversation.tools
         ]
         choice = conversation.tool_choice
-        if isinstance(choice, hub.NamedTool):
+        if isinstance(choice, internal.NamedTool):
             body["tool_choice"] = {
                 "type": "function",
                 "function": {"name": short_tool_name(choice.name)},
@@ -201,7 +203,7 @@ def request_from_internal(conversation: hub.Conversation, model: str) -> Upstrea
     )
 
 
-_STOP: dict[str, hub.Stop] = {
+_STOP: dict[str, internal.Stop] = {
     "stop": "end",
     "length": "length",
     "tool_calls": "tool_use",
@@ -219,47 +221,47 @@ def _arguments_object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"arguments": value}
 
 
-def usage_to_internal(usage: dict[str, Any] | None) -> hub.Usage:
+def usage_to_internal(usage: dict[str, Any] | None) -> internal.Usage:
     usage = usage if isinstance(usage, dict) else {}
-    cached = hub.count(hub.section(usage, "prompt_tokens_details").get("cached_tokens"))
-    return hub.Usage(
-        input=max(0, hub.count(usage.get("prompt_tokens")) - cached),
-        output=hub.count(usage.get("completion_tokens")),
+    cached = internal.count(internal.section(usage, "prompt_tokens_details").get("cached_tokens"))
+    return internal.Usage(
+        input=max(0, internal.count(usage.get("prompt_tokens")) - cached),
+        output=internal.count(usage.get("completion_tokens")),
         cache_read=cached,
-        reasoning=hub.count(
-            hub.section(usage, "completion_tokens_details").get("reasoning_tokens")
+        reasoning=internal.count(
+            internal.section(usage, "completion_tokens_details").get("reasoning_tokens")
         ),
     )
 
 
-def _stop_of(reason: str | None, called: bool) -> hub.Stop:
+def _stop_of(reason: str | None, called: bool) -> internal.Stop:
     return "tool_use" if called else _STOP.get(reason or "stop", "end")
 
 
 def response_to_internal(
     body: dict[str, Any], tool_names: dict[str, str] | None = None
-) -> hub.Reply:
+) -> internal.Reply:
     """A ``chat.completion`` (its first choice) as a reply; ``tool_names`` restores shortened names."""
     tool_names = tool_names or {}
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    parts: list[hub.Part] = []
+    parts: list[internal.Part] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
-        parts.append(hub.Reasoning(text=reasoning))
+        parts.append(internal.Reasoning(text=reasoning))
     if isinstance(message.get("content"), str) and message["content"]:
-        parts.append(hub.Text(message["content"]))
+        parts.append(internal.Text(message["content"]))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         parts.append(
-            hub.ToolCall(
+            internal.ToolCall(
                 id=call.get("id") or f"call_{len(parts)}",
                 name=tool_names.get(function.get("name", ""), function.get("name", "")),
                 arguments=_arguments_object(function.get("arguments") or ""),
             )
         )
-    called = any(isinstance(p, hub.ToolCall) for p in parts)
-    return hub.Reply(
+    called = any(isinstance(p, internal.ToolCall) for p in parts)
+    return internal.Reply(
         id=body.get("id", ""),
         model=body.get("model", ""),
         parts=tuple(parts),
@@ -286,10 +288,10 @@ class StreamDecoder(sse.EventDecoder):
         self._ordinal: dict[int, int] = {}  # upstream index -> our tool ordinal
         self._count = 0
         self._reason: str | None = None
-        self._usage = hub.Usage()
+        self._usage = internal.Usage()
         self.finished = False
 
-    def event(self, event: sse.Event) -> list[hub.StreamEvent]:
+    def event(self, event: sse.Event) -> list[internal.StreamEvent]:
         if event.data == "[DONE]":
             return self.end()
         try:
@@ -304,30 +306,30 @@ class StreamDecoder(sse.EventDecoder):
                 message=f"upstream error: {chunk['error']!r:.200}"
             )
             status = info.status if info.status and 400 <= info.status < 600 else 500
-            return [hub.Failure(upstream_error("openai", info, status))]
-        out: list[hub.StreamEvent] = []
+            return [internal.Failure(upstream_error("openai", info, status))]
+        out: list[internal.StreamEvent] = []
         if not self._started:
             self._started = True
-            out.append(hub.Start(id=chunk.get("id", ""), model=chunk.get("model", "")))
+            out.append(internal.Start(id=chunk.get("id", ""), model=chunk.get("model", "")))
         if chunk.get("usage"):
             self._usage = usage_to_internal(chunk["usage"])
         for choice in (chunk.get("choices") or [])[:1]:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
-                out.append(hub.ReasoningDelta(text=reasoning))
+                out.append(internal.ReasoningDelta(text=reasoning))
             if isinstance(delta.get("content"), str) and delta["content"]:
-                out.append(hub.TextDelta(delta["content"]))
+                out.append(internal.TextDelta(delta["content"]))
             for call in delta.get("tool_calls") or ():
                 out += self._tool_call(call)
             if choice.get("finish_reason"):
                 self._reason = choice["finish_reason"]
         return out
 
-    def _tool_call(self, call: dict[str, Any]) -> list[hub.StreamEvent]:
+    def _tool_call(self, call: dict[str, Any]) -> list[internal.StreamEvent]:
         index = call.get("index", 0)
         function = call.get("function") or {}
-        out: list[hub.StreamEvent] = []
+        out: list[internal.StreamEvent] = []
         ident = call.get("id")
         if index not in self._ordinal or (ident and ident != self._ids.get(index)):
             ident = ident or f"call_{self._count}"
@@ -335,17 +337,17 @@ class StreamDecoder(sse.EventDecoder):
             self._ordinal[index] = self._count
             name = function.get("name") or ""
             name = self._tool_names.get(name, name)
-            out.append(hub.ToolCallStart(index=self._count, id=ident, name=name))
+            out.append(internal.ToolCallStart(index=self._count, id=ident, name=name))
             self._count += 1
         if function.get("arguments"):
             out.append(
-                hub.ToolArgsDelta(index=self._ordinal[index], fragment=function["arguments"])
+                internal.ToolArgsDelta(index=self._ordinal[index], fragment=function["arguments"])
             )
         return out
 
-    def end(self) -> list[hub.StreamEvent]:
+    def end(self) -> list[internal.StreamEvent]:
         """``[DONE]`` or the end of the body: finished if a finish reason came."""
         if self.finished or self._reason is None:
             return []
         self.finished = True
-        return [hub.Finish(stop=_stop_of(self._reason, self._count > 0), usage=self._usage)]
+        return [internal.Finish(stop=_stop_of(self._reason, self._count > 0), usage=self._usage)]

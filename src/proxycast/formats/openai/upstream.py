@@ -8,16 +8,16 @@ import math
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from proxycast._json import dumps_text
+from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, Estimate, ModelsPage, UpstreamRequest
+from proxycast.formats.json_spans import dumps_text
 from proxycast.formats.openai import errors, outbound
-from proxycast.upstreams import HeaderAuth
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from proxycast import hub
     from proxycast.errors import ErrorInfo
+    from proxycast.formats import internal
 
 
 def estimate_tokens(body: Mapping[str, Any]) -> int:
@@ -45,19 +45,23 @@ class OpenAIUpstream:
     def auth(self, key: str) -> HeaderAuth:
         return HeaderAuth("authorization", f"Bearer {key}")
 
-    def request_from_internal(self, conversation: hub.Conversation, model: str) -> UpstreamRequest:
+    def request_from_internal(
+        self, conversation: internal.Conversation, model: str
+    ) -> UpstreamRequest:
         return outbound.request_from_internal(conversation, model)
 
-    def searches(self, conversation: hub.Conversation) -> bool:
+    def searches(self, conversation: internal.Conversation) -> bool:
         return outbound.searches(conversation)
 
-    def reply_to_internal(self, body: dict[str, Any], request: UpstreamRequest) -> list[hub.Reply]:
+    def reply_to_internal(
+        self, body: dict[str, Any], request: UpstreamRequest
+    ) -> list[internal.Reply]:
         return [outbound.response_to_internal(body, dict(request.tool_names))]
 
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
         return outbound.StreamDecoder(dict(request.tool_names))
 
-    def count_tokens(self, conversation: hub.Conversation, model: str) -> Estimate:
+    def count_tokens(self, conversation: internal.Conversation, model: str) -> Estimate:
         # OpenAI-compatible servers have no count endpoint: estimate from the text the model would read.
         return Estimate(estimate_tokens(outbound.request_from_internal(conversation, model).body))
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from cattrs.errors import BaseValidationError
 
-from proxycast import hub
-from proxycast._json import dumps_text, replace_value
+from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError, ProxycastError
+from proxycast.formats import internal
 from proxycast.formats.contracts import (
     Headers,
     InboundRequest,
@@ -28,11 +28,11 @@ from proxycast.formats.contracts import (
     Operation,
     UpstreamRequest,
 )
+from proxycast.formats.converters import invalid_request, out_of_range, refuse
+from proxycast.formats.json_spans import dumps_text, replace_value
 from proxycast.formats.responses import wire
 from proxycast.formats.responses.errors import error_body, stream_error
 from proxycast.formats.responses.passthrough import ResponsesPassthrough, usage_to_internal
-from proxycast.relay import read_forwarded
-from proxycast.structuring import invalid_request, out_of_range, refuse
 
 if TYPE_CHECKING:
     from proxycast.config import ProviderConfig
@@ -64,7 +64,7 @@ class Request:
 
 
 @attrs.frozen(kw_only=True)
-class ResponsesConversation(hub.Conversation):
+class ResponsesConversation(internal.Conversation):
     """The hub conversation, with what a Responses answer repeats or needs to map back."""
 
     echo: dict[str, Any] = attrs.field(factory=dict, eq=False)
@@ -86,16 +86,16 @@ def dropped_tools(body: wire.ResponseCreateRequest, searches: bool = False) -> t
     return tuple(dict.fromkeys(str(t) for t in types if t not in FUNCTION_TOOLS | kept))
 
 
-def _web_search(tools: list[dict[str, Any]]) -> hub.WebSearch | None:
+def _web_search(tools: list[dict[str, Any]]) -> internal.WebSearch | None:
     """The first web search tool, offered to the model (``WebSearch.tool``)."""
     for tool in tools:
         if tool.get("type") in SEARCH_TOOLS:
             filters = tool.get("filters")
             domains = filters.get("allowed_domains") if isinstance(filters, dict) else None
             size = tool.get("search_context_size")
-            return hub.WebSearch(
+            return internal.WebSearch(
                 context_size=size if isinstance(size, str) else None,
-                location=hub.location(tool.get("user_location")),
+                location=internal.location(tool.get("user_location")),
                 allowed_domains=tuple(d for d in domains or () if isinstance(d, str)),
                 tool=str(tool["type"]),
             )
@@ -126,23 +126,23 @@ def _field(item: dict[str, Any], key: str, kind: type, where: str, *, required: 
     return value
 
 
-def _part(part: Any, where: str) -> hub.Part | None:
+def _part(part: Any, where: str) -> internal.Part | None:
     if not isinstance(part, dict):
         raise InvalidRequestError(f"{where} must be an object.", param=where)
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
         text = _field(part, "text", str, where)
-        return hub.Text(text) if text else None
+        return internal.Text(text) if text else None
     if kind == "refusal":
         text = _field(part, "refusal", str, where)
-        return hub.Text(text) if text else None
+        return internal.Text(text) if text else None
     if kind == "input_image":
         url = _field(part, "image_url", str, where, required=False) or ""
         inline = _data_url(url)
         if inline is not None:
-            return hub.Image(media_type=inline[0], data=inline[1])
+            return internal.Image(media_type=inline[0], data=inline[1])
         if url.startswith(("http://", "https://")):
-            return hub.Image(url=url)
+            return internal.Image(url=url)
         raise InvalidRequestError(
             f"{where}.image_url must be an http(s) URL or a base64 data URL (file_id refers to "
             "OpenAI's own file store).",
@@ -155,10 +155,10 @@ def _part(part: Any, where: str) -> hub.Part | None:
         if data:
             inline = _data_url(data)
             if inline is not None:
-                return hub.Document(media_type=inline[0], data=inline[1], filename=filename)
-            return hub.Document(media_type="application/pdf", data=data, filename=filename)
+                return internal.Document(media_type=inline[0], data=inline[1], filename=filename)
+            return internal.Document(media_type="application/pdf", data=data, filename=filename)
         if url:
-            return hub.Document(media_type="application/pdf", url=url, filename=filename)
+            return internal.Document(media_type="application/pdf", url=url, filename=filename)
         raise InvalidRequestError(
             f"{where} needs file_data or file_url (file_id refers to OpenAI's own file store).",
             param=where,
@@ -169,9 +169,9 @@ def _part(part: Any, where: str) -> hub.Part | None:
     )
 
 
-def _parts(content: Any, where: str) -> list[hub.Part]:
+def _parts(content: Any, where: str) -> list[internal.Part]:
     if isinstance(content, str):
-        return [hub.Text(content)] if content else []
+        return [internal.Text(content)] if content else []
     if not isinstance(content, list):
         raise InvalidRequestError(f"{where} must be a string or a list of parts.", param=where)
     parts = (_part(p, f"{where}[{i}]") for i, p in enumerate(content))
@@ -198,8 +198,8 @@ def _flat(name: str, namespace: str | None) -> str:
 
 def _tools(
     tools: list[dict[str, Any]],
-) -> tuple[list[hub.Tool], set[str], dict[str, tuple[str, str]]]:
-    out: list[hub.Tool] = []
+) -> tuple[list[internal.Tool], set[str], dict[str, tuple[str, str]]]:
+    out: list[internal.Tool] = []
     custom: set[str] = set()
     namespaces: dict[str, tuple[str, str]] = {}
 
@@ -215,7 +215,7 @@ def _tools(
         if kind == "function":
             parameters = _field(tool, "parameters", dict, where, required=False)
             out.append(
-                hub.Tool(
+                internal.Tool(
                     name=flat,
                     description=description,
                     parameters=parameters or {"type": "object", "properties": {}},
@@ -232,7 +232,7 @@ def _tools(
                 f" It must follow this {fmt.get('syntax', '')} grammar:\n{fmt.get('definition')}"
             )
         out.append(
-            hub.Tool(
+            internal.Tool(
                 name=flat,
                 description=description,
                 parameters={
@@ -258,7 +258,7 @@ def _tools(
 
 def _tool_choice(
     choice: str | dict[str, Any] | None, namespaces: set[str]
-) -> hub.ToolChoice | None:
+) -> internal.ToolChoice | None:
     if choice is None:
         return None
     if isinstance(choice, str):
@@ -268,18 +268,18 @@ def _tool_choice(
             )
         return choice  # type: ignore[return-value]
     if choice.get("type") in ("function", "custom") and isinstance(choice.get("name"), str):
-        return hub.NamedTool(choice["name"])
+        return internal.NamedTool(choice["name"])
     return "auto"  # allowed_tools, a built-in tool, or an MCP server: the model chooses
 
 
-def _items(items: list[Any]) -> tuple[list[hub.Part], list[tuple[str, list[hub.Part]]]]:
+def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[internal.Part]]]]:
     """Input items -> (system parts, turns). Consecutive turns of one role are merged; tool outputs
     are user turns."""
-    system: list[hub.Part] = []
-    turns: list[tuple[str, list[hub.Part]]] = []
+    system: list[internal.Part] = []
+    turns: list[tuple[str, list[internal.Part]]] = []
     names: dict[str, str] = {}
 
-    def add(role: str, parts: list[hub.Part]) -> None:
+    def add(role: str, parts: list[internal.Part]) -> None:
         if not parts:
             return
         if turns and turns[-1][0] == role:
@@ -315,14 +315,18 @@ def _items(items: list[Any]) -> tuple[list[hub.Part], list[tuple[str, list[hub.P
                 arguments = _arguments(_field(item, "arguments", str, where), f"{where}.arguments")
             else:
                 arguments = {_CUSTOM_INPUT: _field(item, "input", str, where)}
-            add("assistant", [hub.ToolCall(id=call_id, name=name, arguments=arguments)])
+            add("assistant", [internal.ToolCall(id=call_id, name=name, arguments=arguments)])
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _field(item, "call_id", str, where)
             output = item.get("output")
             content = _parts(output if output is not None else "", f"{where}.output")
             add(
                 "user",
-                [hub.ToolResult(call_id=call_id, content=tuple(content), name=names.get(call_id))],
+                [
+                    internal.ToolResult(
+                        call_id=call_id, content=tuple(content), name=names.get(call_id)
+                    )
+                ],
             )
         elif kind == "reasoning":
             summary = item.get("summary") or []
@@ -337,7 +341,7 @@ def _items(items: list[Any]) -> tuple[list[hub.Part], list[tuple[str, list[hub.P
                 add(
                     "assistant",
                     [
-                        hub.Reasoning(
+                        internal.Reasoning(
                             text=text, signature=signature if isinstance(signature, str) else None
                         )
                     ],
@@ -395,18 +399,18 @@ def _echo(body: wire.ResponseCreateRequest) -> dict[str, Any]:
 def request_to_internal(request: Request) -> ResponsesConversation:
     """A Responses request (after its history) as a conversation (docs/mappings.md)."""
     body = request.body
-    system: list[hub.Part] = [hub.Text(body.instructions)] if body.instructions else []
+    system: list[internal.Part] = [internal.Text(body.instructions)] if body.instructions else []
     more, turns = _items([*request.history, *input_items(body)])
     tools, custom, namespaces = _tools(body.tools or [])
     effort = body.reasoning.effort if body.reasoning else None
     stream = bool(body.stream)
     return ResponsesConversation(
         system=(*system, *more),
-        messages=tuple(hub.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
+        messages=tuple(internal.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
         tools=tuple(tools),
         tool_choice=_tool_choice(body.tool_choice, set(namespaces)) if tools else None,
         parallel_tool_calls=body.parallel_tool_calls if tools else None,
-        params=hub.Params(
+        params=internal.Params(
             max_tokens=body.max_output_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
@@ -428,7 +432,7 @@ def request_to_internal(request: Request) -> ResponsesConversation:
 # Responses and stream events out
 
 
-def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
+def usage_from_internal(usage: internal.Usage) -> dict[str, Any]:
     prompt = usage.input + usage.cache_read + usage.cache_write
     return {
         "input_tokens": prompt,
@@ -442,7 +446,7 @@ def usage_from_internal(usage: hub.Usage) -> dict[str, Any]:
     }
 
 
-_INCOMPLETE: dict[hub.Stop, str] = {
+_INCOMPLETE: dict[internal.Stop, str] = {
     "length": "max_output_tokens",
     "content_filter": "content_filter",
 }
@@ -462,7 +466,7 @@ class StreamEncoder:
     final response object once the stream finished.
     """
 
-    def __init__(self, model: str, conversation: hub.Conversation) -> None:
+    def __init__(self, model: str, conversation: internal.Conversation) -> None:
         self._model = model
         self._conversation = conversation
         self._id = new_response_id()
@@ -587,15 +591,15 @@ class StreamEncoder:
         self._open = (kind, index, item, texts)
         return item, index, texts, out + added
 
-    def encode(self, event: hub.StreamEvent) -> bytes:
+    def encode(self, event: internal.StreamEvent) -> bytes:
         if self.finished:
             return b""
-        if isinstance(event, hub.Start):
+        if isinstance(event, internal.Start):
             response = self._response("in_progress")
             return self._event("response.created", response=response) + self._event(
                 "response.in_progress", response=response
             )
-        if isinstance(event, hub.TextDelta):
+        if isinstance(event, internal.TextDelta):
             item, index, texts, out = self._ensure("message")
             texts.append(event.text)
             return out + self._event(
@@ -606,7 +610,7 @@ class StreamEncoder:
                 delta=event.text,
                 logprobs=[],
             )
-        if isinstance(event, hub.ReasoningDelta):
+        if isinstance(event, internal.ReasoningDelta):
             item, index, texts, out = self._ensure("reasoning")
             ids = {"item_id": item["id"], "output_index": index, "summary_index": 0}
             if event.text:
@@ -623,7 +627,7 @@ class StreamEncoder:
                 item["encrypted_content"] = event.signature
                 out += self._close_open()
             return out
-        if isinstance(event, hub.ToolCallStart):
+        if isinstance(event, internal.ToolCallStart):
             out = self._close_open()
             namespace, name = self._namespaces.get(event.name, (None, event.name))
             item = {"id": self._item_id("ctc" if event.name in self._custom else "fc")}
@@ -638,7 +642,7 @@ class StreamEncoder:
             index, added = self._add(item)
             self._tools[event.index] = (index, item, [])
             return out + added
-        if isinstance(event, hub.ToolArgsDelta):
+        if isinstance(event, internal.ToolArgsDelta):
             tool = self._tools.get(event.index)
             if tool is None or not event.fragment:
                 return b""
@@ -652,7 +656,7 @@ class StreamEncoder:
                 output_index=index,
                 delta=event.fragment,
             )
-        if isinstance(event, hub.Finish):
+        if isinstance(event, internal.Finish):
             out = self._close_open() + self._close_tools()
             self.finished = True
             reason = _INCOMPLETE.get(event.stop)
@@ -671,14 +675,14 @@ class StreamEncoder:
             if record is not None:
                 record(self.response)
             return out
-        if isinstance(event, hub.Citation):
+        if isinstance(event, internal.Citation):
             return self._cite(event)
-        if isinstance(event, hub.WebSearchCall):
+        if isinstance(event, internal.WebSearchCall):
             return self._search(event)
-        assert isinstance(event, hub.Failure)
+        assert isinstance(event, internal.Failure)
         return self.fail(event.error)
 
-    def _cite(self, citation: hub.Citation) -> bytes:
+    def _cite(self, citation: internal.Citation) -> bytes:
         """A ``url_citation`` on the open message's text (none open: nothing to cite)."""
         if self._open is None or self._open[0] != "message":
             return b""
@@ -701,7 +705,7 @@ class StreamEncoder:
             annotation=annotation,
         )
 
-    def _search(self, call: hub.WebSearchCall) -> bytes:
+    def _search(self, call: internal.WebSearchCall) -> bytes:
         """A ``web_search_call`` item: the upstream's search, already done."""
         out = self._close_open()
         item: dict[str, Any] = {"id": self._item_id("ws"), "type": "web_search_call"}
@@ -739,28 +743,28 @@ def _custom_input(arguments: str) -> str:
     return carried if isinstance(carried, str) else arguments
 
 
-def events_of(reply: hub.Reply) -> list[hub.StreamEvent]:
-    """The stream events a reply is the accumulation of (``hub.accumulate`` inverted)."""
-    events: list[hub.StreamEvent] = [hub.Start(id=reply.id, model=reply.model)]
+def events_of(reply: internal.Reply) -> list[internal.StreamEvent]:
+    """The stream events a reply is the accumulation of (``internal.accumulate`` inverted)."""
+    events: list[internal.StreamEvent] = [internal.Start(id=reply.id, model=reply.model)]
     calls = 0
     for part in reply.parts:
-        if isinstance(part, hub.Reasoning):
-            events.append(hub.ReasoningDelta(text=part.text, signature=part.signature))
-        elif isinstance(part, hub.Text):
-            events.append(hub.TextDelta(part.text))
+        if isinstance(part, internal.Reasoning):
+            events.append(internal.ReasoningDelta(text=part.text, signature=part.signature))
+        elif isinstance(part, internal.Text):
+            events.append(internal.TextDelta(part.text))
             events.extend(part.citations)
-        elif isinstance(part, hub.WebSearchCall):
+        elif isinstance(part, internal.WebSearchCall):
             events.append(part)
-        elif isinstance(part, hub.ToolCall):
-            events.append(hub.ToolCallStart(index=calls, id=part.id, name=part.name))
-            events.append(hub.ToolArgsDelta(index=calls, fragment=json.dumps(part.arguments)))
+        elif isinstance(part, internal.ToolCall):
+            events.append(internal.ToolCallStart(index=calls, id=part.id, name=part.name))
+            events.append(internal.ToolArgsDelta(index=calls, fragment=json.dumps(part.arguments)))
             calls += 1
-    events.append(hub.Finish(stop=reply.stop, usage=reply.usage))
+    events.append(internal.Finish(stop=reply.stop, usage=reply.usage))
     return events
 
 
 def response_from_internal(
-    reply: hub.Reply, model: str, conversation: hub.Conversation
+    reply: internal.Reply, model: str, conversation: internal.Conversation
 ) -> dict[str, Any]:
     """The ``response`` object for ``reply``: what its stream's last event would carry."""
     encoder = StreamEncoder(model, conversation)
@@ -828,7 +832,7 @@ class ResponsesDialect:
         parsed: Request = request.parsed
         return provider.type == self.native_type and provider.responses and not parsed.history
 
-    def request_to_internal(self, request: InboundRequest) -> hub.Conversation:
+    def request_to_internal(self, request: InboundRequest) -> internal.Conversation:
         # What is left out depends on the upstream: the route says it once one has answered.
         return request_to_internal(request.parsed)
 
@@ -840,7 +844,7 @@ class ResponsesDialect:
 
     def forwarded_reply(
         self, data: bytes, client_model: str, provider: str
-    ) -> tuple[bytes, hub.Usage]:
+    ) -> tuple[bytes, internal.Usage]:
         data, answer = read_forwarded(data, client_model, provider)
         return data, usage_to_internal(answer.get("usage"))
 
@@ -850,11 +854,13 @@ class ResponsesDialect:
         return ResponsesPassthrough(request.client_model, provider, redact)
 
     def reply_from_internal(
-        self, replies: list[hub.Reply], client_model: str, conversation: hub.Conversation
+        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
     ) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model, conversation)
 
-    def stream_encoder(self, client_model: str, conversation: hub.Conversation) -> StreamEncoder:
+    def stream_encoder(
+        self, client_model: str, conversation: internal.Conversation
+    ) -> StreamEncoder:
         return StreamEncoder(client_model, conversation)
 
     def tokens_counted(self, count: int) -> dict[str, Any]:

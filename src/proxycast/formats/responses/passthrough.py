@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from proxycast import hub, sse
-from proxycast._json import dumps_text
+from proxycast.core.relay import Passthrough
 from proxycast.errors import ErrorInfo, upstream_error
+from proxycast.formats import internal, sse
+from proxycast.formats.json_spans import dumps_text
 from proxycast.formats.openai.errors import error_info
 from proxycast.formats.responses.errors import stream_error
-from proxycast.relay import Passthrough
 
 if TYPE_CHECKING:
     from proxycast.errors import ProxycastError
@@ -22,19 +22,21 @@ _OPENING = frozenset({"response.created", "response.in_progress"})
 """Events that only open the answer: held back until content comes (so an early failure is retried)."""
 
 
-def usage_to_internal(usage: Any) -> hub.Usage:
+def usage_to_internal(usage: Any) -> internal.Usage:
     """A Responses ``usage`` object as the hub's (cached input apart from the rest)."""
     if not isinstance(usage, dict):
-        return hub.Usage()
-    details = hub.section(usage, "input_tokens_details")
-    cached = hub.count(details.get("cached_tokens"))
-    written = hub.count(details.get("cache_write_tokens"))
-    return hub.Usage(
-        input=max(0, hub.count(usage.get("input_tokens")) - cached - written),
-        output=hub.count(usage.get("output_tokens")),
+        return internal.Usage()
+    details = internal.section(usage, "input_tokens_details")
+    cached = internal.count(details.get("cached_tokens"))
+    written = internal.count(details.get("cache_write_tokens"))
+    return internal.Usage(
+        input=max(0, internal.count(usage.get("input_tokens")) - cached - written),
+        output=internal.count(usage.get("output_tokens")),
         cache_read=cached,
         cache_write=written,
-        reasoning=hub.count(hub.section(usage, "output_tokens_details").get("reasoning_tokens")),
+        reasoning=internal.count(
+            internal.section(usage, "output_tokens_details").get("reasoning_tokens")
+        ),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any, Union
 
 import attrs
 
-from proxycast.structuring import make_strict_converter
+from proxycast.formats.converters import make_strict_converter
 
 
 @attrs.frozen(kw_only=True)

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from proxycast._json import NotAnObjectError, RejectedJSONError, parse_object
-from proxycast.errors import InvalidRequestError
+from proxycast.errors import InvalidRequestError, NotAnObjectError, RejectedJSONError
+from proxycast.formats.json_spans import parse_object
 
 CLOSERS = "proxycast.closers"
 """``app.extensions[CLOSERS]``: what a route module opened and the server closes when it stops
-(:func:`proxycast.app.close_resources`; not a ``while_serving`` generator, which a cancelled
+(:func:`proxycast.server.app.close_resources`; not a ``while_serving`` generator, which a cancelled
 server never finishes)."""
 
 if TYPE_CHECKING:

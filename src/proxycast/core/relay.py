@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from proxycast import hub, sse
-from proxycast._json import NotAnObjectError, model_span, parse_answer, replace_value
-from proxycast.errors import ProxycastError, UpstreamUnavailableError
+from proxycast.errors import NotAnObjectError, ProxycastError, UpstreamUnavailableError
+from proxycast.formats import internal, sse
+from proxycast.formats.json_spans import model_span, parse_answer, replace_value
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -149,7 +149,7 @@ class Passthrough:
         """True once an event beyond the opening ones (content, a tool call, the finish) was seen."""
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
-        self.usage: hub.Usage | None = None
+        self.usage: internal.Usage | None = None
         """The usage the stream reported so far (subclasses read it from their events)."""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -200,7 +200,7 @@ class Converting:
         """True once an event beyond the start (content, a tool call, the finish) was seen."""
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
-        self.usage: hub.Usage | None = None
+        self.usage: internal.Usage | None = None
         """The usage of the last ``Start`` or ``Finish`` decoded (for the accounting)."""
 
     @property
@@ -210,13 +210,13 @@ class Converting:
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
         for event in self._decoder.feed(chunk):
-            if isinstance(event, (hub.Start, hub.Finish)):
+            if isinstance(event, (internal.Start, internal.Finish)):
                 self.usage = event.usage
-            if isinstance(event, hub.Failure):
+            if isinstance(event, internal.Failure):
                 if isinstance(event.error, ProxycastError):
                     event.error.message = self._redact(event.error.message)  # upstream text
                     self.error = event.error
-            elif not isinstance(event, hub.Start):
+            elif not isinstance(event, internal.Start):
                 self.started = True
             out += self._encoder.encode(event)
             if self._encoder.finished:
@@ -226,7 +226,7 @@ class Converting:
     def end(self) -> bytes:
         events = self._decoder.end()
         for event in events:
-            if isinstance(event, (hub.Start, hub.Finish)):
+            if isinstance(event, (internal.Start, internal.Finish)):
                 self.usage = event.usage
         self.started = self.started or bool(events)
         out = b"".join(self._encoder.encode(e) for e in events)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast import formats, routing
-from proxycast.discovery import Probe, probe
+from proxycast import formats
+from proxycast.core import routing
 from proxycast.errors import ModelNotFoundError
-from proxycast.upstreams import make_client
+from proxycast.upstream.discovery import Probe, probe
+from proxycast.upstream.provider import make_client
 
 if TYPE_CHECKING:
     from proxycast.config import Config

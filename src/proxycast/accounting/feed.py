@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from proxycast.clients import Client
+from proxycast.accounting.clients import Client
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

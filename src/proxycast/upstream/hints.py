@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxycast.redact import without_userinfo
+from proxycast import formats
+from proxycast.core.redact import without_userinfo
 
 if TYPE_CHECKING:
     from proxycast.config import ProviderConfig
@@ -13,8 +14,6 @@ if TYPE_CHECKING:
 def wrong_path_hint(provider: ProviderConfig, body: bytes) -> str:
     """A hint for a 404 from a provider: an HTML page or a bare "no route" answer usually means
     the ``base_url`` misses its version prefix."""
-    from proxycast import formats  # here: the registry's formats import proxycast.upstreams
-
     text = body.decode("utf-8", "replace").lower()
     default = formats.UPSTREAMS[provider.type].default_base_url
     looks_like_router = (

@@ -30,7 +30,7 @@ def _allowed(origin: str | None, origins: tuple[str, ...]) -> str | None:
 
 
 class _Headers(Protocol):
-    """An answer's headers: werkzeug's, or an :class:`~proxycast.exchange.Answer`'s dict."""
+    """An answer's headers: werkzeug's, or an :class:`~proxycast.core.exchange.Answer`'s dict."""
 
     def get(self, key: str, /) -> str | None: ...
 

@@ -24,22 +24,23 @@ import attrs
 import trio
 from quart import Response
 
-from proxycast import formats, routing
-from proxycast.accounting import Accounting, current_record
-from proxycast.attempts import Attempt, Plan
+from proxycast import formats
+from proxycast.accounting.records import Accounting, current_record
 from proxycast.config import Config
+from proxycast.core import routing
+from proxycast.core.attempts import Attempt, Plan
+from proxycast.core.redact import Redactor, config_secrets
+from proxycast.core.relay import Converting, Relay
 from proxycast.errors import ProxycastError
 from proxycast.formats.contracts import Estimate
-from proxycast.redact import Redactor, config_secrets
-from proxycast.relay import Converting, Relay
-from proxycast.upstreams import Provider, aclose_shielded
+from proxycast.upstream.provider import Provider, aclose_shielded
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable
 
     import httpx
 
-    from proxycast import hub
+    from proxycast.formats import internal
     from proxycast.formats.contracts import InboundDialect, InboundRequest, Translator
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -97,9 +98,9 @@ class request_scope:  # noqa: N801 - used as a function: ``async with request_sc
 
 class Answer:
     """What the exchange answers: a status, headers (names in lower case) and a body, whole or
-    streamed (a :class:`~proxycast.relay.Relay`).
+    streamed (a :class:`~proxycast.core.relay.Relay`).
 
-    Not Quart's ``Response``: the model routes send it themselves (``proxycast.direct``), and building
+    Not Quart's ``Response``: the model routes send it themselves (``proxycast.http.direct``), and building
     a ``Response`` (its header object, its content type, its body wrapper) was a measurable part of a
     request's cost. A route that Quart serves returns :meth:`to_quart`.
     """
@@ -193,9 +194,11 @@ class Exchange:
         plan = self.plan(request.client_model)
         if self.accounting is not None:  # the client's limits, before any upstream is called
             await self.accounting.admit(request, plan.targets[0][0].upstream_model)
-        conversation: list[hub.Conversation] = []  # converted once, when first needed
+        conversation: list[internal.Conversation] = []  # converted once, when first needed
         streams: dict[Attempt, Translator] = {}
-        usages: dict[Attempt, hub.Usage] = {}  # per attempt: with hedging, the winner's is the one
+        usages: dict[
+            Attempt, internal.Usage
+        ] = {}  # per attempt: with hedging, the winner's is the one
 
         async def attempt(chosen: Attempt) -> Answer:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model

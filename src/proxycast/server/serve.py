@@ -19,12 +19,13 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import wrap_app
 
-from proxycast import loopguard
-from proxycast._connections import serve_connections
-from proxycast.app import close_resources, create_app
-from proxycast.metrics import MULTIPROCESS_VARIABLE
-from proxycast.redact import RedactingFilter, Redactor, config_secrets
-from proxycast.upstreams import ShardedTransport, make_client
+from proxycast.accounting.metrics import MULTIPROCESS_VARIABLE
+from proxycast.core.redact import RedactingFilter, Redactor, config_secrets
+from proxycast.errors import BindError
+from proxycast.http import loopguard
+from proxycast.server.app import close_resources, create_app
+from proxycast.server.connections import serve_connections
+from proxycast.upstream.provider import ShardedTransport, make_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -34,12 +35,8 @@ if TYPE_CHECKING:
     import httpx
     from quart_trio import QuartTrio
 
-    from proxycast.accounting import Accounting
+    from proxycast.accounting.records import Accounting
     from proxycast.config import Config
-
-
-class BindError(OSError):
-    """The listening address could not be bound (in use, or not an address of this machine)."""
 
 
 def bind_socket(config: Config) -> socket.socket:
@@ -119,7 +116,7 @@ async def serve(
         accounts = app.extensions["proxycast_accounting"]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep_idle_upstream_connections, client)
-            await nursery.start(app.extensions["proxycast.catalog"].run, client)
+            await nursery.start(app.extensions["proxycast.upstream.catalog"].run, client)
             nursery.start_soon(accounts.run)  # the ledger's writer
             await serve_connections(
                 wrap_app(app, 0, "asgi"),
@@ -199,7 +196,7 @@ def _worker(config: Config, sock: socket.socket, ready: Queue[bool], stop: Event
 
 def run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
     """Run ``server.workers`` processes sharing ``sock`` until SIGINT/SIGTERM; the exit code."""
-    # the workers' metrics are summed by prometheus-client's multiprocess mode (proxycast.metrics):
+    # the workers' metrics are summed by prometheus-client's multiprocess mode (proxycast.accounting.metrics):
     # its directory must be in the environment before they start
     metrics_dir = tempfile.TemporaryDirectory(prefix="proxycast-metrics-")
     os.environ[MULTIPROCESS_VARIABLE] = metrics_dir.name

@@ -20,16 +20,17 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from proxycast import accesslog, hub
-from proxycast.clients import UNLIMITED, Client, Directory
-from proxycast.config import data_dir
+from proxycast.accounting import accesslog
+from proxycast.accounting.clients import UNLIMITED, Client, Directory
+from proxycast.accounting.feed import Feed
+from proxycast.accounting.metrics import Metrics
+from proxycast.accounting.prices import Price, cost, price_of
 from proxycast.errors import ModelNotFoundError, RateLimitedError
-from proxycast.feed import Feed
+from proxycast.formats import internal
 from proxycast.formats.contracts import Translator
+from proxycast.home import data_dir
 from proxycast.ledger.rows import Row
 from proxycast.ledger.writer import open_writer
-from proxycast.metrics import Metrics
-from proxycast.prices import Price, cost, price_of
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
 from proxycast.state.local import LocalLimiter
 
@@ -39,9 +40,9 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
 
     from proxycast.config import Config
+    from proxycast.core.redact import Redactor
     from proxycast.formats.contracts import InboundRequest
-    from proxycast.keys import KeyPool
-    from proxycast.redact import Redactor
+    from proxycast.upstream.keys import KeyPool
 
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -71,7 +72,7 @@ class Record:
     """``provider#N:outcome`` for each upstream attempt."""
     status: int = 0
     error_type: str = ""
-    usage: hub.Usage | None = None
+    usage: internal.Usage | None = None
     source: Translator | None = None
     """A streamed answer's translator, read for its usage when the stream is over."""
     streamed: bool = False
@@ -239,7 +240,7 @@ class Accounting:
             return
         tokens = estimate_tokens(request)
         price = self.price(upstream_model)
-        ask = Ask(client=config.name, tokens=tokens, usd=cost(price, hub.Usage(input=tokens)))
+        ask = Ask(client=config.name, tokens=tokens, usd=cost(price, internal.Usage(input=tokens)))
         limits = Limits(
             rpm=config.rpm,
             tpm=config.tpm,
@@ -302,7 +303,7 @@ class Accounting:
 
     async def _finish(self, record: Record) -> None:
         await self.settle(record)
-        usage = _usage_of(record) or hub.Usage()
+        usage = _usage_of(record) or internal.Usage()
         spent = cost(self.price(record.upstream_model), usage)
         duration = trio.current_time() - record.started
         status = record.status if record.completed or record.status else 499
@@ -359,7 +360,7 @@ class Accounting:
             self.on_finish(record)
 
     def _count(
-        self, record: Record, usage: hub.Usage, spent: float, duration: float, status: int
+        self, record: Record, usage: internal.Usage, spent: float, duration: float, status: int
     ) -> None:
         if not record.api or not self.config.server.metrics:
             return
@@ -475,7 +476,7 @@ def _local_limiter(config: Config) -> Limiter:
     return SQLiteLimiter(data_dir() / "limits.db")
 
 
-def _usage_of(record: Record) -> hub.Usage | None:
+def _usage_of(record: Record) -> internal.Usage | None:
     if record.usage is not None:
         return record.usage
     return None if record.source is None else record.source.usage
@@ -486,7 +487,7 @@ MOST_TOKENS = 1 << 53
 limiter's store (SQLite's integers end at 2**63)."""
 
 
-def _total(usage: hub.Usage) -> int:
+def _total(usage: internal.Usage) -> int:
     return min(MOST_TOKENS, usage.input + usage.cache_read + usage.cache_write + usage.output)
 
 

@@ -12,22 +12,22 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from proxycast import cors
-from proxycast.accounting import Accounting
+from proxycast.accounting.records import Accounting
 from proxycast.api import admin, embeddings, inbound, models, responses, root
-from proxycast.api._common import CLOSERS
-from proxycast.catalog import Catalog
-from proxycast.direct import Direct
+from proxycast.core.exchange import Exchange, request_scope
 from proxycast.errors import (
     MethodNotAllowedError,
     ProxycastError,
     RouteNotFoundError,
 )
-from proxycast.exchange import Exchange, request_scope
-from proxycast.gate import Gate, internal_error
+from proxycast.http import cors
+from proxycast.http.body import CLOSERS
+from proxycast.http.direct import Direct
+from proxycast.http.gate import Gate, internal_error
 from proxycast.ui import api as ui_api
 from proxycast.ui import pages as ui_pages
-from proxycast.upstreams import make_client
+from proxycast.upstream.catalog import Catalog
+from proxycast.upstream.provider import make_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxycast")
 
-_DIRECT = "proxycast.direct"
+_DIRECT = "proxycast.http.direct"
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
@@ -60,7 +60,7 @@ class _HTTPConnection(TrioASGIHTTPConnection):
 
 
 class _Gateway(QuartTrio):
-    """The app. A model route's request is served by ``proxycast.direct`` as hypercorn hands it over,
+    """The app. A model route's request is served by ``proxycast.http.direct`` as hypercorn hands it over,
     in the same resource stack as :class:`_HTTPConnection`'s; every other goes through Quart."""
 
     async def __call__(
@@ -113,7 +113,7 @@ def create_app(
     )
     exchange = Exchange(config, clock=clock)
     app.extensions["proxycast"] = exchange
-    app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
+    app.extensions["proxycast.upstream.catalog"] = Catalog(config)  # refreshed by serve()
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage (issue 11)
     exchange.accounting = accounts
     app.extensions["proxycast_accounting"] = accounts

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from proxycast._json import dumps_text
+from proxycast.formats.json_spans import dumps_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from proxycast import hub
+    from proxycast.formats import internal
 
 
 @attrs.frozen
@@ -175,15 +175,15 @@ class EventDecoder:
     def __init__(self) -> None:
         self._parser = SSEParser()
 
-    def feed(self, chunk: bytes) -> list[hub.StreamEvent]:
-        out: list[hub.StreamEvent] = []
+    def feed(self, chunk: bytes) -> list[internal.StreamEvent]:
+        out: list[internal.StreamEvent] = []
         for item in self._parser.feed(chunk):
             if isinstance(item, Event):
                 out += self.event(item)
         return out
 
-    def event(self, event: Event) -> list[hub.StreamEvent]:
+    def event(self, event: Event) -> list[internal.StreamEvent]:
         raise NotImplementedError
 
-    def end(self) -> list[hub.StreamEvent]:
+    def end(self) -> list[internal.StreamEvent]:
         return []

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from proxycast import formats
-from proxycast.errors import ProxycastError
-from proxycast.redact import without_userinfo
+from proxycast.core.redact import without_userinfo
+from proxycast.errors import ConfigError, LoopDetectedError
 
 if TYPE_CHECKING:
     import httpx
@@ -40,10 +40,6 @@ MAX_HOPS = 16
 _arrived: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "proxycast_hops", default=()
 )
-
-
-class LoopDetectedError(ProxycastError):
-    status = 508
 
 
 def hop_mark(listening: str, keys: tuple[str, ...]) -> str:
@@ -65,7 +61,7 @@ def arrive(header: str | None, mark: str, url: str) -> None:
 
 def stamp(client: httpx.AsyncClient, mark: str) -> None:
     """Make ``client`` send ``mark`` in the hop header of every upstream request (a default header,
-    set once); a request that arrived with marks sends those first (``proxycast.upstreams``)."""
+    set once); a request that arrived with marks sends those first (``proxycast.upstream.provider``)."""
     client.headers[HOP_HEADER] = mark
 
 
@@ -104,9 +100,6 @@ def _is_local(host: str) -> bool:
 
 def check_not_self(config: Config, host: str, port: int) -> None:
     """Raise :class:`ConfigError` for a provider whose base URL is the listening address itself."""
-    # imported here: proxycast.config imports the formats, whose upstreams import this module
-    from proxycast.config import ConfigError
-
     wildcard = host in ("0.0.0.0", "::", "")
     for index, provider in enumerate(config.providers):
         parts = urlsplit(provider.url)

@@ -11,7 +11,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from proxycast import hub
+    from proxycast.formats import internal
 
 
 @attrs.frozen(kw_only=True)
@@ -37,7 +37,7 @@ def price_of(prices: Mapping[str, Price], upstream_model: str) -> Price | None:
     return None
 
 
-def cost(price: Price | None, usage: hub.Usage) -> float:
+def cost(price: Price | None, usage: internal.Usage) -> float:
     """USD for ``usage`` (``Usage.input`` excludes cache reads and writes; reasoning is output)."""
     if price is None:
         return 0.0

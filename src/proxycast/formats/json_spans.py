@@ -12,20 +12,14 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, cast
 
+from proxycast.errors import NotAnObjectError, RejectedJSONError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 MAX_DEPTH = 128
 """Deepest nesting of arrays and objects accepted in a body. LLM requests nest a few levels, plus their
 JSON schemas (OpenAI's structured outputs allow 10 levels of them); Python's parser fails near 1,000."""
-
-
-class NotAnObjectError(ValueError):
-    pass
-
-
-class RejectedJSONError(ValueError):
-    """Valid to Python's parser, but not JSON a gateway can pass on: the message says why."""
 
 
 def _no_constants(name: str) -> Any:

@@ -9,23 +9,21 @@ key, or is not where its ``base_url`` says (a 404 there usually means a missing 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
 
 from proxycast import formats
-from proxycast.errors import ProxycastError
-from proxycast.hints import wrong_path_hint
-from proxycast.upstreams import mapped_errors
+from proxycast.errors import ModelsEndpointError, Outcome, ProxycastError
+from proxycast.upstream.hints import wrong_path_hint
+from proxycast.upstream.provider import mapped_errors
 
 if TYPE_CHECKING:
     from proxycast.config import ProviderConfig, ServerConfig
 
 MAX_PAGES = 20
 _BODY_LIMIT = 8 * 1024 * 1024
-
-Outcome = Literal["reachable", "unauthorised", "wrong path", "unreachable", "unexpected answer"]
 
 
 @attrs.frozen
@@ -41,13 +39,6 @@ class Probe:
     @property
     def label(self) -> str:
         return f"{self.provider}#{self.key_index}"
-
-
-class ModelsEndpointError(Exception):
-    def __init__(self, outcome: Outcome, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome: Outcome = outcome
-        self.detail = detail
 
 
 async def fetch_models(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from proxycast.clients import UNNAMED
+from proxycast.accounting.clients import UNNAMED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -15,6 +15,7 @@ import math
 import attrs
 
 from proxycast.config import RoutingConfig
+from proxycast.core.routing import Route
 from proxycast.errors import (
     ProxycastError,
     RateLimitedError,
@@ -23,9 +24,8 @@ from proxycast.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from proxycast.keys import retry_after
-from proxycast.routing import Route
-from proxycast.upstreams import Provider
+from proxycast.upstream.keys import retry_after
+from proxycast.upstream.provider import Provider
 
 log = logging.getLogger("proxycast")
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast import routing
-from proxycast.discovery import ModelsEndpointError, fetch_models
+from proxycast.core import routing
+from proxycast.errors import ModelsEndpointError
+from proxycast.upstream.discovery import fetch_models
 
 if TYPE_CHECKING:
     import httpx

@@ -1,29 +1,30 @@
 """What every request passes before its route, and how it is refused: one set of rules for both ways a
 request is served (Quart's dispatch, and the model routes served straight from the ASGI connection,
-``proxycast.direct``)."""
+``proxycast.http.direct``)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
 
-from proxycast import formats, loopguard
-from proxycast.accounting import current_record
+from proxycast import formats
+from proxycast.accounting.records import current_record
+from proxycast.core.exchange import Answer, request_resources
 from proxycast.errors import (
     AuthenticationError,
     InvalidRequestError,
     ProxycastError,
     RequestTooLargeError,
 )
-from proxycast.exchange import Answer, request_resources
+from proxycast.http import loopguard
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from proxycast.accounting import Accounting
-    from proxycast.clients import Client, Directory
+    from proxycast.accounting.clients import Client, Directory
+    from proxycast.accounting.records import Accounting
     from proxycast.config import Config
-    from proxycast.exchange import Exchange
+    from proxycast.core.exchange import Exchange
     from proxycast.formats.contracts import Headers
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

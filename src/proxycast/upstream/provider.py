@@ -13,25 +13,28 @@ import httpcore
 import httpx
 import trio
 
-from proxycast import loopguard
-from proxycast._connections import Draining, current_draining
-from proxycast._json import dumps_text
+from proxycast.core.redact import without_userinfo
 from proxycast.errors import (
+    BodyTooLargeError,
     ErrorInfo,
     ProxycastError,
+    ShuttingDownError,
     UpstreamConnectError,
     UpstreamCredentialsError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     upstream_error,
 )
-from proxycast.hints import wrong_path_hint
-from proxycast.keys import KeyPool
-from proxycast.redact import without_userinfo
+from proxycast.formats.auth import HeaderAuth
+from proxycast.formats.json_spans import dumps_text
+from proxycast.http import loopguard
+from proxycast.server.connections import Draining, current_draining
+from proxycast.upstream.hints import wrong_path_hint
+from proxycast.upstream.keys import KeyPool
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from proxycast.config import ProviderConfig, ServerConfig
     from proxycast.formats.contracts import UpstreamFormat, UpstreamRequest
@@ -67,10 +70,6 @@ class _Counted(httpx.AsyncByteStream):
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 """Largest upstream body accepted once decompressed (an upstream that compresses despite
 ``accept-encoding: identity``); past it the answer is a 502 (a stream: an error frame)."""
-
-
-class BodyTooLargeError(httpx.TransportError):
-    """An upstream body (or one of its stream events) is larger than proxycast accepts."""
 
 
 class _Decompressed(httpx.AsyncByteStream):
@@ -251,26 +250,6 @@ class mapped_errors:  # noqa: N801 - used as a function: ``with mapped_errors(..
         raise UpstreamUnavailableError(
             f"Provider {provider.name!r} broke off the connection ({type(exc).__name__})."
         ) from exc
-
-
-class HeaderAuth(httpx.Auth):
-    """A key presented in one header (``Authorization: Bearer …``, ``x-api-key``...)."""
-
-    def __init__(self, name: str, value: str) -> None:
-        self._name = name
-        self._value = value
-
-    def __repr__(self) -> str:
-        return f"<HeaderAuth {self._name}>"  # never the key
-
-    @property
-    def header(self) -> tuple[str, str]:
-        """The header it sets (the provider sets it itself, without httpx's auth flow)."""
-        return self._name, self._value
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers[self._name] = self._value
-        yield request
 
 
 class Provider:
@@ -540,10 +519,6 @@ def _outlived(server: ServerConfig) -> ShuttingDownError:
         "The gateway is shutting down: the stream outlived its shutdown grace "
         f"of {server.shutdown_grace:g} s."
     )
-
-
-class ShuttingDownError(ProxycastError):
-    status = 503
 
 
 class _EventSizes:

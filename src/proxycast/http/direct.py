@@ -5,7 +5,7 @@ Every request of an agent loop is one of these, and Quart's dispatch (a request 
 headers copied title-cased, the request and app contexts, URL routing, the hooks, the response's
 processing, a second task for the body) cost 0.81 M instructions a request, a quarter of the bare
 framework's whole answer to one (``bench/results/analysis.md``). Here a request is checked by the same
-:class:`~proxycast.gate.Gate` as Quart's hooks use, its body read from the connection (the same size
+:class:`~proxycast.http.gate.Gate` as Quart's hooks use, its body read from the connection (the same size
 limit and deadline), the exchange called, and its answer (or error, in the client's dialect) sent, while
 a watcher cancels everything the moment the client goes away, as quart-trio's does. Every other route,
 and these with another method, stay Quart's.
@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, cast
 
 import trio
 
-from proxycast import cors, formats
+from proxycast import formats
 from proxycast.api import inbound as inbound_api
 from proxycast.errors import ProxycastError
-from proxycast.gate import internal_error
+from proxycast.http import cors
+from proxycast.http.gate import internal_error
 
 if TYPE_CHECKING:
     from hypercorn.typing import (
@@ -32,9 +33,9 @@ if TYPE_CHECKING:
     )
 
     from proxycast.config import Config
-    from proxycast.exchange import Answer, Exchange
+    from proxycast.core.exchange import Answer, Exchange
     from proxycast.formats.contracts import InboundDialect, Operation
-    from proxycast.gate import Gate
+    from proxycast.http.gate import Gate
 
 log = logging.getLogger("proxycast")
 

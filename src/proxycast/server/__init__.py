@@ -1,0 +1,1 @@
+"""Serving: the Quart-Trio application, the server loop and its workers, the client connections."""

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from proxycast.accounting.clients import ClientConfig
-from proxycast.config import Config, ProviderConfig, ServerConfig
+from proxycast.config import Config, ProviderConfig, RoutingConfig, ServerConfig
 from proxycast.ledger import LedgerConfig
-from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI
-from proxycast.testing._server import fake_vector
+from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI, Script
+from proxycast.testing._server import RecordedRequest, fake_vector
 from tests.support import CLIENT_KEY, one_provider, start_gateway
 
 if TYPE_CHECKING:
@@ -138,3 +138,94 @@ async def test_embeddings_count_in_usage_and_follow_allowlists(
     assert found[1][:5] == ("alice", "embeddings", "gemini-embed", "", 404)
     assert found[2][:5] == ("-", "embeddings", "gemini-embed", "gemini", 200)
     assert found[2][5] > 0
+
+
+KEYS = ("sk-embed-key-one-aaaaaaaa", "sk-embed-key-two-bbbbbbbb")
+
+
+def _key_of(request: RecordedRequest) -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+async def test_embeddings_rotate_the_pool_and_retry_on_the_next_key(
+    nursery: trio.Nursery,
+) -> None:
+    fake = FakeOpenAI()
+    await nursery.start(fake.serve)
+    config = Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+        providers=(
+            ProviderConfig(
+                name="local",
+                type="openai",
+                base_url=fake.base_url,
+                api_keys=KEYS,
+                models=("embed-*",),
+            ),
+        ),
+    )
+    gateway = await start_gateway(nursery, config)
+    async with sdk(gateway) as client:
+        await client.embeddings.create(model="embed-small", input="one")
+        await client.embeddings.create(model="embed-small", input="two")
+        assert [_key_of(r) for r in fake.requests] == [KEYS[0], KEYS[1]]  # rotated, as chat
+        fake.embedding_failures.append(Script(status=500))
+        raw = await client.embeddings.with_raw_response.create(model="embed-small", input="x")
+    assert raw.parse().data[0].embedding == pytest.approx(fake_vector("x"), abs=1e-6)
+    assert raw.headers["x-proxycast-provider"] == "local"
+    retried = fake.requests[2:]
+    assert len(retried) == 2
+    assert _key_of(retried[0]) != _key_of(retried[1])  # the 500 retried on the other key
+
+
+async def test_embeddings_fall_back_across_formats(nursery: trio.Nursery) -> None:
+    openai_fake, gemini_fake = FakeOpenAI(), FakeGemini()
+    await nursery.start(openai_fake.serve)
+    await nursery.start(gemini_fake.serve)
+    config = Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+        providers=(
+            ProviderConfig(
+                name="local", type="openai", base_url=openai_fake.base_url, models=("embed-small",)
+            ),
+            ProviderConfig(
+                name="gemini", type="gemini", base_url=gemini_fake.base_url, models=("g-embed",)
+            ),
+        ),
+        routing=RoutingConfig(retries=2),
+        fallbacks={"embed-small": ("gemini/g-embed",)},
+    )
+    gateway = await start_gateway(nursery, config)
+    openai_fake.embedding_failures.append(Script(status=503))
+    async with sdk(gateway) as client:
+        raw = await client.embeddings.with_raw_response.create(
+            model="embed-small", input="hello", encoding_format="float"
+        )
+    result = raw.parse()
+    assert raw.headers["x-proxycast-provider"] == "gemini"
+    assert result.model == "embed-small"  # the name the client asked for
+    assert result.data[0].embedding == pytest.approx(fake_vector("hello"), abs=1e-6)
+    assert len(openai_fake.requests) == 1
+    assert gemini_fake.requests[0].path == "/v1beta/models/g-embed:embedContent"
+
+
+async def test_embeddings_count_against_a_token_limit(nursery: trio.Nursery) -> None:
+    fake = FakeOpenAI()
+    await nursery.start(fake.serve)
+    config = Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+        providers=(
+            ProviderConfig(name="local", type="openai", base_url=fake.base_url, models=("e",)),
+        ),
+        clients=(ClientConfig(name="bob", api_key="bob-key-0123456789abc", tpm=70),),
+    )
+    gateway = await start_gateway(nursery, config)
+    async with openai.AsyncOpenAI(
+        base_url=gateway.v1, api_key="bob-key-0123456789abc", max_retries=0
+    ) as bob:
+        # admitted on its estimate (a quarter of the body's characters, about 55), then settled on
+        # the 80 tokens the upstream counted: the next one is over the minute's 70
+        await bob.embeddings.create(model="e", input=["w " * 20] * 4)
+        with pytest.raises(openai.RateLimitError):
+            await bob.embeddings.create(model="e", input=["w " * 20] * 4)
+    assert len(fake.requests) == 1

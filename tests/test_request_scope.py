@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxycast.core.exchange import request_resources, request_scope
+from proxycast.core.scope import request_resources, request_scope
 
 
 async def test_closed_last_first_sync_and_async() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, current_app
 
 from proxycast.accounting.metrics import CONTENT_TYPE
-from proxycast.core.exchange import json_response
 from proxycast.errors import ProxycastError
+from proxycast.http.quart import json_response
 
 blueprint = Blueprint("admin", __name__)
 

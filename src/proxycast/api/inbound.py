@@ -1,62 +1,45 @@
-"""The routes of every inbound dialect in the registry: read the body, let the dialect validate it,
-hand it to the exchange."""
+"""The model routes of every dialect (``POST /v1/chat/completions``, ``/v1/messages``,
+``/v1/messages/count_tokens``...): read the body, let the route's dialect validate it, hand it to the
+exchange."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING
 
-from quart import Blueprint, Response, current_app, request
-
-from proxycast import formats
 from proxycast.http.body import parse_and_validate
 
 if TYPE_CHECKING:
-    from proxycast.core.exchange import Answer, Exchange
-    from proxycast.formats.contracts import Headers, InboundDialect, InboundRequest, Operation
+    from proxycast.core.answer import Answer
+    from proxycast.core.exchange import Exchange
+    from proxycast.formats.contracts import InboundRequest
+    from proxycast.http.call import Call
 
 
-def current_exchange() -> Exchange:
-    exchange: Exchange = current_app.extensions["proxycast"]
-    return exchange
-
-
-async def validated(
-    dialect: InboundDialect, operation: Operation, raw: bytes, headers: Headers
-) -> InboundRequest:
-    """The request ``raw`` is, validated by its dialect (400 in the dialect when it is not valid)."""
+async def validated(call: Call) -> InboundRequest:
+    """The request ``call`` carries, validated by its route's dialect (400 in the dialect when it
+    is not valid)."""
+    dialect, declared, headers, params = (
+        call.route.dialect,
+        call.route.declared,
+        call.headers,
+        call.params,
+    )
     return await parse_and_validate(
-        raw, lambda text, body, spans: dialect.read(text, body, spans, headers, operation)
+        call.body,
+        lambda text, body, spans: dialect.read(text, body, spans, headers, declared, params),
     )
 
 
-async def answer(
-    exchange: Exchange, dialect: InboundDialect, operation: Operation, inbound: InboundRequest
-) -> Answer:
-    """The exchange's answer to a validated request."""
-    if operation == "count_tokens":
-        return await exchange.count_tokens(dialect, inbound)
-    return await exchange.generate(dialect, inbound)
+class ModelRoutes:
+    """The handlers of the ``generate`` and ``count_tokens`` operations."""
 
+    __slots__ = ("_exchange",)
 
-async def _handle(dialect: InboundDialect, operation: Operation) -> Response:
-    # Reached only where proxycast.http.direct does not serve the route (an app mounted under a root
-    # path): the same steps, with Quart's request.
-    raw = await request.get_data(cache=False, as_text=False)
-    assert isinstance(raw, bytes)  # as_text=False
-    inbound = await validated(dialect, operation, raw, request.headers)
-    return (await answer(current_exchange(), dialect, operation, inbound)).to_quart()
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
 
+    async def generate(self, call: Call) -> Answer:
+        return await self._exchange.generate(call.route.dialect, await validated(call))
 
-def blueprint() -> Blueprint:
-    """A blueprint with the routes of every dialect of the registry."""
-    routes = Blueprint("inbound", __name__)
-    for dialect in formats.DIALECTS:
-        for route in dialect.routes:
-            routes.add_url_rule(
-                route.path,
-                endpoint=f"{dialect.name}_{route.operation}",
-                view_func=partial(_handle, dialect, route.operation),
-                methods=["POST"],
-            )
-    return routes
+    async def count_tokens(self, call: Call) -> Answer:
+        return await self._exchange.count_tokens(call.route.dialect, await validated(call))

@@ -1,4 +1,4 @@
-"""``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``: the Responses API's thin route.
+"""``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``: the Responses API's handlers.
 
 The Responses API is the one stateful API proxycast serves: a request may continue a stored response
 (``previous_response_id``), and a response is stored for that. This module does that part (the store
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from quart import Blueprint, Response, request
 
-from proxycast.api.inbound import current_exchange
+from proxycast.api.inbound import validated
 from proxycast.api.responses_store import ResponseStore, owner_of
 from proxycast.core import routing
-from proxycast.core.exchange import PROVIDER_HEADER, json_response
+from proxycast.core.answer import json_answer
+from proxycast.core.exchange import PROVIDER_HEADER
 from proxycast.errors import ResponseNotFoundError
 from proxycast.formats.responses.inbound import (
     DIALECT,
@@ -29,14 +29,13 @@ from proxycast.formats.responses.inbound import (
     input_items,
     request_to_internal,
 )
-from proxycast.home import data_dir
-from proxycast.http.body import CLOSERS, parse_and_validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from proxycast.config import Config
-    from proxycast.core.exchange import Answer, Exchange
+    from proxycast.core.answer import Answer
+    from proxycast.core.exchange import Exchange
+    from proxycast.http.call import Call
 
 log = logging.getLogger("proxycast")
 
@@ -50,14 +49,6 @@ def _not_found(ident: str, param: str | None = None) -> ResponseNotFoundError:
     )
 
 
-def _client_key() -> str:
-    """The key the client presented (authentication already checked it)."""
-    key = request.headers.get("x-api-key")
-    if key is None:
-        key = request.headers.get("authorization", "").partition(" ")[2].strip()
-    return key
-
-
 def _dropped(exchange: Exchange, response: Answer, parsed: Request) -> tuple[str, ...]:
     """The built-in tools the converted request left out, for the provider that answered: all of
     them, but a web search that provider's format runs itself."""
@@ -69,24 +60,20 @@ def _dropped(exchange: Exchange, response: Answer, parsed: Request) -> tuple[str
     return dropped_tools(body, searches=searches)
 
 
-def blueprint(config: Config) -> Blueprint:
-    """The routes, with the store ``config`` asks for (none with ``[responses] store = false``)."""
-    routes = Blueprint("responses", __name__)
-    settings = config.responses
-    store = (
-        ResponseStore(
-            path=data_dir() / "responses.db",
-            max_age=settings.store_days * 86400,
-            max_bytes=int(settings.store_max_mb * 1024 * 1024),
-        )
-        if settings.store
-        else None
-    )
+class ResponsesRoutes:
+    """The handlers of the Responses API's routes, with the store (None with ``[responses] store =
+    false``)."""
 
-    if store is not None:  # closed when the server stops (server.serve, or the app's lifespan)
-        routes.record_once(lambda state: state.app.extensions[CLOSERS].append(store.close))
+    __slots__ = ("_exchange", "_store")
 
-    def recorder(owner: str, items: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    def __init__(self, exchange: Exchange, store: ResponseStore | None) -> None:
+        self._exchange = exchange
+        self._store = store
+
+    def _recorder(
+        self, owner: str, items: list[dict[str, Any]]
+    ) -> Callable[[dict[str, Any]], None]:
+        store = self._store
         assert store is not None
 
         def record(response: dict[str, Any]) -> None:
@@ -97,19 +84,13 @@ def blueprint(config: Config) -> Blueprint:
 
         return record
 
-    @routes.post("/v1/responses")
-    async def create() -> Response:
-        raw = await request.get_data(cache=False, as_text=False)
-        assert isinstance(raw, bytes)  # as_text=False
-        headers = request.headers
-        inbound = await parse_and_validate(
-            raw, lambda text, body, spans: DIALECT.read(text, body, spans, headers, "generate")
-        )
-        exchange = current_exchange()
+    async def create(self, call: Call) -> Answer:
+        inbound = await validated(call)
+        exchange, store = self._exchange, self._store
         parsed: Request = inbound.parsed
         body = parsed.body
         provider = routing.resolve(body.model, exchange.config).provider
-        owner = owner_of(_client_key())
+        owner = owner_of(call.credential or "")
         history: list[dict[str, Any]] = []
         if body.previous_response_id is not None:
             ident = body.previous_response_id
@@ -122,7 +103,7 @@ def blueprint(config: Config) -> Blueprint:
                 raise _not_found(ident, "previous_response_id")
         record = None
         if store is not None and body.store is not False:
-            record = recorder(owner, [*history, *input_items(body)])
+            record = self._recorder(owner, [*history, *input_items(body)])
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
@@ -135,24 +116,26 @@ def blueprint(config: Config) -> Blueprint:
                 ", ".join(dropped),
             )
             response.headers[DROPPED_TOOLS_HEADER] = ", ".join(dropped)
-        return response.to_quart()
+        return response
 
-    @routes.get("/v1/responses/<ident>")
-    async def retrieve(ident: str) -> Response:
+    async def retrieve(self, call: Call) -> Answer:
+        ident, store = call.params["id"], self._store
         stored = None
         if store is not None:
-            stored = await trio.to_thread.run_sync(store.get, owner_of(_client_key()), ident)
+            stored = await trio.to_thread.run_sync(
+                store.get, owner_of(call.credential or ""), ident
+            )
         if stored is None:
             raise _not_found(ident)
-        return json_response(stored.response)
+        return json_answer(stored.response)
 
-    @routes.delete("/v1/responses/<ident>")
-    async def delete(ident: str) -> Response:
+    async def delete(self, call: Call) -> Answer:
+        ident, store = call.params["id"], self._store
         deleted = False
         if store is not None:
-            deleted = await trio.to_thread.run_sync(store.delete, owner_of(_client_key()), ident)
+            deleted = await trio.to_thread.run_sync(
+                store.delete, owner_of(call.credential or ""), ident
+            )
         if not deleted:
             raise _not_found(ident)
-        return json_response({"id": ident, "object": "response", "deleted": True})
-
-    return routes
+        return json_answer({"id": ident, "object": "response", "deleted": True})

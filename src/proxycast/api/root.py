@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 from quart import Blueprint, Response
 
-from proxycast.core.exchange import json_response
+from proxycast.http.quart import json_response
 
 blueprint = Blueprint("root", __name__)
 

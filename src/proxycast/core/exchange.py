@@ -12,9 +12,6 @@ other case, so that an upstream connection never outlives its client.
 
 from __future__ import annotations
 
-import contextvars
-import inspect
-import json
 import math
 import time
 from collections.abc import Callable
@@ -22,16 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from quart import Response
 
 from proxycast import formats
 from proxycast.accounting.records import Accounting, current_record
 from proxycast.config import Config
 from proxycast.core import routing
+from proxycast.core.answer import Answer, json_answer
 from proxycast.core.attempts import Attempt, Plan
 from proxycast.core.redact import Redactor, config_secrets
 from proxycast.core.relay import Converting, Relay
-from proxycast.errors import ProxycastError
+from proxycast.core.scope import request_resources
+from proxycast.errors import InvalidRequestError, ProxycastError
+from proxycast.formats import internal
 from proxycast.formats.contracts import Estimate
 from proxycast.upstream.provider import Provider, aclose_shielded
 
@@ -40,100 +39,10 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from proxycast.formats import internal
     from proxycast.formats.contracts import InboundDialect, InboundRequest, Translator
+    from proxycast.formats.embeddings import EmbeddingsDialect
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-_CLOSE_SECONDS = 10.0
-
-_request_resources: contextvars.ContextVar[request_scope] = contextvars.ContextVar(
-    "proxycast_request_resources"
-)
-
-
-def request_resources() -> request_scope:
-    """The current request's resources: what is pushed here is closed when the request ends,
-    however it ends (answered, failed, or its client gone)."""
-    return _request_resources.get()
-
-
-class request_scope:  # noqa: N801 - used as a function: ``async with request_scope():``
-    """The extent of one HTTP request, and what it holds until it ends: closed (shielded, last
-    pushed first, every one even when another fails) when it ends.
-
-    ``contextlib.AsyncExitStack``'s two methods that proxycast uses, lighter: an open stream holds
-    this for its whole length (the stack's deque and wrappers were 1.5 KB of each of 10,000 streams),
-    and a class, not an ``asynccontextmanager``, as it runs twice per request.
-    """
-
-    __slots__ = ("_closers", "_token")
-
-    def __init__(self) -> None:
-        self._closers: list[Callable[[], object]] = []
-
-    def callback(self, close: Callable[[], None]) -> None:
-        self._closers.append(close)
-
-    def push_async_callback(self, close: Callable[[], Awaitable[None]]) -> None:
-        self._closers.append(close)
-
-    async def __aenter__(self) -> request_scope:
-        self._token = _request_resources.set(self)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        _request_resources.reset(self._token)
-        failure: BaseException | None = None
-        while self._closers:
-            try:
-                closing = self._closers.pop()()
-                if inspect.isawaitable(closing):  # each its own time: none starves the next
-                    with trio.move_on_after(_CLOSE_SECONDS, shield=True):
-                        await closing
-            except BaseException as exc:  # the others are closed all the same
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-
-
-class Answer:
-    """What the exchange answers: a status, headers (names in lower case) and a body, whole or
-    streamed (a :class:`~proxycast.core.relay.Relay`).
-
-    Not Quart's ``Response``: the model routes send it themselves (``proxycast.http.direct``), and building
-    a ``Response`` (its header object, its content type, its body wrapper) was a measurable part of a
-    request's cost. A route that Quart serves returns :meth:`to_quart`.
-    """
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(
-        self,
-        body: bytes | Relay,
-        status: int = 200,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
-        self.body = body
-        self.status = status
-        self.headers = {"content-type": content_type}
-        if headers:
-            self.headers.update(headers)
-
-    def to_quart(self) -> Response:
-        response = Response(self.body, status=self.status, headers=self.headers)
-        if not isinstance(self.body, bytes):
-            response.timeout = None  # a stream lasts as long as the model writes
-        return response
-
-
-def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
-    return Answer(json.dumps(body).encode(), status, headers)
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """:func:`json_answer` for a route Quart serves."""
-    return json_answer(body, status, headers).to_quart()
 
 
 @attrs.define(eq=False)
@@ -275,6 +184,61 @@ class Exchange:
                 return answer, chosen
             raise plan.exhausted()
         return await _hedged(plan, attempt, hedge)
+
+    async def embed(self, dialect: EmbeddingsDialect, request: InboundRequest) -> Answer:
+        """The embeddings of ``request`` (its ``parsed`` is the client's body), in the client's
+        shape: like :meth:`generate`, tried on the plan's targets and keys (retries, fallbacks, the
+        keys' rotation and health), admitted against the client's limits and accounted."""
+        record = current_record()
+        if self.accounting is not None:  # the client's allowlist, then its limits: as for chat
+            self.accounting.enter(request, "embeddings")
+        plan = self.plan(request.client_model)
+        if self.accounting is not None:
+            await self.accounting.admit(request, plan.targets[0][0].upstream_model)
+        body: dict[str, Any] = request.parsed
+        model = request.client_model
+        tokens: dict[Attempt, int] = {}
+
+        async def attempt(chosen: Attempt) -> Answer:
+            provider, upstream_model = chosen.provider, chosen.route.upstream_model
+            if provider.config.type == dialect.native_type:
+                response = await provider.open(
+                    dialect.forward(request.text, request.spans, upstream_model), chosen.key
+                )
+                data, counted = dialect.forwarded_reply(
+                    await provider.read_all(response), model, provider.name
+                )
+                tokens[chosen] = counted or 0
+                return Answer(data, response.status_code)
+            converter = formats.EMBEDDINGS.get(provider.config.type)
+            if converter is None:
+                raise InvalidRequestError(
+                    f"Model {model!r} is served by provider {provider.name!r} "
+                    f"({provider.config.type}), which has no embeddings API: route embedding "
+                    "models to an OpenAI-compatible or Gemini provider.",
+                    param="model",
+                )
+            wanted = dialect.read(body, provider.name)
+            upstream_request = converter.request_from_internal(wanted, upstream_model)
+            response = await provider.open(upstream_request, chosen.key)
+            answer = converter.reply_to_internal(await provider.read_object(response), wanted)
+            out, tokens[chosen] = dialect.reply_from_internal(answer, wanted, model, body)
+            estimated = {ESTIMATE_HEADER: "estimate"} if answer.input_tokens is None else None
+            return json_answer(out, headers=estimated)
+
+        try:
+            answer, chosen = await self._run(plan, attempt)
+        finally:
+            if record is not None:
+                record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
+        if record is not None:
+            record.usage = internal.Usage(input=tokens.get(chosen, 0))
+            record.provider, record.key = chosen.provider.name, chosen.label
+            record.upstream_model = chosen.route.upstream_model
+            if self.accounting is not None:
+                await self.accounting.settle(record)  # embeddings count in usage like chat
+        answer.headers[PROVIDER_HEADER] = chosen.provider.name
+        return answer
 
     async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Answer:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,

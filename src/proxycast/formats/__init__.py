@@ -15,6 +15,7 @@ from proxycast.formats.anthropic.models import MODELS as ANTHROPIC_MODELS
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
 from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
 from proxycast.formats.gemini.upstream import UPSTREAM as GEMINI
+from proxycast.formats.openai.embeddings import EMBEDDINGS as OPENAI_EMBEDDINGS
 from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.models import MODELS as OPENAI_MODELS
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from proxycast.formats.contracts import Headers, InboundDialect, ModelListing, UpstreamFormat
-    from proxycast.formats.embeddings import EmbeddingsUpstream
+    from proxycast.formats.embeddings import EmbeddingsDialect, EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
     upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI)
@@ -34,6 +35,9 @@ UPSTREAMS: Mapping[str, UpstreamFormat] = {
 EMBEDDINGS: Mapping[str, EmbeddingsUpstream] = {GEMINI.type: GEMINI_EMBEDDINGS}
 """Provider ``type`` -> how embeddings requests are converted for it (OpenAI-compatible providers get
 them forwarded; a type in neither place has no embeddings)."""
+
+EMBEDDING_DIALECTS: Mapping[str, EmbeddingsDialect] = {OPENAI_DIALECT.name: OPENAI_EMBEDDINGS}
+"""Dialect name -> how its embeddings route reads requests and writes answers."""
 
 DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, RESPONSES_DIALECT, OPENAI_DIALECT)
 """The inbound APIs; the first whose ``owns`` accepts a path renders the errors there (OpenAI's

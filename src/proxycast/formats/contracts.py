@@ -25,7 +25,19 @@ if TYPE_CHECKING:
     from proxycast.formats import internal
 
 Operation = Literal["generate", "count_tokens"]
-"""What an inbound route asks for: a model's answer, or the count of a prompt's tokens."""
+"""What an inbound request asks of a model: its answer, or the count of a prompt's tokens."""
+
+RouteOperation = Literal[
+    "generate",
+    "count_tokens",
+    "embed",
+    "list_models",
+    "get_model",
+    "create_response",
+    "get_response",
+    "delete_response",
+]
+"""What a route does: the router answers each with the handler of this name (``proxycast.api``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -214,8 +226,22 @@ class UpstreamFormat(Protocol):
 
 @attrs.frozen(kw_only=True)
 class InboundRoute:
+    """A route a dialect serves."""
+
     path: str
-    operation: Operation
+    """The path pattern: ``{name}`` is a parameter (one segment), ``{name:path}`` takes the rest of
+    the path (``/v1/models/{model:path}``, ``/v1beta/models/{model}:generateContent``)."""
+    operation: RouteOperation
+    method: str = "POST"
+    """``GET``, ``POST``, ``DELETE``..., or ``WEBSOCKET`` for a WebSocket route."""
+    stream: bool | None = None
+    """Whether the answer streams, when the route says so (Gemini's ``:streamGenerateContent``);
+    None: the request's own ``stream`` field says."""
+
+    @property
+    def asks(self) -> Operation:
+        """What a request to this route asks of a model."""
+        return "count_tokens" if self.operation == "count_tokens" else "generate"
 
 
 @attrs.frozen(kw_only=True)
@@ -260,7 +286,12 @@ class InboundDialect(Protocol):
         ...
 
     def owns(self, path: str) -> bool:
-        """Whether errors on ``path`` are this dialect's to render."""
+        """Whether errors on ``path`` (one no route matches) are this dialect's to render."""
+        ...
+
+    def credential(self, headers: Headers, query: Mapping[str, str]) -> str | None:
+        """The client key the request presents, where this dialect's clients put it
+        (``Authorization: Bearer``, ``x-api-key``; Google's clients: ``x-goog-api-key``, ``?key=``)."""
         ...
 
     def read(
@@ -269,9 +300,12 @@ class InboundDialect(Protocol):
         body: dict[str, Any],
         spans: Mapping[str, tuple[int, int]],
         headers: Headers,
-        operation: Operation,
+        route: InboundRoute,
+        params: Mapping[str, str],
     ) -> InboundRequest:
-        """Validate a parsed body; raises ``InvalidRequestError`` naming every field at fault."""
+        """Validate a parsed body, sent to ``route`` with the path's ``params`` (where a dialect
+        whose model is in the path finds it); raises ``InvalidRequestError`` naming every field at
+        fault."""
         ...
 
     def request_to_internal(self, request: InboundRequest) -> internal.Conversation: ...
@@ -333,3 +367,16 @@ class ModelListing(Protocol):
     def page(self, models: Sequence[ModelEntry], query: Mapping[str, str]) -> dict[str, Any]: ...
 
     def info(self, model: ModelEntry) -> dict[str, Any]: ...
+
+
+def bearer_or_api_key(headers: Headers) -> str | None:
+    """The key in ``x-api-key``, else in ``Authorization: Bearer`` (OpenAI's and Anthropic's SDKs);
+    None when neither is there."""
+    presented = headers.get("x-api-key")
+    if presented is None:
+        auth = headers.get("authorization")
+        if auth is not None:
+            scheme, _, credentials = auth.partition(" ")
+            if scheme.lower() == "bearer":
+                presented = credentials.strip()
+    return presented

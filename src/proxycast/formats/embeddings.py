@@ -1,8 +1,8 @@
 """Embeddings: the internal request and answer, and what an upstream format that converts them does.
 
-``POST /v1/embeddings`` (OpenAI's shape, ``api/embeddings.py``) is forwarded as it is to
-OpenAI-compatible providers; for other formats it goes through this small internal model (the hub of
-embeddings: inputs in, vectors out), like chat goes through ``hub``.
+``POST /v1/embeddings`` (OpenAI's shape) is forwarded as it is to OpenAI-compatible providers; for
+other formats it goes through this small internal model (inputs in, vectors out), as chat goes through
+``formats.internal``. The exchange (``Exchange.embed``) runs it like every model call.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from proxycast.formats.contracts import UpstreamRequest
 
 
@@ -36,4 +38,37 @@ class EmbeddingsUpstream(Protocol):
 
     def reply_to_internal(self, body: dict[str, Any], request: EmbedRequest) -> Embeddings:
         """The vectors of an answer (raises ``UpstreamUnavailableError`` for a malformed one)."""
+        ...
+
+
+class EmbeddingsDialect(Protocol):
+    """An embeddings API clients speak (OpenAI's ``/v1/embeddings``)."""
+
+    @property
+    def native_type(self) -> str:
+        """The upstream format spoken the same way: requests to it are forwarded, not converted."""
+        ...
+
+    def read(self, body: dict[str, Any], provider: str) -> EmbedRequest:
+        """The request as the internal model, to convert it for ``provider`` (400 naming the field
+        it cannot carry)."""
+        ...
+
+    def forward(
+        self, text: str, spans: Mapping[str, tuple[int, int]], model: str
+    ) -> UpstreamRequest:
+        """The client's own bytes for an upstream of :attr:`native_type`, the model renamed."""
+        ...
+
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, int | None]:
+        """A forwarded answer with the client's model name, and the input tokens it reports."""
+        ...
+
+    def reply_from_internal(
+        self, embeddings: Embeddings, request: EmbedRequest, client_model: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], int]:
+        """The answer in the client's shape (``body`` is its request: the encoding it asked for),
+        and the input tokens it reports (counted upstream, or estimated)."""
         ...

@@ -10,11 +10,6 @@ import trio
 from proxycast.errors import InvalidRequestError, NotAnObjectError, RejectedJSONError
 from proxycast.formats.json_spans import parse_object
 
-CLOSERS = "proxycast.closers"
-"""``app.extensions[CLOSERS]``: what a route module opened and the server closes when it stops
-(:func:`proxycast.server.app.close_resources`; not a ``while_serving`` generator, which a cancelled
-server never finishes)."""
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 

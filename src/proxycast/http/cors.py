@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from quart import Response, request
 
+from proxycast.core.answer import Answer
+
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
+
+    from proxycast.formats.contracts import Headers
 
 PREFLIGHT_MAX_AGE = "600"
 ALLOWED_METHODS = "GET, POST, HEAD, OPTIONS"
@@ -53,6 +57,24 @@ def mark(headers: _Headers, origin: str | None, origins: tuple[str, ...]) -> Non
         headers["vary"] = f"{vary}, origin"
 
 
+def preflight(method: str, headers: Headers, origins: tuple[str, ...]) -> Answer | None:
+    """The answer to a preflight from an allowed origin (before authentication: browsers send no
+    key with one); None for any other request."""
+    if not origins or method != "OPTIONS":
+        return None
+    asked_method = headers.get("access-control-request-method")
+    if asked_method is None or _allowed(headers.get("origin"), origins) is None:
+        return None
+    answer = Answer(b"", 204)
+    del answer.headers["content-type"]
+    answer.headers["access-control-allow-methods"] = ALLOWED_METHODS
+    asked = headers.get("access-control-request-headers")
+    if asked:
+        answer.headers["access-control-allow-headers"] = asked
+    answer.headers["access-control-max-age"] = PREFLIGHT_MAX_AGE
+    return answer
+
+
 def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
     """Answer preflights and add the CORS headers for ``origins`` (nothing when it is empty).
 
@@ -63,19 +85,11 @@ def install(app: QuartTrio, origins: tuple[str, ...]) -> None:
         return
 
     @app.before_request
-    async def preflight() -> Response | None:
-        if request.method != "OPTIONS" or "access-control-request-method" not in request.headers:
+    async def answer_preflight() -> Response | None:
+        answer = preflight(request.method, request.headers, origins)
+        if answer is None:
             return None
-        origin = _allowed(request.headers.get("origin"), origins)
-        if origin is None:
-            return None
-        response = Response("", status=204)
-        response.headers["access-control-allow-methods"] = ALLOWED_METHODS
-        asked = request.headers.get("access-control-request-headers")
-        if asked:
-            response.headers["access-control-allow-headers"] = asked
-        response.headers["access-control-max-age"] = PREFLIGHT_MAX_AGE
-        return response
+        return Response(answer.body, status=answer.status, headers=answer.headers)
 
     @app.after_request
     async def allow_origin(response: Response) -> Response:

@@ -1,15 +1,14 @@
-"""What every request passes before its route, and how it is refused: one set of rules for both ways a
-request is served (Quart's dispatch, and the model routes served straight from the ASGI connection,
-``proxycast.http.direct``)."""
+"""What every request passes before its route, and how it is refused: one set of rules for the
+router's routes (``proxycast.http.serving``) and the few Quart serves (the dashboard, ``/metrics``)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
 
-from proxycast import formats
 from proxycast.accounting.records import current_record
-from proxycast.core.exchange import Answer, request_resources
+from proxycast.core.answer import Answer
+from proxycast.core.scope import request_resources
 from proxycast.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from proxycast.accounting.records import Accounting
     from proxycast.config import Config
     from proxycast.core.exchange import Exchange
-    from proxycast.formats.contracts import Headers
+    from proxycast.formats.contracts import Headers, InboundDialect
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _AUTHENTICATED = ("/v1/", "/ui/api/")
@@ -51,6 +50,7 @@ class Gate:
         pairs: Iterable[tuple[str, str]],
         path: str,
         url: Callable[[], str],
+        credential: str | None,
     ) -> None:
         """Let the request through to its route, or raise the error it gets.
 
@@ -59,6 +59,7 @@ class Gate:
             pairs: every header, repeated ones included.
             path: its path.
             url: the URL the gateway was called at (named in a loop's error).
+            credential: the client key it presents (where its dialect's clients put it).
         """
         for name, value in pairs:
             # h11 lets control characters other than NUL, CR and LF through in header values (RFC
@@ -70,7 +71,7 @@ class Gate:
         if self._hop_mark is not None:
             loopguard.arrive(headers.get(loopguard.HOP_HEADER), self._hop_mark, url())
         if path.startswith(_AUTHENTICATED) or path == "/metrics":
-            self._accounts.authenticated(_authenticate(headers, self._accounts.directory))
+            self._accounts.authenticated(_authenticate(credential, self._accounts.directory))
         self._reserve_body(headers)
 
     def _reserve_body(self, headers: Headers) -> None:
@@ -93,13 +94,13 @@ class Gate:
             )
         request_resources().callback(exchange.reserve_body(size))
 
-    def error_response(self, error: ProxycastError, path: str) -> Answer:
-        """The error in the dialect of the clients of ``path``."""
+    def error_response(self, error: ProxycastError, dialect: InboundDialect) -> Answer:
+        """The error in ``dialect``'s shape."""
         error.message = self._exchange.redact(error.message)
         record = current_record()
         if record is not None:  # accounting: the ledger row's error type
             record.error_type = error.kind
-        status, body = formats.dialect_for(path).render_error(error)
+        status, body = dialect.render_error(error)
         return Answer(body, status, {name.lower(): value for name, value in error.headers.items()})
 
     def too_slow(self) -> ProxycastError:
@@ -122,13 +123,7 @@ def internal_error() -> ProxycastError:
     return ProxycastError("Internal error in proxycast; see its log.")
 
 
-def _authenticate(headers: Headers, directory: Directory) -> Client:
-    presented = headers.get("x-api-key")
-    auth = headers.get("authorization")
-    if presented is None and auth is not None:
-        scheme, _, credentials = auth.partition(" ")
-        if scheme.lower() == "bearer":
-            presented = credentials.strip()
+def _authenticate(presented: str | None, directory: Directory) -> Client:
     if not presented:
         raise AuthenticationError(
             "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "

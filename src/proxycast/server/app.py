@@ -12,18 +12,24 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
+from proxycast import api, formats
 from proxycast.accounting.records import Accounting
-from proxycast.api import admin, embeddings, inbound, models, responses, root
-from proxycast.core.exchange import Exchange, request_scope
+from proxycast.api import admin, root
+from proxycast.api.responses_store import ResponseStore
+from proxycast.core.exchange import Exchange
+from proxycast.core.scope import request_scope
 from proxycast.errors import (
     MethodNotAllowedError,
     ProxycastError,
     RouteNotFoundError,
 )
+from proxycast.formats.contracts import bearer_or_api_key
+from proxycast.home import data_dir
 from proxycast.http import cors
-from proxycast.http.body import CLOSERS
-from proxycast.http.direct import Direct
 from proxycast.http.gate import Gate, internal_error
+from proxycast.http.quart import to_quart
+from proxycast.http.router import Router
+from proxycast.http.serving import Serving
 from proxycast.ui import api as ui_api
 from proxycast.ui import pages as ui_pages
 from proxycast.upstream.catalog import Catalog
@@ -39,12 +45,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxycast")
 
-_DIRECT = "proxycast.http.direct"
+_SERVING = "proxycast.serving"
+CLOSERS = "proxycast.closers"
+"""``app.extensions[CLOSERS]``: what the app opened and the server closes when it stops
+(:func:`close_resources`; not a ``while_serving`` generator, which a cancelled server never
+finishes)."""
 
 
 class _HTTPConnection(TrioASGIHTTPConnection):
-    """A request Quart serves (any but a model route's), inside a resource stack owned by the request
-    (its accounting record the last of them).
+    """A request Quart serves (the dashboard, ``/health``, ``/metrics``), inside a resource stack
+    owned by the request (its accounting record the last of them).
 
     quart closes a streamed body when it gets to send it; a cancellation that lands between the handler
     returning and the body being entered (the client gone at that very moment) would leave the upstream
@@ -60,22 +70,28 @@ class _HTTPConnection(TrioASGIHTTPConnection):
 
 
 class _Gateway(QuartTrio):
-    """The app. A model route's request is served by ``proxycast.http.direct`` as hypercorn hands it over,
-    in the same resource stack as :class:`_HTTPConnection`'s; every other goes through Quart."""
+    """The app. A request to the router's paths (every API surface: ``/v1/...``), HTTP or WebSocket,
+    is served by ``proxycast.http.serving`` as hypercorn hands it over, in the same resource stack as
+    :class:`_HTTPConnection`'s; every other goes through Quart."""
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "http":
-            direct: Direct = self.extensions[_DIRECT]
-            route = direct.route(scope)
-            if route is not None:
+            serving: Serving = self.extensions[_SERVING]
+            if serving.owns(scope["path"]):
                 accounts: Accounting = self.extensions["proxycast_accounting"]
                 async with request_scope() as resources:
                     tracking = accounts.request(scope, send)
                     resources.push_async_callback(tracking)  # the last closed
-                    await direct.serve(route, scope, receive, tracking.tracked)
+                    await serving.http(scope, receive, tracking.tracked)
                 return
+        elif (
+            scope["type"] == "websocket"
+        ):  # on any path: a route of the router's, or a clean refusal
+            async with request_scope():
+                await self.extensions[_SERVING].websocket(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -113,7 +129,7 @@ def create_app(
     )
     exchange = Exchange(config, clock=clock)
     app.extensions["proxycast"] = exchange
-    app.extensions["proxycast.upstream.catalog"] = Catalog(config)  # refreshed by serve()
+    app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage (issue 11)
     exchange.accounting = accounts
     app.extensions["proxycast_accounting"] = accounts
@@ -134,26 +150,35 @@ def create_app(
                 close_resources(app)
 
     gate = Gate(config, exchange, accounts, hop_mark)
-    app.extensions[_DIRECT] = Direct(config, exchange, gate)
+    settings = config.responses
+    store = None
+    if settings.store:  # closed when the server stops (server.serve, or the app's lifespan)
+        store = ResponseStore(
+            path=data_dir() / "responses.db",
+            max_age=settings.store_days * 86400,
+            max_bytes=int(settings.store_max_mb * 1024 * 1024),
+        )
+        app.extensions[CLOSERS].append(store.close)
+    handlers = api.handlers(exchange, app.extensions["proxycast.catalog"], store)
+    router = Router.from_registry(formats.DIALECTS, handlers)
+    app.extensions[_SERVING] = Serving(config, router, gate)
     cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
 
     @app.before_request
     async def check() -> None:
         headers = request.headers
-        gate.check(headers, headers.items(), request.path, lambda: request.host_url.rstrip("/"))
+        credential = bearer_or_api_key(headers)
+        url = request.host_url.rstrip("/")
+        gate.check(headers, headers.items(), request.path, lambda: url, credential)
 
-    app.register_blueprint(inbound.blueprint())
-    app.register_blueprint(models.blueprint)
-    app.register_blueprint(responses.blueprint(config))
     app.register_blueprint(root.blueprint)
-    app.register_blueprint(embeddings.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(ui_api.blueprint)  # the dashboard (issue 18)
     app.register_blueprint(ui_pages.blueprint)
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:
-        return gate.error_response(error, request.path).to_quart()
+        return to_quart(gate.error_response(error, formats.dialect_for(request.path)))
 
     @app.errorhandler(HTTPException)
     async def on_http_exception(error: HTTPException) -> Response:
@@ -174,11 +199,11 @@ def create_app(
             mapped = gate.too_slow()
         else:
             mapped = ProxycastError(error.description or error.name, status=code)
-        return gate.error_response(mapped, request.path).to_quart()
+        return to_quart(gate.error_response(mapped, formats.dialect_for(request.path)))
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
-        return gate.error_response(internal_error(), request.path).to_quart()
+        return to_quart(gate.error_response(internal_error(), formats.dialect_for(request.path)))
 
     return app

@@ -116,7 +116,7 @@ async def serve(
         accounts = app.extensions["proxycast_accounting"]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep_idle_upstream_connections, client)
-            await nursery.start(app.extensions["proxycast.upstream.catalog"].run, client)
+            await nursery.start(app.extensions["proxycast.catalog"].run, client)
             nursery.start_soon(accounts.run)  # the ledger's writer
             await serve_connections(
                 wrap_app(app, 0, "asgi"),

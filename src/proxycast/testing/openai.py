@@ -137,6 +137,9 @@ class FakeOpenAI(FakeUpstream[Script]):
         self, default: Script | None = None, *, max_tool_id: int = 40, reasoning_echo: bool = False
     ) -> None:
         super().__init__(default or Script())
+        self.embedding_failures: list[Script] = []
+        """Errors (``Script(status=...)``) the embeddings route answers, one a request, before it
+        answers vectors again."""
         self.max_tool_id = max_tool_id
         self.reasoning_echo = reasoning_echo
 
@@ -149,6 +152,9 @@ class FakeOpenAI(FakeUpstream[Script]):
             await respond.json(200, {"object": "list", "data": data})
             return True
         if request.method == "POST" and request.route == "/v1/embeddings":
+            if self.embedding_failures:  # scripted errors first, one a request
+                await self._error(self.embedding_failures.pop(0), respond)
+                return True
             await respond.json(200, embeddings(request.json()))
             return True
         return False

@@ -24,6 +24,7 @@ from proxycast.formats.contracts import (
     InboundRoute,
     Operation,
     UpstreamRequest,
+    bearer_or_api_key,
 )
 from proxycast.formats.converters import Problem, invalid_request, out_of_range, refuse, too_many
 from proxycast.formats.json_spans import dumps_text, replace_value
@@ -507,14 +508,19 @@ class AnthropicDialect:
     def owns(self, path: str) -> bool:
         return path == "/v1/messages" or path.startswith("/v1/messages/")
 
+    def credential(self, headers: Headers, query: Mapping[str, str]) -> str | None:
+        return bearer_or_api_key(headers)
+
     def read(
         self,
         text: str,
         body: dict[str, Any],
         spans: Mapping[str, tuple[int, int]],
         headers: Headers,
-        operation: Operation,
+        route: InboundRoute,
+        params: Mapping[str, str],
     ) -> InboundRequest:
+        operation = route.asks
         model, stream = envelope(body)
 
         def validate() -> wire.MessagesRequest | wire.CountTokensRequest:

@@ -7,10 +7,16 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError
+from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.embeddings import Embeddings, EmbedRequest
+from proxycast.formats.json_spans import replace_value
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def read(body: dict[str, Any], provider: str) -> EmbedRequest:
@@ -68,3 +74,37 @@ def reply_from_internal(
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+class OpenAIEmbeddings:
+    """``POST /v1/embeddings`` as OpenAI's SDKs speak it."""
+
+    native_type = "openai"
+
+    def read(self, body: dict[str, Any], provider: str) -> EmbedRequest:
+        return read(body, provider)
+
+    def forward(
+        self, text: str, spans: Mapping[str, tuple[int, int]], model: str
+    ) -> UpstreamRequest:
+        text = replace_value(text, spans["model"], model)
+        return UpstreamRequest(path="/embeddings", raw=text.encode(), stream=False)
+
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, int | None]:
+        data, reply = read_forwarded(data, client_model, provider)
+        usage = reply.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return data, tokens if isinstance(tokens, int) else None
+
+    def reply_from_internal(
+        self, embeddings: Embeddings, request: EmbedRequest, client_model: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], int]:
+        out = reply_from_internal(
+            embeddings, request, client_model, body.get("encoding_format") or "float"
+        )
+        return out, out["usage"]["prompt_tokens"]
+
+
+EMBEDDINGS = OpenAIEmbeddings()

@@ -19,8 +19,8 @@ from proxycast.formats.contracts import (
     Headers,
     InboundRequest,
     InboundRoute,
-    Operation,
     UpstreamRequest,
+    bearer_or_api_key,
 )
 from proxycast.formats.converters import Problem, invalid_request, out_of_range, refuse, too_many
 from proxycast.formats.json_spans import dumps_text, parse_object
@@ -569,10 +569,18 @@ class OpenAIDialect:
 
     name = "openai"
     native_type = "openai"
-    routes = (InboundRoute(path="/v1/chat/completions", operation="generate"),)
+    routes = (
+        InboundRoute(path="/v1/chat/completions", operation="generate"),
+        InboundRoute(path="/v1/embeddings", operation="embed"),
+        InboundRoute(path="/v1/models", operation="list_models", method="GET"),
+        InboundRoute(path="/v1/models/{model:path}", operation="get_model", method="GET"),
+    )
 
     def owns(self, path: str) -> bool:
         return True  # the default dialect: every route no other dialect claims
+
+    def credential(self, headers: Headers, query: Mapping[str, str]) -> str | None:
+        return bearer_or_api_key(headers)
 
     def read(
         self,
@@ -580,8 +588,10 @@ class OpenAIDialect:
         body: dict[str, Any],
         spans: Mapping[str, tuple[int, int]],
         headers: Headers,
-        operation: Operation,
+        route: InboundRoute,
+        params: Mapping[str, str],
     ) -> InboundRequest:
+        operation = route.asks
         model, stream = envelope(body)
         parsed, problem = deferred(lambda: structure(body))
         if parsed is not None:

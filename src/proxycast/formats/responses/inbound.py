@@ -25,8 +25,8 @@ from proxycast.formats.contracts import (
     Headers,
     InboundRequest,
     InboundRoute,
-    Operation,
     UpstreamRequest,
+    bearer_or_api_key,
 )
 from proxycast.formats.converters import invalid_request, out_of_range, refuse
 from proxycast.formats.json_spans import dumps_text, replace_value
@@ -797,16 +797,23 @@ def validate(body: dict[str, Any]) -> wire.ResponseCreateRequest:
 class ResponsesDialect:
     """``/v1/responses``, as Codex CLI, the Agents SDK and the openai SDKs speak it.
 
-    Its route is ``api/responses.py`` (the API is stateful: ``previous_response_id`` and the store),
-    so :attr:`routes` is empty and the generic routes leave it alone.
+    Its routes' handlers are ``api/responses.py``'s (the API is stateful: ``previous_response_id``
+    and the store); the conversion is this dialect's, as for every other.
     """
 
     name = "responses"
     native_type = "openai"
-    routes: tuple[InboundRoute, ...] = ()
+    routes = (
+        InboundRoute(path="/v1/responses", operation="create_response"),
+        InboundRoute(path="/v1/responses/{id}", operation="get_response", method="GET"),
+        InboundRoute(path="/v1/responses/{id}", operation="delete_response", method="DELETE"),
+    )
 
     def owns(self, path: str) -> bool:
         return path == "/v1/responses" or path.startswith("/v1/responses/")
+
+    def credential(self, headers: Headers, query: Mapping[str, str]) -> str | None:
+        return bearer_or_api_key(headers)
 
     def read(
         self,
@@ -814,8 +821,10 @@ class ResponsesDialect:
         body: dict[str, Any],
         spans: Mapping[str, tuple[int, int]],
         headers: Headers,
-        operation: Operation,
+        route: InboundRoute,
+        params: Mapping[str, str],
     ) -> InboundRequest:
+        operation = route.asks
         parsed = validate(body)
         return InboundRequest(
             client_model=parsed.model,

@@ -1,0 +1,48 @@
+"""One request to a route, as its handler sees it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from hypercorn.typing import HTTPScope, WebsocketScope
+
+    from proxycast.http.router import Route
+
+
+class Call:
+    """A request matched to a route: its headers (names in lower case, the first of a repeated
+    one), the path's parameters, the query's, its body (empty for a method without one) and the
+    client key it presented (authentication has checked it)."""
+
+    __slots__ = ("body", "credential", "headers", "params", "query", "route", "scope")
+
+    def __init__(
+        self,
+        scope: HTTPScope | WebsocketScope,
+        route: Route,
+        params: dict[str, str],
+        headers: dict[str, str],
+        query: dict[str, str],
+        credential: str | None,
+    ) -> None:
+        self.scope = scope
+        self.route = route
+        self.params = params
+        self.headers = headers
+        self.query = query
+        self.credential = credential
+        self.body = b""
+
+    @property
+    def path(self) -> str:
+        return self.scope["path"]
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """A query string's parameters (the first of a repeated one)."""
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        query.setdefault(name, value)
+    return query

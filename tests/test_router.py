@@ -20,7 +20,6 @@ from proxycast.upstream.catalog import Catalog
 from tests.support import CLIENT_KEY, make_config
 
 if TYPE_CHECKING:
-
     from proxycast.core.answer import Answer
     from proxycast.http.call import Call
     from tests.support import Gateway

@@ -249,14 +249,17 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     for type_, upstream in formats.UPSTREAMS.items():
         defaults = upstream.env
         key = next((env[v] for v in defaults.key_variables if env.get(v)), None)
-        if key is None:
+        chained = bool(defaults.chain_variables) and all(
+            env.get(v) for v in defaults.chain_variables
+        )
+        if key is None and not chained:
             continue
         providers.append(
             ProviderConfig(
                 name=type_,
                 type=type_,
                 base_url=env.get(defaults.base_url_variable, ""),
-                api_keys=(key,),
+                api_keys=() if key is None else (key,),
                 models=defaults.models,
             )
         )

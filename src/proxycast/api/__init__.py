@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxycast.api.embeddings import EmbeddingsRoutes
-from proxycast.api.inbound import ModelRoutes
+from proxycast.api.completions import ModelRoutes
 from proxycast.api.models import ModelsRoutes
 from proxycast.api.responses import ResponsesRoutes
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from proxycast.api.inbound import validated
+from proxycast.api.completions import validated
 from proxycast.api.responses_store import ResponseStore, owner_of
 from proxycast.core import routing
 from proxycast.core.answer import json_answer

@@ -79,7 +79,8 @@ class ModelsPage:
 
     ids: tuple[str, ...]
     next_query: str | None = None
-    """Appended (after ``&``) to :attr:`UpstreamFormat.models_path` for the next page; None: last."""
+    """Appended (after ``&`` or ``?``) to :meth:`UpstreamFormat.models_url` for the next page;
+    None: the last page."""
 
 
 @attrs.frozen(kw_only=True)
@@ -87,7 +88,11 @@ class EnvDefaults:
     """How environment-only mode (no configuration file) adds a provider of this format."""
 
     key_variables: tuple[str, ...]
-    """The first of these that is set is the provider's key; none set, no provider."""
+    """The first of these that is set is the provider's key."""
+    chain_variables: tuple[str, ...] = ()
+    """Without a key: variables that, all set, let the format find its credentials itself (a
+    credential chain: ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``); the provider is added
+    with no key of its own. Neither a key nor these: no provider."""
     base_url_variable: str
     models: tuple[str, ...]
     """The model globs the provider serves."""
@@ -106,6 +111,15 @@ class StreamDecoder(Protocol):
 
     def end(self) -> list[internal.StreamEvent]:
         """The body ended: the events that closes (for a format without an end marker)."""
+        ...
+
+
+class EventSizes(Protocol):
+    """The size limit of a stream's events, in the upstream's framing (an SSE event ends at a blank
+    line, an AWS event-stream frame says its length)."""
+
+    def fits(self, chunk: bytes) -> bool:
+        """Account for ``chunk``; False once the event being received is larger than the limit."""
         ...
 
 
@@ -181,8 +195,11 @@ class UpstreamFormat(Protocol):
         """Who makes this provider's models (OpenAI's ``owned_by``), given its name and base URL."""
         ...
 
-    def auth(self, key: str) -> httpx.Auth:
-        """How a key is presented (a header; a signing provider would sign the request here)."""
+    def credentials(self, provider: ProviderConfig) -> Sequence[httpx.Auth]:
+        """The provider's credential pool: one ``httpx.Auth`` per credential, rotated and rested
+        like keys (a key in a header, a request signature, a token refreshed before it expires;
+        several values of one credential live inside its ``Auth``). Empty: requests go without
+        credentials (a local server)."""
         ...
 
     def request_from_internal(
@@ -204,19 +221,24 @@ class UpstreamFormat(Protocol):
 
     def stream_decoder(self, request: UpstreamRequest) -> StreamDecoder: ...
 
+    def event_sizes(self, limit: int) -> EventSizes:
+        """Holds its streams' events to ``limit`` bytes (``server.max_event_bytes``), in its framing."""
+        ...
+
     def count_tokens(
         self, conversation: internal.Conversation, model: str
     ) -> TokenCount | Estimate:
         """How to count the conversation's input tokens: ask the upstream, or estimate here."""
         ...
 
-    def error_info(self, body: Any) -> ErrorInfo | None:
-        """What an error body says; None when it is not in this format's shape."""
+    def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
+        """What an error answer says (its status, its headers, its body parsed as JSON); None when
+        it is not in this format's shape."""
         ...
 
-    @property
-    def models_path(self) -> str:
-        """The models endpoint (GET), appended to the base URL, with its page-size query."""
+    def models_url(self, provider: ProviderConfig) -> str:
+        """The provider's models endpoint (GET, any URL: another host for a cloud's control plane),
+        with its page-size query."""
         ...
 
     def models_page(self, body: Any) -> ModelsPage | None:

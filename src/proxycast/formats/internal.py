@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -90,9 +91,10 @@ class Reasoning:
     """Opaque; for a redacted block, its encrypted ``data``."""
     redacted: bool = False
     """Claude's ``redacted_thinking``: no text, the ``signature`` is the block's data."""
-    source: Literal["anthropic", "gemini"] | None = None
-    """Who issued the signature: only that provider accepts it back (None: Anthropic's, the default
-    of thinking blocks in clients' histories)."""
+    source: str | None = None
+    """The upstream format (its ``type``) whose signature this is, when only that format accepts it
+    back and a client must be given it marked (:func:`carried_signature`); None: a signature that
+    travels unmarked (the default of thinking blocks in clients' histories)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -248,7 +250,7 @@ class ReasoningDelta:
     signature: str | None = None
     redacted: bool = False
     """A whole redacted block: ``signature`` holds its data."""
-    source: Literal["anthropic", "gemini"] | None = None
+    source: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -306,7 +308,7 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     citations: list[Citation] = []
     reasoning: list[str] = []
     signature: str | None = None
-    source: Literal["anthropic", "gemini"] | None = None
+    source: str | None = None
     tools: dict[int, tuple[int, ToolCallStart, list[str]]] = {}  # index -> (position, start, args)
 
     def flush() -> None:
@@ -379,8 +381,10 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
 
 SIGNED_ID_MARK = "__ts"
 """Between a tool call id and its base64url-encoded Gemini thought signature."""
-GEMINI_SIGNATURE_MARK = "gemini-ts:"
-"""Prefixes a Gemini thought signature carried in a client's thinking block."""
+SIGNATURE_MARK = "-ts:"
+"""After an upstream format's ``type``, prefixes a signature only that format accepts, carried in a
+client's thinking block (``gemini-ts:...``)."""
+_MARKED = re.compile(r"([a-z][a-z0-9_]*)-ts:")
 
 
 def _b64url(text: str) -> str:
@@ -410,14 +414,21 @@ def split_id(call_id: str) -> tuple[str, str | None]:
 
 
 def carried_signature(part: Reasoning) -> str:
-    """The signature a client is given for a reasoning part (a Gemini one is marked)."""
+    """The signature a client is given for a reasoning part: marked with its source, if it has one."""
     signature = part.signature or ""
-    return GEMINI_SIGNATURE_MARK + signature if part.source == "gemini" else signature
+    return f"{part.source}{SIGNATURE_MARK}{signature}" if part.source else signature
+
+
+def marked_source(signature: str) -> str | None:
+    """The source a carried signature is marked with (None: unmarked)."""
+    found = _MARKED.match(signature)
+    return found.group(1) if found else None
 
 
 def reasoning_from_client(text: str, signature: str | None, redacted: bool = False) -> Reasoning:
     """A reasoning part from a signature a client sent back (see :func:`carried_signature`)."""
-    if signature and signature.startswith(GEMINI_SIGNATURE_MARK):
-        signature = signature[len(GEMINI_SIGNATURE_MARK) :]
-        return Reasoning(text=text, signature=signature, redacted=redacted, source="gemini")
+    source = marked_source(signature) if signature else None
+    if signature and source:
+        signature = signature[len(source) + len(SIGNATURE_MARK) :]
+        return Reasoning(text=text, signature=signature, redacted=redacted, source=source)
     return Reasoning(text=text, signature=signature, redacted=redacted)

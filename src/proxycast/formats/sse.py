@@ -187,3 +187,30 @@ class EventDecoder:
 
     def end(self) -> list[internal.StreamEvent]:
         return []
+
+
+class EventSizes:
+    """Tracks the size of the SSE event being received, across chunks, in constant work per byte
+    (the framing's size limit, ``server.max_event_bytes``, for every SSE upstream format).
+
+    An event ends at a blank line: two line ends in a row (``\n\n``, ``\r\n\r\n``, ``\r\r``).
+    """
+
+    _BLANK_LINES = (b"\n\n", b"\r\r", b"\r\n\r\n")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._tail = b""  # the last bytes of the previous chunk: a blank line may straddle two
+
+    def fits(self, chunk: bytes) -> bool:
+        """Account for ``chunk``; False once the event being received is larger than the limit."""
+        window = self._tail + chunk
+        end = -1  # where the last complete event ends in the window
+        for blank in self._BLANK_LINES:
+            found = window.rfind(blank)
+            if found != -1:
+                end = max(end, found + len(blank))
+        self._size = len(window) - end if end != -1 else self._size + len(chunk)
+        self._tail = window[-3:]
+        return self._size <= self._limit

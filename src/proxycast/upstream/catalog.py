@@ -70,10 +70,9 @@ async def fetch_all(
     failures: dict[str, str] = {}
 
     async def one(provider: ProviderConfig) -> None:
-        key = provider.api_keys[0] if provider.api_keys else None
         with trio.move_on_after(FETCH_TIMEOUT) as scope:
             try:
-                fetched[provider.name] = await fetch_models(client, provider, config.server, key)
+                fetched[provider.name] = await fetch_models(client, provider, config.server)
             except ModelsEndpointError as exc:
                 failures[provider.name] = exc.detail
         if scope.cancelled_caught:

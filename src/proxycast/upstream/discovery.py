@@ -42,29 +42,32 @@ class Probe:
 
 
 async def fetch_models(
-    client: httpx.AsyncClient, provider: ProviderConfig, server: ServerConfig, key: str | None
+    client: httpx.AsyncClient, provider: ProviderConfig, server: ServerConfig, index: int = 0
 ) -> tuple[str, ...]:
-    """Every model id the provider's models endpoint lists, with ``key``.
+    """Every model id the provider's models endpoint lists, with its credential number ``index``
+    (none when it has none).
 
     Raises:
         ModelsEndpointError: with the outcome (unauthorised, wrong path, unreachable...).
     """
     upstream = formats.UPSTREAMS[provider.type]
-    auth = upstream.auth(key) if key else None
-    path = upstream.models_path
+    credentials = upstream.credentials(provider)
+    auth = credentials[index] if credentials else None
+    first = upstream.models_url(provider)
+    url = first
     ids: list[str] = []
     for _ in range(MAX_PAGES):
         try:
             with mapped_errors(provider, server):
                 response = await client.get(
-                    provider.url + path,
+                    url,
                     headers={"accept-encoding": "identity", **upstream.headers},
                     auth=auth or httpx.USE_CLIENT_DEFAULT,
                 )
         except ProxycastError as exc:
             raise ModelsEndpointError("unreachable", exc.message) from None
         data = response.content[:_BODY_LIMIT]
-        where = f"GET {httpx.URL(provider.url + path).path}"
+        where = f"GET {httpx.URL(url).path}"
         if response.status_code in (401, 403):
             raise ModelsEndpointError(
                 "unauthorised", f"{where} answered {response.status_code}: the key was rejected"
@@ -88,8 +91,7 @@ async def fetch_models(
         ids += page.ids
         if page.next_query is None:
             break
-        path = upstream.models_path + ("&" if "?" in upstream.models_path else "?")
-        path += page.next_query
+        url = first + ("&" if "?" in first else "?") + page.next_query
     return tuple(dict.fromkeys(ids))
 
 
@@ -97,9 +99,8 @@ async def probe(
     client: httpx.AsyncClient, provider: ProviderConfig, server: ServerConfig, index: int
 ) -> Probe:
     """Call the provider's models endpoint with its key number ``index`` (0 when it has none)."""
-    key = provider.api_keys[index] if provider.api_keys else None
     try:
-        models = await fetch_models(client, provider, server, key)
+        models = await fetch_models(client, provider, server, index)
     except ModelsEndpointError as exc:
         return Probe(provider.name, index, exc.outcome, exc.detail)
     return Probe(provider.name, index, "reachable", f"{len(models)} models listed", models)

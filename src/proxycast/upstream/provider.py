@@ -25,6 +25,7 @@ from proxycast.errors import (
     UpstreamUnavailableError,
     upstream_error,
 )
+from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.json_spans import dumps_text
 from proxycast.http import loopguard
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from proxycast.config import ProviderConfig, ServerConfig
-    from proxycast.formats.contracts import UpstreamFormat, UpstreamRequest
+    from proxycast.formats.contracts import EventSizes, UpstreamFormat, UpstreamRequest
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _CLOSE_SECONDS = 5.0
@@ -276,14 +277,16 @@ class Provider:
         self.server = server
         self.client = client
         self.url = config.url
-        self._auths: list[httpx.Auth | None] = [format.auth(k) for k in config.api_keys] or [None]
+        credentials = list(format.credentials(config))
+        self._auths: list[httpx.Auth | None] = [*credentials] or [None]
+        # a credential is named by a digest of its key (shared state follows the key, not its place
+        # in the list); one the format found itself (a credential chain) by its place
+        named = config.api_keys if len(config.api_keys) == len(credentials) else ()
         self.pool = KeyPool(
             config.name,
-            len(config.api_keys),
+            len(credentials),
             clock,
-            fingerprints=tuple(
-                hashlib.sha256(key.encode()).hexdigest()[:12] for key in config.api_keys
-            ),
+            fingerprints=tuple(hashlib.sha256(key.encode()).hexdigest()[:12] for key in named),
         )
         # What every request to this provider shares is built once (see :meth:`open`): its headers
         # per key (the client's defaults, ours, the format's, the key's, the hop mark), the
@@ -405,7 +408,7 @@ class Provider:
             )
         info: ErrorInfo | None = None
         try:
-            info = self.format.error_info(json.loads(data))
+            info = self.format.error_info(status, headers, json.loads(data))
         except ValueError:
             pass
         if info is None:
@@ -437,7 +440,8 @@ class Provider:
 
     def body(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
         """An open response's body, piece by piece as it arrives, transport failures mapped."""
-        return iter_body(response, self.config, self.server)
+        events = self.format.event_sizes(self.server.max_event_bytes)
+        return iter_body(response, self.config, self.server, events)
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:
@@ -458,12 +462,16 @@ async def aclose_shielded(response: httpx.Response) -> None:
 
 
 async def iter_body(
-    response: httpx.Response, provider: ProviderConfig, server: ServerConfig
+    response: httpx.Response,
+    provider: ProviderConfig,
+    server: ServerConfig,
+    events: EventSizes | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The response body piece by piece as it arrives, transport failures mapped.
 
-    An SSE event larger than ``server.max_event_bytes`` ends it with an error (the relay turns it into
-    an error frame), and so does the end of ``shutdown_grace`` when the gateway is shutting down.
+    An event larger than ``server.max_event_bytes`` (``events``: the format's framing says where
+    events end) ends it with an error (the relay turns it into an error frame), and so does the end
+    of ``shutdown_grace`` when the gateway is shutting down.
     """
     # the transport's stream itself: httpx's aiter_bytes would add its decoder chain (generators,
     # buffers) to every open stream, for nothing when the transport decoded the body (gzip, deflate)
@@ -472,7 +480,8 @@ async def iter_body(
         iterator = response.aiter_bytes()
     else:
         iterator = response.stream.__aiter__()  # type: ignore[union-attr]
-    events = _EventSizes(server.max_event_bytes)
+    if events is None:
+        events = sse.EventSizes(server.max_event_bytes)
     draining = current_draining() or Draining()  # none: not served by serve_connections
     sock = _socket_of(response)
     if sock is not None:
@@ -519,29 +528,3 @@ def _outlived(server: ServerConfig) -> ShuttingDownError:
         "The gateway is shutting down: the stream outlived its shutdown grace "
         f"of {server.shutdown_grace:g} s."
     )
-
-
-class _EventSizes:
-    """Tracks the size of the SSE event being received, across chunks, in constant work per byte.
-
-    An event ends at a blank line: two line ends in a row (``\n\n``, ``\r\n\r\n``, ``\r\r``).
-    """
-
-    _BLANK_LINES = (b"\n\n", b"\r\r", b"\r\n\r\n")
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._size = 0
-        self._tail = b""  # the last bytes of the previous chunk: a blank line may straddle two
-
-    def fits(self, chunk: bytes) -> bool:
-        """Account for ``chunk``; False once the event being received is larger than the limit."""
-        window = self._tail + chunk
-        end = -1  # where the last complete event ends in the window
-        for blank in self._BLANK_LINES:
-            found = window.rfind(blank)
-            if found != -1:
-                end = max(end, found + len(blank))
-        self._size = len(window) - end if end != -1 else self._size + len(chunk)
-        self._tail = window[-3:]
-        return self._size <= self._limit

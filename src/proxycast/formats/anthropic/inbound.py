@@ -462,11 +462,12 @@ _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 """The client's headers an Anthropic upstream gets too (it picks the API version and betas)."""
 
 
-def without_gemini_signatures(text: str, model: str) -> str | None:
-    """A forwarded body whose history carries Gemini signatures in thinking blocks (a Gemini
-    conversation moving to Claude), without those blocks: Claude refuses signatures it did not issue.
-    None when there is none (the body is then forwarded byte for byte)."""
-    if internal.GEMINI_SIGNATURE_MARK not in text:
+def without_foreign_signatures(text: str, model: str) -> str | None:
+    """A forwarded body whose history carries another upstream's signatures in thinking blocks (a
+    Gemini conversation moving to Claude: they are marked with their source), without those blocks:
+    Claude refuses signatures it did not issue. None when there is none (the body is then forwarded
+    byte for byte)."""
+    if internal.SIGNATURE_MARK not in text:
         return None
     body = json.loads(text)
     changed = False
@@ -480,7 +481,7 @@ def without_gemini_signatures(text: str, model: str) -> str | None:
                 if not (
                     isinstance(b, dict)
                     and b.get("type") == "thinking"
-                    and str(b.get("signature", "")).startswith(internal.GEMINI_SIGNATURE_MARK)
+                    and internal.marked_source(str(b.get("signature", ""))) is not None
                 )
             ]
             changed = changed or len(kept) < len(content)
@@ -554,7 +555,7 @@ class AnthropicDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
-        text = without_gemini_signatures(request.text, upstream_model)
+        text = without_foreign_signatures(request.text, upstream_model)
         if text is None:
             text = request.text
             if upstream_model != request.client_model:

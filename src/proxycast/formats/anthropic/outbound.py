@@ -159,7 +159,7 @@ def _block(part: internal.Part, where: str) -> dict[str, Any] | None:
     if isinstance(part, internal.WebSearchCall):
         return None  # an answer's search (no inbound dialect puts one in a history)
     # Reasoning: Anthropic accepts thinking blocks only with the signature it issued.
-    if part.source == "gemini" or not part.signature:
+    if part.source is not None or not part.signature:  # another upstream's: Claude refuses it
         return None
     if part.redacted:
         return {"type": "redacted_thinking", "data": part.signature}

@@ -6,6 +6,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from proxycast.formats import sse
 from proxycast.formats.anthropic import errors, outbound
 from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
@@ -13,6 +14,7 @@ from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, Ups
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo
     from proxycast.formats import internal
 
@@ -39,8 +41,8 @@ class AnthropicUpstream:
     def owner(self, provider: str, url: str) -> str:
         return "anthropic"
 
-    def auth(self, key: str) -> HeaderAuth:
-        return HeaderAuth("x-api-key", key)
+    def credentials(self, provider: ProviderConfig) -> tuple[HeaderAuth, ...]:
+        return tuple(HeaderAuth("x-api-key", key) for key in provider.api_keys)
 
     def request_from_internal(
         self, conversation: internal.Conversation, model: str
@@ -58,6 +60,9 @@ class AnthropicUpstream:
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
         return outbound.StreamDecoder(request)
 
+    def event_sizes(self, limit: int) -> sse.EventSizes:
+        return sse.EventSizes(limit)
+
     def count_tokens(self, conversation: internal.Conversation, model: str) -> TokenCount:
         body = dict(outbound.request_from_internal(conversation, model).body)
         for unused in (
@@ -73,10 +78,11 @@ class AnthropicUpstream:
         request = UpstreamRequest(path="/v1/messages/count_tokens", body=body)
         return TokenCount(request, _input_tokens)
 
-    def error_info(self, body: Any) -> ErrorInfo | None:
+    def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
 
-    models_path = "/v1/models?limit=1000"
+    def models_url(self, provider: ProviderConfig) -> str:
+        return provider.url + "/v1/models?limit=1000"
 
     def models_page(self, body: Any) -> ModelsPage | None:
         data = body.get("data") if isinstance(body, dict) else None

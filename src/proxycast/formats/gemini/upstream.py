@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
 from proxycast.formats.gemini import errors, outbound
@@ -14,6 +15,7 @@ from proxycast.formats.gemini import errors, outbound
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo
     from proxycast.formats import internal
 
@@ -38,8 +40,8 @@ class GeminiUpstream:
     def owner(self, provider: str, url: str) -> str:
         return "google"
 
-    def auth(self, key: str) -> HeaderAuth:
-        return HeaderAuth("x-goog-api-key", key)
+    def credentials(self, provider: ProviderConfig) -> tuple[HeaderAuth, ...]:
+        return tuple(HeaderAuth("x-goog-api-key", key) for key in provider.api_keys)
 
     def request_from_internal(
         self, conversation: internal.Conversation, model: str
@@ -57,6 +59,9 @@ class GeminiUpstream:
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
         return outbound.StreamDecoder()
 
+    def event_sizes(self, limit: int) -> sse.EventSizes:
+        return sse.EventSizes(limit)
+
     def count_tokens(self, conversation: internal.Conversation, model: str) -> TokenCount:
         """``:countTokens`` with the generateContent request it would count (its generation settings
         left out: countTokens does not take them)."""
@@ -68,10 +73,11 @@ class GeminiUpstream:
         )
         return TokenCount(request, _total_tokens)
 
-    def error_info(self, body: Any) -> ErrorInfo | None:
+    def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
 
-    models_path = "/v1beta/models?pageSize=1000"
+    def models_url(self, provider: ProviderConfig) -> str:
+        return provider.url + "/v1beta/models?pageSize=1000"
 
     def models_page(self, body: Any) -> ModelsPage | None:
         models = body.get("models") if isinstance(body, dict) else None

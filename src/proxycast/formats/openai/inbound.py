@@ -318,7 +318,7 @@ def thinking_block(
     reasoning chain."""
     if redacted:
         return {"type": "redacted_thinking", "data": signature or ""}
-    part = internal.Reasoning(text=text, signature=signature, source=source)  # type: ignore[arg-type]
+    part = internal.Reasoning(text=text, signature=signature, source=source)
     return {"type": "thinking", "thinking": text, "signature": internal.carried_signature(part)}
 
 

@@ -8,6 +8,7 @@ import math
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, Estimate, ModelsPage, UpstreamRequest
 from proxycast.formats.json_spans import dumps_text
@@ -16,6 +17,7 @@ from proxycast.formats.openai import errors, outbound
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo
     from proxycast.formats import internal
 
@@ -42,8 +44,8 @@ class OpenAIUpstream:
     def owner(self, provider: str, url: str) -> str:
         return "openai" if url.startswith("https://api.openai.com") else provider
 
-    def auth(self, key: str) -> HeaderAuth:
-        return HeaderAuth("authorization", f"Bearer {key}")
+    def credentials(self, provider: ProviderConfig) -> tuple[HeaderAuth, ...]:
+        return tuple(HeaderAuth("authorization", f"Bearer {key}") for key in provider.api_keys)
 
     def request_from_internal(
         self, conversation: internal.Conversation, model: str
@@ -61,14 +63,18 @@ class OpenAIUpstream:
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
         return outbound.StreamDecoder(dict(request.tool_names))
 
+    def event_sizes(self, limit: int) -> sse.EventSizes:
+        return sse.EventSizes(limit)
+
     def count_tokens(self, conversation: internal.Conversation, model: str) -> Estimate:
         # OpenAI-compatible servers have no count endpoint: estimate from the text the model would read.
         return Estimate(estimate_tokens(outbound.request_from_internal(conversation, model).body))
 
-    def error_info(self, body: Any) -> ErrorInfo | None:
+    def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
 
-    models_path = "/models"
+    def models_url(self, provider: ProviderConfig) -> str:
+        return provider.url + "/models"
 
     def models_page(self, body: Any) -> ModelsPage | None:
         data = body.get("data") if isinstance(body, dict) else None

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxycast.api.embeddings import EmbeddingsRoutes
 from proxycast.api.completions import ModelRoutes
+from proxycast.api.embeddings import EmbeddingsRoutes
 from proxycast.api.models import ModelsRoutes
 from proxycast.api.responses import ResponsesRoutes
 

@@ -4,7 +4,7 @@ connection count, and the 1-minute load average before and after every run.
 
     python bench/reshape_ab.py BEFORE_VENV AFTER_VENV [--seconds 4] [--rounds 3]
 
-Each venv must have ``proxycast`` installed (``BEFORE_VENV/bin/proxycast``). Issue 9's target is
+Each venv must have ``proxycast`` installed (``BEFORE_VENV/bin/proxycast``). The target was
 every ratio after/before >= 0.95. Writes bench/results/reshape_ab.json and reshape_ab.md.
 """
 

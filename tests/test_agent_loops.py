@@ -1,4 +1,4 @@
-"""Agent loops across formats (issue 13): each test runs two turns through the real server with an
+"""Agent loops across formats: each test runs two turns through the real server with an
 official SDK, feeding turn 1's answer back as the client would, against fakes that refuse what the real
 providers refuse (thought signatures, id patterns and lengths, Claude's thinking-first rule, DeepSeek's
 reasoning echo, Gemini's Schema fields, Claude's ``metadata.user_id`` rule)."""

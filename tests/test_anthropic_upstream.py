@@ -327,7 +327,7 @@ async def test_error_statuses_map_to_the_sdk_exceptions(
     if status == 401:
         assert "'anthropic'" in info.value.message
         assert "upstream says no" not in info.value.message
-    elif status == 404:  # a 404 says whose it is and where it was asked (issue 16)
+    elif status == 404:  # a 404 says whose it is and where it was asked
         message = info.value.body["message"]  # type: ignore[index]
         assert message == "Provider 'anthropic' answered 404 to POST /v1/messages: upstream says no"
     else:

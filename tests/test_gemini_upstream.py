@@ -366,7 +366,7 @@ async def test_error_statuses(
         with pytest.raises(exception) as info:
             await c.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert info.value.status_code == client_status
-    if status == 404:  # a 404 says whose it is and where it was asked (issue 16)
+    if status == 404:  # a 404 says whose it is and where it was asked
         message = info.value.body["message"]  # type: ignore[index]
         assert message.startswith("Provider 'gemini' answered 404 to POST /v1beta/models/")
         assert message.endswith(":generateContent: gemini says no")

@@ -1,6 +1,6 @@
 """Same-format passthrough checks only what the gateway needs (model, stream, an object within the
 limits) and forwards the rest; conversions turn a mid-conversation system message into the target's
-system instructions (issue 16, item 1). Also: ``HEAD /`` and query strings on every route."""
+system instructions. Also: ``HEAD /`` and query strings on every route."""
 
 from __future__ import annotations
 

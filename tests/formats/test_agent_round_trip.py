@@ -1,6 +1,6 @@
 """Property: a tool-calling answer with reasoning, as each upstream gives it, goes to each client format
 and comes back in that client's next request with ids, signatures and reasoning intact: the upstream
-request satisfies the fakes' checks of the provider's rules (issue 13)."""
+request satisfies the fakes' checks of the provider's rules."""
 
 from __future__ import annotations
 

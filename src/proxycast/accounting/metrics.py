@@ -31,7 +31,8 @@ _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 
 
 class Metrics:
-    """The gateway's metrics (the README's "Metrics, health, request ids, access log": names and labels)."""
+    """The gateway's metrics (their names and labels: ``docs/operations.md``, "Metrics, health,
+    request ids, access log")."""
 
     def __init__(self, config: Config) -> None:
         self._dir = os.environ.get(MULTIPROCESS_VARIABLE) or None

@@ -1,6 +1,6 @@
 """Model routing: which provider serves a model, under which upstream name. Pure, no I/O.
 
-Order (the README, "Configuration"): alias; ``provider/model`` prefix; a provider listing the model
+Order (``docs/configuration.md``): alias; ``provider/model`` prefix; a provider listing the model
 exactly; the first provider (in file order) whose glob matches.
 """
 

@@ -1,6 +1,6 @@
 """The loop guard: the gateway never becomes its own upstream.
 
-A shell where ``ANTHROPIC_BASE_URL`` points at the gateway (as the README tells Claude Code users to
+A shell where ``ANTHROPIC_BASE_URL`` points at the gateway (as ``docs/clients.md`` tells Claude Code users to
 set it) also configures env-only mode: the gateway's ``anthropic`` provider is then the gateway itself,
 and each request sends another, without end. Two defences:
 

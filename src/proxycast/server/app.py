@@ -130,7 +130,7 @@ def create_app(
     exchange = Exchange(config, clock=clock)
     app.extensions["proxycast"] = exchange
     app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
-    accounts = Accounting(config, exchange.redact)  # clients, limits, usage (issue 11)
+    accounts = Accounting(config, exchange.redact)  # clients, limits, usage
     exchange.accounting = accounts
     app.extensions["proxycast_accounting"] = accounts
     app.extensions[CLOSERS] = []
@@ -173,7 +173,7 @@ def create_app(
 
     app.register_blueprint(root.blueprint)
     app.register_blueprint(admin.blueprint)
-    app.register_blueprint(ui_api.blueprint)  # the dashboard (issue 18)
+    app.register_blueprint(ui_api.blueprint)  # the dashboard
     app.register_blueprint(ui_pages.blueprint)
 
     @app.errorhandler(ProxycastError)

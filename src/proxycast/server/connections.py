@@ -5,7 +5,7 @@ Hypercorn's HTTP/1.1 protocol recycles a connection (re-arms the keep-alive time
 that task as soon as the end of the request is queued to it, so the recycling was cut short at its first
 checkpoint: idle connections were never dropped, ``Connection: close`` answers never closed, and a
 connection answered before its request body had arrived (a 401 before the body) was left paused for good,
-its next request never read (STACK-NOTES "Seen under abuse"). Here:
+its next request never read (all three seen under abuse: slow and half-sent requests). Here:
 
 - the recycling is shielded, so it always completes;
 - the body that follows an early answer is read and dropped (up to :data:`DRAIN_LIMIT` bytes: beyond it, or

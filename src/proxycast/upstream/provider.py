@@ -128,7 +128,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     httpcore's pool walks every connection it holds, polling each idle one's socket, twice per
     request: its cost grows with the number of connections, and with 32 to 256 concurrent requests it
-    was the largest single cost of a proxied request (profiled with py-spy; see the README). Each
+    was the largest single cost of a proxied request (profiled with py-spy: docs/performance.md). Each
     request goes to the first pool with no request in flight (the least busy when all are), so a light
     load keeps reusing the first pools' keep-alive connections, and every walk stays short. The pools
     are created empty; one costs nothing until used.

@@ -47,12 +47,12 @@ class ModelsRoutes:
             for name, provider in await self._catalog.models()
             if client.allows(name)  # a named client sees only its models
         ]
-        return json_answer(formats.model_listing(call.headers).page(entries, call.query))
+        return json_answer(formats.model_listing(call.headers, call.path).page(entries, call.query))
 
     async def retrieve(self, call: Call) -> Answer:
         model_id, exchange = call.params["model"], self._exchange
         if exchange.accounting is not None:
             exchange.accounting.allow(_client(), model_id)
         route = routing.resolve(model_id, exchange.config)
-        listing = formats.model_listing(call.headers)
+        listing = formats.model_listing(call.headers, call.path)
         return json_answer(listing.info(_entry(model_id, route.provider)))

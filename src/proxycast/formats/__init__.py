@@ -49,9 +49,9 @@ MODEL_LISTINGS: tuple[ModelListing, ...] = (ANTHROPIC_MODELS, OPENAI_MODELS)
 answers every request)."""
 
 
-def model_listing(headers: Headers) -> ModelListing:
-    """The Models API shape this request asks for."""
-    return next(listing for listing in MODEL_LISTINGS if listing.wants(headers))
+def model_listing(headers: Headers, path: str) -> ModelListing:
+    """The Models API shape this request (to a models route at ``path``) asks for."""
+    return next(listing for listing in MODEL_LISTINGS if listing.wants(headers, path))
 
 
 def dialect_for(path: str) -> InboundDialect:

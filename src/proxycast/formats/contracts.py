@@ -380,10 +380,11 @@ class ModelEntry:
 
 
 class ModelListing(Protocol):
-    """The Models API (``GET /v1/models``, ``/v1/models/{id}``) in one API's shape."""
+    """A Models API (``GET /v1/models``, ``/v1/models/{id}``) in one API's shape."""
 
-    def wants(self, headers: Headers) -> bool:
-        """Whether this request asks for this shape (the path is shared by several APIs)."""
+    def wants(self, headers: Headers, path: str) -> bool:
+        """Whether this request to a models route asks for this shape: by its path (an API's own
+        models route), or by its headers where several APIs share the path (``/v1/models``)."""
         ...
 
     def page(self, models: Sequence[ModelEntry], query: Mapping[str, str]) -> dict[str, Any]: ...

@@ -54,7 +54,7 @@ def model_page(model_ids: Sequence[str], query: Mapping[str, str]) -> dict[str, 
 class AnthropicModels:
     """The listing the anthropic SDK and Claude Code read: asked for with ``anthropic-version``."""
 
-    def wants(self, headers: Headers) -> bool:
+    def wants(self, headers: Headers, path: str) -> bool:
         return bool(headers.get("anthropic-version"))
 
     def page(self, models: Sequence[ModelEntry], query: Mapping[str, str]) -> dict[str, Any]:

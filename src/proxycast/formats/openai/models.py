@@ -16,7 +16,7 @@ _STARTED = int(time.time())
 
 
 class OpenAIModels:
-    def wants(self, headers: Headers) -> bool:
+    def wants(self, headers: Headers, path: str) -> bool:
         return True  # the default listing
 
     def page(self, models: Sequence[ModelEntry], query: Mapping[str, str]) -> dict[str, Any]:

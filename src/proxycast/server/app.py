@@ -36,10 +36,10 @@ from proxycast.upstream.catalog import Catalog
 from proxycast.upstream.provider import make_client
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     import httpx
-    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
     from proxycast.config import Config
 
@@ -63,15 +63,33 @@ class _HTTPConnection(TrioASGIHTTPConnection):
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         accounts: Accounting = self.app.extensions["proxycast_accounting"]
-        async with request_scope() as resources:
-            tracking = accounts.request(self.scope, send)
-            resources.push_async_callback(tracking)  # the last closed: after what the request held
-            await super().__call__(receive, tracking.tracked)
+        await accounted(accounts, self.scope, receive, send, self._serve)
+
+    async def _serve(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        await super().__call__(receive, send)
+
+
+async def accounted(
+    accounts: Accounting,
+    scope: HTTPScope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    serve: Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]],
+) -> None:
+    """Serve one HTTP request inside its resource scope, with its accounting record: the ``send``
+    that ``serve`` gets adds ``x-request-id`` and sees the answer go out, and the record is the last
+    thing the scope closes (after everything the request held)."""
+    async with request_scope() as resources:
+        tracking = accounts.request(scope, send)
+        resources.push_async_callback(tracking)
+        await serve(scope, receive, tracking.tracked)
 
 
 class _Gateway(QuartTrio):
     """The app. A request to the router's paths (every API surface: ``/v1/...``), HTTP or WebSocket,
-    is served by ``proxycast.http.serving`` as hypercorn hands it over, in the same resource stack as
+    is served by ``proxycast.http.serving`` as hypercorn hands it over, in the same resource scope as
     :class:`_HTTPConnection`'s; every other goes through Quart."""
 
     async def __call__(
@@ -81,14 +99,9 @@ class _Gateway(QuartTrio):
             serving: Serving = self.extensions[_SERVING]
             if serving.owns(scope["path"]):
                 accounts: Accounting = self.extensions["proxycast_accounting"]
-                async with request_scope() as resources:
-                    tracking = accounts.request(scope, send)
-                    resources.push_async_callback(tracking)  # the last closed
-                    await serving.http(scope, receive, tracking.tracked)
+                await accounted(accounts, scope, receive, send, serving.http)
                 return
-        elif (
-            scope["type"] == "websocket"
-        ):  # on any path: a route of the router's, or a clean refusal
+        elif scope["type"] == "websocket":  # any path: a router's route, or a clean refusal
             async with request_scope():
                 await self.extensions[_SERVING].websocket(scope, receive, send)
             return

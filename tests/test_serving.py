@@ -1,6 +1,6 @@
-"""The model routes served straight from the ASGI connection (``proxycast.http.direct``): the body's limits,
-a client that leaves before its body is in, and proxycast's own failures, each answered as Quart's
-dispatch answers every other route."""
+"""The router's routes served straight from the ASGI connection (``proxycast.http.serving``): the
+body's limits, a client that leaves before its body is in, and proxycast's own failures, each answered
+in the route's dialect, as Quart answers its own routes."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ async def test_a_failure_of_proxycast_itself_is_500_in_the_dialect_and_logged(
     assert "sk-upstream-secret" not in caplog.text
 
 
-async def test_another_method_on_a_model_route_is_still_quarts_405(
+async def test_another_method_on_a_model_route_is_a_405_in_its_dialect(
     nursery: trio.Nursery, fake: FakeOpenAI
 ) -> None:
     gateway = await start_gateway(nursery, make_config(fake.base_url))

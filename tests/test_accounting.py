@@ -356,7 +356,8 @@ async def test_the_ledger_holds_what_the_upstreams_reported(
             sum(r["cost_usd"] for r in ledger.values()), abs=1e-5
         )
         assert all(
-            set(r) == {by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"}
+            set(r)
+            == {by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd", "estimated"}
             for r in report
         )
     table = await trio.run_process(

@@ -16,7 +16,7 @@ from proxycast.ledger import LedgerConfig
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.report import parse_since, render
 from proxycast.ledger.report import usage as report_usage
-from proxycast.ledger.rows import Row
+from proxycast.ledger.rows import COLUMNS, Row, stored_values
 from proxycast.ledger.writer import LedgerWriter
 
 if TYPE_CHECKING:
@@ -48,13 +48,17 @@ def test_an_older_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     db.executescript(ledger_sqlite.MIGRATIONS[0])
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    ledger_sqlite.insert(db, [_row(time.time())])
+    old = COLUMNS[: COLUMNS.index("estimated")]  # the columns of schema 1
+    db.execute(
+        f"INSERT INTO requests ({', '.join(old)}) VALUES ({', '.join('?' for _ in old)})",
+        stored_values(_row(time.time()))[: len(old)],
+    )
     db.close()
     db = ledger_sqlite.open_db(path)
-    assert ledger_sqlite.schema_version(db) == ledger_sqlite.SCHEMA_VERSION == 2
+    assert ledger_sqlite.schema_version(db) == ledger_sqlite.SCHEMA_VERSION == 3
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "requests_report" in indexes
-    assert db.execute("SELECT COUNT(*) FROM requests").fetchone() == (1,)
+    assert db.execute("SELECT COUNT(*), SUM(estimated) FROM requests").fetchone() == (1, 0)
     ledger_sqlite.migrate(db)  # a second start changes nothing
     db.close()
 
@@ -75,9 +79,9 @@ async def test_rows_past_retention_are_pruned_and_the_rest_written(tmp_path: Pat
     report = usage(path, now - 86400, "client")
     assert report == [
         {"client": "alice", "requests": 2, "errors": 0, "input_tokens": 20,
-         "output_tokens": 10, "cost_usd": 0.5},
+         "output_tokens": 10, "cost_usd": 0.5, "estimated": 0},
         {"client": "bob", "requests": 1, "errors": 1, "input_tokens": 10,
-         "output_tokens": 5, "cost_usd": 0.25},
+         "output_tokens": 5, "cost_usd": 0.25, "estimated": 0},
     ]  # fmt: skip
     table = render(report, "client").splitlines()
     assert table[-1].split() == ["total", "3", "1", "30", "15", "0.7500"]

@@ -238,6 +238,7 @@ async def test_no_key_in_any_log_line_or_error_body(tmp_path: Path) -> None:
             stderr = tmp_path / f"stderr-{style}.log"
             async with serve(["--config", str(config)], stderr) as served:
                 url = served.url
+                fake.clear_scripts()  # what the last run's refused requests left queued
                 fake.script(
                     Script(text="fine"),
                     Script(status=500, error_message=f"upstream saw key {UPSTREAM_KEY}"),

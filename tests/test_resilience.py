@@ -173,9 +173,11 @@ async def test_everything_cooling_is_a_429_without_an_upstream_call(nursery: tri
     fake = await started(nursery, FakeOpenAI())
     clock = FakeClock()
     gateway = await start_gateway(
-        nursery, config(provider("local", "openai", fake, ("m",)), cooldown=30), clock
+        nursery,
+        config(provider("local", "openai", fake, ("m",)), cooldown=30, consecutive_fails=1),
+        clock,
     )
-    fake.script(Script(status=503))
+    fake.script(Script(status=503))  # one server error rests the key (consecutive_fails = 1)
     async with anthropic.AsyncAnthropic(
         base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0
     ) as client:

@@ -98,6 +98,10 @@ class RoutingConfig:
     """The longest cooldown; a key answered 401/403 sits out this long."""
     hedge_after: float = 0.0
     """Seconds after which an attempt that produced nothing gets a second one beside it (0: off)."""
+    consecutive_fails: int = 3
+    """A server error (5xx other than 529 or a 503 with ``Retry-After``) or a timeout rests a key only
+    after this many in a row on it, a success resetting the count (one bad request must not bench a
+    model for every client); 1: at the first, as 429, 529, 401/403 and connection failures do."""
 
 
 @attrs.frozen(kw_only=True)
@@ -319,6 +323,8 @@ def check_config(config: Config) -> None:
     routing = config.routing
     if routing.retries < 0:
         raise ConfigError(f"{src}: routing.retries: must be 0 or more")
+    if routing.consecutive_fails < 1:
+        raise ConfigError(f"{src}: routing.consecutive_fails: must be 1 or more")
     for field in ("cooldown", "max_cooldown", "hedge_after"):
         if getattr(routing, field) < 0:
             raise ConfigError(f"{src}: routing.{field}: must be 0 or more")

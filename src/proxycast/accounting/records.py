@@ -73,6 +73,9 @@ class Record:
     status: int = 0
     error_type: str = ""
     usage: internal.Usage | None = None
+    prompt_estimate: int = 0
+    """The request's input tokens, estimated from its body (:func:`estimate_tokens`): what is
+    counted when the upstream reports none."""
     source: Translator | None = None
     """A streamed answer's translator, read for its usage when the stream is over."""
     streamed: bool = False
@@ -222,6 +225,7 @@ class Accounting:
         record = current_record()
         if record is not None:
             record.api, record.model, record.streamed = api, request.client_model, request.stream
+            record.prompt_estimate = estimate_tokens(request)
         self.allow(UNLIMITED if record is None else record.client, request.client_model)
 
     async def admit(self, request: InboundRequest, upstream_model: str) -> None:
@@ -288,11 +292,8 @@ class Accounting:
         if admitted is None or self.limiter is None:
             return
         usage = _usage_of(record)
-        if usage is None:
-            if not record.provider:  # no upstream answered: nothing was used
-                await self.limiter.settle(admitted, 0, 0.0)
-            else:  # an answer without usage (cut short, say): the estimate stands
-                await self.limiter.settle(admitted, admitted.tokens, admitted.usd)
+        if usage is None:  # no upstream answered: nothing was used
+            await self.limiter.settle(admitted, 0, 0.0)
             return
         spent = cost(self.price(record.upstream_model), usage)
         await self.limiter.settle(admitted, _total(usage), spent)
@@ -307,6 +308,9 @@ class Accounting:
         spent = cost(self.price(record.upstream_model), usage)
         duration = trio.current_time() - record.started
         status = record.status if record.completed or record.status else 499
+        failure = None if record.source is None else record.source.error
+        if failure is not None and status < 400:  # the stream ended in an error frame
+            status, record.error_type = failure.status, failure.kind
         if record.api and self.ledger is not None:
             self.ledger.record(
                 Row(
@@ -331,6 +335,7 @@ class Accounting:
                     attempts=",".join(record.attempts),
                     streamed=record.streamed,
                     disconnected=not record.completed,
+                    estimated=usage.estimated,
                 )
             )
         self._count(record, usage, spent, duration, status)
@@ -477,9 +482,23 @@ def _local_limiter(config: Config) -> Limiter:
 
 
 def _usage_of(record: Record) -> internal.Usage | None:
-    if record.usage is not None:
-        return record.usage
-    return None if record.source is None else record.source.usage
+    """What the request used: as its upstream reported it, or, when an upstream answered without
+    reporting any (a local server's stream, a stream cut short), an estimate, never zero: the
+    request's input (:attr:`Record.prompt_estimate`) and what the translator counted of the output;
+    marked ``estimated``."""
+    usage = record.usage
+    if usage is None and record.source is not None:
+        usage = record.source.usage
+    if not record.provider:  # no upstream answered
+        return usage
+    if usage is None or usage == _NOTHING:
+        return internal.Usage(input=record.prompt_estimate, estimated=True)
+    if usage.estimated and not usage.input:
+        return attrs.evolve(usage, input=record.prompt_estimate)
+    return usage
+
+
+_NOTHING = internal.Usage()
 
 
 MOST_TOKENS = 1 << 53

@@ -3,8 +3,12 @@ the key, and what the client is told when nothing is left. Pure data and decisio
 it (README, "Resilience").
 
 The order: the request's targets in turn (its own providers, then its fallbacks); within a target,
-its healthy keys in rotation. A failed attempt rests its key (or benches its provider) and the plan
-moves on while the failure is retryable and attempts remain (``1 + routing.retries`` at most).
+its healthy keys in rotation. A failed attempt rests its key (or benches its provider) as the failure
+says, and the plan moves on while the failure is retryable and attempts remain (``1 + routing.retries``
+at most). What rests a key at once is evidence about the key: 429, 529 (or a 503 with ``Retry-After``),
+any ``Retry-After``, 401/403, a provider that cannot be reached. A server error or a timeout may be the
+request's own doing (a local server answers a request it cannot render with a 500): it counts towards
+``routing.consecutive_fails`` on that key (``KeyPool.failed``) and rests it only at that many in a row.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ log = logging.getLogger("proxycast")
 
 NEVER_RETRIED = frozenset({400, 404, 413, 422})
 """The request itself is at fault: another key or target would answer the same."""
+
+KEY_STATUSES = frozenset({429, 529})
+"""Statuses that say the key (or the upstream behind it) needs a rest, whatever the request: a rate
+limit, an overload. Other retried statuses rest it only after ``consecutive_fails`` in a row."""
 
 
 @attrs.frozen(eq=False)
@@ -84,6 +92,7 @@ class Plan:
 
     def succeeded(self, attempt: Attempt, status: int = 200) -> None:
         self._record(attempt, str(status))
+        attempt.provider.pool.succeeded(attempt.key)
 
     def failed(self, attempt: Attempt, error: ProxycastError) -> bool:
         """Record a failed attempt, rest its key as the failure says; True if the request may go on
@@ -106,15 +115,19 @@ class Plan:
             return True
         if isinstance(error, UpstreamTimeoutError):
             self._record(attempt, "timeout")
-            pool.rest(attempt.key, settings.cooldown, "timeout")
+            pool.failed(attempt.key, settings.consecutive_fails, settings.cooldown, "timeout")
             return True
         self._record(attempt, str(status))
         if not isinstance(error, UpstreamError) or status in NEVER_RETRIED:
             return False
         if status in settings.retry_on or (status == 503 and 529 in settings.retry_on):
             asked = retry_after(error.headers)
-            rest = settings.cooldown if asked is None else asked
-            pool.rest(attempt.key, min(rest, settings.max_cooldown), f"upstream {status}")
+            reason = f"upstream {status}"
+            if asked is not None or status in KEY_STATUSES or _overloaded(error):
+                rest = settings.cooldown if asked is None else asked
+                pool.rest(attempt.key, min(rest, settings.max_cooldown), reason)
+            else:  # perhaps this request's fault alone: only a run of them rests the key
+                pool.failed(attempt.key, settings.consecutive_fails, settings.cooldown, reason)
             return True
         return False
 
@@ -143,3 +156,8 @@ class Plan:
             code="rate_limit_exceeded",
             headers={"retry-after": str(wait)},
         )
+
+
+def _overloaded(error: UpstreamError) -> bool:
+    """Anthropic's 529 ``overloaded_error`` (a 503 once read, or an error event of a 200 stream)."""
+    return error.native is not None and error.native[1] == "overloaded_error"

@@ -201,17 +201,32 @@ class Converting:
         self.error: ProxycastError | None = None
         """The upstream's error, when it reported one (or the stream was cut off)."""
         self.usage: internal.Usage | None = None
-        """The usage of the last ``Start`` or ``Finish`` decoded (for the accounting)."""
+        """The usage of the last ``Start`` or ``Finish`` decoded (for the accounting); for a
+        stream that failed before its finish, the output streamed, estimated."""
+        self._written = 0
+        """Characters of output streamed, and in how many deltas (for that estimate)."""
+        self._deltas = 0
+        self._finish = False
 
     @property
     def finished(self) -> bool:
         return self._encoder.finished
 
+    def _count(self, event: internal.StreamEvent) -> None:
+        if isinstance(event, (internal.Start, internal.Finish)):
+            self.usage = event.usage
+            self._finish = self._finish or isinstance(event, internal.Finish)
+        elif isinstance(event, (internal.TextDelta, internal.ReasoningDelta)):
+            self._written += len(event.text)
+            self._deltas += 1
+        elif isinstance(event, internal.ToolArgsDelta):
+            self._written += len(event.fragment)
+            self._deltas += 1
+
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
         for event in self._decoder.feed(chunk):
-            if isinstance(event, (internal.Start, internal.Finish)):
-                self.usage = event.usage
+            self._count(event)
             if isinstance(event, internal.Failure):
                 if isinstance(event.error, ProxycastError):
                     event.error.message = self._redact(event.error.message)  # upstream text
@@ -226,8 +241,7 @@ class Converting:
     def end(self) -> bytes:
         events = self._decoder.end()
         for event in events:
-            if isinstance(event, (internal.Start, internal.Finish)):
-                self.usage = event.usage
+            self._count(event)
         self.started = self.started or bool(events)
         out = b"".join(self._encoder.encode(e) for e in events)
         if self._encoder.finished:
@@ -236,4 +250,8 @@ class Converting:
         return out + self.fail(self.error)
 
     def fail(self, error: ProxycastError) -> bytes:
+        self.error = self.error or error  # what the client is told: the accounting records it
+        if not self._finish and self._deltas:  # no usage will come: the output streamed, estimated
+            output = internal.estimated_tokens(self._written, self._deltas)
+            self.usage = internal.Usage(output=output, estimated=True)
         return self._encoder.fail(error)

@@ -73,6 +73,9 @@ class ToolCall:
     arguments: dict[str, Any]
     signature: str | None = None
     """Gemini's ``thoughtSignature`` of the part the call came in (Gemini 3 wants it back)."""
+    raw_arguments: str | None = attrs.field(default=None, eq=False)
+    """The arguments' text as the upstream wrote it, when it was not a JSON object (then
+    :attr:`arguments` holds it under ``arguments``): a client that takes text gets it back as is."""
 
 
 @attrs.frozen(kw_only=True)
@@ -218,6 +221,19 @@ class Usage:
     cache_write: int = 0
     reasoning: int = 0
     """Of ``output``, how many were reasoning."""
+    estimated: bool = False
+    """The upstream reported no usage: proxycast estimated these counts (:func:`estimated_tokens`:
+    the request's input, the answer's output), and says so in the ledger."""
+
+
+def estimated_tokens(chars: int, pieces: int = 0) -> int:
+    """Tokens estimated for ``chars`` characters of text that came in ``pieces`` stream deltas: a
+    token a delta when the deltas are token-sized (six characters or fewer on average: a local
+    server streams one token a delta), else about four characters a token (OpenAI's rule of thumb
+    for English), never fewer than the deltas."""
+    if pieces and chars <= 6 * pieces:
+        return pieces
+    return max(pieces, -(-chars // 4))
 
 
 @attrs.frozen(kw_only=True)

@@ -55,6 +55,15 @@ MIGRATIONS: tuple[str, ...] = (
                                                input_tokens, cache_read_tokens,
                                                cache_write_tokens, output_tokens, cost_usd);
     """,
+    # 3: whether the usage is an estimate (the upstream reported none), in the report's index too
+    """
+    ALTER TABLE requests ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false;
+    DROP INDEX requests_report;
+    CREATE INDEX requests_report ON requests (time, client, model, provider, status,
+                                               input_tokens, cache_read_tokens,
+                                               cache_write_tokens, output_tokens, cost_usd,
+                                               estimated);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -158,7 +167,7 @@ def report(
     query = f"""
         SELECT {GROUPS[by]} AS grp, COUNT(*), COUNT(*) FILTER (WHERE status >= 400),
                SUM(input_tokens + cache_read_tokens + cache_write_tokens),
-               SUM(output_tokens), SUM(cost_usd)
+               SUM(output_tokens), SUM(cost_usd), COUNT(*) FILTER (WHERE estimated)
         FROM requests WHERE {where} GROUP BY grp
     """
     return report_rows(conn.execute(query.encode(), params).fetchall(), by)

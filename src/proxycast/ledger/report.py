@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 _SINCE = re.compile(r"(\d+)([hdm])")
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
-_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd", "estimated")
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -68,30 +68,26 @@ def usage(
 
 
 def render(rows: list[dict[str, Any]], by: str) -> str:
-    """The rows as a table, with a total line."""
-    header = (by, "requests", "errors", "input", "output", "cost (USD)")
-    body = [
-        (
-            str(row[by]),
+    """The rows as a table, with a total line; an ``estimated`` column (requests whose tokens
+    proxycast estimated, their upstream having reported none) when there are any."""
+    estimates = any(row.get("estimated") for row in rows)
+    header: tuple[str, ...] = (by, "requests", "errors", "input", "output", "cost (USD)")
+    if estimates:
+        header += ("estimated",)
+
+    def cells_of(name: str, row: Mapping[str, Any]) -> tuple[str, ...]:
+        cells = (
+            name,
             f"{row['requests']:,}",
             f"{row['errors']:,}",
             f"{row['input_tokens']:,}",
             f"{row['output_tokens']:,}",
             f"{row['cost_usd']:.4f}",
         )
-        for row in rows
-    ]
-    totals = {c: sum(row[c] for row in rows) for c in _COLUMNS}
-    body.append(
-        (
-            "total",
-            f"{totals['requests']:,}",
-            f"{totals['errors']:,}",
-            f"{totals['input_tokens']:,}",
-            f"{totals['output_tokens']:,}",
-            f"{totals['cost_usd']:.4f}",
-        )
-    )
+        return (*cells, f"{row.get('estimated', 0):,}") if estimates else cells
+
+    body = [cells_of(str(row[by]), row) for row in rows]
+    body.append(cells_of("total", {c: sum(row.get(c, 0) for row in rows) for c in _COLUMNS}))
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(line: tuple[str, ...]) -> str:

@@ -1,4 +1,4 @@
-"""A ledger row: one request, with the fields the README's "Clients, limits and usage" lists. No bodies,
+"""A ledger row: one request, with the fields ``docs/limits-and-usage.md`` lists. No bodies,
 no keys."""
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Row:
     streamed: bool = False
     disconnected: bool = False
     """The client went away before the whole answer was sent."""
+    estimated: bool = False
+    """The upstream reported no usage: the token counts are proxycast's estimate."""
 
 
 COLUMNS = tuple(a.name for a in attrs.fields(Row))

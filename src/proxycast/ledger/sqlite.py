@@ -43,6 +43,15 @@ MIGRATIONS: tuple[str, ...] = (
                                                input_tokens, cache_read_tokens,
                                                cache_write_tokens, output_tokens, cost_usd);
     """,
+    # 3: whether the usage is an estimate (the upstream reported none), in the report's index too
+    """
+    ALTER TABLE requests ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX requests_report;
+    CREATE INDEX requests_report ON requests (time, client, model, provider, status,
+                                               input_tokens, cache_read_tokens,
+                                               cache_write_tokens, output_tokens, cost_usd,
+                                               estimated);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -140,7 +149,7 @@ def report(
     query = f"""
         SELECT {group} AS grp, COUNT(*), SUM(status >= 400),
                SUM(input_tokens + cache_read_tokens + cache_write_tokens),
-               SUM(output_tokens), SUM(cost_usd)
+               SUM(output_tokens), SUM(cost_usd), SUM(estimated)
         FROM requests INDEXED BY requests_report
         WHERE {where} GROUP BY grp
     """
@@ -173,7 +182,8 @@ def _where(since: float, client: str | None) -> tuple[str, tuple[Any, ...]]:
 def row_of(values: Sequence[Any]) -> Row:
     """A row read back (``SELECT`` of :data:`COLUMNS`): SQLite keeps the flags as 0 and 1."""
     row = dict(zip(COLUMNS, values, strict=True))
-    row["streamed"], row["disconnected"] = bool(row["streamed"]), bool(row["disconnected"])
+    for flag in ("streamed", "disconnected", "estimated"):
+        row[flag] = bool(row[flag])
     return Row(**row)
 
 

@@ -48,7 +48,8 @@ class Store(Protocol):
 
 def report_rows(groups: Iterable[Sequence[Any]], by: str) -> list[dict[str, Any]]:
     """The report's rows from an engine's aggregate ``(key, requests, errors, input tokens, output
-    tokens, cost)`` per group: largest cost first, then by key (by day: in date order).
+    tokens, cost, estimated)`` per group (``estimated``: requests whose usage is proxycast's
+    estimate, the upstream having reported none): largest cost first, then by key (by day: in date order).
 
     The order is set here rather than in SQL so that every engine gives the same one: Postgres sorts
     text by the database's collation, SQLite by code point, and a float sum's last bits depend on
@@ -62,8 +63,9 @@ def report_rows(groups: Iterable[Sequence[Any]], by: str) -> list[dict[str, Any]
             "input_tokens": int(input_tokens or 0),
             "output_tokens": int(output_tokens or 0),
             "cost_usd": round(float(cost_usd or 0.0), 6),
+            "estimated": int(estimated or 0),
         }
-        for key, requests, errors, input_tokens, output_tokens, cost_usd in groups
+        for key, requests, errors, input_tokens, output_tokens, cost_usd, estimated in groups
     ]
     if by == "day":
         out.sort(key=lambda row: row[by])

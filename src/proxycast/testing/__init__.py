@@ -8,6 +8,7 @@ abandoned it (:attr:`RecordedRequest.abandoned_at`).
 from proxycast.testing._server import FakeUpstream, RecordedRequest
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
 from proxycast.testing.gemini import FakeGemini, GeminiScript
+from proxycast.testing.local import LocalServer
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
 
 __all__ = (
@@ -18,6 +19,7 @@ __all__ = (
     "FakeToolCall",
     "FakeUpstream",
     "GeminiScript",
+    "LocalServer",
     "RecordedRequest",
     "Script",
 )

@@ -259,6 +259,10 @@ class FakeUpstream(Generic[ScriptT]):
         """Queue answers for the next requests; after them, :attr:`default` answers."""
         self._scripts.extend(scripts)
 
+    def clear_scripts(self) -> None:
+        """Forget the queued answers no request took (:attr:`default` answers the next)."""
+        self._scripts.clear()
+
     async def serve(
         self, *, port: int = 0, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
     ) -> None:

@@ -6,6 +6,9 @@ whose first delta carries ``index``/``id``/``type``/``name`` and ``arguments: ""
 carry only ``index`` and argument fragments, a ``delta: {}`` chunk with the finish reason, the usage chunk
 (``choices: []``) when ``stream_options.include_usage`` is set, then ``data: [DONE]``.
 
+``FakeOpenAI(local=LocalServer())`` behaves as a local server (llama-cpp-python's) instead: see
+:mod:`proxycast.testing.local`.
+
 Usage::
 
     fake = FakeOpenAI()
@@ -22,13 +25,17 @@ import base64
 import json
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from proxycast.formats import internal
+from proxycast.testing import local as localserver
 from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, fake_vector
+
+if TYPE_CHECKING:
+    from proxycast.testing.local import LocalServer
 
 
 @attrs.frozen(kw_only=True)
@@ -129,19 +136,31 @@ class FakeOpenAI(FakeUpstream[Script]):
         max_tool_id: the longest tool call id it accepts (OpenAI's Chat Completions: 40).
         reasoning_echo: behave as DeepSeek's thinking mode, which refuses an assistant message with
             tool calls that does not carry its ``reasoning_content`` back.
+        local: behave as a local server (llama-cpp-python's), set up so: :mod:`.local`.
     """
 
     url_suffix = "/v1"
 
     def __init__(
-        self, default: Script | None = None, *, max_tool_id: int = 40, reasoning_echo: bool = False
+        self,
+        default: Script | None = None,
+        *,
+        max_tool_id: int = 40,
+        reasoning_echo: bool = False,
+        local: LocalServer | None = None,
     ) -> None:
         super().__init__(default or Script())
+        self.max_tool_id = max_tool_id
+        self.reasoning_echo = reasoning_echo
+        self.local = local
         self.embedding_failures: list[Script] = []
         """Errors (``Script(status=...)``) the embeddings route answers, one a request, before it
         answers vectors again."""
-        self.max_tool_id = max_tool_id
-        self.reasoning_echo = reasoning_echo
+        self.counted: list[tuple[int, int]] = []
+        """Local mode: ``(prompt tokens, completion tokens)`` the server computed for each answer it
+        generated (streamed ones included, though it does not report them there)."""
+        self._streaming: list[trio.Event] = []
+        """Local mode: the interruption flag of each stream being served."""
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
         if request.method in ("GET", "HEAD") and request.route == "/v1/models":
@@ -183,6 +202,9 @@ class FakeOpenAI(FakeUpstream[Script]):
             await self._error(script, respond)
             return
         body = request.json()
+        if self.local is not None:
+            await self._local(script, body, respond)
+            return
         refused = problem(body, self.max_tool_id, self.reasoning_echo)
         if refused:
             error = {
@@ -202,6 +224,71 @@ class FakeOpenAI(FakeUpstream[Script]):
                 await respond.drop()
                 return
             await respond.json(200, completion(script, body["model"], ident), list(script.headers))
+
+    async def _local(self, script: Script, body: dict[str, Any], respond: Responder) -> None:
+        """A chat completion as llama-cpp-python's server answers it (see :mod:`.local`)."""
+        assert self.local is not None
+        if self.local.interrupt_requests:  # the model is wanted: the stream being served ends
+            for interrupted in self._streaming:
+                interrupted.set()
+        refused = localserver.refusal(body)
+        if refused is not None:
+            error = {
+                "message": refused,
+                "type": "internal_server_error",
+                "param": None,
+                "code": None,
+            }
+            await respond.json(500, {"error": error})
+            return
+        prompt = localserver.prompt_tokens(body)
+        too_long = localserver.too_long(body, self.local, prompt)
+        ident = f"chatcmpl-{len(self.requests)}"
+        if not body.get("stream"):
+            if too_long is not None:
+                error = {
+                    "message": too_long,
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+                await respond.json(400, {"error": error})
+                return
+            answer = completion(script, body["model"], ident)
+            output = _local_completion_tokens(script)
+            self.counted.append((prompt, output))
+            answer["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": output,
+                "total_tokens": prompt + output,
+            }
+            for key in ("service_tier", "system_fingerprint"):
+                del answer[key]
+            await respond.json(200, answer, list(script.headers))
+            return
+        await respond.start(200, [("content-type", "text/event-stream"), *script.headers])
+        if too_long is not None:  # the failure came once the stream had begun: nothing in it
+            await respond.end()
+            return
+        interrupted = trio.Event()
+        self._streaming.append(interrupted)
+        sent = 0
+        try:
+            for index, (chunk, tokens) in enumerate(local_chunks(script, body["model"], ident)):
+                if index and script.interval:
+                    await trio.sleep(script.interval)
+                if interrupted.is_set():
+                    break
+                if script.drop_after is not None and index >= script.drop_after:
+                    await respond.drop()
+                    return
+                await respond.send(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
+                sent += tokens
+        finally:
+            self._streaming.remove(interrupted)
+            self.counted.append((prompt, sent))
+        await respond.send(b"data: [DONE]\r\n\r\n")
+        await respond.end()
 
     async def _responses(
         self, script: Script, request: RecordedRequest, respond: Responder
@@ -400,6 +487,44 @@ def stream_chunks(
         usage_chunk["choices"] = []
         usage_chunk["usage"] = _usage(script)
         chunks.append(usage_chunk)
+    return chunks
+
+
+def _local_completion_tokens(script: Script) -> int:
+    calls = sum(localserver.tokens(c.name + c.arguments) for c in script.tool_calls)
+    return localserver.tokens(script.reasoning) + localserver.tokens(script.text) + calls
+
+
+def local_chunks(script: Script, model: str, ident: str) -> list[tuple[dict[str, Any], int]]:
+    """A local server's streamed answer: the role chunk, one chunk per token, the finish chunk; no
+    usage. Each chunk with the number of tokens it carries."""
+    created = int(time.time())
+
+    def chunk(
+        delta: dict[str, Any], finish: str | None = None, tokens: int = 1
+    ) -> tuple[dict[str, Any], int]:
+        body = {
+            "id": ident,
+            "model": model,
+            "created": created,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        return body, tokens
+
+    chunks = [chunk({"role": "assistant"}, tokens=0)]
+    chunks += [chunk({"reasoning_content": p}) for p in localserver.pieces(script.reasoning)]
+    chunks += [chunk({"content": p}) for p in localserver.pieces(script.text)]
+    for index, call in enumerate(script.tool_calls):
+        name = localserver.tokens(call.name)
+        head = {"index": index, "id": _call_id(call, index), "type": "function"}
+        function = {"name": call.name, "arguments": ""}
+        chunks.append(chunk({"tool_calls": [{**head, "function": function}]}, tokens=name))
+        for piece in localserver.pieces(call.arguments):
+            arguments = {"index": index, "function": {"arguments": piece}}
+            chunks.append(chunk({"tool_calls": [arguments]}))
+    if script.send_finish:
+        chunks.append(chunk({}, _finish(script), tokens=0))
     return chunks
 
 

@@ -2,9 +2,12 @@
 
 Keys are named ``provider#N`` (from 1, in configuration order) wherever they are reported; the key itself
 never is. A key sits out after a failure that says the key (or the upstream behind it) needs a rest:
-a rate limit or a server error for ``cooldown`` seconds (or the upstream's ``Retry-After``, up to
-``max_cooldown``), a refused key (401/403) for ``max_cooldown``. A provider that cannot be reached at all
-sits out as a whole. A later failure never shortens a rest; keys come back by themselves when it ends.
+a rate limit, an overload or a ``Retry-After`` for ``cooldown`` seconds (or what the upstream asked, up
+to ``max_cooldown``), a refused key (401/403) for ``max_cooldown``. A provider that cannot be reached at
+all sits out as a whole. A server error or a timeout says less: one bad request (a local server answers
+a validation error with a 500) must not bench a model for every client, so it rests the key only after
+``consecutive_fails`` of them in a row on that key, a success resetting the count (the rule of Envoy's
+outlier detection). A later failure never shortens a rest; keys come back by themselves when it ends.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class _Key:
     until: float = 0.0
     """Out of rotation until this time (the pool's clock)."""
     reason: str = ""
+    fails: int = 0
+    """Server errors and timeouts in a row on this key (here, in this worker), none since a success."""
 
 
 @attrs.define(eq=False)
@@ -82,6 +87,21 @@ class KeyPool:
         """Take a key out of rotation for ``seconds`` (never shortening a longer rest)."""
         if self.learn(index, seconds, reason) and self.listener is not None:
             self.listener(index, seconds, reason)
+
+    def failed(self, index: int, threshold: int, seconds: float, reason: str) -> bool:
+        """A server error or a timeout on a key: counted, and the key rests ``seconds`` once it is
+        the ``threshold``-th in a row (the count then starts again). True when it rests."""
+        key = self._keys[index]
+        key.fails += 1
+        if key.fails < threshold:
+            return False
+        key.fails = 0
+        self.rest(index, seconds, f"{reason} ({threshold} in a row)" if threshold > 1 else reason)
+        return True
+
+    def succeeded(self, index: int) -> None:
+        """A key answered: its count of failures in a row starts again."""
+        self._keys[index].fails = 0
 
     def bench(self, seconds: float, reason: str) -> None:
         """Take the whole provider out of rotation (it could not be reached)."""

@@ -71,4 +71,5 @@ class AnthropicPassthrough(Passthrough):
 
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True
+        self.error = self.error or error
         return sse.encode(json.dumps(error_body(error)), "error")

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from proxycast.errors import ErrorInfo, InvalidRequestError, upstream_error
 from proxycast.formats import internal, sse
 from proxycast.formats.contracts import UpstreamRequest
-from proxycast.formats.json_spans import loads_event
+from proxycast.formats.json_spans import dumps_text, loads_event
 from proxycast.formats.openai.errors import error_info
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 MAX_TOOL_NAME = 64
 MAX_TOOL_ID = 40
@@ -64,8 +68,10 @@ def _content_part(part: internal.Part) -> dict[str, Any] | None:
 
 
 def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    if len(parts) == 1 and parts[0]["type"] == "text":
-        return str(parts[0]["text"])
+    """Text alone is one string (a local server's chat template renders a string, not a list of
+    parts: two Anthropic text blocks become two paragraphs, joined by a newline as vLLM joins them)."""
+    if all(p["type"] == "text" for p in parts):
+        return "\n".join(str(p["text"]) for p in parts)
     return parts
 
 
@@ -95,7 +101,10 @@ def _text(parts: tuple[internal.Part, ...]) -> str:
 def request_from_internal(conversation: internal.Conversation, model: str) -> UpstreamRequest:
     """The Chat Completions request for a conversation, sent to ``model``.
 
-    Tool names over OpenAI's 64 characters are shortened; the request carries the way back.
+    Tool names over OpenAI's 64 characters are shortened; the request carries the way back. What is
+    sent is what every OpenAI-compatible server accepts (docs/mappings.md): no ``null`` where a value
+    may be absent (an assistant turn's ``content`` beside its ``tool_calls`` is left out), no empty
+    ``tools``, text-only content as one string.
     """
     messages: list[dict[str, Any]] = []
     system = "\n\n".join(p.text for p in conversation.system if isinstance(p, internal.Text))
@@ -103,7 +112,10 @@ def request_from_internal(conversation: internal.Conversation, model: str) -> Up
         messages.append({"role": "system", "content": system})
     for message in conversation.messages:
         if message.role == "assistant":
-            entry: dict[str, Any] = {"role": "assistant", "content": _text(message.parts) or None}
+            entry: dict[str, Any] = {"role": "assistant"}
+            text = _text(message.parts)
+            if text or not any(isinstance(p, internal.ToolCall) for p in message.parts):
+                entry["content"] = text  # beside tool calls: absent, never null (llama.cpp's 500)
             reasoning = [p for p in message.parts if isinstance(p, internal.Reasoning)]
             if reasoning:
                 # DeepSeek's thinking mode wants its reasoning back on tool-call turns
@@ -212,13 +224,31 @@ _STOP: dict[str, internal.Stop] = {
 }
 
 
-def _arguments_object(text: str) -> dict[str, Any]:
-    """A tool call's arguments as an object; text that is not a JSON object is kept under ``arguments``."""
+def _arguments_object(text: str) -> tuple[dict[str, Any], bool]:
+    """A tool call's arguments as an object; text that is not a JSON object is kept under
+    ``arguments`` (and the second value says so)."""
     try:
         value = json.loads(text) if text.strip() else {}
     except ValueError:
-        return {"arguments": text}
-    return value if isinstance(value, dict) else {"arguments": value}
+        return {"arguments": text}, True
+    return (value, False) if isinstance(value, dict) else ({"arguments": value}, True)
+
+
+def estimate_input(body: Mapping[str, Any]) -> int:
+    """The input tokens of a Chat Completions request, estimated: about four characters a token
+    (OpenAI's rule of thumb for English) over the messages and tools, plus a few tokens of framing
+    per message. An estimate, and said to be one (``Usage.estimated``)."""
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    text = dumps_text(messages) + json.dumps(body.get("tools") or [])
+    return math.ceil(len(text) / 4) + 3 * len(messages)
+
+
+def estimated_usage(body: Mapping[str, Any] | None, output: int) -> internal.Usage:
+    """The usage of an answer whose upstream reported none (llama-cpp-python's streams, say)."""
+    return internal.Usage(
+        input=estimate_input(body) if body is not None else 0, output=output, estimated=True
+    )
 
 
 def usage_to_internal(usage: dict[str, Any] | None) -> internal.Usage:
@@ -239,9 +269,12 @@ def _stop_of(reason: str | None, called: bool) -> internal.Stop:
 
 
 def response_to_internal(
-    body: dict[str, Any], tool_names: dict[str, str] | None = None
+    body: dict[str, Any],
+    tool_names: dict[str, str] | None = None,
+    prompt: Mapping[str, Any] | None = None,
 ) -> internal.Reply:
-    """A ``chat.completion`` (its first choice) as a reply; ``tool_names`` restores shortened names."""
+    """A ``chat.completion`` (its first choice) as a reply; ``tool_names`` restores shortened names.
+    An answer without usage gets an estimate (from ``prompt``, the request, and the reply's text)."""
     tool_names = tool_names or {}
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -253,20 +286,31 @@ def response_to_internal(
         parts.append(internal.Text(message["content"]))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
+        text = function.get("arguments") or ""
+        arguments, wrapped = _arguments_object(text)
         parts.append(
             internal.ToolCall(
                 id=call.get("id") or f"call_{len(parts)}",
                 name=tool_names.get(function.get("name", ""), function.get("name", "")),
-                arguments=_arguments_object(function.get("arguments") or ""),
+                arguments=arguments,
+                raw_arguments=text if wrapped else None,
             )
         )
     called = any(isinstance(p, internal.ToolCall) for p in parts)
+    if isinstance(body.get("usage"), dict):
+        usage = usage_to_internal(body["usage"])
+    else:
+        written = len(str(message.get("content") or "")) + len(str(reasoning or ""))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            written += len(str(function.get("name") or "")) + len(str(function.get("arguments")))
+        usage = estimated_usage(prompt, internal.estimated_tokens(written))
     return internal.Reply(
         id=body.get("id", ""),
         model=body.get("model", ""),
         parts=tuple(parts),
         stop=_stop_of(choice.get("finish_reason"), called),
-        usage=usage_to_internal(body.get("usage")),
+        usage=usage,
     )
 
 
@@ -277,12 +321,21 @@ class StreamDecoder(sse.EventDecoder):
     Normalises what OpenAI-compatible servers do differently: whole arguments in one chunk with the id and
     name; every call at index 0 (a new id at a known index is a new call); ``reasoning`` or
     ``reasoning_content``; content and finish reason in one chunk; ``tool_calls: []`` beside text. The
-    finish waits for ``[DONE]`` (or the end of the body) so that the usage chunk is counted.
+    finish waits for ``[DONE]`` (or the end of the body) so that the usage chunk is counted; a server
+    that sends none (llama-cpp-python ignores ``stream_options.include_usage``) gets an estimate:
+    the request's input (``prompt``, its body), the streamed output.
     """
 
-    def __init__(self, tool_names: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tool_names: dict[str, str] | None = None, prompt: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self._tool_names = tool_names or {}
+        self._prompt = prompt
+        self._reported = False
+        self._written = 0
+        """Characters of output streamed (text, reasoning, tool names and arguments)."""
+        self._deltas = 0
         self._started = False
         self._ids: dict[int, str] = {}  # upstream index -> id of the call there now
         self._ordinal: dict[int, int] = {}  # upstream index -> our tool ordinal
@@ -313,13 +366,18 @@ class StreamDecoder(sse.EventDecoder):
             out.append(internal.Start(id=chunk.get("id", ""), model=chunk.get("model", "")))
         if chunk.get("usage"):
             self._usage = usage_to_internal(chunk["usage"])
+            self._reported = True
         for choice in (chunk.get("choices") or [])[:1]:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 out.append(internal.ReasoningDelta(text=reasoning))
+                self._written += len(reasoning)
+                self._deltas += 1
             if isinstance(delta.get("content"), str) and delta["content"]:
                 out.append(internal.TextDelta(delta["content"]))
+                self._written += len(delta["content"])
+                self._deltas += 1
             for call in delta.get("tool_calls") or ():
                 out += self._tool_call(call)
             if choice.get("finish_reason"):
@@ -336,13 +394,15 @@ class StreamDecoder(sse.EventDecoder):
             self._ids[index] = ident
             self._ordinal[index] = self._count
             name = function.get("name") or ""
+            self._written += len(name)
             name = self._tool_names.get(name, name)
             out.append(internal.ToolCallStart(index=self._count, id=ident, name=name))
             self._count += 1
         if function.get("arguments"):
-            out.append(
-                internal.ToolArgsDelta(index=self._ordinal[index], fragment=function["arguments"])
-            )
+            fragment = str(function["arguments"])
+            out.append(internal.ToolArgsDelta(index=self._ordinal[index], fragment=fragment))
+            self._written += len(fragment)
+            self._deltas += 1
         return out
 
     def end(self) -> list[internal.StreamEvent]:
@@ -350,4 +410,11 @@ class StreamDecoder(sse.EventDecoder):
         if self.finished or self._reason is None:
             return []
         self.finished = True
-        return [internal.Finish(stop=_stop_of(self._reason, self._count > 0), usage=self._usage)]
+        usage = self._usage
+        if not self._reported:
+            usage = estimated_usage(self._prompt, self.estimated_output())
+        return [internal.Finish(stop=_stop_of(self._reason, self._count > 0), usage=usage)]
+
+    def estimated_output(self) -> int:
+        """The output tokens streamed so far, estimated."""
+        return internal.estimated_tokens(self._written, self._deltas)

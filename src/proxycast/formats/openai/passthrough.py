@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxycast.core.relay import Passthrough
 from proxycast.errors import ErrorInfo, upstream_error
-from proxycast.formats import sse
+from proxycast.formats import internal, sse
 from proxycast.formats.json_spans import dumps_text, model_span, replace_value
 from proxycast.formats.openai.errors import error_body, error_info
 from proxycast.formats.openai.outbound import usage_to_internal
@@ -45,9 +45,14 @@ def _opening(chunk: dict[str, Any]) -> bool:
 class OpenAIPassthrough(Passthrough):
     """OpenAI SSE in, OpenAI SSE out: each event forwarded as it arrives, ``model`` renamed.
 
-    A stream that ends without ``[DONE]`` and without a finish reason was cut off: the client gets an
-    error frame, not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
+    A stream that ends without a finish reason was cut off, ``[DONE]`` or not (llama.cpp's server ends
+    a stream that a newer request interrupts with ``[DONE]`` alone): the client gets an error frame,
+    not a clean end. One that ends after a finish reason but without ``[DONE]`` (some
     OpenAI-compatible servers) gets the ``[DONE]`` it expects.
+
+    A server that reports no usage (llama-cpp-python ignores ``stream_options.include_usage``)
+    leaves :attr:`usage` an estimate of the output streamed (``Usage.estimated``; the accounting
+    adds the input's), never zero. The client's stream is not changed for it.
     """
 
     def __init__(
@@ -64,19 +69,30 @@ class OpenAIPassthrough(Passthrough):
         self._hide_usage = hide_usage
         """The client did not ask for usage (proxycast did, for its accounting): the usage chunk
         is read, not forwarded."""
+        self._written = 0
+        """Characters of output streamed (for an estimate, if the usage never comes)."""
+        self._deltas = 0
+        self._frame = 0
+        """The size of a content chunk without its content (measured on the first one parsed): a
+        chunk forwarded unparsed counts as its size less this."""
 
     def _data(self, data: bytes) -> bytes:
         if self.started:
             frame = self._plain(data)
             if frame is not None:
+                self._deltas += 1
+                self._written += max(0, len(data) - self._frame)
                 return frame
         return self._event(sse.Event(data.decode("utf-8", "replace")))
 
     def _event(self, event: sse.Event) -> bytes:
         data = event.data
         if data == "[DONE]":
+            if not self._saw_finish:  # interrupted (llama.cpp): an error, not a clean end
+                return self._cut_off("completion")
             self.finished = True
             self.started = True
+            self._estimate()
             return b"data: [DONE]\n\n"
         try:
             chunk = json.loads(data)  # C speed; the span-recording parse only when renaming
@@ -102,6 +118,12 @@ class OpenAIPassthrough(Passthrough):
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self._saw_finish = True
+        written = _written(chunk)
+        if written:
+            self._deltas += 1
+            self._written += written
+            if not self._frame:
+                self._frame = max(0, len(data) - written)
         if not self.started and not _opening(chunk):
             self.started = True
         if chunk.get("model", self._model) != self._model:
@@ -151,10 +173,40 @@ class OpenAIPassthrough(Passthrough):
         if self.finished:
             return b""
         self.finished = True
+        self._estimate()
         if self._saw_finish:
             return b"data: [DONE]\n\n"
         return self._cut_off("completion")
 
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True
+        self.error = self.error or error
+        self._estimate()
         return error_frame(error)
+
+    def _estimate(self) -> None:
+        """No usage came: the output streamed, estimated (the accounting adds the input)."""
+        if self.usage is None and self._deltas:
+            output = internal.estimated_tokens(self._written, self._deltas)
+            self.usage = internal.Usage(output=output, estimated=True)
+
+
+def _written(chunk: dict[str, Any]) -> int:
+    """Characters of output a chunk carries (text, reasoning, a tool call's name and arguments)."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        return 0
+    delta = choices[0].get("delta")
+    if not isinstance(delta, dict):
+        return 0
+    written = 0
+    for key in ("content", "reasoning_content", "reasoning"):
+        if isinstance(delta.get(key), str):
+            written += len(delta[key])
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            written += len(str(function.get("name") or "")) + len(
+                str(function.get("arguments") or "")
+            )
+    return written

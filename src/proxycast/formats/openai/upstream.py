@@ -3,15 +3,12 @@ with ``Authorization: Bearer KEY``."""
 
 from __future__ import annotations
 
-import json
-import math
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import EnvDefaults, Estimate, ModelsPage, UpstreamRequest
-from proxycast.formats.json_spans import dumps_text
 from proxycast.formats.openai import errors, outbound
 
 if TYPE_CHECKING:
@@ -22,11 +19,7 @@ if TYPE_CHECKING:
     from proxycast.formats import internal
 
 
-def estimate_tokens(body: Mapping[str, Any]) -> int:
-    """About four characters a token (OpenAI's rule of thumb for English), over the messages and tools,
-    plus a few tokens of framing per message. An estimate, and said to be one."""
-    text = dumps_text(body.get("messages", [])) + json.dumps(body.get("tools", []))
-    return math.ceil(len(text) / 4) + 3 * len(body.get("messages", []))
+estimate_tokens = outbound.estimate_input
 
 
 class OpenAIUpstream:
@@ -58,10 +51,10 @@ class OpenAIUpstream:
     def reply_to_internal(
         self, body: dict[str, Any], request: UpstreamRequest
     ) -> list[internal.Reply]:
-        return [outbound.response_to_internal(body, dict(request.tool_names))]
+        return [outbound.response_to_internal(body, dict(request.tool_names), request.body)]
 
     def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
-        return outbound.StreamDecoder(dict(request.tool_names))
+        return outbound.StreamDecoder(dict(request.tool_names), request.body)
 
     def event_sizes(self, limit: int) -> sse.EventSizes:
         return sse.EventSizes(limit)

@@ -522,7 +522,9 @@ class StreamEncoder:
         self._output[index] = item
         return self._event("response.output_item.done", output_index=index, item=item)
 
-    def _close_open(self) -> bytes:
+    def _close_open(self, status: str = "completed") -> bytes:
+        """Close the open message or reasoning item (``status``: ``incomplete`` when the response
+        ends so, as OpenAI marks the message it cut)."""
         if self._open is None:
             return b""
         kind, index, item, texts = self._open
@@ -535,7 +537,7 @@ class StreamEncoder:
             return (
                 self._event("response.output_text.done", **ids, text=text, logprobs=[])
                 + self._event("response.content_part.done", **ids, part=part)
-                + self._done(index, {**item, "status": "completed", "content": [part]})
+                + self._done(index, {**item, "status": status, "content": [part]})
             )
         part = {"type": "summary_text", "text": text}
         ids = {"item_id": item["id"], "output_index": index, "summary_index": 0}
@@ -657,9 +659,10 @@ class StreamEncoder:
                 delta=event.fragment,
             )
         if isinstance(event, internal.Finish):
-            out = self._close_open() + self._close_tools()
-            self.finished = True
             reason = _INCOMPLETE.get(event.stop)
+            out = self._close_open("completed" if reason is None else "incomplete")
+            out += self._close_tools()
+            self.finished = True
             usage = usage_from_internal(event.usage)
             if reason is None:
                 self.response = self._response(
@@ -757,7 +760,11 @@ def events_of(reply: internal.Reply) -> list[internal.StreamEvent]:
             events.append(part)
         elif isinstance(part, internal.ToolCall):
             events.append(internal.ToolCallStart(index=calls, id=part.id, name=part.name))
-            events.append(internal.ToolArgsDelta(index=calls, fragment=json.dumps(part.arguments)))
+            # arguments that were not a JSON object upstream go back as they came, not re-wrapped
+            fragment = part.raw_arguments
+            if fragment is None:
+                fragment = json.dumps(part.arguments)
+            events.append(internal.ToolArgsDelta(index=calls, fragment=fragment))
             calls += 1
     events.append(internal.Finish(stop=reply.stop, usage=reply.usage))
     return events

@@ -94,6 +94,7 @@ class ResponsesPassthrough(Passthrough):
 
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True
+        self.error = self.error or error
         event = {
             "type": "error",
             **stream_error(error),

@@ -1,6 +1,6 @@
 """Configuration: a TOML file (strict, with ``${VAR}`` interpolation) or the environment alone.
 
-The README's "Configuration" section describes the format. Unknown keys are errors, so that a typo is
+``docs/configuration.md`` describes the format. Unknown keys are errors, so that a typo is
 reported instead of silently ignored.
 """
 
@@ -18,13 +18,13 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from proxycast import formats
-from proxycast.accounting.clients import UNNAMED, ClientConfig  # accounting (issue 11)
-from proxycast.accounting.prices import Price  # accounting (issue 11)
+from proxycast.accounting.clients import UNNAMED, ClientConfig
+from proxycast.accounting.prices import Price
 from proxycast.errors import ConfigError
 from proxycast.formats.converters import format_path, make_strict_converter, validation_errors
 from proxycast.home import data_dir
-from proxycast.ledger import LedgerConfig, ledger_path  # accounting (issue 11)
-from proxycast.state import StateConfig  # accounting (issue 11)
+from proxycast.ledger import LedgerConfig, ledger_path
+from proxycast.state import StateConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,7 +85,7 @@ class ProviderConfig:
 
 @attrs.frozen(kw_only=True)
 class RoutingConfig:
-    """``[routing]``: what the gateway does when an upstream fails (the README's "Resilience")."""
+    """``[routing]``: what the gateway does when an upstream fails (``docs/resilience.md``)."""
 
     retries: int = 2
     """Further attempts (next healthy key, then next target) while the client has received nothing."""
@@ -125,7 +125,7 @@ class Config:
     routing: RoutingConfig = RoutingConfig()
     fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     """Client-facing model (or ``*``) -> targets tried in order when its own providers fail."""
-    # accounting (issue 11): named clients, prices, the usage ledger, shared state
+    # accounting: named clients, prices, the usage ledger, shared state
     clients: tuple[ClientConfig, ...] = ()
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     ledger: LedgerConfig = attrs.field(factory=LedgerConfig)

@@ -18,15 +18,11 @@ if TYPE_CHECKING:
 async def validated(call: Call) -> InboundRequest:
     """The request ``call`` carries, validated by its route's dialect (400 in the dialect when it
     is not valid)."""
-    dialect, declared, headers, params = (
-        call.route.dialect,
-        call.route.declared,
-        call.headers,
-        call.params,
-    )
+    dialect, declared = call.route.dialect, call.route.declared
+    headers, params, query = call.headers, call.params, call.query
     return await parse_and_validate(
         call.body,
-        lambda text, body, spans: dialect.read(text, body, spans, headers, declared, params),
+        lambda text, body, spans: dialect.read(text, body, spans, headers, declared, params, query),
     )
 
 

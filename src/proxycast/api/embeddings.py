@@ -1,7 +1,7 @@
-"""``POST /v1/embeddings`` (OpenAI's shape): read the body, hand it to the exchange, which forwards it
-to OpenAI-compatible providers (the model renamed, like chat), converts it for the formats of
-``formats.EMBEDDINGS`` (Gemini), and refuses it with a 400 naming the provider for the others
-(Anthropic has no embeddings API)."""
+"""Embeddings routes (``POST /v1/embeddings``, Gemini's ``:embedContent`` and ``:batchEmbedContents``):
+read the body, hand it to the exchange, which forwards it to providers of the client's own format (the
+model renamed), converts it for the formats of ``formats.EMBEDDINGS``, and refuses it with a 400
+naming the provider for the others (Anthropic has no embeddings API)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from proxycast import formats
 from proxycast.formats.contracts import InboundRequest
-from proxycast.formats.required import envelope
 from proxycast.http.body import parse_and_validate
 
 if TYPE_CHECKING:
@@ -28,7 +27,8 @@ class EmbeddingsRoutes:
 
     async def embed(self, call: Call) -> Answer:
         text, body, spans = await parse_and_validate(call.body, lambda t, b, s: (t, b, s))
-        model, _ = envelope(body)
+        dialect = formats.EMBEDDING_DIALECTS[call.route.dialect.name]
+        model = dialect.client_model(body, call.params)
         inbound = InboundRequest(
             client_model=model,
             stream=False,
@@ -37,5 +37,4 @@ class EmbeddingsRoutes:
             text=text,
             spans=spans,
         )
-        dialect = formats.EMBEDDING_DIALECTS[call.route.dialect.name]
         return await self._exchange.embed(dialect, inbound)

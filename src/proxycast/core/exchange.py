@@ -128,7 +128,7 @@ class Exchange:
                 if request.stream:
                     translator = Converting(
                         provider.format.stream_decoder(upstream_request),
-                        dialect.stream_encoder(model, conversation[0]),
+                        dialect.stream_encoder(model, conversation[0], request),
                         provider.name,
                         self.redact,
                     )
@@ -149,7 +149,9 @@ class Exchange:
             replies = provider.format.reply_to_internal(body, upstream_request)
             if replies:
                 usages[chosen] = replies[0].usage
-            return json_answer(dialect.reply_from_internal(replies, model, conversation[0]))
+            return json_answer(
+                dialect.reply_from_internal(replies, model, conversation[0], request)
+            )
 
         try:
             answer, chosen = await self._run(plan, attempt)

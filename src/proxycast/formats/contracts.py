@@ -324,10 +324,11 @@ class InboundDialect(Protocol):
         headers: Headers,
         route: InboundRoute,
         params: Mapping[str, str],
+        query: Mapping[str, str],
     ) -> InboundRequest:
         """Validate a parsed body, sent to ``route`` with the path's ``params`` (where a dialect
-        whose model is in the path finds it); raises ``InvalidRequestError`` naming every field at
-        fault."""
+        whose model is in the path finds it) and the ``query``; raises ``InvalidRequestError``
+        naming every field at fault."""
         ...
 
     def request_to_internal(self, request: InboundRequest) -> internal.Conversation: ...
@@ -353,13 +354,21 @@ class InboundDialect(Protocol):
         ...
 
     def reply_from_internal(
-        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
+        self,
+        replies: list[internal.Reply],
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> dict[str, Any]:
-        """The answer to ``conversation`` (the request as converted), in the client's shape."""
+        """The answer to ``conversation`` (the request as converted, and as the client sent it:
+        what it asked of the answer's shape), in the client's shape."""
         ...
 
     def stream_encoder(
-        self, client_model: str, conversation: internal.Conversation
+        self,
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> StreamEncoder: ...
 
     def tokens_counted(self, count: int) -> dict[str, Any]:

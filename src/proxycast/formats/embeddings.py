@@ -49,6 +49,10 @@ class EmbeddingsDialect(Protocol):
         """The upstream format spoken the same way: requests to it are forwarded, not converted."""
         ...
 
+    def client_model(self, body: dict[str, Any], params: Mapping[str, str]) -> str:
+        """The model the client asked for: in its body, or its route's path (``params``)."""
+        ...
+
     def read(self, body: dict[str, Any], provider: str) -> EmbedRequest:
         """The request as the internal model, to convert it for ``provider`` (400 naming the field
         it cannot carry)."""

@@ -127,6 +127,11 @@ class Serving:
         raw = scope["query_string"]
         query = parse_query(raw) if raw else {}
         credential = dialect.credential(headers, query)
+        if credential is None:  # a key is a key: where any dialect's clients put it (a route
+            # several APIs share, /v1/models, is called by each API's clients their own way)
+            credential = next(
+                (key for d in formats.DIALECTS if (key := d.credential(headers, query))), None
+            )
         self._gate.check(headers, pairs, path, lambda: _url(scope, headers), credential)
         if isinstance(matched, Mismatch):
             raise _mismatch(scope, path, matched)

@@ -520,6 +520,7 @@ class AnthropicDialect:
         headers: Headers,
         route: InboundRoute,
         params: Mapping[str, str],
+        query: Mapping[str, str],
     ) -> InboundRequest:
         operation = route.asks
         model, stream = envelope(body)
@@ -582,12 +583,19 @@ class AnthropicDialect:
         return provider.type == self.native_type
 
     def reply_from_internal(
-        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
+        self,
+        replies: list[internal.Reply],
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model)  # Anthropic has no n > 1
 
     def stream_encoder(
-        self, client_model: str, conversation: internal.Conversation
+        self,
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> StreamEncoderType:
         return StreamEncoder(client_model)
 

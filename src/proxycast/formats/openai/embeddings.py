@@ -14,6 +14,7 @@ from proxycast.errors import InvalidRequestError
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.embeddings import Embeddings, EmbedRequest
 from proxycast.formats.json_spans import replace_value
+from proxycast.formats.required import envelope
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -80,6 +81,9 @@ class OpenAIEmbeddings:
     """``POST /v1/embeddings`` as OpenAI's SDKs speak it."""
 
     native_type = "openai"
+
+    def client_model(self, body: dict[str, Any], params: Mapping[str, str]) -> str:
+        return envelope(body)[0]
 
     def read(self, body: dict[str, Any], provider: str) -> EmbedRequest:
         return read(body, provider)

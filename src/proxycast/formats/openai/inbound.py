@@ -590,6 +590,7 @@ class OpenAIDialect:
         headers: Headers,
         route: InboundRoute,
         params: Mapping[str, str],
+        query: Mapping[str, str],
     ) -> InboundRequest:
         operation = route.asks
         model, stream = envelope(body)
@@ -648,12 +649,19 @@ class OpenAIDialect:
         return provider.type == self.native_type
 
     def reply_from_internal(
-        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
+        self,
+        replies: list[internal.Reply],
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> dict[str, Any]:
         return response_from_internal(replies, client_model, int(time.time()))
 
     def stream_encoder(
-        self, client_model: str, conversation: internal.Conversation
+        self,
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> StreamEncoderType:
         return StreamEncoder(client_model, int(time.time()), conversation.include_usage)
 

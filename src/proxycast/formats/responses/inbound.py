@@ -830,6 +830,7 @@ class ResponsesDialect:
         headers: Headers,
         route: InboundRoute,
         params: Mapping[str, str],
+        query: Mapping[str, str],
     ) -> InboundRequest:
         operation = route.asks
         parsed = validate(body)
@@ -870,12 +871,19 @@ class ResponsesDialect:
         return ResponsesPassthrough(request.client_model, provider, redact)
 
     def reply_from_internal(
-        self, replies: list[internal.Reply], client_model: str, conversation: internal.Conversation
+        self,
+        replies: list[internal.Reply],
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> dict[str, Any]:
         return response_from_internal(replies[0], client_model, conversation)
 
     def stream_encoder(
-        self, client_model: str, conversation: internal.Conversation
+        self,
+        client_model: str,
+        conversation: internal.Conversation,
+        request: InboundRequest | None = None,
     ) -> StreamEncoder:
         return StreamEncoder(client_model, conversation)
 

@@ -16,6 +16,10 @@ import anthropic
 import attrs
 import openai
 import pytest
+import trio
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
 
 from proxycast import formats
 from proxycast.config import Config, ProviderConfig, ServerConfig
@@ -35,8 +39,6 @@ from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    import trio
 
 
 @attrs.frozen
@@ -217,10 +219,73 @@ class ResponsesClient:
         ]
 
 
-CLIENTS: dict[str, type[OpenAIClient | AnthropicClient | ResponsesClient]] = {
+class GeminiClient:
+    """Google's google-genai SDK (what the Gemini CLI speaks too); its sync client in a thread (the
+    async one runs on asyncio)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.sdk = _GenaiSDK(gateway)
+
+    def _config(self) -> types.GenerateContentConfig:
+        declaration = types.FunctionDeclaration(
+            name="get_weather", parameters_json_schema=WEATHER_SCHEMA
+        )
+        return types.GenerateContentConfig(
+            tools=[types.Tool(function_declarations=[declaration])],
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+
+    async def ask(self, model: str, messages: list[Any] | None = None) -> tuple[str, list[Call]]:
+        contents = messages or "Hi"
+        answer = await trio.to_thread.run_sync(
+            lambda: self.sdk.client.models.generate_content(
+                model=model, contents=contents, config=self._config()
+            )
+        )
+        calls = [
+            Call(c.id or "", c.name or "", dict(c.args or {})) for c in answer.function_calls or ()
+        ]
+        parts = answer.candidates[0].content.parts if answer.candidates else None
+        text = "".join(p.text or "" for p in parts or () if not p.thought)
+        return text, calls
+
+    async def stream(self, model: str) -> str:
+        def chunks() -> str:
+            stream = self.sdk.client.models.generate_content_stream(model=model, contents="Hi")
+            return "".join(chunk.text or "" for chunk in stream)
+
+        return str(await trio.to_thread.run_sync(chunks))
+
+    def follow_up(self, call: Call, result: str) -> list[Any]:
+        called = types.Part(
+            function_call=types.FunctionCall(id=call.id, name=call.name, args=call.arguments)
+        )
+        answered = types.Part(
+            function_response=types.FunctionResponse(
+                id=call.id, name=call.name, response={"output": result}
+            )
+        )
+        return [
+            types.Content(role="user", parts=[types.Part(text="Weather in Paris?")]),
+            types.Content(role="model", parts=[called]),
+            types.Content(role="user", parts=[answered]),
+        ]
+
+
+class _GenaiSDK:
+    def __init__(self, gateway: Gateway) -> None:
+        options = types.HttpOptions(base_url=gateway.url)
+        self.client = genai.Client(api_key=CLIENT_KEY, http_options=options)
+
+    async def close(self) -> None:
+        self.client.close()
+
+
+CLIENTS: dict[str, type[OpenAIClient | AnthropicClient | ResponsesClient | GeminiClient]] = {
     "openai": OpenAIClient,
     "anthropic": AnthropicClient,
     "responses": ResponsesClient,
+    "gemini": GeminiClient,
 }
 MODEL = "the-model"
 
@@ -235,7 +300,7 @@ def test_every_inbound_dialect_has_a_client() -> None:
 
 @attrs.frozen
 class Pair:
-    client: OpenAIClient | AnthropicClient | ResponsesClient
+    client: OpenAIClient | AnthropicClient | ResponsesClient | GeminiClient
     fake: FakeUpstream[Any]
     kit: Kit
 
@@ -288,7 +353,9 @@ async def test_tool_round_trip(pair: Pair) -> None:
 
 async def test_an_upstream_error_keeps_its_status_and_message(pair: Pair) -> None:
     pair.fake.script(pair.kit.error(429, "Slow down, please."))
-    with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)) as info:
+    with pytest.raises(
+        (openai.APIStatusError, anthropic.APIStatusError, genai_errors.APIError)
+    ) as info:
         await pair.client.ask(MODEL)
-    assert getattr(info.value, "status_code", None) == 429
+    assert getattr(info.value, "status_code", getattr(info.value, "code", None)) == 429
     assert "Slow down, please." in str(info.value)

@@ -253,7 +253,7 @@ def _insert(path: Path, rows: list[Row]) -> None:
 
 
 def _typed(row: dict[str, str]) -> dict[str, object]:
-    numbers = {"requests", "errors", "input_tokens", "output_tokens"}
+    numbers = {"requests", "errors", "input_tokens", "output_tokens", "estimated"}
     return {
         k: float(v) if k == "cost_usd" else int(v) if k in numbers else v for k, v in row.items()
     }

@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING
 from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
 from proxycast.formats.anthropic.models import MODELS as ANTHROPIC_MODELS
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
+from proxycast.formats.gemini.embeddings import DIALECT_EMBEDDINGS as GEMINI_EMBEDDINGS_DIALECT
 from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
+from proxycast.formats.gemini.inbound import DIALECT as GEMINI_DIALECT
+from proxycast.formats.gemini.models import MODELS as GEMINI_MODELS
 from proxycast.formats.gemini.upstream import UPSTREAM as GEMINI
 from proxycast.formats.openai.embeddings import EMBEDDINGS as OPENAI_EMBEDDINGS
+from proxycast.formats.openai.embeddings import UPSTREAM_EMBEDDINGS as OPENAI_UPSTREAM_EMBEDDINGS
 from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.models import MODELS as OPENAI_MODELS
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
@@ -32,19 +36,30 @@ UPSTREAMS: Mapping[str, UpstreamFormat] = {
 }
 """Provider ``type`` -> its format, in the order env-only mode adds providers."""
 
-EMBEDDINGS: Mapping[str, EmbeddingsUpstream] = {GEMINI.type: GEMINI_EMBEDDINGS}
-"""Provider ``type`` -> how embeddings requests are converted for it (OpenAI-compatible providers get
-them forwarded; a type in neither place has no embeddings)."""
+EMBEDDINGS: Mapping[str, EmbeddingsUpstream] = {
+    OPENAI.type: OPENAI_UPSTREAM_EMBEDDINGS,
+    GEMINI.type: GEMINI_EMBEDDINGS,
+}
+"""Provider ``type`` -> how embeddings requests of another API's clients are converted for it (a
+provider of the client's own format gets them forwarded; a type not here has no embeddings)."""
 
-EMBEDDING_DIALECTS: Mapping[str, EmbeddingsDialect] = {OPENAI_DIALECT.name: OPENAI_EMBEDDINGS}
+EMBEDDING_DIALECTS: Mapping[str, EmbeddingsDialect] = {
+    OPENAI_DIALECT.name: OPENAI_EMBEDDINGS,
+    GEMINI_DIALECT.name: GEMINI_EMBEDDINGS_DIALECT,
+}
 """Dialect name -> how its embeddings route reads requests and writes answers."""
 
-DIALECTS: tuple[InboundDialect, ...] = (ANTHROPIC_DIALECT, RESPONSES_DIALECT, OPENAI_DIALECT)
+DIALECTS: tuple[InboundDialect, ...] = (
+    ANTHROPIC_DIALECT,
+    RESPONSES_DIALECT,
+    GEMINI_DIALECT,
+    OPENAI_DIALECT,
+)
 """The inbound APIs; the first whose ``owns`` accepts a path renders the errors there (OpenAI's
 dialect, last, owns every path)."""
 
 
-MODEL_LISTINGS: tuple[ModelListing, ...] = (ANTHROPIC_MODELS, OPENAI_MODELS)
+MODEL_LISTINGS: tuple[ModelListing, ...] = (GEMINI_MODELS, ANTHROPIC_MODELS, OPENAI_MODELS)
 """The shapes of ``GET /v1/models``: the first that the request asks for answers (OpenAI's, last,
 answers every request)."""
 

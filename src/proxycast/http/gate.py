@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from proxycast.formats.contracts import Headers, InboundDialect
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_AUTHENTICATED = ("/v1/", "/ui/api/")
+_AUTHENTICATED = ("/ui/api/", "/metrics")
+"""Quart's routes that take a client key (every route of the router takes one)."""
 
 
 class Gate:
@@ -51,6 +52,7 @@ class Gate:
         path: str,
         url: Callable[[], str],
         credential: str | None,
+        authenticate: bool = True,
     ) -> None:
         """Let the request through to its route, or raise the error it gets.
 
@@ -60,6 +62,7 @@ class Gate:
             path: its path.
             url: the URL the gateway was called at (named in a loop's error).
             credential: the client key it presents (where its dialect's clients put it).
+            authenticate: whether the route takes a client key (every API route does).
         """
         for name, value in pairs:
             # h11 lets control characters other than NUL, CR and LF through in header values (RFC
@@ -70,7 +73,7 @@ class Gate:
                 )
         if self._hop_mark is not None:
             loopguard.arrive(headers.get(loopguard.HOP_HEADER), self._hop_mark, url())
-        if path.startswith(_AUTHENTICATED) or path == "/metrics":
+        if authenticate:
             self._accounts.authenticated(_authenticate(credential, self._accounts.directory))
         self._reserve_body(headers)
 
@@ -93,6 +96,11 @@ class Gate:
                 headers={"retry-after": "1"},
             )
         request_resources().callback(exchange.reserve_body(size))
+
+    @staticmethod
+    def protects(path: str) -> bool:
+        """Whether a route Quart serves at ``path`` takes a client key."""
+        return path.startswith(_AUTHENTICATED)
 
     def error_response(self, error: ProxycastError, dialect: InboundDialect) -> Answer:
         """The error in ``dialect``'s shape."""

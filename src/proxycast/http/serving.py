@@ -58,8 +58,9 @@ class Serving:
         self._body_timeout = config.server.upstream_timeout
         self._origins = config.server.cors_origins
 
-    def owns(self, path: str) -> bool:
-        return self._router.owns(path)
+    def owns(self, scope: HTTPScope) -> bool:
+        """Whether the request is to one of the router's paths (an API surface)."""
+        return self._router.owns(_path(scope))
 
     async def http(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable

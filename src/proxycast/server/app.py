@@ -97,7 +97,7 @@ class _Gateway(QuartTrio):
     ) -> None:
         if scope["type"] == "http":
             serving: Serving = self.extensions[_SERVING]
-            if serving.owns(scope["path"]):
+            if serving.owns(scope):
                 accounts: Accounting = self.extensions["proxycast_accounting"]
                 await accounted(accounts, scope, receive, send, serving.http)
                 return
@@ -182,7 +182,11 @@ def create_app(
         headers = request.headers
         credential = bearer_or_api_key(headers)
         url = request.host_url.rstrip("/")
-        gate.check(headers, headers.items(), request.path, lambda: url, credential)
+        path = request.path
+        # Quart's own routes: the dashboard's API and /metrics take a key; an unknown /v1 path is
+        # the router's (it never reaches here)
+        protected = gate.protects(path)
+        gate.check(headers, headers.items(), path, lambda: url, credential, protected)
 
     app.register_blueprint(root.blueprint)
     app.register_blueprint(admin.blueprint)

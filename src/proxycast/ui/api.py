@@ -56,6 +56,8 @@ CACHE_SECONDS = 5.0
 CACHE_ENTRIES = 64
 """The most answers kept (the oldest go first)."""
 _NUMBERS = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+_EXPORTED = (*_NUMBERS, "estimated")
+"""The usage report's columns (``estimated``: requests whose usage proxycast estimated)."""
 MAX_GROUPS = 10
 """The most groups an overview stacks: past it, the top ``MAX_GROUPS - 1`` and :data:`OTHER`."""
 OTHER = "other"
@@ -267,10 +269,10 @@ async def usage_report() -> Response:
         return _json(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([by, "requests", "errors", "input_tokens", "output_tokens", "cost_usd"])
+    writer.writerow([by, *_EXPORTED])
     for row in rows:
         key = _cell(row[by]) if by == "model" else row[by]
-        writer.writerow([key, *(row[c] for c in _NUMBERS)])
+        writer.writerow([key, *(row.get(c, 0) for c in _EXPORTED)])
     exchange: Exchange = current_app.extensions["proxycast"]
     name = f"proxycast-usage-by-{by}.csv"
     return Response(

@@ -1,17 +1,19 @@
-"""Embeddings to Gemini: one input to ``:embedContent``, several to ``:batchEmbedContents``
-(docs/mappings.md, "Embeddings")."""
+"""Embeddings to Gemini upstreams (one input to ``:embedContent``, several to ``:batchEmbedContents``)
+and from Gemini API clients (docs/mappings.md, "Embeddings")."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
-from proxycast.errors import UpstreamUnavailableError
+from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
 from proxycast.formats.contracts import UpstreamRequest
-from proxycast.formats.embeddings import Embeddings
+from proxycast.formats.embeddings import Embeddings, EmbedRequest
 from proxycast.formats.gemini.outbound import path
+from proxycast.formats.json_spans import dumps_text
 
 if TYPE_CHECKING:
-    from proxycast.formats.embeddings import EmbedRequest
+    from collections.abc import Mapping
 
 
 def _content(text: str, request: EmbedRequest) -> dict[str, Any]:
@@ -54,3 +56,83 @@ class GeminiEmbeddings:
 
 
 EMBEDDINGS = GeminiEmbeddings()
+
+
+def _texts(content: Any, where: str) -> str:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        raise InvalidRequestError(
+            f"Invalid value at '{where}': a content with parts is required.", param=where
+        )
+    texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    if len(texts) != len(parts):
+        raise InvalidRequestError(
+            f"Invalid value at '{where}.parts': only text parts can be embedded through this "
+            "gateway's other upstreams.",
+            param=f"{where}.parts",
+        )
+    return "".join(texts)
+
+
+class GeminiEmbeddingsDialect:
+    """``:embedContent`` and ``:batchEmbedContents`` as Gemini API clients send them: forwarded to
+    Gemini upstreams, converted for the others (docs/mappings.md, "Embeddings")."""
+
+    native_type = "gemini"
+
+    def client_model(self, body: dict[str, Any], params: Mapping[str, str]) -> str:
+        return params["model"].removeprefix("models/")
+
+    def read(self, body: dict[str, Any], provider: str) -> EmbedRequest:
+        if isinstance(body.get("requests"), list):
+            items = body["requests"]
+            texts = [
+                _texts(r.get("content") if isinstance(r, dict) else None, f"requests[{i}].content")
+                for i, r in enumerate(items)
+            ]
+            first = items[0] if items and isinstance(items[0], dict) else {}
+        else:
+            texts, first = [_texts(body.get("content"), "content")], body
+        if not texts:
+            raise InvalidRequestError(
+                "Invalid value at 'requests': nothing to embed.", param="requests"
+            )
+        dimensions = first.get("outputDimensionality")
+        if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
+            raise InvalidRequestError(
+                "Invalid value at 'outputDimensionality': a positive integer is required.",
+                param="outputDimensionality",
+            )
+        return EmbedRequest(inputs=tuple(texts), dimensions=dimensions)
+
+    def forward(
+        self, text: str, spans: Mapping[str, tuple[int, int]], model: str
+    ) -> UpstreamRequest:
+        if "requests" not in spans:
+            return UpstreamRequest(path=path(model, "embedContent"), raw=text.encode())
+        body = json.loads(text)  # each request names the model, which must be the path's
+        for item in body.get("requests") or ():
+            if isinstance(item, dict):
+                item["model"] = f"models/{model}"
+        return UpstreamRequest(
+            path=path(model, "batchEmbedContents"), raw=dumps_text(body).encode()
+        )
+
+    def forwarded_reply(
+        self, data: bytes, client_model: str, provider: str
+    ) -> tuple[bytes, int | None]:
+        return data, None  # Gemini's embeddings say nothing of tokens
+
+    def reply_from_internal(
+        self, embeddings: Embeddings, request: EmbedRequest, client_model: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], int]:
+        vectors = [{"values": list(v)} for v in embeddings.vectors]
+        tokens = embeddings.input_tokens
+        if tokens is None:
+            tokens = sum(-(-len(t) // 4) for t in request.inputs)
+        if isinstance(body.get("requests"), list):
+            return {"embeddings": vectors}, tokens
+        return {"embedding": vectors[0]}, tokens
+
+
+DIALECT_EMBEDDINGS = GeminiEmbeddingsDialect()

@@ -10,7 +10,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from proxycast.core.relay import read_forwarded
-from proxycast.errors import InvalidRequestError
+from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.embeddings import Embeddings, EmbedRequest
 from proxycast.formats.json_spans import replace_value
@@ -112,3 +112,41 @@ class OpenAIEmbeddings:
 
 
 EMBEDDINGS = OpenAIEmbeddings()
+
+
+class OpenAIEmbeddingsUpstream:
+    """Embeddings of another API's clients (Gemini's ``:embedContent``) to an OpenAI-compatible
+    upstream: the internal request as ``POST /embeddings``, its vectors read back."""
+
+    def request_from_internal(self, request: EmbedRequest, model: str) -> UpstreamRequest:
+        body: dict[str, Any] = {
+            "model": model,
+            "input": list(request.inputs),
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        return UpstreamRequest(path="/embeddings", body=body)
+
+    def reply_to_internal(self, body: dict[str, Any], request: EmbedRequest) -> Embeddings:
+        data = body.get("data")
+        if not isinstance(data, list) or len(data) != len(request.inputs):
+            raise UpstreamUnavailableError(
+                f"The upstream answered {len(data) if isinstance(data, list) else 'no'} embeddings "
+                f"for {len(request.inputs)} inputs."
+            )
+        ordered = sorted(data, key=lambda d: d.get("index", 0) if isinstance(d, dict) else 0)
+        vectors = []
+        for item in ordered:
+            values = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(values, list):
+                raise UpstreamUnavailableError("The upstream answered an embedding without values.")
+            vectors.append(tuple(float(v) for v in values))
+        usage = body.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return Embeddings(
+            vectors=tuple(vectors), input_tokens=tokens if isinstance(tokens, int) else None
+        )
+
+
+UPSTREAM_EMBEDDINGS = OpenAIEmbeddingsUpstream()

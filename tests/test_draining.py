@@ -13,7 +13,7 @@ import trustme
 
 from proxycast.config import ProviderConfig, ServerConfig
 from proxycast.errors import ShuttingDownError
-from proxycast.server import connections
+from proxycast.upstream import draining as draining_module
 from proxycast.upstream.provider import iter_body
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ async def _silent_after_one_piece(stream: trio.abc.Stream) -> None:
 
 async def _ended_at_deadline(body: AsyncGenerator[bytes, None]) -> bool:
     """Whether the deadline, coming as the second read starts, ends it (within 5 s)."""
-    draining = connections.current_draining()
+    draining = draining_module.current_draining()
     assert draining is not None
     ended = False
 
@@ -75,7 +75,7 @@ async def test_a_silent_upstream_is_cut_at_the_deadline(tls: bool) -> None:
         outcomes = []
         async with httpx.AsyncClient(verify=verify) as client:
             for _ in range(10):  # the race it guards against was lost half the time
-                connections._draining.set(connections.Draining())
+                draining_module.serving_draining(draining_module.Draining())
                 request = client.build_request("POST", f"{scheme}://localhost:{port}/", content=b"")
                 response = await client.send(request, stream=True)
                 body = iter_body(response, PROVIDER, SERVER)

@@ -206,7 +206,8 @@ async def test_a_function_call_round_trip(
         first = client.models.generate_content(
             model=MODELS[kind], contents=[question], config=config
         )
-        assert first.function_calls and first.candidates
+        assert first.function_calls
+        assert first.candidates
         call = first.function_calls[0]
         answer = types.Part.from_function_response(name=call.name, response={"temp": 21})
         answer.function_response.id = call.id
@@ -261,10 +262,12 @@ async def test_claudes_thinking_comes_back_to_claude(
             model=MODELS["anthropic"], contents=[question], config=config
         )
         answer = types.Part.from_function_response(name="get_weather", response={"temp": 21})
-        assert first.function_calls and first.candidates
+        assert first.function_calls
+        assert first.candidates
         answer.function_response.id = first.function_calls[0].id
         content = first.candidates[0].content
-        assert content is not None and content.parts is not None
+        assert content is not None
+        assert content.parts is not None
         turn = [question, content, types.Content(role="user", parts=[answer])]
         second = client.models.generate_content(
             model=MODELS["anthropic"], contents=turn, config=config

@@ -120,3 +120,17 @@ def test_the_cycle_finder_finds_one() -> None:
 def test_a_module_imports_first(module: str) -> None:
     # a fresh interpreter: what this one imported already would hide an order that fails
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+
+
+def test_the_layers_import_downwards() -> None:
+    """``formats/`` is pure (it imports no I/O layer), and only the entry points import
+    ``server/`` (nothing below it reaches up into the serving loop)."""
+    graph = {name: _imports(path) for name, path in MODULES.items()}
+    for name, imported in graph.items():
+        if name.startswith("proxycast.formats"):
+            outside = {
+                m for m in imported if not m.startswith(("proxycast.formats", "proxycast.errors"))
+            }
+            assert outside == set(), name
+        if not name.startswith("proxycast.server") and name not in ("proxycast", "proxycast.cli"):
+            assert not any(m.startswith("proxycast.server") for m in imported), name

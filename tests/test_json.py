@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxycast.core.relay import read_forwarded
 from proxycast.errors import NotAnObjectError, UpstreamUnavailableError
 from proxycast.formats.json_spans import MAX_DEPTH, parse_object, replace_value
+from proxycast.formats.passthrough import read_forwarded
 from tests.support import CLIENT_KEY
 
 if TYPE_CHECKING:

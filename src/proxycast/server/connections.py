@@ -19,13 +19,10 @@ its next request never read (all three seen under abuse: slow and half-sent requ
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import json
-import math
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h11
 import trio
@@ -39,6 +36,8 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr
+
+from proxycast.upstream.draining import Draining, serving_draining
 
 if TYPE_CHECKING:
     import socket
@@ -54,65 +53,6 @@ DRAIN_LIMIT = 1024 * 1024
 HARD_STOP_MARGIN = 3.0
 """Seconds past ``shutdown_grace`` before every remaining connection is cut (the streams' error frames,
 sent at the grace, need a moment to go out)."""
-
-
-class Draining:
-    """The shutdown deadline for the waits of streams on their upstreams: none while serving,
-    ``grace`` once draining.
-
-    Not a cancel scope per wait (one per piece of a stream's body, held as long as the stream waits:
-    0.75 KB of every open stream, and its cost on every piece): a stream checks :attr:`expired`
-    before each wait, and :meth:`expire`, at the deadline, ends the waits in progress (their upstream
-    sockets are notified as closing and shut down: the read fails at once and the stream ends with
-    its error frame).
-    """
-
-    def __init__(self) -> None:
-        self.deadline = math.inf
-        self._sockets: set[Any] = set()
-        """The upstream sockets of the streams open now (:meth:`watch`)."""
-
-    @property
-    def draining(self) -> bool:
-        return self.deadline != math.inf
-
-    @property
-    def expired(self) -> bool:
-        return self.deadline != math.inf and trio.current_time() >= self.deadline
-
-    def begin(self, grace: float) -> None:
-        self.deadline = trio.current_time() + grace
-
-    async def expire(self) -> None:
-        """At the deadline, wake every stream waiting on its upstream (run once draining)."""
-        await trio.sleep_until(self.deadline)
-        self.wake()
-
-    def wake(self) -> None:
-        """End the upstream reads of every open stream: the one in progress is woken, and the
-        next fails too (a TLS read checkpoints once before it waits on its socket: a wake-up alone
-        could come just before the wait)."""
-        for sock in list(self._sockets):
-            trio.lowlevel.notify_closing(sock)
-            with contextlib.suppress(OSError):
-                sock.shutdown(trio.socket.SHUT_RDWR)
-
-    def watch(self, sock: Any) -> None:
-        """A stream waits on ``sock`` (a trio socket) until :meth:`unwatch`."""
-        self._sockets.add(sock)
-
-    def unwatch(self, sock: Any) -> None:
-        self._sockets.discard(sock)
-
-
-_draining: contextvars.ContextVar[Draining | None] = contextvars.ContextVar(
-    "proxycast_draining", default=None
-)
-
-
-def current_draining() -> Draining | None:
-    """The serving worker's :class:`Draining` (None outside :func:`serve_connections`)."""
-    return _draining.get()
 
 
 def _error_body(message: str) -> bytes:
@@ -304,7 +244,7 @@ async def serve_connections(
     :data:`HARD_STOP_MARGIN` seconds later is cut.
     """
     draining = Draining()
-    _draining.set(draining)
+    serving_draining(draining)
     state: LifespanState = {}
     lifespan = Lifespan(app, config, state)
     context = WorkerContext(None)

@@ -29,7 +29,7 @@ from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.json_spans import dumps_text
 from proxycast.http import loopguard
-from proxycast.server.connections import Draining, current_draining
+from proxycast.upstream.draining import Draining, current_draining
 from proxycast.upstream.hints import wrong_path_hint
 from proxycast.upstream.keys import KeyPool
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from cattrs.errors import BaseValidationError
 
-from proxycast.core.relay import read_forwarded
 from proxycast.errors import ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.anthropic import wire
@@ -28,6 +27,7 @@ from proxycast.formats.contracts import (
 )
 from proxycast.formats.converters import Problem, invalid_request, out_of_range, refuse, too_many
 from proxycast.formats.json_spans import dumps_text, replace_value
+from proxycast.formats.passthrough import read_forwarded
 from proxycast.formats.required import deferred, envelope
 
 if TYPE_CHECKING:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from proxycast.core.relay import Passthrough
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats import sse
 from proxycast.formats.anthropic.errors import error_body, error_info
 from proxycast.formats.anthropic.outbound import usage_to_internal
 from proxycast.formats.json_spans import dumps_text
+from proxycast.formats.passthrough import Passthrough
 
 if TYPE_CHECKING:
     from proxycast.errors import ProxycastError

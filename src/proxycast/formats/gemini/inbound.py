@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import (
@@ -34,6 +33,7 @@ from proxycast.formats.gemini.errors import error_body
 from proxycast.formats.gemini.outbound import THINKING_BUDGETS, path, usage_to_internal
 from proxycast.formats.gemini.passthrough import GeminiPassthrough, frame
 from proxycast.formats.json_spans import dumps_text
+from proxycast.formats.passthrough import read_forwarded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from proxycast.core.relay import Passthrough
 from proxycast.formats.gemini.errors import error_body
 from proxycast.formats.gemini.outbound import stream_error, usage_to_internal
+from proxycast.formats.passthrough import Passthrough
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,11 +9,11 @@ import math
 import struct
 from typing import TYPE_CHECKING, Any
 
-from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError, UpstreamUnavailableError
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.embeddings import Embeddings, EmbedRequest
 from proxycast.formats.json_spans import replace_value
+from proxycast.formats.passthrough import read_forwarded
 from proxycast.formats.required import envelope
 
 if TYPE_CHECKING:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from cattrs.errors import BaseValidationError
 
-from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import (
@@ -28,6 +27,7 @@ from proxycast.formats.openai import wire
 from proxycast.formats.openai.errors import error_body
 from proxycast.formats.openai.outbound import usage_to_internal
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
+from proxycast.formats.passthrough import read_forwarded
 from proxycast.formats.required import deferred, envelope
 
 if TYPE_CHECKING:

@@ -6,12 +6,12 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from proxycast.core.relay import Passthrough
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats import internal, sse
 from proxycast.formats.json_spans import dumps_text, model_span, replace_value
 from proxycast.formats.openai.errors import error_body, error_info
 from proxycast.formats.openai.outbound import usage_to_internal
+from proxycast.formats.passthrough import Passthrough
 
 if TYPE_CHECKING:
     from collections.abc import Callable

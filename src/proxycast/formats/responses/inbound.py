@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from cattrs.errors import BaseValidationError
 
-from proxycast.core.relay import read_forwarded
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import (
@@ -30,6 +29,7 @@ from proxycast.formats.contracts import (
 )
 from proxycast.formats.converters import invalid_request, out_of_range, refuse
 from proxycast.formats.json_spans import dumps_text, replace_value
+from proxycast.formats.passthrough import read_forwarded
 from proxycast.formats.responses import wire
 from proxycast.formats.responses.errors import error_body, stream_error
 from proxycast.formats.responses.passthrough import ResponsesPassthrough, usage_to_internal

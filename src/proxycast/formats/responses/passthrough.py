@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from proxycast.core.relay import Passthrough
 from proxycast.errors import ErrorInfo, upstream_error
 from proxycast.formats import internal, sse
 from proxycast.formats.json_spans import dumps_text
 from proxycast.formats.openai.errors import error_info
+from proxycast.formats.passthrough import Passthrough
 from proxycast.formats.responses.errors import stream_error
 
 if TYPE_CHECKING:

@@ -285,11 +285,15 @@ def _parts(
     parts: list[dict[str, Any]], model: bool, calls: _Calls, where: str
 ) -> list[internal.Part]:
     out: list[internal.Part] = []
+    shown: list[internal.Part] = []  # the unsigned thought parts just before (a packed one's text)
     for j, part in enumerate(parts):
         at = f"{where}.parts[{j}]"
         signature = part.get("thoughtSignature")
         carried = _unpack(signature) if isinstance(signature, str) and signature else None
         if carried is not None:  # reasoning of another upstream, before the part that carries it
+            while shown and out and out[-1] is shown[-1]:  # its text, already shown as thoughts
+                out.pop()
+                shown.pop()
             out.append(carried)
             signature = None
         if part.get("thought") and isinstance(part.get("text"), str):
@@ -298,7 +302,10 @@ def _parts(
                 out.append(
                     internal.Reasoning(text=part["text"], signature=signature, source=source)
                 )
+                if signature is None:
+                    shown.append(out[-1])
             continue
+        shown.clear()
         if isinstance(part.get("text"), str):
             if part["text"]:
                 out.append(internal.Text(part["text"]))
@@ -535,11 +542,15 @@ def candidate_parts(parts: tuple[internal.Part, ...], thoughts: bool) -> list[di
     for part in parts:
         if isinstance(part, internal.Reasoning):
             carried = pack(part) if part.signature else None
-            if thoughts and (part.text or carried):
+            if thoughts and part.text:
                 out.append({"text": part.text, "thought": True})
-                if carried:
-                    out[-1]["thoughtSignature"] = carried
+            if carried and thoughts:  # as a stream gives it: the signature after the thought
+                out.append({"text": "", "thought": True, "thoughtSignature": carried})
             elif carried:
+                if (
+                    pending is not None
+                ):  # one signature a part: the earlier one on a part of its own
+                    out.append({"text": "", "thoughtSignature": pending})
                 pending = carried
             continue
         if isinstance(part, internal.Text):
@@ -630,6 +641,8 @@ class StreamEncoder:
                 self._call[1].append(event.fragment)
             return b""
         out = self._flush_call()
+        if not isinstance(event, internal.ReasoningDelta):
+            self._reasoning = []  # a part of another kind closes the reasoning in progress
         if isinstance(event, internal.TextDelta):
             return out + (self._parts([{"text": event.text}]) if event.text else b"")
         if isinstance(event, internal.ReasoningDelta):
@@ -645,10 +658,12 @@ class StreamEncoder:
                 )
                 self._reasoning = []
                 if self._thoughts:
-                    out += self._parts(
-                        [{"text": "", "thought": True, "thoughtSignature": pack(whole)}]
-                    )
+                    signed = {"text": "", "thought": True, "thoughtSignature": pack(whole)}
+                    out += self._parts([signed])
                 else:
+                    if self._pending is not None:  # one signature a part (as above)
+                        out += self._parts([{"text": "", "thoughtSignature": self._pending}])
+                        self._pending = None
                     self._pending = pack(whole)
             return out
         if isinstance(event, internal.ToolCallStart):

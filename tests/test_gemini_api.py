@@ -429,3 +429,34 @@ async def test_the_ledger_records_the_gemini_api(
     finally:
         db.close()
     assert rows == [("gemini", MODELS["anthropic"], "anthropic", 200, 12)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "dropped"),
+    [
+        (
+            "openai",
+            "codeExecution, googleSearch",
+        ),  # an offered search: left out of chat completions
+        ("anthropic", "codeExecution"),  # Claude runs a search of its own
+        ("gemini", None),  # forwarded as it is: Gemini has them all
+    ],
+)
+async def test_built_in_tools_no_upstream_has_are_named(
+    gemini_gateway: Gateway, upstreams: Upstreams, kind: str, dropped: str | None
+) -> None:
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "What's new?"}]}],
+        "tools": [{"googleSearch": {}}, {"codeExecution": {}}],
+    }
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{gemini_gateway.url}/v1beta/models/{MODELS[kind]}:generateContent",
+            json=body,
+            headers={"x-goog-api-key": CLIENT_KEY},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers.get("x-proxycast-dropped-tools") == dropped
+    sent = upstreams[kind].requests[-1].json()
+    if kind == "anthropic":
+        assert [t["type"] for t in sent["tools"]] == ["web_search_20250305"]

@@ -4,15 +4,22 @@ exchange."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from proxycast.core.exchange import PROVIDER_HEADER
 from proxycast.http.body import parse_and_validate
 
 if TYPE_CHECKING:
     from proxycast.core.answer import Answer
     from proxycast.core.exchange import Exchange
-    from proxycast.formats.contracts import InboundRequest
+    from proxycast.formats.contracts import InboundDialect, InboundRequest
     from proxycast.http.call import Call
+
+log = logging.getLogger("proxycast")
+
+DROPPED_TOOLS_HEADER = "x-proxycast-dropped-tools"
+"""Names the built-in tools that a converted request left out (comma-separated)."""
 
 
 async def validated(call: Call) -> InboundRequest:
@@ -35,7 +42,30 @@ class ModelRoutes:
         self._exchange = exchange
 
     async def generate(self, call: Call) -> Answer:
-        return await self._exchange.generate(call.route.dialect, await validated(call))
+        dialect, inbound = call.route.dialect, await validated(call)
+        answer = await self._exchange.generate(dialect, inbound)
+        mark_dropped(self._exchange, dialect, inbound, answer)
+        return answer
 
     async def count_tokens(self, call: Call) -> Answer:
         return await self._exchange.count_tokens(call.route.dialect, await validated(call))
+
+
+def mark_dropped(
+    exchange: Exchange, dialect: InboundDialect, request: InboundRequest, answer: Answer
+) -> None:
+    """Name the built-in tools the converted request left out in ``x-proxycast-dropped-tools`` (and
+    the log): none when it went to an upstream of the client's own format, as it was written."""
+    provider = exchange.providers.get(answer.headers.get(PROVIDER_HEADER, ""))
+    if provider is None or dialect.forwards_to(provider.config, request):
+        return
+    dropped = dialect.dropped_tools(
+        request, lambda: provider.format.searches(dialect.request_to_internal(request))
+    )
+    if dropped:
+        log.warning(
+            "%s: built-in tools left out (no equivalent upstream): %s",
+            dialect.name,
+            ", ".join(dropped),
+        )
+        answer.headers[DROPPED_TOOLS_HEADER] = ", ".join(dropped)

@@ -15,19 +15,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from proxycast.api.completions import validated
+from proxycast.api.completions import mark_dropped, validated
 from proxycast.api.responses_store import ResponseStore, owner_of
 from proxycast.core import routing
 from proxycast.core.answer import json_answer
-from proxycast.core.exchange import PROVIDER_HEADER
 from proxycast.errors import ResponseNotFoundError
 from proxycast.formats.responses.inbound import (
     DIALECT,
-    SEARCH_TOOLS,
     Request,
-    dropped_tools,
     input_items,
-    request_to_internal,
 )
 
 if TYPE_CHECKING:
@@ -39,25 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxycast")
 
-DROPPED_TOOLS_HEADER = "x-proxycast-dropped-tools"
-"""Names the built-in tools that a converted request left out (comma-separated tool types)."""
-
 
 def _not_found(ident: str, param: str | None = None) -> ResponseNotFoundError:
     return ResponseNotFoundError(
         f"Response with id '{ident}' not found.", param=param, code="response_not_found"
     )
-
-
-def _dropped(exchange: Exchange, response: Answer, parsed: Request) -> tuple[str, ...]:
-    """The built-in tools the converted request left out, for the provider that answered: all of
-    them, but a web search that provider's format runs itself."""
-    body = parsed.body
-    if not any(t.get("type") in SEARCH_TOOLS for t in body.tools or ()):
-        return dropped_tools(body)
-    answered = exchange.providers.get(response.headers.get(PROVIDER_HEADER, ""))
-    searches = answered is not None and answered.format.searches(request_to_internal(parsed))
-    return dropped_tools(body, searches=searches)
 
 
 class ResponsesRoutes:
@@ -107,15 +89,8 @@ class ResponsesRoutes:
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
-        forwarded = DIALECT.forwards_to(provider, inbound)
         response = await exchange.generate(DIALECT, inbound)
-        dropped = () if forwarded else _dropped(exchange, response, inbound.parsed)
-        if dropped:
-            log.warning(
-                "/v1/responses: built-in tools left out (no equivalent upstream): %s",
-                ", ".join(dropped),
-            )
-            response.headers[DROPPED_TOOLS_HEADER] = ", ".join(dropped)
+        mark_dropped(exchange, DIALECT, inbound, response)
         return response
 
     async def retrieve(self, call: Call) -> Answer:

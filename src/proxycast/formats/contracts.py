@@ -375,6 +375,14 @@ class InboundDialect(Protocol):
         """The answer to a token-counting route."""
         ...
 
+    def dropped_tools(
+        self, request: InboundRequest, searches: Callable[[], bool]
+    ) -> tuple[str, ...]:
+        """The built-in tools of ``request`` that a converted request left out (named to the client
+        in ``x-proxycast-dropped-tools``): those no other upstream has, and an offered web search
+        unless the upstream runs its own (``searches()``, asked only when there is one)."""
+        ...
+
     def render_error(self, error: ProxycastError) -> tuple[int, bytes]:
         """The status and body of an error answer."""
         ...

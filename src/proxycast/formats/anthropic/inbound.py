@@ -599,6 +599,11 @@ class AnthropicDialect:
     ) -> StreamEncoderType:
         return StreamEncoder(client_model)
 
+    def dropped_tools(
+        self, request: InboundRequest, searches: Callable[[], bool]
+    ) -> tuple[str, ...]:
+        return ()  # server tools a converted request cannot carry are refused, not left out
+
     def tokens_counted(self, count: int) -> dict[str, Any]:
         return {"input_tokens": count}
 

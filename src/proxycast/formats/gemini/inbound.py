@@ -822,6 +822,19 @@ class GeminiDialect:
         parsed = request.parsed if request is not None else Request(body={}, sse=True)
         return StreamEncoder(client_model, parsed)
 
+    def dropped_tools(
+        self, request: InboundRequest, searches: Callable[[], bool]
+    ) -> tuple[str, ...]:
+        body = request.parsed.body
+        dropped = list(dropped_tools(body))
+        tools = [t for t in body.get("tools") or () if isinstance(t, dict)]
+        if (
+            any("googleSearch" in t or "googleSearchRetrieval" in t for t in tools)
+            and not searches()
+        ):
+            dropped.append("googleSearch")
+        return tuple(dropped)
+
     def tokens_counted(self, count: int) -> dict[str, Any]:
         return {"totalTokens": count}
 

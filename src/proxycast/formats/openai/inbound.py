@@ -665,6 +665,11 @@ class OpenAIDialect:
     ) -> StreamEncoderType:
         return StreamEncoder(client_model, int(time.time()), conversation.include_usage)
 
+    def dropped_tools(
+        self, request: InboundRequest, searches: Callable[[], bool]
+    ) -> tuple[str, ...]:
+        return ()  # its tools are functions: nothing is left out
+
     def tokens_counted(self, count: int) -> dict[str, Any]:
         return {"object": "response.input_tokens", "input_tokens": count}
 

@@ -887,6 +887,13 @@ class ResponsesDialect:
     ) -> StreamEncoder:
         return StreamEncoder(client_model, conversation)
 
+    def dropped_tools(
+        self, request: InboundRequest, searches: Callable[[], bool]
+    ) -> tuple[str, ...]:
+        body = request.parsed.body
+        offered = any(t.get("type") in SEARCH_TOOLS for t in body.tools or ())
+        return dropped_tools(body, searches=offered and searches())
+
     def tokens_counted(self, count: int) -> dict[str, Any]:
         return {"object": "response.input_tokens", "input_tokens": count}
 

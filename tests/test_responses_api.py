@@ -212,8 +212,9 @@ async def test_previous_response_id_continues_from_the_store(start: Start, kind:
     # another client key sees none of it
     with pytest.raises(openai.NotFoundError):
         await setup.other.responses.retrieve(second.id)
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError) as unknown:  # as OpenAI: Codex then resends it all
         await setup.other.responses.create(model=MODEL, previous_response_id=first.id, input="Hi")
+    assert unknown.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
     await setup.sdk.responses.delete(second.id)
     with pytest.raises(openai.NotFoundError) as info:
         await setup.sdk.responses.retrieve(second.id)
@@ -225,9 +226,10 @@ async def test_with_the_store_off_nothing_is_kept(start: Start) -> None:
     first = await setup.sdk.responses.create(model=MODEL, input="Hi")
     with pytest.raises(openai.NotFoundError):
         await setup.sdk.responses.retrieve(first.id)
-    with pytest.raises(openai.NotFoundError) as info:
+    with pytest.raises(openai.BadRequestError) as info:
         await setup.sdk.responses.create(model=MODEL, previous_response_id=first.id, input="Hi")
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert info.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
 
 
 async def test_store_false_keeps_that_response_out(start: Start) -> None:

@@ -19,7 +19,7 @@ from proxycast.api.completions import mark_dropped, validated
 from proxycast.api.responses_store import ResponseStore, owner_of
 from proxycast.core import routing
 from proxycast.core.answer import json_answer
-from proxycast.errors import ResponseNotFoundError
+from proxycast.errors import InvalidRequestError, ResponseNotFoundError
 from proxycast.formats.responses.inbound import (
     DIALECT,
     Request,
@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from proxycast.http.call import Call
 
 log = logging.getLogger("proxycast")
+
+
+def _previous_not_found(ident: str) -> InvalidRequestError:
+    """OpenAI's answer to an unknown ``previous_response_id`` (400, the code Codex recovers on by
+    sending the full request again)."""
+    return InvalidRequestError(
+        f"Previous response with id '{ident}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
 
 
 def _not_found(ident: str, param: str | None = None) -> ResponseNotFoundError:
@@ -82,7 +92,7 @@ class ResponsesRoutes:
             if stored is not None:
                 history = stored.items
             elif not DIALECT.forwards_to(provider, inbound):  # the upstream may know it: not us
-                raise _not_found(ident, "previous_response_id")
+                raise _previous_not_found(ident)
         record = None
         if store is not None and body.store is not False:
             record = self._recorder(owner, [*history, *input_items(body)])

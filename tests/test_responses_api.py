@@ -285,3 +285,34 @@ async def test_an_unknown_model_is_a_404_in_the_api_shape(start: Start) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         await setup.sdk.responses.create(model="nope", input="Hi")
     assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_input_tokens_are_counted(start: Start, kind: str) -> None:
+    setup = await start(kind)
+    counted = await setup.sdk.responses.input_tokens.count(
+        model=MODEL, input="one two three four five six"
+    )
+    assert counted.input_tokens > 0
+    if kind == "openai-responses":  # OpenAI counts it itself
+        assert setup.fake.requests[-1].path == "/v1/responses/input_tokens"
+
+
+@pytest.mark.parametrize("kind", ["openai-chat", "anthropic", "gemini"])
+async def test_input_items_of_a_stored_response_and_no_cancel(start: Start, kind: str) -> None:
+    setup = await start(kind)
+    setup.fake.script(setup.kind.text("One."), setup.kind.text("Two."))
+    first = await setup.sdk.responses.create(model=MODEL, input="Hi")
+    second = await setup.sdk.responses.create(
+        model=MODEL, input="And then?", previous_response_id=first.id
+    )
+    page = await setup.sdk.responses.input_items.list(second.id, order="asc")
+    texts = [part.text for item in page.data for part in item.content]  # type: ignore[union-attr]
+    assert texts == ["Hi", "One.", "And then?"]
+    newest = await setup.sdk.responses.input_items.list(second.id, limit=1)
+    assert [p.text for p in newest.data[0].content] == ["And then?"]  # type: ignore[union-attr]
+    assert newest.has_more
+    with pytest.raises(openai.BadRequestError):  # nothing runs in the background here
+        await setup.sdk.responses.cancel(second.id)
+    with pytest.raises(openai.NotFoundError):  # another key sees none of it
+        await setup.other.responses.input_items.list(second.id)

@@ -34,4 +34,6 @@ def handlers(
         "create_response": responses.create,
         "get_response": responses.retrieve,
         "delete_response": responses.delete,
+        "list_input_items": responses.input_items,
+        "cancel_response": responses.cancel,
     }

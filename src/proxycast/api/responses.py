@@ -27,7 +27,7 @@ from proxycast.formats.responses.inbound import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from proxycast.core.answer import Answer
     from proxycast.core.exchange import Exchange
@@ -124,3 +124,89 @@ class ResponsesRoutes:
         if not deleted:
             raise _not_found(ident)
         return json_answer({"id": ident, "object": "response", "deleted": True})
+
+    async def input_items(self, call: Call) -> Answer:
+        """``GET /v1/responses/{id}/input_items``: the items the response answered (its
+        conversation before its output), paged as OpenAI pages them (``limit``, ``order``,
+        ``after``, ``before``; newest first by default)."""
+        ident, store = call.params["id"], self._store
+        stored = None
+        if store is not None:
+            stored = await trio.to_thread.run_sync(
+                store.get, owner_of(call.credential or ""), ident
+            )
+        if stored is None:
+            raise _not_found(ident)
+        output = len(stored.response.get("output") or ())
+        items = stored.items[: len(stored.items) - output] if output else list(stored.items)
+        return json_answer(input_items_page(items, ident, call.query))
+
+    async def cancel(self, call: Call) -> Answer:
+        """``POST /v1/responses/{id}/cancel``: proxycast runs no response in the background, so there
+        is never one to cancel (OpenAI's 400 for a response not created with ``background``)."""
+        ident, store = call.params["id"], self._store
+        stored = None
+        if store is not None:
+            stored = await trio.to_thread.run_sync(
+                store.get, owner_of(call.credential or ""), ident
+            )
+        if stored is None:
+            raise _not_found(ident)
+        raise InvalidRequestError(
+            "Only responses created with background set to true can be cancelled; this gateway "
+            "runs none in the background.",
+            code="invalid_request_error",
+        )
+
+
+def _as_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An input item as the API lists it: a message (``{"role", "content"}`` as clients may send
+    it) with its ``type``, its content as parts and its status."""
+    if item.get("type", "message") != "message" or "role" not in item:
+        return item
+    content = item.get("content")
+    if isinstance(content, str):
+        kind = "output_text" if item["role"] == "assistant" else "input_text"
+        content = [{"type": kind, "text": content}]
+    return {
+        **item,
+        "type": "message",
+        "content": content,
+        "status": item.get("status", "completed"),
+    }
+
+
+def input_items_page(
+    items: list[dict[str, Any]], ident: str, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """A page of a response's input items, each with its id (a stored item without one gets a
+    stable one: the response's id and its place)."""
+    listed = []
+    for n, item in enumerate(items):
+        item = _as_item(item)
+        listed.append(
+            item if isinstance(item.get("id"), str) else {"id": f"{ident}_item_{n}", **item}
+        )
+    if query.get("order", "desc") != "asc":
+        listed.reverse()
+    ids = [item["id"] for item in listed]
+    try:
+        limit = min(max(int(query.get("limit", "20")), 1), 100)
+    except ValueError:
+        raise InvalidRequestError(
+            "limit: expected an integer from 1 to 100.", param="limit"
+        ) from None
+    start, end = 0, len(listed)
+    if query.get("after") in ids:
+        start = ids.index(query["after"]) + 1
+    if query.get("before") in ids:
+        end = ids.index(query["before"])
+        start = max(start, end - limit) if "after" not in query else start
+    page = listed[start : min(end, start + limit)]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + len(page) < end,
+    }

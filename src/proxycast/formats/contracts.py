@@ -36,6 +36,8 @@ RouteOperation = Literal[
     "create_response",
     "get_response",
     "delete_response",
+    "list_input_items",
+    "cancel_response",
 ]
 """What a route does: the router answers each with the handler of this name (``proxycast.api``)."""
 

@@ -176,6 +176,14 @@ class FakeOpenAI(FakeUpstream[Script]):
                 return True
             await respond.json(200, embeddings(request.json()))
             return True
+        if request.method == "POST" and request.route == "/v1/responses/input_tokens":
+            # OpenAI counts with its tokenizer; the fake, a token a word of the request's input
+            body = request.json()
+            words = len(json.dumps(body.get("input", "")).split()) + len(
+                str(body.get("instructions") or "").split()
+            )
+            await respond.json(200, {"object": "response.input_tokens", "input_tokens": words})
+            return True
         return False
 
     async def answer(self, script: Script, request: RecordedRequest, respond: Responder) -> None:

@@ -814,6 +814,11 @@ class ResponsesDialect:
         InboundRoute(path="/v1/responses", operation="create_response"),
         InboundRoute(path="/v1/responses/{id}", operation="get_response", method="GET"),
         InboundRoute(path="/v1/responses/{id}", operation="delete_response", method="DELETE"),
+        InboundRoute(path="/v1/responses/input_tokens", operation="count_tokens"),
+        InboundRoute(
+            path="/v1/responses/{id}/input_items", operation="list_input_items", method="GET"
+        ),
+        InboundRoute(path="/v1/responses/{id}/cancel", operation="cancel_response"),
     )
 
     def owns(self, path: str) -> bool:
@@ -857,7 +862,8 @@ class ResponsesDialect:
         text = request.text
         if upstream_model != request.client_model:
             text = replace_value(text, request.spans["model"], upstream_model)
-        return UpstreamRequest(path="/responses", raw=text.encode(), stream=request.stream)
+        path = "/responses/input_tokens" if request.operation == "count_tokens" else "/responses"
+        return UpstreamRequest(path=path, raw=text.encode(), stream=request.stream)
 
     def forwarded_reply(
         self, data: bytes, client_model: str, provider: str

@@ -3,6 +3,11 @@ formats, tagged unions, and validation errors a client can read.
 
 cattrs' default hooks coerce: ``int("5")``, ``bool("false")`` and ``tuple("key")`` all succeed. A gateway
 must instead say which field is wrong, so scalars and sequences here accept only their JSON type.
+
+A structuring error is of two sorts (:func:`wrong_types` tells them apart). A known field of the wrong
+JSON type, or missing, never becomes valid: no upstream accepts ``"temperature": "hot"``. A value of
+the right type that the declarations do not list (an enum value or a ``type`` newer than proxycast:
+:class:`UnknownValueError`) may well be valid to an upstream that knows more.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
+import attrs
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -45,6 +51,11 @@ def _type_name(t: Any) -> str:
     if origin is Union or origin is types.UnionType:
         return " or ".join(_type_name(a) for a in typing.get_args(t) if a is not type(None))
     return "an object"
+
+
+class UnknownValueError(ValueError):
+    """A value of its field's JSON type that the declarations do not list: a new enum value, or the
+    ``type`` of an object newer than proxycast."""
 
 
 def _structure_str(value: Any, _: type) -> str:
@@ -116,9 +127,12 @@ def _is_literal(t: Any) -> bool:
 
 def _literal_hook(t: Any, _: Converter) -> Callable[[Any, Any], Any]:
     allowed = typing.get_args(t)
+    shapes = {type(a) for a in allowed}
 
     def structure(value: Any, _: Any) -> Any:
         if isinstance(value, bool) or value not in allowed:
+            if type(value) in shapes:  # the right JSON type: perhaps a value newer than proxycast
+                raise UnknownValueError(f"expected {_type_name(t)}")
             raise ValueError(f"expected {_type_name(t)}")
         return value
 
@@ -164,6 +178,19 @@ def _union_hook(t: Any, converter: Converter) -> Callable[[Any, Any], Any]:
     return structure
 
 
+def _object_hook(cl: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    """An attrs class from a JSON object only: any other value is "expected an object" (cattrs'
+    own hook would fail on ``value["field"]`` and blame the first field)."""
+    inner = converter.gen_structure_attrs_fromdict(cl)
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected an object")
+        return inner(value, cl)
+
+    return structure
+
+
 def make_strict_converter(*, forbid_extra_keys: bool) -> Converter:
     """A JSON converter whose scalars, literals, unions and sequences accept only their JSON type."""
     converter = make_converter(forbid_extra_keys=forbid_extra_keys, omit_if_default=True)
@@ -171,6 +198,7 @@ def make_strict_converter(*, forbid_extra_keys: bool) -> Converter:
     converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook_factory(attrs.has, _object_hook)
     converter.register_structure_hook_factory(_is_literal, _literal_hook)
     converter.register_structure_hook_factory(_is_sequence, _sequence_hook)
     converter.register_structure_hook_factory(_is_union, _union_hook)
@@ -210,7 +238,7 @@ def register_tagged_union(
         if found is None:
             if unknown is not None:
                 return unknown(value)
-            raise ValueError(f"has unknown {tag_name} {tag!r}; expected one of {expected}")
+            raise UnknownValueError(f"has unknown {tag_name} {tag!r}; expected one of {expected}")
         cls, hook = found
         return hook(value, cls)
 
@@ -260,6 +288,44 @@ def validation_errors(exc: BaseException, path: Path = ()) -> list[tuple[Path, s
     else:
         out.append((path, str(exc) or type(exc).__name__))
     return out
+
+
+KIND = "type"
+"""The field that names what kind of object an object is (a tool, a tool choice, a tool call)."""
+
+
+def wrong_types(exc: BaseException, path: Path = ()) -> list[tuple[Path, str]]:
+    """The problems of a structuring error that no upstream could accept: a known field missing or
+    of the wrong JSON type (``(path, problem)`` pairs, as :func:`validation_errors` gives them).
+
+    Left out: values of the right type the declarations do not list (:class:`UnknownValueError`),
+    and every problem of an object whose :data:`KIND` is such a value: a kind newer than proxycast
+    has fields of its own (``{"type": "custom", "custom": {...}}`` needs no ``function``).
+    """
+    if isinstance(exc, ClassValidationError):
+        subs = [(sub, _field(sub)) for sub in exc.exceptions]
+        if any(name == KIND and isinstance(sub, UnknownValueError) for sub, name in subs):
+            return []
+        return [
+            problem
+            for sub, name in subs
+            for problem in wrong_types(sub, path if name is None else (*path, name))
+        ]
+    if isinstance(exc, IterableValidationError):
+        out = []
+        for sub in exc.exceptions:
+            index = next(
+                (n.index for n in getattr(sub, "__notes__", []) if hasattr(n, "index")), None
+            )
+            out.extend(wrong_types(sub, path if index is None else (*path, index)))
+        return out
+    if isinstance(exc, (UnknownValueError, ForbiddenExtraKeysError)):
+        return []
+    return validation_errors(exc, path)
+
+
+def _field(exc: BaseException) -> str | None:
+    return next((n.name for n in getattr(exc, "__notes__", []) if hasattr(n, "name")), None)
 
 
 def omitted_problems(exc: BaseException) -> int:
@@ -326,12 +392,13 @@ def too_many(items: list[Any] | None, most: int, path: Path) -> list[Problem]:
     return []
 
 
-def refuse(problems: list[Problem]) -> None:
-    """Raise the 400 for ``problems`` (the first few and a count of the rest), if there are any."""
+def refuse(problems: list[Problem], omitted: int = 0) -> None:
+    """Raise the 400 for ``problems`` (the first few and a count of the rest, ``omitted`` ones
+    included), if there are any."""
     if not problems:
         return
     listed = "; ".join(f"'{format_path(p) or 'body'}' {msg}" for p, msg in problems[:MAX_PROBLEMS])
-    more = len(problems) - MAX_PROBLEMS
+    more = len(problems) - MAX_PROBLEMS + omitted
     if more > 0:
         listed += f"; and {more} more problem{'s' if more > 1 else ''}"
     raise InvalidRequestError(

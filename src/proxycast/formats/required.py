@@ -1,20 +1,27 @@
-"""What every inbound request must hold for the gateway itself, whatever its dialect: a ``model`` to
-route by and a ``stream`` flag to answer by.
+"""What every inbound request must hold, whatever its dialect and wherever it goes: a ``model`` to
+route by, a ``stream`` flag to answer by, and known fields of their JSON type.
 
-A request forwarded to an upstream of its own format is checked for these and nothing more (the
-upstream is the authority on every other field, and on values newer than proxycast's declarations:
-a new role, block type or beta field). A dialect validates the rest when it converts the request;
-:func:`deferred` keeps that validation's verdict until then.
+A request forwarded to an upstream of its own format is checked for these and nothing more. A known
+field missing or of the wrong JSON type (``"messages": "hello"``, ``"temperature": "hot"``) is
+refused on every path: no upstream accepts it. The upstream is the authority on everything else:
+fields proxycast does not declare, and values newer than its declarations (a new role, block type,
+tool type or enum value). A dialect validates those when it converts the request; :func:`structured`
+and :func:`deferred` keep that validation's verdict until then.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cattrs.errors import BaseValidationError
+
 from proxycast.errors import InvalidRequestError
+from proxycast.formats.converters import invalid_request, omitted_problems, refuse, wrong_types
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from cattrs import Converter
 
 T = TypeVar("T")
 
@@ -44,3 +51,19 @@ def deferred(validate: Callable[[], T]) -> tuple[T | None, InvalidRequestError |
         return validate(), None
     except InvalidRequestError as exc:
         return None, exc
+
+
+def structured(
+    converter: Converter, body: dict[str, Any], cls: type[T]
+) -> tuple[T | None, InvalidRequestError | None]:
+    """``body`` structured as ``cls``; or None and the 400 to raise if the request is converted.
+
+    Raises:
+        InvalidRequestError: at once, naming the fields, when a known field is missing or of the
+            wrong JSON type (:func:`~proxycast.formats.converters.wrong_types`): on every path.
+    """
+    try:
+        return converter.structure(body, cls), None
+    except BaseValidationError as exc:
+        refuse(wrong_types(exc), omitted_problems(exc))
+        return None, invalid_request(exc)

@@ -7,9 +7,8 @@ The mapping choices are in ``docs/mappings.md`` ("Anthropic Messages").
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Any
-
-from cattrs.errors import BaseValidationError
 
 from proxycast.errors import ProxycastError
 from proxycast.formats import internal
@@ -25,10 +24,10 @@ from proxycast.formats.contracts import (
     UpstreamRequest,
     bearer_or_api_key,
 )
-from proxycast.formats.converters import Problem, invalid_request, out_of_range, refuse, too_many
+from proxycast.formats.converters import Problem, out_of_range, refuse, too_many
 from proxycast.formats.json_spans import dumps_text, replace_value
 from proxycast.formats.passthrough import read_forwarded
-from proxycast.formats.required import deferred, envelope
+from proxycast.formats.required import deferred, envelope, structured
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -525,19 +524,13 @@ class AnthropicDialect:
         operation = route.asks
         model, stream = envelope(body)
 
-        def validate() -> wire.MessagesRequest | wire.CountTokensRequest:
-            try:
-                parsed: wire.MessagesRequest | wire.CountTokensRequest = wire.converter.structure(
-                    body, _REQUEST_TYPES[operation]
-                )
-            except BaseValidationError as exc:
-                raise invalid_request(exc) from None
-            # Only what is converted is checked: to an Anthropic upstream the request is
+        parsed: wire.MessagesRequest | wire.CountTokensRequest | None
+        parsed, problem = structured(wire.converter, body, _REQUEST_TYPES[operation])
+        if parsed is not None:
+            # Ranges are checked only when converted: to an Anthropic upstream the request is
             # forwarded, and Anthropic is the authority on values newer than these declarations.
-            refuse(_problems(parsed))
-            return parsed
-
-        parsed, problem = deferred(validate)
+            _, problem = deferred(partial(refuse, _problems(parsed)))
+            parsed = parsed if problem is None else None
         return InboundRequest(
             client_model=model,
             stream=stream and operation == "generate",

@@ -28,7 +28,7 @@ from proxycast.formats.openai.errors import error_body
 from proxycast.formats.openai.outbound import usage_to_internal
 from proxycast.formats.openai.passthrough import OpenAIPassthrough
 from proxycast.formats.passthrough import read_forwarded
-from proxycast.formats.required import deferred, envelope
+from proxycast.formats.required import envelope, structured
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -594,7 +594,7 @@ class OpenAIDialect:
     ) -> InboundRequest:
         operation = route.asks
         model, stream = envelope(body)
-        parsed, problem = deferred(lambda: structure(body))
+        parsed, problem = structured(wire.converter, body, wire.ChatCompletionRequest)
         if parsed is not None:
             # OpenAI's documented ranges, roles and part types hold on every path: a forwarded
             # request out of them is refused here too, naming the field, as OpenAI itself would.

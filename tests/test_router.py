@@ -9,10 +9,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import httpx
-import openai
 import pytest
 import trio
-import websockets
 
 from proxycast import api, formats
 from proxycast.core.exchange import Exchange
@@ -127,7 +125,7 @@ async def _handshake(
 @pytest.mark.parametrize(
     ("path", "status", "kind"),
     [
-        pytest.param("/v1/responses", 405, "invalid_request_error", id="responses"),
+        pytest.param("/v1/messages", 405, "invalid_request_error", id="messages"),
         pytest.param("/v1/chat/completions", 405, "invalid_request_error", id="chat"),
         pytest.param("/v1/nothing", 404, "not_found_error", id="unknown-v1"),
         pytest.param("/ui", 404, "not_found_error", id="ui"),
@@ -164,20 +162,3 @@ async def test_head_and_a_model_id_with_a_slash(gateway: Gateway) -> None:
     assert head.headers["content-length"] == listed.headers["content-length"]
     assert one.status_code == 200
     assert one.json()["id"] == "local/llama3.2"
-
-
-async def test_the_openai_sdks_websocket_mode_gets_a_clean_refusal(gateway: Gateway) -> None:
-    """``responses.connect()`` (the SDK's WebSocket mode) is told 405 at the handshake, not a 500."""
-
-    def connect() -> str:
-        client = openai.OpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0)
-        try:
-            with client.responses.connect(max_retries=0) as connection:
-                connection.response.create(model="gpt-4o", input="hi")
-                for event in connection:
-                    return f"event {event.type}"
-        except websockets.exceptions.InvalidStatus as refused:
-            return f"refused {refused.response.status_code}"
-        return "closed"
-
-    assert await trio.to_thread.run_sync(connect) == "refused 405"

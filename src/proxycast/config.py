@@ -114,6 +114,13 @@ class ResponsesConfig:
     """How long a stored response is kept."""
     store_max_mb: float = 100.0
     """The most the stored responses may take; past it the oldest go first."""
+    websocket_idle_timeout: float = 300.0
+    """WebSocket mode: seconds a connection may wait for its next ``response.create``."""
+    websocket_max_seconds: float = 3600.0
+    """WebSocket mode: the longest a connection lasts (OpenAI's: 60 minutes); a response in flight
+    finishes first."""
+    websocket_max_message_mb: float = 16.0
+    """WebSocket mode: the largest client message (a ``response.create``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -311,7 +318,13 @@ def check_config(config: Config) -> None:
         seen.add(provider.name)
         if not provider.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
-    for field in ("store_days", "store_max_mb"):
+    for field in (
+        "store_days",
+        "store_max_mb",
+        "websocket_idle_timeout",
+        "websocket_max_seconds",
+        "websocket_max_message_mb",
+    ):
         if getattr(config.responses, field) <= 0:
             raise ConfigError(f"{src}: responses.{field}: must be positive")
     for alias, target in config.aliases.items():

@@ -36,4 +36,5 @@ def handlers(
         "delete_response": responses.delete,
         "list_input_items": responses.input_items,
         "cancel_response": responses.cancel,
+        "response_socket": responses.socket,
     }

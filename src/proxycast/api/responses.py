@@ -8,6 +8,8 @@ the exchange's, as for every other dialect.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sqlite3
 from typing import TYPE_CHECKING, Any
@@ -15,23 +17,26 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from proxycast.accounting.records import current_record
 from proxycast.api.completions import mark_dropped, validated
 from proxycast.api.responses_store import ResponseStore, owner_of
 from proxycast.core import routing
-from proxycast.core.answer import json_answer
-from proxycast.errors import InvalidRequestError, ResponseNotFoundError
+from proxycast.core.answer import Answer, json_answer
+from proxycast.core.scope import request_scope
+from proxycast.errors import InvalidRequestError, ProxycastError, ResponseNotFoundError
+from proxycast.formats import sse
+from proxycast.formats.json_spans import dumps_text
 from proxycast.formats.responses.inbound import (
     DIALECT,
     Request,
     input_items,
 )
+from proxycast.http.call import Call
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
-    from proxycast.core.answer import Answer
     from proxycast.core.exchange import Exchange
-    from proxycast.http.call import Call
 
 log = logging.getLogger("proxycast")
 
@@ -76,7 +81,11 @@ class ResponsesRoutes:
 
         return record
 
-    async def create(self, call: Call) -> Answer:
+    async def create(
+        self, call: Call, recent: dict[str, list[dict[str, Any]]] | None = None
+    ) -> Answer:
+        """``POST /v1/responses`` (and each ``response.create`` of a WebSocket connection, whose
+        ``recent`` responses a ``previous_response_id`` continues without the store)."""
         inbound = await validated(call)
         exchange, store = self._exchange, self._store
         parsed: Request = inbound.parsed
@@ -86,22 +95,52 @@ class ResponsesRoutes:
         history: list[dict[str, Any]] = []
         if body.previous_response_id is not None:
             ident = body.previous_response_id
-            stored = (
-                None if store is None else await trio.to_thread.run_sync(store.get, owner, ident)
-            )
-            if stored is not None:
-                history = stored.items
-            elif not DIALECT.forwards_to(provider, inbound):  # the upstream may know it: not us
-                raise _previous_not_found(ident)
-        record = None
+            if recent is not None and ident in recent:
+                history = recent[ident]
+            else:
+                stored = (
+                    None
+                    if store is None
+                    else await trio.to_thread.run_sync(store.get, owner, ident)
+                )
+                if stored is not None:
+                    history = stored.items
+                elif not DIALECT.forwards_to(provider, inbound):  # the upstream may know it
+                    raise _previous_not_found(ident)
+        items = [*history, *input_items(body)]
+        keep: list[Callable[[dict[str, Any]], None]] = []
         if store is not None and body.store is not False:
-            record = self._recorder(owner, [*history, *input_items(body)])
+            keep.append(self._recorder(owner, items))
+        if recent is not None:
+            keep.append(_Remember(recent, items))
+        record = None
+        if keep:
+            record = keep[0] if len(keep) == 1 else _Both(keep)
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
         response = await exchange.generate(DIALECT, inbound)
         mark_dropped(exchange, DIALECT, inbound, response)
         return response
+
+    def error_answer(self, error: ProxycastError) -> Answer:
+        """``error`` as the Responses API answers it (its message without configured secrets)."""
+        error.message = self._exchange.redact(error.message)
+        record = current_record()
+        if record is not None:  # the ledger row's error type
+            record.error_type = error.kind
+        status, body = DIALECT.render_error(error)
+        return Answer(body, status)
+
+    async def socket(self, call: Call) -> Answer:
+        """WebSocket mode (``GET /v1/responses`` upgraded): each ``response.create`` answered with
+        the events a streamed ``POST`` gives, one response at a time, each accounted as a request of
+        its own; a ``previous_response_id`` continues from this connection's earlier responses
+        without the store (and from the store as over HTTP). The client leaving cancels the
+        response in flight, and its upstream request."""
+        connection = _Connection(self, call)
+        await connection.serve()
+        return Answer(b"", 101)  # taken over: nothing more to send
 
     async def retrieve(self, call: Call) -> Answer:
         ident, store = call.params["id"], self._store
@@ -210,3 +249,231 @@ def input_items_page(
         "last_id": page[-1]["id"] if page else None,
         "has_more": start + len(page) < end,
     }
+
+
+class _Remember:
+    """Keeps a WebSocket connection's responses (their whole conversations) for its next
+    ``previous_response_id``."""
+
+    def __init__(
+        self, recent: dict[str, list[dict[str, Any]]], items: list[dict[str, Any]]
+    ) -> None:
+        self._recent = recent
+        self._items = items
+
+    def __call__(self, response: dict[str, Any]) -> None:
+        while len(self._recent) >= _REMEMBERED:  # the oldest go first
+            del self._recent[next(iter(self._recent))]
+        self._recent[response["id"]] = [*self._items, *response["output"]]
+
+
+class _Both:
+    def __init__(self, callbacks: list[Callable[[dict[str, Any]], None]]) -> None:
+        self._callbacks = callbacks
+
+    def __call__(self, response: dict[str, Any]) -> None:
+        for callback in self._callbacks:
+            callback(response)
+
+
+_REMEMBERED = 16
+"""Responses a WebSocket connection keeps for ``previous_response_id`` (OpenAI's connection-local
+cache; older ones come from the store)."""
+
+
+class _Connection:
+    """One WebSocket connection of the Responses API."""
+
+    def __init__(self, routes: ResponsesRoutes, call: Call) -> None:
+        assert call.receive is not None, "a WebSocket route's call"
+        assert call.send is not None, "a WebSocket route's call"
+        self._routes = routes
+        self._call = call
+        self._receive = call.receive
+        self._send = call.send
+        self._lock = trio.Lock()
+        self._recent: dict[str, list[dict[str, Any]]] = {}
+        self._busy = False
+        self._sequence = 0
+        settings = routes._exchange.config.responses
+        self._idle = settings.websocket_idle_timeout
+        self._lifetime = settings.websocket_max_seconds
+
+    async def text(self, data: str) -> None:
+        async with self._lock:
+            await self._send({"type": "websocket.send", "text": data, "bytes": None})
+
+    async def error(self, error: ProxycastError) -> None:
+        """An ``error`` event (the connection stays open)."""
+        event = {
+            "type": "error",
+            "code": error.code or _ERROR_CODES.get(error.status, "server_error"),
+            "message": error.message,
+            "param": error.param,
+            "sequence_number": self._sequence,
+        }
+        self._sequence += 1
+        await self.text(json.dumps(event))
+
+    async def serve(self) -> None:
+        await self._send({"type": "websocket.accept", "headers": [], "subprotocol": None})
+        with trio.move_on_after(self._lifetime):
+            async with trio.open_nursery() as nursery:
+                while True:
+                    with trio.move_on_after(self._idle) as idle:
+                        message = await self._receive()
+                    if idle.cancelled_caught and not self._busy:
+                        break
+                    if idle.cancelled_caught:
+                        continue
+                    if message["type"] == "websocket.disconnect":
+                        nursery.cancel_scope.cancel()  # the response in flight, and its upstream
+                        return
+                    if message["type"] != "websocket.receive":
+                        continue
+                    await self._message(message, nursery)
+        with trio.move_on_after(5, shield=True):  # idle, or at the end of its life: closed
+            with contextlib.suppress(Exception):
+                await self._send({"type": "websocket.close", "code": 1000, "reason": ""})
+
+    async def _message(self, message: Any, nursery: trio.Nursery) -> None:
+        raw = message.get("text")
+        if raw is None:
+            raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            await self.error(
+                InvalidRequestError("Expected a JSON event with a 'type'.", param="type")
+            )
+            return
+        if event["type"] != "response.create":
+            await self.error(
+                InvalidRequestError(
+                    f"Unsupported event type {event['type']!r}: this gateway serves "
+                    "'response.create'.",
+                    param="type",
+                )
+            )
+            return
+        if self._busy:
+            await self.error(
+                InvalidRequestError(
+                    "A response is already in progress on this connection; wait for its last "
+                    "event before sending the next response.create.",
+                    code="conversation_already_has_active_response",
+                )
+            )
+            return
+        if "stream" in event or event.get("background"):
+            field = "stream" if "stream" in event else "background"
+            await self.error(
+                InvalidRequestError(
+                    f"'{field}' is not accepted over WebSocket: every response streams here.",
+                    param=field,
+                )
+            )
+            return
+        body = {k: v for k, v in event.items() if k != "type"}
+        body["stream"] = True
+        self._busy = True
+        nursery.start_soon(self._respond, dumps_text(body).encode())
+
+    async def _respond(self, body: bytes) -> None:
+        """One response, as its own request: its accounting record, its resources, its events."""
+        call, routes = self._call, self._routes
+        accounting = routes._exchange.accounting
+        scope: Any = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/responses",
+            "headers": call.scope["headers"],
+            "query_string": b"",
+        }
+        frames = _Frames(self)
+        try:
+            async with request_scope() as resources:
+                send = frames.send
+                if accounting is not None:
+                    tracking = accounting.request(scope, frames.send)
+                    resources.push_async_callback(tracking)
+                    send = tracking.tracked
+                    client = accounting.directory.find(call.credential or "")
+                    if client is not None:
+                        accounting.authenticated(client)
+                try:
+                    request = Call(call.scope, call.route, {}, call.headers, {}, call.credential)
+                    request.body = body
+                    answer = await routes.create(request, self._recent)
+                except Exception as error:
+                    if not isinstance(error, ProxycastError):
+                        log.error("unexpected error on a Responses WebSocket", exc_info=error)
+                        error = ProxycastError("Internal error in proxycast; see its log.")
+                    answer = routes.error_answer(error)
+                await _send_answer(send, answer)
+        finally:
+            self._busy = False
+
+
+_ERROR_CODES = {
+    400: "invalid_request_error",
+    401: "invalid_api_key",
+    404: "not_found",
+    429: "rate_limit_exceeded",
+    503: "server_is_overloaded",
+}
+
+
+class _Frames:
+    """A response's answer as WebSocket messages: each server-sent event's data as a text message;
+    an error answer as an ``error`` event."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self._parser = sse.SSEParser()
+        self._status = 200
+        self._error = bytearray()
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self._status = message["status"]
+            return
+        body = message.get("body", b"")
+        if self._status >= 400:
+            self._error += body
+            if not message.get("more_body", False):
+                await self._connection.text(_error_event(bytes(self._error), self._status))
+            return
+        for event in self._parser.feed(body):
+            if isinstance(event, sse.Event) and event.data:
+                await self._connection.text(event.data)
+
+
+def _error_event(body: bytes, status: int) -> str:
+    """An error answer (OpenAI's ``{"error": {...}}``) as the ``error`` event of WebSocket mode."""
+    try:
+        error = json.loads(body).get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    return json.dumps(
+        {
+            "type": "error",
+            "code": error.get("code") or _ERROR_CODES.get(status, "server_error"),
+            "message": error.get("message") or f"Request failed with status {status}.",
+            "param": error.get("param"),
+            "sequence_number": 0,
+        }
+    )
+
+
+async def _send_answer(send: Callable[[Any], Awaitable[None]], answer: Answer) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": []})
+    body = answer.body
+    if isinstance(body, bytes):
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return
+    async for piece in body:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
-    from hypercorn.typing import HTTPScope, WebsocketScope
+    from hypercorn.typing import (
+        ASGIReceiveCallable,
+        ASGISendCallable,
+        HTTPScope,
+        WebsocketScope,
+    )
 
     from proxycast.http.router import Route
 
@@ -16,7 +21,17 @@ class Call:
     one), the path's parameters, the query's, its body (empty for a method without one) and the
     client key it presented (authentication has checked it)."""
 
-    __slots__ = ("body", "credential", "headers", "params", "query", "route", "scope")
+    __slots__ = (
+        "body",
+        "credential",
+        "headers",
+        "params",
+        "query",
+        "receive",
+        "route",
+        "scope",
+        "send",
+    )
 
     def __init__(
         self,
@@ -34,6 +49,9 @@ class Call:
         self.query = query
         self.credential = credential
         self.body = b""
+        self.receive: ASGIReceiveCallable | None = None
+        """A WebSocket route's connection (None for HTTP): its handler accepts and serves it."""
+        self.send: ASGISendCallable | None = None
 
     @property
     def path(self) -> str:

@@ -108,6 +108,7 @@ class Serving:
         except Exception as error:
             await _refuse(send, self._failed(error, scope, dialect))
             return
+        call.receive, call.send = receive, send
         try:
             answer = await call.route.handler(call)
         except Exception as error:

@@ -71,6 +71,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.keep_alive_timeout = config.server.keepalive_timeout
     hc.include_server_header = False
+    hc.websocket_max_message_size = int(config.responses.websocket_max_message_mb * 1024 * 1024)
     return hc
 
 

@@ -819,6 +819,7 @@ class ResponsesDialect:
             path="/v1/responses/{id}/input_items", operation="list_input_items", method="GET"
         ),
         InboundRoute(path="/v1/responses/{id}/cancel", operation="cancel_response"),
+        InboundRoute(path="/v1/responses", operation="response_socket", method="WEBSOCKET"),
     )
 
     def owns(self, path: str) -> bool:

@@ -128,7 +128,7 @@ async def test_one_response_at_a_time_and_errors_as_events(nursery: trio.Nursery
     gateway, fake = await _start(nursery, "anthropic")
     fake.script(AnthropicScript(blocks=(fa.Text("a b c d e f"),), pieces=6, interval=0.1))
 
-    def talk() -> tuple[str, str, str]:
+    def talk() -> tuple[Any, Any, Any]:
         with _sdk(gateway).responses.connect() as connection:
             connection.response.create(model=MODEL, input="Hi")
             connection.response.create(model=MODEL, input="Again")  # while the first streams
@@ -140,7 +140,7 @@ async def test_one_response_at_a_time_and_errors_as_events(nursery: trio.Nursery
             busy = next(e for e in seen if e.type == "error")
             connection.response.create(model=MODEL, input="x", previous_response_id="resp_nope")
             _, unknown = _until_done(connection)
-            return busy.code, unknown.type, unknown.code
+            return busy.error.code, unknown.type, unknown.error.code
 
     busy, kind, code = await trio.to_thread.run_sync(talk)
     assert busy == "conversation_already_has_active_response"

@@ -294,7 +294,6 @@ class _Connection:
         self._lock = trio.Lock()
         self._recent: dict[str, list[dict[str, Any]]] = {}
         self._busy = False
-        self._sequence = 0
         settings = routes._exchange.config.responses
         self._idle = settings.websocket_idle_timeout
         self._lifetime = settings.websocket_max_seconds
@@ -305,15 +304,9 @@ class _Connection:
 
     async def error(self, error: ProxycastError) -> None:
         """An ``error`` event (the connection stays open)."""
-        event = {
-            "type": "error",
-            "code": error.code or _ERROR_CODES.get(error.status, "server_error"),
-            "message": error.message,
-            "param": error.param,
-            "sequence_number": self._sequence,
-        }
-        self._sequence += 1
-        await self.text(json.dumps(event))
+        answer = self._routes.error_answer(error)
+        assert isinstance(answer.body, bytes)
+        await self.text(_error_event(answer.body, answer.status))
 
     async def serve(self) -> None:
         await self._send({"type": "websocket.accept", "headers": [], "subprotocol": None})
@@ -452,20 +445,16 @@ class _Frames:
 
 
 def _error_event(body: bytes, status: int) -> str:
-    """An error answer (OpenAI's ``{"error": {...}}``) as the ``error`` event of WebSocket mode."""
+    """An error answer (OpenAI's ``{"error": {...}}``) as WebSocket mode's ``error`` event:
+    ``{"type": "error", "status", "error": {type, code, message, param}}``."""
     try:
-        error = json.loads(body).get("error") or {}
+        error = json.loads(body).get("error")
     except (ValueError, AttributeError):
-        error = {}
-    return json.dumps(
-        {
-            "type": "error",
-            "code": error.get("code") or _ERROR_CODES.get(status, "server_error"),
-            "message": error.get("message") or f"Request failed with status {status}.",
-            "param": error.get("param"),
-            "sequence_number": 0,
-        }
-    )
+        error = None
+    if not isinstance(error, dict):
+        error = {"type": "api_error", "message": f"Request failed with status {status}."}
+    error.setdefault("code", _ERROR_CODES.get(status))
+    return json.dumps({"type": "error", "status": status, "error": error})
 
 
 async def _send_answer(send: Callable[[Any], Awaitable[None]], answer: Answer) -> None:

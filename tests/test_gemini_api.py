@@ -460,3 +460,164 @@ async def test_built_in_tools_no_upstream_has_are_named(
     sent = upstreams[kind].requests[-1].json()
     if kind == "anthropic":
         assert [t["type"] for t in sent["tools"]] == ["web_search_20250305"]
+
+
+BAD_BODIES = [
+    pytest.param(
+        {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"thinkingConfig": "x"}},
+        "generationConfig.thinkingConfig",
+        id="thinking-config",
+    ),
+    pytest.param(
+        {"contents": [{"parts": [{"text": "hi"}]}], "toolConfig": {"functionCallingConfig": "ANY"}},
+        "toolConfig.functionCallingConfig",
+        id="function-calling-config",
+    ),
+    pytest.param(
+        {
+            "contents": [
+                {"parts": [{"functionResponse": {"name": "f", "response": {}, "parts": 5}}]}
+            ]
+        },
+        "contents[0].parts[0].functionResponse.parts",
+        id="function-response-parts",
+    ),
+    pytest.param(
+        {"contents": [{"parts": [{"functionCall": "f"}]}]},
+        "contents[0].parts[0].functionCall",
+        id="function-call",
+    ),
+    pytest.param({"contents": "hello"}, "contents", id="contents"),
+]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+async def test_a_mistyped_field_is_a_400_naming_it_on_every_path(
+    gemini_gateway: Gateway, upstreams: Upstreams, kind: str, body: dict[str, Any], field: str
+) -> None:
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{gemini_gateway.url}/v1beta/models/{MODELS[kind]}:generateContent",
+            json=body,
+            headers={"x-goog-api-key": CLIENT_KEY},
+        )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert field in error["message"]
+    assert upstreams[kind].requests == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param(":countTokens", {"generateContentRequest": "x"}, id="count-tokens"),
+        pytest.param(":batchEmbedContents", {"requests": 5}, id="batch-embeddings"),
+    ],
+)
+async def test_mistyped_requests_to_gemini_are_400s(
+    gemini_gateway: Gateway, upstreams: Upstreams, path: str, body: dict[str, Any]
+) -> None:
+    model = MODELS["gemini"] if "count" in path else EMBEDDING_MODELS["gemini"][0]
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{gemini_gateway.url}/v1beta/models/{model}{path}",
+            json=body,
+            headers={"x-goog-api-key": CLIENT_KEY},
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert upstreams["gemini"].requests == []
+
+
+async def _raw_gemini(stream: trio.SocketStream, events: list[bytes]) -> None:
+    """A Gemini upstream that answers any request with these SSE pieces."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += await stream.receive_some()
+    head, _, body = request.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += await stream.receive_some()
+    await stream.send_all(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+    )
+    for event in events:
+        await stream.send_all(event)
+    await stream.aclose()
+
+
+ODD = b'data: {"candidates": [{"content": "oops"}]}\r\n\r\n'
+GOOD = b'data: {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}}]}\r\n\r\n'
+LAST = (
+    b'data: {"candidates": [{"content": {"role": "model", "parts": [{"text": "!"}]}, '
+    b'"finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 2}}\r\n\r\n'
+)
+
+
+@pytest.mark.parametrize("sse", [True, False])
+@pytest.mark.parametrize(
+    ("events", "clean"),
+    [
+        pytest.param([b": keep-alive\r\n\r\n", GOOD, LAST], True, id="keep-alive"),
+        pytest.param(
+            [GOOD, b'data: {"candidates": [{"content": "oops"}]}\r\n\r\n', LAST],
+            True,
+            id="odd-chunk",
+        ),
+        pytest.param([GOOD, b'data: {"candidates": 7}\r\n\r\n', LAST], True, id="odd-candidates"),
+        pytest.param([GOOD], False, id="cut-off"),
+    ],
+)
+async def test_a_forwarded_stream_keeps_its_framing_whatever_the_upstream_sends(
+    nursery: trio.Nursery, sse: bool, events: list[bytes], clean: bool
+) -> None:
+    listeners = await nursery.start(trio.serve_tcp, lambda s: _raw_gemini(s, events), 0)
+    port = listeners[0].socket.getsockname()[1]
+    provider = ProviderConfig(
+        name="g", type="gemini", base_url=f"http://127.0.0.1:{port}", models=("gm",)
+    )
+    config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
+    gateway = await start_gateway(nursery, config)
+    query = "?alt=sse" if sse else ""
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{gateway.url}/v1beta/models/gm:streamGenerateContent{query}",
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+            headers={"x-goog-api-key": CLIENT_KEY},
+        )
+    assert answer.status_code == 200
+    if sse:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        chunks = [
+            json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")
+        ]
+    else:  # one JSON document, whatever happened
+        assert answer.headers["content-type"].startswith("application/json")
+        chunks = json.loads(answer.text)
+    assert "error" not in chunks[-1] if clean else "error" in chunks[-1]
+
+
+async def test_a_model_whose_name_holds_a_slash(
+    nursery: trio.Nursery, upstreams: Upstreams
+) -> None:
+    config = Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+        providers=(
+            ProviderConfig(
+                name="org",
+                type="openai",
+                base_url=upstreams["openai"].base_url,
+                models=("org/gpt",),
+            ),
+        ),
+    )
+    gateway = await start_gateway(nursery, config)
+    client = sdk(gateway)
+    reply = await in_thread(lambda: client.models.generate_content(model="org/gpt", contents="hi"))
+    assert reply.text == "Hello! How can I help you today?"

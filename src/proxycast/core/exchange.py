@@ -200,6 +200,7 @@ class Exchange:
         body: dict[str, Any] = request.parsed
         model = request.client_model
         tokens: dict[Attempt, int] = {}
+        estimated: dict[Attempt, bool] = {}
 
         async def attempt(chosen: Attempt) -> Answer:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
@@ -210,7 +211,9 @@ class Exchange:
                 data, counted = dialect.forwarded_reply(
                     await provider.read_all(response), model, provider.name
                 )
-                tokens[chosen] = counted or 0
+                if counted is None:  # the upstream does not say (Gemini): estimated
+                    counted, estimated[chosen] = internal.estimated_tokens(len(request.text)), True
+                tokens[chosen] = counted
                 return Answer(data, response.status_code)
             converter = formats.EMBEDDINGS.get(provider.config.type)
             if converter is None:
@@ -225,8 +228,9 @@ class Exchange:
             response = await provider.open(upstream_request, chosen.key)
             answer = converter.reply_to_internal(await provider.read_object(response), wanted)
             out, tokens[chosen] = dialect.reply_from_internal(answer, wanted, model, body)
-            estimated = {ESTIMATE_HEADER: "estimate"} if answer.input_tokens is None else None
-            return json_answer(out, headers=estimated)
+            estimated[chosen] = answer.input_tokens is None
+            headers = {ESTIMATE_HEADER: "estimate"} if estimated[chosen] else None
+            return json_answer(out, headers=headers)
 
         try:
             answer, chosen = await self._run(plan, attempt)
@@ -234,7 +238,9 @@ class Exchange:
             if record is not None:
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
         if record is not None:
-            record.usage = internal.Usage(input=tokens.get(chosen, 0))
+            record.usage = internal.Usage(
+                input=tokens.get(chosen, 0), estimated=estimated.get(chosen, False)
+            )
             record.provider, record.key = chosen.provider.name, chosen.label
             record.upstream_model = chosen.route.upstream_model
             if self.accounting is not None:
@@ -306,7 +312,7 @@ async def _stream(
         await close()  # noqa: ASYNC102 - shielded inside aclose_shielded; the generator's close is quick
         raise
     relay = Relay(chunks, translator, close, bytes(held) if held else b"", on_end)
-    return Answer(relay, headers=SSE_HEADERS, content_type="text/event-stream")
+    return Answer(relay, headers=SSE_HEADERS, content_type=translator.content_type)
 
 
 class _Reservation:

@@ -69,8 +69,15 @@ class Relay:
                 out = self._translator.fail(error)
                 self._done = True
             else:
-                out = self._translator.feed(chunk)
-                self._done = self._translator.finished
+                try:
+                    out = self._translator.feed(chunk)
+                except Exception:  # a bug met by an upstream's odd bytes: an error frame
+                    log.exception("translating an upstream stream failed")
+                    failure = ProxycastError("Internal error in proxycast; see its log.")
+                    out = self._translator.fail(failure)
+                    self._done = True
+                else:
+                    self._done = self._translator.finished
             if self._done:
                 await self._ended()
             if out:
@@ -115,6 +122,8 @@ class Converting:
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
+        self.content_type: str = getattr(encoder, "content_type", "text/event-stream")
+        """The framing of the client's stream (SSE; Google's JSON array is JSON)."""
         self._provider = provider_name
         self._redact = redact
         self.started = False

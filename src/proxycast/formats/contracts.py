@@ -143,6 +143,9 @@ class Translator(Protocol):
     """Upstream body bytes -> client frames, pure and synchronous: a passthrough, or a decoder and an
     encoder composed (``relay.Converting``)."""
 
+    content_type: str
+    """The client's stream's media type (``text/event-stream``, or another framing's)."""
+
     def feed(self, chunk: bytes) -> bytes: ...
 
     def end(self) -> bytes:

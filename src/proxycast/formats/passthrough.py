@@ -56,6 +56,8 @@ class Passthrough:
         self._redact = redact
         """Applied to the upstream's error events, which may echo the request's credentials."""
         self._parser = sse.SSEParser()
+        self.content_type = "text/event-stream"
+        """The framing of the client's stream (a subclass may relay in another)."""
         self.finished = False
         self.started = False
         """True once an event beyond the opening ones (content, a tool call, the finish) was seen."""

@@ -55,7 +55,9 @@ class Call:
 
     @property
     def path(self) -> str:
-        return self.scope["path"]
+        """The path within the app (without the root path it may be mounted at), as routed."""
+        path, root = self.scope["path"], self.scope.get("root_path", "")
+        return path[len(root) :] if root and path.startswith(root) else path
 
 
 def parse_query(raw: bytes) -> dict[str, str]:

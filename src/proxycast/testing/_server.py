@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -17,6 +18,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import h11
 import trio
+
+log = logging.getLogger("proxycast.testing")
 
 
 @attrs.define(eq=False)
@@ -209,6 +212,14 @@ class HTTPServer:
                 if request.abandoned_at is None and not responder.dropped:
                     request.abandoned_at = trio.current_time()
                 client_gone = True
+            except Exception:  # a request the fake cannot read: that request fails, not the fake
+                log.exception("fake upstream: could not answer %s %s", request.method, request.path)
+                if responder._conn.our_state is h11.SEND_RESPONSE:
+                    await responder.json(
+                        500, {"error": {"message": "the fake failed", "code": 500}}
+                    )
+                request.completed = responder._conn.our_state is h11.DONE
+                client_gone = not request.completed
             else:
                 request.completed = responder._conn.our_state is h11.DONE
             nursery.cancel_scope.cancel()

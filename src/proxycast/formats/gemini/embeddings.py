@@ -98,7 +98,11 @@ class GeminiEmbeddingsDialect:
                 "Invalid value at 'requests': nothing to embed.", param="requests"
             )
         dimensions = first.get("outputDimensionality")
-        if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
+        if dimensions is not None and (
+            not isinstance(dimensions, int)
+            or isinstance(dimensions, bool)
+            or not 0 < dimensions <= 65536
+        ):
             raise InvalidRequestError(
                 "Invalid value at 'outputDimensionality': a positive integer is required.",
                 param="outputDimensionality",
@@ -111,7 +115,11 @@ class GeminiEmbeddingsDialect:
         if "requests" not in spans:
             return UpstreamRequest(path=path(model, "embedContent"), raw=text.encode())
         body = json.loads(text)  # each request names the model, which must be the path's
-        for item in body.get("requests") or ():
+        if not isinstance(body.get("requests"), list):
+            raise InvalidRequestError(
+                "Invalid value at 'requests': a list of requests is required.", param="requests"
+            )
+        for item in body["requests"]:
             if isinstance(item, dict):
                 item["model"] = f"models/{model}"
         return UpstreamRequest(

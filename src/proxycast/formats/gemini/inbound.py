@@ -120,7 +120,21 @@ def validate(body: dict[str, Any], counting: bool) -> None:
             parts = content.get("parts")
             _expect(parts, list, f"contents[{i}].parts", "a list of parts")
             for j, part in enumerate(parts):
-                _expect(part, dict, f"contents[{i}].parts[{j}]", "a part object")
+                where = f"contents[{i}].parts[{j}]"
+                _expect(part, dict, where, "a part object")
+                for name in ("functionCall", "functionResponse", "inlineData", "fileData"):
+                    if name in part:
+                        _expect(part[name], dict, f"{where}.{name}", "an object")
+                if "args" in part.get("functionCall", {}):
+                    _expect(
+                        part["functionCall"]["args"],
+                        dict,
+                        f"{where}.functionCall.args",
+                        "an object",
+                    )
+                extra = part.get("functionResponse", {}).get("parts")
+                if extra is not None:
+                    _expect(extra, list, f"{where}.functionResponse.parts", "a list of parts")
             role = content.get("role")
             if role is not None and role not in ("user", "model", "function"):
                 raise _problem(f"contents[{i}].role", "expected 'user' or 'model'")
@@ -152,6 +166,8 @@ def validate(body: dict[str, Any], counting: bool) -> None:
                 not isinstance(config[name], int) or isinstance(config[name], bool)
             ):
                 raise _problem(f"generationConfig.{name}", "expected an integer")
+        if "thinkingConfig" in config:
+            _expect(config["thinkingConfig"], dict, "generationConfig.thinkingConfig", "an object")
         stops = config.get("stopSequences")
         if stops is not None and (
             not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)
@@ -160,6 +176,17 @@ def validate(body: dict[str, Any], counting: bool) -> None:
     tool_config = body.get("toolConfig")
     if tool_config is not None:
         _expect(tool_config, dict, "toolConfig", "an object")
+        calling = tool_config.get("functionCallingConfig")
+        if calling is not None:
+            _expect(calling, dict, "toolConfig.functionCallingConfig", "an object")
+            names = calling.get("allowedFunctionNames")
+            if names is not None and (
+                not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+            ):
+                raise _problem(
+                    "toolConfig.functionCallingConfig.allowedFunctionNames",
+                    "expected a list of names",
+                )
 
 
 _OPAQUE = frozenset({"args", "response", "parametersJsonSchema", "responseJsonSchema"})
@@ -596,6 +623,7 @@ class StreamEncoder:
     def __init__(self, model: str, request: Request) -> None:
         self._model = model
         self._sse = request.sse
+        self.content_type = "text/event-stream" if request.sse else "application/json"
         self._thoughts = request.thoughts
         self._id = secrets.token_hex(12)
         self._first = True
@@ -706,7 +734,7 @@ class StreamEncoder:
 def _routes() -> tuple[InboundRoute, ...]:
     routes: list[InboundRoute] = []
     for prefix in PREFIXES:
-        models = f"{prefix}/models/{{model}}"
+        models = f"{prefix}/models/{{model:path}}"  # a model name may hold '/' (org/model)
         routes += [
             InboundRoute(path=f"{models}:generateContent", operation="generate", stream=False),
             InboundRoute(path=f"{models}:streamGenerateContent", operation="generate", stream=True),
@@ -718,7 +746,7 @@ def _routes() -> tuple[InboundRoute, ...]:
     # when the request comes from Google's clients (formats/gemini/models.py)
     routes += [
         InboundRoute(path="/v1beta/models", operation="list_models", method="GET"),
-        InboundRoute(path="/v1beta/models/{model}", operation="get_model", method="GET"),
+        InboundRoute(path="/v1beta/models/{model:path}", operation="get_model", method="GET"),
     ]
     return tuple(routes)
 
@@ -752,7 +780,8 @@ class GeminiDialect:
         operation = route.asks
         model = params["model"].removeprefix("models/")
         body = camel(body)
-        if operation == "count_tokens" and isinstance(body.get("generateContentRequest"), dict):
+        if operation == "count_tokens" and "generateContentRequest" in body:
+            _expect(body["generateContentRequest"], dict, "generateContentRequest", "an object")
             body = body["generateContentRequest"]
         validate(body, counting=operation == "count_tokens")
         thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}

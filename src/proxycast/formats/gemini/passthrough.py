@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from proxycast.formats import sse
 from proxycast.formats.gemini.errors import error_body
 from proxycast.formats.gemini.outbound import stream_error, usage_to_internal
 from proxycast.formats.passthrough import Passthrough
@@ -46,6 +47,8 @@ class GeminiPassthrough(Passthrough):
     ) -> None:
         super().__init__(client_model, provider_name, redact)
         self._sse = sse
+        if not sse:
+            self.content_type = "application/json"  # Google's streamed JSON array
         self._first = True
         self._saw_finish = False
 
@@ -69,18 +72,35 @@ class GeminiPassthrough(Passthrough):
         usage = chunk.get("usageMetadata")
         if isinstance(usage, dict):
             self.usage = usage_to_internal(usage)
-        for candidate in chunk.get("candidates") or ():
+        candidates = chunk.get("candidates")
+        for candidate in candidates if isinstance(candidates, list) else ():
             if not isinstance(candidate, dict):
                 continue
             if candidate.get("finishReason"):
                 self._saw_finish = True
                 self.started = True
-            if (candidate.get("content") or {}).get("parts"):
+            content = candidate.get("content")
+            if isinstance(content, dict) and content.get("parts"):
                 self.started = True
-        if (chunk.get("promptFeedback") or {}).get("blockReason"):
+        feedback = chunk.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
             self._saw_finish = True
             self.started = True
         return self._frame(data.encode())
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._sse:
+            return super().feed(chunk)
+        # Google's JSON array has no place for an SSE comment (a keep-alive): left out
+        out = bytearray()
+        for item in self._parser.feed_raw(chunk):
+            if self.finished:
+                break
+            if isinstance(item, bytes):
+                out += self._data(item)
+            elif isinstance(item, sse.Event):
+                out += self._event(item)
+        return bytes(out)
 
     def end(self) -> bytes:
         if self.finished:

@@ -151,11 +151,13 @@ async def test_unreachable_upstream_is_502(nursery: trio.Nursery) -> None:
     gateway = await start_gateway(nursery, make_config(f"http://127.0.0.1:{port}/v1"))
     error = assert_openai_error(await post(gateway, {"model": "gpt-4o", "messages": MESSAGES}), 502)
     assert "'local'" in str(error["message"])
-    # the provider now sits out (routing.cooldown): the next request is not sent, and says why
+    # the provider now sits out (routing.cooldown): the next request is not sent, and says why,
+    # as the service unavailable (a 503), not a rate limit
     async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0) as c:
-        with pytest.raises(openai.RateLimitError) as info:
+        with pytest.raises(openai.InternalServerError) as info:
             await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-    assert "local#1: unreachable" in info.value.message
+    assert info.value.status_code == 503
+    assert "local#*: unreachable (connection refused)" in info.value.message
     assert int(info.value.response.headers["retry-after"]) > 0
 
 

@@ -169,19 +169,19 @@ async def test_the_clients_own_errors_are_never_retried(nursery: trio.Nursery, s
     assert len(fake.requests) == 1
 
 
-async def test_everything_cooling_is_a_429_without_an_upstream_call(nursery: trio.Nursery) -> None:
+async def test_everything_cooling_after_429s_is_a_429_without_an_upstream_call(
+    nursery: trio.Nursery,
+) -> None:
     fake = await started(nursery, FakeOpenAI())
     clock = FakeClock()
     gateway = await start_gateway(
-        nursery,
-        config(provider("local", "openai", fake, ("m",)), cooldown=30, consecutive_fails=1),
-        clock,
+        nursery, config(provider("local", "openai", fake, ("m",)), cooldown=30), clock
     )
-    fake.script(Script(status=503))  # one server error rests the key (consecutive_fails = 1)
+    fake.script(Script(status=429))  # the upstream's own rate limit rests the key
     async with anthropic.AsyncAnthropic(
         base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0
     ) as client:
-        with pytest.raises(anthropic.InternalServerError):
+        with pytest.raises(anthropic.RateLimitError):
             await client.messages.create(model="m", max_tokens=10, messages=HI)
         clock.advance(10)
         with pytest.raises(anthropic.RateLimitError) as info:
@@ -189,6 +189,84 @@ async def test_everything_cooling_is_a_429_without_an_upstream_call(nursery: tri
     assert len(fake.requests) == 1
     assert info.value.response.headers["retry-after"] == "20"
     assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+async def test_everything_resting_after_server_errors_is_a_503(nursery: trio.Nursery) -> None:
+    fake = await started(nursery, FakeOpenAI())
+    clock = FakeClock()
+    gateway = await start_gateway(
+        nursery,
+        config(provider("local", "openai", fake, ("m",)), cooldown=30, consecutive_fails=1),
+        clock,
+    )
+    fake.script(Script(status=500))  # one server error rests the key (consecutive_fails = 1)
+    async with openai_client(gateway) as client:
+        with pytest.raises(openai.InternalServerError):
+            await client.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+        clock.advance(10)
+        with pytest.raises(openai.InternalServerError) as info:
+            await client.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+    assert len(fake.requests) == 1
+    assert info.value.status_code == 503
+    assert info.value.response.headers["retry-after"] == "20"
+    assert "local#1: upstream 500" in info.value.message
+
+
+def closed_port() -> str:
+    """A loopback URL nothing listens on (the port was just free)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+async def test_everything_resting_after_no_connection_is_a_503_in_every_dialect(
+    nursery: trio.Nursery,
+) -> None:
+    # A wrong base_url: the first request learns it (502), the next ones are told the service is
+    # unavailable and why, in their own dialect, without a connection attempt, never "rate limit".
+    clock = FakeClock()
+    unreachable = ProviderConfig(
+        name="local", type="openai", base_url=closed_port(), api_keys=KEYS[:1], models=("m",)
+    )
+    gateway = await start_gateway(nursery, config(unreachable, cooldown=30), clock)
+    bearer = {"authorization": f"Bearer {CLIENT_KEY}"}
+    async with httpx.AsyncClient() as client:
+        first = await client.post(
+            gateway.v1 + "/chat/completions", json={"model": "m", "messages": HI}, headers=bearer
+        )
+        assert first.status_code == 502
+        clock.advance(5)
+        chat = await client.post(
+            gateway.v1 + "/chat/completions", json={"model": "m", "messages": HI}, headers=bearer
+        )
+        messages = await client.post(
+            gateway.v1 + "/messages",
+            json={"model": "m", "max_tokens": 5, "messages": HI},
+            headers={"x-api-key": CLIENT_KEY},
+        )
+        responses = await client.post(
+            gateway.v1 + "/responses", json={"model": "m", "input": "Hi"}, headers=bearer
+        )
+        gemini = await client.post(
+            gateway.url + "/v1beta/models/m:generateContent",
+            json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+            headers={"x-goog-api-key": CLIENT_KEY},
+        )
+    why = "local#*: unreachable (connection refused)"
+    for answer in (chat, messages, responses, gemini):
+        assert answer.headers["retry-after"] == "25"
+        assert why in answer.text
+        assert "rate" not in answer.text.lower()
+    assert chat.status_code == responses.status_code == gemini.status_code == 503
+    assert chat.json()["error"]["type"] == "server_error"
+    assert responses.json()["error"]["type"] == "server_error"
+    assert gemini.json()["error"]["status"] == "UNAVAILABLE"
+    # Anthropic's dialect says 503 as Anthropic does: 529 overloaded_error, which its SDKs retry
+    assert messages.status_code == 529
+    assert messages.json()["error"]["type"] == "overloaded_error"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -16,7 +16,9 @@ Every error a client can see is a :class:`ProxycastError`. It carries an HTTP st
         │   ├── UpstreamConnectError  502 (the provider cannot be reached)
         │   └── UpstreamCredentialsError 502 (the provider refused proxycast's key)
         └── UpstreamTimeoutError      504 timeout
-    RateLimitedError                  429 rate_limit (every key and target cooling down)
+    RateLimitedError                  429 rate_limit (over a client's limit; every key resting after
+                                          the upstream's own 429s)
+    UpstreamsRestingError             503 overloaded (every key resting after other failures)
 """
 
 from __future__ import annotations
@@ -136,10 +138,20 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class RateLimitedError(ProxycastError):
-    """Every key and target that could serve the request is cooling down."""
+    """A client's limit, or every key and target that could serve the request resting after the
+    upstream's own rate limits."""
 
     status = 429
     kind: Kind = "rate_limit"
+
+
+class UpstreamsRestingError(ProxycastError):
+    """Every key and target that could serve the request is resting after failures other than a
+    rate limit (server errors, redirects, refused keys, no connection): the service is unavailable,
+    not the client too fast."""
+
+    status = 503
+    kind: Kind = "overloaded"
 
 
 _KIND_BY_STATUS: dict[int, Kind] = {

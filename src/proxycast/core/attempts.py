@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import attrs
 
@@ -26,9 +27,10 @@ from proxycast.errors import (
     UpstreamConnectError,
     UpstreamCredentialsError,
     UpstreamError,
+    UpstreamsRestingError,
     UpstreamTimeoutError,
 )
-from proxycast.upstream.keys import retry_after
+from proxycast.upstream.keys import rate_limited, retry_after
 from proxycast.upstream.provider import Provider
 
 log = logging.getLogger("proxycast")
@@ -102,7 +104,7 @@ class Plan:
         status = error.status
         if isinstance(error, UpstreamConnectError):
             self._record(attempt, "unreachable")
-            pool.bench(settings.cooldown, "unreachable")
+            pool.bench(settings.cooldown, f"unreachable ({_os_reason(error)})")
             return True
         if isinstance(error, UpstreamCredentialsError):
             self._record(attempt, "key refused")
@@ -136,7 +138,9 @@ class Plan:
 
     def exhausted(self) -> ProxycastError:
         """What the client gets when no attempt succeeded: the last upstream error, the attempts
-        listed; or, when none could be made, a 429 saying when the first key is back."""
+        listed; or, when none could be made (every key resting), a 429 when the upstream's rate
+        limits are why, else a 503 naming the last failure, either saying when the first key is
+        back."""
         if self._last is not None:
             error = self._last
             if self.made > 1:
@@ -145,17 +149,39 @@ class Plan:
         now = min(p.pool.clock() for _, p in self.targets)
         back = min(p.pool.back_at() for _, p in self.targets)
         wait = max(1, math.ceil(back - now))
-        resting = ", ".join(
-            f"{label}: {why}"
-            for pool in dict.fromkeys(p.pool for _, p in self.targets)
-            for label, _, why in pool.status()
-        )
+        pools = list(dict.fromkeys(p.pool for _, p in self.targets))
+        resting = ", ".join(f"{label}: {why}" for pool in pools for label, _, why in pool.status())
+        headers = {"retry-after": str(wait)}
+        if not all(rate_limited(why) for pool in pools for _, _, why in pool.resting()):
+            rests = [rest for pool in pools if (rest := pool.last_rest()) is not None]
+            _, label, why = max(rests, default=(0.0, "?", "?"))
+            return UpstreamsRestingError(
+                f"No upstream can take this request: every provider key that serves this model is "
+                f"resting after upstream failures, the last {label}: {why} ({resting}); retry in "
+                f"{wait} s.",
+                headers=headers,
+            )
         return RateLimitedError(
             f"Every provider key that serves this model is sitting out after upstream failures "
             f"({resting}); retry in {wait} s.",
             code="rate_limit_exceeded",
-            headers={"retry-after": str(wait)},
+            headers=headers,
         )
+
+
+def _os_reason(error: BaseException) -> str:
+    """Why a connection failed, as the system said it (``connection refused``, ``name or service
+    not known``), found among the causes of ``error`` (trio groups one per address tried)."""
+    seen: list[BaseException] = [error]
+    for exc in seen:
+        if isinstance(exc, OSError) and exc.errno and exc.errno > 0:  # trio adds the address
+            return os.strerror(exc.errno).lower()
+        if isinstance(exc, OSError) and exc.strerror:  # getaddrinfo's errors (negative numbers)
+            return str(exc.strerror).lower()
+        if len(seen) < 64:  # a chain is short; a cycle must not loop
+            seen += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+            seen += getattr(exc, "exceptions", ())
+    return "no connection"
 
 
 def _overloaded(error: UpstreamError) -> bool:

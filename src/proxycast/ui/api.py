@@ -308,7 +308,8 @@ async def providers() -> Response:
     for name, provider in exchange.providers.items():
         keys = []
         for label, seconds, reason in provider.pool.status():
-            state = "healthy" if seconds <= 0 else "benched" if reason in BENCHED else "cooling"
+            benched = reason.partition(" (")[0] in BENCHED  # "unreachable (connection refused)"
+            state = "healthy" if seconds <= 0 else "benched" if benched else "cooling"
             attempts, successes = counts.get(label, (0, 0))
             failure = accounts.feed.last_failures.get(label)
             keys.append(

@@ -8,6 +8,10 @@ all sits out as a whole. A server error or a timeout says less: one bad request 
 a validation error with a 500) must not bench a model for every client, so it rests the key only after
 ``consecutive_fails`` of them in a row on that key, a success resetting the count (the rule of Envoy's
 outlier detection). A later failure never shortens a rest; keys come back by themselves when it ends.
+
+Each rest keeps its reason (``upstream 429``, ``unreachable (connection refused)``, ...), shared with
+the other workers with the rest itself: when every key is resting, a client is told of a rate limit
+only when the upstream's own rate limits are why (:func:`rate_limited`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class _Key:
     until: float = 0.0
     """Out of rotation until this time (the pool's clock)."""
     reason: str = ""
+    since: float = 0.0
+    """When the rest started or last grew (here, or when this worker learned of it)."""
     fails: int = 0
     """Server errors and timeouts in a row on this key (here, in this worker), none since a success."""
 
@@ -115,7 +121,7 @@ class KeyPool:
         until = self.clock() + seconds
         if until <= key.until:
             return False
-        key.until, key.reason = until, reason
+        key.until, key.reason, key.since = until, reason, self.clock()
         return True
 
     def left(self, index: int | None) -> tuple[float, str]:
@@ -129,6 +135,17 @@ class KeyPool:
         keys: list[tuple[int | None, _Key]] = [(None, self._bench), *enumerate(self._keys)]
         return [(i, k.until - now, k.reason) for i, k in keys if k.until > now]
 
+    def last_rest(self) -> tuple[float, str, str] | None:
+        """``(since, label, reason)`` of the rest under way that started last (``provider#*`` for
+        the provider as a whole), None when none is."""
+        now = self.clock()
+        keys: list[tuple[str, _Key]] = [
+            (f"{self.provider}#*", self._bench),
+            *((self.label(i), k) for i, k in enumerate(self._keys)),
+        ]
+        resting = [(k.since, label, k.reason) for label, k in keys if k.until > now]
+        return max(resting, default=None)
+
     def status(self) -> list[tuple[str, float, str]]:
         """``(label, seconds until back (0: healthy), why)`` for each key."""
         now = self.clock()
@@ -137,6 +154,16 @@ class KeyPool:
             resting = max(key, self._bench, key=lambda k: k.until)
             out.append((self.label(index), max(0.0, resting.until - now), resting.reason))
         return out
+
+
+RATE_LIMITED = "upstream 429"
+"""The reason of a rest the upstream's own rate limit asked for."""
+
+
+def rate_limited(reason: str) -> bool:
+    """Whether a rest's reason is the upstream's rate limit (every other rest is the upstream
+    failing: a server error, a redirect, a refused key, no connection)."""
+    return reason.startswith(RATE_LIMITED)
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -316,3 +316,50 @@ async def test_input_items_of_a_stored_response_and_no_cancel(start: Start, kind
         await setup.sdk.responses.cancel(second.id)
     with pytest.raises(openai.NotFoundError):  # another key sees none of it
         await setup.other.responses.input_items.list(second.id)
+
+
+def _upstream_tools(kind: str, sent: dict[str, Any]) -> tuple[list[str], Any]:
+    """The tool names a converted request offered its upstream, and how it forced a call."""
+    if kind == "anthropic":
+        return [t["name"] for t in sent["tools"]], sent.get("tool_choice")
+    if kind == "gemini":
+        names = [d["name"] for t in sent["tools"] for d in t.get("functionDeclarations", ())]
+        return names, sent.get("toolConfig", {}).get("functionCallingConfig")
+    return [t["function"]["name"] for t in sent["tools"]], sent.get("tool_choice")
+
+
+FORCED = {
+    "openai-chat": ("required", {"type": "function", "function": {"name": "get_time"}}),
+    "anthropic": ({"type": "any"}, {"type": "tool", "name": "get_time"}),
+    "gemini": ({"mode": "ANY"}, {"mode": "ANY", "allowedFunctionNames": ["get_time"]}),
+}
+
+
+@pytest.mark.parametrize("kind", ["openai-chat", "anthropic", "gemini"])
+async def test_allowed_tools_only_the_allowed_go_upstream(start: Start, kind: str) -> None:
+    setup = await start(kind)
+    tools: Any = [
+        {"type": "function", "name": name, "parameters": SCHEMA}
+        for name in ("get_weather", "get_time", "send_mail")
+    ]
+    sent = []
+    for allowed, mode in ((["get_weather", "get_time"], "auto"), (["get_weather", "get_time"],
+                          "required"), (["get_time"], "required")):  # fmt: skip
+        setup.fake.script(setup.kind.text("ok"))
+        choice: Any = {
+            "type": "allowed_tools",
+            "mode": mode,
+            "tools": [{"type": "function", "name": name} for name in allowed],
+        }
+        response = await setup.sdk.responses.create(
+            model=MODEL, input="Hi", tools=tools, tool_choice=choice
+        )
+        assert response.tool_choice.model_dump() == choice  # repeated as asked
+        assert [t.name for t in response.tools] == ["get_weather", "get_time", "send_mail"]  # type: ignore[union-attr]
+        sent.append(_upstream_tools(kind, setup.fake.requests[-1].json()))
+    assert [names for names, _ in sent] == [
+        ["get_weather", "get_time"],
+        ["get_weather", "get_time"],
+        ["get_time"],
+    ]
+    assert (sent[1][1], sent[2][1]) == FORCED[kind]

@@ -274,3 +274,224 @@ def test_the_sdk_accumulates_a_stream_into_the_non_streamed_response(
     assert _comparable(Response.model_validate(final.model_dump())) == _comparable(
         Response.model_validate(expected)
     )
+
+
+# The whole Response object: every field OpenAI always returns (the Open Responses schema's required
+# fields), with OpenAI's defaults where the request left them out.
+
+ALWAYS = {
+    "id", "object", "created_at", "completed_at", "status", "incomplete_details", "model",
+    "previous_response_id", "instructions", "output", "error", "tools", "tool_choice", "truncation",
+    "parallel_tool_calls", "text", "top_p", "presence_penalty", "frequency_penalty", "top_logprobs",
+    "temperature", "reasoning", "user", "usage", "max_output_tokens", "max_tool_calls", "store",
+    "background", "service_tier", "metadata", "safety_identifier", "prompt_cache_key",
+}  # fmt: skip
+
+
+def _streamed(conv: codec.ResponsesConversation, events: list[internal.StreamEvent]) -> list[Any]:
+    encoder = codec.StreamEncoder("m", conv)
+    frames = b"".join(encoder.encode(e) for e in events)
+    return [json.loads(e.data) for e in sse.SSEParser().feed(frames) if isinstance(e, sse.Event)]
+
+
+def test_every_field_with_openai_defaults_streamed_and_not() -> None:
+    conv = conversation(input="Hi", tools=[{"type": "function", "name": "f"}])
+    reply = internal.Reply(id="x", model="m", parts=(internal.Text("a"),), stop="end")
+    events = _streamed(conv, codec.events_of(reply))
+    created, in_progress, completed = events[0], events[1], events[-1]
+    assert (created["type"], in_progress["type"]) == ("response.created", "response.in_progress")
+    assert created["response"]["completed_at"] is None
+    assert isinstance(completed["response"]["completed_at"], int)
+    whole = codec.response_from_internal(reply, "m", conv)
+    for response in (created["response"], in_progress["response"], completed["response"], whole):
+        assert ALWAYS <= set(response)
+        Response.model_validate(response)
+        assert {k: response[k] for k in sorted(ALWAYS - {"id", "created_at", "completed_at",
+                                                         "status", "output", "usage"})} == {
+            "background": False,
+            "error": None,
+            "frequency_penalty": 0.0,
+            "incomplete_details": None,
+            "instructions": None,
+            "max_output_tokens": None,
+            "max_tool_calls": None,
+            "metadata": {},
+            "model": "m",
+            "object": "response",
+            "parallel_tool_calls": True,
+            "presence_penalty": 0.0,
+            "previous_response_id": None,
+            "prompt_cache_key": None,
+            "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [
+                {"type": "function", "name": "f", "description": None, "parameters": None,
+                 "strict": False}
+            ],
+            "top_logprobs": 0,
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "user": None,
+        }  # fmt: skip
+
+
+def test_the_request_s_values_are_repeated() -> None:
+    tool = {
+        "type": "function",
+        "name": "f",
+        "parameters": SCHEMA,
+        "strict": True,
+        "description": "F",
+    }
+    conv = conversation(
+        input="Hi",
+        tools=[tool],
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        top_logprobs=3,
+        max_tool_calls=2,
+        service_tier="flex",
+        safety_identifier="u1",
+        prompt_cache_key="k",
+        prompt_cache_retention="24h",
+        text={"verbosity": "low"},
+    )
+    reply = internal.Reply(id="x", model="m", parts=(internal.Text("a"),), stop="end")
+    response = codec.response_from_internal(reply, "m", conv)
+    assert response["tools"] == [tool]
+    assert (response["presence_penalty"], response["frequency_penalty"]) == (0.5, -0.5)
+    assert (response["top_logprobs"], response["max_tool_calls"]) == (3, 2)
+    assert (response["safety_identifier"], response["prompt_cache_key"]) == ("u1", "k")
+    assert response["prompt_cache_retention"] == "24h"
+    assert response["text"] == {"format": {"type": "text"}, "verbosity": "low"}
+    assert response["service_tier"] == "default"  # the tier that served it
+    assert (conv.params.presence_penalty, conv.params.frequency_penalty) == (0.5, -0.5)
+
+
+def test_an_incomplete_response_has_no_completed_at() -> None:
+    reply = internal.Reply(id="x", model="m", parts=(internal.Text("a"),), stop="length")
+    response = codec.response_from_internal(reply, "m", conversation(input="Hi"))
+    assert (response["status"], response["completed_at"]) == ("incomplete", None)
+
+
+# Items in order: each output item's events are contiguous, its done before the next one's added,
+# even when an upstream interleaves the arguments of parallel calls.
+
+
+@st.composite
+def interleaved_streams(draw: st.DrawFn) -> list[internal.StreamEvent]:
+    """A stream of :func:`event_streams` whose tool-call fragments are moved later, among the
+    events of the items after their call (as an upstream interleaving parallel calls sends them)."""
+    events = draw(event_streams())
+    body, finish = events[:-1], events[-1]
+    out: list[internal.StreamEvent] = []
+    late: list[internal.StreamEvent] = []
+    for event in body:
+        if isinstance(event, internal.ToolArgsDelta) and (
+            any(getattr(e, "index", None) == event.index for e in late) or draw(st.booleans())
+        ):  # a call's fragments keep their order
+            late.append(event)
+            continue
+        out.append(event)
+        if late and draw(st.booleans()):
+            out.append(late.pop(0))
+    return [*out, *late, finish]
+
+
+def _items_are_contiguous(events: list[dict[str, Any]]) -> None:
+    current: int | None = None
+    done: set[int] = set()
+    for event in events:
+        index = event.get("output_index")
+        if event["type"] == "response.output_item.added":
+            assert current is None, f"item {index} added before item {current} was done"
+            current = index
+        elif index is not None:
+            assert index == current, f"{event['type']} of item {index} inside item {current}"
+            if event["type"] == "response.output_item.done":
+                done.add(index)
+                current = None
+    assert current is None
+
+
+def test_a_call_s_done_comes_before_the_next_item() -> None:
+    events = [
+        internal.Start(id="up", model="m"),
+        internal.ToolCallStart(index=0, id="call_0", name="f"),
+        internal.ToolArgsDelta(index=0, fragment='{"a": 1}'),
+        internal.TextDelta("after"),
+        internal.ToolCallStart(index=1, id="call_1", name="f"),
+        internal.ToolArgsDelta(index=1, fragment="{}"),
+        internal.Finish(stop="tool_use", usage=internal.Usage()),
+    ]
+    conv = conversation(input="Hi", tools=[{"type": "function", "name": "f"}])
+    out = _streamed(conv, events)
+    _items_are_contiguous(out)
+    added = [e["item"]["type"] for e in out if e["type"] == "response.output_item.added"]
+    assert added == ["function_call", "message", "function_call"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(interleaved_streams())
+def test_items_are_contiguous_and_accumulate_to_the_reply(
+    events: list[internal.StreamEvent],
+) -> None:
+    conv = conversation(input="Hi", tools=[{"type": "function", "name": "f"}])
+    out = _streamed(conv, events)
+    _items_are_contiguous(out)
+    assert [e["sequence_number"] for e in out] == list(range(len(out)))
+    final = out[-1]["response"]
+    expected = codec.response_from_internal(internal.accumulate(events), "m", conv)
+    assert _comparable(Response.model_validate(final)) == _comparable(
+        Response.model_validate(expected)
+    )
+
+
+# allowed_tools: only the allowed tools go upstream; required forces a call.
+
+FUNCS = [{"type": "function", "name": n} for n in ("a", "b", "c")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "allowed", "names", "choice"),
+    [
+        pytest.param("auto", ["a", "c"], ["a", "c"], "auto", id="auto"),
+        pytest.param("required", ["a", "c"], ["a", "c"], "required", id="required"),
+        pytest.param("required", ["b"], ["b"], internal.NamedTool("b"), id="required-one"),
+        pytest.param("auto", ["zzz"], [], None, id="none-offered"),
+    ],
+)
+def test_allowed_tools(mode: str, allowed: list[str], names: list[str], choice: Any) -> None:
+    tool_choice = {
+        "type": "allowed_tools",
+        "mode": mode,
+        "tools": [{"type": "function", "name": n} for n in allowed],
+    }
+    c = conversation(input="Hi", tools=FUNCS, tool_choice=tool_choice)
+    assert [t.name for t in c.tools] == names
+    assert c.tool_choice == choice
+    reply = internal.Reply(id="x", model="m", parts=(internal.Text("a"),), stop="end")
+    response = codec.response_from_internal(reply, "m", c)
+    assert response["tool_choice"] == tool_choice
+    assert [t["name"] for t in response["tools"]] == ["a", "b", "c"]  # echoed as sent
+
+
+def test_allowed_tools_of_a_namespace_and_a_bad_mode() -> None:
+    tools = [*FUNCS, {"type": "namespace", "name": "ns", "tools": FUNCS[:2]}]
+    choice = {
+        "type": "allowed_tools",
+        "mode": "auto",
+        "tools": [{"type": "namespace", "name": "ns"}],
+    }
+    assert [t.name for t in conversation(input="Hi", tools=tools, tool_choice=choice).tools] == [
+        "ns__a",
+        "ns__b",
+    ]
+    with pytest.raises(InvalidRequestError) as info:
+        conversation(input="Hi", tools=FUNCS, tool_choice={**choice, "mode": "none"})
+    assert info.value.param == "tool_choice.mode"

@@ -269,7 +269,55 @@ def _tool_choice(
         return choice  # type: ignore[return-value]
     if choice.get("type") in ("function", "custom") and isinstance(choice.get("name"), str):
         return internal.NamedTool(choice["name"])
-    return "auto"  # allowed_tools, a built-in tool, or an MCP server: the model chooses
+    return "auto"  # a built-in tool or an MCP server: the model chooses
+
+
+def _allowed_tools(choice: dict[str, Any]) -> tuple[set[str], set[str], str]:
+    """An ``allowed_tools`` choice: (the flat names of the allowed functions and custom tools, the
+    allowed built-in tools' types, the mode)."""
+    mode = choice.get("mode", "auto")
+    if mode not in ("auto", "required"):
+        raise InvalidRequestError(
+            f"tool_choice.mode {mode!r} is not one of auto, required.", param="tool_choice.mode"
+        )
+    listed = _field(choice, "tools", list, "tool_choice")
+    names: set[str] = set()
+    types: set[str] = set()
+    for i, tool in enumerate(listed):
+        where = f"tool_choice.tools[{i}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequestError(f"{where} must be an object.", param=where)
+        kind = tool.get("type")
+        if kind in ("function", "custom"):
+            namespace = _field(tool, "namespace", str, where, required=False)
+            names.add(_flat(_field(tool, "name", str, where), namespace))
+        elif kind == "namespace":  # every tool of the namespace
+            names.add(_field(tool, "name", str, where) + _NAMESPACE_SEPARATOR)
+        elif isinstance(kind, str):
+            types.add(kind)
+    return names, types, mode
+
+
+def _restrict(
+    choice: Any, tools: list[internal.Tool], web_search: internal.WebSearch | None
+) -> tuple[list[internal.Tool], internal.WebSearch | None, internal.ToolChoice | None]:
+    """The tools that go upstream and the choice among them, for an ``allowed_tools`` choice: only
+    the allowed tools; ``required`` forces a call (of the one tool, when one is allowed)."""
+    names, types, mode = _allowed_tools(choice)
+    kept = [
+        t
+        for t in tools
+        if t.name in names
+        or any(n.endswith(_NAMESPACE_SEPARATOR) and t.name.startswith(n) for n in names)
+    ]
+    search = web_search if web_search is not None and web_search.tool in types else None
+    if not kept:
+        return [], search, None
+    if mode == "auto":
+        return kept, search, "auto"
+    if len(kept) == 1 and search is None:
+        return kept, search, internal.NamedTool(kept[0].name)
+    return kept, search, "required"
 
 
 def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[internal.Part]]]]:
@@ -370,26 +418,47 @@ def _response_format(text: wire.TextConfig | None) -> dict[str, Any] | None:
     return {"type": str(fmt.get("type"))}
 
 
+def _echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool as OpenAI repeats it: a function with its ``description``, ``parameters`` and
+    ``strict`` (``false`` when the request left it out: a converted upstream gets no strict mode)."""
+    if tool.get("type") != "function":
+        return tool
+    return {"description": None, "parameters": None, **tool, "strict": tool.get("strict") is True}
+
+
 def _echo(body: wire.ResponseCreateRequest) -> dict[str, Any]:
+    """What a response repeats of its request: every field OpenAI always returns, with OpenAI's
+    default where the request left it out (docs/mappings.md)."""
     reasoning = body.reasoning
+    text = body.text
     return {
+        "background": False,  # proxycast runs nothing in the background
+        "completed_at": None,
+        "frequency_penalty": body.frequency_penalty or 0.0,
         "instructions": body.instructions,
         "max_output_tokens": body.max_output_tokens,
+        "max_tool_calls": body.max_tool_calls,
         "metadata": body.metadata or {},
         "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "presence_penalty": body.presence_penalty or 0.0,
         "previous_response_id": body.previous_response_id,
+        "prompt_cache_key": body.prompt_cache_key,
+        "prompt_cache_retention": body.prompt_cache_retention,
         "reasoning": {
             "effort": reasoning.effort if reasoning else None,
             "summary": reasoning.summary if reasoning else None,
         },
+        "safety_identifier": body.safety_identifier,
+        "service_tier": "default",  # the tier a converted upstream served: its own, no other
         "store": body.store is not False,
         "temperature": body.temperature if body.temperature is not None else 1.0,
         "text": {
-            "format": (body.text.format if body.text and body.text.format else None)
-            or {"type": "text"}
+            "format": (text.format if text and text.format else None) or {"type": "text"},
+            "verbosity": (text.verbosity if text else None) or "medium",
         },
         "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
-        "tools": list(body.tools or ()),
+        "tools": [_echoed_tool(t) for t in body.tools or ()],
+        "top_logprobs": body.top_logprobs or 0,
         "top_p": body.top_p if body.top_p is not None else 1.0,
         "truncation": body.truncation or "disabled",
         "user": body.user,
@@ -402,22 +471,30 @@ def request_to_internal(request: Request) -> ResponsesConversation:
     system: list[internal.Part] = [internal.Text(body.instructions)] if body.instructions else []
     more, turns = _items([*request.history, *input_items(body)])
     tools, custom, namespaces = _tools(body.tools or [])
+    web_search = _web_search(body.tools or [])
+    choice = body.tool_choice
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        tools, web_search, tool_choice = _restrict(choice, tools, web_search)
+    else:
+        tool_choice = _tool_choice(choice, set(namespaces)) if tools else None
     effort = body.reasoning.effort if body.reasoning else None
     stream = bool(body.stream)
     return ResponsesConversation(
         system=(*system, *more),
         messages=tuple(internal.Message(role, tuple(parts)) for role, parts in turns),  # type: ignore[arg-type]
         tools=tuple(tools),
-        tool_choice=_tool_choice(body.tool_choice, set(namespaces)) if tools else None,
+        tool_choice=tool_choice,
         parallel_tool_calls=body.parallel_tool_calls if tools else None,
         params=internal.Params(
             max_tokens=body.max_output_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
             reasoning_effort=effort if effort not in (None, "none") else None,
             response_format=_response_format(body.text),
             user=body.user or body.safety_identifier,
-            web_search=_web_search(body.tools or []),
+            web_search=web_search,
         ),
         stream=stream,
         include_usage=stream,
@@ -460,10 +537,13 @@ class StreamEncoder:
     """Stream events -> the Responses API's SSE events, in the order the API emits them, each with
     its ``event:`` line and a ``sequence_number`` counting from 0 (docs/mappings.md).
 
-    One output item per reasoning block, text run and tool call; a text run or reasoning block
-    closes when something else starts, tool calls stay open until the response ends (so that
-    interleaved arguments of parallel calls land in their own item). :attr:`response` is the
-    final response object once the stream finished.
+    One output item per reasoning block, text run and tool call, and each item's events contiguous
+    (its ``output_item.done`` before the next item's ``output_item.added``, as OpenAI sends them): a
+    text run or reasoning block closes when something else starts. A tool call's arguments may
+    still come after the next item started (parallel calls' fragments interleaved), so what starts
+    after an open tool call is held back until the response ends, while that call's arguments
+    stream; then the call closes and the held items follow, each call with all its arguments.
+    :attr:`response` is the final response object once the stream finished.
     """
 
     def __init__(self, model: str, conversation: internal.Conversation) -> None:
@@ -475,6 +555,8 @@ class StreamEncoder:
         self._output: list[dict[str, Any] | None] = []  # by output index; None while open
         self._open: tuple[str, int, dict[str, Any], list[str]] | None = None  # text or reasoning
         self._tools: dict[int, tuple[int, dict[str, Any], list[str]]] = {}
+        self._held: list[internal.StreamEvent] | None = None  # after an open tool call
+        self._replaying = False
         self.response: dict[str, Any] | None = None
         self.finished = False
 
@@ -596,6 +678,24 @@ class StreamEncoder:
     def encode(self, event: internal.StreamEvent) -> bytes:
         if self.finished:
             return b""
+        if isinstance(event, (internal.Finish, internal.Failure)):
+            pass
+        elif self._held is not None:
+            if not (isinstance(event, internal.ToolArgsDelta) and event.index in self._tools):
+                self._held.append(event)
+                return b""
+        elif self._tools and isinstance(event, _ITEM_EVENTS):
+            if not self._replaying:
+                self._held = [event]
+                return b""
+            return self._close_tools() + self.encode(event)
+        if isinstance(event, internal.Finish) and self._held is not None:
+            held, self._held = self._held, None
+            out = self._close_tools()
+            self._replaying = True
+            for one in _regrouped(held):
+                out += self.encode(one)
+            return out + self.encode(event)
         if isinstance(event, internal.Start):
             response = self._response("in_progress")
             return self._event("response.created", response=response) + self._event(
@@ -734,6 +834,33 @@ class StreamEncoder:
             error = ProxycastError("Internal error in proxycast while converting the stream.")
         response = self._response("failed", error=stream_error(error))
         return self._event("response.failed", response=response)
+
+
+_ITEM_EVENTS = (
+    internal.TextDelta,
+    internal.ReasoningDelta,
+    internal.ToolCallStart,
+    internal.WebSearchCall,
+    internal.Citation,
+)
+"""Events that start an output item when none of their kind is open (a citation follows its text)."""
+
+
+def _regrouped(events: list[internal.StreamEvent]) -> list[internal.StreamEvent]:
+    """``events`` with each tool call's argument fragments right after its start, everything else
+    in order: the held events of a stream, replayed one item after another."""
+    groups: list[list[internal.StreamEvent]] = []
+    calls: dict[int, list[internal.StreamEvent]] = {}
+    for event in events:
+        if isinstance(event, internal.ToolCallStart):
+            calls[event.index] = [event]
+            groups.append(calls[event.index])
+        elif isinstance(event, internal.ToolArgsDelta):
+            if event.index in calls:
+                calls[event.index].append(event)
+        else:
+            groups.append([event])
+    return [event for group in groups for event in group]
 
 
 def _custom_input(arguments: str) -> str:

@@ -50,6 +50,14 @@ class ResponseCreateRequest:
     user: str | None = None
     safety_identifier: str | None = None
     truncation: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    top_logprobs: int | None = None
+    max_tool_calls: int | None = None
+    background: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
 
 
 converter = make_strict_converter(forbid_extra_keys=False)

@@ -52,14 +52,15 @@ async def test_openai_passthrough_forwards_what_it_does_not_know(
     gateway: Gateway, fake: FakeOpenAI
 ) -> None:
     # Fields and shapes proxycast does not declare are the upstream's to judge. (OpenAI's documented
-    # ranges, roles and part types are enforced on every path: see test_validation_ranges.py.)
+    # ranges, roles and part types, and the JSON types of the fields it declares, are enforced on
+    # every path: see test_validation_ranges.py and test_bad_input.py.)
     body = {
         "model": "llama3.2",
         "messages": [
             {"role": "user", "content": "be terse", "cache_control": {"type": "ephemeral"}},
             {"role": "user", "content": [{"type": "text", "text": "hi", "annotations": [1]}]},
         ],
-        "seed": "not-a-number-here",
+        "prediction_mode": "not-a-known-field",
         "reasoning": {"effort": "max"},
         "verbosity": "low",
     }

@@ -363,3 +363,32 @@ async def test_allowed_tools_only_the_allowed_go_upstream(start: Start, kind: st
         ["get_time"],
     ]
     assert (sent[1][1], sent[2][1]) == FORCED[kind]
+
+
+ALWAYS = {
+    "background", "completed_at", "frequency_penalty", "max_tool_calls", "presence_penalty",
+    "prompt_cache_key", "safety_identifier", "service_tier", "top_logprobs", "store", "truncation",
+    "text", "reasoning", "tool_choice", "tools", "metadata", "user", "usage",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["openai-chat", "anthropic", "gemini"])
+async def test_a_converted_response_has_every_field_openai_returns(start: Start, kind: str) -> None:
+    setup = await start(kind)
+    setup.fake.script(setup.kind.text("Hi."), setup.kind.text("Hi."))
+    body = {"model": MODEL, "input": "Hi", "tools": TOOLS}
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    async with httpx.AsyncClient(base_url=setup.url, headers=headers) as client:
+        whole = (await client.post("/responses", json=body)).json()
+        streamed = await client.post("/responses", json={**body, "stream": True})
+    events = [
+        json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: ")
+    ]
+    created, completed = events[0], events[-1]
+    assert (created["type"], completed["type"]) == ("response.created", "response.completed")
+    for response in (whole, created["response"], completed["response"]):
+        assert ALWAYS <= set(response)
+        assert response["tools"][0]["strict"] is False
+        assert (response["presence_penalty"], response["top_logprobs"]) == (0.0, 0)
+    assert created["response"]["completed_at"] is None
+    assert isinstance(whole["completed_at"], int)

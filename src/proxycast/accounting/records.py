@@ -491,14 +491,13 @@ def _usage_of(record: Record) -> internal.Usage | None:
         usage = record.source.usage
     if not record.provider:  # no upstream answered
         return usage
-    if usage is None or usage == _NOTHING:
+    if usage is None or not (
+        usage.input or usage.output or usage.cache_read or usage.cache_write or usage.estimated
+    ):  # nothing reported (the fields compared one by one: attrs' __eq__ costs more, every request)
         return internal.Usage(input=record.prompt_estimate, estimated=True)
     if usage.estimated and not usage.input:
         return attrs.evolve(usage, input=record.prompt_estimate)
     return usage
-
-
-_NOTHING = internal.Usage()
 
 
 MOST_TOKENS = 1 << 53

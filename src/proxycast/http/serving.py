@@ -58,23 +58,27 @@ class Serving:
         self._body_timeout = config.server.upstream_timeout
         self._origins = config.server.cors_origins
 
-    def owns(self, scope: HTTPScope) -> bool:
-        """Whether the request is to one of the router's paths (an API surface)."""
-        return self._router.owns(_path(scope))
+    def path(self, scope: HTTPScope) -> str | None:
+        """The request's path within the app when it is one of the router's (an API surface);
+        None for any other."""
+        path = _path(scope)
+        return path if self._router.owns(path) else None
 
     async def http(
-        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, path: str
     ) -> None:
-        method, path = scope["method"], _path(scope)
+        """Serve a request to the router's ``path`` (:meth:`path`)."""
+        method = scope["method"]
         pairs, headers = _headers(scope)
-        preflight = cors.preflight(method, headers, self._origins)
-        if preflight is not None:  # before authentication: browsers send no key with one
-            await self._respond(send, preflight, headers, method)
-            return
+        if self._origins and method == "OPTIONS":
+            preflight = cors.preflight(method, headers, self._origins)
+            if preflight is not None:  # before authentication: browsers send no key with one
+                await self._respond(send, preflight, headers, method)
+                return
         matched = self._router.match(method, path)
         dialect = formats.dialect_for(path) if isinstance(matched, Mismatch) else matched[0].dialect
         try:
-            call = self._admit(scope, matched, dialect, headers, pairs)
+            call = self._admit(scope, path, matched, dialect, headers, pairs)
             if call.route.method not in _BODILESS:
                 body = await self._body(receive, headers.get("content-length"))
                 if body is None:
@@ -104,7 +108,7 @@ class Serving:
         matched = self._router.match(WEBSOCKET, path)
         dialect = formats.dialect_for(path) if isinstance(matched, Mismatch) else matched[0].dialect
         try:
-            call = self._admit(scope, matched, dialect, headers, pairs)
+            call = self._admit(scope, path, matched, dialect, headers, pairs)
         except Exception as error:
             await _refuse(send, self._failed(error, scope, dialect))
             return
@@ -119,13 +123,13 @@ class Serving:
     def _admit(
         self,
         scope: HTTPScope | WebsocketScope,
+        path: str,
         matched: tuple[Route, dict[str, str]] | Mismatch,
         dialect: InboundDialect,
         headers: dict[str, str],
         pairs: list[tuple[str, str]],
     ) -> Call:
         """The gate's checks, then the route (404 or 405 when there is none)."""
-        path = _path(scope)
         raw = scope["query_string"]
         query = parse_query(raw) if raw else {}
         credential = dialect.credential(headers, query)
@@ -235,7 +239,8 @@ async def _cancel_on_disconnect(receive: ASGIReceiveCallable, scope: trio.Cancel
 
 def _path(scope: HTTPScope | WebsocketScope) -> str:
     """The path within the app (without the root path it is mounted at)."""
-    path, root = scope["path"], scope.get("root_path", "")
+    path = scope["path"]
+    root = scope.get("root_path")
     if root and path.startswith(root):
         return path[len(root) :]
     return path

@@ -4,10 +4,13 @@ that read what the SDKs and the converters produce."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import pytest
 from hypothesis import strategies as st
 
 import proxycast
@@ -15,6 +18,7 @@ from proxycast.config import Config, ProviderConfig, ServerConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     import trio
 
@@ -180,3 +184,20 @@ def accumulate_openai(frames: list[dict[str, Any]]) -> dict[str, Any]:
         "finish": finish,
         "usage": usage,
     }
+
+
+def npm_client(folder: Path, executable: str, what: str) -> Path:
+    """A CLI from npm (``folder/package.json`` pins it), installed once into ``folder/node_modules``
+    and kept there for later runs; a test fails (never skips) without node and npm."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.fail(f"node and npm are needed for the {what} tests (.ci/run installs them)")
+    path = folder / "node_modules" / ".bin" / executable
+    if not path.exists():
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=folder,
+            check=True,
+            timeout=600,
+        )
+    return path

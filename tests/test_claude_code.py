@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +28,11 @@ from proxycast.testing import (
 )
 from proxycast.testing import anthropic as fake_anthropic
 from proxycast.testing import gemini as fake_gemini
-from tests.support import CLIENT_KEY, one_provider, start_gateway
+from tests.support import CLIENT_KEY, npm_client, one_provider, start_gateway
 
 if TYPE_CHECKING:
+    import subprocess
+
     from proxycast.testing import FakeUpstream
 
 CLIENT_DIR = Path(__file__).parent / "clients" / "claude_code"
@@ -43,18 +43,7 @@ FINAL = "The note reads the-note-says-7d41. Done."
 @pytest.fixture(name="claude", scope="session")
 def _claude() -> Path:
     """The ``claude`` executable, installed from npm once (the pinned version in package.json)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.fail("node and npm are needed for the Claude Code tests (.ci/run installs them)")
-    executable = CLIENT_DIR / "node_modules" / ".bin" / "claude"
-    if not executable.exists():
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=CLIENT_DIR,
-            check=True,
-            timeout=600,
-        )
-    return executable
+    return npm_client(CLIENT_DIR, "claude", "Claude Code")
 
 
 def claude_env(base_url: str, key: str, home: Path) -> dict[str, str]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +28,11 @@ from proxycast.testing import (
 )
 from proxycast.testing import anthropic as fake_anthropic
 from proxycast.testing import gemini as fake_gemini
-from tests.support import CLIENT_KEY, one_provider, start_gateway
+from tests.support import CLIENT_KEY, npm_client, one_provider, start_gateway
 
 if TYPE_CHECKING:
+    import subprocess
+
     from proxycast.testing import FakeUpstream
 
 CLIENT_DIR = Path(__file__).parent / "clients" / "gemini_cli"
@@ -50,18 +50,7 @@ SETTINGS = {
 @pytest.fixture(name="gemini_cli", scope="session")
 def _gemini_cli() -> Path:
     """The ``gemini`` executable, installed from npm once (the pinned version in package.json)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.fail("node and npm are needed for the Gemini CLI tests (.ci/run installs them)")
-    executable = CLIENT_DIR / "node_modules" / ".bin" / "gemini"
-    if not executable.exists():
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=CLIENT_DIR,
-            check=True,
-            timeout=600,
-        )
-    return executable
+    return npm_client(CLIENT_DIR, "gemini", "Gemini CLI")
 
 
 async def run_gemini(

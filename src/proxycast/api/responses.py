@@ -19,7 +19,7 @@ import trio
 
 from proxycast.accounting.records import current_record
 from proxycast.api.completions import mark_dropped, validated
-from proxycast.api.responses_store import ResponseStore, owner_of
+from proxycast.api.responses_store import ResponseStore, Stored, owner_of
 from proxycast.core import routing
 from proxycast.core.answer import Answer, json_answer
 from proxycast.core.scope import request_scope
@@ -142,7 +142,8 @@ class ResponsesRoutes:
         await connection.serve()
         return Answer(b"", 101)  # taken over: nothing more to send
 
-    async def retrieve(self, call: Call) -> Answer:
+    async def _stored(self, call: Call) -> Stored:
+        """The stored response the path names, the client's own (404 for any other)."""
         ident, store = call.params["id"], self._store
         stored = None
         if store is not None:
@@ -151,7 +152,10 @@ class ResponsesRoutes:
             )
         if stored is None:
             raise _not_found(ident)
-        return json_answer(stored.response)
+        return stored
+
+    async def retrieve(self, call: Call) -> Answer:
+        return json_answer((await self._stored(call)).response)
 
     async def delete(self, call: Call) -> Answer:
         ident, store = call.params["id"], self._store
@@ -168,29 +172,15 @@ class ResponsesRoutes:
         """``GET /v1/responses/{id}/input_items``: the items the response answered (its
         conversation before its output), paged as OpenAI pages them (``limit``, ``order``,
         ``after``, ``before``; newest first by default)."""
-        ident, store = call.params["id"], self._store
-        stored = None
-        if store is not None:
-            stored = await trio.to_thread.run_sync(
-                store.get, owner_of(call.credential or ""), ident
-            )
-        if stored is None:
-            raise _not_found(ident)
+        stored = await self._stored(call)
         output = len(stored.response.get("output") or ())
         items = stored.items[: len(stored.items) - output] if output else list(stored.items)
-        return json_answer(input_items_page(items, ident, call.query))
+        return json_answer(input_items_page(items, call.params["id"], call.query))
 
     async def cancel(self, call: Call) -> Answer:
         """``POST /v1/responses/{id}/cancel``: proxycast runs no response in the background, so there
         is never one to cancel (OpenAI's 400 for a response not created with ``background``)."""
-        ident, store = call.params["id"], self._store
-        stored = None
-        if store is not None:
-            stored = await trio.to_thread.run_sync(
-                store.get, owner_of(call.credential or ""), ident
-            )
-        if stored is None:
-            raise _not_found(ident)
+        await self._stored(call)
         raise InvalidRequestError(
             "Only responses created with background set to true can be cancelled; this gateway "
             "runs none in the background.",

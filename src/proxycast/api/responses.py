@@ -288,6 +288,10 @@ class _Connection:
         self._idle = settings.websocket_idle_timeout
         self._lifetime = settings.websocket_max_seconds
 
+    def idle(self) -> None:
+        """The response in flight has sent its last event (what remains is closing it)."""
+        self._busy = False
+
     async def text(self, data: str) -> None:
         async with self._lock:
             await self._send({"type": "websocket.send", "text": data, "bytes": None})
@@ -400,6 +404,9 @@ class _Connection:
             self._busy = False
 
 
+_TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
+"""The events that end a response's stream."""
+
 _ERROR_CODES = {
     400: "invalid_request_error",
     401: "invalid_api_key",
@@ -427,10 +434,13 @@ class _Frames:
         if self._status >= 400:
             self._error += body
             if not message.get("more_body", False):
+                self._connection.idle()  # the client may send its next response.create now
                 await self._connection.text(_error_event(bytes(self._error), self._status))
             return
         for event in self._parser.feed(body):
             if isinstance(event, sse.Event) and event.data:
+                if event.event in _TERMINAL:  # as the client sees it: the next may come at once
+                    self._connection.idle()
                 await self._connection.text(event.data)
 
 

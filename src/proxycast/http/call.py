@@ -55,9 +55,17 @@ class Call:
 
     @property
     def path(self) -> str:
-        """The path within the app (without the root path it may be mounted at), as routed."""
-        path, root = self.scope["path"], self.scope.get("root_path", "")
-        return path[len(root) :] if root and path.startswith(root) else path
+        """The path within the app, as routed."""
+        return app_path(self.scope)
+
+
+def app_path(scope: HTTPScope | WebsocketScope) -> str:
+    """A request's path within the app (without the root path it is mounted at)."""
+    path = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        return path[len(root) :]
+    return path
 
 
 def parse_query(raw: bytes) -> dict[str, str]:

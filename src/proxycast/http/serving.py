@@ -21,7 +21,7 @@ import trio
 from proxycast import formats
 from proxycast.errors import MethodNotAllowedError, ProxycastError, RouteNotFoundError
 from proxycast.http import cors
-from proxycast.http.call import Call, parse_query
+from proxycast.http.call import Call, app_path, parse_query
 from proxycast.http.gate import internal_error
 from proxycast.http.router import WEBSOCKET, Mismatch
 
@@ -61,7 +61,7 @@ class Serving:
     def path(self, scope: HTTPScope) -> str | None:
         """The request's path within the app when it is one of the router's (an API surface);
         None for any other."""
-        path = _path(scope)
+        path = app_path(scope)
         return path if self._router.owns(path) else None
 
     async def http(
@@ -103,7 +103,7 @@ class Serving:
         dialect of the path, as for any request) before the handshake completes."""
         if (await receive())["type"] != "websocket.connect":
             return
-        path = _path(scope)
+        path = app_path(scope)
         pairs, headers = _headers(scope)
         matched = self._router.match(WEBSOCKET, path)
         dialect = formats.dialect_for(path) if isinstance(matched, Mismatch) else matched[0].dialect
@@ -235,15 +235,6 @@ async def _cancel_on_disconnect(receive: ASGIReceiveCallable, scope: trio.Cancel
     while (await receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
-
-
-def _path(scope: HTTPScope | WebsocketScope) -> str:
-    """The path within the app (without the root path it is mounted at)."""
-    path = scope["path"]
-    root = scope.get("root_path")
-    if root and path.startswith(root):
-        return path[len(root) :]
-    return path
 
 
 def _headers(scope: HTTPScope | WebsocketScope) -> tuple[list[tuple[str, str]], dict[str, str]]:

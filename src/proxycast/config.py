@@ -76,11 +76,30 @@ class ProviderConfig:
     responses: bool = False
     """The upstream serves the Responses API itself (``{base_url}/responses``, as OpenAI does):
     ``/v1/responses`` is forwarded to it as the client wrote it, instead of converted."""
+    # the clouds' settings (docs/configuration.md); each type takes only those in its ``settings``
+    api: str = ""
+    """bedrock: ``"converse"`` (the default) or ``"invoke"`` (Anthropic models through InvokeModel)."""
+    region: str = ""
+    """bedrock: the AWS region (else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``)."""
+    profile: str = ""
+    """bedrock: a named profile of the shared AWS files."""
+    project: str = ""
+    """vertex: the Google Cloud project (else the credentials' own / ``GOOGLE_CLOUD_PROJECT``)."""
+    location: str = ""
+    """vertex: the region (else ``GOOGLE_CLOUD_LOCATION``)."""
+    credentials_file: str = ""
+    """vertex: a service account's JSON key (else ``GOOGLE_APPLICATION_CREDENTIALS``, then the
+    application default credentials)."""
+    api_version: str = ""
+    """azure: the ``api-version`` of deployment URLs, or ``"v1"`` for the v1 API."""
+    deployments: Mapping[str, str] = attrs.field(factory=dict)
+    """azure: client-facing model -> deployment name (default: the same name)."""
 
     @property
     def url(self) -> str:
-        """The base URL without a trailing slash, the type's default when none is set."""
-        return (self.base_url or formats.UPSTREAMS[self.type].default_base_url).rstrip("/")
+        """The base URL without a trailing slash, the type's default when none is set (a cloud's
+        from its region or location)."""
+        return formats.UPSTREAMS[self.type].base_url(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -280,6 +299,21 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     return Config(server=server, providers=tuple(providers), source="environment")
 
 
+_CLOUD_SETTINGS = frozenset(
+    (
+        "api",
+        "region",
+        "profile",
+        "project",
+        "location",
+        "credentials_file",
+        "api_version",
+        "deployments",
+    )
+)
+"""The provider keys that only some types take (``UpstreamFormat.settings``)."""
+
+
 def check_config(config: Config) -> None:
     """Raise :class:`ConfigError` for values that parse but cannot work."""
     src = config.source
@@ -316,6 +350,17 @@ def check_config(config: Config) -> None:
         if provider.name in seen:
             raise ConfigError(f"{where}.name: {provider.name!r} is used by another provider")
         seen.add(provider.name)
+        upstream = formats.UPSTREAMS[provider.type]
+        for setting in sorted(_CLOUD_SETTINGS - upstream.settings):
+            if getattr(provider, setting):
+                takers = [t for t, u in formats.UPSTREAMS.items() if setting in u.settings]
+                only = " or ".join(repr(t) for t in takers)
+                raise ConfigError(
+                    f"{where}.{setting}: not a setting of type {provider.type!r}"
+                    + (f" (only of {only})" if only else "")
+                )
+        for problem in upstream.problems(provider):
+            raise ConfigError(f"{where} ({provider.name}): {problem}")
         if not provider.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
     for field in (

@@ -73,7 +73,9 @@ class Exchange:
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""
         self.providers = {
-            p.name: Provider(p, formats.UPSTREAMS[p.type].bind(p), self.config.server, client, self.clock)
+            p.name: Provider(
+                p, formats.UPSTREAMS[p.type].bind(p), self.config.server, client, self.clock
+            )
             for p in self.config.providers
         }
         if self.accounting is not None:  # the key pools' health is shared (with Redis)

@@ -15,6 +15,7 @@ from proxycast.config import Config, check_config, load_config
 from proxycast.core.redact import without_userinfo
 from proxycast.errors import BindError, ConfigError
 from proxycast.http.loopguard import check_not_self
+from proxycast.ledger.store import GROUPS
 from proxycast.server.serve import bind_socket, run_single, run_workers
 from proxycast.upstream import catalog, diagnostics
 from proxycast.upstream.provider import make_client
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
     )
     usage.add_argument("--since", default="24h", help="24h, 7d or YYYY-MM-DD (default 24h)")
-    usage.add_argument("--by", choices=("client", "model", "provider", "day"), default="client")
+    usage.add_argument("--by", choices=GROUPS, default="client")
     usage.add_argument("--json", action="store_true", help="a JSON list of row objects")
     return parser
 

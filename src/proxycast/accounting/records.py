@@ -70,6 +70,10 @@ class Record:
     key: str = ""
     attempts: list[str] = attrs.field(factory=list)
     """``provider#N:outcome`` for each upstream attempt."""
+    route: str = ""
+    """The ``[[routes]]`` rule that chose the model, if one did."""
+    session: str = ""
+    """The request's session, as the ledger keeps it (``core.rules.recorded_session``)."""
     status: int = 0
     error_type: str = ""
     usage: internal.Usage | None = None
@@ -336,6 +340,8 @@ class Accounting:
                     streamed=record.streamed,
                     disconnected=not record.completed,
                     estimated=usage.estimated,
+                    route=record.route,
+                    session=record.session,
                 )
             )
         self._count(record, usage, spent, duration, status)

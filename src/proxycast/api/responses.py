@@ -119,7 +119,7 @@ class ResponsesRoutes:
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
-        response = await exchange.generate(DIALECT, inbound)
+        response = await exchange.generate(DIALECT, inbound, call.headers)
         mark_dropped(exchange, DIALECT, inbound, response)
         return response
 

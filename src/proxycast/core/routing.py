@@ -7,11 +7,14 @@ exactly; the first provider (in file order) whose glob matches.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 import attrs
 
-from proxycast.config import Config, ProviderConfig
 from proxycast.errors import ModelNotFoundError
+
+if TYPE_CHECKING:  # the configuration imports this module (to check the rules' targets)
+    from proxycast.config import Config, ProviderConfig  # noqa: TC004 - Route is never structured
 
 _GLOB_CHARS = frozenset("*?[")
 

@@ -91,6 +91,18 @@ def routing_table(config: Config) -> list[str]:
         )
     for alias, target in config.aliases.items():
         lines.append(f"  alias {alias} -> {target}")
+    for rule in config.routes:
+        matched = {k: v for k, v in attrs.asdict(rule.match).items() if v not in (None, {})}
+        where = ", ".join(f"{k}={v!r}" for k, v in matched.items()) or "every request"
+        lines.append(f"  rule {rule.name}: {where} -> {rule.target}")
+    routing = config.routing
+    lines.append(
+        f"  selection: strategy {routing.strategy}, affinity {routing.affinity}"
+        + (f", weights {dict(routing.weights)}" if routing.weights else "")
+    )
+    for model, own in routing.models.items():
+        settings = {k: v for k, v in attrs.asdict(own).items() if v is not None}
+        lines.append(f"  selection for {model}: {settings}")
     if not config.providers:
         lines.append("  (no providers configured)")
     return lines
@@ -101,7 +113,10 @@ def _check(config: Config, online: bool) -> int:
     print(f"{config.source}: {'valid' if not found else 'valid, but:'}")
     for problem in found:
         print(f"  problem: {problem}")
-    print("routing (in order: aliases, provider/model prefixes, exact names, globs):")
+    print(
+        "routing (rules first, the first that matches; then aliases, provider/model prefixes,"
+        " exact names, globs):"
+    )
     print("\n".join(routing_table(config)))
     if online and config.providers:
         print("online (each provider's models endpoint, with each key):")

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import anthropic
+import attrs
 import httpx
 import openai
 import pytest
@@ -27,11 +28,14 @@ from proxycast.config import (
 from proxycast.core.rules import recorded_session
 from proxycast.errors import ConfigError
 from proxycast.ledger import LedgerConfig
+from proxycast.state import StateConfig
 from proxycast.testing import FakeOpenAI, Script
 from tests.support import CLIENT_KEY, start_gateway
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.redis_server import RedisServer
 
 KEYS = tuple(f"sk-key-{n}-{'x' * 20}" for n in range(4))
 HI = [{"role": "user", "content": "Hi"}]
@@ -124,10 +128,8 @@ async def test_each_trait_routes_as_configured_for_every_api(nursery: trio.Nurse
         )
         seen(raw.headers)
         image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
-        raw = await oa.chat.completions.with_raw_response.create(
-            model="gpt-4o",
-            messages=[{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}],
-        )
+        looking: Any = [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]
+        raw = await oa.chat.completions.with_raw_response.create(model="gpt-4o", messages=looking)
         seen(raw.headers)
         raw = await oa.responses.with_raw_response.create(
             model="gpt-4o", input="hi", extra_headers={"x-team": "red"}
@@ -314,3 +316,29 @@ async def test_without_affinity_a_session_spreads(nursery: trio.Nursery) -> None
                 model="m", messages=HI, extra_headers={"x-claude-code-session-id": "alpha"}
             )
     assert len(Counter(key_of(r) for r in upstream.requests)) == 4
+
+
+async def test_a_session_keeps_to_its_key_across_instances_with_redis(
+    nursery: trio.Nursery, redis_server: RedisServer
+) -> None:
+    upstream = await fake(nursery)
+    config = attrs.evolve(
+        configured(provider("local", upstream, ("m",), keys=4), affinity="session"),
+        state=StateConfig(redis_url=redis_server.url),
+    )
+    one, two = await start_gateway(nursery, config), await start_gateway(nursery, config)
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "x-claude-code-session-id": "beta"}
+    body = {"model": "m", "messages": HI}
+    async with httpx.AsyncClient() as client:
+        for gateway in (two, two):  # the second instance's rotation is past the first key
+            await client.post(gateway.v1 + "/chat/completions", json={**body, "user": "x"})
+        first = await client.post(one.v1 + "/chat/completions", json=body, headers=headers)
+        assert first.status_code == 200
+        stuck = key_of(upstream.requests[-1])
+        with trio.fail_after(10):  # written with the first instance's next batch
+            while not redis_server.client().keys("*:s}:*"):  # noqa: ASYNC110 - in Redis
+                await trio.sleep(0.05)
+        for gateway in (two, one) * 5:
+            answer = await client.post(gateway.v1 + "/chat/completions", json=body, headers=headers)
+            assert answer.status_code == 200
+            assert key_of(upstream.requests[-1]) == stuck

@@ -31,7 +31,15 @@ from proxycast.formats.contracts import Translator
 from proxycast.home import data_dir
 from proxycast.ledger.rows import Row
 from proxycast.ledger.writer import open_writer
-from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
+from proxycast.state import (
+    Admitted,
+    Ask,
+    Limiter,
+    Limits,
+    Refused,
+    SessionBoard,
+    SharedState,
+)
 from proxycast.state.local import LocalLimiter
 
 if TYPE_CHECKING:
@@ -142,10 +150,12 @@ class Accounting:
         self.shared: SharedState | None = None
         """Shares the key health between workers too: Redis (``[state] redis_url``), or the
         machine's SQLite file with ``--workers N``."""
+        self.sessions: SessionBoard | None = None
+        """Shares the sessions' keys between instances (affinity): Redis only."""
         if config.state.redis_url:
             from proxycast.state.redis import RedisState
 
-            self.limiter = self.shared = RedisState(
+            self.limiter = self.shared = self.sessions = RedisState(
                 config.state.redis_url,
                 _local_limiter(config),
                 fail_open=config.state.fail_open,

@@ -157,6 +157,13 @@ class Exchange:
         session = rules.session_of(request, headers)
         if record is not None and session is not None:
             record.session = rules.recorded_session(session)
+        board = self.accounting.sessions if self.accounting is not None else None
+        if session is None or self.selector.settings(target).affinity != "session":
+            board = None
+        if board is not None and session is not None:  # where another instance last sent it
+            label = await board.session_unit(session)
+            if label is not None:
+                self.selector.learn(target, session, label)
         plan = self.plan(target, session)
         if self.accounting is not None:  # the client's limits, before any upstream is called
             await self.accounting.admit(request, plan.targets[0][0].upstream_model)
@@ -211,6 +218,8 @@ class Exchange:
             if record is not None:  # accounting: which attempts were made, and how each went
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
         self.selector.remember(target, session, (chosen.provider.name, chosen.key))
+        if board is not None and session is not None:
+            board.remember_session(session, chosen.label)
         if rule is not None:
             answer.headers[rules.ROUTE_HEADER] = rule
         if record is not None:

@@ -168,5 +168,11 @@ class Selector:
     def session_unit(self, session: str) -> Unit | None:
         return self._sessions.get(session)
 
+    def learn(self, model: str, session: str, label: str) -> None:
+        """Another instance last answered ``session`` with the key ``label`` (``provider#N``)."""
+        name, _, number = label.rpartition("#")
+        if number.isdigit() and int(number) >= 1:
+            self.remember(model, session, (name, int(number) - 1))
+
     def sessions(self) -> Iterable[tuple[str, Unit]]:
         return self._sessions.items()

@@ -29,8 +29,11 @@ from proxycast.core.rules import recorded_session
 from proxycast.errors import ConfigError
 from proxycast.ledger import LedgerConfig
 from proxycast.state import StateConfig
-from proxycast.testing import FakeOpenAI, Script
-from tests.support import CLIENT_KEY, start_gateway
+from proxycast.testing import AnthropicScript, FakeAnthropic, FakeOpenAI, Script
+from proxycast.testing import anthropic as fa
+from tests.support import CLIENT_KEY, npm_client, start_gateway
+from tests.test_claude_code import CLIENT_DIR as CC_DIR
+from tests.test_claude_code import claude_env
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -342,3 +345,73 @@ async def test_a_session_keeps_to_its_key_across_instances_with_redis(
             answer = await client.post(gateway.v1 + "/chat/completions", json=body, headers=headers)
             assert answer.status_code == 200
             assert key_of(upstream.requests[-1]) == stuck
+
+
+async def test_claude_code_haiku_requests_go_where_the_rule_sends_them(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The real Claude Code CLI: its small/fast model (the one it uses for background work) is
+    routed by a rule to a second provider, its main model stays on the first."""
+    claude = npm_client(CC_DIR, "claude", "Claude Code")
+    main = FakeAnthropic(AnthropicScript(blocks=(fa.Text("from the main provider"),)))
+    cheap = await fake(nursery, Script(text="from the cheap provider"))
+    await nursery.start(main.serve)
+    config = configured(
+        ProviderConfig(
+            name="anthropic",
+            type="anthropic",
+            base_url=main.base_url,
+            api_keys=(KEYS[0],),
+            models=("claude-*",),
+        ),
+        provider("local", cheap, ("qwen*",)),
+        routes=(
+            RouteRule(
+                name="background",
+                match=RouteMatch(inbound="anthropic", model="claude-*haiku*"),
+                target="local/qwen3-coder",
+            ),
+        ),
+    )
+    gateway = await start_gateway(nursery, config)
+    home = tmp_path / "home"
+    home.mkdir()
+    outputs = []
+    for model in ("claude-haiku-4-5", None):
+        with trio.fail_after(90):
+            result = await trio.run_process(
+                [str(claude), "-p", "Say hi", *(("--model", model) if model else ())],
+                cwd=tmp_path,
+                env=claude_env(gateway.url, CLIENT_KEY, home),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        assert result.returncode == 0, result.stderr.decode()
+        outputs.append(result.stdout.decode())
+    assert "from the cheap provider" in outputs[0]
+    assert "from the main provider" in outputs[1]
+    assert [r.json()["model"] for r in cheap.requests] == ["qwen3-coder"]
+    assert all("haiku" not in r.json()["model"] for r in main.requests if r.method == "POST")
+
+
+async def test_a_rules_model_is_listed_for_claude_codes_model_picker(nursery: trio.Nursery) -> None:
+    upstream = await fake(nursery)
+    config = attrs.evolve(
+        configured(
+            provider("local", upstream, ("qwen3-coder", "claude-*")),
+            routes=(
+                RouteRule(name="fast", match=RouteMatch(model="claude-fast"), target="qwen3-coder"),
+                RouteRule(
+                    name="any-haiku", match=RouteMatch(model="claude-*haiku*"), target="qwen3-coder"
+                ),
+            ),
+        ),
+        aliases={"claude-local": "local/qwen3-coder"},
+    )
+    gateway = await start_gateway(nursery, config)
+    # Claude Code with CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1 reads this (Anthropic's shape)
+    async with anthropic.AsyncAnthropic(base_url=gateway.url, api_key=CLIENT_KEY) as client:
+        listed = [model.id async for model in client.models.list()]
+    assert {"qwen3-coder", "claude-local", "claude-fast"} <= set(listed)
+    assert not any("*" in name for name in listed)  # a glob is no model's name

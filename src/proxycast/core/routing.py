@@ -65,7 +65,9 @@ def resolve(model: str, config: Config) -> Route:
 
 
 def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
-    """The models to list: every exact model name, then every alias whose target routes."""
+    """The models to list: every exact model name, then every alias whose target routes, then the
+    model of every rule that names one exactly (``claude-fast`` -> a local model: Claude Code's
+    model picker shows it)."""
     seen: set[str] = set()
     out: list[tuple[str, ProviderConfig]] = []
     for provider in config.providers:
@@ -78,6 +80,14 @@ def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
         if route is not None and alias not in seen:
             seen.add(alias)
             out.append((alias, route.provider))
+    for rule in config.routes:  # a rule for one model name makes it a name clients may ask for
+        name = rule.match.model
+        if name is None or is_glob(name) or name in seen:
+            continue
+        route = _resolve_direct(config.aliases.get(rule.target, rule.target), config)
+        if route is not None:
+            seen.add(name)
+            out.append((name, route.provider))
     return out
 
 

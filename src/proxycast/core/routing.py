@@ -81,13 +81,13 @@ def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
             seen.add(alias)
             out.append((alias, route.provider))
     for rule in config.routes:  # a rule for one model name makes it a name clients may ask for
-        name = rule.match.model
-        if name is None or is_glob(name) or name in seen:
+        named = rule.match.model
+        if named is None or is_glob(named) or named in seen:
             continue
         route = _resolve_direct(config.aliases.get(rule.target, rule.target), config)
         if route is not None:
-            seen.add(name)
-            out.append((name, route.provider))
+            seen.add(named)
+            out.append((named, route.provider))
     return out
 
 

@@ -21,11 +21,12 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import proxycast  # noqa: E402
-from common import machine, write_results  # noqa: E402
-from proxycast.config import Config, ProviderConfig, RoutingConfig, ServerConfig  # noqa: E402
-from proxycast.ledger import LedgerConfig  # noqa: E402
-from proxycast.testing import FakeOpenAI, Script  # noqa: E402
+from common import machine, write_results
+
+import proxycast
+from proxycast.config import Config, ProviderConfig, RoutingConfig, ServerConfig
+from proxycast.ledger import LedgerConfig
+from proxycast.testing import FakeOpenAI, Script
 
 SESSIONS = 20
 TURNS = 10
@@ -40,7 +41,11 @@ async def run(affinity: str) -> dict[str, Any]:
             server=ServerConfig(port=0, api_keys=("bench",), access_log="off"),
             providers=(
                 ProviderConfig(
-                    name="local", type="openai", base_url=fake.base_url, api_keys=KEYS, models=("m",)
+                    name="local",
+                    type="openai",
+                    base_url=fake.base_url,
+                    api_keys=KEYS,
+                    models=("m",),
                 ),
             ),
             routing=RoutingConfig(affinity=affinity),  # type: ignore[arg-type]
@@ -65,7 +70,8 @@ async def run(affinity: str) -> dict[str, Any]:
                 )
                 history.append({"role": "assistant", "content": answer.choices[0].message.content})
                 usage = answer.usage
-                assert usage is not None and usage.prompt_tokens_details is not None
+                assert usage is not None
+                assert usage.prompt_tokens_details is not None
                 prompt += usage.prompt_tokens
                 cached += usage.prompt_tokens_details.cached_tokens or 0
         await client.close()

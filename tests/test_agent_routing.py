@@ -82,81 +82,104 @@ RULES = (
         match=RouteMatch(inbound="anthropic", model="claude-*haiku*"),
         target="local/cheap",
     ),
+    RouteRule(name="haiku", match=RouteMatch(model="claude-*haiku*"), target="local/small"),
     RouteRule(name="thinking", match=RouteMatch(thinking=True), target="local/strong"),
     RouteRule(name="long-context", match=RouteMatch(min_input_tokens=2000), target="local/long"),
     RouteRule(name="search", match=RouteMatch(tools=("web_search",)), target="local/searcher"),
     RouteRule(name="images", match=RouteMatch(images=True), target="local/vision"),
     RouteRule(name="red-team", match=RouteMatch(header={"X-Team": "red"}), target="local/red"),
-    RouteRule(
-        name="streams", match=RouteMatch(stream=True, model="gpt-*"), target="local/streamer"
-    ),
+    RouteRule(name="streams", match=RouteMatch(stream=True), target="local/streamer"),
 )
+"""One rule per trait; each case below matches exactly one of them (or none)."""
+
+IMAGE_URL = f"data:image/png;base64,{PNG}"
+
+# per client: how a request with one trait looks (the others left out)
+TRAITS: dict[str, dict[str, dict[str, Any]]] = {
+    "openai": {
+        "haiku": {"model": "claude-haiku-4-5"},
+        "thinking": {"reasoning_effort": "high"},
+        "long-context": {"messages": [{"role": "user", "content": "word " * 3000}]},
+        "search": {"web_search_options": {}},
+        "images": {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": IMAGE_URL}}],
+                }
+            ]
+        },
+        "red-team": {},
+        "streams": {"stream": True},
+        None: {},
+    },
+    "anthropic": {
+        "background": {"model": "claude-haiku-4-5"},
+        "thinking": {"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 4096},
+        "long-context": {"messages": [{"role": "user", "content": "word " * 3000}]},
+        "search": {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+        "images": {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                        }
+                    ],
+                }
+            ]
+        },
+        "red-team": {},
+        "streams": {"stream": True},
+        None: {},
+    },
+    "responses": {
+        "haiku": {"model": "claude-haiku-4-5"},
+        "thinking": {"reasoning": {"effort": "high"}},
+        "long-context": {"input": "word " * 3000},
+        "search": {"tools": [{"type": "web_search"}]},
+        "images": {
+            "input": [
+                {"role": "user", "content": [{"type": "input_image", "image_url": IMAGE_URL}]}
+            ]
+        },
+        "red-team": {},
+        "streams": {"stream": True},
+        None: {},
+    },
+}
+PATHS = {
+    "openai": "/v1/chat/completions",
+    "anthropic": "/v1/messages",
+    "responses": "/v1/responses",
+}
+BASE: dict[str, dict[str, Any]] = {
+    "openai": {"model": "gpt-4o", "messages": HI},
+    "anthropic": {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": HI},
+    "responses": {"model": "gpt-4o", "input": "hi"},
+}
 
 
-async def test_each_trait_routes_as_configured_for_every_api(nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize("api", ["openai", "anthropic", "responses"])
+async def test_each_trait_routes_as_configured(nursery: trio.Nursery, api: str) -> None:
     upstream = await fake(nursery)
     gateway = await start_gateway(
         nursery, configured(provider("local", upstream, ("*",)), routes=RULES)
     )
-    sent: list[tuple[str, str | None]] = []  # (model the upstream got, x-proxycast-route)
-
-    def seen(headers: httpx.Headers) -> None:
-        sent.append((upstream.requests[-1].json()["model"], headers.get("x-proxycast-route")))
-
-    async with (
-        openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0) as oa,
-        anthropic.AsyncAnthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0) as an,
-    ):
-        raw: Any = await an.messages.with_raw_response.create(
-            model="claude-3-5-haiku-latest", max_tokens=50, messages=HI
-        )
-        seen(raw.headers)
-        raw = await an.messages.with_raw_response.create(  # a sonnet: no rule of its own
-            model="claude-sonnet-4-5", max_tokens=50, messages=HI
-        )
-        seen(raw.headers)
-        raw = await an.messages.with_raw_response.create(
-            model="claude-sonnet-4-5",
-            max_tokens=4096,
-            messages=HI,
-            thinking={"type": "enabled", "budget_tokens": 2048},
-        )
-        seen(raw.headers)
-        raw = await oa.chat.completions.with_raw_response.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "word " * 3000}]
-        )
-        seen(raw.headers)
-        raw = await oa.responses.with_raw_response.create(
-            model="gpt-4o", input="news?", tools=[{"type": "web_search"}]
-        )
-        seen(raw.headers)
-        image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
-        looking: Any = [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]
-        raw = await oa.chat.completions.with_raw_response.create(model="gpt-4o", messages=looking)
-        seen(raw.headers)
-        raw = await oa.responses.with_raw_response.create(
-            model="gpt-4o", input="hi", extra_headers={"x-team": "red"}
-        )
-        seen(raw.headers)
-        async with oa.chat.completions.with_streaming_response.create(
-            model="gpt-4o", messages=HI, stream=True
-        ) as streamed:
-            async for _ in streamed.iter_lines():
-                pass
-        seen(streamed.headers)
-        raw = await oa.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
-        seen(raw.headers)
-    assert sent == [
-        ("cheap", "background"),
-        ("claude-sonnet-4-5", None),
-        ("strong", "thinking"),
-        ("long", "long-context"),
-        ("searcher", "search"),
-        ("vision", "images"),
-        ("red", "red-team"),
-        ("streamer", "streams"),
-        ("gpt-4o", None),
-    ]
+    targets = {rule.name: rule.target.removeprefix("local/") for rule in RULES}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for rule, extra in TRAITS[api].items():
+            headers = {"authorization": f"Bearer {CLIENT_KEY}", "anthropic-version": "2023-06-01"}
+            if rule == "red-team":
+                headers["x-team"] = "red"
+            body = {**BASE[api], **extra}
+            answer = await client.post(gateway.url + PATHS[api], json=body, headers=headers)
+            assert answer.status_code == 200, (rule, answer.text)
+            asked = upstream.requests[-1].json()["model"]
+            assert answer.headers.get("x-proxycast-route") == rule, (api, rule)
+            assert asked == (body["model"] if rule is None else targets[rule]), (api, rule)
 
 
 async def test_a_rule_is_in_the_ledger_and_on_errors(nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ RULES = (
 IMAGE_URL = f"data:image/png;base64,{PNG}"
 
 # per client: how a request with one trait looks (the others left out)
-TRAITS: dict[str, dict[str, dict[str, Any]]] = {
+TRAITS: dict[str, dict[str | None, dict[str, Any]]] = {
     "openai": {
         "haiku": {"model": "claude-haiku-4-5"},
         "thinking": {"reasoning_effort": "high"},

@@ -146,6 +146,11 @@ class FakeVertex(FakeUpstream[VertexScript]):
         self._issued[token] = _Issued(trio.current_time() + self.token_lifetime)
         return token
 
+    def expire_tokens(self) -> None:
+        """Every token issued so far expires now (the static ones of ``tokens`` too)."""
+        for issued in self._issued.values():
+            issued.expires_at = trio.current_time()
+
     @property
     def token_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.route == "/token"]

@@ -25,7 +25,7 @@ import trio
 from proxycast.errors import UpstreamCredentialsError, UpstreamUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Mapping
+    from collections.abc import AsyncGenerator, Mapping
 
     from proxycast.config import ProviderConfig
 
@@ -37,6 +37,11 @@ ASSERTION_SECONDS = 3600
 REFRESH_MARGIN = 300.0
 """A token is refreshed this many seconds before it expires (or halfway through a shorter life)."""
 EXTRA = "pip install 'proxycast[gcp]'"
+
+
+def monotonic() -> float:
+    """The clock of token lifetimes (a module function, so that tests can move it on)."""
+    return time.monotonic()
 
 
 class CredentialsFileError(ValueError):
@@ -217,12 +222,9 @@ class TokenAuth(httpx.Auth):
     refresh only once it has expired.
     """
 
-    def __init__(
-        self, grant: Source, provider: str, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, grant: Source, provider: str) -> None:
         self._grant = grant
         self._provider = provider
-        self._clock = clock
         self._token: str | None = None
         self._refresh_at = 0.0
         self._expires_at = 0.0
@@ -235,18 +237,18 @@ class TokenAuth(httpx.Auth):
 
     async def token(self) -> str:
         """A valid access token, refreshed first if it is due."""
-        now = self._clock()
+        now = monotonic()
         if self._token is not None and (
             now < self._refresh_at or (self._lock.locked() and now < self._expires_at)
         ):
             return self._token
         async with self._lock:
-            now = self._clock()
+            now = monotonic()
             if self._token is not None and now < self._refresh_at:
                 return self._token  # another request refreshed it while this one waited
             self.refreshes += 1
             fresh = await exchange(self._grant, self._provider)
-            issued = self._clock()
+            issued = monotonic()
             self._token = fresh.value
             self._expires_at = issued + fresh.lifetime
             self._refresh_at = issued + max(fresh.lifetime - REFRESH_MARGIN, fresh.lifetime / 2)

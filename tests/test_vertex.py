@@ -28,6 +28,8 @@ from proxycast.testing import AnthropicScript, FakeVertex, GeminiScript
 from proxycast.testing import anthropic as fa
 from proxycast.testing import gemini as fg
 from tests.support import CLIENT_KEY, Gateway, start_gateway
+from tests.test_claude_code import FINAL, SECRET, run_claude
+from tests.test_claude_code import _claude as _claude  # the claude fixture
 from tests.test_contract import CLIENTS
 
 if TYPE_CHECKING:
@@ -37,6 +39,13 @@ if TYPE_CHECKING:
 GEMINI = "gemini-2.5-flash"
 CLAUDE = "claude-sonnet-4-5@20250929"
 PUBLISHERS = {GEMINI: "google", CLAUDE: "anthropic"}
+VERTEX_CLAUDE = {
+    # Claude's dated names -> their Vertex ids (as docs/configuration.md has users map them); the
+    # undated ones (claude-opus-4-8, Claude Code's default) are the same on Vertex
+    "claude-sonnet-4-5-20250929": "claude-sonnet-4-5@20250929",
+    "claude-opus-4-5-20251101": "claude-opus-4-5@20251101",
+    "claude-haiku-4-5-20251001": "claude-haiku-4-5@20251001",
+}
 HI = internal.Conversation(messages=(internal.Message("user", (internal.Text("Hi"),)),))
 
 
@@ -465,3 +474,39 @@ async def test_check_online_lists_the_publisher_models(vertex: FakeVertex, tmp_p
     listing = [r for r in vertex.requests if r.route.startswith("/v1beta1/")]
     assert listing
     assert listing[0].headers["authorization"].startswith("Bearer ya29.fake-")
+
+
+# -- Claude Code ---------------------------------------------------------------------------------
+
+
+async def test_claude_code_through_vertex_with_its_default_model(
+    nursery: trio.Nursery, vertex: FakeVertex, tmp_path: Path, claude: Path
+) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text(f"{SECRET}\n")
+    vertex.anthropic.default = AnthropicScript(blocks=(fa.Text(FINAL),))
+    vertex.script(
+        AnthropicScript(
+            blocks=(
+                fa.Thinking("I should read the file."),
+                fa.ToolUse("Read", {"file_path": str(note)}),
+            )
+        )
+    )
+    key_file = vertex.service_account_file(tmp_path)
+    provider = vertex_provider(vertex, credentials_file=str(key_file))
+    provider = attrs.evolve(provider, models=("claude-*",))
+    gateway = await start_gateway(nursery, gateway_config(provider, aliases=VERTEX_CLAUDE))
+    result = await run_claude(
+        claude, gateway.url, CLIENT_KEY, tmp_path, "Read note.txt and tell me what it says."
+    )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    assert FINAL in result.stdout.decode()
+    generations = _generations(vertex)
+    assert len(generations) >= 2, [r.path for r in vertex.requests]
+    base = "/v1/projects/fake-project/locations/us-east5/publishers/anthropic/models/"
+    assert generations[0].route == base + "claude-opus-4-8:streamRawPredict"
+    assert SECRET not in generations[0].body.decode()
+    assert SECRET in generations[-1].body.decode()  # what the Read tool read went back
+    assert len(vertex.token_requests) == 1

@@ -20,13 +20,14 @@ import pytest
 import trio
 
 from proxycast import formats
-from proxycast.config import Config, ProviderConfig, ServerConfig, check_config
+from proxycast.config import Config, ProviderConfig, ServerConfig, check_config, load_config
 from proxycast.errors import ConfigError
 from proxycast.formats import internal
 from proxycast.formats.vertex import credentials
 from proxycast.testing import AnthropicScript, FakeVertex, GeminiScript
 from proxycast.testing import anthropic as fa
 from proxycast.testing import gemini as fg
+from proxycast.upstream.diagnostics import no_providers_hint
 from tests.support import CLIENT_KEY, Gateway, start_gateway
 from tests.test_claude_code import FINAL, SECRET, run_claude
 from tests.test_claude_code import _claude as _claude  # the claude fixture
@@ -410,6 +411,24 @@ def test_the_credentials_repr_holds_no_secret(tmp_path: Path) -> None:
     (auth,) = formats.UPSTREAMS["vertex"].credentials(provider)
     assert "PRIVATE" not in repr(auth)
     assert "PRIVATE" not in repr(vars(auth))
+
+
+def test_env_only_mode_adds_a_vertex_provider(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeVertex(project="from-the-key")
+    fake.base_url = "http://127.0.0.1:9"
+    for variable in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.service_account_file(tmp_path)))
+    monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "global")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(env=os.environ, generate_key=False)
+    (provider,) = config.providers
+    assert (provider.type, provider.models) == ("vertex", ("gemini-*", "claude-*"))
+    assert provider.url == "https://aiplatform.googleapis.com"
+    assert "GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_CLOUD_LOCATION" in no_providers_hint()
 
 
 # -- the command line ------------------------------------------------------------------------------

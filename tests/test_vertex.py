@@ -413,6 +413,23 @@ def test_the_credentials_repr_holds_no_secret(tmp_path: Path) -> None:
     assert "PRIVATE" not in repr(vars(auth))
 
 
+def test_a_service_account_without_the_gcp_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeVertex()
+    fake.base_url = "http://127.0.0.1:9"
+    provider = ProviderConfig(
+        name="v",
+        type="vertex",
+        location="us-east5",
+        credentials_file=str(fake.service_account_file(tmp_path)),
+    )
+    monkeypatch.setitem(sys.modules, "google.auth", None)  # google-auth not installed
+    monkeypatch.setitem(sys.modules, "google.auth.crypt", None)
+    (problem,) = formats.UPSTREAMS["vertex"].problems(provider)
+    assert "pip install 'proxycast[gcp]'" in problem
+
+
 def test_env_only_mode_adds_a_vertex_provider(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

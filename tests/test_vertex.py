@@ -248,6 +248,20 @@ async def test_an_expired_token_is_refreshed_once_for_concurrent_requests(
     assert len({r.headers["authorization"] for r in _generations(vertex)}) == 2
 
 
+async def test_a_revoked_token_is_refreshed_and_the_request_sent_again(
+    gateway: Gateway, vertex: FakeVertex
+) -> None:
+    await _ask_openai(gateway)
+    vertex.expire_tokens()  # before its time, as a revoked token is
+    vertex.script(_script(CLAUDE, "Still here."))
+    assert await _ask_openai(gateway, CLAUDE) == "Still here."
+    assert len(vertex.token_requests) == 2
+    refused, sent = _generations(vertex)[-2:]
+    assert refused.route == sent.route
+    assert refused.body == sent.body
+    assert refused.headers["authorization"] != sent.headers["authorization"]
+
+
 async def test_application_default_credentials_of_a_user(
     nursery: trio.Nursery, vertex: FakeVertex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

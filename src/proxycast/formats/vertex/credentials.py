@@ -254,8 +254,20 @@ class TokenAuth(httpx.Auth):
             self._refresh_at = issued + max(fresh.lifetime - REFRESH_MARGIN, fresh.lifetime / 2)
             return fresh.value
 
+    def forget(self, token: str) -> None:
+        """``token`` was refused (revoked, or expired early): the next request gets a fresh one."""
+        if self._token == token:
+            self._refresh_at = self._expires_at = 0.0
+
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        request.headers["authorization"] = f"Bearer {await self.token()}"
-        yield request
+        """The request with the token; once more with a fresh one if the token was refused (a 401:
+        revoked or expired before its time, as google-auth's transports do)."""
+        token = await self.token()
+        request.headers["authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            self.forget(token)
+            request.headers["authorization"] = f"Bearer {await self.token()}"
+            yield request

@@ -392,6 +392,10 @@ def test_problems_name_what_is_missing_and_its_variable(
         ProviderConfig(name="v", type="vertex", credentials_file=str(broken))
     )
     assert problems == [f"credentials_file: {str(broken)!r} lacks private_key"]
+    odd = ProviderConfig(name="v", type="vertex", api_keys=("t",), location="evil.example/x")
+    assert upstream.problems(odd) == [
+        "location: 'evil.example/x' is not a Vertex AI location (us-east5, europe-west1, global...)"
+    ]
 
 
 def test_a_service_accounts_project_is_taken(

@@ -14,6 +14,7 @@ model's name (``claude-*``: Anthropic). The base URL is ``https://{location}-aip
 from __future__ import annotations
 
 import os
+import re
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -140,10 +141,16 @@ class VertexUpstream:
                 "no Google Cloud project: set project, or GOOGLE_CLOUD_PROJECT (or use a service "
                 "account key, whose project_id is taken)"
             )
-        if not location_of(provider, env):
+        location = location_of(provider, env)
+        if not location:
             found.append(
                 "no Vertex AI location: set location (us-east5, europe-west1, global...), "
                 "or GOOGLE_CLOUD_LOCATION"
+            )
+        elif not re.fullmatch(r"[a-z][a-z0-9-]*", location):
+            found.append(
+                f"location: {location!r} is not a Vertex AI location (us-east5, europe-west1, "
+                "global...)"
             )
         return found
 

@@ -273,6 +273,23 @@ async def test_application_default_credentials_of_a_user(
     assert await _ask_openai(gateway, CLAUDE) == "Hi from ADC."
     (token,) = vertex.token_requests
     assert b"grant_type=refresh_token" in token.body
+    assert _generations(vertex)[0].headers["x-goog-user-project"] == vertex.project
+
+
+async def test_user_credentials_without_a_quota_project_are_refused(
+    nursery: trio.Nursery, vertex: FakeVertex, tmp_path: Path
+) -> None:
+    key_file = vertex.user_file(tmp_path, quota_project=False)
+    provider = vertex_provider(vertex, credentials_file=str(key_file))
+    gateway = await start_gateway(nursery, gateway_config(provider))
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(
+            gateway.v1 + "/chat/completions",
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+            json={"model": GEMINI, "messages": [{"role": "user", "content": "Hi"}]},
+        )
+    assert response.status_code == 502
+    assert "x-goog-user-project" not in _generations(vertex)[0].headers
 
 
 async def test_static_access_tokens(nursery: trio.Nursery, vertex: FakeVertex) -> None:

@@ -51,6 +51,12 @@ UNAUTHENTICATED = (
     "or other valid authentication credential. See "
     "https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
+NO_QUOTA_PROJECT = (
+    "Your application is authenticating by using local Application Default Credentials. The "
+    "aiplatform.googleapis.com API requires a quota project, which is not set by default. To learn "
+    "how to set your quota project, see "
+    "https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds ."
+)
 
 VertexScript = GeminiScript | AnthropicScript
 
@@ -70,6 +76,8 @@ def _anthropic_error(message: str) -> dict[str, Any]:
 @attrs.define(eq=False)
 class _Issued:
     expires_at: float
+    user: bool = False
+    """Issued for a user's refresh token: requests must name a quota project."""
 
 
 class FakeVertex(FakeUpstream[VertexScript]):
@@ -127,23 +135,26 @@ class FakeVertex(FakeUpstream[VertexScript]):
         path.write_text(json.dumps(self.service_account_info()))
         return path
 
-    def user_file(self, directory: Path) -> Path:
-        """Write an ``authorized_user`` file (``gcloud auth application-default login``'s)."""
+    def user_file(self, directory: Path, *, quota_project: bool = True) -> Path:
+        """Write an ``authorized_user`` file (``gcloud auth application-default login``'s), with
+        the fake's project as its ``quota_project_id`` unless told otherwise."""
         path = directory / "application_default_credentials.json"
-        info = {
+        info: dict[str, Any] = {
             "type": "authorized_user",
             "client_id": "fake-client.apps.googleusercontent.com",
             "client_secret": "fake-client-secret",
             "refresh_token": self._refresh_token,
             "token_uri": self.token_uri,
         }
+        if quota_project:
+            info["quota_project_id"] = self.project
         path.write_text(json.dumps(info))
         return path
 
-    def issue_token(self) -> str:
+    def issue_token(self, *, user: bool = False) -> str:
         """A token valid for :attr:`token_lifetime` (``gcloud auth print-access-token``'s)."""
         token = "ya29.fake-" + secrets.token_urlsafe(24)
-        self._issued[token] = _Issued(trio.current_time() + self.token_lifetime)
+        self._issued[token] = _Issued(trio.current_time() + self.token_lifetime, user)
         return token
 
     def expire_tokens(self) -> None:
@@ -177,22 +188,29 @@ class FakeVertex(FakeUpstream[VertexScript]):
         if request.route == "/token":
             await self._token(request, respond)
             return
-        if not self._authorised(request):
+        issued = self._authorised(request)
+        if issued is None:
             await respond.json(
                 401,
                 _google_error(401, "UNAUTHENTICATED", UNAUTHENTICATED),
                 [("www-authenticate", 'Bearer realm="https://accounts.google.com/"')],
             )
             return
+        if issued.user and not request.headers.get("x-goog-user-project"):
+            await respond.json(403, _google_error(403, "PERMISSION_DENIED", NO_QUOTA_PROJECT))
+            return
         if request.method == "GET" and request.route == "/v1beta1/publishers/google/models":
             await respond.json(200, self._models_page(parse_qs(request.query)))
             return
         await self._model_route(request, respond)
 
-    def _authorised(self, request: RecordedRequest) -> bool:
+    def _authorised(self, request: RecordedRequest) -> _Issued | None:
+        """The valid token the request carries; None when it carries none."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         issued = self._issued.get(token.strip()) if scheme.lower() == "bearer" else None
-        return issued is not None and trio.current_time() < issued.expires_at
+        if issued is None or trio.current_time() >= issued.expires_at:
+            return None
+        return issued
 
     async def _token(self, request: RecordedRequest, respond: Responder) -> None:
         if self.token_gate is not None:
@@ -215,7 +233,7 @@ class FakeVertex(FakeUpstream[VertexScript]):
         if problem is not None:
             await respond.json(400, {"error": "invalid_grant", "error_description": problem})
             return
-        token = self.issue_token()
+        token = self.issue_token(user=grant == "refresh_token")
         await respond.json(
             200, {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"}
         )

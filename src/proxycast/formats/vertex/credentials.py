@@ -157,14 +157,19 @@ class AuthorizedUser:
     token_uri: str
     _client_secret: str = attrs.field(repr=False)
     _refresh_token: str = attrs.field(repr=False)
+    quota_project: str = ""
+    """The file's ``quota_project_id``: a user's requests name the project billed for them
+    (``x-goog-user-project``), which Vertex requires of user credentials."""
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> AuthorizedUser:
+        quota = info.get("quota_project_id")
         return cls(
             info["client_id"],
             info.get("token_uri") or GOOGLE_TOKEN_URI,
             info["client_secret"],
             info["refresh_token"],
+            quota if isinstance(quota, str) else "",
         )
 
     def form(self) -> dict[str, str]:
@@ -266,6 +271,8 @@ class TokenAuth(httpx.Auth):
         revoked or expired before its time, as google-auth's transports do)."""
         token = await self.token()
         request.headers["authorization"] = f"Bearer {token}"
+        if isinstance(self._grant, AuthorizedUser) and self._grant.quota_project:
+            request.headers["x-goog-user-project"] = self._grant.quota_project
         response = yield request
         if response.status_code == 401:
             self.forget(token)

@@ -30,6 +30,7 @@ from proxycast.testing import (
     FakeOpenAI,
     FakeToolCall,
     FakeUpstream,
+    FakeVertex,
     GeminiScript,
     Script,
 )
@@ -49,6 +50,8 @@ class Kit:
     text: Callable[[str], Any]
     tool: Callable[[str, dict[str, Any]], Any]
     error: Callable[[int, str], Any]
+    settings: dict[str, str] = attrs.field(factory=dict)
+    """Provider settings of its type (a cloud's project and location)."""
 
 
 KITS: dict[str, Kit] = {
@@ -75,6 +78,15 @@ KITS: dict[str, Kit] = {
         error=lambda status, message: GeminiScript(
             status=status, error_status="RESOURCE_EXHAUSTED", error_message=message
         ),
+    ),
+    "vertex": Kit(  # Gemini on Vertex (the model is not claude-*), with a token it issued
+        fake=lambda: FakeVertex(tokens=(UPSTREAM_KEY,)),
+        text=lambda text: GeminiScript(parts=(fg.Text(text),)),
+        tool=lambda name, args: GeminiScript(parts=(fg.Call(name, args),)),
+        error=lambda status, message: GeminiScript(
+            status=status, error_status="RESOURCE_EXHAUSTED", error_message=message
+        ),
+        settings={"project": "fake-project", "location": "us-east5"},
     ),
 }
 
@@ -316,7 +328,12 @@ async def _pair(request: pytest.FixtureRequest, nursery: trio.Nursery) -> AsyncI
     fake = kit.fake()
     await nursery.start(fake.serve)
     provider = ProviderConfig(
-        name="up", type=upstream, base_url=fake.base_url, api_keys=(UPSTREAM_KEY,), models=(MODEL,)
+        name="up",
+        type=upstream,
+        base_url=fake.base_url,
+        api_keys=(UPSTREAM_KEY,),
+        models=(MODEL,),
+        **kit.settings,  # type: ignore[arg-type]
     )
     config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
     gateway = await start_gateway(nursery, config)

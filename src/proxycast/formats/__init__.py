@@ -24,6 +24,7 @@ from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.models import MODELS as OPENAI_MODELS
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
 from proxycast.formats.responses.inbound import DIALECT as RESPONSES_DIALECT
+from proxycast.formats.vertex.upstream import UPSTREAM as VERTEX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from proxycast.formats.embeddings import EmbeddingsDialect, EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
-    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI)
+    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI, VERTEX)
 }
 """Provider ``type`` -> its format, in the order env-only mode adds providers."""
 

@@ -10,6 +10,7 @@ from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
 from proxycast.testing.gemini import FakeGemini, GeminiScript
 from proxycast.testing.local import LocalServer
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
+from proxycast.testing.vertex import FakeVertex
 
 __all__ = (
     "AnthropicScript",
@@ -18,6 +19,7 @@ __all__ = (
     "FakeOpenAI",
     "FakeToolCall",
     "FakeUpstream",
+    "FakeVertex",
     "GeminiScript",
     "LocalServer",
     "RecordedRequest",

@@ -289,8 +289,9 @@ def _cell(text: str) -> str:
     """A model name a spreadsheet will not run as a formula (OWASP's CSV injection advice).
 
     Only the model and session columns are escaped: a client chooses the model it asks for (an unknown
-    one too, and it is recorded) and names its session, while client names, providers and days come from the configuration and the
-    clock, and stay exactly ``proxycast usage --json``'s (the unnamed client's ``-`` above all).
+    one too, and it is recorded) and names its session, while client names, providers and days come
+    from the configuration and the clock, and stay exactly ``proxycast usage --json``'s (the unnamed
+    client's ``-`` above all).
     """
     return "'" + text if text != "-" and text.startswith(_FORMULA) else text
 

@@ -106,11 +106,16 @@ def genai_sdk(gateway: Gateway) -> genai.Client:
 
 
 async def test_openai_chat_signed_with_sigv4(gateway: Gateway, bedrock: FakeBedrock) -> None:
-    bedrock.script(BedrockScript(blocks=(fb.Text("Hello from Bedrock."),), cache_read_input_tokens=5))
+    bedrock.script(
+        BedrockScript(blocks=(fb.Text("Hello from Bedrock."),), cache_read_input_tokens=5)
+    )
     async with openai_sdk(gateway) as sdk:
         answer = await sdk.chat.completions.create(
             model=MODEL,
-            messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+            ],
             max_tokens=50,
             temperature=0.5,
             stop=["END"],
@@ -144,3 +149,407 @@ async def test_openai_chat_streamed(gateway: Gateway, bedrock: FakeBedrock) -> N
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
     assert bedrock.requests[0].route.endswith("/converse-stream")
+
+
+async def test_openai_tool_round_trip(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(blocks=(fb.ToolUse("get_weather", {"city": "Paris"}, id="tooluse_1"),)),
+        BedrockScript(blocks=(fb.Text("Sunny, 21."),)),
+    )
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+    ]
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    async with openai_sdk(gateway) as sdk:
+        first = await sdk.chat.completions.create(
+            model=MODEL, messages=messages, tools=tools, tool_choice="required"
+        )
+        (call,) = first.choices[0].message.tool_calls or []
+        assert first.choices[0].finish_reason == "tool_calls"
+        assert (call.function.name, json.loads(call.function.arguments)) == (
+            "get_weather",
+            {"city": "Paris"},
+        )
+        messages += [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny-21"},
+        ]
+        second = await sdk.chat.completions.create(model=MODEL, messages=messages, tools=tools)
+    assert second.choices[0].message.content == "Sunny, 21."
+    sent = bedrock.requests[0].json()
+    assert sent["toolConfig"] == {
+        "tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": WEATHER}}}],
+        "toolChoice": {"any": {}},
+    }
+    follow = bedrock.requests[1].json()["messages"]
+    assert follow[1] == {
+        "role": "assistant",
+        "content": [
+            {
+                "toolUse": {
+                    "toolUseId": "tooluse_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                }
+            }
+        ],
+    }
+    assert follow[2]["content"] == [
+        {"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "sunny-21"}]}}
+    ]
+
+
+async def test_openai_streamed_tool_call(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(
+            blocks=(fb.Text("Let me look."), fb.ToolUse("get_weather", {"city": "Oslo"})),
+            chunk_size=3,
+        )
+    )
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+    ]
+    async with openai_sdk(gateway) as sdk:
+        stream = await sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "?"}], tools=tools, stream=True
+        )
+        chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    arguments = "".join(
+        call.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for call in c.choices[0].delta.tool_calls or []
+        if call.function
+    )
+    assert text == "Let me look."
+    assert json.loads(arguments) == {"city": "Oslo"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+# Anthropic messages
+
+
+async def test_anthropic_messages_with_thinking_signature_round_trip(
+    gateway: Gateway, bedrock: FakeBedrock
+) -> None:
+    bedrock.script(
+        BedrockScript(
+            blocks=(
+                fb.Thinking("The user wants weather.", signature="sig-bedrock-1"),
+                fb.ToolUse("get_weather", {"city": "Rome"}, id="tooluse_r"),
+            ),
+            cache_write_input_tokens=100,
+        ),
+        BedrockScript(blocks=(fb.Text("Warm."),), cache_read_input_tokens=100),
+    )
+    tools: list[Any] = [{"name": "get_weather", "input_schema": WEATHER}]
+    messages: list[Any] = [{"role": "user", "content": "Weather in Rome?"}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+    async with anthropic_sdk(gateway) as sdk:
+        first = await sdk.messages.create(
+            model=MODEL,
+            max_tokens=4000,
+            system=[
+                {"type": "text", "text": "Long rules.", "cache_control": {"type": "ephemeral"}}
+            ],
+            messages=messages,
+            tools=tools,
+            thinking=thinking,
+        )
+        assert [b.type for b in first.content] == ["thinking", "tool_use"]
+        assert first.content[0].signature == "sig-bedrock-1"  # type: ignore[union-attr]
+        assert first.stop_reason == "tool_use"
+        assert first.usage.cache_creation_input_tokens == 100
+        messages += [
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "tooluse_r", "content": "25C"}],
+            },
+        ]
+        second = await sdk.messages.create(
+            model=MODEL, max_tokens=4000, messages=messages, tools=tools, thinking=thinking
+        )
+    assert second.content[0].text == "Warm."  # type: ignore[union-attr]
+    assert second.usage.cache_read_input_tokens == 100
+    sent = bedrock.requests[0].json()
+    assert sent["system"] == [{"text": "Long rules."}, {"cachePoint": {"type": "default"}}]
+    assert sent["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 2048}
+    }
+    assert "toolChoice" not in sent["toolConfig"]
+    back = bedrock.requests[1].json()["messages"][1]["content"]
+    assert back[0] == {
+        "reasoningContent": {
+            "reasoningText": {"text": "The user wants weather.", "signature": "sig-bedrock-1"}
+        }
+    }
+
+
+async def test_anthropic_messages_streamed_thinking(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(
+            blocks=(fb.Thinking("Hmm, let me see.", signature="sig-2"), fb.Text("Hi there.")),
+            chunk_size=5,
+        )
+    )
+    async with anthropic_sdk(gateway) as sdk:
+        async with sdk.messages.stream(
+            model=MODEL,
+            max_tokens=4000,
+            messages=[{"role": "user", "content": "Hi"}],
+            thinking={"type": "enabled", "budget_tokens": 1024},
+        ) as stream:
+            final = await stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "Hmm, let me see."  # type: ignore[union-attr]
+    assert final.content[0].signature == "sig-2"  # type: ignore[union-attr]
+    assert final.content[1].text == "Hi there."  # type: ignore[union-attr]
+    assert final.usage.output_tokens == 9
+
+
+async def test_redacted_thinking_round_trips(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(blocks=(fb.RedactedThinking("opaque"), fb.Text("Done."))),
+        BedrockScript(blocks=(fb.Text("Again."),)),
+    )
+    messages: list[Any] = [{"role": "user", "content": "Hi"}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    async with anthropic_sdk(gateway) as sdk:
+        first = await sdk.messages.create(
+            model=MODEL, max_tokens=3000, messages=messages, thinking=thinking
+        )
+        assert first.content[0].type == "redacted_thinking"
+        messages += [
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {"role": "user", "content": "And?"},
+        ]
+        second = await sdk.messages.create(
+            model=MODEL, max_tokens=3000, messages=messages, thinking=thinking
+        )
+    assert second.content[0].text == "Again."  # type: ignore[union-attr]
+    data = base64.b64encode(b"opaque").decode()
+    back = bedrock.requests[1].json()["messages"][1]["content"]
+    assert back[0] == {"reasoningContent": {"redactedContent": data}}
+
+
+# Responses, Gemini
+
+
+async def test_responses_streamed_and_not(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(blocks=(fb.Text("Plain answer."),)),
+        BedrockScript(blocks=(fb.Text("Streamed answer."),)),
+    )
+    async with openai_sdk(gateway) as sdk:
+        answer = await sdk.responses.create(model=MODEL, input="Hi", store=False)
+        assert answer.output_text == "Plain answer."
+        stream = await sdk.responses.create(model=MODEL, input="Hi", store=False, stream=True)
+        events = [e async for e in stream]
+    text = "".join(
+        getattr(e, "delta", "") for e in events if e.type == "response.output_text.delta"
+    )
+    assert text == "Streamed answer."
+    assert events[-1].type == "response.completed"
+
+
+async def test_gemini_streamed_and_not(nursery: trio.Nursery, bedrock: FakeBedrock) -> None:
+    config = config_for(bedrock_provider(bedrock.base_url), aliases={"sonnet": MODEL})
+    gateway = await start_gateway(nursery, config)
+    bedrock.script(
+        BedrockScript(blocks=(fb.Text("Gemini asked."),)),
+        BedrockScript(blocks=(fb.Text("Gemini streamed."),)),
+    )
+    client = genai_sdk(gateway)  # its sync client, in a thread (its async one needs asyncio)
+
+    def ask() -> str:
+        return client.models.generate_content(model="sonnet", contents="Hi").text or ""
+
+    def stream() -> str:
+        chunks = client.models.generate_content_stream(model="sonnet", contents="Hi")
+        return "".join(c.text or "" for c in chunks)
+
+    assert await trio.to_thread.run_sync(ask) == "Gemini asked."
+    assert await trio.to_thread.run_sync(stream) == "Gemini streamed."
+    client.close()
+    assert bedrock.requests[0].route == (
+        "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse"
+    )
+
+
+# Mid-stream failures: the client gets an error in its own dialect
+
+STREAMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "openai": (
+        "/v1/chat/completions",
+        {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+    ),
+    "anthropic": (
+        "/v1/messages",
+        {
+            "model": "sonnet",
+            "stream": True,
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Hi"}],
+        },
+    ),
+    "responses": ("/v1/responses", {"model": "sonnet", "stream": True, "input": "Hi"}),
+    "gemini": (
+        "/v1beta/models/sonnet:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+    ),
+}
+
+
+async def stream_raw(gateway: Gateway, dialect: str) -> tuple[int, list[dict[str, Any]]]:
+    """The streamed answer's JSON events, as the dialect's client receives them."""
+    path, body = STREAMS[dialect]
+    headers = {"x-api-key": CLIENT_KEY, "x-goog-api-key": CLIENT_KEY}
+    headers["authorization"] = f"Bearer {CLIENT_KEY}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(gateway.url + path, json=body, headers=headers)
+    events = [
+        json.loads(line[len("data: ") :])
+        for line in answer.text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    return answer.status_code, events
+
+
+def error_of(dialect: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The error event a dialect's stream ended with (its error object)."""
+    last = events[-1]
+    if dialect == "anthropic":
+        assert last["type"] == "error"
+        return dict(last["error"])
+    if dialect == "responses":
+        assert last["type"] in ("error", "response.failed")
+        return dict(last.get("response", {}).get("error") or last)
+    return dict(last["error"])
+
+
+@pytest.fixture(name="aliased")
+async def _aliased(nursery: trio.Nursery, bedrock: FakeBedrock) -> Gateway:
+    config = config_for(bedrock_provider(bedrock.base_url), aliases={"sonnet": MODEL})
+    return await start_gateway(nursery, config)
+
+
+@pytest.mark.parametrize("dialect", sorted(STREAMS))
+async def test_mid_stream_throttling_ends_the_stream_with_an_error(
+    aliased: Gateway, bedrock: FakeBedrock, dialect: str
+) -> None:
+    bedrock.script(
+        BedrockScript(
+            blocks=(fb.Text("Partial answer that goes on."),),
+            exception_after=3,
+            error_message="Too many requests, please wait before trying again.",
+        )
+    )
+    status, events = await stream_raw(aliased, dialect)
+    assert status == 200
+    error = error_of(dialect, events)
+    assert "Too many requests, please wait" in json.dumps(error)
+    if dialect == "gemini":
+        assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
+    if dialect == "anthropic":
+        assert error["type"] == "rate_limit_error"
+    assert len(bedrock.requests) == 1  # content had gone out: no retry
+
+
+@pytest.mark.parametrize("dialect", sorted(STREAMS))
+async def test_a_bad_crc_is_an_error_frame(
+    aliased: Gateway, bedrock: FakeBedrock, dialect: str
+) -> None:
+    bedrock.script(BedrockScript(blocks=(fb.Text("Some words, then noise."),), corrupt_after=3))
+    status, events = await stream_raw(aliased, dialect)
+    assert status == 200
+    error = error_of(dialect, events)
+    assert "CRC" in json.dumps(error)
+
+
+async def test_throttling_before_content_is_retried_with_the_next_key(
+    nursery: trio.Nursery, bedrock: FakeBedrock
+) -> None:
+    provider = attrs.evolve(bedrock_provider(bedrock.base_url), api_keys=("key-a", "key-b"))
+    gateway = await start_gateway(nursery, config_for(provider, aliases={"sonnet": MODEL}))
+    bedrock.script(
+        BedrockScript(exception_after=1, error_message="Slow down."),
+        BedrockScript(blocks=(fb.Text("Second try."),)),
+    )
+    status, events = await stream_raw(gateway, "openai")
+    assert status == 200
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == "Second try."
+    keys = [r.headers["authorization"] for r in bedrock.requests]
+    assert keys == ["Bearer key-a", "Bearer key-b"]
+
+
+async def test_throttling_is_retried_with_the_next_api_key(
+    nursery: trio.Nursery, bedrock: FakeBedrock
+) -> None:
+    provider = attrs.evolve(
+        bedrock_provider(bedrock.base_url), api_keys=("bedrock-key-a", "bedrock-key-b")
+    )
+    gateway = await start_gateway(nursery, config_for(provider))
+    bedrock.script(
+        BedrockScript(status=429, error_type="ThrottlingException", error_message="Rate exceeded."),
+        BedrockScript(blocks=(fb.Text("From the second key."),)),
+    )
+    async with openai_sdk(gateway) as sdk:
+        answer = await sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert answer.choices[0].message.content == "From the second key."
+    keys = [r.headers["authorization"] for r in bedrock.requests]
+    assert keys == ["Bearer bedrock-key-a", "Bearer bedrock-key-b"]
+    assert "x-amz-date" not in bedrock.requests[0].headers
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("ThrottlingException", 429),
+        ("ServiceUnavailableException", 503),
+        ("ModelNotReadyException", 429),
+    ],
+)
+async def test_an_error_answer_keeps_its_status_and_message(
+    nursery: trio.Nursery, bedrock: FakeBedrock, kind: str, status: int
+) -> None:
+    config = config_for(bedrock_provider(bedrock.base_url))
+    config = attrs.evolve(config, routing=attrs.evolve(config.routing, retries=0))
+    gateway = await start_gateway(nursery, config)
+    bedrock.script(
+        BedrockScript(status=status, error_type=kind, error_message="Try later, please.")
+    )
+    async with openai_sdk(gateway) as sdk:
+        with pytest.raises(openai.APIStatusError) as info:
+            await sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}]
+            )
+    assert info.value.status_code == status
+    assert "Try later, please." in str(info.value)
+
+
+async def test_a_validation_error_is_the_clients_400(
+    gateway: Gateway, bedrock: FakeBedrock
+) -> None:
+    async with openai_sdk(gateway) as sdk:
+        with pytest.raises(openai.BadRequestError) as info:
+            await sdk.chat.completions.create(
+                model=MODEL,
+                messages=[
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": [{"type": "text", "text": "x"}]},
+                    {"role": "assistant", "content": "twice"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+                        ],
+                    },
+                ],
+            )
+    assert "http(s) URLs" in str(info.value)
+    assert not bedrock.requests  # refused before any call

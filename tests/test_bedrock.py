@@ -20,7 +20,9 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from proxycast import formats
-from proxycast.config import Config, ConfigError, ProviderConfig, ServerConfig, check_config
+from proxycast.config import Config, ProviderConfig, ServerConfig, check_config
+from proxycast.errors import ConfigError
+from proxycast.formats.bedrock.auth import SigV4
 from proxycast.testing import BedrockScript, FakeBedrock
 from proxycast.testing import bedrock as fb
 from proxycast.upstream.discovery import fetch_models
@@ -417,6 +419,26 @@ async def stream_raw(gateway: Gateway, dialect: str) -> tuple[int, list[dict[str
     return answer.status_code, events
 
 
+def text_of(dialect: str, events: list[dict[str, Any]]) -> str:
+    """The text a dialect's stream carried."""
+    if dialect == "openai":
+        return "".join(
+            e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]
+        )
+    if dialect == "anthropic":
+        return "".join(
+            e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta"
+        )
+    if dialect == "responses":
+        return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    return "".join(
+        p.get("text", "")
+        for e in events
+        for c in e.get("candidates", [])
+        for p in c["content"]["parts"]
+    )
+
+
 def error_of(dialect: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The error event a dialect's stream ended with (its error object)."""
     last = events[-1]
@@ -553,3 +575,266 @@ async def test_a_validation_error_is_the_clients_400(
             )
     assert "http(s) URLs" in str(info.value)
     assert not bedrock.requests  # refused before any call
+
+
+# SigV4, credentials, configuration
+
+
+async def _signed(url: str, body: bytes, loader: Any = None) -> httpx.Request:
+    """A request signed by the gateway's SigV4 auth, as it would go out."""
+    signer = SigV4(fb.REGION, loader=loader) if loader else SigV4(fb.REGION)
+    request = httpx.Request("POST", url, content=body, headers={"content-type": "application/json"})
+    flow = signer.async_auth_flow(request)
+    signed = await flow.__anext__()
+    await flow.aclose()
+    return signed
+
+
+async def test_the_fake_refuses_a_tampered_request(bedrock: FakeBedrock) -> None:
+    url = bedrock.base_url + "/model/amazon.nova-pro-v1%3A0/converse"
+    body = json.dumps({"messages": [{"role": "user", "content": [{"text": "Hi"}]}]}).encode()
+    signed = await _signed(url, body)
+    async with httpx.AsyncClient() as client:
+        good = await client.send(signed)
+        assert good.status_code == 200, good.text
+        tampered_body = httpx.Request(
+            "POST", url, content=body.replace(b"Hi", b"Yo"), headers=signed.headers
+        )
+        tampered_path = httpx.Request(
+            "POST", url.replace("converse", "converse-stream"), content=body, headers=signed.headers
+        )
+        other_key = dict(signed.headers)
+        other_key["authorization"] = other_key["authorization"].replace(fb.ACCESS_KEY, "AKIAOTHER")
+        for tampered in (tampered_body, tampered_path):
+            refused = await client.send(tampered)
+            assert refused.status_code == 403
+            assert refused.headers["x-amzn-errortype"].startswith("InvalidSignatureException")
+            assert "signature we calculated does not match" in refused.json()["message"]
+        unknown = await client.post(url, content=body, headers=other_key)
+        assert unknown.headers["x-amzn-errortype"].startswith("UnrecognizedClientException")
+    assert len(bedrock.signed_by) == 1
+
+
+async def test_wrong_credentials_are_the_gateways_problem(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeBedrock(credentials={fb.ACCESS_KEY: ("another-secret", None)})
+    await nursery.start(fake.serve)
+    gateway = await start_gateway(nursery, config_for(bedrock_provider(fake.base_url)))
+    async with openai_sdk(gateway) as sdk:
+        with pytest.raises(openai.APIStatusError) as info:
+            await sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}]
+            )
+    assert info.value.status_code == 502
+    assert "rejected proxycast's credentials" in str(info.value)
+    assert fb.SECRET_KEY not in str(info.value)
+
+
+async def test_session_tokens_and_refreshed_credentials(bedrock: FakeBedrock) -> None:
+    """Temporary credentials: each signature carries the current token; botocore's refresh runs
+    (off the event loop) when they are due, once for concurrent requests."""
+    from botocore.credentials import RefreshableCredentials
+
+    issued = iter(["token-1", "token-2", "token-3"])
+    refreshes: list[str] = []
+
+    def refresh() -> dict[str, str]:
+        token = next(issued)
+        refreshes.append(token)
+        bedrock.credentials = {fb.ACCESS_KEY: (fb.SECRET_KEY, token)}
+        expiry = "2000-01-01T00:00:00Z" if token == "token-1" else "2999-01-01T00:00:00Z"
+        return {
+            "access_key": fb.ACCESS_KEY,
+            "secret_key": fb.SECRET_KEY,
+            "token": token,
+            "expiry_time": expiry,
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(
+        refresh(), refresh_using=refresh, method="test"
+    )
+    signer = SigV4(fb.REGION, loader=lambda profile: credentials)
+    url = bedrock.base_url + "/model/amazon.nova-pro-v1%3A0/converse"
+    body = json.dumps({"messages": [{"role": "user", "content": [{"text": "Hi"}]}]}).encode()
+    async with httpx.AsyncClient() as client:
+        answers: list[int] = []
+
+        async def one() -> None:
+            request = httpx.Request(
+                "POST", url, content=body, headers={"content-type": "application/json"}
+            )
+            answers.append((await client.send(request, auth=signer)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(one)
+    assert answers == [200, 200, 200]
+    assert refreshes == ["token-1", "token-2"]  # expired once, refreshed once
+    assert {r.headers["x-amz-security-token"] for r in bedrock.requests} == {"token-2"}
+    assert "token" not in repr(signer) and fb.SECRET_KEY not in repr(signer)
+
+
+def test_check_names_a_missing_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    provider = ProviderConfig(name="aws", type="bedrock", models=("anthropic.*",))
+    with pytest.raises(ConfigError) as info:
+        check_config(config_for(provider))
+    assert "region" in str(info.value) and "AWS_REGION / AWS_DEFAULT_REGION" in str(info.value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    check_config(config_for(provider))  # the region from the variable
+    assert provider.url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+
+
+def test_check_names_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    provider = ProviderConfig(name="aws", type="bedrock", region="us-west-2", models=("a*",))
+    with pytest.raises(ConfigError) as info:
+        check_config(config_for(provider))
+    message = str(info.value)
+    assert "AWS_ACCESS_KEY_ID" in message and "AWS_BEARER_TOKEN_BEDROCK" in message
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")
+    check_config(config_for(provider))  # a Bedrock API key instead
+    (credential,) = formats.UPSTREAMS["bedrock"].credentials(provider)
+    assert "bedrock-api-key" not in repr(credential)
+
+
+def test_check_names_a_missing_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "aws-credentials").write_text(
+        "[work]\naws_access_key_id = AKIAWORK\naws_secret_access_key = s3cret\n"
+    )
+    provider = ProviderConfig(name="aws", type="bedrock", region="us-west-2", profile="wrok")
+    with pytest.raises(ConfigError) as info:
+        check_config(config_for(provider))
+    assert "wrok" in str(info.value) and "profile" in str(info.value)
+    check_config(config_for(attrs.evolve(provider, profile="work")))
+
+
+def test_check_cli_names_the_missing_region(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxycast.cli import main
+
+    monkeypatch.delenv("AWS_REGION")
+    path = tmp_path / "proxycast.toml"
+    path.write_text('[[providers]]\nname = "aws"\ntype = "bedrock"\nmodels = ["anthropic.*"]\n')
+    assert main(["check", "--config", str(path)]) == 1
+    assert "AWS_REGION" in capsys.readouterr().err
+
+
+async def test_models_from_the_control_plane(bedrock: FakeBedrock) -> None:
+    bedrock.profiles = tuple(f"us.vendor.model-{i}" for i in range(1500))
+    provider = bedrock_provider(bedrock.base_url)
+    async with make_client(ServerConfig()) as client:
+        models = await fetch_models(client, provider, ServerConfig())
+    assert models[:2] == bedrock.models
+    assert models[2:] == bedrock.profiles  # both listings, the second in two pages
+    assert [r.route for r in bedrock.requests] == [
+        "/foundation-models",
+        "/inference-profiles",
+        "/inference-profiles",
+    ]
+    assert set(bedrock.signed_by) == {f"sigv4:{fb.ACCESS_KEY}"}
+
+
+def test_the_control_plane_is_beside_the_runtime() -> None:
+    upstream = formats.UPSTREAMS["bedrock"]
+    provider = ProviderConfig(name="aws", type="bedrock", region="eu-central-1")
+    assert upstream.models_url(provider) == (
+        "https://bedrock.eu-central-1.amazonaws.com/foundation-models"
+    )
+
+
+# api = "invoke": Anthropic models through InvokeModel with the Messages body
+
+
+@pytest.fixture(name="invoking")
+async def _invoking(nursery: trio.Nursery, bedrock: FakeBedrock) -> Gateway:
+    provider = bedrock_provider(bedrock.base_url, api="invoke")
+    return await start_gateway(nursery, config_for(provider, aliases={"sonnet": PROFILE}))
+
+
+async def test_invoke_messages_body(invoking: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(
+            blocks=(
+                fb.Thinking("Think.", signature="sig-i"),
+                fb.ToolUse("get_weather", {"city": "Nice"}, id="toolu_i"),
+            ),
+        ),
+        BedrockScript(blocks=(fb.Text("Mild."),)),
+    )
+    tools: list[Any] = [{"name": "get_weather", "input_schema": WEATHER}]
+    messages: list[Any] = [{"role": "user", "content": "Weather in Nice?"}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    async with anthropic_sdk(invoking) as sdk:
+        first = await sdk.messages.create(
+            model="sonnet", max_tokens=3000, messages=messages, tools=tools, thinking=thinking
+        )
+        messages += [
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_i", "content": "20C"}],
+            },
+        ]
+        second = await sdk.messages.create(
+            model="sonnet", max_tokens=3000, messages=messages, tools=tools, thinking=thinking
+        )
+    assert first.content[0].signature == "sig-i"  # type: ignore[union-attr]
+    assert second.content[0].text == "Mild."  # type: ignore[union-attr]
+    request = bedrock.requests[0]
+    assert request.route == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
+    body = request.json()
+    assert body["anthropic_version"] == "bedrock-2023-05-31"
+    assert "model" not in body and "stream" not in body
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic", "responses", "gemini"])
+async def test_invoke_streamed_in_every_dialect(
+    invoking: Gateway, bedrock: FakeBedrock, dialect: str
+) -> None:
+    bedrock.script(BedrockScript(blocks=(fb.Text("Invoked and streamed."),), chunk_size=11))
+    status, events = await stream_raw(invoking, dialect)
+    assert status == 200
+    assert text_of(dialect, events) == "Invoked and streamed."
+    assert bedrock.requests[0].route.endswith("/invoke-with-response-stream")
+
+
+async def test_invoke_mid_stream_exception(invoking: Gateway, bedrock: FakeBedrock) -> None:
+    bedrock.script(
+        BedrockScript(
+            blocks=(fb.Text("Partial invoke answer."),),
+            exception_after=4,
+            exception_type="modelStreamErrorException",
+            error_message="The model stream failed.",
+        )
+    )
+    status, events = await stream_raw(invoking, "anthropic")
+    assert status == 200
+    assert "The model stream failed." in json.dumps(error_of("anthropic", events))
+
+
+async def test_invoke_leaves_other_models_on_converse(
+    invoking: Gateway, bedrock: FakeBedrock
+) -> None:
+    async with openai_sdk(invoking) as sdk:
+        await sdk.chat.completions.create(
+            model="amazon.nova-pro-v1:0", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert bedrock.requests[0].route == "/model/amazon.nova-pro-v1%3A0/converse"
+
+
+async def test_count_tokens(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    async with anthropic_sdk(gateway) as sdk:
+        counted = await sdk.messages.count_tokens(
+            model=PROFILE, messages=[{"role": "user", "content": "Count these words."}]
+        )
+    assert counted.input_tokens > 0
+    request = bedrock.requests[0]
+    assert request.route == "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens"
+    assert request.json()["input"]["converse"]["messages"][0]["content"] == [
+        {"text": "Count these words."}
+    ]

@@ -17,7 +17,7 @@ from proxycast.errors import InvalidRequestError
 from proxycast.formats import internal
 from proxycast.formats.anthropic.outbound import ADAPTIVE_ONLY, THINKING_BUDGETS, clean_tool_id
 from proxycast.formats.bedrock import errors
-from proxycast.formats.bedrock.eventstream import Frame, FrameDecoder, FrameError
+from proxycast.formats.bedrock.eventstream import Frame, FrameDecoder
 from proxycast.formats.contracts import UpstreamRequest
 from proxycast.formats.json_spans import loads_event
 
@@ -461,22 +461,20 @@ class FrameStream:
     def feed(self, chunk: bytes) -> list[internal.StreamEvent]:
         if self.finished:
             return []
-        try:
-            frames = self._frames.feed(chunk)
-        except FrameError as exc:
-            self.finished = True
-            return [internal.Failure(errors.corrupt(str(exc)))]
         out: list[internal.StreamEvent] = []
-        for frame in frames:
+        for frame in self._frames.feed(chunk):
             if frame.message_type != "event":
                 self.finished = True
                 out.append(
                     internal.Failure(errors.stream_exception(frame.event_type, frame.payload))
                 )
-                break
+                return out
             out += self.frame(frame)
             if self.finished:
-                break
+                return out
+        if self._frames.error is not None:
+            self.finished = True
+            out.append(internal.Failure(errors.corrupt(str(self._frames.error))))
         return out
 
     def frame(self, frame: Frame) -> list[internal.StreamEvent]:

@@ -106,13 +106,14 @@ def _headers(data: bytes) -> dict[str, str]:
 class FrameDecoder:
     """Bytes in as they arrive, whole frames out.
 
-    Raises :class:`FrameError` for a corrupt stream; after one, the stream is over (nothing that
-    follows can be framed with confidence).
+    A corrupt stream sets :attr:`error` (the frames before it are returned); the stream is over
+    then: nothing that follows can be framed with confidence.
     """
 
     def __init__(self, limit: int = MAX_FRAME) -> None:
         self._buffer = bytearray()
         self._limit = limit
+        self.error: FrameError | None = None
 
     @property
     def pending(self) -> int:
@@ -120,8 +121,18 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        if self.error is not None:
+            return []
         self._buffer += chunk
         frames: list[Frame] = []
+        try:
+            self._frames(frames)
+        except FrameError as exc:
+            self.error = exc
+            self._buffer.clear()
+        return frames
+
+    def _frames(self, frames: list[Frame]) -> None:
         while len(self._buffer) >= PRELUDE:
             total, header_size, prelude_crc = struct.unpack_from(">III", self._buffer)
             if _crc(bytes(self._buffer[:8])) != prelude_crc:
@@ -137,7 +148,6 @@ class FrameDecoder:
                 raise FrameError("an event-stream frame whose message CRC does not match")
             headers = _headers(frame[PRELUDE : PRELUDE + header_size])
             frames.append(Frame(headers, frame[PRELUDE + header_size : total - 4]))
-        return frames
 
 
 class FrameSizes:

@@ -16,7 +16,6 @@ import openai
 import pytest
 import trio
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types
 
 from proxycast import formats
@@ -28,6 +27,8 @@ from proxycast.testing import bedrock as fb
 from proxycast.upstream.discovery import fetch_models
 from proxycast.upstream.provider import make_client
 from tests.support import CLIENT_KEY, Gateway, start_gateway
+from tests.test_claude_code import FINAL, SECRET, run_claude
+from tests.test_claude_code import _claude as _claude
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -124,7 +125,8 @@ async def test_openai_chat_signed_with_sigv4(gateway: Gateway, bedrock: FakeBedr
         )
     assert answer.choices[0].message.content == "Hello from Bedrock."
     assert answer.choices[0].finish_reason == "stop"
-    assert answer.usage is not None and answer.usage.prompt_tokens == 12 + 5
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == 12 + 5
     (request,) = bedrock.requests
     assert request.route == "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse"
     assert bedrock.signed_by == [f"sigv4:{fb.ACCESS_KEY}"]
@@ -149,7 +151,8 @@ async def test_openai_chat_streamed(gateway: Gateway, bedrock: FakeBedrock) -> N
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "One, two, three, four."
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 9
     assert bedrock.requests[0].route.endswith("/converse-stream")
 
 
@@ -672,7 +675,8 @@ async def test_session_tokens_and_refreshed_credentials(bedrock: FakeBedrock) ->
     assert answers == [200, 200, 200]
     assert refreshes == ["token-1", "token-2"]  # expired once, refreshed once
     assert {r.headers["x-amz-security-token"] for r in bedrock.requests} == {"token-2"}
-    assert "token" not in repr(signer) and fb.SECRET_KEY not in repr(signer)
+    assert "token" not in repr(signer)
+    assert fb.SECRET_KEY not in repr(signer)
 
 
 def test_check_names_a_missing_region(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -680,7 +684,8 @@ def test_check_names_a_missing_region(monkeypatch: pytest.MonkeyPatch) -> None:
     provider = ProviderConfig(name="aws", type="bedrock", models=("anthropic.*",))
     with pytest.raises(ConfigError) as info:
         check_config(config_for(provider))
-    assert "region" in str(info.value) and "AWS_REGION / AWS_DEFAULT_REGION" in str(info.value)
+    assert "region" in str(info.value)
+    assert "AWS_REGION / AWS_DEFAULT_REGION" in str(info.value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     check_config(config_for(provider))  # the region from the variable
     assert provider.url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
@@ -693,7 +698,8 @@ def test_check_names_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ConfigError) as info:
         check_config(config_for(provider))
     message = str(info.value)
-    assert "AWS_ACCESS_KEY_ID" in message and "AWS_BEARER_TOKEN_BEDROCK" in message
+    assert "AWS_ACCESS_KEY_ID" in message
+    assert "AWS_BEARER_TOKEN_BEDROCK" in message
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")
     check_config(config_for(provider))  # a Bedrock API key instead
     (credential,) = formats.UPSTREAMS["bedrock"].credentials(provider)
@@ -707,7 +713,8 @@ def test_check_names_a_missing_profile(monkeypatch: pytest.MonkeyPatch, tmp_path
     provider = ProviderConfig(name="aws", type="bedrock", region="us-west-2", profile="wrok")
     with pytest.raises(ConfigError) as info:
         check_config(config_for(provider))
-    assert "wrok" in str(info.value) and "profile" in str(info.value)
+    assert "wrok" in str(info.value)
+    assert "profile" in str(info.value)
     check_config(config_for(attrs.evolve(provider, profile="work")))
 
 
@@ -788,7 +795,8 @@ async def test_invoke_messages_body(invoking: Gateway, bedrock: FakeBedrock) -> 
     assert request.route == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
     body = request.json()
     assert body["anthropic_version"] == "bedrock-2023-05-31"
-    assert "model" not in body and "stream" not in body
+    assert "model" not in body
+    assert "stream" not in body
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
 
 
@@ -838,3 +846,44 @@ async def test_count_tokens(gateway: Gateway, bedrock: FakeBedrock) -> None:
     assert request.json()["input"]["converse"]["messages"][0]["content"] == [
         {"text": "Count these words."}
     ]
+
+
+# The real Claude Code CLI through Bedrock
+
+CLAUDE_CODE_DEFAULT = "claude-opus-4-8"
+"""The model the pinned Claude Code asks for by default (tests/clients/claude_code)."""
+OPUS_PROFILE = "us.anthropic.claude-opus-4-8-v1:0"
+
+
+async def test_claude_code_through_bedrock(
+    nursery: trio.Nursery, claude: Path, tmp_path: Path, bedrock: FakeBedrock
+) -> None:
+    """Claude Code's default model mapped to a Bedrock inference profile with an alias, as
+    docs/configuration.md shows; SigV4 from the environment's credentials."""
+    note = tmp_path / "note.txt"
+    note.write_text(f"{SECRET}\n")
+    bedrock.default = BedrockScript(blocks=(fb.Text(FINAL),))
+    bedrock.script(
+        BedrockScript(
+            blocks=(
+                fb.Thinking("I should read the file.", signature="sig-cc"),
+                fb.ToolUse("Read", {"file_path": str(note)}, id="tooluse_cc"),
+            )
+        )
+    )
+    config = config_for(
+        bedrock_provider(bedrock.base_url), aliases={CLAUDE_CODE_DEFAULT: OPUS_PROFILE}
+    )
+    gateway = await start_gateway(nursery, config)
+    result = await run_claude(
+        claude, gateway.url, CLIENT_KEY, tmp_path, "Read note.txt and tell me what it says."
+    )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    assert FINAL in result.stdout.decode()
+    calls = [r for r in bedrock.requests if r.route.endswith(("/converse", "/converse-stream"))]
+    assert len(calls) >= 2, [r.route for r in bedrock.requests]
+    assert all("us.anthropic.claude-opus-4-8-v1%3A0" in r.route for r in calls)
+    assert SECRET not in calls[0].body.decode()
+    assert SECRET in calls[-1].body.decode()
+    assert set(bedrock.signed_by) == {f"sigv4:{fb.ACCESS_KEY}"}

@@ -190,7 +190,8 @@ def test_a_corrupt_frame_is_a_failure_never_a_crash() -> None:
     events = decoder.feed(good + bad + good)
     assert isinstance(events[0], internal.Start)
     assert isinstance(events[1], internal.Failure)
-    assert "CRC" in str(events[1].error) and len(events) == 2
+    assert "CRC" in str(events[1].error)
+    assert len(events) == 2
     assert decoder.feed(good) == []  # over
     garbage = converse.StreamDecoder(request).feed(b"\x00\x00\x00\x05" + b"\x00" * 20)
     assert isinstance(garbage[0], internal.Failure)
@@ -201,7 +202,8 @@ def test_an_exception_frame_is_the_error_its_status_says() -> None:
     (event,) = converse.StreamDecoder(request).feed(
         fb.exception_frame("throttlingException", "Too many tokens.")
     )
-    assert isinstance(event, internal.Failure) and isinstance(event.error, UpstreamError)
+    assert isinstance(event, internal.Failure)
+    assert isinstance(event.error, UpstreamError)
     assert (event.error.status, event.error.message) == (429, "Too many tokens.")
     assert event.error.native == ("bedrock", "ThrottlingException")
 

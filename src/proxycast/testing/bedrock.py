@@ -41,7 +41,10 @@ import trio
 from proxycast.formats.bedrock.eventstream import encode_frame
 from proxycast.testing import anthropic as fake_anthropic
 from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
-from proxycast.testing.anthropic import RedactedThinking, Text, Thinking, ToolUse
+from proxycast.testing.anthropic import RedactedThinking as RedactedThinking
+from proxycast.testing.anthropic import Text as Text
+from proxycast.testing.anthropic import Thinking as Thinking
+from proxycast.testing.anthropic import ToolUse as ToolUse
 
 ACCESS_KEY = "AKIAFAKEBEDROCK00001"
 SECRET_KEY = "fake+bedrock/secret/key/0000000000000000"
@@ -341,7 +344,7 @@ class FakeBedrock(FakeUpstream[BedrockScript]):
         region: str = REGION,
     ) -> None:
         super().__init__(default or BedrockScript())
-        self.credentials = (
+        self.credentials: dict[str, tuple[str, str | None]] = (
             credentials if credentials is not None else {ACCESS_KEY: (SECRET_KEY, None)}
         )
         self.api_keys = api_keys

@@ -15,7 +15,12 @@ from urllib.parse import quote, unquote
 
 from proxycast.errors import InvalidRequestError
 from proxycast.formats import internal
-from proxycast.formats.anthropic.outbound import ADAPTIVE_ONLY, THINKING_BUDGETS, clean_tool_id
+from proxycast.formats.anthropic.outbound import (
+    ADAPTIVE_EFFORTS,
+    ADAPTIVE_ONLY,
+    THINKING_BUDGETS,
+    clean_tool_id,
+)
 from proxycast.formats.bedrock import errors
 from proxycast.formats.bedrock.eventstream import Frame, FrameDecoder
 from proxycast.formats.contracts import UpstreamRequest
@@ -360,11 +365,14 @@ def body_from_internal(conversation: internal.Conversation, model: str) -> dict[
         body["toolConfig"] = tool_config
     if thinking is not None:
         body["additionalModelRequestFields"] = {"thinking": thinking}
+        if thinking["type"] == "adaptive":
+            body["outputConfig"] = {"effort": ADAPTIVE_EFFORTS[params.reasoning_effort or "high"]}
     response_format = params.response_format or {}
     if response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
         structure = {"jsonSchema": {"schema": json.dumps(schema)}}
-        body["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": structure}}
+        text_format = {"type": "json_schema", "structure": structure}
+        body["outputConfig"] = {**body.get("outputConfig", {}), "textFormat": text_format}
     return body
 
 

@@ -887,3 +887,22 @@ async def test_claude_code_through_bedrock(
     assert SECRET not in calls[0].body.decode()
     assert SECRET in calls[-1].body.decode()
     assert set(bedrock.signed_by) == {f"sigv4:{fb.ACCESS_KEY}"}
+
+
+def test_environment_only_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from proxycast.config import load_config
+
+    monkeypatch.chdir(tmp_path)  # no ./proxycast.toml
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    config = load_config(generate_key=False)
+    (provider,) = config.providers  # the access keys and AWS_REGION: the credential chain
+    assert (provider.type, provider.api_keys) == ("bedrock", ())
+    assert provider.url == "https://bedrock-runtime.us-east-1.amazonaws.com"
+    monkeypatch.delenv("AWS_REGION")
+    assert load_config(generate_key=False).providers == ()  # keys alone add nothing
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    (provider,) = load_config(generate_key=False).providers
+    assert provider.api_keys == ("bedrock-api-key",)
+    assert provider.url == "https://bedrock-runtime.eu-west-3.amazonaws.com"

@@ -6,6 +6,7 @@ signed with SigV4 or a Bedrock API key; models listed from the control plane
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -58,7 +59,9 @@ class BedrockUpstream:
     default_base_url = "https://bedrock-runtime.{region}.amazonaws.com"
     env = EnvDefaults(
         key_variables=("AWS_BEARER_TOKEN_BEDROCK",),
-        chain_variables=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+        # the region too: keys alone in the environment (for another tool) must not add a provider
+        # that stops proxycast from starting
+        chain_variables=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"),
         base_url_variable="AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
         models=(
             "anthropic.*",
@@ -78,7 +81,7 @@ class BedrockUpstream:
         ),
     )
     settings = frozenset({"api", "region", "profile"})
-    headers: Mapping[str, str] = {}
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, api: str = "converse") -> None:
         self.api = api

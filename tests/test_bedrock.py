@@ -426,14 +426,14 @@ def text_of(dialect: str, events: list[dict[str, Any]]) -> str:
     """The text a dialect's stream carried."""
     if dialect == "openai":
         return "".join(
-            e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]
+            e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices")
         )
     if dialect == "anthropic":
         return "".join(
-            e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta"
+            e["delta"].get("text", "") for e in events if e.get("type") == "content_block_delta"
         )
     if dialect == "responses":
-        return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        return "".join(e["delta"] for e in events if e.get("type") == "response.output_text.delta")
     return "".join(
         p.get("text", "")
         for e in events
@@ -473,6 +473,9 @@ async def test_mid_stream_throttling_ends_the_stream_with_an_error(
     )
     status, events = await stream_raw(aliased, dialect)
     assert status == 200
+    before = text_of(dialect, events[:-1])
+    assert before  # part of the answer came first
+    assert "Partial answer that goes on.".startswith(before)
     error = error_of(dialect, events)
     assert "Too many requests, please wait" in json.dumps(error)
     if dialect == "gemini":

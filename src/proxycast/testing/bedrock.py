@@ -16,9 +16,9 @@ Like Bedrock's Converse, it refuses (400 ``ValidationException``) a conversation
 with a user turn or does not alternate roles, tool blocks without ``toolConfig``, a content block
 with no or several members, tool use ids outside ``[a-zA-Z0-9_.:-]+``, document names with other
 characters than letters, digits, single spaces, hyphens, parentheses and brackets, reasoning blocks
-it did not sign, and sampling settings with Claude's thinking on. InvokeModel bodies must carry
-``anthropic_version: "bedrock-2023-05-31"`` and no ``model``; the Messages checks of
-:mod:`proxycast.testing.anthropic` apply to them.
+it did not sign, blank text blocks, and sampling settings with Claude's thinking on. InvokeModel
+bodies must carry ``anthropic_version: "bedrock-2023-05-31"`` and no ``model``; the Messages checks
+of :mod:`proxycast.testing.anthropic` apply to them.
 
     fake = FakeBedrock()
     base_url = await nursery.start(fake.serve)            # the provider's base_url
@@ -285,6 +285,11 @@ def converse_problem(body: dict[str, Any], issued: set[tuple[str, str]]) -> str 
             where = f"messages.{i}.content.{j}"
             if kind is None or kind not in _BLOCKS:
                 return f"{where}: a content block must have exactly one member of {sorted(_BLOCKS)}"
+            if kind == "text" and not str(block["text"]).strip():
+                return (
+                    f"The text field in the ContentBlock object at {where} is blank. Add text to "
+                    "the text field, and try again."
+                )
             if kind in ("toolUse", "toolResult"):
                 uses_tools = True
                 if not _TOOL_ID.match(str(block[kind].get("toolUseId", ""))):

@@ -161,7 +161,7 @@ class _Blocks:
 
     def blocks(self, part: internal.Part, where: str, thinking: bool) -> list[dict[str, Any]]:
         if isinstance(part, internal.Text):
-            if not part.text:
+            if not part.text.strip():  # Converse refuses a blank text block
                 return []
             return [{"text": part.text}, *_cache_point(part.cache_control)]
         if isinstance(part, internal.Image):

@@ -909,3 +909,27 @@ def test_environment_only_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     (provider,) = load_config(generate_key=False).providers
     assert provider.api_keys == ("bedrock-api-key",)
     assert provider.url == "https://bedrock-runtime.eu-west-3.amazonaws.com"
+
+
+async def test_check_online_and_the_models_list(bedrock: FakeBedrock, gateway: Gateway) -> None:
+    from proxycast.upstream.diagnostics import probe_all
+
+    (probe,) = await probe_all(gateway.config)
+    assert (probe.outcome, probe.models) == ("reachable", (*bedrock.models, *bedrock.profiles))
+    async with openai_sdk(gateway) as sdk:
+        listed = [m.id async for m in sdk.models.list()]
+    assert set(listed) >= {MODEL, PROFILE, "amazon.nova-pro-v1:0"}
+
+
+async def test_gemini_model_ids_with_a_version_colon(
+    gateway: Gateway, bedrock: FakeBedrock
+) -> None:
+    """A Bedrock id's ``:0`` in Gemini's ``models/{model}:generateContent`` path."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(
+            f"{gateway.url}/v1beta/models/{MODEL}:generateContent",
+            json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+            headers={"x-goog-api-key": CLIENT_KEY},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["candidates"][0]["content"]["parts"][0]["text"] == "Hello from Bedrock."

@@ -118,6 +118,23 @@ def test_what_converse_cannot_carry_is_a_400() -> None:
         converse.request_from_internal(internal.Conversation(params=internal.Params(n=2)), MODEL)
 
 
+def test_an_empty_tool_result_is_never_a_blank_text() -> None:
+    call = internal.ToolCall(id="c1", name="f", arguments={})
+    result = internal.ToolResult(call_id="c1", content=(internal.Text("  "),))
+    conversation = internal.Conversation(
+        messages=(
+            internal.Message("user", (internal.Text("Go"),)),
+            internal.Message("assistant", (call,)),
+            internal.Message("user", (result,)),
+        )
+    )
+    body = converse.request_from_internal(conversation, MODEL).body
+    assert body["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": "c1", "content": [{"text": "(no output)"}]}}
+    ]
+    assert fb.converse_problem(dict(body), set()) is None
+
+
 def test_document_names_are_what_bedrock_allows() -> None:
     assert converse.document_name("Q3 report (final).v2.pdf", 1) == "Q3 report (final)-v2-pdf"
     assert converse.document_name("  ", 2) == "document-2"

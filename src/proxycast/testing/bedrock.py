@@ -290,6 +290,12 @@ def converse_problem(body: dict[str, Any], issued: set[tuple[str, str]]) -> str 
                     f"The text field in the ContentBlock object at {where} is blank. Add text to "
                     "the text field, and try again."
                 )
+            inner = block["toolResult"].get("content") or [] if kind == "toolResult" else []
+            if any(isinstance(c, dict) and c.get("text") == "" for c in inner):
+                return (
+                    f"The text field in the ContentBlock object at {where}.toolResult.content is "
+                    "blank. Add text to the text field, and try again."
+                )
             if kind in ("toolUse", "toolResult"):
                 uses_tools = True
                 if not _TOOL_ID.match(str(block[kind].get("toolUseId", ""))):

@@ -50,6 +50,8 @@ _STOP: dict[str, internal.Stop] = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+EMPTY_RESULT = "(no output)"
+"""The text of a tool result that has none: Converse refuses an empty text block, even there."""
 _NAME_BAD = re.compile(r"[^A-Za-z0-9\s\-()\[\]]+")
 _GEO = re.compile(r"^(?:us|eu|apac|global|jp|au|ca|us-gov)\.")
 
@@ -190,7 +192,7 @@ class _Blocks:
                 content += [b for b in self.blocks(inner, where, thinking) if "cachePoint" not in b]
             result: dict[str, Any] = {
                 "toolUseId": clean_tool_id(part.call_id),
-                "content": content or [{"text": ""}],
+                "content": content or [{"text": EMPTY_RESULT}],
             }
             if part.is_error:
                 result["status"] = "error"

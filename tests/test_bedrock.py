@@ -858,8 +858,9 @@ CLAUDE_CODE_DEFAULT = "claude-opus-4-8"
 OPUS_PROFILE = "us.anthropic.claude-opus-4-8-v1:0"
 
 
+@pytest.mark.parametrize("api", ["converse", "invoke"])
 async def test_claude_code_through_bedrock(
-    nursery: trio.Nursery, claude: Path, tmp_path: Path, bedrock: FakeBedrock
+    nursery: trio.Nursery, claude: Path, tmp_path: Path, bedrock: FakeBedrock, api: str
 ) -> None:
     """Claude Code's default model mapped to a Bedrock inference profile with an alias, as
     docs/configuration.md shows; SigV4 from the environment's credentials."""
@@ -875,7 +876,7 @@ async def test_claude_code_through_bedrock(
         )
     )
     config = config_for(
-        bedrock_provider(bedrock.base_url), aliases={CLAUDE_CODE_DEFAULT: OPUS_PROFILE}
+        bedrock_provider(bedrock.base_url, api=api), aliases={CLAUDE_CODE_DEFAULT: OPUS_PROFILE}
     )
     gateway = await start_gateway(nursery, config)
     result = await run_claude(
@@ -884,7 +885,9 @@ async def test_claude_code_through_bedrock(
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output
     assert FINAL in result.stdout.decode()
-    calls = [r for r in bedrock.requests if r.route.endswith(("/converse", "/converse-stream"))]
+    actions = ("/converse", "/converse-stream", "/invoke", "/invoke-with-response-stream")
+    calls = [r for r in bedrock.requests if r.route.endswith(actions)]
+    assert all(f"/{api}" in r.route for r in calls)
     assert len(calls) >= 2, [r.route for r in bedrock.requests]
     assert all("us.anthropic.claude-opus-4-8-v1%3A0" in r.route for r in calls)
     assert SECRET not in calls[0].body.decode()

@@ -229,8 +229,8 @@ def _messages(
         else:
             messages.append({"role": message.role, "content": content})
     for entry in messages:
-        # assistant: reasoning, text, tool use; user: tool results first (a stable sort keeps each
-        # cachePoint after the block it follows, both ranked alike... except after a tool result)
+        # assistant: reasoning, text, tool use; user: tool results first. A cachePoint follows a
+        # text, image or document only, ranked alike: the stable sort keeps it right after it
         entry["content"].sort(key=lambda b: _ORDER.get(next(iter(b)), 1))
     if messages and messages[-1]["role"] == "assistant":
         # a prefill: a final assistant text may not end in white space

@@ -25,7 +25,9 @@ from proxycast import formats
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import (
     AnthropicScript,
+    BedrockScript,
     FakeAnthropic,
+    FakeBedrock,
     FakeGemini,
     FakeOpenAI,
     FakeToolCall,
@@ -35,6 +37,7 @@ from proxycast.testing import (
     Script,
 )
 from proxycast.testing import anthropic as fa
+from proxycast.testing import bedrock as fb
 from proxycast.testing import gemini as fg
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
 
@@ -69,6 +72,14 @@ KITS: dict[str, Kit] = {
         tool=lambda name, args: AnthropicScript(blocks=(fa.ToolUse(name, args, id="toolu_1"),)),
         error=lambda status, message: AnthropicScript(
             status=status, error_type="rate_limit_error", error_message=message
+        ),
+    ),
+    "bedrock": Kit(
+        fake=FakeBedrock,
+        text=lambda text: BedrockScript(blocks=(fb.Text(text),)),
+        tool=lambda name, args: BedrockScript(blocks=(fb.ToolUse(name, args, id="tooluse_1"),)),
+        error=lambda status, message: BedrockScript(
+            status=status, error_type="ThrottlingException", error_message=message
         ),
     ),
     "gemini": Kit(

@@ -84,6 +84,9 @@ class ModelsPage:
     next_query: str | None = None
     """Appended (after ``&`` or ``?``) to :meth:`UpstreamFormat.models_url` for the next page;
     None: the last page."""
+    next_url: str | None = None
+    """The next page's URL relative to this page's (a second listing on another path: Bedrock's
+    inference profiles after its foundation models); it wins over :attr:`next_query`."""
 
 
 @attrs.frozen(kw_only=True)

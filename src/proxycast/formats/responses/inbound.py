@@ -980,7 +980,7 @@ class ResponsesDialect:
         # A request that continues a locally stored response cannot go as written: the upstream has
         # never seen that response id.
         parsed: Request = request.parsed
-        return provider.type == self.native_type and provider.responses and not parsed.history
+        return provider.speaks == self.native_type and provider.responses and not parsed.history
 
     def request_to_internal(self, request: InboundRequest) -> internal.Conversation:
         # What is left out depends on the upstream: the route says it once one has answered.

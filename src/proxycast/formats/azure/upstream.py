@@ -1,0 +1,223 @@
+"""Azure OpenAI upstreams (``type = "azure"``): the OpenAI format at a deployment's URL.
+
+Azure serves the OpenAI wire format (``formats/openai``) at other paths: the deployments API
+(``{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...``, ``/embeddings``
+likewise, and ``{endpoint}/openai/responses?api-version=...`` with the deployment as ``model``) and
+the v1 API (``{endpoint}/openai/v1/chat/completions``, ``/responses``, ``/embeddings``: the
+deployment as ``model``, no ``api-version``). Requests are written as for OpenAI, then
+:meth:`AzureDeployments.placed` moves them to the deployment's URL, converted and forwarded ones
+alike. A key goes in the ``api-key`` header; without keys, an Entra ID token (``entra.py``).
+What Azure adds to OpenAI's answers (content filter results, a first stream chunk with no choices)
+is read in ``outbound.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from proxycast.formats import sse
+from proxycast.formats.auth import HeaderAuth
+from proxycast.formats.azure import errors, outbound
+from proxycast.formats.azure.entra import EntraAuth
+from proxycast.formats.contracts import (
+    EnvDefaults,
+    Estimate,
+    ModelsPage,
+    UpstreamRequest,
+    configured_url,
+)
+from proxycast.formats.json_spans import dumps_text, model_span
+from proxycast.formats.openai import outbound as openai
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import httpx
+
+    from proxycast.config import ProviderConfig
+    from proxycast.errors import ErrorInfo
+    from proxycast.formats import internal
+
+V1 = "v1"
+"""``api_version`` of the v1 API (``{endpoint}/openai/v1/...``)."""
+
+VERSION_VARIABLE = "OPENAI_API_VERSION"
+"""Where OpenAI's ``AzureOpenAI`` client (and proxycast, when a provider sets none) finds the
+``api-version``."""
+
+_SUFFIXES = ("/openai/v1", "/openai")
+"""Endpoint forms users copy from the portal: the resource's root is what paths are built on."""
+
+
+def endpoint(provider: ProviderConfig) -> str:
+    """The resource's endpoint (``https://NAME.openai.azure.com``), without ``/openai[/v1]``."""
+    url = configured_url(provider, AzureUpstream.default_base_url)
+    for suffix in _SUFFIXES:
+        if url.endswith(suffix):
+            return url.removesuffix(suffix)
+    return url
+
+
+def api_version(provider: ProviderConfig) -> str:
+    """The provider's ``api_version``, else ``OPENAI_API_VERSION``; empty when neither is set."""
+    return provider.api_version or os.environ.get(VERSION_VARIABLE, "")
+
+
+class AzureUpstream:
+    """The ``azure`` provider type, before it is bound to a provider (its settings checked, its
+    models endpoint, its credentials); :meth:`bind` gives the format requests go through."""
+
+    type = "azure"
+    speaks = "openai"
+    default_base_url = "https://NAME.openai.azure.com"
+    settings = frozenset(("api_version", "deployments"))
+    env = EnvDefaults(
+        key_variables=("AZURE_OPENAI_API_KEY",),
+        base_url_variable="AZURE_OPENAI_ENDPOINT",
+        models=("gpt-*", "o1*", "o3*", "o4*", "text-embedding-*"),
+    )
+    headers: Mapping[str, str] = MappingProxyType({})
+
+    def base_url(self, provider: ProviderConfig) -> str:
+        return endpoint(provider)
+
+    def problems(self, provider: ProviderConfig) -> Sequence[str]:
+        found = []
+        if not provider.base_url:
+            found.append(
+                "base_url is required: the resource's endpoint, https://NAME.openai.azure.com "
+                "(in env-only mode: AZURE_OPENAI_ENDPOINT)"
+            )
+        if not api_version(provider):
+            found.append(
+                "api_version is required: the api-version of its deployments' URLs "
+                '("2025-04-01-preview", say), or "v1" for the v1 API (or set '
+                f"{VERSION_VARIABLE})"
+            )
+        for model, deployment in provider.deployments.items():
+            if not deployment.strip() or "/" in deployment:
+                found.append(f"deployments.{model}: {deployment!r} is not a deployment name")
+        if not provider.api_keys and importlib.util.find_spec("azure.identity") is None:
+            found.append(
+                "api_keys is empty, so Entra ID tokens are used, which need azure-identity: "
+                "pip install 'proxycast[azure]' (or give api_keys, AZURE_OPENAI_API_KEY in "
+                "env-only mode)"
+            )
+        return found
+
+    def bind(self, provider: ProviderConfig) -> AzureDeployments:
+        return AzureDeployments(provider)
+
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        return request  # only a bound format knows where its deployments are
+
+    def owner(self, provider: str, url: str) -> str:
+        return "azure"
+
+    def credentials(self, provider: ProviderConfig) -> tuple[httpx.Auth, ...]:
+        if provider.api_keys:
+            return tuple(HeaderAuth("api-key", key) for key in provider.api_keys)
+        return (EntraAuth(),)
+
+    def request_from_internal(
+        self, conversation: internal.Conversation, model: str
+    ) -> UpstreamRequest:
+        return openai.request_from_internal(conversation, model)
+
+    def searches(self, conversation: internal.Conversation) -> bool:
+        return openai.searches(conversation)
+
+    def reply_to_internal(
+        self, body: dict[str, Any], request: UpstreamRequest
+    ) -> list[internal.Reply]:
+        return [openai.response_to_internal(body, dict(request.tool_names), request.body)]
+
+    def stream_decoder(self, request: UpstreamRequest) -> outbound.StreamDecoder:
+        return outbound.StreamDecoder(dict(request.tool_names), request.body)
+
+    def event_sizes(self, limit: int) -> sse.EventSizes:
+        return sse.EventSizes(limit)
+
+    def count_tokens(self, conversation: internal.Conversation, model: str) -> Estimate:
+        # Azure has no count endpoint for chat models: estimated, as for OpenAI-compatible servers
+        body = openai.request_from_internal(conversation, model).body
+        return Estimate(openai.estimate_input(body))
+
+    def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
+        return errors.error_info(body)
+
+    def models_url(self, provider: ProviderConfig) -> str:
+        """The models the resource offers (``/openai/models``; the v1 API's ``/openai/v1/models``)."""
+        version = api_version(provider)
+        if version == V1:
+            return endpoint(provider) + "/openai/v1/models"
+        return f"{endpoint(provider)}/openai/models?api-version={quote(version, safe='')}"
+
+    def models_page(self, body: Any) -> ModelsPage | None:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            return None
+        return ModelsPage(tuple(m["id"] for m in data if isinstance(m, dict) and "id" in m))
+
+
+class AzureDeployments(AzureUpstream):
+    """The ``azure`` format bound to one provider: its endpoint, ``api_version`` and deployments.
+
+    Every request is written as for OpenAI (``/chat/completions``, ``/responses``,
+    ``/embeddings``, the model in the body) and :meth:`placed` here, on the way out: the client's
+    model becomes its deployment (``deployments``, default the same name), in the body and, for
+    the deployments API, in the path with the ``api-version``.
+    """
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.provider = provider.name
+        self.version = api_version(provider)
+        self.deployments: Mapping[str, str] = dict(provider.deployments)
+
+    def __repr__(self) -> str:
+        return f"<AzureDeployments {self.provider!r} api-version {self.version!r}>"
+
+    def deployment(self, model: str) -> str:
+        """The deployment that serves the client-facing ``model``."""
+        return self.deployments.get(model, model)
+
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        body, raw = request.body, request.raw
+        if raw is None:
+            model = str(body.get("model", ""))
+            deployment = self.deployment(model)
+            if deployment != model:
+                body = {**body, "model": deployment}
+        else:
+            text = raw.decode("utf-8", "replace")
+            span = model_span(text)
+            value = json.loads(text[span[0] : span[1]])
+            model = value if isinstance(value, str) else ""
+            deployment = self.deployment(model)
+            if deployment != model:
+                raw = (text[: span[0]] + dumps_text(deployment) + text[span[1] :]).encode()
+        return UpstreamRequest(
+            path=self.path(request.path, deployment),
+            body=body,
+            raw=raw,
+            stream=request.stream,
+            headers=request.headers,
+            tool_names=request.tool_names,
+        )
+
+    def path(self, path: str, deployment: str) -> str:
+        """An OpenAI path (``/chat/completions``...) as Azure serves it for ``deployment``."""
+        if self.version == V1:
+            return "/openai/v1" + path
+        query = "?api-version=" + quote(self.version, safe="")
+        if path.startswith("/responses"):  # the Responses API takes the deployment in the body
+            return "/openai" + path + query
+        return f"/openai/deployments/{quote(deployment, safe='')}{path}{query}"
+
+
+UPSTREAM = AzureUpstream()

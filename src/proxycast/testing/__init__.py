@@ -7,6 +7,7 @@ abandoned it (:attr:`RecordedRequest.abandoned_at`).
 
 from proxycast.testing._server import FakeUpstream, RecordedRequest
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
+from proxycast.testing.azure import FakeAzure
 from proxycast.testing.gemini import FakeGemini, GeminiScript
 from proxycast.testing.local import LocalServer
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
@@ -14,6 +15,7 @@ from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
 __all__ = (
     "AnthropicScript",
     "FakeAnthropic",
+    "FakeAzure",
     "FakeGemini",
     "FakeOpenAI",
     "FakeToolCall",

@@ -246,9 +246,7 @@ class FakeAzure(FakeOpenAI):
             await respond.json(404, azure_error("DeploymentNotFound", NO_DEPLOYMENT))
             return
         body["model"] = model  # answers name the model the deployment runs, as Azure's do
-        rewritten = attrs.evolve(
-            request, path="/v1/" + operation, body=json.dumps(body).encode()
-        )
+        rewritten = attrs.evolve(request, path="/v1/" + operation, body=json.dumps(body).encode())
         filtered = _Filtered(respond._stream, respond._conn, head=respond.head, inner=respond)
         await super()._handle(rewritten, filtered)
 

@@ -120,6 +120,8 @@ class EntraAuth(httpx.Auth):
         request.headers["authorization"] = f"Bearer {await self.token()}"
         yield request
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
         raise RuntimeError("EntraAuth works with httpx's AsyncClient only")
         yield request  # pragma: no cover - makes this a generator

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from proxycast.errors import ErrorInfo
 from proxycast.formats.openai import errors as openai
+
+if TYPE_CHECKING:
+    from proxycast.errors import ErrorInfo
 
 
 def filtered(result: Any) -> list[str]:
@@ -32,7 +34,5 @@ def error_info(body: Any) -> ErrorInfo | None:
     inner = error.get("innererror") if isinstance(error, dict) else None
     categories = filtered(inner.get("content_filter_result")) if isinstance(inner, dict) else []
     if categories:
-        info = attrs.evolve(
-            info, message=f"{info.message} (filtered: {', '.join(categories)})"
-        )
+        info = attrs.evolve(info, message=f"{info.message} (filtered: {', '.join(categories)})")
     return info

@@ -112,6 +112,45 @@ def content_filter_error() -> bytes:
 _DEPLOYMENT_PATH = re.compile(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)")
 
 
+def filtered_completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` as Azure answers it: the prompt's filter results, and each choice's
+    (a choice that ended with ``content_filter`` marks the category filtered)."""
+    body = {**body, "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}]}
+    choices = []
+    for choice in body.get("choices") or ():
+        filtered = choice.get("finish_reason") == "content_filter"
+        choices.append({**choice, "content_filter_results": FILTERED if filtered else SAFE})
+    body["choices"] = choices
+    return body
+
+
+OPENING_CHUNK: dict[str, Any] = {
+    "choices": [],
+    "created": 0,
+    "id": "",
+    "model": "",
+    "object": "",
+    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
+}
+"""The first event of Azure's streams: the prompt's filter results, no choices, no id or model."""
+
+
+def filtered_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` as Azure streams it: each choice with its filter results (empty
+    on the role and finish chunks, filtered on a ``content_filter`` finish)."""
+    choices = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") == "content_filter":
+            results: dict[str, Any] = FILTERED
+        elif delta.get("content") or delta.get("tool_calls"):
+            results = SAFE
+        else:
+            results = {}
+        choices.append({**choice, "content_filter_results": results})
+    return {**chunk, "choices": choices}
+
+
 @attrs.define(eq=False)
 class _Filtered(Responder):
     """The responder of a chat answer, adding Azure's content filter results to what FakeOpenAI
@@ -122,10 +161,7 @@ class _Filtered(Responder):
 
     async def json(self, status: int, body: Any, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
         if isinstance(body, dict) and body.get("object") == "chat.completion":
-            body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": SAFE}]
-            for choice in body.get("choices") or ():
-                filtered = choice.get("finish_reason") == "content_filter"
-                choice["content_filter_results"] = FILTERED if filtered else SAFE
+            body = filtered_completion(body)
         await super().json(status, body, headers)
 
     async def send(self, data: bytes) -> None:
@@ -136,26 +172,10 @@ class _Filtered(Responder):
         if chunk.get("object") != "chat.completion.chunk":
             await super().send(data)
             return
-        if not self._opened:  # Azure's opening chunk: the prompt's filter results, no choices
+        if not self._opened:
             self._opened = True
-            opening = {
-                "choices": [],
-                "created": 0,
-                "id": "",
-                "model": "",
-                "object": "",
-                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
-            }
-            await super().send(b"data: " + json.dumps(opening).encode() + b"\n\n")
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if choice.get("finish_reason") == "content_filter":
-                choice["content_filter_results"] = FILTERED
-            elif delta.get("content") or delta.get("tool_calls"):
-                choice["content_filter_results"] = SAFE
-            else:
-                choice["content_filter_results"] = {}
-        await super().send(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            await super().send(b"data: " + json.dumps(OPENING_CHUNK).encode() + b"\n\n")
+        await super().send(b"data: " + json.dumps(filtered_chunk(chunk)).encode() + b"\n\n")
 
     async def drop(self) -> None:
         if self.inner is not None:

@@ -653,3 +653,24 @@ def test_secrets_stay_out_of_reprs() -> None:
     shown = repr(provider) + repr(upstream.credentials(provider)) + repr(upstream.bind(provider))
     assert "very-secret-azure-key" not in shown
     assert json.dumps(shown)
+
+
+def test_env_only_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxycast.config import load_config
+    from proxycast.errors import ConfigError
+
+    env = {
+        "AZURE_OPENAI_API_KEY": "azure-env-key",
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/",
+        "PROXYCAST_API_KEY": CLIENT_KEY,
+    }
+    monkeypatch.setenv("OPENAI_API_VERSION", VERSION)
+    (provider,) = load_config(env=env).providers
+    assert (provider.type, provider.url, provider.api_keys) == (
+        "azure",
+        "https://res.openai.azure.com",
+        ("azure-env-key",),
+    )
+    monkeypatch.delenv("OPENAI_API_VERSION")
+    with pytest.raises(ConfigError, match="api_version is required"):
+        load_config(env=env)

@@ -54,6 +54,14 @@ _SUFFIXES = ("/openai/v1", "/openai")
 """Endpoint forms users copy from the portal: the resource's root is what paths are built on."""
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
 def endpoint(provider: ProviderConfig) -> str:
     """The resource's endpoint (``https://NAME.openai.azure.com``), without ``/openai[/v1]``."""
     url = configured_url(provider, AzureUpstream.default_base_url)
@@ -102,7 +110,7 @@ class AzureUpstream:
         for model, deployment in provider.deployments.items():
             if not deployment.strip() or "/" in deployment:
                 found.append(f"deployments.{model}: {deployment!r} is not a deployment name")
-        if not provider.api_keys and importlib.util.find_spec("azure.identity") is None:
+        if not provider.api_keys and not _installed("azure.identity"):
             found.append(
                 "api_keys is empty, so Entra ID tokens are used, which need azure-identity: "
                 "pip install 'proxycast[azure]' (or give api_keys, AZURE_OPENAI_API_KEY in "

@@ -65,6 +65,8 @@ def test_placed_at_the_deployment(version: str, path: str, expected: str) -> Non
     assert forwarded.path == expected
     assert forwarded.stream
     assert json.loads(forwarded.raw or b"") == {"model": "prod 4o", "input": {"model": "inner"}}
+    once = bound.placed(UpstreamRequest(path=path, raw=b'{"n": 1, "model":"gpt\\u002d4o"}'))
+    assert once.raw == b'{"n": 1, "model":"prod 4o"}'
 
 
 def test_a_model_without_a_deployment_keeps_its_name_and_bytes() -> None:
@@ -199,3 +201,21 @@ def test_streamed_equals_non_streamed(script: Script, offsets: bool, data: st.Da
     assert internal.accumulate(events) == reply
     if script.finish_reason == "content_filter" and not script.tool_calls:
         assert reply.stop == "content_filter"
+
+
+def test_without_the_azure_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys and no azure-identity: ``check`` names the extra, and so would the first request."""
+    import sys
+
+    import trio
+
+    from proxycast.errors import UpstreamCredentialsError
+    from proxycast.formats.azure import entra, upstream
+
+    monkeypatch.setattr(upstream, "_installed", lambda module: False)
+    (problem,) = UPSTREAM.problems(provider(api_keys=()))
+    assert "pip install 'proxycast[azure]'" in problem
+    assert UPSTREAM.problems(provider()) == []  # keys need no extra
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # its import fails
+    with pytest.raises(UpstreamCredentialsError, match=r"proxycast\[azure\]"):
+        trio.run(entra.EntraAuth().token)

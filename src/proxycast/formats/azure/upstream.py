@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -186,6 +187,7 @@ class AzureDeployments(AzureUpstream):
         self.provider = provider.name
         self.version = api_version(provider)
         self.deployments: Mapping[str, str] = dict(provider.deployments)
+        self._paths: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"<AzureDeployments {self.provider!r} api-version {self.version!r}>"
@@ -202,13 +204,8 @@ class AzureDeployments(AzureUpstream):
             if deployment != model:
                 body = {**body, "model": deployment}
         else:
-            text = raw.decode("utf-8", "replace")
-            span = model_span(text)
-            value = json.loads(text[span[0] : span[1]])
-            model = value if isinstance(value, str) else ""
+            model, raw = self._renamed(raw)
             deployment = self.deployment(model)
-            if deployment != model:
-                raw = (text[: span[0]] + dumps_text(deployment) + text[span[1] :]).encode()
         return UpstreamRequest(
             path=self.path(request.path, deployment),
             body=body,
@@ -218,14 +215,53 @@ class AzureDeployments(AzureUpstream):
             tool_names=request.tool_names,
         )
 
+    def _renamed(self, raw: bytes) -> tuple[str, bytes]:
+        """The model a forwarded body names, and the body with its deployment's name instead.
+
+        A scan of the bytes when ``"model"`` occurs once (then it is the top-level key: an
+        unescaped quote cannot occur inside a JSON string), as the passthroughs find it; else the
+        decoded text's top-level spans tell.
+        """
+        found = _MODEL.search(raw) if raw.count(b'"model"') == 1 else None
+        if found is not None:
+            value = json.loads(found.group(1))
+            model = value if isinstance(value, str) else ""
+            deployment = self.deployment(model)
+            if deployment == model:
+                return model, raw
+            start, end = found.span(1)
+            return model, raw[:start] + dumps_text(deployment).encode() + raw[end:]
+        text = raw.decode("utf-8", "replace")
+        start, end = model_span(text)
+        value = json.loads(text[start:end])
+        model = value if isinstance(value, str) else ""
+        deployment = self.deployment(model)
+        if deployment == model:
+            return model, raw
+        return model, (text[:start] + dumps_text(deployment) + text[end:]).encode()
+
     def path(self, path: str, deployment: str) -> str:
         """An OpenAI path (``/chat/completions``...) as Azure serves it for ``deployment``."""
+        placed = self._paths.get((path, deployment))
+        if placed is not None:
+            return placed
         if self.version == V1:
-            return "/openai/v1" + path
-        query = "?api-version=" + quote(self.version, safe="")
-        if path.startswith("/responses"):  # the Responses API takes the deployment in the body
-            return "/openai" + path + query
-        return f"/openai/deployments/{quote(deployment, safe='')}{path}{query}"
+            placed = "/openai/v1" + path
+        elif path.startswith("/responses"):  # the Responses API takes the deployment in the body
+            placed = f"/openai{path}?api-version={quote(self.version, safe='')}"
+        else:
+            placed = (
+                f"/openai/deployments/{quote(deployment, safe='')}{path}"
+                f"?api-version={quote(self.version, safe='')}"
+            )
+        if len(self._paths) > 256:  # one per deployment and operation; never grows without bound
+            self._paths.clear()
+        self._paths[path, deployment] = placed
+        return placed
+
+
+_MODEL = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+"""The top-level ``model`` of a forwarded body, when it occurs once (see ``_renamed``)."""
 
 
 UPSTREAM = AzureUpstream()

@@ -497,7 +497,7 @@ async def test_check_online_with_entra_id(tmp_path: Path, managed_identity: Fake
     code, out, err = await proxycast(tmp_path, "check", "--config", config, "--online", **env)
     assert code == 0, out + err
     assert "az#0: reachable: 3 models listed" in out
-    assert [r.route for r in azure.requests] == ["/msi/token", "/openai/models"]
+    assert [r.route for r in azure.requests] == ["/msi/token", "/openai/deployments"]
 
 
 @attrs.define
@@ -623,9 +623,21 @@ async def test_check_online_lists_models_per_key(tmp_path: Path, azure: FakeAzur
     assert "stale-key-9876" not in out
     assert code == 1
     assert {r.path for r in azure.requests} == {
-        f"/openai/models?api-version={VERSION}",
+        "/openai/deployments?api-version=2023-03-15-preview",
         "/openai/v1/models",
     }
+
+
+async def test_models_listed_are_the_deployments_by_client_name(
+    gateway: Gateway, azure: FakeAzure
+) -> None:
+    async with chat_client(gateway) as client:
+        listed = {m.id async for m in client.models.list()}
+    # the glob gpt-4.1* lists the deployment of that name; my-gpt4o is listed as gpt-4o, which
+    # maps to it (and is configured anyway); "embedder" matches no model of the provider
+    assert {"gpt-4o", "gpt-4.1-mini", "text-embedding-3-small"} <= listed
+    assert "my-gpt4o" not in listed
+    assert "embedder" not in listed
 
 
 def test_settings_of_another_type_are_refused() -> None:

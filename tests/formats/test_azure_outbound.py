@@ -95,10 +95,14 @@ def test_the_endpoint_as_copied_from_the_portal(base_url: str) -> None:
     assert provider(base_url=base_url).url == "https://res.openai.azure.com"
 
 
-def test_models_url() -> None:
+def test_models_url_and_page() -> None:
     assert UPSTREAM.models_url(provider()) == (
-        "https://res.openai.azure.com/openai/models?api-version=2024-10-21"
+        "https://res.openai.azure.com/openai/deployments?api-version=2023-03-15-preview"
     )
+    body = {"data": [{"id": "prod 4o", "model": "gpt-4o"}, {"id": "gpt-4.1"}], "object": "list"}
+    page = UPSTREAM.bind(provider()).models_page(body)
+    assert page is not None
+    assert page.ids == ("gpt-4o", "gpt-4.1")  # the client-facing name of a mapped deployment
     assert UPSTREAM.models_url(provider(api_version="v1")) == (
         "https://res.openai.azure.com/openai/v1/models"
     )

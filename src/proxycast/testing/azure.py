@@ -2,7 +2,8 @@
 enforces and adds.
 
 It serves the deployments API (``/openai/deployments/{deployment}/chat/completions`` and
-``/embeddings``, ``/openai/responses``, ``/openai/models``, each with ``?api-version=``) and the
+``/embeddings``, ``/openai/responses``, ``/openai/models``, ``/openai/deployments``, each with
+``?api-version=``) and the
 v1 API (``/openai/v1/chat/completions``, ``/responses``, ``/embeddings``, ``/models``: the
 deployment as ``model``, no dated ``api-version``). As Azure does, it answers:
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 API_VERSIONS = frozenset(
     (
+        "2022-12-01",
+        "2023-03-15-preview",
         "2024-02-01",
         "2024-06-01",
         "2024-10-21",
@@ -59,6 +62,9 @@ API_VERSIONS = frozenset(
     )
 )
 """The dated ``api-version``s it knows (Azure's GA and preview versions of the data plane)."""
+
+LISTING_VERSIONS = frozenset(("2022-12-01", "2023-03-15-preview"))
+"""The versions that still have ``GET /openai/deployments`` (the list of a resource's deployments)."""
 
 V1_VERSIONS = frozenset(("preview", "latest"))
 """What the v1 API takes as ``api-version``, when one is given at all."""
@@ -247,6 +253,9 @@ class FakeAzure(FakeOpenAI):
             await respond.json(200, self._models())
             return
         if request.method == "GET" and operation == "deployments" and not v1:
+            if version not in LISTING_VERSIONS:  # later versions dropped the route
+                await respond.json(404, azure_error("404", "Resource not found"))
+                return
             await respond.json(200, self._deployments())
             return
         body = json.loads(request.body or b"{}") if request.method == "POST" else {}
@@ -330,8 +339,20 @@ class FakeAzure(FakeOpenAI):
         return {"object": "list", "data": data}
 
     def _deployments(self) -> dict[str, Any]:
+        deployments = self.deployments
+        if deployments is None:
+            deployments = {model: model for model in self.models}
         data = [
-            {"id": name, "model": model, "object": "deployment", "status": "succeeded"}
-            for name, model in (self.deployments or {}).items()
+            {
+                "scale_settings": {"scale_type": "standard"},
+                "model": model,
+                "owner": "organization-owner",
+                "id": name,
+                "status": "succeeded",
+                "created_at": 1720000000,
+                "updated_at": 1720000000,
+                "object": "deployment",
+            }
+            for name, model in deployments.items()
         ]
         return {"object": "list", "data": data}

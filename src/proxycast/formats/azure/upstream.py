@@ -51,6 +51,10 @@ VERSION_VARIABLE = "OPENAI_API_VERSION"
 """Where OpenAI's ``AzureOpenAI`` client (and proxycast, when a provider sets none) finds the
 ``api-version``."""
 
+DEPLOYMENTS_VERSION = "2023-03-15-preview"
+"""The ``api-version`` of ``GET /openai/deployments`` (newer versions of the data plane dropped
+the route; this one still lists a resource's deployments, as the Azure SDKs list them)."""
+
 _SUFFIXES = ("/openai/v1", "/openai")
 """Endpoint forms users copy from the portal: the resource's root is what paths are built on."""
 
@@ -161,11 +165,11 @@ class AzureUpstream:
         return errors.error_info(body)
 
     def models_url(self, provider: ProviderConfig) -> str:
-        """The models the resource offers (``/openai/models``; the v1 API's ``/openai/v1/models``)."""
-        version = api_version(provider)
-        if version == V1:
+        """The resource's deployments (what a request can name; listed with the api-version
+        that has the route, whatever ``api_version`` requests use), or the v1 API's models."""
+        if api_version(provider) == V1:
             return endpoint(provider) + "/openai/v1/models"
-        return f"{endpoint(provider)}/openai/models?api-version={quote(version, safe='')}"
+        return f"{endpoint(provider)}/openai/deployments?api-version={DEPLOYMENTS_VERSION}"
 
     def models_page(self, body: Any) -> ModelsPage | None:
         data = body.get("data") if isinstance(body, dict) else None
@@ -191,6 +195,14 @@ class AzureDeployments(AzureUpstream):
 
     def __repr__(self) -> str:
         return f"<AzureDeployments {self.provider!r} api-version {self.version!r}>"
+
+    def models_page(self, body: Any) -> ModelsPage | None:
+        """Deployments listed under the client-facing name that maps to them, if one does."""
+        page = super().models_page(body)
+        if page is None:
+            return None
+        names = {deployment: model for model, deployment in self.deployments.items()}
+        return ModelsPage(tuple(names.get(i, i) for i in page.ids), page.next_query)
 
     def deployment(self, model: str) -> str:
         """The deployment that serves the client-facing ``model``."""

@@ -353,6 +353,32 @@ async def test_an_unknown_api_version_reaches_the_client(
     assert "API version not supported" in info.value.message
 
 
+async def test_an_api_version_without_stream_options(
+    nursery: trio.Nursery, azure: FakeAzure
+) -> None:
+    """2024-06-01 (GA) refuses ``stream_options``: streams go without it, their usage estimated."""
+    gateway = await azure_gateway(nursery, azure, api_version="2024-06-01")
+    azure.script(Script(text="Old but streaming."), Script(text="Converted too."))
+    async with chat_client(gateway) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        chunks, text, _, finish = await collect(stream)
+    async with anthropic.AsyncAnthropic(
+        base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0
+    ) as claude:
+        async with claude.messages.stream(model="gpt-4o", max_tokens=20, messages=MESSAGES) as s:
+            message = await s.get_final_message()
+    assert (text, finish) == ("Old but streaming.", "stop")
+    assert all(c.usage is None for c in chunks)  # that version has no usage chunk to give
+    assert [b.text for b in message.content if b.type == "text"] == ["Converted too."]
+    assert message.usage.output_tokens > 0  # estimated
+    for sent in azure.requests[-2:]:
+        assert sent.path == "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-06-01"
+        assert "stream_options" not in sent.json()
+        assert sent.json()["model"] == "my-gpt4o"
+
+
 async def test_a_rejected_key_is_proxycasts_problem_not_the_clients(
     nursery: trio.Nursery, azure: FakeAzure
 ) -> None:

@@ -223,3 +223,15 @@ def test_without_the_azure_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.identity", None)  # its import fails
     with pytest.raises(UpstreamCredentialsError, match=r"proxycast\[azure\]"):
         trio.run(entra.EntraAuth().token)
+
+
+def test_stream_options_only_where_the_version_has_them() -> None:
+    streamed = {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}}
+    raw = json.dumps(streamed).encode()
+    for version, kept in (("2024-06-01", False), ("2024-10-21", True), ("v1", True)):
+        bound = UPSTREAM.bind(provider(api_version=version))
+        body = bound.placed(UpstreamRequest(path="/chat/completions", body=streamed, stream=True))
+        forwarded = bound.placed(UpstreamRequest(path="/chat/completions", raw=raw, stream=True))
+        assert ("stream_options" in body.body) is kept
+        assert ("stream_options" in json.loads(forwarded.raw or b"")) is kept
+        assert json.loads(forwarded.raw or b"")["model"] == "prod 4o"

@@ -12,6 +12,7 @@ deployment as ``model``, no dated ``api-version``). As Azure does, it answers:
   supported`` for a version it does not know;
 - 404 ``DeploymentNotFound`` for a deployment it does not have (``deployments``: deployment name
   -> the model it runs, which its answers name);
+- 400 for ``stream_options`` with an api-version before 2024-09-01 (which did not have it);
 - content filter results on chat answers: a first stream chunk with no choices carrying
   ``prompt_filter_results``, ``content_filter_results`` on each choice, and, for a script with
   ``finish_reason="content_filter"``, a filtered category; :func:`content_filter_error` is the 400
@@ -273,6 +274,15 @@ class FakeAzure(FakeOpenAI):
         model = self._model(deployment)
         if model is None:
             await respond.json(404, azure_error("DeploymentNotFound", NO_DEPLOYMENT))
+            return
+        if "stream_options" in body and not v1 and str(version) < "2024-09-01":
+            error = {
+                "message": "Unrecognized request argument supplied: stream_options",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+            await respond.json(400, {"error": error})
             return
         body["model"] = model  # answers name the model the deployment runs, as Azure's do
         rewritten = attrs.evolve(request, path="/v1/" + operation, body=json.dumps(body).encode())

@@ -55,6 +55,9 @@ DEPLOYMENTS_VERSION = "2023-03-15-preview"
 """The ``api-version`` of ``GET /openai/deployments`` (newer versions of the data plane dropped
 the route; this one still lists a resource's deployments, as the Azure SDKs list them)."""
 
+STREAM_OPTIONS_SINCE = "2024-09-01"
+"""The first dated api-version with ``stream_options`` (2024-09-01-preview; GA: 2024-10-21)."""
+
 _SUFFIXES = ("/openai/v1", "/openai")
 """Endpoint forms users copy from the portal: the resource's root is what paths are built on."""
 
@@ -192,6 +195,8 @@ class AzureDeployments(AzureUpstream):
         self.version = api_version(provider)
         self.deployments: Mapping[str, str] = dict(provider.deployments)
         self._paths: dict[tuple[str, str], str] = {}
+        self.stream_options = self.version == V1 or self.version[:10] >= STREAM_OPTIONS_SINCE
+        """Whether its api-version takes ``stream_options`` (the usage of a stream)."""
 
     def __repr__(self) -> str:
         return f"<AzureDeployments {self.provider!r} api-version {self.version!r}>"
@@ -218,6 +223,8 @@ class AzureDeployments(AzureUpstream):
         else:
             model, raw = self._renamed(raw)
             deployment = self.deployment(model)
+        if request.stream and not self.stream_options:
+            body, raw = _without_stream_options(body, raw)
         return UpstreamRequest(
             path=self.path(request.path, deployment),
             body=body,
@@ -270,6 +277,21 @@ class AzureDeployments(AzureUpstream):
             self._paths.clear()
         self._paths[path, deployment] = placed
         return placed
+
+
+def _without_stream_options(
+    body: Mapping[str, Any], raw: bytes | None
+) -> tuple[Mapping[str, Any], bytes | None]:
+    """The request without ``stream_options``, which versions before 2024-09-01 refuse (400
+    ``Unrecognized request argument supplied: stream_options``); its stream's usage is then
+    estimated, as for a server that reports none."""
+    if raw is None:
+        return {k: v for k, v in body.items() if k != "stream_options"}, None
+    if b'"stream_options"' not in raw:
+        return body, raw
+    value = json.loads(raw)
+    value.pop("stream_options", None)
+    return body, dumps_text(value).encode()
 
 
 _MODEL = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')

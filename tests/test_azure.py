@@ -211,6 +211,20 @@ async def test_responses_forwarded_to_azures_responses_api(
         assert sent.json()["input"] == "Hello"
 
 
+async def test_responses_input_tokens_are_estimated(
+    nursery: trio.Nursery, azure: FakeAzure
+) -> None:
+    """Azure has no /responses/input_tokens (404 on the v1 API too): counted here, and said so."""
+    gateway = await azure_gateway(nursery, azure, responses=True)
+    async with chat_client(gateway) as client:
+        counted = await client.responses.input_tokens.with_raw_response.count(
+            model="gpt-4o", input="How many tokens is this?"
+        )
+    assert counted.parse().input_tokens > 0
+    assert counted.headers["x-proxycast-token-count"] == "estimate"
+    assert azure.requests == []
+
+
 async def test_gemini_clients(gateway: Gateway, azure: FakeAzure) -> None:
     azure.script(Script(text="Gemini client, Azure model."), Script(text="Streamed to Gemini."))
     sdk = _GenaiSDK(gateway)

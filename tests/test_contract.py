@@ -27,6 +27,7 @@ from proxycast.testing import (
     AnthropicScript,
     BedrockScript,
     FakeAnthropic,
+    FakeAzure,
     FakeBedrock,
     FakeGemini,
     FakeOpenAI,
@@ -37,6 +38,7 @@ from proxycast.testing import (
     Script,
 )
 from proxycast.testing import anthropic as fa
+from proxycast.testing import azure as fz
 from proxycast.testing import bedrock as fb
 from proxycast.testing import gemini as fg
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
@@ -53,8 +55,8 @@ class Kit:
     text: Callable[[str], Any]
     tool: Callable[[str, dict[str, Any]], Any]
     error: Callable[[int, str], Any]
-    settings: dict[str, str] = attrs.field(factory=dict)
-    """Provider settings of its type (a cloud's project and location)."""
+    settings: dict[str, Any] = attrs.field(factory=dict)
+    """Provider settings its type needs (``ProviderConfig`` fields: a cloud's ``api_version``)."""
 
 
 KITS: dict[str, Kit] = {
@@ -98,6 +100,17 @@ KITS: dict[str, Kit] = {
             status=status, error_status="RESOURCE_EXHAUSTED", error_message=message
         ),
         settings={"project": "fake-project", "location": "us-east5"},
+    ),
+    "azure": Kit(
+        fake=lambda: FakeAzure(api_key=UPSTREAM_KEY),
+        text=lambda text: Script(text=text, chunks=3),
+        tool=lambda name, args: Script(
+            text="", tool_calls=(FakeToolCall(name=name, arguments=json.dumps(args)),)
+        ),
+        error=lambda status, message: Script(
+            status=status, error_body=json.dumps(fz.azure_error(str(status), message)).encode()
+        ),
+        settings={"api_version": "2025-04-01-preview"},
     ),
 }
 
@@ -344,7 +357,7 @@ async def _pair(request: pytest.FixtureRequest, nursery: trio.Nursery) -> AsyncI
         base_url=fake.base_url,
         api_keys=(UPSTREAM_KEY,),
         models=(MODEL,),
-        **kit.settings,  # type: ignore[arg-type]
+        **kit.settings,
     )
     config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
     gateway = await start_gateway(nursery, config)

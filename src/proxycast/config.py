@@ -102,6 +102,12 @@ class ProviderConfig:
         from its region or location)."""
         return formats.UPSTREAMS[self.type].base_url(self)
 
+    @property
+    def speaks(self) -> str:
+        """The format its requests are written in (``UpstreamFormat.speaks``): a client of that
+        format is forwarded to it."""
+        return formats.UPSTREAMS[self.type].speaks
+
 
 @attrs.frozen(kw_only=True)
 class RoutingConfig:

@@ -295,7 +295,7 @@ class Exchange:
 
         async def attempt(chosen: Attempt) -> Answer:
             provider, upstream_model = chosen.provider, chosen.route.upstream_model
-            if provider.config.type == dialect.native_type:
+            if provider.config.speaks == dialect.native_type:
                 response = await provider.open(
                     dialect.forward(request.text, request.spans, upstream_model), chosen.key
                 )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
 from proxycast.formats.anthropic.models import MODELS as ANTHROPIC_MODELS
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
+from proxycast.formats.azure.upstream import UPSTREAM as AZURE
 from proxycast.formats.bedrock.upstream import UPSTREAM as BEDROCK
 from proxycast.formats.gemini.embeddings import DIALECT_EMBEDDINGS as GEMINI_EMBEDDINGS_DIALECT
 from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
@@ -34,13 +35,14 @@ if TYPE_CHECKING:
     from proxycast.formats.embeddings import EmbeddingsDialect, EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
-    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, VERTEX)
+    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI, AZURE, BEDROCK, VERTEX)
 }
 """Provider ``type`` -> its format, in the order env-only mode adds providers."""
 
 EMBEDDINGS: Mapping[str, EmbeddingsUpstream] = {
     OPENAI.type: OPENAI_UPSTREAM_EMBEDDINGS,
     GEMINI.type: GEMINI_EMBEDDINGS,
+    AZURE.type: OPENAI_UPSTREAM_EMBEDDINGS,  # at its deployment's URL (AzureDeployments.placed)
 }
 """Provider ``type`` -> how embeddings requests of another API's clients are converted for it (a
 provider of the client's own format gets them forwarded; a type not here has no embeddings)."""

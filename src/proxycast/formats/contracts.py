@@ -222,6 +222,19 @@ class UpstreamFormat(Protocol):
         ...
 
     @property
+    def speaks(self) -> str:
+        """The format whose requests its providers take as written: its own ``type``, or the one a
+        cloud carries (``azure`` speaks ``openai``). A client of that format is forwarded to it."""
+        ...
+
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        """Where a request written for the format it :attr:`speaks` goes on this provider (a path
+        relative to that format's base URL, the model in its body: Azure moves both to its
+        deployment's URL); every request passes here before it is sent. The others return it as
+        it is."""
+        ...
+
+    @property
     def headers(self) -> Mapping[str, str]:
         """Headers every request carries (an API version, say)."""
         ...
@@ -291,10 +304,19 @@ def configured_url(provider: ProviderConfig, default: str) -> str:
 
 class Unconfigured:
     """The part of :class:`UpstreamFormat` of a format with no settings of its own: one default
-    URL, nothing to check before a request, the same format for every provider."""
+    URL, nothing to check before a request, the same format for every provider, speaking its own
+    format."""
 
+    type: str
     default_base_url: str
     settings: frozenset[str] = frozenset()
+
+    @property
+    def speaks(self) -> str:
+        return self.type
+
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        return request
 
     def base_url(self, provider: ProviderConfig) -> str:
         return configured_url(provider, self.default_base_url)

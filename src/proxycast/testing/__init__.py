@@ -7,6 +7,7 @@ abandoned it (:attr:`RecordedRequest.abandoned_at`).
 
 from proxycast.testing._server import FakeUpstream, RecordedRequest
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
+from proxycast.testing.azure import FakeAzure
 from proxycast.testing.bedrock import BedrockScript, FakeBedrock
 from proxycast.testing.gemini import FakeGemini, GeminiScript
 from proxycast.testing.local import LocalServer
@@ -17,6 +18,7 @@ __all__ = (
     "AnthropicScript",
     "BedrockScript",
     "FakeAnthropic",
+    "FakeAzure",
     "FakeBedrock",
     "FakeGemini",
     "FakeOpenAI",

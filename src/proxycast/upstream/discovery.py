@@ -50,7 +50,7 @@ async def fetch_models(
     Raises:
         ModelsEndpointError: with the outcome (unauthorised, wrong path, unreachable...).
     """
-    upstream = formats.UPSTREAMS[provider.type]
+    upstream = formats.UPSTREAMS[provider.type].bind(provider)  # as the exchange talks to it
     credentials = upstream.credentials(provider)
     auth = credentials[index] if credentials else None
     first = upstream.models_url(provider)

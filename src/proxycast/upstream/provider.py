@@ -332,6 +332,7 @@ class Provider:
         The caller must ``aclose()`` the response. Raises :class:`UpstreamError` for a failure status
         (translated into a proxycast error) or a transport failure.
         """
+        request = self.format.placed(request)
         body = request.raw
         if body is None:
             body = dumps_text(request.body).encode()

@@ -573,7 +573,7 @@ class AnthropicDialect:
         return AnthropicPassthrough(request.client_model, provider, redact)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
-        return provider.type == self.native_type
+        return provider.speaks == self.native_type
 
     def reply_from_internal(
         self,

@@ -109,6 +109,14 @@ class BedrockUpstream:
                 found.append(problem)
         return found
 
+    @property
+    def speaks(self) -> str:
+        """No other format's requests are its own: every client is converted for it."""
+        return self.type
+
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        return request  # its requests are written for it: nothing to move
+
     def bind(self, provider: ProviderConfig) -> BedrockUpstream:
         return BedrockUpstream(provider.api or "converse")
 

@@ -803,7 +803,7 @@ class GeminiDialect:
         return request_to_internal(request.parsed, request.stream)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
-        return provider.type == self.native_type
+        return provider.speaks == self.native_type
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
         if request.operation == "count_tokens":

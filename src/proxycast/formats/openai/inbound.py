@@ -646,7 +646,7 @@ class OpenAIDialect:
         return OpenAIPassthrough(request.client_model, provider, redact, hide_usage=hide)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
-        return provider.type == self.native_type
+        return provider.speaks == self.native_type
 
     def reply_from_internal(
         self,

@@ -979,8 +979,12 @@ class ResponsesDialect:
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
         # A request that continues a locally stored response cannot go as written: the upstream has
         # never seen that response id.
+        # Counting (/responses/input_tokens) is OpenAI's own: a cloud that speaks its format has
+        # no such route (Azure answers 404), so its counts are estimated.
         parsed: Request = request.parsed
-        return provider.type == self.native_type and provider.responses and not parsed.history
+        if request.operation == "count_tokens" and provider.type != self.native_type:
+            return False
+        return provider.speaks == self.native_type and provider.responses and not parsed.history
 
     def request_to_internal(self, request: InboundRequest) -> internal.Conversation:
         # What is left out depends on the upstream: the route says it once one has answered.

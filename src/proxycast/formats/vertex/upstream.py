@@ -154,6 +154,14 @@ class VertexUpstream:
             )
         return found
 
+    @property
+    def speaks(self) -> str:
+        """No other format's requests are its own: every client is converted for it."""
+        return self.type
+
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        return request  # its requests are written for it: nothing to move
+
     def bind(self, provider: ProviderConfig) -> VertexUpstream:
         return VertexUpstream(project_of(provider, os.environ), location_of(provider, os.environ))
 

@@ -30,7 +30,7 @@ import trio
 
 import proxycast
 from proxycast.config import Config, ProviderConfig, ServerConfig
-from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI, rules
+from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI, FakeUpstream, rules
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -87,7 +87,7 @@ def config(urls: dict[str, str]) -> Config:
         )
 
     return Config(
-        server=ServerConfig(port=0, api_keys=(KEY,)),
+        server=ServerConfig(port=0, api_keys=(KEY,), access_log="off"),
         providers=(
             provider("openai-chat", "openai", urls["openai"]),
             provider("anthropic", "anthropic", urls["anthropic"]),
@@ -108,7 +108,9 @@ async def run_suite(bun_path: Path, folder: Path, v1: str, kind: str) -> dict[st
     try:
         result: dict[str, Any] = json.loads(out[out.index("{") :])
     except ValueError:
-        sys.exit(f"openresponses: the suite did not answer JSON for {kind}:\n{out}\n{done.stderr}")
+        sys.exit(
+            f"openresponses: the suite did not answer JSON for {kind}:\n{out}\n{done.stderr.decode()}"
+        )
     return result
 
 
@@ -119,7 +121,7 @@ async def measure(suite: Path, kinds: list[str]) -> dict[str, dict[str, Any]]:
         os.environ["PROXYCAST_HOME"] = str(Path(tmp) / "home")  # the store and the ledger
         folder = unpack(suite, Path(tmp))
         async with trio.open_nursery() as nursery:
-            fakes = {
+            fakes: dict[str, FakeUpstream[Any]] = {
                 "openai": rules.follow(FakeOpenAI()),
                 "anthropic": rules.follow(FakeAnthropic()),
                 "gemini": rules.follow(FakeGemini()),

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from proxycast.core.exchange import Exchange
+    from proxycast.formats.contracts import InboundRequest
 
 log = logging.getLogger("proxycast")
 
@@ -81,36 +82,52 @@ class ResponsesRoutes:
 
         return record
 
+    async def _history(
+        self,
+        call: Call,
+        inbound: InboundRequest,
+        recent: dict[str, list[dict[str, Any]]] | None,
+    ) -> tuple[list[dict[str, Any]] | None, bool]:
+        """The items of the response ``previous_response_id`` names (None without one: the request
+        starts a conversation), and whether they came from the connection's ``recent`` ones; an
+        id neither the connection, the store nor (when forwarded) the upstream knows is a 400."""
+        body = inbound.parsed.body
+        ident = body.previous_response_id
+        if ident is None:
+            return None, False
+        if recent is not None and ident in recent:
+            return recent[ident], True
+        store = self._store
+        stored = (
+            None
+            if store is None
+            else await trio.to_thread.run_sync(store.get, owner_of(call.credential or ""), ident)
+        )
+        if stored is not None:
+            return stored.items, False
+        provider = routing.resolve(body.model, self._exchange.config).provider
+        if DIALECT.forwards_to(provider, inbound):  # the upstream may know it
+            return [], False
+        raise _previous_not_found(ident)
+
     async def create(
         self, call: Call, recent: dict[str, list[dict[str, Any]]] | None = None
     ) -> Answer:
         """``POST /v1/responses`` (and each ``response.create`` of a WebSocket connection, whose
         ``recent`` responses a ``previous_response_id`` continues without the store)."""
         inbound = await validated(call)
-        exchange, store = self._exchange, self._store
+        store = self._store
         parsed: Request = inbound.parsed
         body = parsed.body
-        provider = routing.resolve(body.model, exchange.config).provider
         owner = owner_of(call.credential or "")
-        history: list[dict[str, Any]] = []
-        if body.previous_response_id is not None:
-            ident = body.previous_response_id
-            if recent is not None and ident in recent:
-                history = recent[ident]
-            else:
-                stored = (
-                    None
-                    if store is None
-                    else await trio.to_thread.run_sync(store.get, owner, ident)
-                )
-                if stored is not None:
-                    history = stored.items
-                elif not DIALECT.forwards_to(provider, inbound):  # the upstream may know it
-                    raise _previous_not_found(ident)
+        found, from_recent = await self._history(call, inbound, recent)
+        history = found or []
         items = [*history, *input_items(body)]
         keep: list[Callable[[dict[str, Any]], None]] = []
-        if store is not None and body.store is not False:
-            keep.append(self._recorder(owner, items))
+        provider = routing.resolve(body.model, self._exchange.config).provider
+        forwarded = not history and DIALECT.forwards_to(provider, inbound)
+        if store is not None and body.store is not False and not forwarded:
+            keep.append(self._recorder(owner, items))  # a forwarded one: the upstream keeps it
         if recent is not None:
             keep.append(_Remember(recent, items))
         record = None
@@ -119,9 +136,28 @@ class ResponsesRoutes:
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
-        response = await exchange.generate(DIALECT, inbound)
-        mark_dropped(exchange, DIALECT, inbound, response)
+        try:
+            if found is None or found:  # the whole conversation is known here
+                _check_outputs(items)
+            response = await self._exchange.generate(DIALECT, inbound)
+        except ProxycastError:
+            # OpenAI's connection-local cache forgets a response whose continuation failed
+            if from_recent and recent is not None:
+                recent.pop(str(body.previous_response_id), None)
+            raise
+        mark_dropped(self._exchange, DIALECT, inbound, response)
         return response
+
+    async def compact(self, call: Call) -> Answer:
+        """``POST /v1/responses/compact``: forwarded to a provider that serves the Responses API;
+        else the upstream model summarises the window, and the answer is its user messages and a
+        ``compaction`` item that carries the summary (``formats.responses.inbound.compacted``),
+        which proxycast expands when it comes back as input."""
+        inbound = await validated(call)
+        parsed: Request = inbound.parsed
+        found, _ = await self._history(call, inbound, None)
+        inbound = attrs.evolve(inbound, parsed=attrs.evolve(parsed, history=tuple(found or ())))
+        return await self._exchange.generate(DIALECT, inbound)
 
     def error_answer(self, error: ProxycastError) -> Answer:
         """``error`` as the Responses API answers it (its message without configured secrets)."""
@@ -186,6 +222,25 @@ class ResponsesRoutes:
             "runs none in the background.",
             code="invalid_request_error",
         )
+
+
+def _check_outputs(items: list[dict[str, Any]]) -> None:
+    """OpenAI's 400 for a tool output whose call is not in the conversation."""
+    calls = {
+        item.get("call_id")
+        for item in items
+        if isinstance(item, dict) and item.get("type") in ("function_call", "custom_tool_call")
+    }
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") in ("function_call_output", "custom_tool_call_output"):
+            if item.get("call_id") not in calls:
+                raise InvalidRequestError(
+                    "No tool call found for function call output with call_id "
+                    f"{item.get('call_id')}.",
+                    param="input",
+                )
 
 
 def _as_item(item: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ The rules, in order:
    ``tool_choice`` forces) with arguments made from its JSON schema (:func:`arguments`).
 3. Otherwise answer with text: what ``Reply with exactly: X`` asks (``X``); a summary of the
    conversation when the last message asks to summarise or compact it; a code word remembered from
-   the conversation (``code word: W``) when asked for one; else ``You said: <the last message>``.
+   the conversation (``code word: W``) when asked for it; the word of ``Reply with OK``; else
+   ``You said: <the last message>``.
 
 Usage::
 
@@ -65,6 +66,7 @@ class Decision:
 
 
 _EXACTLY = re.compile(r"reply with exactly:\s*(.+)", re.IGNORECASE)
+_SHORT = re.compile(r"reply with ([A-Z]+)\b")
 _CODE_WORD = re.compile(r"code word(?: is|:)\s*([A-Za-z0-9_-]+)", re.IGNORECASE)
 
 
@@ -82,13 +84,20 @@ def decide(seen: Seen) -> Decision:
         return Decision(text=exactly.group(1).strip().rstrip("."))
     lowered = last.lower()
     if "summar" in lowered or "compact" in lowered or "compress" in lowered:
-        earlier = [t.strip() for t in seen.texts[:-1] if t.strip()]
-        return Decision(text="Summary of the conversation: " + " / ".join(earlier))
-    if "code word" in lowered:
+        return Decision(text=summary(seen.texts[:-1]))
+    if "what is the code word" in lowered:
         words = [m.group(1) for t in seen.texts for m in _CODE_WORD.finditer(t)]
         if words:
             return Decision(text=words[-1])
+    short = _SHORT.search(last)
+    if short:
+        return Decision(text=short.group(1))
     return Decision(text=f"You said: {last}" if last else "Hello.")
+
+
+def summary(texts: tuple[str, ...]) -> str:
+    """The rules' summary of a conversation: its texts, joined."""
+    return "Summary of the conversation: " + " / ".join(t.strip() for t in texts if t.strip())
 
 
 def arguments(schema: Any) -> dict[str, Any]:
@@ -128,7 +137,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = [_text_of(p.get("text") or p.get("content")) for p in content if isinstance(p, dict)]
+        texts = [
+            _text_of(p.get("text") or p.get("content")) for p in content if isinstance(p, dict)
+        ]
         return "\n".join(t for t in texts if t)
     return ""
 
@@ -209,9 +220,7 @@ def read_anthropic(body: dict[str, Any]) -> Seen:
     """An Anthropic Messages request."""
     messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
     texts = [_text_of(body.get("system"))]
-    texts += [
-        _text_of([b for b in _blocks(m) if b.get("type") == "text"]) for m in messages
-    ]
+    texts += [_text_of([b for b in _blocks(m) if b.get("type") == "text"]) for m in messages]
     last = _blocks(messages[-1]) if messages else []
     results = [b for b in last if b.get("type") == "tool_result"]
     tools = tuple(
@@ -276,6 +285,8 @@ def _number(request: RecordedRequest) -> int:
 def openai_script(request: RecordedRequest) -> Script:
     """The rules' answer to a request of the OpenAI fake (Chat Completions or Responses)."""
     body = _body(request)
+    if request.route.endswith("/responses/compact"):  # the window to summarise, all of it
+        return Script(text=summary(read_responses(body).texts))
     seen = read_responses(body) if request.route.endswith("/responses") else read_chat(body)
     decision = decide(seen)
     if decision.call is None:

@@ -97,6 +97,9 @@ class ResponsesRoutes:
             return None, False
         if recent is not None and ident in recent:
             return recent[ident], True
+        provider = routing.resolve(body.model, self._exchange.config).provider
+        if DIALECT.forwards_to(provider, inbound):  # the upstream keeps what it answered
+            return [], False
         store = self._store
         stored = (
             None
@@ -105,9 +108,6 @@ class ResponsesRoutes:
         )
         if stored is not None:
             return stored.items, False
-        provider = routing.resolve(body.model, self._exchange.config).provider
-        if DIALECT.forwards_to(provider, inbound):  # the upstream may know it
-            return [], False
         raise _previous_not_found(ident)
 
     async def create(
@@ -126,8 +126,9 @@ class ResponsesRoutes:
         keep: list[Callable[[dict[str, Any]], None]] = []
         provider = routing.resolve(body.model, self._exchange.config).provider
         forwarded = not history and DIALECT.forwards_to(provider, inbound)
-        if store is not None and body.store is not False and not forwarded:
-            keep.append(self._recorder(owner, items))  # a forwarded one: the upstream keeps it
+        if store is not None and body.store is not False:
+            # a forwarded one too, for its input items (its continuation is the upstream's)
+            keep.append(self._recorder(owner, items))
         if recent is not None:
             keep.append(_Remember(recent, items))
         record = None
@@ -145,6 +146,10 @@ class ResponsesRoutes:
             if from_recent and recent is not None:
                 recent.pop(str(body.previous_response_id), None)
             raise
+        if forwarded and record is not None and response.status == 200:
+            if isinstance(response.body, bytes):  # a forwarded stream's relay keeps its own
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record(json.loads(response.body))
         mark_dropped(self._exchange, DIALECT, inbound, response)
         return response
 

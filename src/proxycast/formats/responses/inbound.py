@@ -356,7 +356,7 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                     param=f"{where}.role",
                 )
         elif kind in ("function_call", "custom_tool_call"):
-            call_id = _field(item, "call_id", str, where)
+            call_id, signature = internal.split_id(_field(item, "call_id", str, where))
             name = _flat(
                 _field(item, "name", str, where),
                 _field(item, "namespace", str, where, required=False),
@@ -366,9 +366,12 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                 arguments = _arguments(_field(item, "arguments", str, where), f"{where}.arguments")
             else:
                 arguments = {_CUSTOM_INPUT: _field(item, "input", str, where)}
-            add("assistant", [internal.ToolCall(id=call_id, name=name, arguments=arguments)])
+            call = internal.ToolCall(
+                id=call_id, name=name, arguments=arguments, signature=signature
+            )
+            add("assistant", [call])
         elif kind in ("function_call_output", "custom_tool_call_output"):
-            call_id = _field(item, "call_id", str, where)
+            call_id = internal.split_id(_field(item, "call_id", str, where))[0]
             output = item.get("output")
             content = _parts(output if output is not None else "", f"{where}.output")
             add(
@@ -389,14 +392,7 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
             text = "\n\n".join(t for t in texts if isinstance(t, str))
             signature = item.get("encrypted_content")
             if text or isinstance(signature, str):
-                add(
-                    "assistant",
-                    [
-                        internal.Reasoning(
-                            text=text, signature=signature if isinstance(signature, str) else None
-                        )
-                    ],
-                )
+                add("assistant", [reasoning_from_client(text, signature)])
         elif kind == "compaction":
             summary = compaction_summary(item.get("encrypted_content"))
             if summary is not None:
@@ -406,6 +402,31 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
         # Other items (built-in tools' calls, item references, another service's compaction) have
         # no equivalent upstream; they are left out like the tools that made them.
     return system, turns
+
+
+REDACTED_MARK = "redacted:"
+"""Begins the ``encrypted_content`` of a reasoning item that carries a redacted block (Claude's
+``redacted_thinking``: its data, which has no text)."""
+
+
+def encrypted_content(event: internal.ReasoningDelta) -> str:
+    """A reasoning block's signature as its item's ``encrypted_content``: marked with its source
+    when only that upstream accepts it back (``gemini-ts:...``), and as redacted when it is."""
+    carried = internal.carried_signature(
+        internal.Reasoning(text="", signature=event.signature, source=event.source)
+    )
+    return REDACTED_MARK + carried if event.redacted else carried
+
+
+def reasoning_from_client(text: str, content: Any) -> internal.Reasoning:
+    """A reasoning item a client sent back, with the signature its ``encrypted_content`` carries
+    (:func:`encrypted_content`); another's ``encrypted_content`` (OpenAI's) is passed on as is."""
+    if not isinstance(content, str):
+        return internal.Reasoning(text=text)
+    redacted = content.startswith(REDACTED_MARK)
+    if redacted:
+        content = content[len(REDACTED_MARK) :]
+    return internal.reasoning_from_client(text, content, redacted)
 
 
 # Compaction (POST /v1/responses/compact, converted): the upstream model summarises the window; the
@@ -726,11 +747,20 @@ class StreamEncoder:
         part = {"type": "summary_text", "text": text}
         ids = {"item_id": item["id"], "output_index": index, "summary_index": 0}
         out = b""
+        done = {k: v for k, v in item.items() if k != "started"}
+        done["summary"] = [part] if text else []
         if "started" in item:
             out += self._event("response.reasoning_summary_text.done", **ids, text=text)
             out += self._event("response.reasoning_summary_part.done", **ids, part=part)
-        done = {k: v for k, v in item.items() if k != "started"}
-        done["summary"] = [part] if text else []
+            out += self._event(
+                "response.reasoning_text.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                text=text,
+            )
+            # the upstream's reasoning as it gave it (the summary repeats it: clients show that)
+            done["content"] = [{"type": "reasoning_text", "text": text}]
         return out + self._done(index, done)
 
     def _close_tools(self) -> bytes:
@@ -827,8 +857,15 @@ class StreamEncoder:
                     )
                 texts.append(event.text)
                 out += self._event("response.reasoning_summary_text.delta", **ids, delta=event.text)
+                out += self._event(
+                    "response.reasoning_text.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    delta=event.text,
+                )
             if event.signature:  # the last delta of a thinking block
-                item["encrypted_content"] = event.signature
+                item["encrypted_content"] = encrypted_content(event)
                 out += self._close_open()
             return out
         if isinstance(event, internal.ToolCallStart):
@@ -840,7 +877,8 @@ class StreamEncoder:
                 item.update(input="", name=name)
             else:
                 item.update(type="function_call", status="in_progress", arguments="")
-                item.update(call_id=event.id, name=name)
+                # a Gemini 3 call's signature rides in its call_id, as in chat completions' ids
+                item.update(call_id=internal.signed_id(event.id, event.signature), name=name)
             if namespace:
                 item["namespace"] = namespace
             index, added = self._add(item)
@@ -981,14 +1019,25 @@ def events_of(reply: internal.Reply) -> list[internal.StreamEvent]:
     calls = 0
     for part in reply.parts:
         if isinstance(part, internal.Reasoning):
-            events.append(internal.ReasoningDelta(text=part.text, signature=part.signature))
+            events.append(
+                internal.ReasoningDelta(
+                    text=part.text,
+                    signature=part.signature,
+                    redacted=part.redacted,
+                    source=part.source,
+                )
+            )
         elif isinstance(part, internal.Text):
             events.append(internal.TextDelta(part.text))
             events.extend(part.citations)
         elif isinstance(part, internal.WebSearchCall):
             events.append(part)
         elif isinstance(part, internal.ToolCall):
-            events.append(internal.ToolCallStart(index=calls, id=part.id, name=part.name))
+            events.append(
+                internal.ToolCallStart(
+                    index=calls, id=part.id, name=part.name, signature=part.signature
+                )
+            )
             # arguments that were not a JSON object upstream go back as they came, not re-wrapped
             fragment = part.raw_arguments
             if fragment is None:

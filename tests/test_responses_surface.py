@@ -309,3 +309,23 @@ async def test_the_fakes_follow_the_rules_when_nothing_is_queued(nursery: trio.N
         assert answer.json()["content"][0]["text"] == "queued"
         answer = await client.post(claude.base_url + "/v1/messages", json=body)
         assert answer.json()["content"][0]["text"] == "You said: Hi"
+
+
+@pytest.mark.parametrize("kind", ALL)
+async def test_a_warm_up_runs_no_model(start: Start, kind: str) -> None:
+    """``generate: false`` (Codex's prewarm over a WebSocket): an empty completed response, which
+    the next turn continues; a converted upstream is not asked at all."""
+    setup = await start(kind)
+    setup.fake.script(setup.kind.text("Warm."))
+    warm = await setup.sdk.responses.create(
+        model=MODEL, input="Context.", extra_body={"generate": False}
+    )
+    assert (warm.status, warm.output) == ("completed", [])
+    asked = len(setup.fake.requests)
+    assert asked == (1 if kind == "openai-responses" else 0)
+    answer = await setup.sdk.responses.create(
+        model=MODEL, input="Go.", previous_response_id=warm.id
+    )
+    assert answer.output_text == "Warm."  # the queued answer was not spent on the warm-up
+    if kind != "openai-responses":
+        assert "Context." in setup.fake.requests[-1].body.decode()

@@ -30,6 +30,7 @@ from proxycast.formats.responses.inbound import (
     DIALECT,
     Request,
     input_items,
+    warm_up,
 )
 from proxycast.http.call import Call
 
@@ -137,6 +138,11 @@ class ResponsesRoutes:
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
+        if body.generate is False and not forwarded:  # a warm-up: nothing to ask the model
+            events, whole = warm_up(inbound.parsed, body.model)
+            if body.stream:
+                return Answer(events, content_type="text/event-stream")
+            return json_answer(whole)
         try:
             if found is None or found:  # the whole conversation is known here
                 _check_outputs(items)
@@ -414,8 +420,9 @@ class _Connection:
                 )
             )
             return
-        if "stream" in event or event.get("background"):
-            field = "stream" if "stream" in event else "background"
+        # Codex sends ``stream: true`` (as OpenAI accepts): only asking for no stream is refused
+        if event.get("stream", True) is not True or event.get("background"):
+            field = "background" if event.get("background") else "stream"
             await self.error(
                 InvalidRequestError(
                     f"'{field}' is not accepted over WebSocket: every response streams here.",
@@ -432,9 +439,9 @@ class _Connection:
         """One response, as its own request: its accounting record, its resources, its events."""
         call, routes = self._call, self._routes
         accounting = routes._exchange.accounting
-        scope: Any = {
+        scope: Any = {  # the access log's method says where it came from: "WS /v1/responses"
             "type": "http",
-            "method": "POST",
+            "method": "WS",
             "path": "/v1/responses",
             "headers": call.scope["headers"],
             "query_string": b"",

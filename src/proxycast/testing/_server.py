@@ -293,13 +293,20 @@ class FakeUpstream(Generic[ScriptT]):
             return
         if await self.side_route(request, respond):
             return  # models lists and embeddings do not take a queued script
-        if self._scripts:
+        if not self.takes_script(request):
+            script = self.default
+        elif self._scripts:
             script = self._scripts.popleft()
         elif self.rules is not None:
             script = self.rules(request)
         else:
             script = self.default
         await self.answer(script, request, respond)
+
+    def takes_script(self, request: RecordedRequest) -> bool:
+        """Whether this request takes the next queued script (a warm-up that generates nothing
+        does not)."""
+        return True
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
         """Answer the routes that take no script (models lists, embeddings); False for the others."""

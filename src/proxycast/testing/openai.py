@@ -188,6 +188,9 @@ class FakeOpenAI(FakeUpstream[Script]):
             return True
         return False
 
+    def takes_script(self, request: RecordedRequest) -> bool:
+        return not _warm_up(request)
+
     async def answer(self, script: Script, request: RecordedRequest, respond: Responder) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
@@ -343,6 +346,8 @@ class FakeOpenAI(FakeUpstream[Script]):
             responses.Request(body=parsed, history=tuple(history))
         )
         reply = _reply(script, len(self.requests))
+        if body.get("generate") is False:  # a warm-up: an empty response, no model run
+            reply = internal.Reply(id="", model="", parts=(), stop="end", usage=internal.Usage())
         if not body.get("stream"):
             answer = responses.response_from_internal(reply, body["model"], conversation)
             self._keep(body, items, answer)
@@ -598,6 +603,16 @@ def local_chunks(script: Script, model: str, ident: str) -> list[tuple[dict[str,
     if script.send_finish:
         chunks.append(chunk({}, _finish(script), tokens=0))
     return chunks
+
+
+def _warm_up(request: RecordedRequest) -> bool:
+    """A Responses request with ``generate: false`` (WebSocket mode's warm-up)."""
+    if request.route != "/v1/responses" or b'"generate"' not in request.body:
+        return False
+    try:
+        return request.json().get("generate") is False
+    except ValueError:
+        return False
 
 
 def _unmatched_output(items: list[dict[str, Any]]) -> str | None:

@@ -524,6 +524,17 @@ def compacted(reply: internal.Reply, request: Request) -> dict[str, Any]:
     }
 
 
+def warm_up(request: Request, model: str) -> tuple[bytes, dict[str, Any]]:
+    """The answer to ``generate: false`` (a warm-up: Codex's prewarm over a WebSocket): an empty
+    completed response, made here, as its stream's events and as the response object; its
+    conversation is kept (``record``) for the ``previous_response_id`` that follows."""
+    encoder = StreamEncoder(model, request_to_internal(request))
+    events = encoder.encode(internal.Start(id="", model=model))
+    events += encoder.encode(internal.Finish(stop="end", usage=internal.Usage()))
+    assert encoder.response is not None
+    return events, encoder.response
+
+
 def input_items(body: wire.ResponseCreateRequest) -> list[dict[str, Any]]:
     """The request's input as a list of items (a string is one user message)."""
     if isinstance(body.input, str):

@@ -140,7 +140,8 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         "",
         "The public Open Responses compliance suite (`bin/compliance-test.ts`) against proxycast in "
         "front of each upstream kind, a rule-based fake (`proxycast.testing.rules`). "
-        "Run: `python bench/openresponses.py`.",
+        "Run: `python bench/openresponses.py` (the suite at `openresponses/openresponses` commit "
+        "92c12d9, as `../shared/conformance/` holds it).",
         "",
         "| upstream | passed | failed tests |",
         "|---|---|---|",

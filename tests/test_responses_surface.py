@@ -329,3 +329,52 @@ async def test_a_warm_up_runs_no_model(start: Start, kind: str) -> None:
     assert answer.output_text == "Warm."  # the queued answer was not spent on the warm-up
     if kind != "openai-responses":
         assert "Context." in setup.fake.requests[-1].body.decode()
+
+
+@pytest.mark.parametrize("kind", ALL)
+async def test_a_tool_output_without_its_call_is_refused(start: Start, kind: str) -> None:
+    setup = await start(kind)
+    with pytest.raises(openai.BadRequestError) as info:
+        await setup.sdk.responses.create(
+            model=MODEL,
+            input=[{"type": "function_call_output", "call_id": "call_nowhere", "output": "x"}],
+        )
+    assert "call_nowhere" in str(info.value)
+    assert info.value.body["param"] == "input"  # type: ignore[index]
+    assert not setup.fake.requests or kind == "openai-responses"  # refused before any upstream
+
+
+@pytest.mark.parametrize("kind", ALL)
+async def test_a_failed_continuation_forgets_its_previous_response(start: Start, kind: str) -> None:
+    """Over a WebSocket, as OpenAI's connection cache does; and an id nobody knows is OpenAI's
+    ``previous_response_not_found``, from the gateway or from a Responses upstream."""
+    setup = await start(kind, store=False)
+    setup.fake.script(setup.kind.text("OK."))
+
+    def talk() -> list[Any]:
+        sdk = openai.OpenAI(base_url=setup.url, api_key=CLIENT_KEY, max_retries=0)
+        ends = []
+        orphan: Any = [{"type": "function_call_output", "call_id": "call_x", "output": "x"}]
+        with sdk.responses.connect() as connection:
+            # (input, continue the first response?, previous_response_id otherwise)
+            for text, follow, other in (
+                ("Go.", False, None),
+                (orphan, True, None),  # fails: no such call
+                ("Go.", True, None),  # the first response was forgotten
+                ("Go.", False, "resp_unknown"),
+            ):
+                request: Any = {"model": MODEL, "input": text, "store": False}
+                if follow or other:
+                    request["previous_response_id"] = ends[0].response.id if follow else other
+                connection.response.create(**request)
+                for event in connection:
+                    if event.type in ("response.completed", "error"):
+                        ends.append(event)
+                        break
+        return ends
+
+    first, failed, stale, unknown = await trio.to_thread.run_sync(talk)
+    assert first.type == "response.completed"
+    assert failed.type == "error"
+    assert (stale.type, stale.error.code) == ("error", "previous_response_not_found")
+    assert (unknown.type, unknown.error.code) == ("error", "previous_response_not_found")

@@ -353,7 +353,7 @@ async def test_a_failed_continuation_forgets_its_previous_response(start: Start,
 
     def talk() -> list[Any]:
         sdk = openai.OpenAI(base_url=setup.url, api_key=CLIENT_KEY, max_retries=0)
-        ends = []
+        ends: list[Any] = []
         orphan: Any = [{"type": "function_call_output", "call_id": "call_x", "output": "x"}]
         with sdk.responses.connect() as connection:
             # (input, continue the first response?, previous_response_id otherwise)

@@ -20,13 +20,14 @@ from proxycast.testing import (
     AnthropicScript,
     FakeAnthropic,
     FakeOpenAI,
+    FakeToolCall,
     GeminiScript,
     Script,
     rules,
 )
 from proxycast.testing import anthropic as fa
 from proxycast.testing import gemini as fg
-from tests.support import CLIENT_KEY
+from tests.support import CLIENT_KEY, one_provider, start_gateway
 from tests.test_responses_api import KINDS, MODEL, TOOLS, Start
 from tests.test_responses_api import _start as _start
 
@@ -223,6 +224,28 @@ async def test_deepseek_reasoning_content_is_reasoning_text(start: Start) -> Non
     assert "response.reasoning_text.delta" in kinds
     assert "response.reasoning_text.done" in kinds
     assert final.output_text == "Four."
+
+
+async def test_deepseek_thinking_mode_gets_its_reasoning_back(nursery: trio.Nursery) -> None:
+    """DeepSeek's thinking mode refuses a tool call sent back without its ``reasoning_content``:
+    the reasoning item brings it back."""
+    fake = FakeOpenAI(reasoning_echo=True)
+    await nursery.start(fake.serve)
+    gateway = await start_gateway(nursery, one_provider("openai", fake.base_url, (MODEL,)))
+    call = FakeToolCall(name="get_weather", arguments='{"city": "Paris"}', id="call_1")
+    fake.script(
+        Script(reasoning="Ask the tool.", text="", tool_calls=(call,)), Script(text="Sunny.")
+    )
+    async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0) as sdk:
+        first = await sdk.responses.create(model=MODEL, input="Weather?", tools=TOOLS)
+        history: Any = [
+            {"role": "user", "content": "Weather?"},
+            *[item.model_dump(exclude_none=True) for item in first.output],
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        ]
+        second = await sdk.responses.create(model=MODEL, input=history, tools=TOOLS)
+    assert second.output_text == "Sunny."
+    assert fake.requests[-1].json()["messages"][1]["reasoning_content"] == "Ask the tool."
 
 
 async def _create(sdk: openai.AsyncOpenAI, stream: bool, **request: Any) -> Any:

@@ -77,8 +77,8 @@ def start(
         env={**os.environ, **(env or {})},
         start_new_session=True,
     )
-    try:
-        wait_port(port)
+    try:  # a loaded machine starts a process under valgrind slowly: BENCH_START_SECONDS waits longer
+        wait_port(port, float(os.environ.get("BENCH_START_SECONDS", "90")))
     except TimeoutError:
         process.kill()
         raise RuntimeError(

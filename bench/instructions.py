@@ -83,11 +83,28 @@ LIMITS = "rpm = 100000000\ntpm = 1000000000000\nmax_usd_per_day = 1000000000.0"
 LEDGER_OFF = '[ledger]\nurl = "off"\n'
 OFF_SERVER = 'access_log = "off"\nmetrics = false\n'
 
+ROUTING = """
+[[routes]]
+name = "background"
+match = { inbound = "anthropic", model = "claude-*haiku*" }
+target = "bench-json"
+[[routes]]
+name = "team"
+match = { header = { "x-team" = "red" }, min_input_tokens = 60000 }
+target = "bench-json"
+[routing]
+strategy = "weighted"
+affinity = "session"
+"""
+"""Agent routing (issue 29): two rules that never match the scenarios' requests (each is looked
+at), weighted selection and session affinity."""
+
 VARIANTS: dict[str, tuple[str, str, bool]] = {
     # name: ([server] lines, more tables, uses the named client's key)
     "bare": ("", "", False),
     "off": (OFF_SERVER, LEDGER_OFF, False),
     "default": ("", CLIENT.format(limits=LIMITS), True),
+    "routing": ("", CLIENT.format(limits=LIMITS) + ROUTING, True),
     "ledger": (OFF_SERVER, "", False),
     "limits": (OFF_SERVER, LEDGER_OFF + CLIENT.format(limits=LIMITS), True),
     "access log": ('metrics = false\naccess_log = "text"\n', LEDGER_OFF, False),

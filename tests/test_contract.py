@@ -25,15 +25,19 @@ from proxycast import formats
 from proxycast.config import Config, ProviderConfig, ServerConfig
 from proxycast.testing import (
     AnthropicScript,
+    BedrockScript,
     FakeAnthropic,
+    FakeBedrock,
     FakeGemini,
     FakeOpenAI,
     FakeToolCall,
     FakeUpstream,
+    FakeVertex,
     GeminiScript,
     Script,
 )
 from proxycast.testing import anthropic as fa
+from proxycast.testing import bedrock as fb
 from proxycast.testing import gemini as fg
 from tests.support import CLIENT_KEY, UPSTREAM_KEY, Gateway, start_gateway
 
@@ -49,6 +53,8 @@ class Kit:
     text: Callable[[str], Any]
     tool: Callable[[str, dict[str, Any]], Any]
     error: Callable[[int, str], Any]
+    settings: dict[str, str] = attrs.field(factory=dict)
+    """Provider settings of its type (a cloud's project and location)."""
 
 
 KITS: dict[str, Kit] = {
@@ -68,6 +74,14 @@ KITS: dict[str, Kit] = {
             status=status, error_type="rate_limit_error", error_message=message
         ),
     ),
+    "bedrock": Kit(
+        fake=FakeBedrock,
+        text=lambda text: BedrockScript(blocks=(fb.Text(text),)),
+        tool=lambda name, args: BedrockScript(blocks=(fb.ToolUse(name, args, id="tooluse_1"),)),
+        error=lambda status, message: BedrockScript(
+            status=status, error_type="ThrottlingException", error_message=message
+        ),
+    ),
     "gemini": Kit(
         fake=FakeGemini,
         text=lambda text: GeminiScript(parts=(fg.Text(text),)),
@@ -75,6 +89,15 @@ KITS: dict[str, Kit] = {
         error=lambda status, message: GeminiScript(
             status=status, error_status="RESOURCE_EXHAUSTED", error_message=message
         ),
+    ),
+    "vertex": Kit(  # Gemini on Vertex (the model is not claude-*), with a token it issued
+        fake=lambda: FakeVertex(tokens=(UPSTREAM_KEY,)),
+        text=lambda text: GeminiScript(parts=(fg.Text(text),)),
+        tool=lambda name, args: GeminiScript(parts=(fg.Call(name, args),)),
+        error=lambda status, message: GeminiScript(
+            status=status, error_status="RESOURCE_EXHAUSTED", error_message=message
+        ),
+        settings={"project": "fake-project", "location": "us-east5"},
     ),
 }
 
@@ -316,7 +339,12 @@ async def _pair(request: pytest.FixtureRequest, nursery: trio.Nursery) -> AsyncI
     fake = kit.fake()
     await nursery.start(fake.serve)
     provider = ProviderConfig(
-        name="up", type=upstream, base_url=fake.base_url, api_keys=(UPSTREAM_KEY,), models=(MODEL,)
+        name="up",
+        type=upstream,
+        base_url=fake.base_url,
+        api_keys=(UPSTREAM_KEY,),
+        models=(MODEL,),
+        **kit.settings,  # type: ignore[arg-type]
     )
     config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
     gateway = await start_gateway(nursery, config)

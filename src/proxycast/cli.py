@@ -15,6 +15,7 @@ from proxycast.config import Config, check_config, load_config
 from proxycast.core.redact import without_userinfo
 from proxycast.errors import BindError, ConfigError
 from proxycast.http.loopguard import check_not_self
+from proxycast.ledger.store import GROUPS
 from proxycast.server.serve import bind_socket, run_single, run_workers
 from proxycast.upstream import catalog, diagnostics
 from proxycast.upstream.provider import make_client
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
     )
     usage.add_argument("--since", default="24h", help="24h, 7d or YYYY-MM-DD (default 24h)")
-    usage.add_argument("--by", choices=("client", "model", "provider", "day"), default="client")
+    usage.add_argument("--by", choices=GROUPS, default="client")
     usage.add_argument("--json", action="store_true", help="a JSON list of row objects")
     return parser
 
@@ -90,6 +91,18 @@ def routing_table(config: Config) -> list[str]:
         )
     for alias, target in config.aliases.items():
         lines.append(f"  alias {alias} -> {target}")
+    for rule in config.routes:
+        matched = {k: v for k, v in attrs.asdict(rule.match).items() if v not in (None, {})}
+        where = ", ".join(f"{k}={v!r}" for k, v in matched.items()) or "every request"
+        lines.append(f"  rule {rule.name}: {where} -> {rule.target}")
+    routing = config.routing
+    lines.append(
+        f"  selection: strategy {routing.strategy}, affinity {routing.affinity}"
+        + (f", weights {dict(routing.weights)}" if routing.weights else "")
+    )
+    for model, own in routing.models.items():
+        settings = {k: v for k, v in attrs.asdict(own).items() if v is not None}
+        lines.append(f"  selection for {model}: {settings}")
     if not config.providers:
         lines.append("  (no providers configured)")
     return lines
@@ -100,7 +113,10 @@ def _check(config: Config, online: bool) -> int:
     print(f"{config.source}: {'valid' if not found else 'valid, but:'}")
     for problem in found:
         print(f"  problem: {problem}")
-    print("routing (in order: aliases, provider/model prefixes, exact names, globs):")
+    print(
+        "routing (rules first, the first that matches; then aliases, provider/model prefixes,"
+        " exact names, globs):"
+    )
     print("\n".join(routing_table(config)))
     if online and config.providers:
         print("online (each provider's models endpoint, with each key):")

@@ -12,7 +12,7 @@ import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from cattrs.errors import BaseValidationError
@@ -20,7 +20,8 @@ from cattrs.errors import BaseValidationError
 from proxycast import formats
 from proxycast.accounting.clients import UNNAMED, ClientConfig
 from proxycast.accounting.prices import Price
-from proxycast.errors import ConfigError
+from proxycast.core import routing as resolver
+from proxycast.errors import ConfigError, ProxycastError
 from proxycast.formats.converters import format_path, make_strict_converter, validation_errors
 from proxycast.home import data_dir
 from proxycast.ledger import LedgerConfig, ledger_path
@@ -76,11 +77,30 @@ class ProviderConfig:
     responses: bool = False
     """The upstream serves the Responses API itself (``{base_url}/responses``, as OpenAI does):
     ``/v1/responses`` is forwarded to it as the client wrote it, instead of converted."""
+    # the clouds' settings (docs/configuration.md); each type takes only those in its ``settings``
+    api: str = ""
+    """bedrock: ``"converse"`` (the default) or ``"invoke"`` (Anthropic models through InvokeModel)."""
+    region: str = ""
+    """bedrock: the AWS region (else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``)."""
+    profile: str = ""
+    """bedrock: a named profile of the shared AWS files."""
+    project: str = ""
+    """vertex: the Google Cloud project (else the credentials' own / ``GOOGLE_CLOUD_PROJECT``)."""
+    location: str = ""
+    """vertex: the region (else ``GOOGLE_CLOUD_LOCATION``)."""
+    credentials_file: str = ""
+    """vertex: a service account's JSON key (else ``GOOGLE_APPLICATION_CREDENTIALS``, then the
+    application default credentials)."""
+    api_version: str = ""
+    """azure: the ``api-version`` of deployment URLs, or ``"v1"`` for the v1 API."""
+    deployments: Mapping[str, str] = attrs.field(factory=dict)
+    """azure: client-facing model -> deployment name (default: the same name)."""
 
     @property
     def url(self) -> str:
-        """The base URL without a trailing slash, the type's default when none is set."""
-        return (self.base_url or formats.UPSTREAMS[self.type].default_base_url).rstrip("/")
+        """The base URL without a trailing slash, the type's default when none is set (a cloud's
+        from its region or location)."""
+        return formats.UPSTREAMS[self.type].base_url(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +122,70 @@ class RoutingConfig:
     """A server error (5xx other than 529 or a 503 with ``Retry-After``) or a timeout rests a key only
     after this many in a row on it, a success resetting the count (one bad request must not bench a
     model for every client); 1: at the first, as 429, 529, 401/403 and connection failures do."""
+    strategy: Strategy = "order"
+    """Among the providers and keys that serve one model: ``order`` (each request starts at the
+    next provider, keys in rotation), ``weighted``, ``least-busy`` or ``latency``. Keys that sit
+    out are skipped whatever the strategy."""
+    affinity: Affinity = "none"
+    """``session``: the requests of one session keep to one provider and key while it is healthy
+    (its prompt cache keeps hitting)."""
+    weights: Mapping[str, float] = attrs.field(factory=dict)
+    """``weighted``: the weight of a provider (by name) or of one key (``provider#N``); 1 if unset."""
+    affinity_size: int = 10000
+    """Sessions remembered for ``affinity = "session"`` (the least recently seen go first)."""
+    models: Mapping[str, ModelRouting] = attrs.field(factory=dict)
+    """Per client-facing model: its own ``strategy``, ``affinity``, ``weights``."""
+
+
+Strategy = Literal["order", "weighted", "least-busy", "latency"]
+"""How a request picks among the providers and keys that serve its model (``docs/routing.md``)."""
+
+Affinity = Literal["none", "session"]
+
+
+@attrs.frozen(kw_only=True)
+class ModelRouting:
+    """``[routing.models."NAME"]``: the selection settings of one client-facing model."""
+
+    strategy: Strategy | None = None
+    affinity: Affinity | None = None
+    weights: Mapping[str, float] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RouteMatch:
+    """A rule's ``match``: every key given must hold (none given: every request matches)."""
+
+    inbound: str | None = None
+    """The inbound API: ``openai``, ``anthropic``, ``responses``, ``gemini``."""
+    model: str | None = None
+    """The model the client asked for (a glob: ``claude-*haiku*``)."""
+    client: str | None = None
+    """The named client (``[[clients]]`` or a runtime key)."""
+    header: Mapping[str, str] = attrs.field(factory=dict)
+    """Request headers and the values they must have (names case-insensitive)."""
+    thinking: bool | None = None
+    """Thinking or reasoning asked for (Anthropic ``thinking``, ``reasoning_effort``, ...)."""
+    images: bool | None = None
+    """An image anywhere in the conversation."""
+    documents: bool | None = None
+    """A document (a PDF, say) anywhere in the conversation."""
+    tools: bool | tuple[str, ...] | None = None
+    """``true``: tools offered; a list: each of these offered (``web_search``: the upstream's own
+    web search, however the client's API offers it)."""
+    min_input_tokens: int | None = None
+    """The estimated input tokens (a quarter of the body's characters) at least this."""
+    stream: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RouteRule:
+    """``[[routes]]``: requests that match go to ``target`` instead of the model they name."""
+
+    name: str
+    match: RouteMatch = RouteMatch()
+    target: str
+    """A model, alias or ``provider/model``; its own fallbacks apply."""
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +213,8 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     responses: ResponsesConfig = ResponsesConfig()
     aliases: Mapping[str, str] = attrs.field(factory=dict)
+    routes: tuple[RouteRule, ...] = ()
+    """Rules by what a request is (``[[routes]]``): the first that matches picks the model."""
     routing: RoutingConfig = RoutingConfig()
     fallbacks: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     """Client-facing model (or ``*``) -> targets tried in order when its own providers fail."""
@@ -157,6 +243,7 @@ class _FileConfig:
     providers: tuple[ProviderConfig, ...] = ()
     responses: ResponsesConfig = ResponsesConfig()
     aliases: dict[str, str] = attrs.field(factory=dict)
+    routes: tuple[RouteRule, ...] = ()
     routing: RoutingConfig = RoutingConfig()
     fallbacks: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     clients: tuple[ClientConfig, ...] = ()
@@ -245,6 +332,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
         providers=parsed.providers,
         responses=parsed.responses,
         aliases=parsed.aliases,
+        routes=parsed.routes,
         routing=parsed.routing,
         fallbacks=parsed.fallbacks,
         clients=parsed.clients,
@@ -278,6 +366,21 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     if env.get("PROXYCAST_API_KEY"):
         server = attrs.evolve(server, api_keys=(env["PROXYCAST_API_KEY"],))
     return Config(server=server, providers=tuple(providers), source="environment")
+
+
+_CLOUD_SETTINGS = frozenset(
+    (
+        "api",
+        "region",
+        "profile",
+        "project",
+        "location",
+        "credentials_file",
+        "api_version",
+        "deployments",
+    )
+)
+"""The provider keys that only some types take (``UpstreamFormat.settings``)."""
 
 
 def check_config(config: Config) -> None:
@@ -316,6 +419,17 @@ def check_config(config: Config) -> None:
         if provider.name in seen:
             raise ConfigError(f"{where}.name: {provider.name!r} is used by another provider")
         seen.add(provider.name)
+        upstream = formats.UPSTREAMS[provider.type]
+        for setting in sorted(_CLOUD_SETTINGS - upstream.settings):
+            if getattr(provider, setting):
+                takers = [t for t, u in formats.UPSTREAMS.items() if setting in u.settings]
+                only = " or ".join(repr(t) for t in takers)
+                raise ConfigError(
+                    f"{where}.{setting}: not a setting of type {provider.type!r}"
+                    + (f" (only of {only})" if only else "")
+                )
+        for problem in upstream.problems(provider):
+            raise ConfigError(f"{where} ({provider.name}): {problem}")
         if not provider.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
     for field in (
@@ -349,7 +463,43 @@ def check_config(config: Config) -> None:
     for model, targets in config.fallbacks.items():
         if not targets:
             raise ConfigError(f"{src}: fallbacks.{model}: lists no target")
+    _check_routes(config)
     _check_accounting(config)
+
+
+def _check_routes(config: Config) -> None:
+    """``[[routes]]`` and the selection settings of ``[routing]``."""
+    src = config.source
+    routing = config.routing
+    if routing.affinity_size < 1:
+        raise ConfigError(f"{src}: routing.affinity_size: must be at least 1")
+    weighted = [("routing.weights", routing.weights)] + [
+        (f"routing.models.{model}.weights", settings.weights or {})
+        for model, settings in routing.models.items()
+    ]
+    for where, weights in weighted:
+        for unit, weight in weights.items():
+            name = unit.partition("#")[0]
+            if config.provider(name) is None:
+                raise ConfigError(f"{src}: {where}.{unit}: no provider is named {name!r}")
+            if weight < 0:
+                raise ConfigError(f"{src}: {where}.{unit}: must be 0 or more")
+    names: set[str] = set()
+    dialects = {d.name for d in formats.DIALECTS}
+    for index, rule in enumerate(config.routes):
+        where = f"{src}: routes[{index}]"
+        if not rule.name or rule.name in names:
+            raise ConfigError(f"{where}.name: {rule.name!r} is empty or used by another rule")
+        names.add(rule.name)
+        if rule.match.inbound is not None and rule.match.inbound not in dialects:
+            expected = ", ".join(repr(d) for d in sorted(dialects))
+            raise ConfigError(f"{where}.match.inbound: expected one of {expected}")
+        try:
+            resolver.resolve(rule.target, config)
+        except ProxycastError as exc:
+            raise ConfigError(
+                f"{where}.target: {rule.target!r} routes nowhere ({exc.message})"
+            ) from None
 
 
 def _check_accounting(config: Config) -> None:

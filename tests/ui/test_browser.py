@@ -368,7 +368,9 @@ def test_a_named_client_sees_only_its_own_rows(
     assert tab.errors == []
 
 
-@pytest.mark.parametrize("page_name", ["overview", "providers", "live", "config", "export"])
+@pytest.mark.parametrize(
+    "page_name", ["overview", "providers", "live", "sessions", "config", "export"]
+)
 def test_every_page_fits_a_phone(
     gateway: BackgroundGateway, seeded: list[Row], tab: Tab, page_name: str
 ) -> None:
@@ -389,6 +391,7 @@ def test_every_page_fits_a_phone(
         "live": "#live-status[data-state=live]",
         "config": "#config-body table",
         "export": "#export-table td",
+        "sessions": "#sessions-table th",
     }[page_name]
     page.wait_for_selector(ready)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -397,7 +400,7 @@ def test_every_page_fits_a_phone(
         "nav a:not([hidden])",
         "as => as.map(a => { const r = a.getBoundingClientRect(); return [r.left, r.right]; })",
     )
-    assert len(tabs) == 5
+    assert len(tabs) == 6
     for left, right in tabs:  # every tab on screen, none scrolled out of sight in the nav
         assert left >= 0, tabs
         assert right <= 390, tabs
@@ -409,4 +412,25 @@ def test_every_page_fits_a_phone(
         assert page.eval_on_selector_all("#legend li", "items => items.length") == 10
         height = page.eval_on_selector("#legend", "l => l.getBoundingClientRect().height")
         assert height < 150, f"the legend is {height} px high"
+    assert tab.errors == []
+
+
+def test_the_sessions_page_lists_recent_sessions(gateway: BackgroundGateway, tab: Tab) -> None:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+        for session, turns in (("agent-one", 3), ("agent-two", 1)):
+            for _ in range(turns):
+                client.chat.completions.create(
+                    model="llama3.2",
+                    messages=[{"role": "user", "content": "hi"}],
+                    extra_headers={"x-claude-code-session-id": session},
+                )
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.click("nav a[data-page=sessions]")
+    page.wait_for_selector("#sessions-table td:has-text('agent-two')")
+    rows = page.eval_on_selector_all(
+        "#sessions-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    requests = {row[0]: int(row[1]) for row in rows}
+    assert requests == {"agent-one": 3, "agent-two": 1}  # requests without a session are not listed
     assert tab.errors == []

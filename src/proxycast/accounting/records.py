@@ -31,7 +31,15 @@ from proxycast.formats.contracts import Translator
 from proxycast.home import data_dir
 from proxycast.ledger.rows import Row
 from proxycast.ledger.writer import open_writer
-from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
+from proxycast.state import (
+    Admitted,
+    Ask,
+    Limiter,
+    Limits,
+    Refused,
+    SessionBoard,
+    SharedState,
+)
 from proxycast.state.local import LocalLimiter
 
 if TYPE_CHECKING:
@@ -70,6 +78,10 @@ class Record:
     key: str = ""
     attempts: list[str] = attrs.field(factory=list)
     """``provider#N:outcome`` for each upstream attempt."""
+    route: str = ""
+    """The ``[[routes]]`` rule that chose the model, if one did."""
+    session: str = ""
+    """The request's session, as the ledger keeps it (``core.rules.recorded_session``)."""
     status: int = 0
     error_type: str = ""
     usage: internal.Usage | None = None
@@ -138,10 +150,12 @@ class Accounting:
         self.shared: SharedState | None = None
         """Shares the key health between workers too: Redis (``[state] redis_url``), or the
         machine's SQLite file with ``--workers N``."""
+        self.sessions: SessionBoard | None = None
+        """Shares the sessions' keys between instances (affinity): Redis only."""
         if config.state.redis_url:
             from proxycast.state.redis import RedisState
 
-            self.limiter = self.shared = RedisState(
+            self.limiter = self.shared = self.sessions = RedisState(
                 config.state.redis_url,
                 _local_limiter(config),
                 fail_open=config.state.fail_open,
@@ -336,6 +350,8 @@ class Accounting:
                     streamed=record.streamed,
                     disconnected=not record.completed,
                     estimated=usage.estimated,
+                    route=record.route,
+                    session=record.session,
                 )
             )
         self._count(record, usage, spent, duration, status)

@@ -43,12 +43,14 @@ class ModelRoutes:
 
     async def generate(self, call: Call) -> Answer:
         dialect, inbound = call.route.dialect, await validated(call)
-        answer = await self._exchange.generate(dialect, inbound)
+        answer = await self._exchange.generate(dialect, inbound, call.headers)
         mark_dropped(self._exchange, dialect, inbound, answer)
         return answer
 
     async def count_tokens(self, call: Call) -> Answer:
-        return await self._exchange.count_tokens(call.route.dialect, await validated(call))
+        return await self._exchange.count_tokens(
+            call.route.dialect, await validated(call), call.headers
+        )
 
 
 def mark_dropped(

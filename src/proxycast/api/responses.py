@@ -146,7 +146,7 @@ class ResponsesRoutes:
         try:
             if found is None or found:  # the whole conversation is known here
                 _check_outputs(items)
-            response = await self._exchange.generate(DIALECT, inbound)
+            response = await self._exchange.generate(DIALECT, inbound, call.headers)
         except ProxycastError:
             # OpenAI's connection-local cache forgets a response whose continuation failed
             if from_recent and recent is not None:
@@ -168,7 +168,7 @@ class ResponsesRoutes:
         parsed: Request = inbound.parsed
         found, _ = await self._history(call, inbound, None)
         inbound = attrs.evolve(inbound, parsed=attrs.evolve(parsed, history=tuple(found or ())))
-        return await self._exchange.generate(DIALECT, inbound)
+        return await self._exchange.generate(DIALECT, inbound, call.headers)
 
     def error_answer(self, error: ProxycastError) -> Answer:
         """``error`` as the Responses API answers it (its message without configured secrets)."""

@@ -69,6 +69,9 @@ class Plan:
     routing: RoutingConfig
     _made: dict[Attempt, str] = attrs.field(factory=dict)
     _last: ProxycastError | None = None
+    preferred: list[tuple[Route, Provider, int]] = attrs.field(factory=list)
+    """Keys to try first, in order (a strategy's ranking: ``proxycast.core.selection``); the plan
+    goes on in its own order after them."""
 
     @property
     def made(self) -> int:
@@ -83,6 +86,14 @@ class Plan:
         """The next attempt, or None when attempts are used up or no key of any target is healthy."""
         if self.made >= 1 + self.routing.retries:
             return None
+        while self.preferred:
+            route, provider, first = self.preferred.pop(0)
+            if provider.pool.available(first) and not any(
+                a.provider is provider and a.key == first for a in self._made
+            ):
+                attempt = Attempt(route, provider, first)
+                self._made[attempt] = "pending"
+                return attempt
         for route, provider in self.targets:
             tried = frozenset(a.key for a in self._made if a.provider is provider)
             key = provider.pool.pick(tried)

@@ -23,19 +23,20 @@ import trio
 from proxycast import formats
 from proxycast.accounting.records import Accounting, current_record
 from proxycast.config import Config
-from proxycast.core import routing
+from proxycast.core import routing, rules
 from proxycast.core.answer import Answer, json_answer
 from proxycast.core.attempts import Attempt, Plan
 from proxycast.core.redact import Redactor, config_secrets
 from proxycast.core.relay import Converting, Relay
 from proxycast.core.scope import request_resources
+from proxycast.core.selection import Selector
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import Estimate
 from proxycast.upstream.provider import Provider, aclose_shielded
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable
+    from collections.abc import AsyncGenerator, Awaitable, Mapping
 
     import httpx
 
@@ -64,6 +65,12 @@ class Exchange:
     """Per model served by several providers: how many requests it had (the rotation)."""
     accounting: Accounting | None = None
     """Clients, limits and usage (None: nothing is accounted, as in unit tests of the exchange)."""
+    selector: Selector = attrs.field(
+        default=attrs.Factory(
+            lambda self: Selector(self.config.routing, self.clock), takes_self=True
+        )
+    )
+    """The strategies' and the sessions' memory (``[routing] strategy``, ``affinity``)."""
 
     def reserve_body(self, size: int) -> Callable[[], None]:
         """Count ``size`` body bytes as held; the callable returned gives them back."""
@@ -73,7 +80,9 @@ class Exchange:
     def connect(self, client: httpx.AsyncClient) -> None:
         """Use ``client`` (the worker's pooled client) for every provider."""
         self.providers = {
-            p.name: Provider(p, formats.UPSTREAMS[p.type], self.config.server, client, self.clock)
+            p.name: Provider(
+                p, formats.UPSTREAMS[p.type].bind(p), self.config.server, client, self.clock
+            )
             for p in self.config.providers
         }
         if self.accounting is not None:  # the key pools' health is shared (with Redis)
@@ -83,8 +92,10 @@ class Exchange:
         route = routing.resolve(model, self.config)
         return route, self.providers[route.provider.name]
 
-    def plan(self, model: str) -> Plan:
-        """The attempts that may serve ``model`` (404 when it routes nowhere)."""
+    def plan(self, model: str, session: str | None = None) -> Plan:
+        """The attempts that may serve ``model`` (404 when it routes nowhere): its own targets
+        first, in the order its strategy ranks their healthy keys (``session``: for affinity), then
+        its fallbacks."""
         own, fallbacks = routing.targets(model, self.config)
         if len(own) > 1:  # several providers list the model: each request starts at the next one
             turn = self._turns.get(model, 0)
@@ -92,18 +103,70 @@ class Exchange:
             start = turn % len(own)
             own = own[start:] + own[:start]
         targets = [(r, self.providers[r.provider.name]) for r in own + fallbacks]
-        return Plan(targets, self.config.routing)
+        plan = Plan(targets, self.config.routing)
+        if self.selector.active:
+            units = {
+                (provider.name, key): (route, provider, key)
+                for route, provider in targets[: len(own)]
+                for key in range(max(1, provider.pool.size))
+                if provider.pool.available(key)
+            }
+            ranked = self.selector.rank(model, list(units), session)
+            plan.preferred = [units[unit] for unit in ranked]
+        return plan
 
-    async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Answer:
+    def routed(
+        self,
+        dialect: str,
+        request: InboundRequest,
+        headers: Mapping[str, str],
+        convert: Callable[[], internal.Conversation],
+    ) -> tuple[str, str | None]:
+        """The model ``request`` goes to, and the rule that chose it (None: no rule matched, the
+        model it names). ``convert`` reads it into the internal model, for rules that need it."""
+        if not self.config.routes:
+            return request.client_model, None
+        record = current_record()
+        client = record.client.name if record is not None else ""
+        rule = rules.choose(
+            self.config.routes, rules.Traits(dialect, request, headers, client, convert)
+        )
+        if rule is None:
+            return request.client_model, None
+        if record is not None:
+            record.route = rule.name
+        return rule.target, rule.name
+
+    async def generate(
+        self, dialect: InboundDialect, request: InboundRequest, headers: Mapping[str, str] = {}
+    ) -> Answer:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
-        plan's targets and keys until one answers, while the client has received nothing."""
+        plan's targets and keys until one answers, while the client has received nothing
+        (``headers``: the request's, for the rules and the session)."""
         record = current_record()
         if self.accounting is not None:  # the client's allowlist, before anything else
             self.accounting.enter(request, dialect.name)
-        plan = self.plan(request.client_model)
+        conversation: list[internal.Conversation] = []  # converted once, when first needed
+
+        def convert() -> internal.Conversation:
+            if not conversation:
+                conversation.append(dialect.request_to_internal(request))
+            return conversation[0]
+
+        target, rule = self.routed(dialect.name, request, headers, convert)
+        session = rules.session_of(request, headers)
+        if record is not None and session is not None:
+            record.session = rules.recorded_session(session)
+        board = self.accounting.sessions if self.accounting is not None else None
+        if session is None or self.selector.settings(target).affinity != "session":
+            board = None
+        if board is not None and session is not None:  # where another instance last sent it
+            label = await board.session_unit(session)
+            if label is not None:
+                self.selector.learn(target, session, label)
+        plan = self.plan(target, session)
         if self.accounting is not None:  # the client's limits, before any upstream is called
             await self.accounting.admit(request, plan.targets[0][0].upstream_model)
-        conversation: list[internal.Conversation] = []  # converted once, when first needed
         streams: dict[Attempt, Translator] = {}
         usages: dict[
             Attempt, internal.Usage
@@ -119,11 +182,7 @@ class Exchange:
                 if request.stream:
                     translator = dialect.forwarded_stream(request, provider.name, self.redact)
             else:
-                if not conversation:
-                    conversation.append(dialect.request_to_internal(request))
-                upstream_request = provider.format.request_from_internal(
-                    conversation[0], upstream_model
-                )
+                upstream_request = provider.format.request_from_internal(convert(), upstream_model)
                 translator = None
                 if request.stream:
                     translator = Converting(
@@ -154,10 +213,15 @@ class Exchange:
             )
 
         try:
-            answer, chosen = await self._run(plan, attempt)
+            answer, chosen = await self._run(plan, self._measured(attempt))
         finally:
             if record is not None:  # accounting: which attempts were made, and how each went
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
+        self.selector.remember(target, session, (chosen.provider.name, chosen.key))
+        if board is not None and session is not None:
+            board.remember_session(session, chosen.label)
+        if rule is not None:
+            answer.headers[rules.ROUTE_HEADER] = rule
         if record is not None:
             record.source = streams.get(chosen)
             record.usage = usages.get(chosen, record.usage)
@@ -167,6 +231,33 @@ class Exchange:
                 await self.accounting.settle(record)  # before the answer: the next request sees it
         answer.headers[PROVIDER_HEADER] = chosen.provider.name
         return answer
+
+    def _measured(
+        self, attempt: Callable[[Attempt], Awaitable[Answer]]
+    ) -> Callable[[Attempt], Awaitable[Answer]]:
+        """``attempt``, telling the selector what it needs: requests in flight per key (until the
+        request ends, its stream included) and the time to an answer's first byte."""
+        selector = self.selector
+        if not (selector.counts_busy or selector.times):
+            return attempt
+
+        async def measured(chosen: Attempt) -> Answer:
+            unit = (chosen.provider.name, chosen.key)
+            ended = selector.started(unit) if selector.counts_busy else None
+            start = self.clock()
+            try:
+                answer = await attempt(chosen)
+            except BaseException:
+                if ended is not None:
+                    ended()
+                raise
+            if selector.times:
+                selector.answered(unit, self.clock() - start)
+            if ended is not None:
+                request_resources().callback(ended)
+            return answer
+
+        return measured
 
     async def _run(
         self, plan: Plan, attempt: Callable[[Attempt], Awaitable[Answer]]
@@ -248,20 +339,29 @@ class Exchange:
         answer.headers[PROVIDER_HEADER] = chosen.provider.name
         return answer
 
-    async def count_tokens(self, dialect: InboundDialect, request: InboundRequest) -> Answer:
+    async def count_tokens(
+        self, dialect: InboundDialect, request: InboundRequest, headers: Mapping[str, str] = {}
+    ) -> Answer:
         """The number of input tokens ``request`` would take: counted by the upstream where it can,
         else estimated (and the answer says so: ``x-proxycast-token-count: estimate``)."""
         if self.accounting is not None:
             self.accounting.enter(request, dialect.name)
-        route, provider = self._route(request.client_model)
+        conversation: list[internal.Conversation] = []
+
+        def convert() -> internal.Conversation:
+            if not conversation:
+                conversation.append(dialect.request_to_internal(request))
+            return conversation[0]
+
+        target, _ = self.routed(dialect.name, request, headers, convert)
+        route, provider = self._route(target)
         model = request.client_model
         if dialect.forwards_to(provider.config, request):
             response = await provider.open(dialect.forward(request, route.upstream_model))
             data = await provider.read_all(response)
             data, _ = dialect.forwarded_reply(data, model, provider.name)
             return Answer(data)
-        conversation = dialect.request_to_internal(request)
-        count = provider.format.count_tokens(conversation, route.upstream_model)
+        count = provider.format.count_tokens(convert(), route.upstream_model)
         if isinstance(count, Estimate):
             return json_answer(
                 dialect.tokens_counted(count.input_tokens), headers={ESTIMATE_HEADER: "estimate"}

@@ -7,11 +7,14 @@ exactly; the first provider (in file order) whose glob matches.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 import attrs
 
-from proxycast.config import Config, ProviderConfig
 from proxycast.errors import ModelNotFoundError
+
+if TYPE_CHECKING:  # the configuration imports this module (to check the rules' targets)
+    from proxycast.config import Config, ProviderConfig  # noqa: TC004 - Route is never structured
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -62,7 +65,9 @@ def resolve(model: str, config: Config) -> Route:
 
 
 def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
-    """The models to list: every exact model name, then every alias whose target routes."""
+    """The models to list: every exact model name, then every alias whose target routes, then the
+    model of every rule that names one exactly (``claude-fast`` -> a local model: Claude Code's
+    model picker shows it)."""
     seen: set[str] = set()
     out: list[tuple[str, ProviderConfig]] = []
     for provider in config.providers:
@@ -75,6 +80,14 @@ def listed_models(config: Config) -> list[tuple[str, ProviderConfig]]:
         if route is not None and alias not in seen:
             seen.add(alias)
             out.append((alias, route.provider))
+    for rule in config.routes:  # a rule for one model name makes it a name clients may ask for
+        named = rule.match.model
+        if named is None or is_glob(named) or named in seen:
+            continue
+        route = _resolve_direct(config.aliases.get(rule.target, rule.target), config)
+        if route is not None:
+            seen.add(named)
+            out.append((named, route.provider))
     return out
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
 from proxycast.formats.anthropic.models import MODELS as ANTHROPIC_MODELS
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
+from proxycast.formats.bedrock.upstream import UPSTREAM as BEDROCK
 from proxycast.formats.gemini.embeddings import DIALECT_EMBEDDINGS as GEMINI_EMBEDDINGS_DIALECT
 from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
 from proxycast.formats.gemini.inbound import DIALECT as GEMINI_DIALECT
@@ -24,6 +25,7 @@ from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.models import MODELS as OPENAI_MODELS
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
 from proxycast.formats.responses.inbound import DIALECT as RESPONSES_DIALECT
+from proxycast.formats.vertex.upstream import UPSTREAM as VERTEX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from proxycast.formats.embeddings import EmbeddingsDialect, EmbeddingsUpstream
 
 UPSTREAMS: Mapping[str, UpstreamFormat] = {
-    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI)
+    upstream.type: upstream for upstream in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, VERTEX)
 }
 """Provider ``type`` -> its format, in the order env-only mode adds providers."""
 

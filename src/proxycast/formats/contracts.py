@@ -11,7 +11,7 @@ only these two Protocols; ``docs/architecture.md`` says how to add either.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import attrs
 
@@ -85,6 +85,9 @@ class ModelsPage:
     next_query: str | None = None
     """Appended (after ``&`` or ``?``) to :meth:`UpstreamFormat.models_url` for the next page;
     None: the last page."""
+    next_url: str | None = None
+    """The next page's URL relative to this page's (a second listing on another path: Bedrock's
+    inference profiles after its foundation models); it wins over :attr:`next_query`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -188,10 +191,36 @@ class UpstreamFormat(Protocol):
         ...
 
     @property
-    def default_base_url(self) -> str: ...
+    def default_base_url(self) -> str:
+        """The base URL of a provider that sets none, as the docs show it (a cloud's names its
+        region or location: :meth:`base_url` fills it in)."""
+        ...
 
     @property
     def env(self) -> EnvDefaults: ...
+
+    @property
+    def settings(self) -> frozenset[str]:
+        """The provider keys this type reads besides the common ones (a cloud's ``region``,
+        ``project``, ``deployments``...); setting another type's is a configuration error."""
+        ...
+
+    def base_url(self, provider: ProviderConfig) -> str:
+        """The root every request of ``provider`` goes to, without a trailing slash: its
+        ``base_url``, else the default (see :func:`configured_url`)."""
+        ...
+
+    def problems(self, provider: ProviderConfig) -> Sequence[str]:
+        """What keeps ``provider`` from working that the configuration can say before a request
+        (a missing region, project or credential, named with the setting or variable that
+        supplies it); empty when nothing does."""
+        ...
+
+    def bind(self, provider: ProviderConfig) -> UpstreamFormat:
+        """This format for one provider: the exchange talks to ``provider`` through what this
+        returns, so a format whose requests depend on the provider's settings (a deployment in the
+        path, a project in the URL) reads them once here. A format without settings returns itself."""
+        ...
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -251,6 +280,31 @@ class UpstreamFormat(Protocol):
     def models_page(self, body: Any) -> ModelsPage | None:
         """A page of the models endpoint's answer; None when it is not in this format's shape."""
         ...
+
+
+_Format = TypeVar("_Format", bound="Unconfigured")
+
+
+def configured_url(provider: ProviderConfig, default: str) -> str:
+    """``provider``'s ``base_url``, else ``default``, without a trailing slash."""
+    return (provider.base_url or default).rstrip("/")
+
+
+class Unconfigured:
+    """The part of :class:`UpstreamFormat` of a format with no settings of its own: one default
+    URL, nothing to check before a request, the same format for every provider."""
+
+    default_base_url: str
+    settings: frozenset[str] = frozenset()
+
+    def base_url(self, provider: ProviderConfig) -> str:
+        return configured_url(provider, self.default_base_url)
+
+    def problems(self, provider: ProviderConfig) -> Sequence[str]:
+        return ()
+
+    def bind(self: _Format, provider: ProviderConfig) -> _Format:
+        return self
 
 
 @attrs.frozen(kw_only=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from proxycast.accounting.records import current_record
 from proxycast.core.answer import Answer
+from proxycast.core.rules import ROUTE_HEADER
 from proxycast.core.scope import request_resources
 from proxycast.errors import (
     AuthenticationError,
@@ -106,10 +107,13 @@ class Gate:
         """The error in ``dialect``'s shape."""
         error.message = self._exchange.redact(error.message)
         record = current_record()
+        headers = {name.lower(): value for name, value in error.headers.items()}
         if record is not None:  # accounting: the ledger row's error type
             record.error_type = error.kind
+            if record.route:  # a rule routed it: its errors say so too
+                headers[ROUTE_HEADER] = record.route
         status, body = dialect.render_error(error)
-        return Answer(body, status, {name.lower(): value for name, value in error.headers.items()})
+        return Answer(body, status, headers)
 
     def too_slow(self) -> ProxycastError:
         seconds = self._config.server.upstream_timeout

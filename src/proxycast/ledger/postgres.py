@@ -64,6 +64,11 @@ MIGRATIONS: tuple[str, ...] = (
                                                cache_write_tokens, output_tokens, cost_usd,
                                                estimated);
     """,
+    # 4: the rule that routed a request (``[[routes]]``) and the session it belongs to
+    """
+    ALTER TABLE requests ADD COLUMN route TEXT NOT NULL DEFAULT '';
+    ALTER TABLE requests ADD COLUMN session TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -86,7 +91,14 @@ _DAY = (
     f"to_char(date '1970-01-01' + floor((floor(time * 1000.0::float8 + {_JULIAN_EPOCH_MS}"
     f" + 0.5::float8) - {_JULIAN_EPOCH_MS}) / 86400000.0::float8)::integer, 'YYYY-MM-DD')"
 )
-GROUPS = {"client": "client", "model": "model", "provider": "provider", "day": _DAY}
+GROUPS = {
+    "client": "client",
+    "model": "model",
+    "provider": "provider",
+    "day": _DAY,
+    "session": "session",
+    "route": "route",
+}
 
 
 def check_url(url: str) -> None:

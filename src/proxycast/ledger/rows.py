@@ -40,6 +40,11 @@ class Row:
     """The client went away before the whole answer was sent."""
     estimated: bool = False
     """The upstream reported no usage: the token counts are proxycast's estimate."""
+    route: str = ""
+    """The ``[[routes]]`` rule that routed the request (empty: none did)."""
+    session: str = ""
+    """The session the request belongs to (Claude Code's session id, ``prompt_cache_key``, the
+    user): hashed when it looks like an e-mail address or a phone number."""
 
 
 COLUMNS = tuple(a.name for a in attrs.fields(Row))

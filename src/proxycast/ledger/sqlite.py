@@ -52,6 +52,11 @@ MIGRATIONS: tuple[str, ...] = (
                                                cache_write_tokens, output_tokens, cost_usd,
                                                estimated);
     """,
+    # 4: the rule that routed a request (``[[routes]]``) and the session it belongs to
+    """
+    ALTER TABLE requests ADD COLUMN route TEXT NOT NULL DEFAULT '';
+    ALTER TABLE requests ADD COLUMN session TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -133,6 +138,8 @@ GROUPS = {
     "model": "model",
     "provider": "provider",
     "day": "date(time, 'unixepoch')",
+    "session": "session",
+    "route": "route",
 }
 
 

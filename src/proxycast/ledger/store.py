@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from proxycast.ledger.rows import Row
 
-GROUPS = ("client", "model", "provider", "day")
+GROUPS = ("client", "model", "provider", "day", "session", "route")
 """What ``proxycast usage --by`` groups by (``day``: the UTC date)."""
 SERIES_GROUPS = ("client", "model", "provider")
 """What a series may be stacked by."""

@@ -110,6 +110,18 @@ class Limiter(Protocol):
     async def aclose(self) -> None: ...
 
 
+class SessionBoard(Protocol):
+    """Where every instance finds the key that last answered a session (affinity, with Redis)."""
+
+    async def session_unit(self, session: str) -> str | None:
+        """The key (``provider#N``) that last answered ``session``, None when none did lately."""
+        ...
+
+    def remember_session(self, session: str, unit: str) -> None:
+        """``unit`` answered ``session`` (written in the background)."""
+        ...
+
+
 class SharedState(Limiter, Protocol):
     """A limiter that also shares the providers' key health between workers (the machine's SQLite
     file, Redis)."""

@@ -26,6 +26,7 @@ as large as its connection pool: a hung Redis holds at most those threads, each 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -58,6 +59,9 @@ T = TypeVar("T")
 
 FAILURES = (redis.RedisError, RedisClusterException)
 """What a call to an unreachable Redis (or Cluster) raises."""
+SESSION_SECONDS = 3600
+"""How long Redis remembers a session's key after its last request (affinity)."""
+
 POOL = 16
 """Connections to Redis per worker (and threads calling it at once)."""
 TIMEOUT = 0.5
@@ -208,6 +212,8 @@ class RedisState:
         self._settles: list[tuple[str, int, int, dict[str, float]]] = []
         self._settle_wake = trio.Event()
         self._flushing = False
+        self._sessions: dict[str, str] = {}
+        """Sessions' keys to write (Redis key -> ``provider#N``), with the next settlements."""
 
     # -- limits ---------------------------------------------------------------------------------
 
@@ -281,6 +287,12 @@ class RedisState:
             self._flushing = False
 
     async def _send_settles(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        if sessions and self.up:  # affinity is a hint: a batch lost with Redis is not replayed
+            try:
+                await self._call("session", self._write_sessions, sessions)
+            except FAILURES as exc:
+                self._lost(exc)
         batch, self._settles = self._settles, []
         if not batch:
             return
@@ -393,6 +405,39 @@ class RedisState:
             (name, int(reply[2 * i]) / 1000, _text(reply[2 * i + 1]))
             for i, name in enumerate(self._health.names)
         )
+
+    # -- sessions (affinity) ---------------------------------------------------------------------
+
+    async def session_unit(self, session: str) -> str | None:
+        """The key (``provider#N``) that last answered ``session`` on any instance; None when none
+        did lately, or Redis is away (the worker's own memory decides then)."""
+        if not self.up:
+            return None
+        key = self._session_key(session)
+        try:
+            value = await self._call("session", lambda: self._client().get(key))
+        except FAILURES as exc:
+            self._lost(exc)
+            return None
+        return None if value is None else _text(value)
+
+    def remember_session(self, session: str, unit: str) -> None:
+        """``unit`` answered ``session``: written with the next batch of settlements (no wait on
+        the request), kept :data:`SESSION_SECONDS` after its last request."""
+        if not self.up or not self._flushing:
+            return
+        self._sessions[self._session_key(session)] = unit
+        self._settle_wake.set()
+
+    def _session_key(self, session: str) -> str:
+        digest = hashlib.sha256(session.encode()).hexdigest()[:32]
+        return f"{{{self._prefix}:s}}:{digest}"
+
+    def _write_sessions(self, sessions: dict[str, str]) -> None:
+        pipeline = self._client().pipeline(transaction=False)
+        for key, unit in sessions.items():
+            pipeline.set(key, unit, ex=SESSION_SECONDS)
+        pipeline.execute()
 
     # -- outages --------------------------------------------------------------------------------
 

@@ -7,17 +7,22 @@ abandoned it (:attr:`RecordedRequest.abandoned_at`).
 
 from proxycast.testing._server import FakeUpstream, RecordedRequest
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
+from proxycast.testing.bedrock import BedrockScript, FakeBedrock
 from proxycast.testing.gemini import FakeGemini, GeminiScript
 from proxycast.testing.local import LocalServer
 from proxycast.testing.openai import FakeOpenAI, FakeToolCall, Script
+from proxycast.testing.vertex import FakeVertex
 
 __all__ = (
     "AnthropicScript",
+    "BedrockScript",
     "FakeAnthropic",
+    "FakeBedrock",
     "FakeGemini",
     "FakeOpenAI",
     "FakeToolCall",
     "FakeUpstream",
+    "FakeVertex",
     "GeminiScript",
     "LocalServer",
     "RecordedRequest",

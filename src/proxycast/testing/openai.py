@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 import time
@@ -75,6 +76,8 @@ class Script:
     finish_reason: str | None = None
     """Default: ``tool_calls`` when there are tool calls, else ``stop``."""
     prompt_tokens: int = 11
+    cached_tokens: int = 0
+    """Of the prompt tokens, read from the prompt cache (``prompt_tokens_details.cached_tokens``)."""
     completion_tokens: int | None = None
     """Default: one per word of the text plus one per tool call."""
     error_after: int | None = None
@@ -137,6 +140,9 @@ class FakeOpenAI(FakeUpstream[Script]):
         reasoning_echo: behave as DeepSeek's thinking mode, which refuses an assistant message with
             tool calls that does not carry its ``reasoning_content`` back.
         local: behave as a local server (llama-cpp-python's), set up so: :mod:`.local`.
+        prompt_cache: count prompt tokens (a token per four characters of the messages) and
+            report as cached the longest run of leading messages this key was sent before, as
+            OpenAI's automatic prompt caching does per organisation.
     """
 
     url_suffix = "/v1"
@@ -148,11 +154,15 @@ class FakeOpenAI(FakeUpstream[Script]):
         max_tool_id: int = 40,
         reasoning_echo: bool = False,
         local: LocalServer | None = None,
+        prompt_cache: bool = False,
     ) -> None:
         super().__init__(default or Script())
         self.max_tool_id = max_tool_id
         self.reasoning_echo = reasoning_echo
         self.local = local
+        self.prompt_cache = prompt_cache
+        self._prefixes: dict[str, set[str]] = {}
+        """Prompt cache: per key, the digests of every run of leading messages it was sent."""
         self.embedding_failures: list[Script] = []
         """Errors (``Script(status=...)``) the embeddings route answers, one a request, before it
         answers vectors again."""
@@ -232,6 +242,8 @@ class FakeOpenAI(FakeUpstream[Script]):
             await respond.json(400, {"error": error})
             return
         ident = f"chatcmpl-fake{len(self.requests)}"
+        if self.prompt_cache:
+            script = self._cached(script, request, body)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             await self._stream(script, body["model"], ident, include_usage, respond)
@@ -240,6 +252,20 @@ class FakeOpenAI(FakeUpstream[Script]):
                 await respond.drop()
                 return
             await respond.json(200, completion(script, body["model"], ident), list(script.headers))
+
+    def _cached(self, script: Script, request: RecordedRequest, body: dict[str, Any]) -> Script:
+        """``script`` with the prompt's tokens, and those its key had cached."""
+        seen = self._prefixes.setdefault(request.headers.get("authorization", ""), set())
+        messages = body.get("messages") or []
+        cached = total = 0
+        for count in range(1, len(messages) + 1):
+            text = json.dumps(messages[:count], sort_keys=True)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            total = len(text) // 4
+            if digest in seen and count < len(messages):
+                cached = total
+            seen.add(digest)
+        return attrs.evolve(script, prompt_tokens=max(total, 1), cached_tokens=cached)
 
     async def _local(self, script: Script, body: dict[str, Any], respond: Responder) -> None:
         """A chat completion as llama-cpp-python's server answers it (see :mod:`.local`)."""
@@ -470,7 +496,7 @@ def _usage(script: Script) -> dict[str, Any]:
         "prompt_tokens": script.prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": script.prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": script.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
 

@@ -271,7 +271,7 @@ async def usage_report() -> Response:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([by, *_EXPORTED])
     for row in rows:
-        key = _cell(row[by]) if by == "model" else row[by]
+        key = _cell(row[by]) if by in ("model", "session") else row[by]
         writer.writerow([key, *(row.get(c, 0) for c in _EXPORTED)])
     exchange: Exchange = current_app.extensions["proxycast"]
     name = f"proxycast-usage-by-{by}.csv"
@@ -288,9 +288,10 @@ _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 def _cell(text: str) -> str:
     """A model name a spreadsheet will not run as a formula (OWASP's CSV injection advice).
 
-    Only the model column is escaped: a client chooses the model it asks for (an unknown one too, and
-    it is recorded), while client names, providers and days come from the configuration and the
-    clock, and stay exactly ``proxycast usage --json``'s (the unnamed client's ``-`` above all).
+    Only the model and session columns are escaped: a client chooses the model it asks for (an unknown
+    one too, and it is recorded) and names its session, while client names, providers and days come
+    from the configuration and the clock, and stay exactly ``proxycast usage --json``'s (the unnamed
+    client's ``-`` above all).
     """
     return "'" + text if text != "-" and text.startswith(_FORMULA) else text
 

@@ -22,7 +22,11 @@ PROBE_TIMEOUT = 30.0
 
 def no_providers_hint() -> str:
     """How to add a provider, from the registry's env-only variables."""
-    keys = ", ".join(" or ".join(u.env.key_variables) for u in formats.UPSTREAMS.values())
+    ways = (
+        " or ".join(u.env.key_variables) or " and ".join(u.env.chain_variables)
+        for u in formats.UPSTREAMS.values()
+    )
+    keys = ", ".join(way for way in ways if way)
     return (
         f"no providers configured: set {keys} (each adds a provider; "
         "the README's 'Using it'), or write a proxycast.toml with [[providers]]"

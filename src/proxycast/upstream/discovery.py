@@ -89,9 +89,12 @@ async def fetch_models(
                 "unexpected answer", f"{where} answered 200 with a body that is not a models list"
             )
         ids += page.ids
-        if page.next_query is None:
+        if page.next_url is not None:
+            url = str(httpx.URL(url).join(page.next_url))
+        elif page.next_query is None:
             break
-        url = first + ("&" if "?" in first else "?") + page.next_query
+        else:
+            url = first + ("&" if "?" in first else "?") + page.next_query
     return tuple(dict.fromkeys(ids))
 
 

@@ -9,7 +9,13 @@ from urllib.parse import quote
 from proxycast.formats import sse
 from proxycast.formats.anthropic import errors, outbound
 from proxycast.formats.auth import HeaderAuth
-from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
+from proxycast.formats.contracts import (
+    EnvDefaults,
+    ModelsPage,
+    TokenCount,
+    Unconfigured,
+    UpstreamRequest,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,7 +32,7 @@ def _input_tokens(body: dict[str, Any]) -> int:
     return count if isinstance(count, int) else 0
 
 
-class AnthropicUpstream:
+class AnthropicUpstream(Unconfigured):
     """The ``anthropic`` provider type."""
 
     type = "anthropic"

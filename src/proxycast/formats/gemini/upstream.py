@@ -9,7 +9,13 @@ from urllib.parse import quote
 
 from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
-from proxycast.formats.contracts import EnvDefaults, ModelsPage, TokenCount, UpstreamRequest
+from proxycast.formats.contracts import (
+    EnvDefaults,
+    ModelsPage,
+    TokenCount,
+    Unconfigured,
+    UpstreamRequest,
+)
 from proxycast.formats.gemini import errors, outbound
 
 if TYPE_CHECKING:
@@ -25,7 +31,7 @@ def _total_tokens(body: dict[str, Any]) -> int:
     return count if isinstance(count, int) else 0
 
 
-class GeminiUpstream:
+class GeminiUpstream(Unconfigured):
     """The ``gemini`` provider type."""
 
     type = "gemini"

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from proxycast.formats import sse
 from proxycast.formats.auth import HeaderAuth
-from proxycast.formats.contracts import EnvDefaults, Estimate, ModelsPage, UpstreamRequest
+from proxycast.formats.contracts import (
+    EnvDefaults,
+    Estimate,
+    ModelsPage,
+    Unconfigured,
+    UpstreamRequest,
+)
 from proxycast.formats.openai import errors, outbound
 
 if TYPE_CHECKING:
@@ -22,7 +28,7 @@ if TYPE_CHECKING:
 estimate_tokens = outbound.estimate_input
 
 
-class OpenAIUpstream:
+class OpenAIUpstream(Unconfigured):
     """The ``openai`` provider type."""
 
     type = "openai"

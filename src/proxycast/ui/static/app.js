@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   const STORAGE = "proxycast.key";
-  const PAGES = ["overview", "providers", "live", "config", "export"];
+  const PAGES = ["overview", "providers", "live", "sessions", "config", "export"];
   const ADMIN = new Set(["providers", "config"]);
   // Seconds between overview reloads: a long range's buckets are hours or days wide.
   const POLL = {"1h": 5, "24h": 10, "7d": 30, "30d": 60};
@@ -119,7 +119,7 @@
       link.classList.toggle("active", link.dataset.page === page);
     }
     const show = {overview: showOverview, providers: showProviders, live: showLive,
-                  config: showConfig, export: showExport}[page];
+                  sessions: showSessions, config: showConfig, export: showExport}[page];
     show();
   }
 
@@ -365,6 +365,26 @@
     $("#config-body").replaceChildren(...parts);
   }
 
+  // Sessions
+
+  function showSessions() {
+    every(10, () => loadSessions().catch(failed));
+  }
+
+  async function loadSessions() {
+    const since = $("#sessions-since").value;
+    const rows = await getJSON(`usage?since=${since}&by=session`);
+    if (since !== $("#sessions-since").value) return;  // another range was chosen meanwhile
+    answered("sessions");
+    const sessions = rows.filter((r) => r.session);
+    const fresh = table(["Session", "Requests", "Errors", "Input tokens", "Output tokens", "Cost (USD)"],
+                        sessions.map((r) => [r.session, number.format(r.requests), number.format(r.errors),
+                                             number.format(r.input_tokens), number.format(r.output_tokens),
+                                             r.cost_usd.toFixed(4)])).firstChild;
+    fresh.id = "sessions-table";
+    $("#sessions-table").replaceWith(fresh);
+  }
+
   // Export
 
   function exportQuery(format) {
@@ -424,6 +444,7 @@
       $("#live-pause").textContent = live.paused ? "Resume" : "Pause";
       if (!live.paused) { live.missed = 0; showMissed(); }
     });
+    $("#sessions-since").addEventListener("change", () => loadSessions().catch(failed));
     $("#export-since").addEventListener("change", () => loadExport().catch(failed));
     $("#export-by").addEventListener("change", () => loadExport().catch(failed));
     $("#export-download").addEventListener("click", () => download().catch(failed));

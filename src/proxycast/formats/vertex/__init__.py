@@ -1,0 +1,1 @@
+"""Google Vertex AI: Gemini and Claude in a Google Cloud project (upstream role only)."""

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +67,18 @@ FAKES: dict[str, Callable[[], FakeUpstream[Any]]] = {
 }
 
 
-async def gateway_for(nursery: trio.Nursery, kind: str) -> tuple[Gateway, FakeUpstream[Any]]:
+async def gateway_for(
+    nursery: trio.Nursery, kind: str, responses: bool = False
+) -> tuple[Gateway, FakeUpstream[Any]]:
     fake = FAKES[kind]()
     await nursery.start(fake.serve)
     provider = ProviderConfig(
-        name="up", type=kind, base_url=fake.base_url, api_keys=(UPSTREAM_KEY,), models=(MODEL,)
+        name="up",
+        type=kind,
+        base_url=fake.base_url,
+        api_keys=(UPSTREAM_KEY,),
+        models=(MODEL,),
+        responses=responses,
     )
     config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
     return await start_gateway(nursery, config), fake
@@ -146,20 +154,8 @@ stream_max_retries = 0
 """
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_codex_exec_completes_a_task_with_one_tool_call(
-    nursery: trio.Nursery, kind: str, codex: Path, tmp_path: Path
-) -> None:
-    gateway, fake = await gateway_for(nursery, kind)
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "note.txt").write_text("proxycast-note-42\n")
-    home = tmp_path / "codex-home"
-    home.mkdir()
-    (home / "config.toml").write_text(CODEX_CONFIG.format(model=MODEL, url=gateway.v1))
-    fake.script(
-        *scripts(kind, "exec_command", {"cmd": "cat note.txt"}, "The note says proxycast-note-42.")
-    )
+def codex_env(home: Path, tmp_path: Path) -> dict[str, str]:
+    """Codex's environment: its home, the gateway's key, and no network but loopback."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -175,8 +171,12 @@ async def test_codex_exec_completes_a_task_with_one_tool_call(
         ALL_PROXY="http://127.0.0.1:9",
         NO_PROXY="127.0.0.1,localhost",
     )
+    return env
+
+
+async def run_codex(codex: Path, work: Path, env: dict[str, str], prompt: str) -> Any:
     with trio.fail_after(120):
-        result = await trio.run_process(
+        return await trio.run_process(
             [
                 str(codex),
                 "exec",
@@ -184,7 +184,7 @@ async def test_codex_exec_completes_a_task_with_one_tool_call(
                 "--dangerously-bypass-approvals-and-sandbox",
                 "--cd",
                 str(work),
-                "What does note.txt say?",
+                prompt,
             ],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -192,6 +192,73 @@ async def test_codex_exec_completes_a_task_with_one_tool_call(
             capture_stderr=True,
             check=False,
         )
+
+
+WS_KINDS = [
+    pytest.param(k, r, id=f"{k}{'-responses' if r else ''}-upstream")
+    for k, r in (("openai", False), ("openai", True), ("anthropic", False), ("gemini", False))
+]
+
+
+@pytest.mark.parametrize(("kind", "responses"), WS_KINDS)
+async def test_codex_over_a_websocket(
+    nursery: trio.Nursery,
+    kind: str,
+    responses: bool,
+    codex: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Codex with ``supports_websockets = true`` on its provider: every turn over one WebSocket
+    (the access log's ``WS /v1/responses`` lines; none over HTTP, so no fallback), the tool's
+    output back up, the answer printed. Its time is printed, not asserted."""
+    gateway, fake = await gateway_for(nursery, kind, responses)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "note.txt").write_text("proxycast-note-42\n")
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    config = CODEX_CONFIG.format(model=MODEL, url=gateway.v1) + "supports_websockets = true\n"
+    (home / "config.toml").write_text(config)
+    fake.script(
+        *scripts(kind, "exec_command", {"cmd": "cat note.txt"}, "The note says proxycast-note-42.")
+    )
+    started = time.monotonic()
+    result = await run_codex(codex, work, codex_env(home, tmp_path), "What does note.txt say?")
+    took = time.monotonic() - started
+    log = capfd.readouterr().err
+    with capfd.disabled():  # the figure, seen with -s
+        print(
+            f"\ncodex exec over a WebSocket, {kind}{' responses' if responses else ''}: {took:.2f} s"
+        )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    assert "The note says proxycast-note-42." in result.stdout.decode(), output
+    assert log.count('"WS /v1/responses" status=200') >= 2, log
+    assert '"POST /v1/responses"' not in log, log
+    bodies = [r.body.decode() for r in fake.requests]
+    assert any("proxycast-note-42" in body for body in bodies)
+    # Codex's warm-up (generate: false) is answered by the gateway, or by a Responses upstream
+    assert len(bodies) == (3 if responses else 2), bodies
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_codex_exec_completes_a_task_with_one_tool_call(
+    nursery: trio.Nursery, kind: str, codex: Path, tmp_path: Path
+) -> None:
+    gateway, fake = await gateway_for(nursery, kind)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "note.txt").write_text("proxycast-note-42\n")
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(CODEX_CONFIG.format(model=MODEL, url=gateway.v1))
+    fake.script(
+        *scripts(kind, "exec_command", {"cmd": "cat note.txt"}, "The note says proxycast-note-42.")
+    )
+    started = time.monotonic()
+    result = await run_codex(codex, work, codex_env(home, tmp_path), "What does note.txt say?")
+    print(f"\ncodex exec over HTTP, {kind}: {time.monotonic() - started:.2f} s")
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output
     assert "The note says proxycast-note-42." in result.stdout.decode(), output

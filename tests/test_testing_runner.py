@@ -61,3 +61,25 @@ async def test_head_on_any_route_does_not_break_a_fake(fake: FakeOpenAI) -> None
     assert head.status_code == 200
     assert head.content == b""
     assert after.status_code == 200
+
+
+async def test_runner_with_rules_answers_by_rule() -> None:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "proxycast.testing", "--rules"], stdout=-1
+    )
+    try:
+        assert process.stdout is not None
+        reader = LineReader(process.stdout)
+        with trio.fail_after(20):
+            urls = dict([(await reader.line()).split("\t") for _ in range(3)])
+        tool = {"name": "get_weather", "input_schema": {"type": "object"}}
+        body = {"model": "m", "max_tokens": 9, "tools": [tool]}
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                urls["anthropic"] + "/v1/messages",
+                json={**body, "messages": [{"role": "user", "content": "Weather?"}]},
+            )
+        assert answer.json()["content"][0]["name"] == "get_weather"  # the first tool, called
+    finally:
+        process.terminate()
+        await process.wait()

@@ -36,5 +36,6 @@ def handlers(
         "delete_response": responses.delete,
         "list_input_items": responses.input_items,
         "cancel_response": responses.cancel,
+        "compact_response": responses.compact,
         "response_socket": responses.socket,
     }

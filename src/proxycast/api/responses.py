@@ -30,6 +30,7 @@ from proxycast.formats.responses.inbound import (
     DIALECT,
     Request,
     input_items,
+    warm_up,
 )
 from proxycast.http.call import Call
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from proxycast.core.exchange import Exchange
+    from proxycast.formats.contracts import InboundRequest
 
 log = logging.getLogger("proxycast")
 
@@ -81,35 +83,52 @@ class ResponsesRoutes:
 
         return record
 
+    async def _history(
+        self,
+        call: Call,
+        inbound: InboundRequest,
+        recent: dict[str, list[dict[str, Any]]] | None,
+    ) -> tuple[list[dict[str, Any]] | None, bool]:
+        """The items of the response ``previous_response_id`` names (None without one: the request
+        starts a conversation), and whether they came from the connection's ``recent`` ones; an
+        id neither the connection, the store nor (when forwarded) the upstream knows is a 400."""
+        body = inbound.parsed.body
+        ident = body.previous_response_id
+        if ident is None:
+            return None, False
+        if recent is not None and ident in recent:
+            return recent[ident], True
+        provider = routing.resolve(body.model, self._exchange.config).provider
+        if DIALECT.forwards_to(provider, inbound):  # the upstream keeps what it answered
+            return [], False
+        store = self._store
+        stored = (
+            None
+            if store is None
+            else await trio.to_thread.run_sync(store.get, owner_of(call.credential or ""), ident)
+        )
+        if stored is not None:
+            return stored.items, False
+        raise _previous_not_found(ident)
+
     async def create(
         self, call: Call, recent: dict[str, list[dict[str, Any]]] | None = None
     ) -> Answer:
         """``POST /v1/responses`` (and each ``response.create`` of a WebSocket connection, whose
         ``recent`` responses a ``previous_response_id`` continues without the store)."""
         inbound = await validated(call)
-        exchange, store = self._exchange, self._store
+        store = self._store
         parsed: Request = inbound.parsed
         body = parsed.body
-        provider = routing.resolve(body.model, exchange.config).provider
         owner = owner_of(call.credential or "")
-        history: list[dict[str, Any]] = []
-        if body.previous_response_id is not None:
-            ident = body.previous_response_id
-            if recent is not None and ident in recent:
-                history = recent[ident]
-            else:
-                stored = (
-                    None
-                    if store is None
-                    else await trio.to_thread.run_sync(store.get, owner, ident)
-                )
-                if stored is not None:
-                    history = stored.items
-                elif not DIALECT.forwards_to(provider, inbound):  # the upstream may know it
-                    raise _previous_not_found(ident)
+        found, from_recent = await self._history(call, inbound, recent)
+        history = found or []
         items = [*history, *input_items(body)]
         keep: list[Callable[[dict[str, Any]], None]] = []
+        provider = routing.resolve(body.model, self._exchange.config).provider
+        forwarded = not history and DIALECT.forwards_to(provider, inbound)
         if store is not None and body.store is not False:
+            # a forwarded one too, for its input items (its continuation is the upstream's)
             keep.append(self._recorder(owner, items))
         if recent is not None:
             keep.append(_Remember(recent, items))
@@ -119,9 +138,37 @@ class ResponsesRoutes:
         inbound = attrs.evolve(
             inbound, parsed=attrs.evolve(parsed, history=tuple(history), record=record)
         )
-        response = await exchange.generate(DIALECT, inbound, call.headers)
-        mark_dropped(exchange, DIALECT, inbound, response)
+        if body.generate is False and not forwarded:  # a warm-up: nothing to ask the model
+            events, whole = warm_up(inbound.parsed, body.model)
+            if body.stream:
+                return Answer(events, content_type="text/event-stream")
+            return json_answer(whole)
+        try:
+            if found is None or found:  # the whole conversation is known here
+                _check_outputs(items)
+            response = await self._exchange.generate(DIALECT, inbound, call.headers)
+        except ProxycastError:
+            # OpenAI's connection-local cache forgets a response whose continuation failed
+            if from_recent and recent is not None:
+                recent.pop(str(body.previous_response_id), None)
+            raise
+        if forwarded and record is not None and response.status == 200:
+            if isinstance(response.body, bytes):  # a forwarded stream's relay keeps its own
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record(json.loads(response.body))
+        mark_dropped(self._exchange, DIALECT, inbound, response)
         return response
+
+    async def compact(self, call: Call) -> Answer:
+        """``POST /v1/responses/compact``: forwarded to a provider that serves the Responses API;
+        else the upstream model summarises the window, and the answer is its user messages and a
+        ``compaction`` item that carries the summary (``formats.responses.inbound.compacted``),
+        which proxycast expands when it comes back as input."""
+        inbound = await validated(call)
+        parsed: Request = inbound.parsed
+        found, _ = await self._history(call, inbound, None)
+        inbound = attrs.evolve(inbound, parsed=attrs.evolve(parsed, history=tuple(found or ())))
+        return await self._exchange.generate(DIALECT, inbound, call.headers)
 
     def error_answer(self, error: ProxycastError) -> Answer:
         """``error`` as the Responses API answers it (its message without configured secrets)."""
@@ -186,6 +233,25 @@ class ResponsesRoutes:
             "runs none in the background.",
             code="invalid_request_error",
         )
+
+
+def _check_outputs(items: list[dict[str, Any]]) -> None:
+    """OpenAI's 400 for a tool output whose call is not in the conversation."""
+    calls = {
+        item.get("call_id")
+        for item in items
+        if isinstance(item, dict) and item.get("type") in ("function_call", "custom_tool_call")
+    }
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") in ("function_call_output", "custom_tool_call_output"):
+            if item.get("call_id") not in calls:
+                raise InvalidRequestError(
+                    "No tool call found for function call output with call_id "
+                    f"{item.get('call_id')}.",
+                    param="input",
+                )
 
 
 def _as_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -354,8 +420,9 @@ class _Connection:
                 )
             )
             return
-        if "stream" in event or event.get("background"):
-            field = "stream" if "stream" in event else "background"
+        # Codex sends ``stream: true`` (as OpenAI accepts): only asking for no stream is refused
+        if event.get("stream", True) is not True or event.get("background"):
+            field = "background" if event.get("background") else "stream"
             await self.error(
                 InvalidRequestError(
                     f"'{field}' is not accepted over WebSocket: every response streams here.",
@@ -372,9 +439,9 @@ class _Connection:
         """One response, as its own request: its accounting record, its resources, its events."""
         call, routes = self._call, self._routes
         accounting = routes._exchange.accounting
-        scope: Any = {
+        scope: Any = {  # the access log's method says where it came from: "WS /v1/responses"
             "type": "http",
-            "method": "POST",
+            "method": "WS",
             "path": "/v1/responses",
             "headers": call.scope["headers"],
             "query_string": b"",

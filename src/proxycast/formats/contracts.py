@@ -38,6 +38,7 @@ RouteOperation = Literal[
     "delete_response",
     "list_input_items",
     "cancel_response",
+    "compact_response",
     "response_socket",
 ]
 """What a route does: the router answers each with the handler of this name (``proxycast.api``)."""

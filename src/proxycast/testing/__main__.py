@@ -1,7 +1,9 @@
 """``python -m proxycast.testing [--port N]``: the three fake upstreams, for trying a client or an app
 against proxycast without any provider account.
 
-Each fake answers every request with its default script (a short text), lists the models given with
+Each fake answers every request with its default script (a short text), or with ``--rules`` as the
+rule-based model of :mod:`proxycast.testing.rules` (a tool call when tools are offered, text that
+quotes a tool's result, ...), lists the models given with
 ``--models`` on its models endpoint, answers embeddings, and prints every request it receives.
 """
 
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI
+from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI, rules
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         default="fake-model",
         help="comma-separated model ids each fake's models endpoint lists (default: fake-model)",
     )
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="answer by rule (proxycast.testing.rules: call the first tool offered, answer a tool "
+        "result with text) instead of with a fixed text",
+    )
     return parser
 
 
@@ -50,7 +58,7 @@ async def _log_requests(name: str, fake: FakeUpstream[object]) -> None:
         seen = len(requests)
 
 
-async def run(port: int, models: tuple[str, ...]) -> None:
+async def run(port: int, models: tuple[str, ...], by_rule: bool = False) -> None:
     fakes: list[tuple[str, FakeUpstream[object]]] = [
         ("openai", FakeOpenAI()),  # type: ignore[list-item]
         ("anthropic", FakeAnthropic()),  # type: ignore[list-item]
@@ -59,6 +67,8 @@ async def run(port: int, models: tuple[str, ...]) -> None:
     async with trio.open_nursery() as nursery:
         for offset, (name, fake) in enumerate(fakes):
             fake.models = models
+            if by_rule:
+                rules.follow(fake)
             url = await nursery.start(partial(fake.serve, port=port + offset if port else 0))
             print(f"{name}\t{url}", flush=True)
             nursery.start_soon(_log_requests, name, fake)
@@ -68,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     try:
-        trio.run(run, args.port, models)
+        trio.run(run, args.port, models, args.rules)
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

@@ -247,6 +247,9 @@ class FakeUpstream(Generic[ScriptT]):
         """The URL a provider's ``base_url`` takes, once serving."""
         self.models: tuple[str, ...] = ()
         """The model ids its models endpoint lists."""
+        self.rules: Callable[[RecordedRequest], ScriptT] | None = None
+        """When set, what answers a request no queued script takes (instead of :attr:`default`):
+        the rule-based model of :mod:`proxycast.testing.rules` sets it."""
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -290,9 +293,20 @@ class FakeUpstream(Generic[ScriptT]):
             return
         if await self.side_route(request, respond):
             return  # models lists and embeddings do not take a queued script
-        await self.answer(
-            self._scripts.popleft() if self._scripts else self.default, request, respond
-        )
+        if not self.takes_script(request):
+            script = self.default
+        elif self._scripts:
+            script = self._scripts.popleft()
+        elif self.rules is not None:
+            script = self.rules(request)
+        else:
+            script = self.default
+        await self.answer(script, request, respond)
+
+    def takes_script(self, request: RecordedRequest) -> bool:
+        """Whether this request takes the next queued script (a warm-up that generates nothing
+        does not)."""
+        return True
 
     async def side_route(self, request: RecordedRequest, respond: Responder) -> bool:
         """Answer the routes that take no script (models lists, embeddings); False for the others."""

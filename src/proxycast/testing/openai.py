@@ -169,6 +169,8 @@ class FakeOpenAI(FakeUpstream[Script]):
         self.counted: list[tuple[int, int]] = []
         """Local mode: ``(prompt tokens, completion tokens)`` the server computed for each answer it
         generated (streamed ones included, though it does not report them there)."""
+        self.stored: dict[str, list[dict[str, Any]]] = {}
+        """The Responses route's stored responses: id -> the items of its conversation."""
         self._streaming: list[trio.Event] = []
         """Local mode: the interruption flag of each stream being served."""
 
@@ -196,10 +198,16 @@ class FakeOpenAI(FakeUpstream[Script]):
             return True
         return False
 
+    def takes_script(self, request: RecordedRequest) -> bool:
+        return not _warm_up(request)
+
     async def answer(self, script: Script, request: RecordedRequest, respond: Responder) -> None:
         if script.headers_delay:
             await trio.sleep(script.headers_delay)
         path = request.path.split("?")[0]
+        if request.method == "POST" and path == "/v1/responses/compact" and script.status < 300:
+            await self._compact(script, request, respond)
+            return
         if request.method == "POST" and path == "/v1/responses" and script.status < 300:
             await self._responses(script, request, respond)
             return
@@ -327,17 +335,48 @@ class FakeOpenAI(FakeUpstream[Script]):
     async def _responses(
         self, script: Script, request: RecordedRequest, respond: Responder
     ) -> None:
-        """The Responses API (as OpenAI serves it, for providers with ``responses = true``)."""
+        """The Responses API (as OpenAI serves it, for providers with ``responses = true``): a
+        response continues a stored one (``previous_response_id``; an unknown id is OpenAI's 400
+        ``previous_response_not_found``), is kept unless ``store`` is false, and a tool output
+        whose call is not in the conversation is refused."""
         # proxycast's own encoder writes the events; the tests read them with the openai SDK.
         from proxycast.formats.responses import inbound as responses
 
         body = request.json()
+        history: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            if previous not in self.stored:
+                missing = {
+                    "message": f"Previous response with id '{previous}' not found.",
+                    "type": "invalid_request_error",
+                    "param": "previous_response_id",
+                    "code": "previous_response_not_found",
+                }
+                await respond.json(400, {"error": missing})
+                return
+            history = self.stored[previous]
+        parsed = responses.validate(body)
+        items = [*history, *responses.input_items(parsed)]
+        unmatched = _unmatched_output(items)
+        if unmatched is not None:
+            error: dict[str, Any] = {
+                "message": f"No tool call found for function call output with call_id {unmatched}.",
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": None,
+            }
+            await respond.json(400, {"error": error})
+            return
         conversation = responses.request_to_internal(
-            responses.Request(body=responses.validate(body))
+            responses.Request(body=parsed, history=tuple(history))
         )
         reply = _reply(script, len(self.requests))
+        if body.get("generate") is False:  # a warm-up: an empty response, no model run
+            reply = internal.Reply(id="", model="", parts=(), stop="end", usage=internal.Usage())
         if not body.get("stream"):
             answer = responses.response_from_internal(reply, body["model"], conversation)
+            self._keep(body, items, answer)
             await respond.json(200, answer, list(script.headers))
             return
         await respond.start(
@@ -347,7 +386,37 @@ class FakeOpenAI(FakeUpstream[Script]):
         encoder = responses.StreamEncoder(body["model"], conversation)
         for event in responses.events_of(reply):
             await respond.send(encoder.encode(event))
+        if encoder.response is not None:
+            self._keep(body, items, encoder.response)
         await respond.end()
+
+    def _keep(
+        self, body: dict[str, Any], items: list[dict[str, Any]], response: dict[str, Any]
+    ) -> None:
+        if body.get("store") is not False:
+            self.stored[response["id"]] = [*items, *response["output"]]
+
+    async def _compact(self, script: Script, request: RecordedRequest, respond: Responder) -> None:
+        """``POST /v1/responses/compact``: the window's user messages and a compaction item (the
+        fake's summary: the script's text; its ``encrypted_content`` in proxycast's format, which
+        the fake's Responses route expands as proxycast does)."""
+        from proxycast.formats.responses import inbound as responses
+
+        body = request.json()
+        if not isinstance(body.get("model"), str):
+            error = {
+                "message": "Missing required parameter: 'model'.",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "missing_required_parameter",
+            }
+            await respond.json(400, {"error": error})
+            return
+        history = self.stored.get(body.get("previous_response_id") or "", [])
+        parsed = responses.Request(
+            body=responses.validate(body), history=tuple(history), compact=True
+        )
+        await respond.json(200, responses.compacted(_reply(script, len(self.requests)), parsed))
 
     async def _error(self, script: Script, respond: Responder) -> None:
         body = script.error_body
@@ -560,6 +629,28 @@ def local_chunks(script: Script, model: str, ident: str) -> list[tuple[dict[str,
     if script.send_finish:
         chunks.append(chunk({}, _finish(script), tokens=0))
     return chunks
+
+
+def _warm_up(request: RecordedRequest) -> bool:
+    """A Responses request with ``generate: false`` (WebSocket mode's warm-up)."""
+    if request.route != "/v1/responses" or b'"generate"' not in request.body:
+        return False
+    try:
+        return request.json().get("generate") is False
+    except ValueError:
+        return False
+
+
+def _unmatched_output(items: list[dict[str, Any]]) -> str | None:
+    """The call id of the first tool output whose call is not among ``items``, or None."""
+    calls = {
+        i.get("call_id") for i in items if i.get("type") in ("function_call", "custom_tool_call")
+    }
+    for item in items:
+        if item.get("type") in ("function_call_output", "custom_tool_call_output"):
+            if item.get("call_id") not in calls:
+                return str(item.get("call_id"))
+    return None
 
 
 def _reply(script: Script, number: int) -> internal.Reply:

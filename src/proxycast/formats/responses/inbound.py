@@ -8,6 +8,7 @@ disagree.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import secrets
@@ -61,6 +62,8 @@ class Request:
     """The items of the previous responses (``previous_response_id``, from the local store)."""
     record: Callable[[dict[str, Any]], None] | None = attrs.field(default=None, eq=False)
     """Called with the finished response (completed or incomplete), to store it."""
+    compact: bool = False
+    """``POST /v1/responses/compact``: the answer is the window compacted (:func:`compacted`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -353,7 +356,7 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                     param=f"{where}.role",
                 )
         elif kind in ("function_call", "custom_tool_call"):
-            call_id = _field(item, "call_id", str, where)
+            call_id, signature = internal.split_id(_field(item, "call_id", str, where))
             name = _flat(
                 _field(item, "name", str, where),
                 _field(item, "namespace", str, where, required=False),
@@ -363,9 +366,12 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                 arguments = _arguments(_field(item, "arguments", str, where), f"{where}.arguments")
             else:
                 arguments = {_CUSTOM_INPUT: _field(item, "input", str, where)}
-            add("assistant", [internal.ToolCall(id=call_id, name=name, arguments=arguments)])
+            call = internal.ToolCall(
+                id=call_id, name=name, arguments=arguments, signature=signature
+            )
+            add("assistant", [call])
         elif kind in ("function_call_output", "custom_tool_call_output"):
-            call_id = _field(item, "call_id", str, where)
+            call_id = internal.split_id(_field(item, "call_id", str, where))[0]
             output = item.get("output")
             content = _parts(output if output is not None else "", f"{where}.output")
             add(
@@ -386,19 +392,147 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
             text = "\n\n".join(t for t in texts if isinstance(t, str))
             signature = item.get("encrypted_content")
             if text or isinstance(signature, str):
-                add(
-                    "assistant",
-                    [
-                        internal.Reasoning(
-                            text=text, signature=signature if isinstance(signature, str) else None
-                        )
-                    ],
-                )
+                add("assistant", [reasoning_from_client(text, signature)])
+        elif kind == "compaction":
+            summary = compaction_summary(item.get("encrypted_content"))
+            if summary is not None:
+                add("user", [internal.Text(SUMMARY_HEADING + summary)])
         elif kind is None:
             raise InvalidRequestError(f"{where} needs a 'type'.", param=f"{where}.type")
-        # Other items (built-in tools' calls, item references, compaction) have no equivalent
-        # upstream; they are left out like the tools that made them.
+        # Other items (built-in tools' calls, item references, another service's compaction) have
+        # no equivalent upstream; they are left out like the tools that made them.
     return system, turns
+
+
+REDACTED_MARK = "redacted:"
+"""Begins the ``encrypted_content`` of a reasoning item that carries a redacted block (Claude's
+``redacted_thinking``: its data, which has no text)."""
+
+
+def encrypted_content(event: internal.ReasoningDelta) -> str:
+    """A reasoning block's signature as its item's ``encrypted_content``: marked with its source
+    when only that upstream accepts it back (``gemini-ts:...``), and as redacted when it is."""
+    carried = internal.carried_signature(
+        internal.Reasoning(text="", signature=event.signature, source=event.source)
+    )
+    return REDACTED_MARK + carried if event.redacted else carried
+
+
+def reasoning_from_client(text: str, content: Any) -> internal.Reasoning:
+    """A reasoning item a client sent back, with the signature its ``encrypted_content`` carries
+    (:func:`encrypted_content`); another's ``encrypted_content`` (OpenAI's) is passed on as is."""
+    if not isinstance(content, str):
+        return internal.Reasoning(text=text)
+    redacted = content.startswith(REDACTED_MARK)
+    if redacted:
+        content = content[len(REDACTED_MARK) :]
+    return internal.reasoning_from_client(text, content, redacted)
+
+
+# Compaction (POST /v1/responses/compact, converted): the upstream model summarises the window; the
+# summary travels in a compaction item's encrypted_content, which proxycast expands on the way up.
+
+COMPACTION_PREFIX = "pxc1."
+"""How proxycast's compaction items' ``encrypted_content`` begins: then the summary, as base64url
+of the JSON ``{"summary": text}`` (not encrypted: proxycast keeps no key; docs/mappings.md)."""
+SUMMARY_HEADING = "Summary of the earlier conversation (compacted):\n"
+"""What the summary of a compaction item is headed with, as the user turn it becomes upstream."""
+COMPACT_PROMPT = (
+    "Summarize the conversation above so that it can be continued from the summary alone: keep "
+    "every fact, decision, name, number, file and open task a later turn may need. Answer with "
+    "the summary only."
+)
+"""The instruction a converted ``/v1/responses/compact`` ends the window with."""
+
+
+def compaction_content(summary: str) -> str:
+    """A summary as a compaction item's ``encrypted_content``."""
+    data = json.dumps({"summary": summary}).encode()
+    return COMPACTION_PREFIX + base64.urlsafe_b64encode(data).decode()
+
+
+def compaction_summary(content: Any) -> str | None:
+    """The summary a compaction item of proxycast's carries; None for another's (OpenAI's are
+    encrypted with its own key) or a damaged one."""
+    if not isinstance(content, str) or not content.startswith(COMPACTION_PREFIX):
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(content[len(COMPACTION_PREFIX) :]))
+    except ValueError:
+        return None
+    summary = data.get("summary") if isinstance(data, dict) else None
+    return summary if isinstance(summary, str) else None
+
+
+def compaction_request(conversation: ResponsesConversation) -> ResponsesConversation:
+    """The conversation that asks the model for a summary of ``conversation`` (its tools kept, for
+    the calls in it, but none called)."""
+    ask = internal.Message("user", (internal.Text(COMPACT_PROMPT),))
+    messages = list(conversation.messages)
+    if messages and messages[-1].role == "user":
+        messages[-1] = internal.Message("user", (*messages[-1].parts, *ask.parts))
+    else:
+        messages.append(ask)
+    return attrs.evolve(
+        conversation,
+        messages=tuple(messages),
+        tool_choice="none" if conversation.tools else None,
+        stream=False,
+        include_usage=False,
+        record=None,
+    )
+
+
+def _user_message(item: dict[str, Any], number: int, ident: str) -> dict[str, Any]:
+    content = item.get("content")
+    if isinstance(content, str):
+        content = [{"type": "input_text", "text": content}]
+    return {
+        "id": item["id"] if isinstance(item.get("id"), str) else f"msg_{ident}{number:03d}",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": content,
+    }
+
+
+def compacted(reply: internal.Reply, request: Request) -> dict[str, Any]:
+    """A ``response.compaction`` object (openai-python's ``CompactedResponse``): the window's user
+    messages, then one compaction item that carries the model's summary of it."""
+    ident = secrets.token_hex(12)
+    items = [*request.history, *input_items(request.body)]
+    users = [
+        _user_message(item, n, ident)
+        for n, item in enumerate(items)
+        if isinstance(item, dict)
+        and item.get("type", "message") == "message"
+        and item.get("role") == "user"
+    ]
+    summary = "".join(p.text for p in reply.parts if isinstance(p, internal.Text))
+    item = {
+        "id": f"cmp_{ident}",
+        "type": "compaction",
+        "encrypted_content": compaction_content(summary),
+        "created_by": "proxycast",
+    }
+    return {
+        "id": f"resp_{ident}",
+        "object": "response.compaction",
+        "created_at": int(time.time()),
+        "output": [*users, item],
+        "usage": usage_from_internal(reply.usage),
+    }
+
+
+def warm_up(request: Request, model: str) -> tuple[bytes, dict[str, Any]]:
+    """The answer to ``generate: false`` (a warm-up: Codex's prewarm over a WebSocket): an empty
+    completed response, made here, as its stream's events and as the response object; its
+    conversation is kept (``record``) for the ``previous_response_id`` that follows."""
+    encoder = StreamEncoder(model, request_to_internal(request))
+    events = encoder.encode(internal.Start(id="", model=model))
+    events += encoder.encode(internal.Finish(stop="end", usage=internal.Usage()))
+    assert encoder.response is not None
+    return events, encoder.response
 
 
 def input_items(body: wire.ResponseCreateRequest) -> list[dict[str, Any]]:
@@ -624,11 +758,20 @@ class StreamEncoder:
         part = {"type": "summary_text", "text": text}
         ids = {"item_id": item["id"], "output_index": index, "summary_index": 0}
         out = b""
+        done = {k: v for k, v in item.items() if k != "started"}
+        done["summary"] = [part] if text else []
         if "started" in item:
             out += self._event("response.reasoning_summary_text.done", **ids, text=text)
             out += self._event("response.reasoning_summary_part.done", **ids, part=part)
-        done = {k: v for k, v in item.items() if k != "started"}
-        done["summary"] = [part] if text else []
+            out += self._event(
+                "response.reasoning_text.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                text=text,
+            )
+            # the upstream's reasoning as it gave it (the summary repeats it: clients show that)
+            done["content"] = [{"type": "reasoning_text", "text": text}]
         return out + self._done(index, done)
 
     def _close_tools(self) -> bytes:
@@ -725,8 +868,15 @@ class StreamEncoder:
                     )
                 texts.append(event.text)
                 out += self._event("response.reasoning_summary_text.delta", **ids, delta=event.text)
+                out += self._event(
+                    "response.reasoning_text.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    delta=event.text,
+                )
             if event.signature:  # the last delta of a thinking block
-                item["encrypted_content"] = event.signature
+                item["encrypted_content"] = encrypted_content(event)
                 out += self._close_open()
             return out
         if isinstance(event, internal.ToolCallStart):
@@ -738,7 +888,8 @@ class StreamEncoder:
                 item.update(input="", name=name)
             else:
                 item.update(type="function_call", status="in_progress", arguments="")
-                item.update(call_id=event.id, name=name)
+                # a Gemini 3 call's signature rides in its call_id, as in chat completions' ids
+                item.update(call_id=internal.signed_id(event.id, event.signature), name=name)
             if namespace:
                 item["namespace"] = namespace
             index, added = self._add(item)
@@ -879,14 +1030,25 @@ def events_of(reply: internal.Reply) -> list[internal.StreamEvent]:
     calls = 0
     for part in reply.parts:
         if isinstance(part, internal.Reasoning):
-            events.append(internal.ReasoningDelta(text=part.text, signature=part.signature))
+            events.append(
+                internal.ReasoningDelta(
+                    text=part.text,
+                    signature=part.signature,
+                    redacted=part.redacted,
+                    source=part.source,
+                )
+            )
         elif isinstance(part, internal.Text):
             events.append(internal.TextDelta(part.text))
             events.extend(part.citations)
         elif isinstance(part, internal.WebSearchCall):
             events.append(part)
         elif isinstance(part, internal.ToolCall):
-            events.append(internal.ToolCallStart(index=calls, id=part.id, name=part.name))
+            events.append(
+                internal.ToolCallStart(
+                    index=calls, id=part.id, name=part.name, signature=part.signature
+                )
+            )
             # arguments that were not a JSON object upstream go back as they came, not re-wrapped
             fragment = part.raw_arguments
             if fragment is None:
@@ -942,6 +1104,7 @@ class ResponsesDialect:
         InboundRoute(path="/v1/responses/{id}", operation="get_response", method="GET"),
         InboundRoute(path="/v1/responses/{id}", operation="delete_response", method="DELETE"),
         InboundRoute(path="/v1/responses/input_tokens", operation="count_tokens"),
+        InboundRoute(path="/v1/responses/compact", operation="compact_response"),
         InboundRoute(
             path="/v1/responses/{id}/input_items", operation="list_input_items", method="GET"
         ),
@@ -967,11 +1130,12 @@ class ResponsesDialect:
     ) -> InboundRequest:
         operation = route.asks
         parsed = validate(body)
+        compact = route.operation == "compact_response"
         return InboundRequest(
             client_model=parsed.model,
-            stream=bool(parsed.stream),
+            stream=bool(parsed.stream) and not compact,
             operation=operation,
-            parsed=Request(body=parsed),
+            parsed=Request(body=parsed, compact=compact),
             text=text,
             spans=spans,
         )
@@ -988,13 +1152,18 @@ class ResponsesDialect:
 
     def request_to_internal(self, request: InboundRequest) -> internal.Conversation:
         # What is left out depends on the upstream: the route says it once one has answered.
-        return request_to_internal(request.parsed)
+        conversation = request_to_internal(request.parsed)
+        return compaction_request(conversation) if request.parsed.compact else conversation
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
         text = request.text
         if upstream_model != request.client_model:
             text = replace_value(text, request.spans["model"], upstream_model)
-        path = "/responses/input_tokens" if request.operation == "count_tokens" else "/responses"
+        path = "/responses"
+        if request.operation == "count_tokens":
+            path = "/responses/input_tokens"
+        elif request.parsed.compact:
+            path = "/responses/compact"
         return UpstreamRequest(path=path, raw=text.encode(), stream=request.stream)
 
     def forwarded_reply(
@@ -1006,7 +1175,9 @@ class ResponsesDialect:
     def forwarded_stream(
         self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> ResponsesPassthrough:
-        return ResponsesPassthrough(request.client_model, provider, redact)
+        relay = ResponsesPassthrough(request.client_model, provider, redact)
+        relay.record = request.parsed.record
+        return relay
 
     def reply_from_internal(
         self,
@@ -1015,6 +1186,8 @@ class ResponsesDialect:
         conversation: internal.Conversation,
         request: InboundRequest | None = None,
     ) -> dict[str, Any]:
+        if request is not None and request.parsed.compact:
+            return compacted(replies[0], request.parsed)
         return response_from_internal(replies[0], client_model, conversation)
 
     def stream_encoder(

@@ -14,10 +14,14 @@ from proxycast.formats.passthrough import Passthrough
 from proxycast.formats.responses.errors import stream_error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from proxycast.errors import ProxycastError
 
 _FINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 """Events after which a Responses stream has nothing more to say."""
+_KEPT = frozenset({"response.completed", "response.incomplete"})
+"""Events whose response is kept (the store, a WebSocket connection's recent responses)."""
 _OPENING = frozenset({"response.created", "response.in_progress"})
 """Events that only open the answer: held back until content comes (so an early failure is retried)."""
 
@@ -60,6 +64,9 @@ class ResponsesPassthrough(Passthrough):
     client gets a ``response.failed`` rather than a clean end."""
 
     _sequence = 0
+    record: Callable[[dict[str, Any]], None] | None = None
+    """Called with the final response (completed or incomplete), as a converted stream's encoder
+    calls it: a WebSocket connection remembers it for the next ``previous_response_id``."""
 
     def _event(self, event: sse.Event) -> bytes:
         data = event.data
@@ -78,6 +85,8 @@ class ResponsesPassthrough(Passthrough):
                 data = dumps_text(parsed)
             if isinstance(response, dict) and response.get("usage"):
                 self.usage = usage_to_internal(response["usage"])
+            if kind in _KEPT and isinstance(response, dict) and self.record is not None:
+                self.record(response)
         if kind in _FINAL:
             self.finished = True
         if kind in ("error", "response.failed"):

@@ -58,6 +58,8 @@ class ResponseCreateRequest:
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
+    generate: bool | None = None
+    """WebSocket mode's warm-up (Codex's prewarm): ``false`` answers an empty response at once."""
 
 
 converter = make_strict_converter(forbid_extra_keys=False)

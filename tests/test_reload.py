@@ -38,6 +38,7 @@ def write_config(
     workers: int = 2,
     port: int = 0,
     provider: str = "local",
+    bob_rpm: int | None = None,
 ) -> Path:
     text = f"""
 [server]
@@ -54,6 +55,8 @@ models = {json.dumps(list(models))}
 """
     for name, key in clients:
         text += f'\n[[clients]]\nname = "{name}"\napi_key = "{key}"\n'
+        if name == "bob" and bob_rpm is not None:
+            text += f"rpm = {bob_rpm}\n"
     path.write_text(text)
     return path
 
@@ -191,6 +194,22 @@ async def test_a_stream_in_flight_finishes_on_its_configuration(
         )
         assert text == " ".join(words)
         assert set(await statuses(served.url, "llama3.2", CLIENT_KEY, 4)) == {404}
+
+
+async def test_limits_appear_at_a_reload_and_their_counts_carry_over(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
+    async with serve(["--config", str(config)]) as served:
+        assert set(await statuses(served.url, "llama3.2", BOB, 3)) == {200}  # no limit yet
+        write_config(config, fake.base_url, workers=1, bob_rpm=2)
+        assert (await reload(config)).returncode == 0
+        assert sorted(await statuses(served.url, "llama3.2", BOB, 3)) == [200, 200, 429]
+        # another reload: the minute's count is the same one
+        write_config(config, fake.base_url, workers=1, bob_rpm=2, models=("llama3.2", "qwen3"))
+        assert (await reload(config)).returncode == 0
+        assert set(await statuses(served.url, "llama3.2", BOB, 2)) == {429}
+        assert set(await statuses(served.url, "qwen3", ALICE, 2)) == {200}
 
 
 async def test_sighup_reloads_a_single_worker(tmp_path: Path, fake: FakeOpenAI) -> None:

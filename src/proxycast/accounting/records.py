@@ -11,6 +11,7 @@ ledger. Limits are admitted before any upstream is called (:meth:`Accounting.adm
 from __future__ import annotations
 
 import contextvars
+import copy
 import math
 import os
 import re
@@ -170,15 +171,13 @@ class Accounting:
         reload neither resets a limit nor loses a ledger row). ``[state]`` and ``[ledger]`` are
         kept as they are (they need a restart). A limiter is opened when limits appear for the
         first time (the caller runs :meth:`background` for it)."""
-        new = object.__new__(Accounting)
+        new = copy.copy(self)  # every attribute shared, but for what the configuration decides
         new.config = config
         new.directory = Directory.of(config.server.api_keys, config.clients)
-        new.metrics, new.redact = self.metrics, redact
-        new.limiter, new.shared, new.ledger = self.limiter, self.shared, self.ledger
+        new.redact = redact
         if new.limiter is None and any(c.limited for c in config.clients):
             new.limiter = _one_worker_limiter(config)
         new._prices = {}
-        new.feed, new.on_finish = self.feed, self.on_finish
         return new
 
     def background(self, previous: Accounting) -> list[Callable[[], Awaitable[None]]]:

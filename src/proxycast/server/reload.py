@@ -248,11 +248,13 @@ class Coordinator:
             log.warning("reloaded configuration: %s", problem)
         return effective, changed
 
-    def finish(self, outcome: Outcome, config: Config | None) -> None:
-        """Record an outcome (``config``: the configuration now in effect, when it changed)."""
+    def finish(self, outcome: Outcome, config: Config | None, started: float) -> None:
+        """Record an outcome (``config``: the configuration now in effect, when it changed;
+        ``started``: ``time.monotonic()`` when the reload began)."""
         if config is not None:
             self.config = config
-        text = outcome.describe(self.path or "the environment")
+        source = os.path.abspath(self.path) if self.path is not None else "the environment"
+        text = outcome.describe(source)
         (log.info if outcome.result == "ok" and not outcome.restart_needed else log.warning)(text)
         self.reloads += 1
         self._status["reloads"] = self.reloads
@@ -262,6 +264,7 @@ class Coordinator:
             "restart_needed": list(outcome.restart_needed),
             "message": text,
             "at": time.time(),
+            "seconds": round(time.monotonic() - started, 4),
         }
         self._write()
 
@@ -276,33 +279,36 @@ class Coordinator:
 
     def reload_here(self, app: QuartTrio) -> list[Callable[[], Awaitable[None]]]:
         """A reload of a one-process gateway: validated, built and installed here."""
+        started = time.monotonic()
         try:
             config, changed = self.load()
         except ConfigError as exc:
-            return self._refused(app, Outcome("invalid", str(exc)))
+            return self._refused(app, Outcome("invalid", str(exc)), started)
         try:
             generation = prepare(app, config)
         except Exception as exc:
             log.exception("could not build the reloaded configuration")
-            return self._refused(app, Outcome("failed", str(exc)))
+            return self._refused(app, Outcome("failed", str(exc)), started)
         tasks = commit(app, generation)
         count(app, "ok")
-        self.finish(Outcome("ok", restart_needed=tuple(changed)), config)
+        self.finish(Outcome("ok", restart_needed=tuple(changed)), config, started)
         return tasks
 
-    def _refused(self, app: QuartTrio, outcome: Outcome) -> list[Callable[[], Awaitable[None]]]:
+    def _refused(
+        self, app: QuartTrio, outcome: Outcome, started: float
+    ) -> list[Callable[[], Awaitable[None]]]:
         count(app, outcome.result)
-        self.finish(outcome, None)
+        self.finish(outcome, None, started)
         return []
 
     def reload_workers(self, conns: Sequence[Connection]) -> None:
         """A reload of ``serve --workers N``: validated here, then built by every worker; installed
         by all once all are ready, by none otherwise."""
-        seq = self.reloads + 1
+        seq, started = self.reloads + 1, time.monotonic()
         try:
             config, changed = self.load()
         except ConfigError as exc:
-            self._finish_workers(conns, Outcome("invalid", str(exc)), None)
+            self._finish_workers(conns, Outcome("invalid", str(exc)), None, started)
             return
         for conn in conns:
             conn.send(("prepare", seq, config))
@@ -310,7 +316,7 @@ class Coordinator:
         if problems:
             for conn in conns:
                 conn.send(("abort", seq, None))
-            self._finish_workers(conns, Outcome("failed", "; ".join(problems)), None)
+            self._finish_workers(conns, Outcome("failed", "; ".join(problems)), None, started)
             return
         for conn in conns:
             conn.send(("commit", seq, None))
@@ -318,17 +324,21 @@ class Coordinator:
         outcome = Outcome("ok", restart_needed=tuple(changed))
         if problems:  # a worker that died: the others run the new configuration
             outcome = Outcome("failed", "; ".join(problems))
-        self._finish_workers(conns, outcome, config)
+        self._finish_workers(conns, outcome, config, started)
 
     def _finish_workers(
-        self, conns: Sequence[Connection], outcome: Outcome, config: Config | None
+        self,
+        conns: Sequence[Connection],
+        outcome: Outcome,
+        config: Config | None,
+        started: float,
     ) -> None:
         if conns:
             try:  # the first worker counts it (the workers' metrics are summed)
                 conns[0].send(("count", 0, outcome.result))
             except OSError:
                 pass
-        self.finish(outcome, config)
+        self.finish(outcome, config, started)
 
 
 def _reply(conn: Connection, seq: int) -> str:

@@ -310,17 +310,15 @@ class Coordinator:
         except ConfigError as exc:
             self._finish_workers(conns, Outcome("invalid", str(exc)), None, started)
             return
-        for conn in conns:
-            conn.send(("prepare", seq, config))
-        problems = [p for p in (_reply(conn, seq) for conn in conns) if p]
+        problems = [p for p in (_send(conn, ("prepare", seq, config)) for conn in conns) if p]
+        problems += [p for p in (_reply(conn, seq, "ready") for conn in conns) if p]
         if problems:
             for conn in conns:
-                conn.send(("abort", seq, None))
+                _send(conn, ("abort", seq, None))
             self._finish_workers(conns, Outcome("failed", "; ".join(problems)), None, started)
             return
-        for conn in conns:
-            conn.send(("commit", seq, None))
-        problems = [p for p in (_reply(conn, seq) for conn in conns) if p]
+        problems = [p for p in (_send(conn, ("commit", seq, None)) for conn in conns) if p]
+        problems += [p for p in (_reply(conn, seq, "done") for conn in conns) if p]
         outcome = Outcome("ok", restart_needed=tuple(changed))
         if problems:  # a worker that died: the others run the new configuration
             outcome = Outcome("failed", "; ".join(problems))
@@ -333,16 +331,23 @@ class Coordinator:
         config: Config | None,
         started: float,
     ) -> None:
-        if conns:
-            try:  # the first worker counts it (the workers' metrics are summed)
-                conns[0].send(("count", 0, outcome.result))
-            except OSError:
-                pass
+        if conns:  # the first worker counts it (the workers' metrics are summed)
+            _send(conns[0], ("count", 0, outcome.result))
         self.finish(outcome, config, started)
 
 
-def _reply(conn: Connection, seq: int) -> str:
-    """A worker's answer to step ``seq`` of a reload: "" when it went well, else why not."""
+def _send(conn: Connection, message: tuple[str, int, Any]) -> str:
+    """Send a step of a reload to a worker: "" when sent, else why not."""
+    try:
+        conn.send(message)
+    except OSError:
+        return "a worker has stopped"
+    return ""
+
+
+def _reply(conn: Connection, seq: int, wanted: str) -> str:
+    """A worker's answer to reload ``seq`` (``wanted``: ``ready`` after the build, ``done`` after
+    the install): "" when it went well, else why not."""
     deadline = time.monotonic() + WORKER_SECONDS
     while (left := deadline - time.monotonic()) > 0:
         try:
@@ -351,8 +356,12 @@ def _reply(conn: Connection, seq: int) -> str:
             kind, answered, reason = conn.recv()
         except (EOFError, OSError):
             return "a worker has stopped"
-        if answered == seq:  # an answer to an earlier reload that timed out is skipped
-            return "" if kind == "done" else str(reason)
+        if answered != seq:  # an answer to an earlier reload that timed out is skipped
+            continue
+        if kind == "error":
+            return str(reason)
+        if kind == wanted:
+            return ""
     return f"a worker did not answer within {WORKER_SECONDS:g} s"
 
 
@@ -437,12 +446,15 @@ async def control_worker(
             if kind == "prepare":
                 try:
                     pending = prepare(app, payload)
-                    answer: tuple[str, int, str] = ("done", seq, "")
+                    answer: tuple[str, int, str] = ("ready", seq, "")
                 except Exception as exc:
                     log.exception("could not build the reloaded configuration")
                     answer = ("error", seq, f"worker {os.getpid()}: {exc}")
                 conn.send(answer)
-            elif kind == "commit" and pending is not None:
+            elif kind == "commit":
+                if pending is None:  # its build was refused, or came too late
+                    conn.send(("error", seq, f"worker {os.getpid()}: nothing built to install"))
+                    continue
                 for task in commit(app, pending):
                     nursery.start_soon(task)
                 pending = None

@@ -212,6 +212,21 @@ async def test_limits_appear_at_a_reload_and_their_counts_carry_over(
         assert set(await statuses(served.url, "qwen3", ALICE, 2)) == {200}
 
 
+async def test_a_resting_key_keeps_resting_after_a_reload(tmp_path: Path, fake: FakeOpenAI) -> None:
+    # one worker: its key health is in its memory alone (two share it through a file, and would
+    # learn the rest again from there)
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
+    async with serve(["--config", str(config)]) as served:
+        fake.script(Script(status=429, headers=(("retry-after", "60"),)))
+        assert await statuses(served.url, "llama3.2", ALICE, 1) == [200]  # on the second key
+        write_config(config, fake.base_url, workers=1, models=("llama3.2", "qwen3"))
+        assert (await reload(config)).returncode == 0
+        before = len(fake.requests)
+        assert set(await statuses(served.url, "llama3.2", ALICE, 4)) == {200}
+        used = {r.headers["authorization"] for r in fake.requests[before:]}
+        assert used == {"Bearer sk-upstream-two"}
+
+
 async def test_sighup_reloads_a_single_worker(tmp_path: Path, fake: FakeOpenAI) -> None:
     config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
     home = os.environ["PROXYCAST_HOME"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from proxycast.config import (
     ServerConfig,
 )
 from proxycast.core.rules import recorded_session
+from proxycast.core.selection import Selector
 from proxycast.errors import ConfigError
 from proxycast.ledger import LedgerConfig
 from proxycast.state import StateConfig
@@ -438,3 +440,11 @@ async def test_a_rules_model_is_listed_for_claude_codes_model_picker(nursery: tr
         listed = [model.id async for model in client.models.list()]
     assert {"qwen3-coder", "claude-local", "claude-fast"} <= set(listed)
     assert not any("*" in name for name in listed)  # a glob is no model's name
+
+
+def test_a_reload_keeps_the_sessions_keys() -> None:
+    selector = Selector(RoutingConfig(affinity="session"), time.monotonic)
+    selector.remember("m", "s1", ("local", 2))
+    reloaded = selector.reconfigured(RoutingConfig(affinity="session", strategy="least-busy"))
+    assert reloaded.rank("m", [("local", 0), ("local", 2)], "s1")[0] == ("local", 2)
+    assert reloaded.settings("m").strategy == "least-busy"

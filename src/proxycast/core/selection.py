@@ -84,6 +84,15 @@ class Selector:
         self._requests = 0
         self._sessions: OrderedDict[str, Unit] = OrderedDict()
 
+    def reconfigured(self, routing: RoutingConfig) -> Selector:
+        """The selector of a reloaded configuration, with this one's memory: the sessions' keys,
+        the times to first byte, the requests in flight (the same tables: requests that started
+        before the reload end in them) and the weighted turns."""
+        new = Selector(routing, self._clock)
+        new._current, new._busy, new._latency = self._current, self._busy, self._latency
+        new._sessions, new._requests = self._sessions, self._requests
+        return new
+
     def settings(self, model: str) -> Settings:
         return self._settings.get(model, self._default)
 

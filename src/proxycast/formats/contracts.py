@@ -303,14 +303,11 @@ def configured_url(provider: ProviderConfig, default: str) -> str:
     return (provider.base_url or default).rstrip("/")
 
 
-class Unconfigured:
-    """The part of :class:`UpstreamFormat` of a format with no settings of its own: one default
-    URL, nothing to check before a request, the same format for every provider, speaking its own
-    format."""
+class OwnRequests:
+    """The part of :class:`UpstreamFormat` of a format whose requests are written for it: it speaks
+    its own format, and a request goes where its path says."""
 
     type: str
-    default_base_url: str
-    settings: frozenset[str] = frozenset()
 
     @property
     def speaks(self) -> str:
@@ -318,6 +315,15 @@ class Unconfigured:
 
     def placed(self, request: UpstreamRequest) -> UpstreamRequest:
         return request
+
+
+class Unconfigured(OwnRequests):
+    """The part of :class:`UpstreamFormat` of a format with no settings of its own: one default
+    URL, nothing to check before a request, the same format for every provider, speaking its own
+    format."""
+
+    default_base_url: str
+    settings: frozenset[str] = frozenset()
 
     def base_url(self, provider: ProviderConfig) -> str:
         return configured_url(provider, self.default_base_url)

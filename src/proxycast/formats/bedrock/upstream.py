@@ -15,6 +15,7 @@ from proxycast.formats.bedrock import auth, converse, errors, eventstream, invok
 from proxycast.formats.contracts import (
     EnvDefaults,
     ModelsPage,
+    OwnRequests,
     TokenCount,
     UpstreamRequest,
     configured_url,
@@ -52,7 +53,7 @@ def _count(body: dict[str, Any]) -> int:
     return count if isinstance(count, int) else 0
 
 
-class BedrockUpstream:
+class BedrockUpstream(OwnRequests):  # every client is converted for it
     """The ``bedrock`` provider type (``api``: which API Anthropic models go through)."""
 
     type = "bedrock"
@@ -108,14 +109,6 @@ class BedrockUpstream:
             if problem:
                 found.append(problem)
         return found
-
-    @property
-    def speaks(self) -> str:
-        """No other format's requests are its own: every client is converted for it."""
-        return self.type
-
-    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
-        return request  # its requests are written for it: nothing to move
 
     def bind(self, provider: ProviderConfig) -> BedrockUpstream:
         return BedrockUpstream(provider.api or "converse")

@@ -28,6 +28,7 @@ from proxycast.formats.auth import HeaderAuth
 from proxycast.formats.contracts import (
     EnvDefaults,
     ModelsPage,
+    OwnRequests,
     TokenCount,
     UpstreamRequest,
     configured_url,
@@ -90,7 +91,7 @@ def _input_tokens(body: dict[str, Any]) -> int:
     return count if isinstance(count, int) else 0
 
 
-class VertexUpstream:
+class VertexUpstream(OwnRequests):  # every client is converted for it
     """The ``vertex`` provider type; :meth:`bind` gives the one of a project and location."""
 
     type = "vertex"
@@ -153,14 +154,6 @@ class VertexUpstream:
                 "global...)"
             )
         return found
-
-    @property
-    def speaks(self) -> str:
-        """No other format's requests are its own: every client is converted for it."""
-        return self.type
-
-    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
-        return request  # its requests are written for it: nothing to move
 
     def bind(self, provider: ProviderConfig) -> VertexUpstream:
         return VertexUpstream(project_of(provider, os.environ), location_of(provider, os.environ))

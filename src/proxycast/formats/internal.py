@@ -35,6 +35,12 @@ class Text:
     cache_control: dict[str, Any] | None = None
     citations: tuple[Citation, ...] = ()
     """In answers only: the web search results the text cites (never sent upstream)."""
+    signature: str | None = attrs.field(default=None, kw_only=True)
+    """An upstream's signature on this text part (Gemini 3 signs text parts with a
+    ``thoughtSignature``): only :attr:`source` takes it back, on this part. A client is given it
+    where its format keeps it without moving anything it shows (docs/mappings.md, "Carriers")."""
+    source: str | None = attrs.field(default=None, kw_only=True)
+    """The upstream format (its ``type``) whose signature :attr:`signature` is."""
 
 
 @attrs.frozen(kw_only=True)
@@ -258,6 +264,10 @@ class Start:
 @attrs.frozen
 class TextDelta:
     text: str
+    signature: str | None = attrs.field(default=None, kw_only=True)
+    """Signs the text part in progress (:attr:`Text.signature`): Gemini 3 puts it on a text chunk,
+    often a last one with no text. Text it comes with belongs to the same part."""
+    source: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -325,29 +335,41 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     reasoning: list[str] = []
     signature: str | None = None
     source: str | None = None
+    signed: tuple[str, str | None] | None = None  # the text part's own signature, and its source
     tools: dict[int, tuple[int, ToolCallStart, list[str]]] = {}  # index -> (position, start, args)
 
     def flush() -> None:
-        nonlocal signature, source
+        nonlocal signature, source, signed
         if reasoning or signature:
             parts.append(Reasoning(text="".join(reasoning), signature=signature, source=source))
-        if text:
-            parts.append(Text("".join(text), citations=tuple(citations)))
+        if text or signed:
+            mark = signed or (None, None)
+            parts.append(
+                Text(
+                    "".join(text),
+                    citations=tuple(citations),
+                    signature=mark[0],
+                    source=mark[1],
+                )
+            )
         reasoning.clear()
         text.clear()
         citations.clear()
         signature = None
         source = None
+        signed = None
 
     for event in events:
         if isinstance(event, Start):
             start = event
         elif isinstance(event, TextDelta):
-            if reasoning or signature:
-                flush()
+            if reasoning or signature or (event.signature and signed):
+                flush()  # one signature a text part: a second one starts the next part
             text.append(event.text)
+            if event.signature:
+                signed = (event.signature, event.source)
         elif isinstance(event, ReasoningDelta):
-            if text:
+            if text or signed:
                 flush()
             if event.redacted:
                 flush()
@@ -371,7 +393,7 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
         elif isinstance(event, ToolArgsDelta):
             tools[event.index][2].append(event.fragment)
         elif isinstance(event, Citation):
-            if text:
+            if text or signed:
                 citations.append(event)
         elif isinstance(event, WebSearchCall):
             flush()

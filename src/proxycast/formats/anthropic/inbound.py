@@ -342,6 +342,10 @@ class StreamEncoder:
             }
             return _frame("message_start", {"type": "message_start", "message": message})
         if isinstance(event, internal.TextDelta):
+            if not event.text:
+                # a text part's signature alone (Gemini 3's, after its text): an Anthropic client
+                # has no place for it that keeps the answer's text last (docs/mappings.md)
+                return b""
             index, out = self._ensure("text")
             return out + self._delta(index, {"type": "text_delta", "text": event.text})
         if isinstance(event, internal.ReasoningDelta) and event.redacted:

@@ -353,7 +353,7 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                     param=f"{where}.role",
                 )
         elif kind in ("function_call", "custom_tool_call"):
-            call_id = _field(item, "call_id", str, where)
+            call_id, signature = internal.split_id(_field(item, "call_id", str, where))
             name = _flat(
                 _field(item, "name", str, where),
                 _field(item, "namespace", str, where, required=False),
@@ -363,9 +363,10 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                 arguments = _arguments(_field(item, "arguments", str, where), f"{where}.arguments")
             else:
                 arguments = {_CUSTOM_INPUT: _field(item, "input", str, where)}
-            add("assistant", [internal.ToolCall(id=call_id, name=name, arguments=arguments)])
+            call = internal.ToolCall(id=call_id, name=name, arguments=arguments, signature=signature)
+            add("assistant", [call])
         elif kind in ("function_call_output", "custom_tool_call_output"):
-            call_id = _field(item, "call_id", str, where)
+            call_id = internal.split_id(_field(item, "call_id", str, where))[0]
             output = item.get("output")
             content = _parts(output if output is not None else "", f"{where}.output")
             add(
@@ -702,6 +703,8 @@ class StreamEncoder:
                 "response.in_progress", response=response
             )
         if isinstance(event, internal.TextDelta):
+            if not event.text:
+                return b""  # a text part's signature alone: no item keeps it (docs/mappings.md)
             item, index, texts, out = self._ensure("message")
             texts.append(event.text)
             return out + self._event(
@@ -738,7 +741,8 @@ class StreamEncoder:
                 item.update(input="", name=name)
             else:
                 item.update(type="function_call", status="in_progress", arguments="")
-                item.update(call_id=event.id, name=name)
+                # a Gemini 3 call's signature rides in its call_id, as in chat completions' ids
+                item.update(call_id=internal.signed_id(event.id, event.signature), name=name)
             if namespace:
                 item["namespace"] = namespace
             index, added = self._add(item)
@@ -879,14 +883,25 @@ def events_of(reply: internal.Reply) -> list[internal.StreamEvent]:
     calls = 0
     for part in reply.parts:
         if isinstance(part, internal.Reasoning):
-            events.append(internal.ReasoningDelta(text=part.text, signature=part.signature))
+            events.append(
+                internal.ReasoningDelta(
+                    text=part.text,
+                    signature=part.signature,
+                    redacted=part.redacted,
+                    source=part.source,
+                )
+            )
         elif isinstance(part, internal.Text):
             events.append(internal.TextDelta(part.text))
             events.extend(part.citations)
         elif isinstance(part, internal.WebSearchCall):
             events.append(part)
         elif isinstance(part, internal.ToolCall):
-            events.append(internal.ToolCallStart(index=calls, id=part.id, name=part.name))
+            events.append(
+                internal.ToolCallStart(
+                    index=calls, id=part.id, name=part.name, signature=part.signature
+                )
+            )
             # arguments that were not a JSON object upstream go back as they came, not re-wrapped
             fragment = part.raw_arguments
             if fragment is None:

@@ -232,6 +232,20 @@ class Usage:
     the request's input, the answer's output), and says so in the ledger."""
 
 
+def joined(texts: Iterable[str]) -> str:
+    """The texts of separate parts (or turns) as one text, their boundaries kept: a newline
+    between two parts unless one side of the boundary is already whitespace. Gluing them
+    ("...saved number." + "The number" -> "number.The number") made one word of two."""
+    out = ""
+    for text in texts:
+        if not text:
+            continue
+        if out and not out[-1].isspace() and not text[0].isspace():
+            out += "\n"
+        out += text
+    return out
+
+
 def estimated_tokens(chars: int, pieces: int = 0) -> int:
     """Tokens estimated for ``chars`` characters of text that came in ``pieces`` stream deltas: a
     token a delta when the deltas are token-sized (six characters or fewer on average: a local

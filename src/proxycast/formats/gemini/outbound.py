@@ -122,7 +122,7 @@ def _part(part: internal.Part, where: str) -> dict[str, Any] | None:
                 f"{where}: the tool result for {part.call_id!r} answers no tool call of an earlier "
                 "assistant message; Gemini needs the called function's name."
             )
-        text = "".join(p.text for p in part.content if isinstance(p, internal.Text))
+        text = internal.joined(p.text for p in part.content if isinstance(p, internal.Text))
         try:
             response = json.loads(text)
         except ValueError:
@@ -554,6 +554,7 @@ class StreamDecoder(sse.EventDecoder):
         self._ident = ""
         self._grounding: dict[str, Any] | None = None
         self._run: list[str] = []  # the text since the last part of another kind
+        self._signed = False  # whether that text part has its signature
         self.finished = False
 
     def event(self, event: sse.Event) -> list[internal.StreamEvent]:
@@ -561,8 +562,10 @@ class StreamDecoder(sse.EventDecoder):
         for e in events:
             if isinstance(e, internal.TextDelta):
                 self._run.append(e.text)
+                self._signed = self._signed or e.signature is not None
             elif not isinstance(e, internal.Start):
                 self._run.clear()
+                self._signed = False
         return events
 
     def _event(self, event: sse.Event) -> list[internal.StreamEvent]:
@@ -587,7 +590,7 @@ class StreamDecoder(sse.EventDecoder):
         if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
             self._blocked = True
         for candidate in candidates[:1]:
-            for part in _parts(candidate.get("content"), after_text=bool(self._run)):
+            for part in _parts(candidate.get("content"), bool(self._run) and not self._signed):
                 if isinstance(part, internal.Text):
                     out.append(
                         internal.TextDelta(part.text, signature=part.signature, source=part.source)

@@ -113,8 +113,8 @@ def _scripted(kind: str, note: Path) -> FakeUpstream[Any]:
         # signature comes last, on an empty text part)
         final = fake_gemini.Text(FINAL, thought_signature=TEXT_SIGNATURE)
         fake = FakeGemini(GeminiScript(parts=(final,)))
-        call = fake_gemini.Call("Read", arguments, thought_signature=CALL_SIGNATURE)
-        fake.script(GeminiScript(parts=(call,)))
+        read = fake_gemini.Call("Read", arguments, thought_signature=CALL_SIGNATURE)
+        fake.script(GeminiScript(parts=(read,)))
     return fake
 
 

@@ -781,7 +781,8 @@ async def test_one_answer_streamed_or_not(route: Route, called: bool) -> None:
     streamed = await route.client.answer(MODEL, True, [])
     assert route.client.contiguous()
     kinds = [s.kind for s in whole.said]
-    assert kinds[0] == "reasoning" and kinds.count("reasoning") == 1, whole.said
+    assert kinds[0] == "reasoning", whole.said  # reasoning before the text it led to
+    assert kinds.count("reasoning") == 1, whole.said
     assert kinds[-1] == ("call" if called else "text"), whole.said  # the answer comes last
     if called:
         (call,) = [s for s in whole.said if s.kind == "call"]

@@ -419,7 +419,9 @@ def text_part(
             last = attrs.evolve(last, signature=signature, source="gemini")
         parts[-1] = attrs.evolve(last, text=last.text + text)
     elif text or (signature and after_text and last is None):
-        parts.append(internal.Text(text, signature=signature, source="gemini" if signature else None))
+        parts.append(
+            internal.Text(text, signature=signature, source="gemini" if signature else None)
+        )
     elif isinstance(last, internal.Reasoning) and not last.signature and signature:
         # on an empty part after a thought: it signs that thought, as a stream accumulates it
         parts[-1] = internal.Reasoning(text=last.text, signature=signature, source="gemini")

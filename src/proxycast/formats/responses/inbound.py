@@ -363,7 +363,9 @@ def _items(items: list[Any]) -> tuple[list[internal.Part], list[tuple[str, list[
                 arguments = _arguments(_field(item, "arguments", str, where), f"{where}.arguments")
             else:
                 arguments = {_CUSTOM_INPUT: _field(item, "input", str, where)}
-            call = internal.ToolCall(id=call_id, name=name, arguments=arguments, signature=signature)
+            call = internal.ToolCall(
+                id=call_id, name=name, arguments=arguments, signature=signature
+            )
             add("assistant", [call])
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = internal.split_id(_field(item, "call_id", str, where))[0]

@@ -819,3 +819,43 @@ def _without_ids(said: Said) -> Said:
         s.partition("__ts")[2] for s in said.signatures
     )  # the signature an id carries
     return attrs.evolve(said, signatures=signatures)
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "responses"])
+async def test_assistant_text_parts_keep_their_boundaries_upstream(
+    nursery: trio.Nursery, dialect: str
+) -> None:
+    """Two text parts of an assistant turn (Anthropic text blocks, Responses message items) reach an
+    OpenAI-compatible upstream as two paragraphs, not glued into one word."""
+    fake = FakeOpenAI(Script(text="Four."))
+    await nursery.start(fake.serve)
+    provider = ProviderConfig(
+        name="up", type="openai", base_url=fake.base_url, api_keys=(UPSTREAM_KEY,), models=(MODEL,)
+    )
+    config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
+    gateway = await start_gateway(nursery, config)
+    said = ["I saved the number.", "The number", "is four."]
+    ask = {"role": "user", "content": "Which number did you save?"}
+    if dialect == "anthropic":
+        blocks = [{"type": "text", "text": t} for t in said]
+        turn = {"role": "assistant", "content": blocks}
+        async with anthropic.AsyncAnthropic(
+            base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0
+        ) as claude:
+            await claude.messages.create(model=MODEL, max_tokens=50, messages=[ask, turn, ask])
+    else:
+        items = [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": t}],
+            }
+            for t in said
+        ]
+        async with openai.AsyncOpenAI(
+            base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0
+        ) as sdk:
+            await sdk.responses.create(model=MODEL, input=[ask, *items, ask])  # type: ignore[list-item]
+    messages = fake.requests[-1].json()["messages"]
+    assistant = [m for m in messages if m["role"] == "assistant"]
+    assert [m["content"] for m in assistant] == ["I saved the number.\nThe number\nis four."]

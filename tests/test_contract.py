@@ -398,6 +398,35 @@ def _reasoned(upstream: str, call: bool) -> Any:
     return Script(reasoning=REASONING, text=ANSWER, chunks=3)
 
 
+def _spoken_then_called(upstream: str) -> Any:
+    """Reasoning, text, then two calls at once (Gemini signs the first, as Gemini 3 does)."""
+    cities = ({"city": "Paris"}, {"city": "Rome"})
+    if upstream == "gemini":
+        first = fg.Call("get_weather", cities[0], thought_signature=CALL_SIGNATURE)
+        calls: tuple[Any, ...] = (first, fg.Call("get_weather", cities[1]))
+        return GeminiScript(parts=(fg.Thought(REASONING), fg.Text(ANSWER), *calls))
+    if upstream == "anthropic":
+        uses = (fa.ToolUse("get_weather", c, id=f"toolu_{i}") for i, c in enumerate(cities))
+        return AnthropicScript(blocks=(fa.Thinking(REASONING), fa.Text(ANSWER), *uses))
+    tools = tuple(FakeToolCall(name="get_weather", arguments=json.dumps(c)) for c in cities)
+    return Script(reasoning=REASONING, text=ANSWER, chunks=3, tool_calls=tools)
+
+
+async def test_one_answer_of_text_and_parallel_calls(route: Route) -> None:
+    """Text then two calls at once: each item's (block's) events contiguous, whatever the
+    upstream, and the streamed answer the non-streamed one."""
+    route.fake.script(_spoken_then_called(route.upstream), _spoken_then_called(route.upstream))
+    whole = await route.client.answer(MODEL, False, [])
+    streamed = await route.client.answer(MODEL, True, [])
+    assert route.client.contiguous()
+    assert [s.kind for s in whole.said] == ["reasoning", "text", "call", "call"], whole.said
+    assert [s.arguments for s in whole.said if s.kind == "call"] == [
+        {"city": "Paris"},
+        {"city": "Rome"},
+    ]
+    assert [_without_ids(s) for s in streamed.said] == [_without_ids(s) for s in whole.said]
+
+
 @attrs.frozen
 class Said:
     """One block, item or part of an answer as the client kept it: ``reasoning``, ``text`` or

@@ -429,6 +429,24 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     )
 
 
+def regrouped(events: list[StreamEvent]) -> list[StreamEvent]:
+    """``events`` with each tool call's argument fragments right after its start, everything else
+    in order (what it accumulates to is unchanged): a stream's held-back events, replayed one block
+    or item after another by an encoder whose blocks must not interleave."""
+    groups: list[list[StreamEvent]] = []
+    calls: dict[int, list[StreamEvent]] = {}
+    for event in events:
+        if isinstance(event, ToolCallStart):
+            calls[event.index] = [event]
+            groups.append(calls[event.index])
+        elif isinstance(event, ToolArgsDelta):
+            if event.index in calls:
+                calls[event.index].append(event)
+        else:
+            groups.append([event])
+    return [event for group in groups for event in group]
+
+
 # Carriers: how a client keeps what only the upstream understands (docs/mappings.md, "Carriers").
 
 SIGNED_ID_MARK = "__ts"

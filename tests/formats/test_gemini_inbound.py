@@ -48,7 +48,7 @@ def _as_gemini_3_signs(parts: list[internal.Part]) -> bool:
     return not claude and not any(p.signature for p in texts[1:])
 
 
-PARTS = st.lists(
+PARTS: st.SearchStrategy[list[internal.Part]] = st.lists(
     st.one_of(TEXT.map(internal.Text), SIGNED_TEXT, REASONING, CALLS), max_size=6
 ).filter(_as_gemini_3_signs)
 STOPS = st.sampled_from(["end", "length", "tool_use", "content_filter"])

@@ -1044,9 +1044,15 @@ async def test_a_gemini_loop_moves_to_the_same_format_upstreams(
     async with anthropic_client(gateway) as a:
         request: dict[str, Any] = {"model": "gemini-3-pro", "max_tokens": 100, "messages": [ASK]}
         answer = await a.messages.create(**request)
-        assert [b.type for b in answer.content] == ["text", "thinking"]
+        # the text part's signature (Gemini 3's, streamed after the text) is not a thinking block
+        # after the answer: an Anthropic client has no place for it that keeps the text last
+        assert [b.type for b in answer.content] == ["text"]
+        turn = anthropic_turn(answer)
+        # a Gemini signature in a thinking block, as a Gemini thought's is given
+        signed = {"type": "thinking", "thinking": "", "signature": f"gemini-ts:{SIGNATURE}"}
+        turn["content"].insert(0, signed)
         request["model"] = "claude-fake"
-        request["messages"] = [ASK, anthropic_turn(answer), {"role": "user", "content": "And?"}]
+        request["messages"] = [ASK, turn, {"role": "user", "content": "And?"}]
         final = await a.messages.create(**request)
     assert final.content[0].text == "Hello from Claude."  # type: ignore[union-attr]
     assert fakes.claude.requests[-1].json()["messages"][1]["content"] == [

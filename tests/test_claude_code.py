@@ -2,6 +2,10 @@
 settings, through the gateway to each kind of upstream: one tool call (its Read tool, on a file it
 must really read), then the final text. And with a wrong key, a prompt exit with the 401's message.
 
+Through Gemini, the fake answers as Gemini 3 does: the call signed, and the final text part signed
+too (streamed, that signature comes after the text): Claude Code shows the last block of the answer,
+so the text must stay last.
+
 The CLI is installed once into ``tests/clients/claude_code/node_modules`` (a pinned version; later
 runs reuse it). Its environment keeps it off the network: no telemetry, no updater, no non-essential
 traffic, a temporary HOME; its only peer is the gateway.
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 CLIENT_DIR = Path(__file__).parent / "clients" / "claude_code"
 SECRET = "the-note-says-7d41"
 FINAL = "The note reads the-note-says-7d41. Done."
+CALL_SIGNATURE = "Q2xhdWRlIENvZGUncyBjYWxs"
+TEXT_SIGNATURE = "Q2xhdWRlIENvZGUncyB0ZXh0"
 
 
 @pytest.fixture(name="claude", scope="session")
@@ -103,8 +109,12 @@ def _scripted(kind: str, note: Path) -> FakeUpstream[Any]:
         call = FakeToolCall(name="Read", arguments=json.dumps(arguments))
         fake.script(Script(text="", tool_calls=(call,)))
     else:
-        fake = FakeGemini(GeminiScript(parts=(fake_gemini.Text(FINAL),)))
-        fake.script(GeminiScript(parts=(fake_gemini.Call("Read", arguments),)))
+        # as Gemini 3 answers: the call signed, and the text part signed too (streamed, the text's
+        # signature comes last, on an empty text part)
+        final = fake_gemini.Text(FINAL, thought_signature=TEXT_SIGNATURE)
+        fake = FakeGemini(GeminiScript(parts=(final,)))
+        read = fake_gemini.Call("Read", arguments, thought_signature=CALL_SIGNATURE)
+        fake.script(GeminiScript(parts=(read,)))
     return fake
 
 
@@ -132,6 +142,10 @@ async def test_claude_code_uses_a_tool_then_answers(
     assert len(generations) >= 2, [r.path for r in fake.requests]
     assert not _mentions_secret(generations[0].body)
     assert _mentions_secret(generations[-1].body)
+    if kind == "gemini":  # the call's signature went back on the call (Gemini 3 validates it)
+        contents = generations[-1].json()["contents"]
+        calls = [p for c in contents for p in c["parts"] if "functionCall" in p]
+        assert [c.get("thoughtSignature") for c in calls] == [CALL_SIGNATURE]
 
 
 async def test_claude_code_with_a_wrong_key_exits_with_the_401(

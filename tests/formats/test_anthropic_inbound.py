@@ -99,6 +99,13 @@ def test_openai_streams_become_anthropic_events_the_sdk_accumulates_like_the_mes
         if isinstance(i, sse.Event) and i.event == "content_block_start"
     ]
     assert starts == list(range(len(starts)))  # blocks numbered 0, 1, 2... across kinds
+    indices = [
+        json.loads(i.data)["index"]
+        for i in sse.SSEParser().feed(out)
+        if isinstance(i, sse.Event) and i.event.startswith("content_block_")
+    ]
+    runs = [i for n, i in enumerate(indices) if n == 0 or indices[n - 1] != i]
+    assert runs == sorted(set(runs))  # each block's events contiguous, as Claude sends them
 
     reply = openai_codec.response_to_internal(completion(script, "gpt", "chatcmpl-1"))
     expected = codec.response_from_internal(reply, "claude-like")

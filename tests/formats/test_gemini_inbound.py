@@ -28,7 +28,29 @@ CALLS = st.builds(
     name=st.sampled_from(["get_weather", "read_file"]),
     arguments=ARGS,
 )
-PARTS = st.lists(st.one_of(TEXT.map(internal.Text), REASONING, CALLS), max_size=6)
+SIGNED_TEXT = st.builds(
+    internal.Text,
+    TEXT,
+    signature=st.text("abcdefXYZ0123456789+/", min_size=4, max_size=12),
+    source=st.just("gemini"),
+)
+"""Gemini 3's signed text parts."""
+
+
+def _as_gemini_3_signs(parts: list[internal.Part]) -> bool:
+    """Gemini 3 signs one text part of an answer, its first, and the answer is Gemini's alone (no
+    Claude thinking in it): streamed, the signature comes after the text and cannot say where the
+    part began (hidden thoughts between two text parts leave them one text to a client)."""
+    texts = [p for p in parts if isinstance(p, internal.Text)]
+    if not any(p.signature for p in texts):
+        return True
+    claude = any(isinstance(p, internal.Reasoning) and p.signature for p in parts)
+    return not claude and not any(p.signature for p in texts[1:])
+
+
+PARTS: st.SearchStrategy[list[internal.Part]] = st.lists(
+    st.one_of(TEXT.map(internal.Text), SIGNED_TEXT, REASONING, CALLS), max_size=6
+).filter(_as_gemini_3_signs)
 STOPS = st.sampled_from(["end", "length", "tool_use", "content_filter"])
 
 
@@ -44,6 +66,8 @@ def events_of(reply: internal.Reply, cuts: int) -> list[internal.StreamEvent]:
     for part in reply.parts:
         if isinstance(part, internal.Text):
             events += [internal.TextDelta(p) for p in _pieces(part.text, cuts)]
+            if part.signature:  # as Gemini 3 streams it: after the text
+                events.append(internal.TextDelta("", signature=part.signature, source="gemini"))
         elif isinstance(part, internal.Reasoning):
             pieces = _pieces(part.text, cuts)
             events += [internal.ReasoningDelta(text=p) for p in pieces[:-1]]
@@ -73,8 +97,9 @@ def _chunks(data: bytes, sse: bool) -> list[dict[str, Any]]:
 
 
 def normalized(parts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """Parts as a client that joins consecutive text (and thought) increments reads them: a part
-    with a signature of its own starts a new one."""
+    """Parts as a client that joins consecutive text (and thought) increments reads them: a thought
+    part with a signature of its own starts a new one, a text part only if the text before it is
+    signed already."""
     out: list[tuple[Any, ...]] = []
     for part in parts:
         signature = part.get("thoughtSignature")
@@ -83,6 +108,11 @@ def normalized(parts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
             out.append(("call", call["id"], call["name"], call["args"], signature))
             continue
         kind = "thought" if part.get("thought") else "text"
+        if kind == "text" and out and out[-1][0] == "text" and not (signature and out[-1][2]):
+            # a model turn's text parts are one text, signed by the signature among them (as
+            # proxycast reads them back; Gemini 3 streams it after the text)
+            out[-1] = ("text", out[-1][1] + part["text"], out[-1][2] or signature)
+            continue
         if out and out[-1][0] == kind and signature is None and out[-1][2] is None:
             out[-1] = (kind, out[-1][1] + part["text"], None)
         elif out and out[-1][0] == kind and signature is None:
@@ -131,6 +161,10 @@ def test_what_an_answer_carries_comes_back_on_the_next_turn(
     back = conversation.messages[-1].parts if len(conversation.messages) > 1 else ()
     signed = [p for p in parts if isinstance(p, internal.Reasoning) and p.signature]
     assert [p for p in back if isinstance(p, internal.Reasoning) and p.signature] == signed
+    texts_signed = [p.signature for p in parts if isinstance(p, internal.Text) and p.signature]
+    assert [p.signature for p in back if isinstance(p, internal.Text) and p.signature] == (
+        texts_signed
+    )
     calls = [p for p in parts if isinstance(p, internal.ToolCall)]
     assert [p for p in back if isinstance(p, internal.ToolCall)] == calls
     texts = "".join(p.text for p in parts if isinstance(p, internal.Text))

@@ -35,6 +35,12 @@ class Text:
     cache_control: dict[str, Any] | None = None
     citations: tuple[Citation, ...] = ()
     """In answers only: the web search results the text cites (never sent upstream)."""
+    signature: str | None = attrs.field(default=None, kw_only=True)
+    """An upstream's signature on this text part (Gemini 3 signs text parts with a
+    ``thoughtSignature``): only :attr:`source` takes it back, on this part. A client is given it
+    where its format keeps it without moving anything it shows (docs/mappings.md, "Carriers")."""
+    source: str | None = attrs.field(default=None, kw_only=True)
+    """The upstream format (its ``type``) whose signature :attr:`signature` is."""
 
 
 @attrs.frozen(kw_only=True)
@@ -226,6 +232,20 @@ class Usage:
     the request's input, the answer's output), and says so in the ledger."""
 
 
+def joined(texts: Iterable[str]) -> str:
+    """The texts of separate parts (or turns) as one text, their boundaries kept: a newline
+    between two parts unless one side of the boundary is already whitespace. Gluing them
+    ("...saved number." + "The number" -> "number.The number") made one word of two."""
+    out = ""
+    for text in texts:
+        if not text:
+            continue
+        if out and not out[-1].isspace() and not text[0].isspace():
+            out += "\n"
+        out += text
+    return out
+
+
 def estimated_tokens(chars: int, pieces: int = 0) -> int:
     """Tokens estimated for ``chars`` characters of text that came in ``pieces`` stream deltas: a
     token a delta when the deltas are token-sized (six characters or fewer on average: a local
@@ -258,6 +278,10 @@ class Start:
 @attrs.frozen
 class TextDelta:
     text: str
+    signature: str | None = attrs.field(default=None, kw_only=True)
+    """Signs the text part in progress (:attr:`Text.signature`): Gemini 3 puts it on a text chunk,
+    often a last one with no text. Text it comes with belongs to the same part."""
+    source: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -325,29 +349,41 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     reasoning: list[str] = []
     signature: str | None = None
     source: str | None = None
+    signed: tuple[str, str | None] | None = None  # the text part's own signature, and its source
     tools: dict[int, tuple[int, ToolCallStart, list[str]]] = {}  # index -> (position, start, args)
 
     def flush() -> None:
-        nonlocal signature, source
+        nonlocal signature, source, signed
         if reasoning or signature:
             parts.append(Reasoning(text="".join(reasoning), signature=signature, source=source))
-        if text:
-            parts.append(Text("".join(text), citations=tuple(citations)))
+        if text or signed:
+            mark = signed or (None, None)
+            parts.append(
+                Text(
+                    "".join(text),
+                    citations=tuple(citations),
+                    signature=mark[0],
+                    source=mark[1],
+                )
+            )
         reasoning.clear()
         text.clear()
         citations.clear()
         signature = None
         source = None
+        signed = None
 
     for event in events:
         if isinstance(event, Start):
             start = event
         elif isinstance(event, TextDelta):
-            if reasoning or signature:
-                flush()
+            if reasoning or signature or (event.signature and signed):
+                flush()  # one signature a text part: a second one starts the next part
             text.append(event.text)
+            if event.signature:
+                signed = (event.signature, event.source)
         elif isinstance(event, ReasoningDelta):
-            if text:
+            if text or signed:
                 flush()
             if event.redacted:
                 flush()
@@ -371,7 +407,7 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
         elif isinstance(event, ToolArgsDelta):
             tools[event.index][2].append(event.fragment)
         elif isinstance(event, Citation):
-            if text:
+            if text or signed:
                 citations.append(event)
         elif isinstance(event, WebSearchCall):
             flush()
@@ -391,6 +427,24 @@ def accumulate(events: Iterable[StreamEvent]) -> Reply:
     return Reply(
         id=start.id, model=start.model, parts=tuple(parts), stop=finish.stop, usage=finish.usage
     )
+
+
+def regrouped(events: list[StreamEvent]) -> list[StreamEvent]:
+    """``events`` with each tool call's argument fragments right after its start, everything else
+    in order (what it accumulates to is unchanged): a stream's held-back events, replayed one block
+    or item after another by an encoder whose blocks must not interleave."""
+    groups: list[list[StreamEvent]] = []
+    calls: dict[int, list[StreamEvent]] = {}
+    for event in events:
+        if isinstance(event, ToolCallStart):
+            calls[event.index] = [event]
+            groups.append(calls[event.index])
+        elif isinstance(event, ToolArgsDelta):
+            if event.index in calls:
+                calls[event.index].append(event)
+        else:
+            groups.append([event])
+    return [event for group in groups for event in group]
 
 
 # Carriers: how a client keeps what only the upstream understands (docs/mappings.md, "Carriers").

@@ -2,7 +2,9 @@
 
 Its answers have real Gemini shapes: text in increments over several chunks, each ``functionCall`` whole
 in one chunk with ``finishReason: STOP``, thought parts (``thought: true``), cumulative ``usageMetadata``,
-a final chunk with an empty text part carrying a ``thoughtSignature``, blocked prompts
+text parts signed as Gemini 3 signs them (``Text(..., thought_signature=...)``: on the part, or
+streamed on an empty text part after it), a final chunk with an empty text part carrying a
+``thoughtSignature``, blocked prompts
 (``promptFeedback.blockReason`` and no candidates), ``{"error": {code, message, status}}`` bodies.
 
 Like Gemini, it rejects (400 INVALID_ARGUMENT) tool and response schemas with any key outside Gemini's
@@ -31,6 +33,9 @@ from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, 
 @attrs.frozen
 class Text:
     text: str
+    thought_signature: str | None = None
+    """Sign the part as Gemini 3 does: non-streamed, on the part itself; streamed, on an empty text
+    part right after its chunks (the last chunk, when the part ends the answer)."""
 
 
 @attrs.frozen
@@ -113,6 +118,8 @@ def _split(text: str, pieces: int) -> list[str]:
 
 def _wire_part(part: Part) -> dict[str, Any]:
     if isinstance(part, Text):
+        if part.thought_signature:
+            return {"text": part.text, "thoughtSignature": part.thought_signature}
         return {"text": part.text}
     if isinstance(part, Thought):
         return {"text": part.text, "thought": True}
@@ -177,6 +184,10 @@ def stream_chunks(script: GeminiScript, model: str) -> list[dict[str, Any]]:
     for part in script.parts:
         if isinstance(part, Call):
             pieces.append(_wire_part(part))
+        elif isinstance(part, Text):
+            pieces += [{"text": p} for p in _split(part.text, script.pieces)]
+            if part.thought_signature:  # Gemini 3 streams a text part's signature after it
+                pieces.append({"text": "", "thoughtSignature": part.thought_signature})
         else:
             pieces += [{**_wire_part(part), "text": p} for p in _split(part.text, script.pieces)]
     if script.final_signature:
@@ -357,7 +368,7 @@ class FakeGemini(FakeUpstream[GeminiScript]):
 
     def _issue(self, script: GeminiScript) -> None:
         for part in script.parts:
-            if isinstance(part, Call) and part.thought_signature:
+            if isinstance(part, (Call, Text)) and part.thought_signature:
                 self.issued_signatures.add(part.thought_signature)
         if script.final_signature:
             self.issued_signatures.add(script.final_signature)

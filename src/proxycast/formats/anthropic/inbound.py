@@ -270,8 +270,11 @@ class StreamEncoder:
     "Stream events out").
 
     Blocks are numbered 0, 1, 2... across kinds; a change of kind closes the open block and starts the
-    next. Tool-use blocks stay open until a text or thinking block starts or the message ends, so that
-    argument fragments of parallel calls arriving interleaved still land in their own block.
+    next, and each block's events are contiguous (its ``content_block_stop`` before the next block's
+    start), as Claude sends them. A tool call's argument fragments may still come after the next
+    block started (parallel calls' fragments interleaved), so what starts after an open tool call is
+    held back until the message ends, while that call's arguments stream; then the call closes and
+    the held blocks follow, each call with all its arguments (tool calls run once the message ended).
     ``message_delta`` (stop reason and usage) and ``message_stop`` come at the finish.
     """
 
@@ -282,6 +285,8 @@ class StreamEncoder:
             None  # (kind, block index) of the open text/thinking block
         )
         self._tools: dict[int, int] = {}  # tool ordinal -> block index, while open
+        self._held: list[internal.StreamEvent] | None = None  # what started after an open call
+        self._replaying = False
         self._sent_tool_use = False
         self._usage = internal.Usage()
         self.finished = False
@@ -328,6 +333,27 @@ class StreamEncoder:
     def encode(self, event: internal.StreamEvent) -> bytes:
         if self.finished:
             return b""
+        if isinstance(event, (internal.Finish, internal.Failure)):
+            pass
+        elif self._held is not None:
+            if not (isinstance(event, internal.ToolArgsDelta) and event.index in self._tools):
+                self._held.append(event)
+                return b""
+        elif self._tools and isinstance(event, _BLOCK_EVENTS):
+            if not self._replaying:
+                self._held = [event]
+                return b""
+            return self._close_all() + self.encode(event)
+        if isinstance(event, internal.Finish) and self._held is not None:
+            held, self._held = self._held, None
+            out = self._close_all()
+            self._replaying = True
+            for one in internal.regrouped(held):
+                out += self.encode(one)
+            return out + self.encode(event)
+        return self._encode(event)
+
+    def _encode(self, event: internal.StreamEvent) -> bytes:
         if isinstance(event, internal.Start):
             self._usage = event.usage
             message: dict[str, Any] = {
@@ -342,6 +368,10 @@ class StreamEncoder:
             }
             return _frame("message_start", {"type": "message_start", "message": message})
         if isinstance(event, internal.TextDelta):
+            if not event.text:
+                # a text part's signature alone (Gemini 3's, after its text): an Anthropic client
+                # has no place for it that keeps the answer's text last (docs/mappings.md)
+                return b""
             index, out = self._ensure("text")
             return out + self._delta(index, {"type": "text_delta", "text": event.text})
         if isinstance(event, internal.ReasoningDelta) and event.redacted:
@@ -414,6 +444,9 @@ class StreamEncoder:
             error = ProxycastError("Internal error in proxycast while converting the stream.")
         return error_frame(error)
 
+
+_BLOCK_EVENTS = (internal.TextDelta, internal.ReasoningDelta, internal.ToolCallStart)
+"""Events that start a block when none of their kind is open."""
 
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 """``output_config.effort`` values the anthropic SDK (2.14) declares."""

@@ -30,7 +30,12 @@ from proxycast.formats.contracts import (
     bearer_or_api_key,
 )
 from proxycast.formats.gemini.errors import error_body
-from proxycast.formats.gemini.outbound import THINKING_BUDGETS, path, usage_to_internal
+from proxycast.formats.gemini.outbound import (
+    THINKING_BUDGETS,
+    path,
+    text_part,
+    usage_to_internal,
+)
 from proxycast.formats.gemini.passthrough import GeminiPassthrough, frame
 from proxycast.formats.json_spans import dumps_text
 from proxycast.formats.passthrough import read_forwarded
@@ -333,6 +338,11 @@ def _parts(
                     shown.append(out[-1])
             continue
         shown.clear()
+        if model and (isinstance(part.get("text"), str) or signature):
+            # a model turn's text parts read as one text, as Gemini's answers do (a streamed
+            # answer kept chunk by chunk); Gemini's own signature signs the text part it is on
+            text_part(out, part.get("text") or "", signature, after_text=False)
+            continue
         if isinstance(part.get("text"), str):
             if part["text"]:
                 out.append(internal.Text(part["text"]))
@@ -521,7 +531,12 @@ def request_to_internal(request: Request, stream: bool) -> internal.Conversation
             continue
         role: Literal["user", "assistant"] = "assistant" if model else "user"
         if messages and messages[-1].role == role:  # Gemini allows turns of one role in a row
-            messages[-1] = internal.Message(role, (*messages[-1].parts, *parts))
+            joined = list(messages[-1].parts)
+            first = parts[0]
+            if model and isinstance(first, internal.Text) and not first.citations:
+                text_part(joined, first.text, first.signature, after_text=False)
+                parts = parts[1:]
+            messages[-1] = internal.Message(role, (*joined, *parts))
         else:
             messages.append(internal.Message(role, tuple(parts)))
     tools, search = _tools(body)
@@ -582,6 +597,11 @@ def candidate_parts(parts: tuple[internal.Part, ...], thoughts: bool) -> list[di
             continue
         if isinstance(part, internal.Text):
             converted: dict[str, Any] = {"text": part.text}
+            if part.signature and part.source == "gemini":  # Gemini's own, where Gemini puts it
+                if pending is not None:
+                    out.append({"text": "", "thoughtSignature": pending})
+                    pending = None
+                converted["thoughtSignature"] = part.signature
         elif isinstance(part, internal.ToolCall):
             converted = _call(part)
         else:
@@ -672,7 +692,15 @@ class StreamEncoder:
         if not isinstance(event, internal.ReasoningDelta):
             self._reasoning = []  # a part of another kind closes the reasoning in progress
         if isinstance(event, internal.TextDelta):
-            return out + (self._parts([{"text": event.text}]) if event.text else b"")
+            part: dict[str, Any] = {"text": event.text}
+            if event.signature and event.source == "gemini":  # Gemini's own, as Gemini sends it
+                if self._pending is not None:
+                    out += self._parts([{"text": "", "thoughtSignature": self._pending}])
+                    self._pending = None
+                part["thoughtSignature"] = event.signature
+            elif not event.text:
+                return out
+            return out + self._parts([part])
         if isinstance(event, internal.ReasoningDelta):
             self._reasoning.append(event.text)
             if self._thoughts and event.text:

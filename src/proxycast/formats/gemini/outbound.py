@@ -122,7 +122,7 @@ def _part(part: internal.Part, where: str) -> dict[str, Any] | None:
                 f"{where}: the tool result for {part.call_id!r} answers no tool call of an earlier "
                 "assistant message; Gemini needs the called function's name."
             )
-        text = "".join(p.text for p in part.content if isinstance(p, internal.Text))
+        text = internal.joined(p.text for p in part.content if isinstance(p, internal.Text))
         try:
             response = json.loads(text)
         except ValueError:
@@ -140,21 +140,39 @@ def _part(part: internal.Part, where: str) -> dict[str, Any] | None:
 
 
 def _model_parts(message: internal.Message, where: str) -> list[dict[str, Any]]:
-    """A model turn's parts; a Gemini signature goes back on the part it came with (the one before
-    it), or on an empty text part of its own."""
+    """A model turn's parts. A Gemini signature goes back on the part it came with: a signed text
+    part's on that part; a signed reasoning part's on the text part right after it (the reasoning
+    that led to that text, as clients that keep it in a thinking block give it back), else on the
+    part before it, else on an empty text part of its own."""
     parts: list[dict[str, Any]] = []
+    pending: str | None = None  # a signature for the text part that comes next
     for part in message.parts:
         if isinstance(part, internal.Reasoning):
-            if part.source != "gemini" or not part.signature:
-                continue  # Gemini's thoughts are not sent back, nor other providers' signatures
-            if parts and "thoughtSignature" not in parts[-1] and "text" in parts[-1]:
-                parts[-1]["thoughtSignature"] = part.signature
-            else:
-                parts.append({"text": "", "thoughtSignature": part.signature})
-            continue
+            if pending is not None:
+                parts.append({"text": "", "thoughtSignature": pending})
+                pending = None
+            if part.source == "gemini" and part.signature:
+                pending = part.signature
+            continue  # Gemini's thoughts are not sent back, nor other providers' signatures
         converted = _part(part, where)
-        if converted is not None:
-            parts.append(converted)
+        if isinstance(part, internal.Text) and part.signature and part.source == "gemini":
+            converted = {"text": part.text, "thoughtSignature": part.signature}
+        if converted is None:
+            continue
+        if pending is not None:
+            if "text" in converted and "thoughtSignature" not in converted:
+                converted["thoughtSignature"] = pending
+            elif parts and "text" in parts[-1] and "thoughtSignature" not in parts[-1]:
+                parts[-1]["thoughtSignature"] = pending
+            else:
+                parts.append({"text": "", "thoughtSignature": pending})
+            pending = None
+        parts.append(converted)
+    if pending is not None:
+        if parts and "text" in parts[-1] and "thoughtSignature" not in parts[-1]:
+            parts[-1]["thoughtSignature"] = pending
+        else:
+            parts.append({"text": "", "thoughtSignature": pending})
     return parts
 
 
@@ -389,17 +407,33 @@ def _stop(reason: str | None, called: bool) -> internal.Stop:
     return "end"
 
 
-def _joined(part: internal.Part, text: str) -> internal.Part:
-    if isinstance(part, internal.Reasoning):
-        return internal.Reasoning(text=part.text + text)
-    assert isinstance(part, internal.Text)
-    return internal.Text(part.text + text)
+def text_part(
+    parts: list[internal.Part], text: str, signature: str | None, after_text: bool
+) -> None:
+    """A (non-thought) text part read onto ``parts``: consecutive text parts read as one, as a
+    stream of increments does; a signature signs the text part it came on (Gemini 3), or, on an
+    empty part right after text (how its streams end), the text before it."""
+    last = parts[-1] if parts else None
+    if isinstance(last, internal.Text) and not (signature and last.signature):
+        if signature:
+            last = attrs.evolve(last, signature=signature, source="gemini")
+        parts[-1] = attrs.evolve(last, text=last.text + text)
+    elif text or (signature and after_text and last is None):
+        parts.append(
+            internal.Text(text, signature=signature, source="gemini" if signature else None)
+        )
+    elif isinstance(last, internal.Reasoning) and not last.signature and signature:
+        # on an empty part after a thought: it signs that thought, as a stream accumulates it
+        parts[-1] = internal.Reasoning(text=last.text, signature=signature, source="gemini")
+    elif signature:  # a signature on an empty part of its own: signed reasoning of its own
+        parts.append(internal.Reasoning(text="", signature=signature, source="gemini"))
 
 
-def _parts(content: dict[str, Any] | None) -> list[internal.Part]:
+def _parts(content: dict[str, Any] | None, after_text: bool = False) -> list[internal.Part]:
+    """A candidate's parts (``after_text``: a stream's chunk that follows text)."""
     parts: list[internal.Part] = []
     for part in (content or {}).get("parts") or ():
-        signature = part.get("thoughtSignature")
+        signature = part.get("thoughtSignature") or None
         if "functionCall" in part:
             call = part["functionCall"]
             parts.append(
@@ -411,19 +445,18 @@ def _parts(content: dict[str, Any] | None) -> list[internal.Part]:
                 )
             )
             continue
+        if not part.get("thought"):
+            if isinstance(part.get("text"), str) or signature:
+                text_part(parts, part.get("text") or "", signature, after_text)
+            continue
+        last = parts[-1] if parts else None
         if part.get("text"):
-            # consecutive text (or thought) parts read as one, as a stream of increments does
-            kind = internal.Reasoning if part.get("thought") else internal.Text
-            last = parts[-1] if parts else None
-            if type(last) is kind and not (isinstance(last, internal.Reasoning) and last.signature):
-                parts[-1] = _joined(parts[-1], part["text"])
-            elif kind is internal.Reasoning:
-                parts.append(internal.Reasoning(text=part["text"]))
+            # consecutive thought parts read as one, as a stream of increments does
+            if isinstance(last, internal.Reasoning) and not last.signature:
+                parts[-1] = internal.Reasoning(text=last.text + part["text"])
             else:
-                parts.append(internal.Text(part["text"]))
-        if signature:
-            # a signature on a text or thought part: it signs the thought before it, or is carried
-            # as signed reasoning of its own (as a stream of increments accumulates it)
+                parts.append(internal.Reasoning(text=part["text"]))
+        if signature:  # a signature on a thought part signs the thought (before it)
             last = parts[-1] if parts else None
             if isinstance(last, internal.Reasoning) and not last.signature:
                 parts[-1] = internal.Reasoning(text=last.text, signature=signature, source="gemini")
@@ -523,6 +556,7 @@ class StreamDecoder(sse.EventDecoder):
         self._ident = ""
         self._grounding: dict[str, Any] | None = None
         self._run: list[str] = []  # the text since the last part of another kind
+        self._signed = False  # whether that text part has its signature
         self.finished = False
 
     def event(self, event: sse.Event) -> list[internal.StreamEvent]:
@@ -530,8 +564,10 @@ class StreamDecoder(sse.EventDecoder):
         for e in events:
             if isinstance(e, internal.TextDelta):
                 self._run.append(e.text)
+                self._signed = self._signed or e.signature is not None
             elif not isinstance(e, internal.Start):
                 self._run.clear()
+                self._signed = False
         return events
 
     def _event(self, event: sse.Event) -> list[internal.StreamEvent]:
@@ -556,9 +592,11 @@ class StreamDecoder(sse.EventDecoder):
         if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
             self._blocked = True
         for candidate in candidates[:1]:
-            for part in _parts(candidate.get("content")):
+            for part in _parts(candidate.get("content"), bool(self._run) and not self._signed):
                 if isinstance(part, internal.Text):
-                    out.append(internal.TextDelta(part.text))
+                    out.append(
+                        internal.TextDelta(part.text, signature=part.signature, source=part.source)
+                    )
                 elif isinstance(part, internal.Reasoning):
                     out.append(
                         internal.ReasoningDelta(

@@ -347,8 +347,11 @@ def _choice(index: int, reply: internal.Reply) -> dict[str, Any]:
         message["reasoning_content"] = reasoning
     blocks = [
         thinking_block(p.text, p.signature, p.redacted, p.source)
+        if isinstance(p, internal.Reasoning)
+        else thinking_block("", p.signature, False, p.source)  # a text part's (Gemini 3's)
         for p in reply.parts
-        if isinstance(p, internal.Reasoning) and (p.signature or p.redacted)
+        if (isinstance(p, internal.Reasoning) and (p.signature or p.redacted))
+        or (isinstance(p, internal.Text) and p.signature)
     ]
     if blocks:
         message["thinking_blocks"] = blocks
@@ -431,6 +434,14 @@ class StreamEncoder:
             self._id = event.id if event.id.startswith("chatcmpl-") else f"chatcmpl-{event.id}"
             self._head = ""
             return self._chunk({"role": "assistant", "content": ""})
+        if isinstance(event, internal.TextDelta) and event.signature:
+            # a text part's signature (Gemini 3's) in a thinking block: a chat message keeps its
+            # reasoning apart from its content, so the content is not moved
+            block = thinking_block("", event.signature, False, event.source)
+            signed: dict[str, Any] = {"thinking_blocks": [block]}
+            if event.text:
+                signed = {"content": event.text, **signed}
+            return self._chunk(signed)
         if isinstance(event, internal.TextDelta):  # the commonest: its delta written directly
             return self._chunk(f'{{"content": {dumps_text(event.text)}}}')
         if isinstance(event, internal.ReasoningDelta):

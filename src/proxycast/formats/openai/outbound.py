@@ -95,7 +95,8 @@ def _web_search_options(search: internal.WebSearch | None) -> dict[str, Any] | N
 
 
 def _text(parts: tuple[internal.Part, ...]) -> str:
-    return "".join(p.text for p in parts if isinstance(p, internal.Text))
+    """Text parts as one content string, each part's boundary kept (:func:`internal.joined`)."""
+    return internal.joined(p.text for p in parts if isinstance(p, internal.Text))
 
 
 def request_from_internal(conversation: internal.Conversation, model: str) -> UpstreamRequest:
@@ -119,7 +120,7 @@ def request_from_internal(conversation: internal.Conversation, model: str) -> Up
             reasoning = [p for p in message.parts if isinstance(p, internal.Reasoning)]
             if reasoning:
                 # DeepSeek's thinking mode wants its reasoning back on tool-call turns
-                entry["reasoning_content"] = "".join(p.text for p in reasoning)
+                entry["reasoning_content"] = internal.joined(p.text for p in reasoning)
             calls = [p for p in message.parts if isinstance(p, internal.ToolCall)]
             if calls:
                 entry["tool_calls"] = [

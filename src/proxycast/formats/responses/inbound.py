@@ -845,6 +845,8 @@ class StreamEncoder:
                 "response.in_progress", response=response
             )
         if isinstance(event, internal.TextDelta):
+            if not event.text:
+                return b""  # a text part's signature alone: no item keeps it (docs/mappings.md)
             item, index, texts, out = self._ensure("message")
             texts.append(event.text)
             return out + self._event(

@@ -30,6 +30,7 @@ from proxycast.core.redact import Redactor, config_secrets
 from proxycast.core.relay import Converting, Relay
 from proxycast.core.scope import request_resources
 from proxycast.core.selection import Selector
+from proxycast.core.signatures import StreamedText, TextSignatures
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import Estimate
@@ -71,6 +72,8 @@ class Exchange:
         )
     )
     """The strategies' and the sessions' memory (``[routing] strategy``, ``affinity``)."""
+    signatures: TextSignatures = attrs.field(factory=TextSignatures)
+    """Signatures upstreams put on text parts, for clients that cannot carry them."""
 
     def reserve_body(self, size: int) -> Callable[[], None]:
         """Count ``size`` body bytes as held; the callable returned gives them back."""
@@ -182,7 +185,9 @@ class Exchange:
                 if request.stream:
                     translator = dialect.forwarded_stream(request, provider.name, self.redact)
             else:
-                upstream_request = provider.format.request_from_internal(convert(), upstream_model)
+                upstream_request = provider.format.request_from_internal(
+                    self.signatures.restore(convert()), upstream_model
+                )
                 translator = None
                 if request.stream:
                     translator = Converting(
@@ -190,6 +195,7 @@ class Exchange:
                         dialect.stream_encoder(model, conversation[0], request),
                         provider.name,
                         self.redact,
+                        StreamedText(self.signatures),
                     )
             response = await provider.open(upstream_request, chosen.key)
             if translator is not None:
@@ -206,6 +212,7 @@ class Exchange:
                 return Answer(data)
             body = await provider.read_object(response)
             replies = provider.format.reply_to_internal(body, upstream_request)
+            self.signatures.remember_replies(replies)
             if replies:
                 usages[chosen] = replies[0].usage
             return json_answer(

@@ -21,6 +21,7 @@ from proxycast.formats.passthrough import cut_off_error
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from proxycast.core.signatures import StreamedText
     from proxycast.formats.contracts import StreamDecoder, StreamEncoder, Translator
 
 _DRAIN_SECONDS = 1.0
@@ -119,9 +120,12 @@ class Converting:
         encoder: StreamEncoder,
         provider_name: str,
         redact: Callable[[str], str] = str,
+        texts: StreamedText | None = None,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
+        self._texts = texts
+        """Remembers the signed text parts going by (``core.signatures``)."""
         self.content_type: str = getattr(encoder, "content_type", "text/event-stream")
         """The framing of the client's stream (SSE; Google's JSON array is JSON)."""
         self._provider = provider_name
@@ -143,6 +147,8 @@ class Converting:
         return self._encoder.finished
 
     def _count(self, event: internal.StreamEvent) -> None:
+        if self._texts is not None:
+            self._texts.see(event)
         if isinstance(event, (internal.Start, internal.Finish)):
             self.usage = event.usage
             self._finish = self._finish or isinstance(event, internal.Finish)

@@ -136,6 +136,7 @@ def prepare(app: QuartTrio, config: Config) -> Generation:
     old: Generation = app.extensions[GENERATION]
     exchange = Exchange(config, clock=old.exchange.clock)
     exchange.selector = old.exchange.selector.reconfigured(config.routing)  # sessions stay put
+    exchange.signatures = old.exchange.signatures  # so do the texts' signatures
     exchange.connect(app.extensions[CLIENT])  # no accounting yet: its key health not shared yet
     accounts = old.accounts.reconfigured(config, exchange.redact)
     exchange.accounting = accounts

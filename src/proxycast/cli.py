@@ -1,4 +1,4 @@
-"""``proxycast serve | check | models``: the command line."""
+"""``proxycast serve | reload | check | models | usage``: the command line."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from proxycast.config import Config, check_config, load_config
 from proxycast.core.redact import without_userinfo
 from proxycast.errors import BindError, ConfigError
 from proxycast.http.loopguard import check_not_self
+from proxycast.server.reload import Coordinator, request_reload
 from proxycast.server.serve import bind_socket, run_single, run_workers
 from proxycast.upstream import catalog, diagnostics
 from proxycast.upstream.provider import make_client
@@ -34,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 9090; 0: a free port)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the configuration when its file changes (as SIGHUP and proxycast reload do)",
+    )
+    reload = commands.add_parser(
+        "reload", help="make the running proxycast serve of this data directory reload its file"
+    )
+    reload.add_argument(
+        "--config", help="the file the server runs from (default: the one it was started with)"
+    )
+    reload.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the outcome (default 30)"
+    )
     for name, text in (
         ("check", "validate the configuration and print the routing table"),
         ("models", "list the models the gateway serves (asking glob providers' upstreams)"),
@@ -172,9 +187,24 @@ def _serve(args: argparse.Namespace) -> int:
             )
         print("\n".join(lines), flush=True)
 
-    if config.server.workers > 1:
-        return run_workers(config, sock, on_ready)
-    return run_single(config, sock, on_ready)
+    coordinator = Coordinator(config, overrides, watch=args.watch)
+
+    def on_serving(url: str) -> None:
+        coordinator.started(url, (host, port))
+        on_ready(url)
+
+    try:
+        if config.server.workers > 1:
+            return run_workers(config, sock, on_serving, coordinator)
+        return run_single(config, sock, on_serving, coordinator)
+    finally:
+        coordinator.stopped()
+
+
+def _reload(args: argparse.Namespace) -> int:
+    code, message = request_reload(args.config, args.wait)
+    print(f"proxycast: {message}", file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "usage":
             return _usage(args)
+        if args.command == "reload":
+            return _reload(args)
         config = load_config(args.config, generate_key=False)
         if args.command == "check":
             return _check(config, args.online)

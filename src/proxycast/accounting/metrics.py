@@ -106,7 +106,18 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.reloads = Counter(
+            "proxycast_reloads",
+            "Configuration reloads (result: ok, invalid: the file was refused, failed).",
+            ["result"],
+            registry=own,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.bound(config)
+
+    def bound(self, config: Config) -> None:
+        """Take the label values the configuration names (at start, and at each reload); any
+        other is counted under ``other``."""
         self.clients = frozenset([UNNAMED, *(c.name for c in config.clients)])
         self.providers = frozenset(p.name for p in config.providers)
         self.models = frozenset(

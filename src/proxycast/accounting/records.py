@@ -173,6 +173,30 @@ class Accounting:
         self.on_finish: Callable[[Record], None] | None = None
         """Tests: called with each finished record."""
 
+    def reconfigured(self, config: Config, redact: Redactor) -> Accounting:
+        """The accounting of a reloaded configuration: its clients, prices and access log, with this
+        one's counts, key health, ledger writer, metrics and live feed (the same objects: a
+        reload neither resets a limit nor loses a ledger row). ``[state]`` and ``[ledger]`` are
+        kept as they are (they need a restart). A limiter is opened when limits appear for the
+        first time (the caller runs :meth:`background` for it)."""
+        new = object.__new__(Accounting)
+        new.config = config
+        new.directory = Directory.of(config.server.api_keys, config.clients)
+        new.metrics, new.redact = self.metrics, redact
+        new.limiter, new.shared, new.ledger = self.limiter, self.shared, self.ledger
+        if new.limiter is None and any(c.limited for c in config.clients):
+            new.limiter = _one_worker_limiter(config)
+        new._prices = {}
+        new.feed, new.on_finish = self.feed, self.on_finish
+        return new
+
+    def background(self, previous: Accounting) -> list[Callable[[], Awaitable[None]]]:
+        """What of this accounting must run that ``previous``'s :meth:`run` does not (a limiter
+        opened by :meth:`reconfigured`)."""
+        if self.limiter is not previous.limiter and isinstance(self.limiter, LocalLimiter):
+            return [self.limiter.run]
+        return []
+
     def price(self, upstream_model: str) -> Price | None:
         """The ``[prices]`` entry of ``upstream_model`` (looked up once per model)."""
         if upstream_model not in self._prices:

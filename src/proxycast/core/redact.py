@@ -124,6 +124,10 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self._redact = redact
 
+    def use(self, redact: Redactor) -> None:
+        """Redact with ``redact`` from now on (a reloaded configuration's secrets)."""
+        self._redact = redact
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self._redact(record.getMessage())
         record.args = ()

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -16,6 +17,7 @@ from proxycast import api, formats
 from proxycast.accounting.records import Accounting
 from proxycast.api import admin, root
 from proxycast.api.responses_store import ResponseStore
+from proxycast.config import Config
 from proxycast.core.exchange import Exchange
 from proxycast.core.scope import request_scope
 from proxycast.errors import (
@@ -41,11 +43,16 @@ if TYPE_CHECKING:
     import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-    from proxycast.config import Config
-
 log = logging.getLogger("proxycast")
 
 _SERVING = "proxycast.serving"
+GENERATION = "proxycast.generation"
+"""``app.extensions[GENERATION]``: the :class:`Generation` serving new requests."""
+STORE = "proxycast.store"
+"""``app.extensions[STORE]``: the Responses store (None: off), kept by every generation."""
+HOP_MARK = "proxycast.hop_mark"
+CLIENT = "proxycast.client"
+"""``app.extensions[CLIENT]``: the worker's pooled upstream client (once connected)."""
 CLOSERS = "proxycast.closers"
 """``app.extensions[CLOSERS]``: what the app opened and the server closes when it stops
 (:func:`close_resources`; not a ``while_serving`` generator, which a cancelled server never
@@ -112,6 +119,45 @@ class _Gateway(QuartTrio):
         await super().__call__(scope, receive, send)
 
 
+@attrs.frozen(eq=False)
+class Generation:
+    """What one configuration makes of the app: the objects a request takes at its start and keeps
+    to its end. A reload (:mod:`proxycast.server.reload`) builds another and installs it (:func:`install`)
+    in one step; requests in flight keep the one they started with."""
+
+    config: Config
+    exchange: Exchange
+    accounts: Accounting
+    catalog: Catalog
+    gate: Gate
+    serving: Serving
+
+
+def assemble(
+    config: Config,
+    exchange: Exchange,
+    accounts: Accounting,
+    catalog: Catalog,
+    store: ResponseStore | None,
+    hop_mark: str | None,
+) -> Generation:
+    """The gate, the handlers and the router of a configuration's exchange and accounting."""
+    gate = Gate(config, exchange, accounts, hop_mark)
+    handlers = api.handlers(exchange, catalog, store)
+    router = Router.from_registry(formats.DIALECTS, handlers)
+    return Generation(config, exchange, accounts, catalog, gate, Serving(config, router, gate))
+
+
+def install(app: QuartTrio, generation: Generation) -> None:
+    """Make ``generation`` the one new requests get (no await in here: no request sees half of it)."""
+    app.extensions[GENERATION] = generation
+    app.extensions[_SERVING] = generation.serving
+    app.extensions["proxycast"] = generation.exchange
+    app.extensions["proxycast.catalog"] = generation.catalog
+    app.extensions["proxycast_accounting"] = generation.accounts
+    app.config["MAX_CONTENT_LENGTH"] = generation.config.server.max_body_bytes
+
+
 def close_resources(app: QuartTrio) -> None:
     """Close what the route modules opened (the Responses store), once the server has stopped."""
     closers, app.extensions[CLOSERS] = app.extensions.get(CLOSERS, []), []
@@ -145,14 +191,13 @@ def create_app(
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     exchange = Exchange(config, clock=clock)
-    app.extensions["proxycast"] = exchange
-    app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
+    catalog = Catalog(config)  # refreshed by serve()
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage
     exchange.accounting = accounts
-    app.extensions["proxycast_accounting"] = accounts
     app.extensions[CLOSERS] = []
     if client is not None:
         exchange.connect(client)
+        app.extensions[CLIENT] = client
     else:
 
         @app.while_serving  # type: ignore[type-var]
@@ -166,7 +211,6 @@ def create_app(
                 await accounts.aclose()
                 close_resources(app)
 
-    gate = Gate(config, exchange, accounts, hop_mark)
     settings = config.responses
     store = None
     if settings.store:  # closed when the server stops (server.serve, or the app's lifespan)
@@ -176,10 +220,29 @@ def create_app(
             max_bytes=int(settings.store_max_mb * 1024 * 1024),
         )
         app.extensions[CLOSERS].append(store.close)
-    handlers = api.handlers(exchange, app.extensions["proxycast.catalog"], store)
-    router = Router.from_registry(formats.DIALECTS, handlers)
-    app.extensions[_SERVING] = Serving(config, router, gate)
-    cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
+    app.extensions[STORE] = store
+    app.extensions[HOP_MARK] = hop_mark
+    install(app, assemble(config, exchange, accounts, catalog, store, hop_mark))
+
+    def gate() -> Gate:
+        generation: Generation = app.extensions[GENERATION]
+        return generation.gate
+
+    @app.before_request
+    async def answer_preflight() -> Response | None:
+        # CORS for Quart's routes (the router's answer their own), with the origins of the
+        # configuration in effect; before authentication: browsers send no key with a preflight
+        origins = app.extensions[GENERATION].config.server.cors_origins
+        answer = cors.preflight(request.method, request.headers, origins)
+        if answer is None:
+            return None
+        return Response(answer.body, status=answer.status, headers=answer.headers)
+
+    @app.after_request
+    async def allow_origin(response: Response) -> Response:
+        origins = app.extensions[GENERATION].config.server.cors_origins
+        cors.mark(response.headers, request.headers.get("origin"), origins)
+        return response
 
     @app.before_request
     async def check() -> None:
@@ -189,8 +252,8 @@ def create_app(
         path = request.path
         # Quart's own routes: the dashboard's API and /metrics take a key; an unknown /v1 path is
         # the router's (it never reaches here)
-        protected = gate.protects(path)
-        gate.check(headers, headers.items(), path, lambda: url, credential, protected)
+        protected = Gate.protects(path)
+        gate().check(headers, headers.items(), path, lambda: url, credential, protected)
 
     app.register_blueprint(root.blueprint)
     app.register_blueprint(admin.blueprint)
@@ -199,7 +262,7 @@ def create_app(
 
     @app.errorhandler(ProxycastError)
     async def on_proxycast_error(error: ProxycastError) -> Response:
-        return to_quart(gate.error_response(error, formats.dialect_for(request.path)))
+        return to_quart(gate().error_response(error, formats.dialect_for(request.path)))
 
     @app.errorhandler(HTTPException)
     async def on_http_exception(error: HTTPException) -> Response:
@@ -215,16 +278,16 @@ def create_app(
                 + (f"; use {allowed}." if allowed else ".")
             )
         elif code == 413:
-            mapped = gate.too_large()
+            mapped = gate().too_large()
         elif code == 408:
-            mapped = gate.too_slow()
+            mapped = gate().too_slow()
         else:
             mapped = ProxycastError(error.description or error.name, status=code)
-        return to_quart(gate.error_response(mapped, formats.dialect_for(request.path)))
+        return to_quart(gate().error_response(mapped, formats.dialect_for(request.path)))
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
-        return to_quart(gate.error_response(internal_error(), formats.dialect_for(request.path)))
+        return to_quart(gate().error_response(internal_error(), formats.dialect_for(request.path)))
 
     return app

@@ -25,10 +25,12 @@ from proxycast.errors import BindError
 from proxycast.http import loopguard
 from proxycast.server.app import close_resources, create_app
 from proxycast.server.connections import serve_connections
+from proxycast.server.reload import REDACTING, Coordinator, control_single, control_worker
 from proxycast.upstream.provider import ShardedTransport, make_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from multiprocessing.connection import Connection
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Event
 
@@ -81,6 +83,7 @@ async def serve(
     sock: socket.socket | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    control: Callable[..., Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway until cancelled (or until ``shutdown_trigger`` returns, then drain).
@@ -91,6 +94,8 @@ async def serve(
         shutdown_trigger: when it returns, stop accepting and let in-flight requests finish within
             ``server.shutdown_grace`` seconds.
         clock: monotonic seconds, for the key pools' cooldowns (tests pass one they advance).
+        control: started (``nursery.start(control, app)``) once the app exists, and cancelled
+            when the server stops: what drives reloads (:mod:`proxycast.server.reload`).
         task_status: gets the bound URLs, e.g. ``["http://127.0.0.1:41234"]``, once connections
             are accepted.
     """
@@ -104,7 +109,6 @@ async def serve(
     loggers = [logging.getLogger(name) for name in ("proxycast", "hypercorn.error")]
     for logger in loggers:
         logger.addFilter(redacting)
-    accounts: Accounting | None = None  # the ledger's writer, once the app exists
     app: QuartTrio | None = None
     try:
         sock = sock if sock is not None else bind_socket(config)
@@ -114,8 +118,11 @@ async def serve(
         mark = loopguard.hop_mark(_url(sock), config.server.api_keys)
         loopguard.stamp(client, mark)
         app = create_app(config, client, clock=clock, hop_mark=mark)
-        accounts = app.extensions["proxycast_accounting"]
+        app.extensions[REDACTING] = redacting
+        accounts: Accounting = app.extensions["proxycast_accounting"]
         async with trio.open_nursery() as nursery:
+            if control is not None:
+                await nursery.start(control, app)
             nursery.start_soon(_sweep_idle_upstream_connections, client)
             await nursery.start(app.extensions["proxycast.catalog"].run, client)
             nursery.start_soon(accounts.run)  # the ledger's writer
@@ -128,8 +135,9 @@ async def serve(
             )
             nursery.cancel_scope.cancel()
     finally:
-        if accounts is not None:  # after the drain: the last ledger rows are written
-            await accounts.aclose()
+        if app is not None:  # after the drain: the last ledger rows are written (the accounting
+            # in effect: a reload's shares the first's ledger writer, and may have opened a limiter)
+            await app.extensions["proxycast_accounting"].aclose()
         if app is not None:
             close_resources(app)
         for logger in loggers:
@@ -180,48 +188,79 @@ async def signal_trigger() -> None:
             return
 
 
-def _worker(config: Config, sock: socket.socket, ready: Queue[bool], stop: Event) -> None:
+def _worker(
+    config: Config,
+    sock: socket.socket,
+    ready: Queue[bool],
+    stop: Event,
+    reloads: Connection | None = None,
+) -> None:
     """The body of one worker process of ``proxycast serve --workers N``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # and when to reload (it tells the workers)
 
     async def stopped() -> None:
         await trio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
 
+    control = None if reloads is None else partial(control_worker, reloads)
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, config, sock=sock, shutdown_trigger=stopped))
+            await nursery.start(
+                partial(serve, config, sock=sock, shutdown_trigger=stopped, control=control)
+            )
             ready.put(True)
 
     trio.run(main)
 
 
-def run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
-    """Run ``server.workers`` processes sharing ``sock`` until SIGINT/SIGTERM; the exit code."""
+def run_workers(
+    config: Config,
+    sock: socket.socket,
+    on_ready: Callable[[str], None],
+    coordinator: Coordinator | None = None,
+) -> int:
+    """Run ``server.workers`` processes sharing ``sock`` until SIGINT/SIGTERM (reloading on SIGHUP
+    with a ``coordinator``); the exit code."""
     # the workers' metrics are summed by prometheus-client's multiprocess mode (proxycast.accounting.metrics):
     # its directory must be in the environment before they start
     metrics_dir = tempfile.TemporaryDirectory(prefix="proxycast-metrics-")
     os.environ[MULTIPROCESS_VARIABLE] = metrics_dir.name
     try:
-        return _run_workers(config, sock, on_ready)
+        return _run_workers(config, sock, on_ready, coordinator)
     finally:
         del os.environ[MULTIPROCESS_VARIABLE]
         metrics_dir.cleanup()
 
 
-def _run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
+def _run_workers(
+    config: Config,
+    sock: socket.socket,
+    on_ready: Callable[[str], None],
+    coordinator: Coordinator | None,
+) -> int:
     ctx = multiprocessing.get_context("spawn")
     ready: Queue[bool] = ctx.Queue()
     stop = ctx.Event()
+    pipes = [ctx.Pipe() if coordinator is not None else None for _ in range(config.server.workers)]
     processes = [
-        ctx.Process(target=_worker, args=(config, sock, ready, stop), daemon=True)
-        for _ in range(config.server.workers)
+        ctx.Process(
+            target=_worker,
+            args=(config, sock, ready, stop, None if pipe is None else pipe[1]),
+            daemon=True,
+        )
+        for pipe in pipes
     ]
+    conns = [pipe[0] for pipe in pipes if pipe is not None]
+    hangups: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if coordinator is not None:
+        signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     for process in processes:
         process.start()
     started = 0
@@ -242,6 +281,11 @@ def _run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], 
         on_ready(url)
     while not stop.is_set() and all(p.exitcode is None for p in processes):
         wait([p.sentinel for p in processes], timeout=0.2)
+        if coordinator is not None and not stop.is_set():
+            watched = coordinator.watcher is not None and coordinator.watcher.changed()
+            if hangups or watched:
+                hangups.clear()
+                coordinator.reload_workers(conns)
     stop.set()
     for process in processes:
         process.join(config.server.shutdown_grace + 5)
@@ -253,12 +297,21 @@ def _run_workers(config: Config, sock: socket.socket, on_ready: Callable[[str], 
     return next((c for c in codes if c), 0)
 
 
-def run_single(config: Config, sock: socket.socket, on_ready: Callable[[str], None]) -> int:
-    """Run one worker in this process until SIGINT/SIGTERM."""
+def run_single(
+    config: Config,
+    sock: socket.socket,
+    on_ready: Callable[[str], None],
+    coordinator: Coordinator | None = None,
+) -> int:
+    """Run one worker in this process until SIGINT/SIGTERM (reloading on SIGHUP with a
+    ``coordinator``)."""
+    control = None if coordinator is None else partial(control_single, coordinator)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, config, sock=sock, shutdown_trigger=signal_trigger))
+            await nursery.start(
+                partial(serve, config, sock=sock, shutdown_trigger=signal_trigger, control=control)
+            )
             on_ready(_url(sock))
 
     trio.run(main)

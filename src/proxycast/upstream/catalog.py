@@ -95,6 +95,16 @@ class Catalog:
         self._refreshed = trio.Event()
         self._running = False
 
+    def reconfigure(self, config: Config) -> None:
+        """Serve ``config``'s models from now on (a reload): a fetched list is kept for a provider
+        whose configuration did not change; any other globbing provider is fetched when next asked."""
+        kept = {p.name for p in globbing(config) if p in set(globbing(self.config))}
+        self.config = config
+        self.fetched = {name: models for name, models in self.fetched.items() if name in kept}
+        self._due = {
+            p.name: self._due[p.name] if p.name in kept else -1.0 for p in globbing(config)
+        }
+
     def _stale(self) -> list[ProviderConfig]:
         now = trio.current_time()
         return [p for p in globbing(self.config) if self._due[p.name] <= now]
@@ -116,6 +126,8 @@ class Catalog:
                 fetched, failures = await fetch_all(client, self.config, stale)
                 now = trio.current_time()
                 for provider in stale:
+                    if provider not in globbing(self.config):
+                        continue  # reconfigured while it was fetched
                     if provider.name in fetched:
                         self.fetched[provider.name] = fetched[provider.name]
                         self._due[provider.name] = now + TTL

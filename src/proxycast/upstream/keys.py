@@ -124,6 +124,22 @@ class KeyPool:
         key.until, key.reason, key.since = until, reason, self.clock()
         return True
 
+    def carry(self, old: KeyPool, same_upstream: bool) -> dict[int, int]:
+        """Take over the health of ``old``, the pool of the same provider before a reload: each key
+        found again by its fingerprint (by its place, for credentials without one, when their
+        number is unchanged) keeps its rest and its failures in a row; the provider's own rest
+        when its upstream is the same. Returns old index -> new index of the keys found again."""
+        if self.fingerprints or old.fingerprints:
+            where = {f: i for i, f in enumerate(self.fingerprints)}
+            found = {i: where[f] for i, f in enumerate(old.fingerprints) if f in where}
+        else:
+            found = {i: i for i in range(len(old._keys))} if old.size == self.size else {}
+        for was, now in found.items():
+            self._keys[now] = attrs.evolve(old._keys[was])
+        if same_upstream:
+            self._bench = attrs.evolve(old._bench)
+        return found
+
     def left(self, index: int | None) -> tuple[float, str]:
         """Seconds until a key (None: the provider as a whole) is back (0: now), and why it rests."""
         key = self._bench if index is None else self._keys[index]

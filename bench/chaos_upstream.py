@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING, Any
 import h11
 import trio
 
-from proxycast.testing import FakeAnthropic, FakeGemini, FakeOpenAI
+from proxycast.testing import (
+    AnthropicScript,
+    FakeAnthropic,
+    FakeGemini,
+    FakeOpenAI,
+    FakeToolCall,
+    GeminiScript,
+    Script,
+)
+from proxycast.testing import anthropic as fa
+from proxycast.testing import gemini as fg
 
 if TYPE_CHECKING:
     from proxycast.testing._server import RecordedRequest, Responder
@@ -172,28 +182,74 @@ class Chaos:
         await answer(request, ChaosResponder(respond, kind, self.rng, self.fired))
 
 
+TEXT = "chaos " * 30
+WEATHER = {"city": "Paris"}
+
+
 class ChaosOpenAI(FakeOpenAI):
-    def __init__(self, seed: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    """Answers text, reasoning and text, or a tool call, each in 12 chunks 10 ms apart."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
         self.chaos = Chaos("openai", seed)
+        paced: dict[str, Any] = {"chunks": 12, "interval": 0.01}
+        self.variants = (
+            Script(text=TEXT, **paced),
+            Script(text=TEXT, reasoning="Let me think. " * 5, **paced),
+            Script(
+                text="",
+                tool_calls=(FakeToolCall(name="get_weather", arguments=json.dumps(WEATHER)),),
+                **paced,
+            ),
+        )
 
     async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
-        await self.chaos.handle(request, respond, super()._handle)
+        await self.chaos.handle(request, respond, self._answer)
+
+    async def _answer(self, request: RecordedRequest, respond: Any) -> None:
+        if not await self.side_route(request, respond):
+            await self.answer(self.chaos.rng.choice(self.variants), request, respond)
 
 
 class ChaosAnthropic(FakeAnthropic):
-    def __init__(self, seed: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    """Answers text, thinking and text, or text and a tool use, each block in 12 pieces."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
         self.chaos = Chaos("anthropic", seed)
+        paced: dict[str, Any] = {"pieces": 12, "interval": 0.01}
+        self.variants = (
+            AnthropicScript(blocks=(fa.Text(TEXT),), **paced),
+            AnthropicScript(blocks=(fa.Thinking("Let me think. " * 5), fa.Text(TEXT)), **paced),
+            AnthropicScript(
+                blocks=(fa.Text("Checking."), fa.ToolUse("get_weather", WEATHER)), **paced
+            ),
+        )
 
     async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
-        await self.chaos.handle(request, respond, super()._handle)
+        await self.chaos.handle(request, respond, self._answer)
+
+    async def _answer(self, request: RecordedRequest, respond: Any) -> None:
+        if not await self.side_route(request, respond):
+            await self.answer(self.chaos.rng.choice(self.variants), request, respond)
 
 
 class ChaosGemini(FakeGemini):
-    def __init__(self, seed: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    """Answers text, a thought and text, or a function call, each text in 12 pieces."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
         self.chaos = Chaos("gemini", seed)
+        paced: dict[str, Any] = {"pieces": 12, "interval": 0.01}
+        self.variants = (
+            GeminiScript(parts=(fg.Text(TEXT),), **paced),
+            GeminiScript(parts=(fg.Thought("Let me think. " * 5), fg.Text(TEXT)), **paced),
+            GeminiScript(parts=(fg.Call("get_weather", WEATHER),), **paced),
+        )
 
     async def _handle(self, request: RecordedRequest, respond: Responder) -> None:
-        await self.chaos.handle(request, respond, super()._handle)
+        await self.chaos.handle(request, respond, self._answer)
+
+    async def _answer(self, request: RecordedRequest, respond: Any) -> None:
+        if not await self.side_route(request, respond):
+            await self.answer(self.chaos.rng.choice(self.variants), request, respond)

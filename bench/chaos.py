@@ -447,7 +447,15 @@ def growth(series: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
     for what in ("rss_mb", "fds"):
         a = statistics.median(s[what] for s in first)
         b = statistics.median(s[what] for s in last)
-        out[what] = {"first": a, "last": b, "max": max(s[what] for s in tail)}
+        early = [s[what] for s in series if s["t"] < span] or [series[0][what]]
+        out[what] = {
+            "first": a,
+            "last": b,
+            "max": max(s[what] for s in tail),
+            "first_window_median": round(statistics.median(early), 1),
+            "first_window_max": max(early),
+            "last_window_median": round(statistics.median(s[what] for s in tail), 1),
+        }
     return out
 
 
@@ -854,6 +862,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"open files {res['fds']['first']} -> {res['fds']['last']} (max {res['fds']['max']}); "
         f"whole run: RSS {result['series'][0]['rss_mb']} -> {result['series'][-1]['rss_mb']} MB, "
         f"fds {result['series'][0]['fds']} -> {result['series'][-1]['fds']}.",
+        "",
+        f"| gateway + workers | first {res['window_s']} s: median (max) | last {res['window_s']} s: median (max) |",
+        "|---|---:|---:|",
+        *(
+            f"| {label} | {res[key]['first_window_median']} ({res[key]['first_window_max']}) | "
+            f"{res[key]['last_window_median']} ({res[key]['max']}) |"
+            for label, key in (("RSS (MB)", "rss_mb"), ("open files", "fds"))
+        ),
         "",
         "## Requests",
         "",

@@ -439,13 +439,16 @@ def ws_request(base: str, seen: Seen, leave: bool) -> None:
 def sample(sid: int) -> dict[str, Any]:
     pids = sorted(common.session_pids(sid))
     rss = fds = 0
+    each = {}
     for pid in pids:
         try:
-            rss += common.status_kb(pid, "VmRSS")
+            kb = common.status_kb(pid, "VmRSS")
             fds += len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
-            pass
-    return {"pids": pids, "rss_mb": round(rss / 1024, 1), "fds": fds}
+            continue
+        rss += kb
+        each[str(pid)] = round(kb / 1024, 1)
+    return {"pids": pids, "rss_mb": round(rss / 1024, 1), "fds": fds, "rss_mb_each": each}
 
 
 def growth(series: list[dict[str, Any]], minutes: float) -> dict[str, Any]:

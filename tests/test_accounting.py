@@ -384,3 +384,79 @@ async def test_the_ledger_holds_what_the_upstreams_reported(
         "(USD)",
     ]
     assert lines[-1].split()[:2] == ["total", str(len(ledger))]
+
+
+async def test_every_request_to_a_model_route_is_a_ledger_row(
+    tmp_path: Path, upstreams: tuple[FakeOpenAI, FakeAnthropic, FakeGemini]
+) -> None:
+    """Bad input, a model no provider serves, a client gone before its body arrived: each is a row
+    with the status it was answered (499: none), so that `proxycast usage` counts a client's errors;
+    a request without an accepted key is none (found by bench/chaos.py: only requests read whole
+    and routed had rows)."""
+    fo, fa, fg = upstreams
+    path = tmp_path / "usage.db"
+    config = team_config(fo.base_url, fa.base_url, fg.base_url, path)
+    chat = "/v1/chat/completions"
+    hi = [{"role": "user", "content": "Hi"}]
+    async with trio.open_nursery() as nursery:
+        gateway = await start_gateway(nursery, config)
+        bob = {"authorization": f"Bearer {BOB_KEY}"}
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            sent = {
+                "cut-json": await client.post(chat, content=b'{"model": "gpt', headers=bob),
+                "mistyped": await client.post(
+                    chat, json={"model": "gpt-4o-mini", "messages": "hello"}, headers=bob
+                ),
+                "no-model": await client.post(
+                    chat, json={"model": "no-such-model", "messages": hi}, headers=bob
+                ),
+                "gemini-no-model": await client.post(
+                    "/v1beta/models/no-such-model:streamGenerateContent",
+                    json={"contents": "x"},
+                    headers={"x-goog-api-key": BOB_KEY},
+                ),
+                "embed-cut": await client.post(
+                    "/v1/embeddings", content=b'{"model": "gpt-4o-mini", "in', headers=bob
+                ),
+                "wrong-key": await client.post(
+                    chat,
+                    json={"model": "gpt-4o-mini", "messages": hi},
+                    headers={"authorization": "Bearer nope"},
+                ),
+                "models-list": await client.get("/v1/models", headers=bob),
+            }
+            for name, answer in sent.items():
+                assert answer.headers["x-request-id"], name
+        # a client that sends its headers and leaves before its body
+        stream = await trio.open_tcp_stream("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]))
+        head = (
+            f"POST {chat} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {BOB_KEY}\r\n"
+            "x-request-id: left-early\r\ncontent-type: application/json\r\n"
+            "content-length: 100\r\n\r\n{"
+        )
+        await stream.send_all(head.encode())
+        await trio.sleep(0.3)
+        await stream.aclose()
+        await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()  # the drain writes the buffered rows
+    db = sqlite3.connect(path)
+    try:
+        rows = {
+            rid: rest
+            for rid, *rest in db.execute(
+                "SELECT request_id, client, api, model, status, error_type, streamed FROM requests"
+            )
+        }
+    finally:
+        db.close()
+    ids = {name: answer.headers["x-request-id"] for name, answer in sent.items()}
+    assert rows.pop(ids["cut-json"]) == ["bob", "openai", "", 400, "invalid_request", 0]
+    assert rows.pop(ids["mistyped"])[2:5] == ["", 400, "invalid_request"]  # refused unread
+    assert rows.pop(ids["no-model"])[2:5] == ["no-such-model", 404, "not_found"]
+    assert rows.pop(ids["gemini-no-model"]) == [
+        "bob", "gemini", "no-such-model", 400, "invalid_request", 1
+    ]  # fmt: skip
+    assert rows.pop(ids["embed-cut"])[:2] + rows.pop("left-early")[:1] == [
+        "bob", "embeddings", "bob"
+    ]  # fmt: skip
+    assert rows == {}  # neither the wrong key nor the models list

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
+import httpx
 import openai
 import pytest
 import trio
@@ -42,6 +43,40 @@ async def test_forwarded_to_openai_compatible(gateway: Gateway, fake: FakeOpenAI
     assert result.model == "gpt-4o"
     assert flat(result) == pytest.approx(fake_vector("one") + fake_vector("two"), abs=1e-6)
     assert result.usage.prompt_tokens == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-4o"},
+        {"model": "gpt-4o", "input": 5},
+        {"model": "gpt-4o", "input": []},
+        {"model": "gpt-4o", "input": ["one", 2]},
+        {"model": "gpt-4o", "input": [[1, 2], [True]]},
+        {"model": "gpt-4o", "input": {"text": "one"}},
+    ],
+)
+async def test_an_input_no_upstream_accepts_is_refused_before_forwarding(
+    gateway: Gateway, fake: FakeOpenAI, body: dict[str, object]
+) -> None:
+    """Found by bench/chaos.py: a mistyped ``input`` went to an OpenAI-compatible upstream as it
+    was (and a lenient one answered 200)."""
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{gateway.v1}/embeddings",
+            json=body,
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "input"
+    assert not fake.requests
+
+
+async def test_token_ids_are_forwarded(gateway: Gateway, fake: FakeOpenAI) -> None:
+    async with sdk(gateway) as client:
+        await client.embeddings.create(model="gpt-4o", input=[[1, 2, 3], [4]])
+        await client.embeddings.create(model="gpt-4o", input=[1, 2, 3])
+    assert [r.json()["input"] for r in fake.requests] == [[[1, 2, 3], [4]], [1, 2, 3]]
 
 
 @pytest.mark.parametrize("inputs", [["one"], ["one", "two", "three"]])

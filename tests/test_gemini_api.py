@@ -431,6 +431,43 @@ async def test_the_ledger_records_the_gemini_api(
     assert rows == [("gemini", MODELS["anthropic"], "anthropic", 200, 12)]
 
 
+@pytest.mark.parametrize("alt", ["?alt=sse", ""])
+async def test_a_forwarded_stream_cut_off_is_an_error_in_the_ledger(
+    upstreams: Upstreams, tmp_path: Path, alt: str
+) -> None:
+    """Gemini to Gemini, the upstream's connection cut mid-stream: the client's stream ends with
+    Google's error object, and the ledger row says that error, not the 200 the stream began with
+    (found by bench/chaos.py: the forwarded stream's failure was not kept for the accounting)."""
+    ledger = tmp_path / "usage.db"
+    upstreams["gemini"].script(
+        GeminiScript(parts=(fg.Text("one two three four five six"),), pieces=6, drop_after=2)
+    )
+    url = f"/v1beta/models/{MODELS['gemini']}:streamGenerateContent{alt}"
+    async with trio.open_nursery() as inner:
+        gateway = await start_gateway(
+            inner, _config(upstreams, ledger=LedgerConfig(url=f"sqlite:///{ledger}"))
+        )
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            answer = await client.post(
+                url,
+                json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                headers={"x-goog-api-key": CLIENT_KEY},
+            )
+        inner.cancel_scope.cancel()
+    assert answer.status_code == 200
+    if alt:
+        last = json.loads(answer.text.strip().splitlines()[-1][len("data: ") :])
+    else:
+        last = answer.json()[-1]
+    assert last["error"]["code"] == 502
+    db = sqlite3.connect(ledger)
+    try:
+        rows = db.execute("SELECT provider, status, error_type FROM requests").fetchall()
+    finally:
+        db.close()
+    assert rows == [("gemini", 502, "api_error")]
+
+
 @pytest.mark.parametrize(
     ("kind", "dropped"),
     [

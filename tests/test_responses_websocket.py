@@ -183,6 +183,66 @@ async def test_each_response_is_a_ledger_row(nursery: trio.Nursery, tmp_path: Pa
     assert rows == [("responses", MODEL, "up", 200, 1)] * 2
 
 
+class _LingeringEnd:
+    """A fake's responder whose answer's end (the chunked body's last bytes) comes a second after
+    its last event, as a slow upstream's may."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def end(self) -> None:
+        await trio.sleep(1)
+        await self._inner.end()
+
+
+class _Lingering(FakeOpenAI):
+    async def _handle(self, request: Any, respond: Any) -> None:
+        await super()._handle(request, _LingeringEnd(respond))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("responses", [True, False], ids=["forwarded", "converted"])
+async def test_a_client_leaving_after_the_last_event_got_it_all(
+    tmp_path: Path, responses: bool
+) -> None:
+    """The response is over at its last event, for the ledger too: a client that closes the
+    connection at response.completed, while the gateway still reads the upstream's end, is not
+    recorded as disconnected (found by bench/chaos.py)."""
+    ledger = tmp_path / "usage.db"
+    async with trio.open_nursery() as inner:
+        fake = _Lingering()
+        await inner.start(fake.serve)
+        provider = ProviderConfig(
+            name="up", type="openai", base_url=fake.base_url, api_keys=(UPSTREAM_KEY,),
+            models=(MODEL,), responses=responses,
+        )  # fmt: skip
+        config = Config(
+            server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)),
+            providers=(provider,),
+            responses=ResponsesConfig(store=False),
+            ledger=LedgerConfig(url=f"sqlite:///{ledger}"),
+        )
+        gateway = await start_gateway(inner, config)
+
+        def talk() -> str:
+            with _sdk(gateway).responses.connect() as connection:
+                connection.response.create(model=MODEL, input="Hi")
+                return str(_until_done(connection)[1].type)  # and closes at once
+
+        assert await trio.to_thread.run_sync(talk) == "response.completed"
+        with trio.fail_after(10):
+            await fake.requests[-1].ended.wait()
+        inner.cancel_scope.cancel()
+    db = sqlite3.connect(ledger)
+    try:
+        rows = db.execute("SELECT status, disconnected FROM requests").fetchall()
+    finally:
+        db.close()
+    assert rows == [(200, 0)]
+
+
 async def test_the_handshake_needs_a_key(nursery: trio.Nursery) -> None:
     gateway, _ = await _start(nursery, "openai-chat")
 

@@ -110,6 +110,15 @@ def current_record() -> Record | None:
     return _current.get()
 
 
+def on_model_route(api: str, model: str, streamed: bool) -> None:
+    """A request with an accepted key reached a model route: it gets a ledger row whatever happens
+    next (bad input, a model no provider serves, its client gone before its body arrived), with
+    what the route says of it; :meth:`Accounting.enter` fills in what the request says once read."""
+    record = _current.get()
+    if record is not None:
+        record.api, record.model, record.streamed = api, model, streamed
+
+
 def _request_id(scope: HTTPScope) -> str:
     for name, value in scope["headers"]:
         if name.lower() == b"x-request-id":
@@ -253,7 +262,8 @@ class Accounting:
             record.client = client
 
     def enter(self, request: InboundRequest, api: str) -> None:
-        """A request reached a model route: it gets a ledger row, whatever happens next.
+        """A model route's request was read: its API, model and stream flag for its ledger row
+        (which it has since it reached the route, :func:`on_model_route`).
 
         Raises:
             ModelNotFoundError: the client may not use the model (it is told the model does not

@@ -506,9 +506,13 @@ class _Frames:
             return
         for event in self._parser.feed(body):
             if isinstance(event, sse.Event) and event.data:
-                if event.event in _TERMINAL:  # as the client sees it: the next may come at once
+                last = event.event in _TERMINAL
+                if last:  # as the client sees it: the next may come at once
                     self._connection.idle()
                 await self._connection.text(event.data)
+                record = current_record()
+                if last and record is not None:  # the client has it all, wherever it goes now
+                    record.completed = True
 
 
 def _error_event(body: bytes, status: int) -> str:

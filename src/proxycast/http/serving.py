@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from proxycast import formats
+from proxycast.accounting.records import on_model_route
 from proxycast.errors import MethodNotAllowedError, ProxycastError, RouteNotFoundError
 from proxycast.http import cors
 from proxycast.http.call import Call, app_path, parse_query
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxycast")
 
 _BODILESS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
+_MODEL_OPERATIONS = frozenset(("generate", "count_tokens", "embed", "create_response"))
+"""The operations whose requests get a ledger row (a model is asked), valid or not."""
 
 
 class Serving:
@@ -79,6 +82,10 @@ class Serving:
         dialect = formats.dialect_for(path) if isinstance(matched, Mismatch) else matched[0].dialect
         try:
             call = self._admit(scope, path, matched, dialect, headers, pairs)
+            declared = call.route.declared
+            if declared.operation in _MODEL_OPERATIONS:
+                api = "embeddings" if declared.operation == "embed" else call.route.dialect.name
+                on_model_route(api, call.params.get("model", ""), bool(declared.stream))
             if call.route.method not in _BODILESS:
                 body = await self._body(receive, headers.get("content-length"))
                 if body is None:

@@ -112,5 +112,6 @@ class GeminiPassthrough(Passthrough):
 
     def fail(self, error: ProxycastError) -> bytes:
         self.finished = True
+        self.error = self.error or error  # what the client is told: the accounting records it
         out = self._frame(json.dumps(error_body(error)).encode())
         return out if self._sse else out + b"]"

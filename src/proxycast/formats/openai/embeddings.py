@@ -51,6 +51,28 @@ def read(body: dict[str, Any], provider: str) -> EmbedRequest:
     return EmbedRequest(inputs=tuple(str(i) for i in inputs), dimensions=dimensions)
 
 
+def check_input(raw: Any) -> None:
+    """Refuse on every path an ``input`` no upstream accepts: OpenAI's is a string, or a non-empty
+    list of strings, of token ids, or of lists of token ids (formats/required.py: a known field of
+    the wrong JSON type is never forwarded)."""
+    if isinstance(raw, str):
+        return
+    if isinstance(raw, list) and raw:
+        if all(isinstance(i, str) for i in raw) or all(_tokens(i) for i in raw):
+            return
+        if all(isinstance(i, list) and i and all(_tokens(t) for t in i) for i in raw):
+            return
+    raise InvalidRequestError(
+        "Invalid request: 'input' is required: a string, or a non-empty list of strings, of token "
+        "ids, or of lists of token ids.",
+        param="input",
+    )
+
+
+def _tokens(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def estimate_tokens(request: EmbedRequest) -> int:
     """About four characters a token (an estimate, said to be one)."""
     return sum(math.ceil(len(text) / 4) for text in request.inputs)
@@ -83,7 +105,9 @@ class OpenAIEmbeddings:
     native_type = "openai"
 
     def client_model(self, body: dict[str, Any], params: Mapping[str, str]) -> str:
-        return envelope(body)[0]
+        model = envelope(body)[0]
+        check_input(body.get("input"))
+        return model
 
     def read(self, body: dict[str, Any], provider: str) -> EmbedRequest:
         return read(body, provider)

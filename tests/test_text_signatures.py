@@ -63,6 +63,7 @@ async def test_an_anthropic_client_gets_the_text_and_gemini_its_signature_back(
     url = await _gateway(nursery, gemini)
     first: list[Any] = [{"role": "user", "content": "What number did I save?"}]
     async with anthropic.AsyncAnthropic(base_url=url, api_key=CLIENT_KEY, max_retries=0) as client:
+        answer: Any
         if stream:
             async with client.messages.stream(model=MODEL, max_tokens=100, messages=first) as s:
                 answer = await s.get_final_message()
@@ -106,15 +107,12 @@ async def test_a_responses_client_gets_the_text_and_gemini_its_signature_back(
             kinds, text = [item.type for item in response.output], response.output_text
         assert kinds == ["message"]  # no reasoning item after the message
         assert text == ANSWER
-        await client.responses.create(
-            model=MODEL,
-            store=False,
-            input=[
-                {"role": "user", "content": "What number did I save?"},
-                {"role": "assistant", "content": [{"type": "output_text", "text": text}]},
-                {"role": "user", "content": "Thanks."},
-            ],
-        )
+        history: Any = [
+            {"role": "user", "content": "What number did I save?"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": text}]},
+            {"role": "user", "content": "Thanks."},
+        ]
+        await client.responses.create(model=MODEL, store=False, input=history)
     assert _signed_texts(gemini.requests[-1].json()) == [(ANSWER, SIGNATURE)]
 
 

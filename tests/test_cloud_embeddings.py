@@ -15,10 +15,18 @@ import pytest
 import trio
 from google.genai import errors as genai_errors
 from google.genai import types
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxycast.config import Config, ProviderConfig, ServerConfig
+from proxycast.errors import InvalidRequestError
+from proxycast.formats.bedrock.embeddings import EMBEDDINGS as BEDROCK_EMBEDDINGS
+from proxycast.formats.embeddings import EmbedRequest
+from proxycast.formats.vertex.embeddings import EMBEDDINGS as VERTEX_EMBEDDINGS
 from proxycast.ledger import LedgerConfig
 from proxycast.testing import FakeBedrock, FakeVertex
+from proxycast.testing import bedrock as fake_bedrock
+from proxycast.testing import vertex as fake_vertex
 from proxycast.testing._server import fake_vector
 from proxycast.testing.bedrock import fake_tokens
 from tests.support import CLIENT_KEY, Gateway, start_gateway
@@ -295,3 +303,54 @@ async def test_the_ledger_counts_the_clouds_tokens(
         ("embeddings", TITAN, "bedrock", 200, 4),
     ]
     assert json.loads(predictions(vertex)[0].body)["instances"][1] == {"content": "c d e"}
+
+
+# The converters, property-tested against the fakes' own rules and answers
+
+TEXTS = st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=12)
+DIMENSIONS = st.one_of(st.none(), st.integers(min_value=1, max_value=768))
+
+
+@given(texts=TEXTS, dimensions=DIMENSIONS)
+def test_vertex_requests_are_valid_and_answers_read_in_order(
+    texts: list[str], dimensions: int | None
+) -> None:
+    request = EmbedRequest(inputs=tuple(texts), dimensions=dimensions)
+    sent = VERTEX_EMBEDDINGS.request_from_internal(request, "text-embedding-005")
+    body = dict(sent.body)
+    assert fake_vertex.predict_problem("text-embedding-005", body) is None
+    assert sent.path == "/publishers/google/models/text-embedding-005:predict"
+    size = dimensions or 768
+    answer = {
+        "predictions": [
+            {"embeddings": {"values": fake_vector(t, size), "statistics": {"token_count": 2}}}
+            for t in texts
+        ]
+    }
+    read = VERTEX_EMBEDDINGS.reply_to_internal(answer, request)
+    assert [list(v) for v in read.vectors] == [fake_vector(t, size) for t in texts]
+    assert read.input_tokens == 2 * len(texts)
+
+
+@given(texts=TEXTS, dimensions=st.sampled_from([None, 256, 512, 1024]))
+def test_bedrock_requests_are_valid_for_each_family(
+    texts: list[str], dimensions: int | None
+) -> None:
+    request = EmbedRequest(inputs=tuple(texts), dimensions=dimensions)
+    for model in (TITAN, COHERE_V4, COHERE):
+        if (len(texts) > 1 and model == TITAN) or (dimensions and model == COHERE):
+            with pytest.raises(InvalidRequestError):  # what Titan and Cohere v3 cannot take
+                BEDROCK_EMBEDDINGS.request_from_internal(request, model)
+            continue
+        sent = BEDROCK_EMBEDDINGS.request_from_internal(request, model)
+        assert fake_bedrock.embed_problem(dict(sent.body), model) is None
+        assert sent.path == invoke_path(model)
+    single = EmbedRequest(inputs=(texts[0],))
+    read = BEDROCK_EMBEDDINGS.reply_to_internal(
+        {"embedding": [0.5, 0.25], "inputTextTokenCount": 7}, single
+    )
+    assert (read.vectors, read.input_tokens) == (((0.5, 0.25),), 7)
+    by_type = {"embeddings": {"float": [[float(i)] for i in range(len(texts))]}}
+    read = BEDROCK_EMBEDDINGS.reply_to_internal(by_type, request)
+    assert read.vectors == tuple((float(i),) for i in range(len(texts)))
+    assert read.input_tokens is None  # estimated by the dialect

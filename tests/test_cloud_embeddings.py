@@ -151,7 +151,9 @@ async def test_openai_clients_on_vertex(gateway: Gateway, vertex: FakeVertex) ->
 
 
 async def test_gemini_clients_on_vertex(gateway: Gateway, vertex: FakeVertex) -> None:
-    single = await genai_embed(gateway, "text-embedding-005", ["alpha"], output_dimensionality=6)
+    single = await genai_embed(
+        gateway, "text-embedding-005", ["alpha"], output_dimensionality=6, task_type="CLUSTERING"
+    )
     batch = await genai_embed(gateway, "text-multilingual-embedding-002", ["beta", "gamma"])
     assert [e.values for e in single.embeddings] == [fake_vector("alpha", 6)]
     assert [e.values for e in batch.embeddings] == [
@@ -160,9 +162,12 @@ async def test_gemini_clients_on_vertex(gateway: Gateway, vertex: FakeVertex) ->
     ]
     first, second = predictions(vertex)
     assert first.path == PREDICT.format("text-embedding-005")
-    assert first.json()["parameters"] == {"outputDimensionality": 6}
+    assert first.json() == {
+        "instances": [{"content": "alpha", "task_type": "CLUSTERING"}],  # the client's taskType
+        "parameters": {"outputDimensionality": 6},
+    }
     assert second.path == PREDICT.format("text-multilingual-embedding-002")
-    assert [i["content"] for i in second.json()["instances"]] == ["beta", "gamma"]
+    assert second.json()["instances"] == [{"content": "beta"}, {"content": "gamma"}]
 
 
 async def test_gemini_embedding_001_takes_one_input_a_request(
@@ -248,13 +253,14 @@ async def test_batches_on_bedrock_cohere(gateway: Gateway, bedrock: FakeBedrock)
 
 async def test_gemini_clients_on_bedrock(gateway: Gateway, bedrock: FakeBedrock) -> None:
     single = await genai_embed(gateway, TITAN, ["titan text"], output_dimensionality=512)
-    batch = await genai_embed(gateway, COHERE, ["c1", "c2"])
+    batch = await genai_embed(gateway, COHERE, ["c1", "c2"], task_type="RETRIEVAL_QUERY")
     assert [e.values for e in single.embeddings] == [fake_vector("titan text", 512)]
     assert [e.values for e in batch.embeddings] == [
         fake_vector("c1", 1024),
         fake_vector("c2", 1024),
     ]
     assert [r.path for r in bedrock.requests] == [invoke_path(TITAN), invoke_path(COHERE)]
+    assert bedrock.requests[1].json()["input_type"] == "search_query"  # RETRIEVAL_QUERY
 
 
 async def test_bedrock_errors_in_each_clients_shape(gateway: Gateway, bedrock: FakeBedrock) -> None:
@@ -311,11 +317,11 @@ TEXTS = st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=12)
 DIMENSIONS = st.one_of(st.none(), st.integers(min_value=1, max_value=768))
 
 
-@given(texts=TEXTS, dimensions=DIMENSIONS)
+@given(texts=TEXTS, dimensions=DIMENSIONS, task=st.sampled_from([None, *fake_vertex.TASK_TYPES]))
 def test_vertex_requests_are_valid_and_answers_read_in_order(
-    texts: list[str], dimensions: int | None
+    texts: list[str], dimensions: int | None, task: str | None
 ) -> None:
-    request = EmbedRequest(inputs=tuple(texts), dimensions=dimensions)
+    request = EmbedRequest(inputs=tuple(texts), dimensions=dimensions, task_type=task)
     sent = VERTEX_EMBEDDINGS.request_from_internal(request, "text-embedding-005")
     body = dict(sent.body)
     assert fake_vertex.predict_problem("text-embedding-005", body) is None
@@ -332,11 +338,15 @@ def test_vertex_requests_are_valid_and_answers_read_in_order(
     assert read.input_tokens == 2 * len(texts)
 
 
-@given(texts=TEXTS, dimensions=st.sampled_from([None, 256, 512, 1024]))
+@given(
+    texts=TEXTS,
+    dimensions=st.sampled_from([None, 256, 512, 1024]),
+    task=st.sampled_from([None, *fake_vertex.TASK_TYPES, "SOMETHING_NEW"]),
+)
 def test_bedrock_requests_are_valid_for_each_family(
-    texts: list[str], dimensions: int | None
+    texts: list[str], dimensions: int | None, task: str | None
 ) -> None:
-    request = EmbedRequest(inputs=tuple(texts), dimensions=dimensions)
+    request = EmbedRequest(inputs=tuple(texts), dimensions=dimensions, task_type=task)
     for model in (TITAN, COHERE_V4, COHERE):
         if (len(texts) > 1 and model == TITAN) or (dimensions and model == COHERE):
             with pytest.raises(InvalidRequestError):  # what Titan and Cohere v3 cannot take

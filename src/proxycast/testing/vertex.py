@@ -450,6 +450,16 @@ EMBEDDING_MODELS = {
 }
 """Google's text embeddings models the fake serves at ``:predict``, with their full dimensions."""
 _INSTANCE_FIELDS = {"content", "task_type", "title"}
+TASK_TYPES = (
+    "RETRIEVAL_QUERY",
+    "RETRIEVAL_DOCUMENT",
+    "SEMANTIC_SIMILARITY",
+    "CLASSIFICATION",
+    "CLUSTERING",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+    "CODE_RETRIEVAL_QUERY",
+)
 _PARAMETERS = {"outputDimensionality", "autoTruncate"}
 
 
@@ -484,6 +494,8 @@ def predict_problem(model: str, body: dict[str, Any]) -> str | None:
         unknown = sorted(set(instance) - _INSTANCE_FIELDS)
         if unknown:
             return f"instances[{index}]: unknown field {unknown[0]!r}."
+        if instance.get("task_type", "RETRIEVAL_QUERY") not in TASK_TYPES:
+            return f"instances[{index}]: task_type {instance['task_type']!r} is not supported."
     if model.startswith("gemini-embedding") and len(instances) > 1:
         return (
             f"Unable to submit request because the model {model} supports only 1 instance per "

@@ -6,7 +6,8 @@
   text per call, so a batch is refused with a 400 that names the fix (one input at a time, or a
   Cohere model); v1 takes no ``dimensions``; v2 takes 256, 512 or 1024 (Bedrock says so itself).
 - Cohere Embed (``cohere.embed-english-v3``, ``-multilingual-v3``, ``cohere.embed-v4:0``):
-  ``{"texts": [...], "input_type": "search_document"}`` -> ``{"embeddings": [[...], ...]}`` (v4:
+  ``{"texts": [...], "input_type": "search_document"}`` (a Gemini client's ``taskType`` mapped:
+  :data:`INPUT_TYPES`) -> ``{"embeddings": [[...], ...]}`` (v4:
   ``embedding_types: ["float"]`` and ``output_dimension``, answered as ``{"embeddings": {"float":
   [[...]]}}``); up to 96 texts a call. Its answer does not count tokens: they are estimated.
 
@@ -26,6 +27,19 @@ from proxycast.formats.embeddings import Embeddings, EmbedRequest
 COHERE_MAX_TEXTS = 96
 BATCH_MODEL = "cohere.embed-english-v3"
 """The model a refused batch is pointed at."""
+
+
+INPUT_TYPES = {
+    "RETRIEVAL_QUERY": "search_query",
+    "CODE_RETRIEVAL_QUERY": "search_query",
+    "QUESTION_ANSWERING": "search_query",
+    "FACT_VERIFICATION": "search_query",
+    "RETRIEVAL_DOCUMENT": "search_document",
+    "CLASSIFICATION": "classification",
+    "CLUSTERING": "clustering",
+}
+"""Gemini's task types as Cohere's ``input_type``; any other (and none) is ``search_document``:
+what OpenAI's clients, which say nothing, embed most (documents to index)."""
 
 
 def _family(model: str) -> str:
@@ -72,7 +86,8 @@ def _cohere(request: EmbedRequest, model: str) -> dict[str, Any]:
             f"request and this request has {len(request.inputs)}: split it.",
             param="input",
         )
-    body: dict[str, Any] = {"texts": list(request.inputs), "input_type": "search_document"}
+    input_type = INPUT_TYPES.get(request.task_type or "", "search_document")
+    body: dict[str, Any] = {"texts": list(request.inputs), "input_type": input_type}
     if "-v3" in model:
         if request.dimensions is not None:
             raise InvalidRequestError(

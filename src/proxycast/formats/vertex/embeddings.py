@@ -2,7 +2,8 @@
 "Embeddings").
 
 The request is ``{"instances": [{"content": TEXT}, ...], "parameters": {"outputDimensionality": N}}``
-at ``publishers/google/models/{model}:predict``; the answer, one prediction per instance, is
+(a Gemini client's ``taskType`` as each instance's ``task_type``) at
+``publishers/google/models/{model}:predict``; the answer, one prediction per instance, is
 ``{"predictions": [{"embeddings": {"values": [...], "statistics": {"token_count": n,
 "truncated": false}}}]}``, whose token counts are the usage. The path is written from
 ``/publishers/`` on: the bound format (``VertexUpstream.placed``) puts the provider's project and
@@ -56,7 +57,8 @@ class VertexEmbeddings:
                 f"and this request has {count}: split it.",
                 param="input",
             )
-        body: dict[str, Any] = {"instances": [{"content": text} for text in request.inputs]}
+        task = {"task_type": request.task_type} if request.task_type else {}
+        body: dict[str, Any] = {"instances": [{"content": text, **task} for text in request.inputs]}
         if request.dimensions is not None:
             body["parameters"] = {"outputDimensionality": request.dimensions}
         return UpstreamRequest(path=predict_path(model), body=body)

@@ -10,6 +10,7 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import openai
 import pytest
 import trio
@@ -24,7 +25,7 @@ from proxycast.formats.bedrock.embeddings import EMBEDDINGS as BEDROCK_EMBEDDING
 from proxycast.formats.embeddings import EmbedRequest
 from proxycast.formats.vertex.embeddings import EMBEDDINGS as VERTEX_EMBEDDINGS
 from proxycast.ledger import LedgerConfig
-from proxycast.testing import FakeBedrock, FakeVertex
+from proxycast.testing import BedrockScript, FakeBedrock, FakeVertex
 from proxycast.testing import bedrock as fake_bedrock
 from proxycast.testing import vertex as fake_vertex
 from proxycast.testing._server import fake_vector
@@ -277,6 +278,27 @@ async def test_bedrock_errors_in_each_clients_shape(gateway: Gateway, bedrock: F
     assert refused.value.code == 400
     assert "not a valid enum value" in str(refused.value.message)
     assert len(bedrock.requests) == 2  # the two with dimensions 8; nova never left
+
+
+async def test_bedrock_throttling_is_retried_with_the_next_api_key(
+    nursery: trio.Nursery, bedrock: FakeBedrock, vertex: FakeVertex, tmp_path: Path
+) -> None:
+    vertex_provider, bedrock_provider = providers(
+        vertex, bedrock, vertex.service_account_file(tmp_path)
+    )
+    keyed = attrs.evolve(bedrock_provider, api_keys=("bedrock-key-a", "bedrock-key-b"))
+    config = Config(
+        server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(vertex_provider, keyed)
+    )
+    gateway = await start_gateway(nursery, config)
+    bedrock.script(
+        BedrockScript(status=429, error_type="ThrottlingException", error_message="Rate exceeded.")
+    )
+    async with sdk(gateway) as client:
+        result = await client.embeddings.create(model=COHERE, input=["x", "y"])
+    assert len(result.data) == 2
+    keys = [r.headers["authorization"] for r in bedrock.requests]
+    assert keys == ["Bearer bedrock-key-a", "Bearer bedrock-key-b"]
 
 
 # The ledger: the clouds' token counts are the usage

@@ -315,10 +315,11 @@ class Exchange:
                 return Answer(data, response.status_code)
             converter = formats.EMBEDDINGS.get(provider.config.type)
             if converter is None:
+                types = ", ".join(sorted(formats.EMBEDDINGS))
                 raise InvalidRequestError(
                     f"Model {model!r} is served by provider {provider.name!r} "
                     f"({provider.config.type}), which has no embeddings API: route embedding "
-                    "models to an OpenAI-compatible or Gemini provider.",
+                    f"models to a provider of type {types}.",
                     param="model",
                 )
             wanted = dialect.read(body, provider.name)

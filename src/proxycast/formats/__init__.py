@@ -14,6 +14,7 @@ from proxycast.formats.anthropic.inbound import DIALECT as ANTHROPIC_DIALECT
 from proxycast.formats.anthropic.models import MODELS as ANTHROPIC_MODELS
 from proxycast.formats.anthropic.upstream import UPSTREAM as ANTHROPIC
 from proxycast.formats.azure.upstream import UPSTREAM as AZURE
+from proxycast.formats.bedrock.embeddings import EMBEDDINGS as BEDROCK_EMBEDDINGS
 from proxycast.formats.bedrock.upstream import UPSTREAM as BEDROCK
 from proxycast.formats.gemini.embeddings import DIALECT_EMBEDDINGS as GEMINI_EMBEDDINGS_DIALECT
 from proxycast.formats.gemini.embeddings import EMBEDDINGS as GEMINI_EMBEDDINGS
@@ -26,6 +27,7 @@ from proxycast.formats.openai.inbound import DIALECT as OPENAI_DIALECT
 from proxycast.formats.openai.models import MODELS as OPENAI_MODELS
 from proxycast.formats.openai.upstream import UPSTREAM as OPENAI
 from proxycast.formats.responses.inbound import DIALECT as RESPONSES_DIALECT
+from proxycast.formats.vertex.embeddings import EMBEDDINGS as VERTEX_EMBEDDINGS
 from proxycast.formats.vertex.upstream import UPSTREAM as VERTEX
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ EMBEDDINGS: Mapping[str, EmbeddingsUpstream] = {
     OPENAI.type: OPENAI_UPSTREAM_EMBEDDINGS,
     GEMINI.type: GEMINI_EMBEDDINGS,
     AZURE.type: OPENAI_UPSTREAM_EMBEDDINGS,  # at its deployment's URL (AzureDeployments.placed)
+    BEDROCK.type: BEDROCK_EMBEDDINGS,  # InvokeModel: Titan (one input), Cohere Embed (batches)
+    VERTEX.type: VERTEX_EMBEDDINGS,  # :predict, under the project's path (VertexUpstream.placed)
 }
 """Provider ``type`` -> how embeddings requests of another API's clients are converted for it (a
 provider of the client's own format gets them forwarded; a type not here has no embeddings)."""

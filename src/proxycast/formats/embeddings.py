@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 class EmbedRequest:
     inputs: tuple[str, ...]
     dimensions: int | None = None
+    task_type: str | None = None
+    """Gemini's ``taskType`` (``RETRIEVAL_QUERY``...), for upstreams that take one (Vertex's
+    ``task_type``, Cohere's ``input_type``); None when the client gave none."""
 
 
 @attrs.frozen(kw_only=True)

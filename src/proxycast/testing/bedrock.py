@@ -1,6 +1,8 @@
 """A fake AWS Bedrock: the runtime (Converse, ConverseStream, InvokeModel,
-InvokeModelWithResponseStream, CountTokens) and the control plane's listings (ListFoundationModels,
-ListInferenceProfiles), on one loopback port, scriptable per test.
+InvokeModelWithResponseStream, CountTokens; InvokeModel on the embeddings models too: Titan Text
+Embeddings v1/v2 and Cohere Embed v3/v4, their bodies checked as Bedrock checks them) and the
+control plane's listings (ListFoundationModels, ListInferenceProfiles), on one loopback port,
+scriptable per test.
 
 Like AWS, it answers only requests signed with SigV4 for service ``bedrock`` and its region by a
 credential it knows, recomputing the signature with botocore over the request's exact bytes (method,
@@ -40,7 +42,7 @@ import trio
 
 from proxycast.formats.bedrock.eventstream import encode_frame
 from proxycast.testing import anthropic as fake_anthropic
-from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, fake_vector
 from proxycast.testing.anthropic import RedactedThinking as RedactedThinking
 from proxycast.testing.anthropic import Text as Text
 from proxycast.testing.anthropic import Thinking as Thinking
@@ -545,6 +547,9 @@ class FakeBedrock(FakeUpstream[BedrockScript]):
             )
             await respond.json(status, error, headers)
             return
+        if action == "invoke" and _embeds(model):
+            await self._embed(body, model, respond)
+            return
         if action.startswith("converse"):
             refused = converse_problem(body, self.issued)
         else:
@@ -557,6 +562,40 @@ class FakeBedrock(FakeUpstream[BedrockScript]):
             await self._converse(script, action == "converse-stream", respond)
         else:
             await self._invoke(script, model, action == "invoke-with-response-stream", respond)
+
+    async def _embed(self, body: dict[str, Any], model: str, respond: Responder) -> None:
+        """InvokeModel on an embeddings model: Titan's or Cohere's body, checked as Bedrock does."""
+        problem = embed_problem(body, model)
+        if problem is not None:
+            status, error, headers = _error(400, "ValidationException", problem)
+            await respond.json(status, error, headers)
+            return
+        texts = [body["inputText"]] if "inputText" in body else list(body["texts"])
+        tokens = sum(fake_tokens(t) for t in texts)
+        headers = [
+            ("x-amzn-requestid", "fake-request"),
+            ("x-amzn-bedrock-input-token-count", str(tokens)),
+        ]
+        if "inputText" in body:
+            dimensions = body.get("dimensions") or (1536 if "-v1" in model else 1024)
+            vector = fake_vector(body["inputText"], dimensions)
+            reply: dict[str, Any] = {"embedding": vector, "inputTextTokenCount": tokens}
+            if "-v1" not in model:
+                reply["embeddingsByType"] = {"float": vector}
+            await respond.json(200, reply, headers)
+            return
+        vectors = [fake_vector(t, body.get("output_dimension") or 1024) for t in texts]
+        by_type = "embedding_types" in body
+        await respond.json(
+            200,
+            {
+                "id": f"fake-embed-{len(self.requests):04d}",
+                "embeddings": {"float": vectors} if by_type else vectors,
+                "response_type": "embeddings_by_type" if by_type else "embeddings_floats",
+                "texts": texts,
+            },
+            headers,
+        )
 
     def _invoke_problem(self, body: dict[str, Any], model: str) -> str | None:
         if "model" in body:
@@ -629,6 +668,66 @@ class FakeBedrock(FakeUpstream[BedrockScript]):
             for at in range(0, len(frame), size):
                 await respond.send(frame[at : at + size])
         await respond.end()
+
+
+_TITAN_V2_FIELDS = {"inputText", "dimensions", "normalize", "embeddingTypes"}
+_COHERE_V3_FIELDS = {"texts", "images", "input_type", "truncate", "embedding_types"}
+_COHERE_V4_FIELDS = _COHERE_V3_FIELDS | {"inputs", "output_dimension", "max_tokens"}
+_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
+
+
+def _embeds(model: str) -> bool:
+    base = re.sub(r"^(us|eu|apac|global)\.", "", model)
+    return base.startswith(("amazon.titan-embed-text", "cohere.embed"))
+
+
+def fake_tokens(text: str) -> int:
+    """The fake's token count of an input: a token a word (at least one)."""
+    return max(1, len(text.split()))
+
+
+def embed_problem(body: dict[str, Any], model: str) -> str | None:
+    """What Bedrock refuses (``ValidationException``) in an embeddings model's InvokeModel body."""
+    if "titan-embed-text" in model:
+        allowed = {"inputText"} if "-v1" in model else _TITAN_V2_FIELDS
+        extra = sorted(set(body) - allowed)
+        if extra:
+            return _extraneous(extra[0])
+        if not isinstance(body.get("inputText"), str):
+            return "Malformed input request: #: required key [inputText] not found, please " + (
+                "reformat your input and try again."
+            )
+        if "dimensions" in body and body["dimensions"] not in (256, 512, 1024):
+            return (
+                f"Malformed input request: #/dimensions: {body['dimensions']} is not a valid enum "
+                "value, please reformat your input and try again."
+            )
+        return None
+    allowed = _COHERE_V3_FIELDS if "-v3" in model else _COHERE_V4_FIELDS
+    extra = sorted(set(body) - allowed)
+    if extra:
+        return _extraneous(extra[0])
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return "Malformed input request: #: required key [texts] not found, please " + (
+            "reformat your input and try again."
+        )
+    if len(texts) > 96:
+        return (
+            f"Malformed input request: #/texts: expected maxItems: 96, actual: {len(texts)}, "
+            "please reformat your input and try again."
+        )
+    if body.get("input_type") not in _INPUT_TYPES:
+        return (
+            "Malformed input request: #: required key [input_type] not found, please reformat "
+            "your input and try again."
+        )
+    if "output_dimension" in body and body["output_dimension"] not in (256, 512, 1024, 1536):
+        return (
+            f"Malformed input request: #/output_dimension: {body['output_dimension']} is not a "
+            "valid enum value, please reformat your input and try again."
+        )
+    return None
 
 
 def _extraneous(key: str) -> str:

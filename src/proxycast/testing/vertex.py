@@ -13,7 +13,10 @@ Under ``/v1/projects/{project}/locations/{location}/publishers/``: ``google/mode
 answered by a :class:`FakeGemini` (its rules, its scripts); ``anthropic/models/{m}:rawPredict``,
 ``:streamRawPredict`` and ``count-tokens:rawPredict`` by a :class:`FakeAnthropic`, after Vertex's own
 rules: ``anthropic_version`` must be ``vertex-2023-10-16``, and ``model`` is refused in the body (it is
-in the URL) except for count-tokens. ``GET /v1beta1/publishers/google/models`` lists :attr:`models`.
+in the URL) except for count-tokens. ``google/models/{m}:predict`` embeds text with Google's embeddings
+models (:data:`EMBEDDING_MODELS`: ``instances`` of ``content``, ``parameters.outputDimensionality``,
+one instance for ``gemini-embedding-001``, token counts in each prediction's ``statistics``).
+``GET /v1beta1/publishers/google/models`` lists :attr:`models`.
 
     fake = FakeVertex()
     base_url = await nursery.start(fake.serve)
@@ -36,7 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder
+from proxycast.testing._server import FakeUpstream, RecordedRequest, Responder, fake_vector
 from proxycast.testing.anthropic import AnthropicScript, FakeAnthropic
 from proxycast.testing.gemini import FakeGemini, GeminiScript
 
@@ -325,6 +328,9 @@ class FakeVertex(FakeUpstream[VertexScript]):
         method: str,
         body: dict[str, Any],
     ) -> None:
+        if method == "predict":
+            await self._predict(respond, model, body)
+            return
         if method not in ("generateContent", "streamGenerateContent", "countTokens"):
             message = f"Method {method!r} is not served for Gemini models."
             await respond.json(404, _google_error(404, "NOT_FOUND", message))
@@ -350,6 +356,32 @@ class FakeVertex(FakeUpstream[VertexScript]):
         if request.query:
             path += "?" + request.query
         await self.gemini._handle(_rewritten(request, path, body), respond)
+
+    async def _predict(self, respond: Responder, model: str, body: dict[str, Any]) -> None:
+        """``:predict`` on a text embeddings model, checked as Vertex checks it."""
+        problem = predict_problem(model, body)
+        if problem is not None:
+            await respond.json(400, _google_error(400, "INVALID_ARGUMENT", problem))
+            return
+        size = (body.get("parameters") or {}).get("outputDimensionality") or _dimensions(model)
+        predictions = [
+            {
+                "embeddings": {
+                    "values": fake_vector(i["content"], size),
+                    "statistics": {"token_count": fake_tokens(i["content"]), "truncated": False},
+                }
+            }
+            for i in body["instances"]
+        ]
+        await respond.json(
+            200,
+            {
+                "predictions": predictions,
+                "metadata": {
+                    "billableCharacterCount": sum(len(i["content"]) for i in body["instances"])
+                },
+            },
+        )
 
     async def _claude(
         self,
@@ -408,6 +440,80 @@ class FakeVertex(FakeUpstream[VertexScript]):
         self, script: VertexScript, request: RecordedRequest, respond: Responder
     ) -> None:
         raise NotImplementedError  # every route is answered by _handle
+
+
+EMBEDDING_MODELS = {
+    "gemini-embedding-001": 3072,
+    "text-embedding-005": 768,
+    "text-embedding-004": 768,
+    "text-multilingual-embedding-002": 768,
+}
+"""Google's text embeddings models the fake serves at ``:predict``, with their full dimensions."""
+_INSTANCE_FIELDS = {"content", "task_type", "title"}
+TASK_TYPES = (
+    "RETRIEVAL_QUERY",
+    "RETRIEVAL_DOCUMENT",
+    "SEMANTIC_SIMILARITY",
+    "CLASSIFICATION",
+    "CLUSTERING",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+    "CODE_RETRIEVAL_QUERY",
+)
+_PARAMETERS = {"outputDimensionality", "autoTruncate"}
+
+
+def _dimensions(model: str) -> int:
+    return EMBEDDING_MODELS[model]
+
+
+def fake_tokens(text: str) -> int:
+    """The fake's token count of an instance: a token a word (at least one)."""
+    return max(1, len(text.split()))
+
+
+def predict_problem(model: str, body: dict[str, Any]) -> str | None:
+    """What Vertex refuses (400 ``INVALID_ARGUMENT``) in a text embeddings ``:predict``."""
+    if model not in EMBEDDING_MODELS:
+        if model.startswith("gemini"):
+            return (
+                "Gemini cannot be accessed through Vertex Predict/RawPredict API. Please follow "
+                "https://cloud.google.com/vertex-ai/docs/generative-ai/start/quickstarts/"
+                "quickstart-multimodal for Gemini usage."
+            )
+        return f"Publisher model {model} does not serve predictions."
+    extra = sorted(set(body) - {"instances", "parameters"})
+    if extra:
+        return f'Invalid JSON payload received. Unknown name "{extra[0]}": Cannot find field.'
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        return "Invalid argument: instances must be a non-empty list."
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, dict) or not isinstance(instance.get("content"), str):
+            return f"instances[{index}]: content is required and must be a string."
+        unknown = sorted(set(instance) - _INSTANCE_FIELDS)
+        if unknown:
+            return f"instances[{index}]: unknown field {unknown[0]!r}."
+        if instance.get("task_type", "RETRIEVAL_QUERY") not in TASK_TYPES:
+            return f"instances[{index}]: task_type {instance['task_type']!r} is not supported."
+    if model.startswith("gemini-embedding") and len(instances) > 1:
+        return (
+            f"Unable to submit request because the model {model} supports only 1 instance per "
+            f"request, but {len(instances)} were given."
+        )
+    if len(instances) > 250:
+        return "Unable to submit request because at most 250 instances are allowed per request."
+    parameters = body.get("parameters") or {}
+    unknown = sorted(set(parameters) - _PARAMETERS) if isinstance(parameters, dict) else ["?"]
+    if unknown:
+        return f"Invalid JSON payload received. Unknown name \"{unknown[0]}\" at 'parameters'."
+    size = parameters.get("outputDimensionality")
+    if size is not None and (not isinstance(size, int) or not 0 < size <= _dimensions(model)):
+        return (
+            f"Value {size} for outputDimensionality is out of range: {model} supports 1 to "
+            f"{_dimensions(model)}."
+        )
+    return None
 
 
 def _rewritten(request: RecordedRequest, path: str, body: dict[str, Any]) -> RecordedRequest:

@@ -107,7 +107,14 @@ class GeminiEmbeddingsDialect:
                 "Invalid value at 'outputDimensionality': a positive integer is required.",
                 param="outputDimensionality",
             )
-        return EmbedRequest(inputs=tuple(texts), dimensions=dimensions)
+        task_type = first.get("taskType", first.get("task_type"))
+        if task_type is not None and not isinstance(task_type, str):
+            raise InvalidRequestError(
+                "Invalid value at 'taskType': a task type name is required (RETRIEVAL_QUERY, "
+                "RETRIEVAL_DOCUMENT, SEMANTIC_SIMILARITY...).",
+                param="taskType",
+            )
+        return EmbedRequest(inputs=tuple(texts), dimensions=dimensions, task_type=task_type)
 
     def forward(
         self, text: str, spans: Mapping[str, tuple[int, int]], model: str

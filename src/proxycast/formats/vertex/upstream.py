@@ -155,6 +155,17 @@ class VertexUpstream(OwnRequests):  # every client is converted for it
             )
         return found
 
+    def placed(self, request: UpstreamRequest) -> UpstreamRequest:
+        """Requests written from ``/publishers/`` on (embeddings: ``formats/vertex/embeddings``,
+        which does not know the provider) under this provider's project and location; the others
+        are written for it already."""
+        if not request.path.startswith("/publishers/"):
+            return request
+        where = (
+            f"/v1/projects/{quote(self.project, safe='')}/locations/{quote(self.location, safe='')}"
+        )
+        return attrs.evolve(request, path=where + request.path)
+
     def bind(self, provider: ProviderConfig) -> VertexUpstream:
         return VertexUpstream(project_of(provider, os.environ), location_of(provider, os.environ))
 

@@ -12,11 +12,13 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import openai
 import pytest
 import trio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from proxycast.accounting.records import Accounting
 from proxycast.config import (
     Config,
     ProviderConfig,
@@ -25,6 +27,7 @@ from proxycast.config import (
     TelemetryConfig,
     load_config,
 )
+from proxycast.core.redact import Redactor
 from proxycast.errors import ConfigError
 from proxycast.testing import FakeOpenAI, Script
 from proxycast.testing._server import HTTPServer
@@ -215,8 +218,9 @@ async def test_a_request_without_a_traceparent_starts_a_trace(
             await client.chat.completions.create(
                 model="nowhere", messages=[{"role": "user", "content": "Hi"}]
             )
-    spans = await receiver.wait_for_spans(3)
-    request, attempt, refused = sorted(
+        await client.embeddings.create(model="m", input=PROMPT)
+    spans = await receiver.wait_for_spans(5)
+    request, attempt, refused, embedding, embedding_attempt = sorted(
         spans, key=lambda s: (s.start_time_unix_nano, s.kind != s.SPAN_KIND_SERVER)
     )
     assert request.parent_span_id == b""  # a root
@@ -230,6 +234,22 @@ async def test_a_request_without_a_traceparent_starts_a_trace(
     assert refused_attributes["error.type"] == "not_found"
     assert refused_attributes["proxycast.attempts"] == 0
     assert "gen_ai.provider.name" not in refused_attributes
+    assert refused.status.code == refused.status.STATUS_CODE_ERROR
+    assert embedding.name == "embeddings m"
+    assert embedding_attempt.parent_span_id == embedding.span_id
+    assert _attributes(embedding.attributes)["gen_ai.operation.name"] == "embeddings"
+    assert _attributes(embedding.attributes)["gen_ai.usage.input_tokens"] > 0
+    assert _attributes(embedding_attempt.attributes)["proxycast.attempt.outcome"] == "200"
+    assert fake.requests[1].headers["traceparent"].split("-")[2] == embedding_attempt.span_id.hex()
+
+
+async def test_a_reload_keeps_the_tracer() -> None:
+    config = telemetry_config("http://127.0.0.1:9", "http://127.0.0.1:9")
+    accounting = Accounting(config, Redactor([]))
+    assert accounting.tracing is not None
+    changed = attrs.evolve(config, telemetry=TelemetryConfig())  # a restart would turn it off
+    assert accounting.reconfigured(changed, Redactor([])).tracing is accounting.tracing
+    await accounting.aclose()
 
 
 OFF = textwrap.dedent(

@@ -66,6 +66,9 @@ OpenAI-compatible server is ``openai``, the API it speaks)."""
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
+CLOSE_SECONDS = 5.0
+"""How long the server's stop waits for the last spans to be exported."""
+
 
 def traces_url(endpoint: str) -> str:
     """The URL spans are posted to: ``endpoint``'s ``/v1/traces``, as ``OTEL_EXPORTER_OTLP_ENDPOINT``
@@ -104,8 +107,11 @@ class Tracing:
         return RequestTrace(self.tracer, parent, int(at * 1e9))
 
     async def aclose(self) -> None:
-        """Export what is left and stop the exporter's thread (the SDK's calls block: in a thread)."""
-        await trio.to_thread.run_sync(self.provider.shutdown)
+        """Export what is left and stop the exporter's thread (the SDK's calls block: in a thread),
+        for :data:`CLOSE_SECONDS` at most: a collector that is down must not hold the server's
+        exit (the exporter retries until its own timeout)."""
+        with trio.move_on_after(CLOSE_SECONDS):
+            await trio.to_thread.run_sync(self.provider.shutdown, abandon_on_cancel=True)
 
 
 class RequestTrace:

@@ -6,6 +6,7 @@ default), opentelemetry is never imported."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -130,6 +131,7 @@ async def test_a_retried_stream_is_a_request_span_with_an_attempt_span_each(
     spans = await receiver.wait_for_spans(3)
     assert len(spans) == 3
     assert receiver.resources[0]["service.name"] == "gateway-under-test"
+    assert receiver.resources[0]["process.pid"] == os.getpid()  # the worker's (here: this process)
     (request,) = [s for s in spans if s.kind == s.SPAN_KIND_SERVER]
     attempts = sorted(
         (s for s in spans if s.kind == s.SPAN_KIND_CLIENT), key=lambda s: s.start_time_unix_nano
@@ -309,8 +311,6 @@ def test_off_imports_no_opentelemetry_and_sends_no_traceparent(tmp_path: Path) -
 
 
 def _env() -> dict[str, str]:
-    import os
-
     root = Path(__file__).parent.parent
     return {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
 

@@ -24,6 +24,7 @@ known when the attempts are over; the request span ends with the request's recor
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -87,7 +88,10 @@ class Tracing:
     def __init__(self, config: TelemetryConfig) -> None:
         self.provider = TracerProvider(
             sampler=ParentBased(TraceIdRatioBased(config.sample)),
-            resource=Resource.create({"service.name": config.service_name}),
+            # a worker's spans tell which process made them (several workers export separately)
+            resource=Resource.create(
+                {"service.name": config.service_name, "process.pid": os.getpid()}
+            ),
             shutdown_on_exit=False,  # aclose() flushes it, at the end of the drain
         )
         # OTEL_EXPORTER_OTLP_HEADERS (a collector's token), _TIMEOUT, _COMPRESSION and

@@ -6,6 +6,7 @@ reported instead of silently ignored.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -214,6 +215,20 @@ class ResponsesConfig:
 
 
 @attrs.frozen(kw_only=True)
+class TelemetryConfig:
+    """``[telemetry]``: OpenTelemetry traces of model requests, exported over OTLP/HTTP
+    (``proxycast[otel]``; ``proxycast.accounting.tracing``)."""
+
+    otlp_endpoint: str = ""
+    """The collector's OTLP/HTTP root (``http://127.0.0.1:4318``: spans go to its ``/v1/traces``);
+    empty: no traces (and opentelemetry is never imported)."""
+    service_name: str = "proxycast"
+    """The ``service.name`` of the spans' resource."""
+    sample: float = 1.0
+    """The share of traces kept (0 to 1), unless the client's ``traceparent`` decided already."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
@@ -229,6 +244,7 @@ class Config:
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
+    telemetry: TelemetryConfig = TelemetryConfig()
     source: str = "<memory>"
     """Where the configuration came from: a file path or ``environment``."""
     generated_key_file: Path | None = None
@@ -256,6 +272,7 @@ class _FileConfig:
     prices: dict[str, Price] = attrs.field(factory=dict)
     ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
+    telemetry: TelemetryConfig = TelemetryConfig()
 
 
 _converter = make_strict_converter(forbid_extra_keys=True)
@@ -345,6 +362,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
         prices=parsed.prices,
         ledger=parsed.ledger,
         state=parsed.state,
+        telemetry=parsed.telemetry,
         source=src,
     )
 
@@ -471,6 +489,7 @@ def check_config(config: Config) -> None:
             raise ConfigError(f"{src}: fallbacks.{model}: lists no target")
     _check_routes(config)
     _check_accounting(config)
+    _check_telemetry(config)
 
 
 def _check_routes(config: Config) -> None:
@@ -565,6 +584,27 @@ def _check_accounting(config: Config) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", state.redis_prefix):
         raise ConfigError(
             f"{src}: state.redis_prefix: may hold only letters, digits, '_', '.', ':' and '-'"
+        )
+
+
+def _check_telemetry(config: Config) -> None:
+    """``[telemetry]``: a URL the exporter can post to, a sampling share, and the extra installed."""
+    src, telemetry = config.source, config.telemetry
+    if not 0 <= telemetry.sample <= 1:
+        raise ConfigError(f"{src}: telemetry.sample: must be between 0 and 1")
+    if not telemetry.service_name.strip():
+        raise ConfigError(f"{src}: telemetry.service_name: is empty")
+    if not telemetry.otlp_endpoint:
+        return
+    if not telemetry.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{src}: telemetry.otlp_endpoint: expected the collector's OTLP/HTTP URL, "
+            "http://HOST:4318 (or https://...)"
+        )
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+        raise ConfigError(
+            f"{src}: telemetry.otlp_endpoint: traces need the OpenTelemetry SDK and its OTLP "
+            "exporter: pip install 'proxycast[otel]'"
         )
 
 

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
     from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
 
+    # a Record is never structured (attrs need not resolve its annotations); imported at run time,
+    # this would import opentelemetry with traces off
+    from proxycast.accounting.tracing import RequestTrace, Tracing  # noqa: TC004
     from proxycast.config import Config
     from proxycast.core.redact import Redactor
     from proxycast.formats.contracts import InboundRequest
@@ -98,6 +101,8 @@ class Record:
     admitted: Admitted | None = None
     headers: dict[str, str] = attrs.field(factory=dict)
     """Headers added to the answer (``x-ratelimit-*``)."""
+    trace: RequestTrace | None = None
+    """Its spans, when traces are on (``[telemetry]``)."""
 
 
 _current: contextvars.ContextVar[Record | None] = contextvars.ContextVar(
@@ -187,6 +192,13 @@ class Accounting:
         """The live feed of finished requests (the dashboard's live traffic)."""
         self.on_finish: Callable[[Record], None] | None = None
         """Tests: called with each finished record."""
+        self.tracing: Tracing | None = None
+        """The worker's tracer (``[telemetry] otlp_endpoint``; None: off, opentelemetry unimported).
+        Kept by a reload (a change of ``[telemetry]`` needs a restart)."""
+        if config.telemetry.otlp_endpoint:
+            from proxycast.accounting.tracing import Tracing
+
+            self.tracing = Tracing(config.telemetry)
 
     def reconfigured(self, config: Config, redact: Redactor) -> Accounting:
         """The accounting of a reloaded configuration: its clients, prices and access log, with this
@@ -249,6 +261,8 @@ class Accounting:
                 await self.ledger.aclose()
             if self.limiter is not None:
                 await self.limiter.aclose()
+            if self.tracing is not None:
+                await self.tracing.aclose()
 
     def request(self, scope: HTTPScope, send: ASGISendCallable) -> _Tracking:
         """One HTTP request's record, made the current one. Its ``tracked`` is the ``send`` to use
@@ -358,6 +372,8 @@ class Accounting:
         failure = None if record.source is None else record.source.error
         if failure is not None and status < 400:  # the stream ended in an error frame
             status, record.error_type = failure.status, failure.kind
+        if record.trace is not None:
+            record.trace.finish(record, status, usage)
         if record.api and self.ledger is not None:
             self.ledger.record(
                 Row(
@@ -475,6 +491,8 @@ class _Tracking:
         # An open dashboard's live stream lasts as long as the page: not a request in progress.
         self._counted = accounting.config.server.metrics and scope["path"] not in UNCOUNTED
         self._token = _current.set(self.record)
+        if accounting.tracing is not None:
+            self.record.trace = accounting.tracing.begin(scope, self.record.at)
         if self._counted:
             accounting.metrics.in_flight.inc()
 

@@ -82,6 +82,11 @@ class Plan:
         """``provider#N: what happened``, one per attempt made, in order."""
         return [f"{attempt.label}: {outcome}" for attempt, outcome in self._made.items()]
 
+    @property
+    def results(self) -> list[tuple[Attempt, str]]:
+        """Each attempt made and what happened (``pending`` while it runs), in order."""
+        return list(self._made.items())
+
     def next(self) -> Attempt | None:
         """The next attempt, or None when attempts are used up or no key of any target is healthy."""
         if self.made >= 1 + self.routing.retries:

@@ -219,11 +219,16 @@ class Exchange:
                 dialect.reply_from_internal(replies, model, conversation[0], request)
             )
 
+        run = self._measured(attempt)
+        if record is not None and record.trace is not None:  # a span per attempt
+            run = record.trace.traced(run, "chat")
         try:
-            answer, chosen = await self._run(plan, self._measured(attempt))
+            answer, chosen = await self._run(plan, run)
         finally:
             if record is not None:  # accounting: which attempts were made, and how each went
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
+                if record.trace is not None:
+                    record.trace.settled(plan.results)
         self.selector.remember(target, session, (chosen.provider.name, chosen.key))
         if board is not None and session is not None:
             board.remember_session(session, chosen.label)
@@ -331,11 +336,16 @@ class Exchange:
             headers = {ESTIMATE_HEADER: "estimate"} if estimated[chosen] else None
             return json_answer(out, headers=headers)
 
+        run: Callable[[Attempt], Awaitable[Answer]] = attempt
+        if record is not None and record.trace is not None:  # a span per attempt
+            run = record.trace.traced(attempt, "embeddings")
         try:
-            answer, chosen = await self._run(plan, attempt)
+            answer, chosen = await self._run(plan, run)
         finally:
             if record is not None:
                 record.attempts = [o.replace(": ", ":", 1) for o in plan.outcomes]
+                if record.trace is not None:
+                    record.trace.settled(plan.results)
         if record is not None:
             record.usage = internal.Usage(
                 input=tokens.get(chosen, 0), estimated=estimated.get(chosen, False)

@@ -12,9 +12,10 @@ counts (the same limiter), the key health (each provider's keys found again by t
 the ledger writer, the metrics, the live feed, the Responses store and the pooled upstream client.
 
 What only a restart changes (the listening socket, the worker count, the pooled client's timeouts,
-the store, ``[ledger]``, ``[state]``: :data:`RESTART_NEEDED`) keeps its running value, and the
-outcome names it. The outcome of each reload is logged and written to ``serve.json`` in the data
-directory, which ``proxycast reload`` reads after it signals the server (``docs/operations.md``).
+the store, ``[ledger]``, ``[state]``, ``[telemetry]``: :data:`RESTART_NEEDED`) keeps its running
+value, and the outcome names it. The outcome of each reload is logged and written to ``serve.json``
+in the data directory, which ``proxycast reload`` reads after it signals the server
+(``docs/operations.md``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ RESTART_NEEDED: dict[str, tuple[str, ...]] = {
     "responses": ("store", "store_days", "store_max_mb", "websocket_max_message_mb"),
     "ledger": ("url", "retention_days", "buffer_rows"),
     "state": ("redis_url", "scope", "redis_cluster", "fail_open", "redis_prefix"),
+    "telemetry": ("otlp_endpoint", "service_name", "sample"),  # each worker's tracer and exporter
 }
 """The settings a reload cannot change: they keep their running value, and the outcome names them."""
 

@@ -3,6 +3,7 @@ one request, and mapping transport failures and error statuses to proxycast erro
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import time
@@ -35,13 +36,19 @@ from proxycast.upstream.keys import KeyPool
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
     from proxycast.config import ProviderConfig, ServerConfig
     from proxycast.formats.contracts import EventSizes, UpstreamFormat, UpstreamRequest
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _CLOSE_SECONDS = 5.0
+
+TRACE_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "proxycast_trace_headers", default=None
+)
+"""The W3C trace context (``traceparent``) of the attempt being made, sent with its upstream
+request; set by ``proxycast.accounting.tracing`` only when traces are on."""
 
 
 POOL_SHARDS = 256
@@ -359,6 +366,9 @@ class Provider:
             headers.update(request.headers)
             if arrived and self._mark is not None:  # the marks it came with, then ours
                 headers[loopguard.HOP_HEADER] = ", ".join([*arrived, self._mark])
+        traced = TRACE_HEADERS.get()
+        if traced is not None:  # the attempt's span (proxycast.accounting.tracing)
+            headers.update(traced)
         with self.errors():
             response = await self._send(sent, key)
         if response.status_code < 300:

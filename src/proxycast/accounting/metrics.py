@@ -106,6 +106,13 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.overload_state = Gauge(
+            "proxycast_overload_state",
+            "The overload manager's state ([server] max_memory_mb): 0 normal, 1 shedding "
+            "streams, 2 shedding all (the highest of the workers).",
+            registry=own,
+            multiprocess_mode="livemax",
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.clients = frozenset([UNNAMED, *(c.name for c in config.clients)])
         self.providers = frozenset(p.name for p in config.providers)

@@ -32,6 +32,7 @@ from proxycast.core.scope import request_resources
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import Estimate
+from proxycast.server.overload import Overload
 from proxycast.upstream.provider import Provider, aclose_shielded
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class Exchange:
     """Per model served by several providers: how many requests it had (the rotation)."""
     accounting: Accounting | None = None
     """Clients, limits and usage (None: nothing is accounted, as in unit tests of the exchange)."""
+    overload: Overload | None = None
+    """The worker's overload manager (``server.max_memory_mb``; None: off): refuses new streams
+    while it sheds them."""
 
     def reserve_body(self, size: int) -> Callable[[], None]:
         """Count ``size`` body bytes as held; the callable returned gives them back."""
@@ -97,6 +101,8 @@ class Exchange:
     async def generate(self, dialect: InboundDialect, request: InboundRequest) -> Answer:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
         plan's targets and keys until one answers, while the client has received nothing."""
+        if self.overload is not None:  # a stream refused while they are shed (the route said none)
+            self.overload.admit(stream=request.stream)
         record = current_record()
         if self.accounting is not None:  # the client's allowlist, before anything else
             self.accounting.enter(request, dialect.name)

@@ -39,21 +39,29 @@ if TYPE_CHECKING:
     from proxycast.formats.contracts import InboundDialect
     from proxycast.http.gate import Gate
     from proxycast.http.router import Route, Router
+    from proxycast.server.overload import Overload
 
 log = logging.getLogger("proxycast")
 
 _BODILESS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
+_MODEL_OPERATIONS = frozenset(
+    ("generate", "count_tokens", "embed", "create_response", "response_socket")
+)
+"""The routes that ask a model (what the overload manager sheds)."""
 
 
 class Serving:
     """The router's routes of one app: :meth:`owns` says whether a path is theirs, :meth:`http`
     and :meth:`websocket` answer a request to one."""
 
-    __slots__ = ("_body_timeout", "_gate", "_max_body", "_origins", "_router")
+    __slots__ = ("_body_timeout", "_gate", "_max_body", "_origins", "_overload", "_router")
 
-    def __init__(self, config: Config, router: Router, gate: Gate) -> None:
+    def __init__(
+        self, config: Config, router: Router, gate: Gate, overload: Overload | None = None
+    ) -> None:
         self._router = router
         self._gate = gate
+        self._overload = overload
         self._max_body = config.server.max_body_bytes
         self._body_timeout = config.server.upstream_timeout
         self._origins = config.server.cors_origins
@@ -129,7 +137,8 @@ class Serving:
         headers: dict[str, str],
         pairs: list[tuple[str, str]],
     ) -> Call:
-        """The gate's checks, then the route (404 or 405 when there is none)."""
+        """The gate's checks, then the route (404 or 405 when there is none), then the overload
+        manager's word on a model request (a stream by its route, a body by its size)."""
         raw = scope["query_string"]
         query = parse_query(raw) if raw else {}
         credential = dialect.credential(headers, query)
@@ -142,6 +151,12 @@ class Serving:
         if isinstance(matched, Mismatch):
             raise _mismatch(scope, path, matched)
         route, params = matched
+        if self._overload is not None and route.declared.operation in _MODEL_OPERATIONS:
+            length = headers.get("content-length")
+            self._overload.admit(
+                stream=route.declared.stream is True or route.method == WEBSOCKET,
+                body_bytes=int(length) if length is not None and length.isdigit() else 0,
+            )
         return Call(scope, route, params, headers, query, credential)
 
     async def _body(self, receive: ASGIReceiveCallable, length: str | None) -> bytes | None:

@@ -42,10 +42,13 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
     from proxycast.config import Config
+    from proxycast.server.overload import Overload
 
 log = logging.getLogger("proxycast")
 
 _SERVING = "proxycast.serving"
+OVERLOAD = "proxycast.overload"
+"""``app.extensions[OVERLOAD]``: the worker's overload manager, or None (``/health`` reads it)."""
 CLOSERS = "proxycast.closers"
 """``app.extensions[CLOSERS]``: what the app opened and the server closes when it stops
 (:func:`close_resources`; not a ``while_serving`` generator, which a cancelled server never
@@ -125,6 +128,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     hop_mark: str | None = None,
+    overload: Overload | None = None,
 ) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn.
 
@@ -135,6 +139,8 @@ def create_app(
         clock: monotonic seconds, for the key pools' cooldowns (tests pass one they advance).
         hop_mark: this gateway's mark (``loopguard``), which ``client`` sends upstream: a request
             that arrives with it is a loop, answered 508.
+        overload: the worker's overload manager (``server.max_memory_mb``), which the server
+            keeps sampling; None: off.
     """
     app = _Gateway("proxycast")
     app.asgi_http_class = _HTTPConnection
@@ -144,8 +150,9 @@ def create_app(
         BODY_TIMEOUT=config.server.upstream_timeout,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
-    exchange = Exchange(config, clock=clock)
+    exchange = Exchange(config, clock=clock, overload=overload)
     app.extensions["proxycast"] = exchange
+    app.extensions[OVERLOAD] = overload
     app.extensions["proxycast.catalog"] = Catalog(config)  # refreshed by serve()
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage
     exchange.accounting = accounts
@@ -178,7 +185,7 @@ def create_app(
         app.extensions[CLOSERS].append(store.close)
     handlers = api.handlers(exchange, app.extensions["proxycast.catalog"], store)
     router = Router.from_registry(formats.DIALECTS, handlers)
-    app.extensions[_SERVING] = Serving(config, router, gate)
+    app.extensions[_SERVING] = Serving(config, router, gate, overload)
     cors.install(app, config.server.cors_origins)  # preflights are answered before authentication
 
     @app.before_request

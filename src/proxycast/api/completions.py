@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from proxycast.core.exchange import PROVIDER_HEADER
-from proxycast.http.body import parse_and_validate
+from proxycast.http.body import held_once, parse_and_validate
 
 if TYPE_CHECKING:
     from proxycast.core.answer import Answer
@@ -27,8 +27,16 @@ async def validated(call: Call) -> InboundRequest:
     is not valid)."""
     dialect, declared = call.route.dialect, call.route.declared
     headers, params, query = call.headers, call.params, call.query
+    raw = call.body
+    if getattr(dialect, "forwards_bytes", False):  # a large body is held once, as its bytes
+        return await parse_and_validate(
+            raw,
+            lambda text, body, spans: held_once(
+                dialect.read(text, body, spans, headers, declared, params, query), raw
+            ),
+        )
     return await parse_and_validate(
-        call.body,
+        raw,
         lambda text, body, spans: dialect.read(text, body, spans, headers, declared, params, query),
     )
 

@@ -51,8 +51,9 @@ class UpstreamRequest:
     """Appended to the provider's base URL (``/chat/completions``, ``/v1beta/models/m:generateContent``)."""
     body: Mapping[str, Any] = attrs.field(factory=dict)
     """The JSON body of a converted request (serialised when sent)."""
-    raw: bytes | None = attrs.field(default=None, repr=False)
-    """The body of a forwarded request, sent as it is (then :attr:`body` is empty)."""
+    raw: bytes | tuple[bytes | memoryview, ...] | None = attrs.field(default=None, repr=False)
+    """The body of a forwarded request, sent as it is (then :attr:`body` is empty): its bytes, or
+    pieces sent one after the other (slices of the client's body around an edit, not a copy)."""
     stream: bool = False
     headers: Mapping[str, str] = attrs.field(factory=dict)
     """Headers for this request besides the format's own and the credentials."""
@@ -292,6 +293,10 @@ class InboundRequest:
     """Where each top-level value sits in :attr:`text`."""
     headers: Mapping[str, str] = attrs.field(factory=dict)
     """The client's headers that an upstream of the same format gets too."""
+    raw: bytes = attrs.field(default=b"", repr=False)
+    """The body's bytes as received, when the request holds them instead of :attr:`text` (a large
+    body, held once: ``proxycast.http.body.held_once``): :attr:`text` is then empty and
+    :attr:`spans` are byte offsets into these."""
 
 
 class InboundDialect(Protocol):

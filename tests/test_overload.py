@@ -10,18 +10,18 @@ import httpx
 import pytest
 import trio
 
-from proxycast.errors import ProxycastError
-from proxycast.formats.contracts import InboundRequest
-from proxycast.formats.json_spans import parse_object
-from proxycast.http.body import HOLD_ONCE_BYTES, held_once
-from proxycast.server.overload import (
+from proxycast.core.overload import (
     NORMAL,
     SHEDDING_ALL,
     SHEDDING_STREAMS,
     Overload,
 )
-from proxycast.testing import FakeOpenAI, Script
-from tests.support import CLIENT_KEY, make_config, start_gateway
+from proxycast.errors import ProxycastError
+from proxycast.formats.contracts import InboundRequest
+from proxycast.formats.json_spans import parse_object
+from proxycast.http.body import HOLD_ONCE_BYTES, held_once
+from proxycast.testing import FakeAnthropic, FakeOpenAI, Script
+from tests.support import CLIENT_KEY, Gateway, make_config, start_gateway
 from tests.test_cli import config_file, serve
 
 if TYPE_CHECKING:
@@ -279,3 +279,18 @@ def test_byte_spans_of_a_non_ascii_text() -> None:
         key: text[start:end].encode() for key, (start, end) in spans.items()
     }
     assert held_once(request, raw) is request  # a small body keeps its text
+
+
+async def test_a_large_body_converted_after_all(
+    converting: Gateway, claude_fake: FakeAnthropic
+) -> None:
+    """A large body held once is read again when it goes to an upstream of another format."""
+    content = "ü" * HOLD_ONCE_BYTES
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], "stream": True}
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.post(converting.v1 + "/chat/completions", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.text.rstrip().endswith("data: [DONE]")
+    sent = claude_fake.requests[-1].json()
+    assert sent["messages"][0]["content"] in (content, [{"type": "text", "text": content}])
+    assert sent["model"] == "llama3.2"

@@ -66,7 +66,7 @@ class ServerConfig:
     max_memory_mb: float = 0
     """The overload manager's limit on each worker's resident memory (0: off): past 85% of it new
     streams are refused (503) and idle connections closed, past 95% every new model request
-    (``proxycast.server.overload``)."""
+    (``proxycast.core.overload``)."""
 
 
 @attrs.frozen(kw_only=True)

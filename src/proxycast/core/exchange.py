@@ -26,13 +26,13 @@ from proxycast.config import Config
 from proxycast.core import routing
 from proxycast.core.answer import Answer, json_answer
 from proxycast.core.attempts import Attempt, Plan
+from proxycast.core.overload import Overload
 from proxycast.core.redact import Redactor, config_secrets
 from proxycast.core.relay import Converting, Relay
 from proxycast.core.scope import request_resources
 from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.formats import internal
 from proxycast.formats.contracts import Estimate
-from proxycast.server.overload import Overload
 from proxycast.upstream.provider import Provider, aclose_shielded
 
 if TYPE_CHECKING:

@@ -281,8 +281,8 @@ class InboundRequest:
     """The model name the client asked for (and sees in every answer)."""
     stream: bool
     operation: Operation
-    parsed: Any
-    """The dialect's own request object (None when it failed the dialect's validation)."""
+    _parsed: Any = attrs.field(alias="parsed")
+    """:attr:`parsed`, or :data:`LET_GO` (then :attr:`reread` gives it again)."""
     problem: ProxycastError | None = None
     """Why the request cannot be converted (the dialect's full validation), raised only if it is:
     a request forwarded to an upstream of its own format is checked only for what the gateway needs
@@ -297,6 +297,28 @@ class InboundRequest:
     """The body's bytes as received, when the request holds them instead of :attr:`text` (a large
     body, held once: ``proxycast.http.body.held_once``): :attr:`text` is then empty and
     :attr:`spans` are byte offsets into these."""
+    reread: Callable[[], Any] | None = attrs.field(default=None, repr=False, eq=False)
+    """Reads :attr:`raw` again into :attr:`parsed`, which a large body held once does not keep
+    (its strings would double it): a converted request reads it again when converted."""
+
+    @property
+    def parsed(self) -> Any:
+        """The dialect's own request object (None when it failed the dialect's validation)."""
+        parsed = self._parsed
+        if parsed is LET_GO:
+            assert self.reread is not None
+            parsed = self.reread()
+            object.__setattr__(self, "_parsed", parsed)  # converted once: kept from then on
+        return parsed
+
+    @property
+    def parsed_kept(self) -> bool:
+        """Whether :attr:`parsed` is at hand (not let go with a large body's text)."""
+        return self._parsed is not LET_GO
+
+
+LET_GO: Any = object()
+"""What :attr:`InboundRequest.parsed` holds for a large body held once (``http.body.held_once``)."""
 
 
 class InboundDialect(Protocol):

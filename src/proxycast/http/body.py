@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from proxycast.errors import InvalidRequestError, NotAnObjectError, RejectedJSONError
+from proxycast.formats.contracts import LET_GO
 from proxycast.formats.json_spans import parse_object
 
 if TYPE_CHECKING:
@@ -66,14 +67,26 @@ HOLD_ONCE_BYTES = 1024 * 1024
 """Bodies at least this large are held once, as their bytes (:func:`held_once`)."""
 
 
-def held_once(request: InboundRequest, raw: bytes) -> InboundRequest:
-    """``request`` holding its body as the ``raw`` bytes received, not also as text, when it is
-    large: its dialect forwards slices of the bytes (spans made byte offsets), and nothing keeps a
-    decoded copy of the body for as long as the upstream takes."""
+def held_once(
+    request: InboundRequest, raw: bytes, reread: Callable[[], Any] | None = None
+) -> InboundRequest:
+    """``request`` holding its body as the ``raw`` bytes received, not also as text or objects,
+    when it is large: its dialect forwards slices of the bytes (spans made byte offsets), and
+    nothing keeps a decoded copy of the body for as long as the upstream takes.
+
+    Args:
+        request: as its dialect read it.
+        raw: the body it was read from.
+        reread: reads ``raw`` into the request's ``parsed`` again, for a request converted after
+            all (a fallback to another format); without it the parsed request is kept.
+    """
     if len(raw) < HOLD_ONCE_BYTES or not request.text:
         return request
     spans = request.spans if raw.isascii() else _byte_spans(request.text, request.spans)
-    return attrs.evolve(request, text="", raw=raw, spans=spans)
+    parsed = request.parsed
+    if reread is not None and parsed is not None:  # one that failed validation stays as it is
+        parsed = LET_GO
+    return attrs.evolve(request, text="", raw=raw, spans=spans, parsed=parsed, reread=reread)
 
 
 def _byte_spans(text: str, spans: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:

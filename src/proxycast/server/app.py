@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
     from proxycast.config import Config
-    from proxycast.server.overload import Overload
+    from proxycast.core.overload import Overload
 
 log = logging.getLogger("proxycast")
 

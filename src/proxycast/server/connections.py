@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from hypercorn.protocol.events import Event as StreamEvent
     from hypercorn.typing import AppWrapper, LifespanState
 
-    from proxycast.server.overload import Overload
+    from proxycast.core.overload import Overload
 
 DRAIN_LIMIT = 1024 * 1024
 """Request body bytes read and dropped after an early answer, to keep the connection usable."""

@@ -20,13 +20,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import wrap_app
 
 from proxycast.accounting.metrics import MULTIPROCESS_VARIABLE
+from proxycast.core import allocator
+from proxycast.core.overload import Overload
 from proxycast.core.redact import RedactingFilter, Redactor, config_secrets
 from proxycast.errors import BindError
 from proxycast.http import loopguard
-from proxycast.server import memory
 from proxycast.server.app import close_resources, create_app
 from proxycast.server.connections import serve_connections
-from proxycast.server.overload import Overload
 from proxycast.upstream.provider import ShardedTransport, make_client
 
 if TYPE_CHECKING:
@@ -144,11 +144,11 @@ async def serve(
 
 
 def _watch_memory(nursery: trio.Nursery, app: QuartTrio, overload: Overload | None) -> None:
-    """The allocator tuned and trimmed after bursts of large bodies (``server.memory``); the
+    """The allocator tuned and trimmed after bursts of large bodies (``core.allocator``); the
     overload manager sampling, when there is one."""
-    memory.tune()
+    allocator.tune()
     exchange = app.extensions["proxycast"]
-    nursery.start_soon(memory.Trimmer(lambda: exchange.inflight_body_bytes).run)
+    nursery.start_soon(allocator.Trimmer(lambda: exchange.inflight_body_bytes).run)
     if overload is not None:
         overload.report = app.extensions["proxycast_accounting"].metrics.overload_state.set
         nursery.start_soon(overload.run)

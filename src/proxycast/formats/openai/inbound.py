@@ -647,7 +647,7 @@ class OpenAIDialect:
         edits: list[tuple[tuple[int, int], bytes]] = []
         if upstream_model != request.client_model:
             edits.append((spans["model"], dumps_text(upstream_model).encode()))
-        if request.stream and request.parsed is not None and not _usage_asked(request.parsed):
+        if request.stream and _hides_usage(request):
             span, options = _ask_usage("", spans, raw)
             edits.append((span, options.encode()))
         if not edits:
@@ -670,7 +670,7 @@ class OpenAIDialect:
     def forwarded_stream(
         self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> OpenAIPassthrough:
-        hide = request.parsed is not None and not _usage_asked(request.parsed)
+        hide = _hides_usage(request)
         return OpenAIPassthrough(request.client_model, provider, redact, hide_usage=hide)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
@@ -707,6 +707,20 @@ class OpenAIDialect:
 
 def _usage_asked(parsed: wire.ChatCompletionRequest) -> bool:
     return bool(parsed.stream_options and parsed.stream_options.include_usage)
+
+
+def _hides_usage(request: InboundRequest) -> bool:
+    """Whether a forwarded stream's usage is asked for upstream (the accounting needs it) and
+    hidden from a client that did not ask for it; never for a request that failed validation
+    (forwarded as it is)."""
+    if request.parsed_kept:
+        return request.parsed is not None and not _usage_asked(request.parsed)
+    # a large body held once: its stream_options read from its bytes, the body left unparsed
+    span = request.spans.get("stream_options")
+    if span is None:
+        return True
+    options = json.loads(request.raw[span[0] : span[1]])
+    return not (isinstance(options, dict) and options.get("include_usage"))
 
 
 def _ask_usage(

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from proxycast.core import allocator
 from proxycast.errors import ProxycastError
-from proxycast.server import memory
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -127,7 +127,7 @@ class Overload:
         self.report(self.state)
         while True:
             if self.state != NORMAL:  # what was freed is given back, so that the state can end
-                memory.trim()
+                allocator.trim()
             self.sample()
             await trio.sleep(POLL_SECONDS)
 

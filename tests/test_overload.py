@@ -294,3 +294,13 @@ async def test_a_large_body_converted_after_all(
     sent = claude_fake.requests[-1].json()
     assert sent["messages"][0]["content"] in (content, [{"type": "text", "text": content}])
     assert sent["model"] == "llama3.2"
+
+
+async def test_the_state_is_one_gauge_over_the_workers(tmp_path: Path, fake: FakeOpenAI) -> None:
+    config = config_file(tmp_path, fake.base_url, max_memory_mb=100_000)
+    async with serve(["--config", str(config), "--workers", "2"]) as served:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(served.url + "/health")).json() == {"status": "ok"}
+            metrics = (await client.get(served.url + "/metrics", headers=AUTH)).text
+    states = [line for line in metrics.splitlines() if line.startswith("proxycast_overload_state")]
+    assert states == ["proxycast_overload_state 0.0"]

@@ -186,12 +186,12 @@ class _TCPServer(TCPServer):
     an idle connection is closed early while the overload manager sheds streams."""
 
     overload: Overload | None = None
-    _answered = False
+    _waited = False
 
     async def _idle_timeout(self) -> None:
         overload = self.overload
-        if overload is None or not self._answered:  # a new connection gets to send its request
-            self._answered = True
+        if overload is None or not self._waited:  # a new connection gets to send its request
+            self._waited = True
             await super()._idle_timeout()
             return
         with overload.idle(self.config.keep_alive_timeout) as waiting:

@@ -65,6 +65,10 @@ class ServerConfig:
     """One line per request on stderr: ``text``, ``json`` or ``off``."""
     metrics: bool = True
     """``GET /metrics`` and the counting behind it (false: nothing counted, ``/metrics`` is a 404)."""
+    max_memory_mb: float = 0
+    """The overload manager's limit on each worker's resident memory (0: off): past 85% of it new
+    streams are refused (503) and idle connections closed, past 95% every new model request
+    (``proxycast.core.overload``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -419,6 +423,8 @@ def check_config(config: Config) -> None:
     for field in ("max_body_bytes", "max_inflight_body_bytes", "max_event_bytes"):
         if getattr(server, field) < 1:
             raise ConfigError(f"{src}: server.{field}: must be positive")
+    if server.max_memory_mb < 0:
+        raise ConfigError(f"{src}: server.max_memory_mb: must be 0 (off) or positive")
     for field in (
         "connect_timeout",
         "upstream_timeout",

@@ -112,6 +112,13 @@ class Metrics:
             ["result"],
             registry=own,
         )
+        self.overload_state = Gauge(
+            "proxycast_overload_state",
+            "The overload manager's state ([server] max_memory_mb): 0 normal, 1 shedding "
+            "streams, 2 shedding all (the highest of the workers).",
+            registry=own,
+            multiprocess_mode="livemax",
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.bound(config)
 

@@ -135,7 +135,7 @@ def _request_id(scope: HTTPScope) -> str:
 
 def estimate_tokens(request: InboundRequest) -> int:
     """The input tokens a request is admitted on: about four characters a token, of its body."""
-    return math.ceil(len(request.text) / 4)
+    return math.ceil(len(request.text or request.raw) / 4)
 
 
 def _seconds(value: float) -> str:

@@ -14,6 +14,12 @@ blueprint = Blueprint("admin", __name__)
 
 @blueprint.get("/health")
 async def health() -> Response:
+    """``ok``, or ``degraded`` with the reason while the overload manager sheds requests (still a
+    200: the worker is alive and serves what it admits; a probe that restarts it would lose every
+    request in flight)."""
+    overload = current_app.extensions.get("proxycast.overload")
+    if overload is not None and overload.state:
+        return json_response({"status": "degraded", "reason": overload.reason})
     return json_response({"status": "ok"})
 
 

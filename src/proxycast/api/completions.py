@@ -5,10 +5,10 @@ exchange."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxycast.core.exchange import PROVIDER_HEADER
-from proxycast.http.body import parse_and_validate
+from proxycast.http.body import held_once, parse_and_validate, parse_body
 
 if TYPE_CHECKING:
     from proxycast.core.answer import Answer
@@ -27,10 +27,17 @@ async def validated(call: Call) -> InboundRequest:
     is not valid)."""
     dialect, declared = call.route.dialect, call.route.declared
     headers, params, query = call.headers, call.params, call.query
-    return await parse_and_validate(
-        call.body,
-        lambda text, body, spans: dialect.read(text, body, spans, headers, declared, params, query),
-    )
+    raw = call.body
+
+    def read(text: str, body: dict[str, Any], spans: dict[str, tuple[int, int]]) -> InboundRequest:
+        return dialect.read(text, body, spans, headers, declared, params, query)
+
+    if getattr(dialect, "forwards_bytes", False):  # a large body is held once, as its bytes
+        return await parse_and_validate(
+            raw,
+            lambda *parsed: held_once(read(*parsed), raw, lambda: read(*parse_body(raw)).parsed),
+        )
+    return await parse_and_validate(raw, read)
 
 
 class ModelRoutes:

@@ -26,6 +26,7 @@ from proxycast.config import Config
 from proxycast.core import routing, rules
 from proxycast.core.answer import Answer, json_answer
 from proxycast.core.attempts import Attempt, Plan
+from proxycast.core.overload import Overload
 from proxycast.core.redact import Redactor, config_secrets
 from proxycast.core.relay import Converting, Relay
 from proxycast.core.scope import request_resources
@@ -74,6 +75,9 @@ class Exchange:
     """The strategies' and the sessions' memory (``[routing] strategy``, ``affinity``)."""
     signatures: TextSignatures = attrs.field(factory=TextSignatures)
     """Signatures upstreams put on text parts, for clients that cannot carry them."""
+    overload: Overload | None = None
+    """The worker's overload manager (``server.max_memory_mb``; None: off): refuses new streams
+    while it sheds them."""
 
     def reserve_body(self, size: int) -> Callable[[], None]:
         """Count ``size`` body bytes as held; the callable returned gives them back."""
@@ -146,6 +150,8 @@ class Exchange:
         """A model's answer to ``request``, in the client's dialect, streamed or not: tried on the
         plan's targets and keys until one answers, while the client has received nothing
         (``headers``: the request's, for the rules and the session)."""
+        if self.overload is not None:  # a stream refused while they are shed (the route said none)
+            self.overload.admit(stream=request.stream)
         record = current_record()
         if self.accounting is not None:  # the client's allowlist, before anything else
             self.accounting.enter(request, dialect.name)

@@ -76,8 +76,9 @@ class Traits:
         return self._offered
 
     def input_tokens(self) -> int:
-        """The estimate the rules use: a quarter of the body's characters."""
-        return len(self.request.text) // 4
+        """The estimate the rules use: a quarter of the body's characters (of its bytes, for a
+        large body held as its bytes)."""
+        return len(self.request.text or self.request.raw) // 4
 
 
 def matches(match: RouteMatch, traits: Traits) -> bool:
@@ -122,8 +123,9 @@ def _field(request: InboundRequest, name: str) -> Any:
     span = request.spans.get(name)
     if span is None:
         return None
+    body = request.text or request.raw  # a large body's spans are offsets in its bytes
     try:
-        return json.loads(request.text[span[0] : span[1]])
+        return json.loads(body[span[0] : span[1]])
     except ValueError:  # pragma: no cover - the body parsed already
         return None
 

@@ -52,8 +52,9 @@ class UpstreamRequest:
     """Appended to the provider's base URL (``/chat/completions``, ``/v1beta/models/m:generateContent``)."""
     body: Mapping[str, Any] = attrs.field(factory=dict)
     """The JSON body of a converted request (serialised when sent)."""
-    raw: bytes | None = attrs.field(default=None, repr=False)
-    """The body of a forwarded request, sent as it is (then :attr:`body` is empty)."""
+    raw: bytes | tuple[bytes | memoryview, ...] | None = attrs.field(default=None, repr=False)
+    """The body of a forwarded request, sent as it is (then :attr:`body` is empty): its bytes, or
+    pieces sent one after the other (slices of the client's body around an edit, not a copy)."""
     stream: bool = False
     headers: Mapping[str, str] = attrs.field(factory=dict)
     """Headers for this request besides the format's own and the credentials."""
@@ -363,8 +364,8 @@ class InboundRequest:
     """The model name the client asked for (and sees in every answer)."""
     stream: bool
     operation: Operation
-    parsed: Any
-    """The dialect's own request object (None when it failed the dialect's validation)."""
+    _parsed: Any = attrs.field(alias="parsed")
+    """:attr:`parsed`, or :data:`LET_GO` (then :attr:`reread` gives it again)."""
     problem: ProxycastError | None = None
     """Why the request cannot be converted (the dialect's full validation), raised only if it is:
     a request forwarded to an upstream of its own format is checked only for what the gateway needs
@@ -375,6 +376,32 @@ class InboundRequest:
     """Where each top-level value sits in :attr:`text`."""
     headers: Mapping[str, str] = attrs.field(factory=dict)
     """The client's headers that an upstream of the same format gets too."""
+    raw: bytes = attrs.field(default=b"", repr=False)
+    """The body's bytes as received, when the request holds them instead of :attr:`text` (a large
+    body, held once: ``proxycast.http.body.held_once``): :attr:`text` is then empty and
+    :attr:`spans` are byte offsets into these."""
+    reread: Callable[[], Any] | None = attrs.field(default=None, repr=False, eq=False)
+    """Reads :attr:`raw` again into :attr:`parsed`, which a large body held once does not keep
+    (its strings would double it): a converted request reads it again when converted."""
+
+    @property
+    def parsed(self) -> Any:
+        """The dialect's own request object (None when it failed the dialect's validation)."""
+        parsed = self._parsed
+        if parsed is LET_GO:
+            assert self.reread is not None
+            parsed = self.reread()
+            object.__setattr__(self, "_parsed", parsed)  # converted once: kept from then on
+        return parsed
+
+    @property
+    def parsed_kept(self) -> bool:
+        """Whether :attr:`parsed` is at hand (not let go with a large body's text)."""
+        return self._parsed is not LET_GO
+
+
+LET_GO: Any = object()
+"""What :attr:`InboundRequest.parsed` holds for a large body held once (``http.body.held_once``)."""
 
 
 class InboundDialect(Protocol):

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import httpx
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+    from proxycast.core.overload import Overload
+
 log = logging.getLogger("proxycast")
 
 _SERVING = "proxycast.serving"
@@ -53,6 +55,8 @@ STORE = "proxycast.store"
 HOP_MARK = "proxycast.hop_mark"
 CLIENT = "proxycast.client"
 """``app.extensions[CLIENT]``: the worker's pooled upstream client (once connected)."""
+OVERLOAD = "proxycast.overload"
+"""``app.extensions[OVERLOAD]``: the worker's overload manager, or None (``/health`` reads it)."""
 CLOSERS = "proxycast.closers"
 """``app.extensions[CLOSERS]``: what the app opened and the server closes when it stops
 (:func:`close_resources`; not a ``while_serving`` generator, which a cancelled server never
@@ -145,7 +149,8 @@ def assemble(
     gate = Gate(config, exchange, accounts, hop_mark)
     handlers = api.handlers(exchange, catalog, store)
     router = Router.from_registry(formats.DIALECTS, handlers)
-    return Generation(config, exchange, accounts, catalog, gate, Serving(config, router, gate))
+    serving = Serving(config, router, gate, exchange.overload)
+    return Generation(config, exchange, accounts, catalog, gate, serving)
 
 
 def install(app: QuartTrio, generation: Generation) -> None:
@@ -171,6 +176,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     hop_mark: str | None = None,
+    overload: Overload | None = None,
 ) -> QuartTrio:
     """The gateway as a Quart-Trio app, ready for hypercorn.
 
@@ -181,6 +187,8 @@ def create_app(
         clock: monotonic seconds, for the key pools' cooldowns (tests pass one they advance).
         hop_mark: this gateway's mark (``loopguard``), which ``client`` sends upstream: a request
             that arrives with it is a loop, answered 508.
+        overload: the worker's overload manager (``server.max_memory_mb``), which the server
+            keeps sampling; None: off.
     """
     app = _Gateway("proxycast")
     app.asgi_http_class = _HTTPConnection
@@ -190,7 +198,8 @@ def create_app(
         BODY_TIMEOUT=config.server.upstream_timeout,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
-    exchange = Exchange(config, clock=clock)
+    exchange = Exchange(config, clock=clock, overload=overload)
+    app.extensions[OVERLOAD] = overload
     catalog = Catalog(config)  # refreshed by serve()
     accounts = Accounting(config, exchange.redact)  # clients, limits, usage
     exchange.accounting = accounts

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from hypercorn.protocol.events import Event as StreamEvent
     from hypercorn.typing import AppWrapper, LifespanState
 
+    from proxycast.core.overload import Overload
+
 DRAIN_LIMIT = 1024 * 1024
 """Request body bytes read and dropped after an early answer, to keep the connection usable."""
 
@@ -180,7 +182,25 @@ class _H11(H11Protocol):
 
 
 class _TCPServer(TCPServer):
-    """Hypercorn's trio connection handler (plain TCP only), speaking HTTP/1.1 through :class:`_H11`."""
+    """Hypercorn's trio connection handler (plain TCP only), speaking HTTP/1.1 through :class:`_H11`;
+    an idle connection is closed early while the overload manager sheds streams."""
+
+    overload: Overload | None = None
+    _waited = False
+
+    async def _idle_timeout(self) -> None:
+        overload = self.overload
+        if overload is None or not self._waited:  # a new connection gets to send its request
+            self._waited = True
+            await super()._idle_timeout()
+            return
+        with overload.idle(self.config.keep_alive_timeout) as waiting:
+            try:
+                await self.context.terminated.wait()
+            finally:
+                overload.done(waiting)
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def run(self) -> None:
         socket = self.stream.socket
@@ -227,15 +247,28 @@ class _TCPServer(TCPServer):
                 self.__dict__.pop("protocol", None)
 
 
+def _overloaded(
+    handler: Callable[[trio.SocketStream], _TCPServer],
+    overload: Overload,
+    stream: trio.SocketStream,
+) -> _TCPServer:
+    server = handler(stream)
+    server.overload = overload
+    return server
+
+
 async def serve_connections(
     app: AppWrapper,
     config: Config,
     sockets: list[socket.socket],
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    overload: Overload | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on the listening ``sockets`` (hypercorn's ``worker_serve``, reworked for shutdown).
+
+    ``overload``, the worker's overload manager, closes idle keep-alive connections while it sheds.
 
     When ``shutdown_trigger`` returns: the sockets are closed at once (connections are refused, not
     queued for a worker that will never accept them), idle keep-alive connections are closed at once,
@@ -255,6 +288,8 @@ async def serve_connections(
             listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
             binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets]
             handler = partial(_TCPServer, app, config, context, ConnectionState(state.copy()))
+            if overload is not None:
+                handler = partial(_overloaded, handler, overload)
             try:
                 async with trio.open_nursery() as accept_nursery:
                     accept_nursery.start_soon(

@@ -136,7 +136,7 @@ def restart_needed(running: Config, new: Config) -> tuple[Config, list[str]]:
 def prepare(app: QuartTrio, config: Config) -> Generation:
     """The generation of ``config``, built beside the running one (nothing of it is in effect yet)."""
     old: Generation = app.extensions[GENERATION]
-    exchange = Exchange(config, clock=old.exchange.clock)
+    exchange = Exchange(config, clock=old.exchange.clock, overload=old.exchange.overload)
     exchange.selector = old.exchange.selector.reconfigured(config.routing)  # sessions stay put
     exchange.signatures = old.exchange.signatures  # so do the texts' signatures
     exchange.connect(app.extensions[CLIENT])  # no accounting yet: its key health not shared yet

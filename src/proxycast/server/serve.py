@@ -20,6 +20,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import wrap_app
 
 from proxycast.accounting.metrics import MULTIPROCESS_VARIABLE
+from proxycast.core import allocator
+from proxycast.core.overload import Overload
 from proxycast.core.redact import RedactingFilter, Redactor, config_secrets
 from proxycast.errors import BindError
 from proxycast.http import loopguard
@@ -117,13 +119,15 @@ async def serve(
         # every upstream request carries the gateway's mark: one that comes back is a loop (508)
         mark = loopguard.hop_mark(_url(sock), config.server.api_keys)
         loopguard.stamp(client, mark)
-        app = create_app(config, client, clock=clock, hop_mark=mark)
+        overload = Overload(config.server.max_memory_mb) if config.server.max_memory_mb else None
+        app = create_app(config, client, clock=clock, hop_mark=mark, overload=overload)
         app.extensions[REDACTING] = redacting
         accounts: Accounting = app.extensions["proxycast_accounting"]
         async with trio.open_nursery() as nursery:
             if control is not None:
                 await nursery.start(control, app)
             nursery.start_soon(_sweep_idle_upstream_connections, client)
+            _watch_memory(nursery, app, overload)
             await nursery.start(app.extensions["proxycast.catalog"].run, client)
             nursery.start_soon(accounts.run)  # the ledger's writer
             await serve_connections(
@@ -131,6 +135,7 @@ async def serve(
                 hypercorn_config(config),
                 [sock],
                 shutdown_trigger=_ending_feeds(shutdown_trigger, accounts),
+                overload=overload,
                 task_status=task_status,
             )
             nursery.cancel_scope.cancel()
@@ -144,6 +149,17 @@ async def serve(
             logger.removeFilter(redacting)
         with trio.move_on_after(5, shield=True):
             await client.aclose()
+
+
+def _watch_memory(nursery: trio.Nursery, app: QuartTrio, overload: Overload | None) -> None:
+    """The allocator tuned and trimmed after bursts of large bodies (``core.allocator``); the
+    overload manager sampling, when there is one."""
+    allocator.tune()
+    exchange = app.extensions["proxycast"]
+    nursery.start_soon(allocator.Trimmer(lambda: exchange.inflight_body_bytes).run)
+    if overload is not None:
+        overload.report = app.extensions["proxycast_accounting"].metrics.overload_state.set
+        nursery.start_soon(overload.run)
 
 
 def _ending_feeds(

@@ -80,6 +80,23 @@ MAX_DECODED_BYTES = 64 * 1024 * 1024
 ``accept-encoding: identity``); past it the answer is a 502 (a stream: an error frame)."""
 
 
+class _Pieces(httpx.AsyncByteStream):
+    """A request body sent piece after piece, in slices of at most :data:`_PIECE` bytes (each is
+    copied once on its way to the socket: a slice, not the whole body)."""
+
+    def __init__(self, pieces: tuple[bytes | memoryview, ...]) -> None:
+        self._pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            view = memoryview(piece)
+            for start in range(0, len(view), _PIECE):
+                yield bytes(view[start : start + _PIECE])
+
+
+_PIECE = 1024 * 1024
+
+
 class _Decompressed(httpx.AsyncByteStream):
     """A gzip or deflate body decompressed here, at most ``limit`` bytes of it.
 
@@ -343,6 +360,11 @@ class Provider:
         body = request.raw
         if body is None:
             body = dumps_text(request.body).encode()
+        stream: httpx.AsyncByteStream
+        if isinstance(body, bytes):
+            stream, length = httpx.ByteStream(body), len(body)
+        else:  # pieces of the client's body: sent from where they are
+            stream, length = _Pieces(body), sum(len(piece) for piece in body)
         url = self._urls.get(request.path)
         if url is None:
             if (
@@ -356,11 +378,11 @@ class Provider:
             "POST",
             url,
             headers=self._headers[key],
-            stream=httpx.ByteStream(body),
+            stream=stream,
             extensions=self._extensions,
         )
         headers = sent.headers
-        headers["content-length"] = str(len(body))
+        headers["content-length"] = str(length)
         arrived = loopguard.arrived()
         if request.headers or arrived:
             headers.update(request.headers)

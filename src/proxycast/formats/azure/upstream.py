@@ -220,8 +220,8 @@ class AzureDeployments(AzureUpstream):
             deployment = self.deployment(model)
             if deployment != model:
                 body = {**body, "model": deployment}
-        else:
-            model, raw = self._renamed(raw)
+        else:  # a large body may come as pieces of the client's bytes: one piece here
+            model, raw = self._renamed(raw if isinstance(raw, bytes) else b"".join(raw))
             deployment = self.deployment(model)
         if request.stream and not self.stream_options:
             body, raw = _without_stream_options(body, raw)

@@ -580,6 +580,8 @@ class OpenAIDialect:
 
     name = "openai"
     native_type = "openai"
+    forwards_bytes = True
+    """:meth:`forward` takes a request holding its body as bytes (``http.body.held_once``)."""
     routes = (
         InboundRoute(path="/v1/chat/completions", operation="generate"),
         InboundRoute(path="/v1/embeddings", operation="embed"),
@@ -627,6 +629,11 @@ class OpenAIDialect:
         return request_to_internal(parsed)
 
     def forward(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
+        if not request.text and request.raw:  # a large body, held once as its bytes
+            if internal.SIGNED_ID_MARK.encode() not in request.raw:
+                return self._forward_bytes(request, upstream_model)
+            request = attrs.evolve(request, text=request.raw.decode(), raw=b"")
+            request = attrs.evolve(request, spans=parse_object(request.text)[1])
         text = without_signed_ids(request.text, upstream_model)  # model renamed in it, if any
         spans = request.spans
         edits: list[tuple[tuple[int, int], str]] = []  # (span, JSON), applied from the end
@@ -644,6 +651,27 @@ class OpenAIDialect:
             text = text[:start] + value + text[end:]
         return UpstreamRequest(path="/chat/completions", raw=text.encode(), stream=request.stream)
 
+    def _forward_bytes(self, request: InboundRequest, upstream_model: str) -> UpstreamRequest:
+        """:meth:`forward` of a body held as bytes: sent as slices of them around the edits, never
+        copied whole."""
+        raw, spans = request.raw, request.spans
+        edits: list[tuple[tuple[int, int], bytes]] = []
+        if upstream_model != request.client_model:
+            edits.append((spans["model"], dumps_text(upstream_model).encode()))
+        if request.stream and _hides_usage(request):
+            span, options = _ask_usage("", spans, raw)
+            edits.append((span, options.encode()))
+        if not edits:
+            return UpstreamRequest(path="/chat/completions", raw=raw, stream=request.stream)
+        view = memoryview(raw)
+        pieces: list[bytes | memoryview] = []
+        at = 0
+        for (start, end), value in sorted(edits):
+            pieces += [view[at:start], value]
+            at = end
+        pieces.append(view[at:])
+        return UpstreamRequest(path="/chat/completions", raw=tuple(pieces), stream=request.stream)
+
     def forwarded_reply(
         self, data: bytes, client_model: str, provider: str
     ) -> tuple[bytes, internal.Usage]:
@@ -653,7 +681,7 @@ class OpenAIDialect:
     def forwarded_stream(
         self, request: InboundRequest, provider: str, redact: Callable[[str], str]
     ) -> OpenAIPassthrough:
-        hide = request.parsed is not None and not _usage_asked(request.parsed)
+        hide = _hides_usage(request)
         return OpenAIPassthrough(request.client_model, provider, redact, hide_usage=hide)
 
     def forwards_to(self, provider: ProviderConfig, request: InboundRequest) -> bool:
@@ -692,14 +720,33 @@ def _usage_asked(parsed: wire.ChatCompletionRequest) -> bool:
     return bool(parsed.stream_options and parsed.stream_options.include_usage)
 
 
-def _ask_usage(text: str, spans: Mapping[str, tuple[int, int]]) -> tuple[tuple[int, int], str]:
-    """The edit of a forwarded body that sets ``stream_options.include_usage``."""
+def _hides_usage(request: InboundRequest) -> bool:
+    """Whether a forwarded stream's usage is asked for upstream (the accounting needs it) and
+    hidden from a client that did not ask for it; never for a request that failed validation
+    (forwarded as it is)."""
+    if request.parsed_kept:
+        return request.parsed is not None and not _usage_asked(request.parsed)
+    # a large body held once: its stream_options read from its bytes, the body left unparsed
+    span = request.spans.get("stream_options")
+    if span is None:
+        return True
+    options = json.loads(request.raw[span[0] : span[1]])
+    return not (isinstance(options, dict) and options.get("include_usage"))
+
+
+def _ask_usage(
+    text: str, spans: Mapping[str, tuple[int, int]], raw: bytes = b""
+) -> tuple[tuple[int, int], str]:
+    """The edit of a forwarded body (its ``text``, or its ``raw`` bytes, which ``spans`` then
+    index) that sets ``stream_options.include_usage``."""
+    body: str | bytes = raw or text
     if "stream_options" in spans:
         start, end = spans["stream_options"]
-        options = json.loads(text[start:end])
+        options = json.loads(body[start:end])
         options = {**options, "include_usage": True} if isinstance(options, dict) else {}
         return (start, end), dumps_text(options or {"include_usage": True})
-    close = text.rindex("}")  # the body is a JSON object: its last brace closes it
+    # the body is a JSON object: its last brace closes it
+    close = raw.rindex(b"}") if raw else text.rindex("}")
     return (close, close), ', "stream_options": {"include_usage": true}'
 
 

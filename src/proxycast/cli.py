@@ -111,10 +111,11 @@ def routing_table(config: Config) -> list[str]:
         where = ", ".join(f"{k}={v!r}" for k, v in matched.items()) or "every request"
         lines.append(f"  rule {rule.name}: {where} -> {rule.target}")
     routing = config.routing
-    lines.append(
-        f"  selection: strategy {routing.strategy}, affinity {routing.affinity}"
-        + (f", weights {dict(routing.weights)}" if routing.weights else "")
-    )
+    if routing.strategy != "order" or routing.affinity != "none" or routing.weights:
+        lines.append(
+            f"  selection: strategy {routing.strategy}, affinity {routing.affinity}"
+            + (f", weights {dict(routing.weights)}" if routing.weights else "")
+        )
     for model, own in routing.models.items():
         settings = {k: v for k, v in attrs.asdict(own).items() if v is not None}
         lines.append(f"  selection for {model}: {settings}")

@@ -85,6 +85,14 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemin",
         )
+        self.key_remaining = Gauge(
+            "proxycast_key_remaining",
+            "What the upstream's rate-limit headers last said is left of a provider key "
+            "(kind: requests, tokens); the limit once its window has reset.",
+            ["provider", "key", "kind"],
+            registry=own,
+            multiprocess_mode="livemostrecent",
+        )
         self.redis_calls: Counter | None = None
         self.redis_up: Gauge | None = None
         if config.state.redis_url:  # only where there is a Redis to watch

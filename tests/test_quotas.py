@@ -12,6 +12,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,10 +29,11 @@ from proxycast.testing import anthropic as fa
 from proxycast.testing import openai as fo
 from proxycast.upstream.keys import KeyPool
 from tests.support import CLIENT_KEY, start_gateway
+from tests.test_cli import serve
 from tests.test_resilience import HI, KEYS, FakeClock, config, key_of, provider, started
 
 if TYPE_CHECKING:
-    import trio
+    from pathlib import Path
 
     from tests.support import Gateway
 
@@ -216,14 +218,19 @@ async def test_a_key_with_no_requests_left_sits_out_until_its_reset(nursery: tri
         assert 'proxycast_key_available{key="local#1",provider="local"} 0.0' in text
 
         clock.advance(13)  # key one's window is full again
+        keys = await _providers(gateway)
+        assert keys["local#1"]["state"] == "healthy"
+        assert keys["local#1"]["remaining"]["requests"] == {
+            "remaining": 500,  # its limit, once reset
+            "limit": 500,
+            "reset_at": None,
+        }
+        fake.script(*[Script(headers=fo.ratelimit_headers(499, 26000))] * 2)
         await c.chat.completions.create(model="m", messages=HI)
         await c.chat.completions.create(model="m", messages=HI)
     assert {key_of(r) for r in fake.requests[-2:]} == {KEYS[0], KEYS[1]}
     text = await _scrape(gateway)
-    assert _metric(text, "local#1", "requests") == 500  # its limit, once reset
-    keys = await _providers(gateway)
-    assert keys["local#1"]["state"] == "healthy"
-    assert keys["local#1"]["remaining"]["requests"]["reset_at"] is None
+    assert _metric(text, "local#1", "requests") == 499  # what the last answer said
 
 
 async def test_every_key_out_of_quota_is_a_rate_limit(nursery: trio.Nursery) -> None:
@@ -272,3 +279,50 @@ async def test_a_malformed_header_is_ignored(nursery: trio.Nursery) -> None:
     text = await _scrape(gateway)
     assert _metric(text, "local#1", "requests") is None
     assert _metric(text, "local#1", "tokens") == 0
+
+
+async def test_two_workers_skip_a_key_out_of_quota_and_report_it(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    """``--workers 2``: the rest a quota asked for is shared (each worker's view says it, whichever
+    saw the answer), no worker sends the key a request, and every scrape shows what is left."""
+    config = tmp_path / "proxycast.toml"
+    config.write_text(
+        f"""
+[server]
+port = 0
+workers = 2
+api_keys = ["{CLIENT_KEY}"]
+
+[[providers]]
+name = "local"
+type = "openai"
+base_url = "{fake.base_url}"
+api_keys = {list(KEYS[:2])!r}
+models = ["m"]
+"""
+    )
+    fake.script(Script(headers=fo.ratelimit_headers(0, 9000, reset_requests="10m0s")))
+    body = {"model": "m", "messages": HI}
+    async with serve(["--config", str(config)], env={"PROXYCAST_HOME": str(tmp_path)}) as served:
+        async with httpx.AsyncClient() as http:
+            first = await http.post(served.url + "/v1/chat/completions", json=body, headers=AUTH)
+        assert first.status_code == 200
+        assert key_of(fake.requests[0]) == KEYS[0]
+        cooling: set[int] = set()
+        with trio.fail_after(10):
+            while len(cooling) < 2:  # each worker (a new connection lands on either)
+                async with httpx.AsyncClient() as http:
+                    answer = await http.get(served.url + "/ui/api/providers", headers=AUTH)
+                keys = {k["key"]: k for p in answer.json()["providers"] for k in p["keys"]}
+                if keys["local#1"]["reason"].startswith("quota exhausted (no requests left"):
+                    cooling.add(answer.json()["worker"])
+                await trio.sleep(0.05)
+        for _ in range(6):
+            async with httpx.AsyncClient() as http:
+                sent = await http.post(served.url + "/v1/chat/completions", json=body, headers=AUTH)
+                assert sent.status_code == 200
+                text = (await http.get(served.url + "/metrics", headers=AUTH)).text
+            assert _metric(text, "local#1", "requests") == 0
+            assert _metric(text, "local#1", "tokens") == 9000
+        assert [key_of(r) for r in fake.requests[1:]] == [KEYS[1]] * 6

@@ -27,13 +27,7 @@ async def metrics() -> Response:
         )
     exchange = current_app.extensions["proxycast"]
     gauge = accounts.metrics.key_available
-    remaining = accounts.metrics.key_remaining
     for name, provider in exchange.providers.items():
         for label, seconds, _ in provider.pool.status():
             gauge.labels(name, label).set(0 if seconds > 0 else 1)
-        now = provider.pool.clock()
-        for label, requests, tokens in provider.pool.quotas():
-            for kind, left in (("requests", requests), ("tokens", tokens)):
-                if left is not None:  # this worker's view (the one answering the scrape)
-                    remaining.labels(name, label, kind).set(left.at(now))
     return Response(accounts.metrics.exposition(), content_type=CONTENT_TYPE)

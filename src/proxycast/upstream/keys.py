@@ -86,6 +86,9 @@ class KeyPool:
     listener: Callable[[int | None, float, str], None] | None = None
     """Told of each rest that starts or grows here: ``(key index, None for the whole provider,
     seconds, reason)`` (shared state passes it on to the other instances)."""
+    watcher: Callable[[int, Left | None, Left | None], None] | None = None
+    """Told of what each answer's rate-limit headers say is left of a key: ``(key index, requests,
+    tokens)`` (the metrics)."""
     _keys: list[_Key] = attrs.field(init=False)
     _bench: _Key = attrs.field(init=False, factory=_Key)
     _next: int = attrs.field(init=False, default=0)
@@ -144,6 +147,8 @@ class KeyPool:
                 seconds = min(allowance.reset, MAX_QUOTA_REST)
                 why = f"{QUOTA_EXHAUSTED} (no {kind} left, resets in {math.ceil(seconds)} s)"
                 self.rest(index, seconds, why)
+        if self.watcher is not None:
+            self.watcher(index, key.requests, key.tokens)
 
     def quotas(self) -> list[tuple[str, Left | None, Left | None]]:
         """``(label, requests left, tokens left)`` of each key, as the upstream last said."""

@@ -158,6 +158,23 @@ def test_a_key_with_nothing_left_but_no_reset_is_not_rested() -> None:
     assert pool.available(1)
 
 
+def test_a_reload_keeps_what_is_left_and_the_rest() -> None:
+    """A reload's new pool finds each key again by its fingerprint, with what is left of it."""
+    clock = FakeClock()
+    old = KeyPool("p", 2, clock, fingerprints=("aaa", "bbb"))
+    old.observe(1, Quota(Allowance(0, 50, 30.0), Allowance(900, 1000, 1.0)))
+    new = KeyPool("p", 2, clock, fingerprints=("bbb", "ccc"))
+    assert new.carry(old, same_upstream=True) == {1: 0}
+    label, requests, tokens = new.quotas()[0]
+    assert (label, requests, tokens) == ("p#1", old.quotas()[1][1], old.quotas()[1][2])
+    assert not new.available(0)
+    assert new.left(0) == (30.0, "quota exhausted (no requests left, resets in 30 s)")
+    clock.advance(31)
+    assert new.available(0)
+    assert requests is not None
+    assert requests.at(clock.now) == 50
+
+
 # Through the gateway.
 
 

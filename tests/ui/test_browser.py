@@ -24,7 +24,7 @@ import pytest
 
 from proxycast.ledger import sqlite as ledger_sqlite
 from proxycast.ledger.rows import Row
-from proxycast.testing.openai import Script
+from proxycast.testing.openai import Script, ratelimit_headers
 from tests.support import CLIENT_KEY
 from tests.ui.conftest import Tab, open_tab
 from tests.ui.support import ALICE_KEY, BOB_KEY
@@ -311,6 +311,28 @@ def test_a_key_cools_after_a_429_and_comes_back(gateway: BackgroundGateway, tab:
 
     gateway.clock.offset += 31  # past routing.cooldown (30 s)
     page.wait_for_selector(f"{state}:has-text('healthy')")
+    assert tab.errors == []
+
+
+def test_a_key_out_of_quota_shows_what_is_left(gateway: BackgroundGateway, tab: Tab) -> None:
+    """The upstream's rate-limit headers said local#1 has no request left: the providers page shows
+    it cooling for its quota, with the requests and tokens left and when they reset."""
+    tab.sign_in(gateway.url, CLIENT_KEY)
+    page = tab.page
+    page.click("nav a[data-page=providers]")
+    page.wait_for_selector("tr[data-key='local#1'] .state:has-text('healthy')")
+    headers = ratelimit_headers(0, 700, reset_requests="40s", reset_tokens="40s", limit_tokens=900)
+    gateway.call(gateway.fake.script, Script(headers=headers))
+    _chat(gateway, CLIENT_KEY, "llama3.2")
+    row = "tr[data-key='local#1']"
+    page.wait_for_selector(f"{row} .state:has-text('cooling')")
+    assert "quota exhausted (no requests left, resets in 40 s)" in page.inner_text(row)
+    assert page.inner_text(f"{row} .quota-requests").startswith("0 / 500 (resets ")
+    assert page.inner_text(f"{row} .quota-tokens").startswith("700 / 900 (resets ")
+    assert page.inner_text("tr[data-key='local#2'] .quota-requests") == ""
+    gateway.clock.offset += 41
+    page.wait_for_selector(f"{row} .state:has-text('healthy')")
+    assert page.inner_text(f"{row} .quota-requests") == "500 / 500"
     assert tab.errors == []
 
 

@@ -18,11 +18,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from proxycast.accounting.clients import UNNAMED
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from prometheus_client import Metric
 
     from proxycast.config import Config
+    from proxycast.upstream.keys import KeyPool, Left
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
@@ -85,6 +86,14 @@ class Metrics:
             registry=own,
             multiprocess_mode="livemin",
         )
+        self.key_remaining = Gauge(
+            "proxycast_key_remaining",
+            "What the last answer's rate-limit headers said is left of a provider key "
+            "(kind: requests, tokens).",
+            ["provider", "key", "kind"],
+            registry=own,
+            multiprocess_mode="livemostrecent",
+        )
         self.redis_calls: Counter | None = None
         self.redis_up: Gauge | None = None
         if config.state.redis_url:  # only where there is a Redis to watch
@@ -138,7 +147,26 @@ class Metrics:
             f"{p.name}#{i + 1}" for p in config.providers for i in range(max(1, len(p.api_keys)))
         )
 
-    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+    def watch_quotas(self, pools: Mapping[str, KeyPool]) -> None:
+        """Keep ``proxycast_key_remaining`` up to date with what each answer of these providers
+        says is left of its key: set as the answer arrives (the last any worker received wins,
+        ``livemostrecent``), not at a scrape (the worker answering it may have seen none)."""
+        for name, pool in pools.items():
+            pool.watcher = self._quota_watcher(name, pool)
+
+    def _quota_watcher(
+        self, provider: str, pool: KeyPool
+    ) -> Callable[[int, Left | None, Left | None], None]:
+        def told(index: int, requests: Left | None, tokens: Left | None) -> None:
+            label = self.key(pool.label(index))
+            if requests is not None:
+                self.child(self.key_remaining, provider, label, "requests").set(requests.remaining)
+            if tokens is not None:
+                self.child(self.key_remaining, provider, label, "tokens").set(tokens.remaining)
+
+        return told
+
+    def child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once per label values: ``labels()`` validates
         and locks on every call, several times per request."""
         key = (id(metric), labels)

@@ -239,9 +239,12 @@ class Accounting:
             self.metrics.redis_up.set(1 if up else 0)
 
     def share_health(self, pools: Mapping[str, KeyPool]) -> None:
-        """Share the health of these key pools with the other workers (see :attr:`shared`)."""
+        """Share the health of these key pools with the other workers (see :attr:`shared`), and
+        what their answers say is left of each key with the metrics."""
         if self.shared is not None:
             self.shared.watch(pools)
+        if self.config.server.metrics:
+            self.metrics.watch_quotas(pools)
 
     async def run(self) -> None:
         """The background work of the worker (writing the ledger, syncing the shared state), until

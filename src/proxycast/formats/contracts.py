@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo
     from proxycast.formats import internal
+    from proxycast.formats.quota import Quota
 
 Operation = Literal["generate", "count_tokens"]
 """What an inbound request asks of a model: its answer, or the count of a prompt's tokens."""
@@ -286,6 +287,12 @@ class UpstreamFormat(Protocol):
         it is not in this format's shape."""
         ...
 
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        """What the provider's rate-limit headers say is left of the key an answer came for (read
+        from every answer, success or error); None when they say nothing (a format without
+        such headers, a local server)."""
+        ...
+
     def models_url(self, provider: ProviderConfig) -> str:
         """The provider's models endpoint (GET, any URL: another host for a cloud's control plane),
         with its page-size query."""
@@ -334,6 +341,9 @@ class Unconfigured(OwnRequests):
 
     def bind(self: _Format, provider: ProviderConfig) -> _Format:
         return self
+
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        return None
 
 
 @attrs.frozen(kw_only=True)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -118,6 +120,32 @@ class AnthropicScript:
     """Send ``event: error`` (overloaded) after this many events, then end."""
     drop_after: int | None = None
     """Cut the connection after this many events (streams) or before the body."""
+
+
+def ratelimit_headers(
+    requests: int,
+    tokens: int,
+    reset_in: float = 60.0,
+    limit_requests: int = 50,
+    limit_tokens: int = 40000,
+) -> tuple[tuple[str, str], ...]:
+    """The ``anthropic-ratelimit-*`` headers Anthropic sends with every answer (resets as RFC 3339
+    times, ``reset_in`` seconds from now; input and output tokens each as many as ``tokens``),
+    for a script's ``headers``."""
+    when = datetime.fromtimestamp(time.time() + reset_in, timezone.utc)
+    reset = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    headers = [
+        ("anthropic-ratelimit-requests-limit", str(limit_requests)),
+        ("anthropic-ratelimit-requests-remaining", str(requests)),
+        ("anthropic-ratelimit-requests-reset", reset),
+    ]
+    for kind in ("tokens", "input-tokens", "output-tokens"):
+        headers += [
+            (f"anthropic-ratelimit-{kind}-limit", str(limit_tokens)),
+            (f"anthropic-ratelimit-{kind}-remaining", str(tokens)),
+            (f"anthropic-ratelimit-{kind}-reset", reset),
+        ]
+    return tuple(headers)
 
 
 def _split(text: str, pieces: int) -> list[str]:
@@ -486,7 +514,8 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
             await respond.json(200, full, list(script.headers))
             return
         await respond.start(
-            200, [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+            200,
+            [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *script.headers],
         )
         events = stream_events(full, script.pieces, script.usage_in_message_delta)
         for index, (name, data) in enumerate(events):

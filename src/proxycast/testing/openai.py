@@ -39,6 +39,26 @@ if TYPE_CHECKING:
     from proxycast.testing.local import LocalServer
 
 
+def ratelimit_headers(
+    requests: int,
+    tokens: int,
+    reset_requests: str = "1s",
+    reset_tokens: str = "1s",
+    limit_requests: int = 500,
+    limit_tokens: int = 30000,
+) -> tuple[tuple[str, str], ...]:
+    """The ``x-ratelimit-*`` headers OpenAI sends with every answer (resets as Go durations: ``6m0s``,
+    ``20ms``), for a script's ``headers``."""
+    return (
+        ("x-ratelimit-limit-requests", str(limit_requests)),
+        ("x-ratelimit-limit-tokens", str(limit_tokens)),
+        ("x-ratelimit-remaining-requests", str(requests)),
+        ("x-ratelimit-remaining-tokens", str(tokens)),
+        ("x-ratelimit-reset-requests", reset_requests),
+        ("x-ratelimit-reset-tokens", reset_tokens),
+    )
+
+
 @attrs.frozen(kw_only=True)
 class FakeToolCall:
     name: str

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from proxycast.accounting.records import Accounting
     from proxycast.core.exchange import Exchange
     from proxycast.ledger.store import Store
+    from proxycast.upstream.keys import Left
 
 blueprint = Blueprint("ui_api", __name__, url_prefix="/ui/api")
 
@@ -299,7 +300,8 @@ def _cell(text: str) -> str:
 @blueprint.get("/providers")
 async def providers() -> Response:
     """Each provider key (``provider#N``): its state (this worker's view), the last failure this
-    worker saw, and its attempts and successes (every worker's, from the metrics)."""
+    worker saw, its attempts and successes (every worker's, from the metrics), and what the
+    upstream's rate-limit headers last said is left of it (this worker's view)."""
     _admin_only()
     exchange: Exchange = current_app.extensions["proxycast"]
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
@@ -308,6 +310,8 @@ async def providers() -> Response:
     out = []
     for name, provider in exchange.providers.items():
         keys = []
+        clock = provider.pool.clock()
+        quotas = {label: (r, t) for label, r, t in provider.pool.quotas()}
         for label, seconds, reason in provider.pool.status():
             benched = reason.partition(" (")[0] in BENCHED  # "unreachable (connection refused)"
             state = "healthy" if seconds <= 0 else "benched" if benched else "cooling"
@@ -325,10 +329,27 @@ async def providers() -> Response:
                     "attempts": attempts,
                     "successes": successes,
                     "success_rate": None if not attempts else round(successes / attempts, 4),
+                    "remaining": {
+                        kind: _left(left, clock, now)
+                        for kind, left in zip(("requests", "tokens"), quotas[label], strict=True)
+                    },
                 }
             )
         out.append({"provider": name, "type": provider.config.type, "keys": keys})
     return _json({"providers": out, "worker": os.getpid()})
+
+
+def _left(left: Left | None, clock: float, now: float) -> dict[str, Any] | None:
+    """One limit of a key: the count left now, the limit, when it resets (Unix time; None once
+    reset or when not said); None when the upstream never said."""
+    if left is None:
+        return None
+    pending = left.reset is not None and left.reset > clock
+    return {
+        "remaining": left.at(clock),
+        "limit": left.limit,
+        "reset_at": now + (left.reset - clock) if pending and left.reset is not None else None,
+    }
 
 
 def _attempt_counts(accounts: Accounting) -> dict[str, tuple[int, int]]:

@@ -12,6 +12,10 @@ outlier detection). A later failure never shortens a rest; keys come back by the
 Each rest keeps its reason (``upstream 429``, ``unreachable (connection refused)``, ...), shared with
 the other workers with the rest itself: when every key is resting, a client is told of a rate limit
 only when the upstream's own rate limits are why (:func:`rate_limited`).
+
+What the upstream's rate-limit headers say is left of a key (:meth:`KeyPool.observe`, from every
+answer) is kept with it: a key with no request or no token left sits out until its window resets
+(``quota exhausted``, a rate limit too), so that it does not collect a 429 first.
 """
 
 from __future__ import annotations
@@ -28,7 +32,25 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from proxycast.formats.quota import Allowance, Quota
+
 log = logging.getLogger("proxycast")
+
+
+@attrs.frozen
+class Left:
+    """What is left of one limit of a key, as the upstream last said."""
+
+    remaining: int
+    limit: int | None
+    reset: float | None
+    """When the window is full again (the pool's clock); None: not said."""
+
+    def at(self, now: float) -> int:
+        """The remaining count at ``now``: the limit once the window has reset (when known)."""
+        if self.reset is not None and self.reset <= now and self.limit is not None:
+            return self.limit
+        return self.remaining
 
 
 @attrs.define
@@ -40,6 +62,9 @@ class _Key:
     """When the rest started or last grew (here, or when this worker learned of it)."""
     fails: int = 0
     """Server errors and timeouts in a row on this key (here, in this worker), none since a success."""
+    requests: Left | None = None
+    tokens: Left | None = None
+    """What the upstream last said is left of the key's limits (here, in this worker)."""
 
 
 @attrs.define(eq=False)
@@ -61,6 +86,9 @@ class KeyPool:
     listener: Callable[[int | None, float, str], None] | None = None
     """Told of each rest that starts or grows here: ``(key index, None for the whole provider,
     seconds, reason)`` (shared state passes it on to the other instances)."""
+    watcher: Callable[[int, Left | None, Left | None], None] | None = None
+    """Told of what each answer's rate-limit headers say is left of a key: ``(key index, requests,
+    tokens)`` (the metrics)."""
     _keys: list[_Key] = attrs.field(init=False)
     _bench: _Key = attrs.field(init=False, factory=_Key)
     _next: int = attrs.field(init=False, default=0)
@@ -104,6 +132,27 @@ class KeyPool:
         key.fails = 0
         self.rest(index, seconds, f"{reason} ({threshold} in a row)" if threshold > 1 else reason)
         return True
+
+    def observe(self, index: int, quota: Quota) -> None:
+        """What an answer's rate-limit headers said is left of key ``index``: kept, and a key with
+        no request or no token left rests until that limit resets (shared like every rest)."""
+        key, now = self._keys[index], self.clock()
+        for kind in ("requests", "tokens"):
+            allowance: Allowance | None = getattr(quota, kind)
+            if allowance is None:
+                continue
+            reset = None if allowance.reset is None else now + allowance.reset
+            setattr(key, kind, Left(allowance.remaining, allowance.limit, reset))
+            if allowance.remaining <= 0 and allowance.reset:
+                seconds = min(allowance.reset, MAX_QUOTA_REST)
+                why = f"{QUOTA_EXHAUSTED} (no {kind} left, resets in {math.ceil(seconds)} s)"
+                self.rest(index, seconds, why)
+        if self.watcher is not None:
+            self.watcher(index, key.requests, key.tokens)
+
+    def quotas(self) -> list[tuple[str, Left | None, Left | None]]:
+        """``(label, requests left, tokens left)`` of each key, as the upstream last said."""
+        return [(self.label(i), k.requests, k.tokens) for i, k in enumerate(self._keys)]
 
     def succeeded(self, index: int) -> None:
         """A key answered: its count of failures in a row starts again."""
@@ -174,12 +223,16 @@ class KeyPool:
 
 RATE_LIMITED = "upstream 429"
 """The reason of a rest the upstream's own rate limit asked for."""
+QUOTA_EXHAUSTED = "quota exhausted"
+"""The reason of a rest the upstream's rate-limit headers said was due (nothing left)."""
+MAX_QUOTA_REST = 86400.0
+"""The longest a key sits out for its quota (a daily limit; a reset further off is a clock's error)."""
 
 
 def rate_limited(reason: str) -> bool:
     """Whether a rest's reason is the upstream's rate limit (every other rest is the upstream
     failing: a server error, a redirect, a refused key, no connection)."""
-    return reason.startswith(RATE_LIMITED)
+    return reason.startswith((RATE_LIMITED, QUOTA_EXHAUSTED))
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -393,6 +393,9 @@ class Provider:
             headers.update(traced)
         with self.errors():
             response = await self._send(sent, key)
+        quota = self.format.quota(response.headers)  # on every answer: a 429's too
+        if quota is not None:
+            self.pool.observe(key, quota)
         if response.status_code < 300:
             return response
         if response.status_code < 400:

@@ -16,6 +16,7 @@ from proxycast.formats.contracts import (
     Unconfigured,
     UpstreamRequest,
 )
+from proxycast.formats.quota import Quota, anthropic_quota
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -89,6 +90,9 @@ class AnthropicUpstream(Unconfigured):
 
     def models_url(self, provider: ProviderConfig) -> str:
         return provider.url + "/v1/models?limit=1000"
+
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        return anthropic_quota(headers)
 
     def models_page(self, body: Any) -> ModelsPage | None:
         data = body.get("data") if isinstance(body, dict) else None

@@ -34,6 +34,7 @@ from proxycast.formats.contracts import (
 )
 from proxycast.formats.json_spans import dumps_text, model_span
 from proxycast.formats.openai import outbound as openai
+from proxycast.formats.quota import Quota, openai_quota
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -166,6 +167,9 @@ class AzureUpstream:
 
     def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
+
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        return openai_quota(headers)  # Azure OpenAI sends OpenAI's headers
 
     def models_url(self, provider: ProviderConfig) -> str:
         """The resource's deployments (what a request can name; listed with the api-version

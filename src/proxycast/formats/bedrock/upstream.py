@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from proxycast.config import ProviderConfig
     from proxycast.errors import ErrorInfo
     from proxycast.formats import internal
+    from proxycast.formats.quota import Quota
 
 APIS = ("converse", "invoke")
 PROFILES_PAGE = "inference-profiles?maxResults=1000"
@@ -175,6 +176,9 @@ class BedrockUpstream(OwnRequests):  # every client is converted for it
         return (
             self.base_url(provider).replace("bedrock-runtime", "bedrock", 1) + "/foundation-models"
         )
+
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        return None
 
     def models_page(self, body: Any) -> ModelsPage | None:
         if not isinstance(body, dict):

@@ -16,6 +16,7 @@ from proxycast.formats.contracts import (
     UpstreamRequest,
 )
 from proxycast.formats.openai import errors, outbound
+from proxycast.formats.quota import Quota, openai_quota
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -71,6 +72,9 @@ class OpenAIUpstream(Unconfigured):
 
     def error_info(self, status: int, headers: Mapping[str, str], body: Any) -> ErrorInfo | None:
         return errors.error_info(body)
+
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        return openai_quota(headers)
 
     def models_url(self, provider: ProviderConfig) -> str:
         return provider.url + "/models"

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from proxycast.errors import ErrorInfo
     from proxycast.formats import internal
     from proxycast.formats.contracts import EventSizes, StreamDecoder
+    from proxycast.formats.quota import Quota
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 DEFAULT_BASE_URL = "https://{location}-aiplatform.googleapis.com"
@@ -254,6 +255,9 @@ class VertexUpstream(OwnRequests):  # every client is converted for it
         """Model Garden's list of Google's publisher models (``v1beta1``; Claude's models are
         enabled per project in Model Garden and are not listed there)."""
         return provider.url + "/v1beta1/publishers/google/models?pageSize=1000"
+
+    def quota(self, headers: Mapping[str, str]) -> Quota | None:
+        return None
 
     def models_page(self, body: Any) -> ModelsPage | None:
         models = body.get("publisherModels") if isinstance(body, dict) else None

@@ -212,7 +212,9 @@
       const wrap = node("div", null, {class: "table-wrap"});
       const table = node("table", null, {"data-provider": provider.provider});
       const head = node("tr");
-      for (const title of ["Key", "State", "Until", "Why", "Last error", "Attempts", "Success"]) {
+      const titles = ["Key", "State", "Until", "Why", "Last error", "Attempts", "Success",
+        "Requests left", "Tokens left"];
+      for (const title of titles) {
         head.append(node("th", title));
       }
       table.append(node("thead"), node("tbody"));
@@ -227,6 +229,8 @@
           node("td", key.state, {class: `state state-${key.state}`}),
           node("td", until), node("td", key.reason), node("td", last, {class: "last-error"}),
           node("td", number.format(key.attempts), {class: "attempts"}), node("td", rate),
+          node("td", quota(key.remaining.requests), {class: "quota-requests"}),
+          node("td", quota(key.remaining.tokens), {class: "quota-tokens"}),
         );
         table.tBodies[0].append(row);
       }
@@ -234,6 +238,16 @@
       blocks.push(wrap);
     }
     body.replaceChildren(...blocks);
+  }
+
+  // What the upstream's rate-limit headers last said is left of a key's limit: "419 / 500 (resets
+  // 12:00:30)"; empty when the upstream never said.
+  function quota(left) {
+    if (!left) return "";
+    let text = number.format(left.remaining);
+    if (left.limit !== null) text += ` / ${number.format(left.limit)}`;
+    if (left.reset_at !== null) text += ` (resets ${clock(left.reset_at)})`;
+    return text;
   }
 
   // Live traffic

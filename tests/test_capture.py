@@ -320,3 +320,35 @@ async def test_a_named_client_sees_only_its_own_captures(tmp_path: Path, fake: F
             assert shown["reply"]["text"]
             assert shown["client"] == "-"
         nursery.cancel_scope.cancel()
+
+
+def test_captures_in_postgres(postgres_url: str) -> None:
+    from proxycast.ledger.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    try:
+        now = time.time()
+        rows = [
+            CaptureRow(
+                time=now - age * 86400,
+                request_id=request_id,
+                client=client,
+                api="openai",
+                model="m",
+                status=200,
+                data=json.dumps({"answer": "a\x00b", "streamed": False, "request": "{}"}),
+            )
+            for request_id, client, age in (("old", "alice", 8), ("a", "alice", 1), ("b", "bob", 0))
+        ]
+        store.insert_captures(rows)
+        assert store.prune_captures(now - 7 * 86400) == 1
+        listed = store.captures(now - 30 * 86400)
+        assert [r["request_id"] for r in listed] == ["b", "a"]
+        assert [r["request_id"] for r in store.captures(0, "alice")] == ["a"]
+        assert store.captured("b", "alice") is None
+        found = store.captured("b")
+        assert found is not None
+        # JSON escapes a NUL (which Postgres text refuses): it comes back as it was
+        assert details(found)["answer"] == "a\x00b"
+    finally:
+        store.close()

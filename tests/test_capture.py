@@ -17,7 +17,8 @@ import trio
 
 from proxycast.accounting.capture import cut_marker
 from proxycast.accounting.clients import ClientConfig
-from proxycast.config import CaptureConfig, Config, ProviderConfig, ServerConfig
+from proxycast.config import CaptureConfig, Config, ProviderConfig, ServerConfig, load_config
+from proxycast.errors import ConfigError
 from proxycast.ledger import LedgerConfig
 from proxycast.ledger.captures import details
 from proxycast.ledger.rows import CaptureRow
@@ -352,3 +353,36 @@ def test_captures_in_postgres(postgres_url: str) -> None:
         assert details(found)["answer"] == "a\x00b"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("[capture]\nsample = 1.5", "capture.sample: expected a share", id="sample"),
+        pytest.param("[capture]\nmax_body_bytes = 0", "max_body_bytes: must be 1", id="cap"),
+        pytest.param("[capture]\nretention_days = 0", "retention_days: must be", id="days"),
+        pytest.param(
+            '[capture]\nenabled = true\n[ledger]\nurl = "off"', "ledger's database", id="off"
+        ),
+        pytest.param("[capture]\nenable = true", "enable", id="typo"),
+    ],
+)
+def test_capture_configuration_errors(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "proxycast.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=problem):
+        load_config(path)
+
+
+def test_capture_is_off_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "proxycast.toml"
+    path.write_text('[server]\napi_keys = ["k-123456789"]\n')
+    capture = load_config(path).capture
+    assert capture == CaptureConfig()
+    assert not capture.enabled
+    assert (capture.sample, capture.errors, capture.max_body_bytes, capture.retention_days) == (
+        1.0,
+        True,
+        262144,
+        7.0,
+    )

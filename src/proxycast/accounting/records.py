@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from proxycast.accounting import accesslog
-from proxycast.accounting.capture import Capture
+from proxycast.accounting.capture import Capture, Capturer
 from proxycast.accounting.clients import UNLIMITED, Client, Directory
 from proxycast.accounting.feed import Feed
 from proxycast.accounting.metrics import Metrics
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
     from hypercorn.typing import ASGISendCallable, ASGISendEvent, HTTPScope
 
-    from proxycast.accounting.capture import Capturer
     from proxycast.config import Config
     from proxycast.core.redact import Redactor
     from proxycast.formats.contracts import InboundRequest
@@ -208,8 +207,6 @@ class Accounting:
                     None  # none kept: none pruned (a reload turned it off)
                 )
             return None
-        from proxycast.accounting.capture import Capturer
-
         return Capturer(config.capture, redact, self.ledger)
 
     def background(self, previous: Accounting) -> list[Callable[[], Awaitable[None]]]:

@@ -4,6 +4,7 @@ a capture, the size cap, retention, sampling, and a named client seeing only its
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import sys
@@ -122,7 +123,7 @@ async def test_a_streamed_tool_call_is_shown_whole_and_without_secrets(
             arguments = ""
             async for chunk in stream:
                 for call in chunk.choices[0].delta.tool_calls or () if chunk.choices else ():
-                    arguments += call.function.arguments if call.function else ""
+                    arguments += (call.function.arguments or "") if call.function else ""
         assert json.loads(arguments) == {"city": "Paris"}
         await written(ledger, "captures", 1)
         nursery.cancel_scope.cancel()
@@ -273,17 +274,16 @@ async def test_captures_past_their_retention_are_pruned(tmp_path: Path) -> None:
     writer.capture_retention = 7 * 86400
     now = time.time()
     for request_id, age_days in (("old", 8), ("recent", 6), ("new", 0)):
-        writer.record_capture(
-            lambda request_id=request_id, age_days=age_days: CaptureRow(
-                time=now - age_days * 86400,
-                request_id=request_id,
-                client="-",
-                api="openai",
-                model="m",
-                status=200,
-                data="{}",
-            )
+        row = CaptureRow(
+            time=now - age_days * 86400,
+            request_id=request_id,
+            client="-",
+            api="openai",
+            model="m",
+            status=200,
+            data="{}",
         )
+        writer.record_capture(functools.partial(lambda row: row, row))
     await writer.flush()  # written, then pruned (the first flush prunes)
     assert [r["request_id"] for r in stored(path, "captures")] == ["recent", "new"]
     assert store.captured("old") is None

@@ -55,9 +55,9 @@ def test_an_older_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     )
     db.close()
     db = ledger_sqlite.open_db(path)
-    assert ledger_sqlite.schema_version(db) == ledger_sqlite.SCHEMA_VERSION == 4
+    assert ledger_sqlite.schema_version(db) == ledger_sqlite.SCHEMA_VERSION == 5
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "requests_report" in indexes
+    assert {"requests_report", "captures_time", "captures_request"} <= indexes
     assert db.execute("SELECT COUNT(*), SUM(estimated) FROM requests").fetchone() == (1, 0)
     assert db.execute("SELECT route, session FROM requests").fetchone() == ("", "")
     ledger_sqlite.migrate(db)  # a second start changes nothing

@@ -1,8 +1,9 @@
-"""``proxycast serve | reload | check | models | usage``: the command line."""
+"""``proxycast serve | reload | check | models | usage | requests``: the command line."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -71,7 +72,56 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", default="24h", help="24h, 7d or YYYY-MM-DD (default 24h)")
     usage.add_argument("--by", choices=GROUPS, default="client")
     usage.add_argument("--json", action="store_true", help="a JSON list of row objects")
+    requests = commands.add_parser(
+        "requests", help="captured requests ([capture]): list them, show one whole"
+    )
+    actions = requests.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the captured requests, newest first")
+    listing.add_argument("--since", default="24h", help="24h, 7d or YYYY-MM-DD (default 24h)")
+    listing.add_argument("--client", help="only this client's requests")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    show = actions.add_parser("show", help="one captured request: bodies, reply, attempts")
+    show.add_argument("id", help="the request's id (its x-request-id)")
+    for sub in (listing, show):
+        sub.add_argument(
+            "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
+        )
+        sub.add_argument("--json", action="store_true", help="JSON instead of text")
     return parser
+
+
+def _requests(args: argparse.Namespace) -> int:
+    from proxycast.errors import LedgerUnavailableError
+    from proxycast.ledger import captures, report
+
+    config = load_config(args.config, generate_key=False)
+    try:
+        store = captures.open_reader(config.ledger)
+    except ValueError as exc:
+        print(f"proxycast: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "list":
+            try:
+                since = report.parse_since(args.since)
+            except ValueError as exc:
+                print(f"proxycast: {exc}", file=sys.stderr)
+                return 2
+            rows = store.captures(since, args.client, args.limit)
+            print(json.dumps(rows, indent=2) if args.json else captures.render_list(rows))
+            return 0
+        row = store.captured(args.id)
+    except LedgerUnavailableError as exc:  # its message names the database, not its password
+        print(f"proxycast: cannot read the ledger: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if row is None:
+        print(f"proxycast: no captured request {args.id!r}", file=sys.stderr)
+        return 1
+    shown = captures.details(row)
+    print(json.dumps(shown, indent=2, ensure_ascii=False) if args.json else captures.render(shown))
+    return 0
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -232,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "usage":
             return _usage(args)
+        if args.command == "requests":
+            return _requests(args)
         if args.command == "reload":
             return _reload(args)
         config = load_config(args.config, generate_key=False)

@@ -233,6 +233,22 @@ class TelemetryConfig:
 
 
 @attrs.frozen(kw_only=True)
+class CaptureConfig:
+    """``[capture]``: the bodies of model calls kept for inspection (``proxycast requests``, the
+    dashboard's Requests page), in the ledger's database. Off by default."""
+
+    enabled: bool = False
+    sample: float = 1.0
+    """The share of requests captured (0 to 1)."""
+    errors: bool = True
+    """Capture every request that failed (status 400 or more), sampled or not."""
+    max_body_bytes: int = 262144
+    """Each body kept (the request, the answer, each upstream request) is cut past this, marked."""
+    retention_days: float = 7.0
+    """Captures older than this are pruned (as the ledger's rows are)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = ServerConfig()
     providers: tuple[ProviderConfig, ...] = ()
@@ -249,6 +265,7 @@ class Config:
     ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
     telemetry: TelemetryConfig = TelemetryConfig()
+    capture: CaptureConfig = CaptureConfig()
     source: str = "<memory>"
     """Where the configuration came from: a file path or ``environment``."""
     generated_key_file: Path | None = None
@@ -277,6 +294,7 @@ class _FileConfig:
     ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
     telemetry: TelemetryConfig = TelemetryConfig()
+    capture: CaptureConfig = CaptureConfig()
 
 
 _converter = make_strict_converter(forbid_extra_keys=True)
@@ -367,6 +385,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Config:
         ledger=parsed.ledger,
         state=parsed.state,
         telemetry=parsed.telemetry,
+        capture=parsed.capture,
         source=src,
     )
 
@@ -574,6 +593,18 @@ def _check_accounting(config: Config) -> None:
         raise ConfigError(f"{src}: ledger.retention_days: must be positive")
     if config.ledger.buffer_rows < 1:
         raise ConfigError(f"{src}: ledger.buffer_rows: must be 1 or more")
+    capture = config.capture
+    if not 0 <= capture.sample <= 1:
+        raise ConfigError(f"{src}: capture.sample: expected a share from 0 to 1")
+    if capture.max_body_bytes < 1:
+        raise ConfigError(f"{src}: capture.max_body_bytes: must be 1 or more")
+    if capture.retention_days <= 0:
+        raise ConfigError(f"{src}: capture.retention_days: must be positive")
+    if capture.enabled and config.ledger.url == "off":
+        raise ConfigError(
+            f"{src}: capture.enabled: captures are kept in the ledger's database, "
+            "which is off (ledger.url = 'off')"
+        )
     state = config.state
     if state.scope not in ("machine", "process"):
         raise ConfigError(f"{src}: state.scope: expected 'machine' or 'process'")

@@ -391,7 +391,7 @@ def test_a_named_client_sees_only_its_own_rows(
 
 
 @pytest.mark.parametrize(
-    "page_name", ["overview", "providers", "live", "sessions", "config", "export"]
+    "page_name", ["overview", "providers", "live", "sessions", "requests", "config", "export"]
 )
 def test_every_page_fits_a_phone(
     gateway: BackgroundGateway, seeded: list[Row], tab: Tab, page_name: str
@@ -414,6 +414,7 @@ def test_every_page_fits_a_phone(
         "config": "#config-body table",
         "export": "#export-table td",
         "sessions": "#sessions-table th",
+        "requests": "#requests-table th",
     }[page_name]
     page.wait_for_selector(ready)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -422,7 +423,7 @@ def test_every_page_fits_a_phone(
         "nav a:not([hidden])",
         "as => as.map(a => { const r = a.getBoundingClientRect(); return [r.left, r.right]; })",
     )
-    assert len(tabs) == 6
+    assert len(tabs) == 7
     for left, right in tabs:  # every tab on screen, none scrolled out of sight in the nav
         assert left >= 0, tabs
         assert right <= 390, tabs

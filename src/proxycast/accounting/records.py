@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from proxycast.accounting import accesslog
+from proxycast.accounting.capture import Capture, Capturer
 from proxycast.accounting.clients import UNLIMITED, Client, Directory
 from proxycast.accounting.feed import Feed
 from proxycast.accounting.metrics import Metrics
@@ -103,6 +104,8 @@ class Record:
     """Headers added to the answer (``x-ratelimit-*``)."""
     trace: RequestTrace | None = None
     """Its spans, when traces are on (``[telemetry]``)."""
+    capture: Capture | None = None
+    """What is kept of its bodies (``[capture]``; None: nothing)."""
 
 
 _current: contextvars.ContextVar[Record | None] = contextvars.ContextVar(
@@ -187,6 +190,7 @@ class Accounting:
         elif any(c.limited for c in config.clients):
             self.limiter = _one_worker_limiter(config)
         self.ledger = open_writer(config.ledger)
+        self.capture = self._capturer(config, redact)
         self._prices: dict[str, Price | None] = {}
         self.feed = Feed(redact)
         """The live feed of finished requests (the dashboard's live traffic)."""
@@ -213,7 +217,18 @@ class Accounting:
         if new.limiter is None and any(c.limited for c in config.clients):
             new.limiter = _one_worker_limiter(config)
         new._prices = {}
+        new.capture = new._capturer(config, redact)
         return new
+
+    def _capturer(self, config: Config, redact: Redactor) -> Capturer | None:
+        """Request capture (``[capture]``), in the ledger's database; None when it is off."""
+        if not config.capture.enabled or self.ledger is None:
+            if self.ledger is not None:
+                self.ledger.capture_retention = (
+                    None  # none kept: none pruned (a reload turned it off)
+                )
+            return None
+        return Capturer(config.capture, redact, self.ledger)
 
     def background(self, previous: Accounting) -> list[Callable[[], Awaitable[None]]]:
         """What of this accounting must run that ``previous``'s :meth:`run` does not (a limiter
@@ -290,6 +305,8 @@ class Accounting:
         if record is not None:
             record.api, record.model, record.streamed = api, request.client_model, request.stream
             record.prompt_estimate = estimate_tokens(request)
+            if self.capture is not None:
+                record.capture = self.capture.start(request)
         self.allow(UNLIMITED if record is None else record.client, request.client_model)
 
     async def admit(self, request: InboundRequest, upstream_model: str) -> None:
@@ -377,6 +394,8 @@ class Accounting:
             status, record.error_type = failure.status, failure.kind
         if record.trace is not None:
             record.trace.finish(record, status, usage)
+        if record.capture is not None and self.capture is not None:
+            self.capture.finish(record, record.capture, status)
         if record.api and self.ledger is not None:
             self.ledger.record(
                 Row(
@@ -516,6 +535,8 @@ class _Tracking:
             record.headers.clear()
             return
         if message["type"] == "http.response.body":
+            if record.capture is not None:
+                record.capture.answered(message.get("body", b""))
             if record.ttft is None and message.get("body"):
                 record.ttft = trio.current_time() - record.started
             if not message.get("more_body", False):

@@ -203,7 +203,11 @@ class Exchange:
                         self.redact,
                         StreamedText(self.signatures),
                     )
-            response = await provider.open(upstream_request, chosen.key)
+            capture = record.capture if record is not None else None
+            if capture is None:
+                response = await provider.open(upstream_request, chosen.key)
+            else:  # [capture]: the request as sent upstream, its status and timings
+                response = await capture.open(chosen, upstream_request)
             if translator is not None:
                 on_end = None
                 if record is not None and self.accounting is not None:

@@ -24,13 +24,14 @@ from psycopg_pool import ConnectionPool
 
 from proxycast.core.redact import MASK, url_password, without_password
 from proxycast.errors import LedgerUnavailableError
-from proxycast.ledger.rows import COLUMNS, stored_values
+from proxycast.ledger.rows import CAPTURE_COLUMNS, COLUMNS, capture_values, stored_values
+from proxycast.ledger.sqlite import LISTED
 from proxycast.ledger.store import SERIES_GROUPS, report_rows, series_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from proxycast.ledger.rows import Row
+    from proxycast.ledger.rows import CaptureRow, Row
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the requests table, indexed by time (every query has a --since). SQLite's REAL is a double
@@ -68,6 +69,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE requests ADD COLUMN route TEXT NOT NULL DEFAULT '';
     ALTER TABLE requests ADD COLUMN session TEXT NOT NULL DEFAULT '';
+    """,
+    # 5: captured requests (``[capture]``), with their own retention, found by the request's id
+    """
+    CREATE TABLE captures (
+        id BIGSERIAL PRIMARY KEY,
+        time DOUBLE PRECISION NOT NULL, request_id TEXT NOT NULL, client TEXT NOT NULL,
+        api TEXT NOT NULL, model TEXT NOT NULL, status INTEGER NOT NULL, data TEXT NOT NULL
+    );
+    CREATE INDEX captures_time ON captures (time);
+    CREATE INDEX captures_request ON captures (request_id);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -162,10 +173,51 @@ def insert(conn: Connection, rows: Sequence[Row]) -> None:
             copy.write_row(stored_values(row))
 
 
-def prune(conn: Connection, before: float) -> int:
-    """Delete the rows older than ``before``; how many went."""
+def prune(conn: Connection, before: float, table: str = "requests") -> int:
+    """Delete the rows (of ``requests`` or ``captures``) older than ``before``; how many went."""
+    assert table in ("requests", "captures")
     with conn.transaction():
-        return conn.execute("DELETE FROM requests WHERE time < %s", (before,)).rowcount
+        query = f"DELETE FROM {table} WHERE time < %s"
+        return conn.execute(query.encode(), (before,)).rowcount
+
+
+_INSERT_CAPTURE = (
+    f"INSERT INTO captures ({', '.join(CAPTURE_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in CAPTURE_COLUMNS)})"
+)
+
+
+def insert_captures(conn: Connection, rows: Sequence[CaptureRow]) -> None:
+    """Append captures in one transaction."""
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.executemany(_INSERT_CAPTURE.encode(), [capture_values(row) for row in rows])
+
+
+def captures(
+    conn: Connection, since: float, client: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """As :func:`proxycast.ledger.sqlite.captures`."""
+    if not _has_table(conn, "captures"):
+        return []
+    where, params = _where(since, client)
+    query = f"""
+        SELECT {", ".join(LISTED)} FROM captures
+        WHERE {where} ORDER BY time DESC, id DESC LIMIT %s
+    """
+    found = conn.execute(query.encode(), (*params, limit)).fetchall()
+    return [dict(zip(LISTED, row, strict=True)) for row in found]
+
+
+def captured(conn: Connection, request_id: str, client: str | None = None) -> dict[str, Any] | None:
+    """As :func:`proxycast.ledger.sqlite.captured`."""
+    if not _has_table(conn, "captures"):
+        return None
+    query = f"SELECT {', '.join(CAPTURE_COLUMNS)} FROM captures WHERE request_id = %s"
+    params: tuple[Any, ...] = (request_id,)
+    if client is not None:
+        query, params = query + " AND client = %s", (*params, client)
+    row = conn.execute((query + " ORDER BY id DESC LIMIT 1").encode(), params).fetchone()
+    return None if row is None else dict(zip(CAPTURE_COLUMNS, row, strict=True))
 
 
 def report(
@@ -205,7 +257,11 @@ def series(
 
 
 def _has_ledger(conn: Connection) -> bool:
-    found = conn.execute("SELECT to_regclass('requests') IS NOT NULL").fetchone()
+    return _has_table(conn, "requests")
+
+
+def _has_table(conn: Connection, table: str) -> bool:
+    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
     return bool(found and found[0])
 
 
@@ -287,6 +343,24 @@ class PostgresStore:
     def prune(self, before: float) -> int:
         with self._connection(migrate_first=True) as conn:
             return prune(conn, before)
+
+    def insert_captures(self, rows: Sequence[CaptureRow]) -> None:
+        with self._connection(migrate_first=True) as conn:
+            insert_captures(conn, rows)
+
+    def prune_captures(self, before: float) -> int:
+        with self._connection(migrate_first=True) as conn:
+            return prune(conn, before, "captures")
+
+    def captures(
+        self, since: float, client: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        with self._connection(migrate_first=False) as conn:
+            return captures(conn, since, client, limit)
+
+    def captured(self, request_id: str, client: str | None = None) -> dict[str, Any] | None:
+        with self._connection(migrate_first=False) as conn:
+            return captured(conn, request_id, client)
 
     def report(self, since: float, by: str, client: str | None = None) -> list[dict[str, Any]]:
         with self._connection(migrate_first=False) as conn:

@@ -81,3 +81,37 @@ def stored_values(row: Row) -> tuple[object, ...]:
     C call: ``attrs.astuple`` walked every field in Python, for every row)."""
     values: tuple[object, ...] = _VALUES(storable(row))
     return values
+
+
+@attrs.frozen(kw_only=True)
+class CaptureRow:
+    """A captured request (``[capture]``): who and what, for listing, and the bodies (``data``: a
+    JSON object, redacted and capped before it is made)."""
+
+    time: float
+    request_id: str
+    client: str
+    api: str
+    model: str
+    status: int
+    data: str
+    """JSON: the request, the answer, each upstream attempt (``proxycast requests show``)."""
+
+
+CAPTURE_COLUMNS = tuple(a.name for a in attrs.fields(CaptureRow))
+_CAPTURE_VALUES = operator.attrgetter(*CAPTURE_COLUMNS)
+
+
+def capture_values(row: CaptureRow) -> tuple[object, ...]:
+    """The values an engine stores for ``row``, in :data:`CAPTURE_COLUMNS` order: text without NUL
+    characters or lone surrogates (neither engine can store them)."""
+    values: tuple[object, ...] = tuple(
+        _clean(v) if isinstance(v, str) else v for v in _CAPTURE_VALUES(row)
+    )
+    return values
+
+
+def _clean(value: str) -> str:
+    if value.isascii() and "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from proxycast.ledger.rows import COLUMNS, Row, stored_values
+from proxycast.ledger.rows import (
+    CAPTURE_COLUMNS,
+    COLUMNS,
+    CaptureRow,
+    Row,
+    capture_values,
+    stored_values,
+)
 from proxycast.ledger.store import SERIES_GROUPS, report_rows, series_rows
 from proxycast.state.sqlite import connect
 
@@ -57,9 +64,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE requests ADD COLUMN route TEXT NOT NULL DEFAULT '';
     ALTER TABLE requests ADD COLUMN session TEXT NOT NULL DEFAULT '';
     """,
+    # 5: captured requests (``[capture]``), with their own retention, found by the request's id
+    """
+    CREATE TABLE captures (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL, request_id TEXT NOT NULL, client TEXT NOT NULL, api TEXT NOT NULL,
+        model TEXT NOT NULL, status INTEGER NOT NULL, data TEXT NOT NULL
+    );
+    CREATE INDEX captures_time ON captures (time);
+    CREATE INDEX captures_request ON captures (request_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_INSERT_CAPTURE = (
+    f"INSERT INTO captures ({', '.join(CAPTURE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in CAPTURE_COLUMNS)})"
+)
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
@@ -121,11 +142,63 @@ def insert(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     db.execute("COMMIT")
 
 
-def prune(db: sqlite3.Connection, before: float) -> int:
-    """Delete the rows older than ``before``; how many went."""
+def insert_captures(db: sqlite3.Connection, rows: Iterable[CaptureRow]) -> None:
+    """Append captures in one transaction."""
+    values = [capture_values(row) for row in rows]
     db.execute("BEGIN IMMEDIATE")
     try:
-        count = db.execute("DELETE FROM requests WHERE time < ?", (before,)).rowcount
+        db.executemany(_INSERT_CAPTURE, values)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def captures(
+    db: sqlite3.Connection, since: float, client: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The captures since ``since`` (of ``client`` only, if given), newest first, without their
+    bodies."""
+    if not _has_captures(db):
+        return []
+    where, params = _where(since, client)
+    query = f"""
+        SELECT time, request_id, client, api, model, status FROM captures
+        WHERE {where} ORDER BY time DESC, id DESC LIMIT ?
+    """
+    return [dict(zip(LISTED, row, strict=True)) for row in db.execute(query, (*params, limit))]
+
+
+def captured(
+    db: sqlite3.Connection, request_id: str, client: str | None = None
+) -> dict[str, Any] | None:
+    """The latest capture of ``request_id`` (of ``client`` only, if given), bodies included."""
+    if not _has_captures(db):
+        return None
+    query = f"SELECT {', '.join(CAPTURE_COLUMNS)} FROM captures WHERE request_id = ?"
+    params: tuple[Any, ...] = (request_id,)
+    if client is not None:
+        query, params = query + " AND client = ?", (*params, client)
+    row = db.execute(query + " ORDER BY id DESC LIMIT 1", params).fetchone()
+    return None if row is None else dict(zip(CAPTURE_COLUMNS, row, strict=True))
+
+
+def _has_captures(db: sqlite3.Connection) -> bool:
+    """Whether the file has the captures table (a ledger read before migration 5: none yet)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'captures'"
+    return db.execute(query).fetchone() is not None
+
+
+LISTED = ("time", "request_id", "client", "api", "model", "status")
+"""The columns of a listed capture."""
+
+
+def prune(db: sqlite3.Connection, before: float, table: str = "requests") -> int:
+    """Delete the rows (of ``requests`` or ``captures``) older than ``before``; how many went."""
+    assert table in ("requests", "captures")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        count = db.execute(f"DELETE FROM {table} WHERE time < ?", (before,)).rowcount
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -221,6 +294,21 @@ class SQLiteStore:
 
     def prune(self, before: float) -> int:
         return prune(self._writable(), before)
+
+    def insert_captures(self, rows: Sequence[CaptureRow]) -> None:
+        insert_captures(self._writable(), rows)
+
+    def prune_captures(self, before: float) -> int:
+        return prune(self._writable(), before, "captures")
+
+    def captures(
+        self, since: float, client: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return self._read(lambda db: captures(db, since, client, limit))
+
+    def captured(self, request_id: str, client: str | None = None) -> dict[str, Any] | None:
+        found = self._read(lambda db: [row] if (row := captured(db, request_id, client)) else [])
+        return found[0] if found else None
 
     def report(self, since: float, by: str, client: str | None = None) -> list[dict[str, Any]]:
         return self._read(lambda db: report(db, since, by, client))

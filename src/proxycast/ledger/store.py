@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     import trio
 
-    from proxycast.ledger.rows import Row
+    from proxycast.ledger.rows import CaptureRow, Row
 
 GROUPS = ("client", "model", "provider", "day", "session", "route")
 """What ``proxycast usage --by`` groups by (``day``: the UTC date)."""
@@ -42,6 +42,21 @@ class Store(Protocol):
         self, since: float, bucket: float, by: str, client: str | None = None
     ) -> list[dict[str, Any]]:
         """Usage over time (the dashboard's charts): see :func:`series_rows`."""
+
+    def insert_captures(self, rows: Sequence[CaptureRow]) -> None:
+        """Append captured requests in one transaction."""
+
+    def prune_captures(self, before: float) -> int:
+        """Delete the captures older than ``before``; how many went."""
+
+    def captures(
+        self, since: float, client: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The captures since ``since`` (of one client's requests or all), newest first, without
+        their bodies; empty when there is none."""
+
+    def captured(self, request_id: str, client: str | None = None) -> dict[str, Any] | None:
+        """The latest capture of the request ``request_id`` (of that client only, if given)."""
 
     def close(self) -> None: ...
 

@@ -6,6 +6,11 @@ While the ledger cannot be written (Postgres is down, say) rows stay in the buff
 attempt retries them. On Postgres, past ``[ledger] buffer_rows`` they are spilled to a local SQLite
 file (:mod:`proxycast.ledger.spill`), replayed into Postgres when it is back: no row is lost. The
 outage is logged once when it starts (and once when rows are first spilled), and once when it ends.
+
+Captured requests (``[capture]``) go the same way, in a buffer of their own: each is a callable
+that makes its row (redacting and capping the bodies) in the writer's thread, never on a request's
+path. They are written after the rows; while the store cannot be written they wait, up to
+:data:`MAX_CAPTURES` (the oldest dropped first: they are diagnostics, not accounting).
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from proxycast.ledger import is_postgres, open_store, spill_path
 from proxycast.ledger.spill import Spill
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from proxycast.ledger import LedgerConfig
-    from proxycast.ledger.rows import Row
+    from proxycast.ledger.rows import CaptureRow, Row
     from proxycast.ledger.store import Store
 
 log = logging.getLogger("proxycast")
@@ -36,6 +41,8 @@ BATCH = 500
 MAX_BUFFERED = 100_000
 """``[ledger] buffer_rows``' default."""
 PRUNE_SECONDS = 3600.0
+MAX_CAPTURES = 1000
+"""Captures waiting to be written at most (each holds bodies of up to ``max_body_bytes``)."""
 
 
 def open_writer(config: LedgerConfig, env: Mapping[str, str] | None = None) -> LedgerWriter | None:
@@ -88,6 +95,9 @@ class LedgerWriter:
         self.dropped = 0
         self.recorded = 0
         """Rows recorded so far (a reader's cache is stale once it changes)."""
+        self._captures: list[Callable[[], CaptureRow]] = []
+        self.capture_retention: float | None = None
+        """Seconds captures are kept (``[capture] retention_days``; None: captures are off)."""
 
     def record(self, row: Row) -> None:
         """Buffer a row (no I/O: called at the end of every request)."""
@@ -105,6 +115,12 @@ class LedgerWriter:
         if len(self._rows) >= min(BATCH, self.buffer_rows + 1):
             self._wake.set()
 
+    def record_capture(self, make: Callable[[], CaptureRow]) -> None:
+        """Buffer a capture (no I/O): ``make`` builds its row in the writer's thread."""
+        self._captures.append(make)
+        if len(self._captures) > MAX_CAPTURES:
+            del self._captures[0]
+
     async def run(self) -> None:
         """Write buffered rows every :data:`FLUSH_SECONDS` until cancelled."""
         while True:
@@ -120,9 +136,10 @@ class LedgerWriter:
         async with self._lock:
             now = time.time()
             prune = now - self._pruned_at >= PRUNE_SECONDS
-            if not self._rows and not prune and not self._replay_due:
+            if not self._rows and not prune and not self._replay_due and not self._captures:
                 return
             rows, self._rows = self._rows, []
+            captured, self._captures = self._captures, []
             replayed = self._spill.replayed if self._spill is not None else 0
             failure = None
             try:
@@ -131,9 +148,11 @@ class LedgerWriter:
                 failure = exc
             except BaseException:
                 self._rows[:0] = rows  # cancelled before the thread started: kept
+                self._captures[:0] = captured
                 raise
             if failure is not None:
                 self._rows[:0] = rows  # kept for the next try
+                self._captures[:0] = captured[-MAX_CAPTURES:]
                 self._failed(failure)
                 if self._spill is not None and len(self._rows) > self.buffer_rows:
                     await self._spill_rows()
@@ -142,6 +161,8 @@ class LedgerWriter:
             if self._spill is not None:
                 replayed = self._spill.replayed - replayed
             self._written(len(rows), replayed, now)
+            if captured:
+                await self._write_captures(captured)
             if prune:
                 await self._prune(now)
 
@@ -151,11 +172,28 @@ class LedgerWriter:
         if rows:
             self.store.insert(rows)
 
+    async def _write_captures(self, captured: list[Callable[[], CaptureRow]]) -> None:
+        """Make the captures' rows and write them (in a thread); lost, and logged, if that fails."""
+
+        def write() -> None:
+            self.store.insert_captures([make() for make in captured])
+
+        try:
+            await trio.to_thread.run_sync(write, limiter=self.store.limiter)
+        except Exception as exc:
+            log.warning("could not write %d captured requests: %s", len(captured), exc)
+
     async def _prune(self, now: float) -> None:
         try:
             await trio.to_thread.run_sync(
                 self.store.prune, now - self._retention, limiter=self.store.limiter
             )
+            if self.capture_retention is not None:
+                await trio.to_thread.run_sync(
+                    self.store.prune_captures,
+                    now - self.capture_retention,
+                    limiter=self.store.limiter,
+                )
         except Exception as exc:  # tried again at the next write
             log.warning("could not prune the ledger: %s", exc)
         else:

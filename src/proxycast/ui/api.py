@@ -29,7 +29,7 @@ from proxycast.errors import (
     LedgerUnavailableError,
     ProxycastError,
 )
-from proxycast.ledger import report
+from proxycast.ledger import captures, report
 from proxycast.ledger.store import GROUPS, SERIES_GROUPS
 
 if TYPE_CHECKING:
@@ -295,6 +295,40 @@ def _cell(text: str) -> str:
     client's ``-`` above all).
     """
     return "'" + text if text != "-" and text.startswith(_FORMULA) else text
+
+
+@blueprint.get("/requests")
+async def requests_list() -> Response:
+    """The captured requests (``[capture]``) since ``since``, newest first (the caller's own, for a
+    named client): ``proxycast requests list --json``'s rows."""
+    since_text = request.args.get("since", "24h")
+    try:
+        since = report.parse_since(since_text)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc).replace("--since", "since"), param="since") from None
+    client = _own_rows()
+    rows = await _read(lambda store: store.captures(since, client, REQUESTS_LISTED))
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    return _json({"capture": accounts.capture is not None, "requests": rows})
+
+
+REQUESTS_LISTED = 200
+"""The most captured requests the Requests page lists."""
+
+
+@blueprint.get("/requests/<request_id>")
+async def requests_show(request_id: str) -> Response:
+    """One captured request whole (``proxycast requests show ID --json``); 404 when there is none
+    (or it is another client's)."""
+    client = _own_rows()
+    found = await _read(lambda store: [row] if (row := store.captured(request_id, client)) else [])
+    if not found:
+        raise ProxycastError(
+            f"No captured request {request_id!r}: captures are kept for [capture] retention_days, "
+            "and only when [capture] enabled = true.",
+            status=404,
+        )
+    return _json(captures.details(found[0]))
 
 
 @blueprint.get("/providers")

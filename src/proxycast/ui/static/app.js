@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   const STORAGE = "proxycast.key";
-  const PAGES = ["overview", "providers", "live", "sessions", "config", "export"];
+  const PAGES = ["overview", "providers", "live", "sessions", "requests", "config", "export"];
   const ADMIN = new Set(["providers", "config"]);
   // Seconds between overview reloads: a long range's buckets are hours or days wide.
   const POLL = {"1h": 5, "24h": 10, "7d": 30, "30d": 60};
@@ -119,7 +119,8 @@
       link.classList.toggle("active", link.dataset.page === page);
     }
     const show = {overview: showOverview, providers: showProviders, live: showLive,
-                  sessions: showSessions, config: showConfig, export: showExport}[page];
+                  sessions: showSessions, requests: showRequests, config: showConfig,
+                  export: showExport}[page];
     show();
   }
 
@@ -399,6 +400,146 @@
     $("#sessions-table").replaceWith(fresh);
   }
 
+  // Requests (the request inspector: [capture])
+
+  const inspected = {asked: 0};
+
+  function showRequests() {
+    loadRequests().catch(failed);
+  }
+
+  async function loadRequests() {
+    const since = $("#requests-since").value;
+    const answer = await getJSON(`requests?since=${since}`);
+    if (since !== $("#requests-since").value) return;
+    answered("requests");
+    if (!answer.capture) {
+      $("#requests-note").textContent = "Request capture is off on this gateway ([capture] enabled = false): " +
+        "only requests captured before are listed.";
+    }
+    const body = node("tbody");
+    for (const r of answer.requests) {
+      const row = node("tr", null, {"data-request-id": r.request_id, class: "pick", tabindex: "0"});
+      const status = node("td", r.status);
+      if (r.status >= 400) status.className = "status-error";
+      row.append(node("td", new Date(r.time * 1000).toLocaleString()), node("td", r.request_id),
+                 node("td", r.client), node("td", r.model), status);
+      row.addEventListener("click", () => inspect(r.request_id).catch(failed));
+      row.addEventListener("keydown", (e) => { if (e.key === "Enter") inspect(r.request_id).catch(failed); });
+      body.append(row);
+    }
+    $("#requests-table").tBodies[0].replaceWith(body);
+  }
+
+  // A body's text, pretty-printed when it is JSON.
+  function pretty(text) {
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) { return text; }
+  }
+
+  const asText = (value) => typeof value === "string" ? value : JSON.stringify(value);
+
+  // What one content part says, whatever the API (OpenAI, Anthropic, Gemini, Responses).
+  function partText(part) {
+    if (typeof part === "string") return part;
+    if (!part || typeof part !== "object") return asText(part);
+    if (typeof part.text === "string") return part.text;
+    if (part.type === "tool_use") return `tool call ${part.name}(${JSON.stringify(part.input)})`;
+    if (part.type === "tool_result") return `tool result: ${contentText(part.content)}`;
+    if (part.functionCall) return `tool call ${part.functionCall.name}(${JSON.stringify(part.functionCall.args)})`;
+    if (part.functionResponse) return `tool result: ${JSON.stringify(part.functionResponse.response)}`;
+    if (part.type === "function_call") return `tool call ${part.name}(${part.arguments})`;
+    if (part.type === "function_call_output") return `tool result: ${asText(part.output)}`;
+    if (part.type) return `[${part.type}]`;
+    return JSON.stringify(part);
+  }
+
+  function contentText(content) {
+    if (content === undefined || content === null) return "";
+    if (Array.isArray(content)) return content.map(partText).join("\n");
+    return partText(content);
+  }
+
+  // The conversation a request holds: [role, text] pairs.
+  function conversation(body) {
+    const turns = [];
+    if (body.system !== undefined) turns.push(["system", contentText(body.system)]);
+    if (body.instructions) turns.push(["instructions", asText(body.instructions)]);
+    if (body.systemInstruction) turns.push(["system", contentText(body.systemInstruction.parts)]);
+    for (const m of body.messages || []) {
+      let text = contentText(m.content);
+      for (const call of m.tool_calls || []) {
+        const f = call.function || {};
+        text += (text ? "\n" : "") + `tool call ${f.name}(${f.arguments})`;
+      }
+      turns.push([m.role + (m.tool_call_id ? ` (${m.tool_call_id})` : ""), text]);
+    }
+    for (const c of body.contents || []) turns.push([c.role || "user", contentText(c.parts)]);
+    if (typeof body.input === "string") turns.push(["user", body.input]);
+    else for (const item of body.input || []) turns.push([item.role || item.type, item.content !== undefined ? contentText(item.content) : partText(item)]);
+    return turns;
+  }
+
+  function block(title, text) {
+    const details = node("details");
+    details.append(node("summary", title), node("pre", text));
+    return details;
+  }
+
+  async function inspect(id) {
+    const asked = ++inspected.asked;
+    const c = await latest(getJSON(`requests/${encodeURIComponent(id)}`), () => asked === inspected.asked);
+    if (c === STALE) return;
+    answered("requests");
+    for (const row of document.querySelectorAll("#requests-table tr.on")) row.classList.remove("on");
+    const picked = document.querySelector(`#requests-table tr[data-request-id="${CSS.escape(id)}"]`);
+    if (picked) picked.classList.add("on");
+    const parts = [node("h3", `Request ${c.request_id}`)];
+    parts.push(table(["Client", "API", "Model", "Provider", "Status", "Duration", "First byte", "Streamed"],
+                     [[c.client, c.api, c.model, c.provider || "-", c.status, `${c.duration} s`,
+                       c.ttft === null ? "-" : `${c.ttft} s`, c.streamed ? "yes" : "no"]]));
+    parts.push(node("h3", "Conversation"));
+    let body = null;
+    try { body = JSON.parse(c.request); } catch (e) { /* cut: shown raw below */ }
+    const turns = node("div", null, {id: "request-conversation"});
+    if (body) {
+      for (const [role, text] of conversation(body)) {
+        const turn = node("div", null, {class: "turn"});
+        turn.append(node("strong", role), node("pre", text));
+        turns.append(turn);
+      }
+      const tools = (body.tools || []).map((t) => (t.function || t).name || t.type).filter(Boolean);
+      if (tools.length) turns.append(node("p", `Tools offered: ${tools.join(", ")}`, {class: "note"}));
+    } else {
+      turns.append(node("p", "The request was cut (max_body_bytes): its raw text is below.", {class: "note"}));
+    }
+    parts.push(turns);
+    parts.push(node("h3", "Reply"));
+    const reply = node("div", null, {id: "request-reply"});
+    if (c.reply) {
+      if (c.reply.reasoning) reply.append(block("Reasoning", c.reply.reasoning));
+      if (c.reply.text) reply.append(node("pre", c.reply.text));
+      for (const call of c.reply.tool_calls) {
+        reply.append(node("pre", `tool call ${call.name}(${JSON.stringify(call.arguments, null, 2)})`, {class: "tool-call"}));
+      }
+      reply.append(node("p", `stop: ${c.reply.stop}`, {class: "note"}));
+    } else {
+      reply.append(node("pre", c.answer));
+    }
+    parts.push(reply);
+    parts.push(node("h3", "Upstream attempts"));
+    parts.push(table(["#", "Key", "Status", "Started", "Answered in", "Error"],
+                     c.attempts.map((a, i) => [i + 1, a.key, a.status, `+${a.started.toFixed(3)} s`,
+                                               a.seconds === null ? "-" : `${a.seconds.toFixed(3)} s`, a.error])));
+    const sent = node("div", null, {id: "request-upstream"});
+    c.attempts.forEach((a, i) => sent.append(block(`Attempt ${i + 1}: POST ${a.path} (as sent upstream)`, pretty(a.request))));
+    parts.push(sent);
+    parts.push(block("The request as the client sent it", pretty(c.request)));
+    parts.push(block("The answer as the client got it", c.answer));
+    const detail = $("#request-detail");
+    detail.replaceChildren(...parts);
+    detail.hidden = false;
+  }
+
   // Export
 
   function exportQuery(format) {
@@ -459,6 +600,8 @@
       if (!live.paused) { live.missed = 0; showMissed(); }
     });
     $("#sessions-since").addEventListener("change", () => loadSessions().catch(failed));
+    $("#requests-since").addEventListener("change", () => loadRequests().catch(failed));
+    $("#requests-refresh").addEventListener("click", () => loadRequests().catch(failed));
     $("#export-since").addEventListener("change", () => loadExport().catch(failed));
     $("#export-by").addEventListener("change", () => loadExport().catch(failed));
     $("#export-download").addEventListener("click", () => download().catch(failed));

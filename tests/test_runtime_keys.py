@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -231,3 +232,32 @@ async def test_the_cli_refuses_what_it_cannot_make(tmp_path: Path, fake: FakeOpe
     code, _, err = await keys_cli("revoke", "nobody")
     assert code == 1
     assert "No runtime key" in err
+
+
+def test_a_runtime_key_never_shadows_the_file_and_stops_at_its_expiry() -> None:
+    from proxycast.accounting import keystore
+    from proxycast.accounting.clients import ClientConfig, Directory, RuntimeClients
+    from proxycast.state.keys import StoredKey
+
+    now = time.time()
+    stored = [
+        StoredKey(name="alice", digest=keystore.digest_of("runtime-alice"), created=now),
+        StoredKey(name="ivy", digest=keystore.digest_of("ivy-key"), created=now, expires=now + 60),
+        StoredKey(name="old", digest=keystore.digest_of("old-key"), created=now, expires=now - 1),
+    ]
+    runtime = RuntimeClients()
+    runtime.set([keystore.client_of(k) for k in stored])
+    directory = Directory.of((CLIENT_KEY,), (ClientConfig(name="alice", api_key=ALICE),), runtime)
+    found = directory.find(ALICE)
+    assert found is not None
+    assert not found.runtime  # the file's alice
+    assert directory.find("runtime-alice") is None  # a file name: the runtime key is not used
+    ivy = directory.find("ivy-key")
+    assert ivy is not None
+    assert ivy.name == "ivy"
+    assert directory.find("old-key") is None
+    expired = directory.expired("old-key")
+    assert expired is not None
+    assert expired.name == "old"
+    assert keystore.parse_expires("2030-01-02", now) == 1893542400.0
+    assert keystore.parse_expires("30d", now) == now + 30 * 86400

@@ -369,7 +369,7 @@ def test_a_named_client_sees_only_its_own_rows(
 
 
 @pytest.mark.parametrize(
-    "page_name", ["overview", "providers", "live", "sessions", "config", "export"]
+    "page_name", ["overview", "providers", "live", "sessions", "config", "keys", "export"]
 )
 def test_every_page_fits_a_phone(
     gateway: BackgroundGateway, seeded: list[Row], tab: Tab, page_name: str
@@ -392,6 +392,7 @@ def test_every_page_fits_a_phone(
         "config": "#config-body table",
         "export": "#export-table td",
         "sessions": "#sessions-table th",
+        "keys": "#keys-body p.note",
     }[page_name]
     page.wait_for_selector(ready)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -400,7 +401,7 @@ def test_every_page_fits_a_phone(
         "nav a:not([hidden])",
         "as => as.map(a => { const r = a.getBoundingClientRect(); return [r.left, r.right]; })",
     )
-    assert len(tabs) == 6
+    assert len(tabs) == 7  # Overview, Providers, Live, Sessions, Configuration, Keys, Export
     for left, right in tabs:  # every tab on screen, none scrolled out of sight in the nav
         assert left >= 0, tabs
         assert right <= 390, tabs

@@ -1,4 +1,4 @@
-"""``proxycast serve | reload | check | models | usage | requests``: the command line."""
+"""``proxycast serve | reload | check | models | usage | requests | keys``: the command line."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
             "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
         )
         sub.add_argument("--json", action="store_true", help="JSON instead of text")
+    _keys_parser(commands)
     return parser
 
 
@@ -122,6 +123,110 @@ def _requests(args: argparse.Namespace) -> int:
     shown = captures.details(row)
     print(json.dumps(shown, indent=2, ensure_ascii=False) if args.json else captures.render(shown))
     return 0
+
+
+def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser(
+        "keys", help="client keys made at run time (kept hashed in the state database)"
+    )
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key; prints it once, on the last line")
+    create.add_argument("--name", required=True, help="the client's name (usage, logs, metrics)")
+    create.add_argument(
+        "--models", nargs="+", default=[], metavar="GLOB", help="models it may use (default: all)"
+    )
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens per minute")
+    create.add_argument("--max-usd-per-day", type=float, help="USD per UTC day")
+    create.add_argument("--max-usd-per-month", type=float, help="USD per UTC month")
+    create.add_argument("--expires", help="30d, 12h, 15m, 45s or YYYY-MM-DD (default: never)")
+    listing = actions.add_parser("list", help="the keys and their settings (never the key)")
+    listing.add_argument("--json", action="store_true", help="a JSON list of key objects")
+    actions.add_parser("revoke", help="stop a key at once").add_argument("name")
+    actions.add_parser("rotate", help="a new key for NAME; the old one stops").add_argument("name")
+    for sub in (create, listing, *(actions.choices[n] for n in ("revoke", "rotate"))):
+        sub.add_argument(
+            "--config", help="TOML file (default: ./proxycast.toml, else the environment)"
+        )
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from proxycast.accounting import keystore
+
+    config = load_config(args.config, generate_key=False)
+    store = keystore.open_store(config)
+    try:
+        if args.action == "create":
+            fields = {
+                "name": args.name,
+                "models": args.models,
+                "rpm": args.rpm,
+                "tpm": args.tpm,
+                "max_usd_per_day": args.max_usd_per_day,
+                "max_usd_per_month": args.max_usd_per_month,
+                "expires": args.expires,
+            }
+            made, secret = keystore.create(
+                store, keystore.spec(fields, config.clients, time.time())
+            )
+            print(f"created key {made.name!r}; it is shown once, here:")
+            print(secret)
+        elif args.action == "list":
+            keys = [keystore.public(k) for k in store.load()]
+            if args.json:
+                print(json.dumps(keys, indent=2))
+            else:
+                print(_render_keys(keys))
+        elif args.action == "revoke":
+            keystore.revoke(store, args.name)
+            print(f"revoked key {args.name!r}")
+        else:
+            made, secret = keystore.rotate(store, args.name)
+            print(f"rotated key {made.name!r}; the old key no longer works; the new one, once:")
+            print(secret)
+    except keystore.KeyProblemError as problem:
+        print(f"proxycast: {problem.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def _render_keys(keys: list[dict[str, object]]) -> str:
+    import datetime
+
+    def when(seconds: object) -> str:
+        if not isinstance(seconds, (int, float)):
+            return "never"
+        moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+    def shown(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    lines = ["name\tmodels\trpm\ttpm\tusd/day\tusd/month\tcreated\texpires"]
+    for k in keys:
+        models = k["models"]
+        lines.append(
+            "\t".join(
+                [
+                    str(k["name"]),
+                    ",".join(models) if isinstance(models, list) and models else "all",
+                    shown(k["rpm"]),
+                    shown(k["tpm"]),
+                    shown(k["max_usd_per_day"]),
+                    shown(k["max_usd_per_month"]),
+                    when(k["created"]),
+                    when(k["expires"]),
+                ]
+            )
+        )
+    if not keys:
+        lines.append("(no runtime keys)")
+    return "\n".join(lines)
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -286,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _requests(args)
         if args.command == "reload":
             return _reload(args)
+        if args.command == "keys":
+            return _keys(args)
         config = load_config(args.config, generate_key=False)
         if args.command == "check":
             return _check(config, args.online)

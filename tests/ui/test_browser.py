@@ -391,7 +391,8 @@ def test_a_named_client_sees_only_its_own_rows(
 
 
 @pytest.mark.parametrize(
-    "page_name", ["overview", "providers", "live", "sessions", "requests", "config", "export"]
+    "page_name",
+    ["overview", "providers", "live", "sessions", "requests", "config", "keys", "export"],
 )
 def test_every_page_fits_a_phone(
     gateway: BackgroundGateway, seeded: list[Row], tab: Tab, page_name: str
@@ -415,6 +416,7 @@ def test_every_page_fits_a_phone(
         "export": "#export-table td",
         "sessions": "#sessions-table th",
         "requests": "#requests-table th",
+        "keys": "#keys-body p.note",
     }[page_name]
     page.wait_for_selector(ready)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -423,7 +425,9 @@ def test_every_page_fits_a_phone(
         "nav a:not([hidden])",
         "as => as.map(a => { const r = a.getBoundingClientRect(); return [r.left, r.right]; })",
     )
-    assert len(tabs) == 7
+    assert (
+        len(tabs) == 8
+    )  # Overview, Providers, Live, Sessions, Requests, Configuration, Keys, Export
     for left, right in tabs:  # every tab on screen, none scrolled out of sight in the nav
         assert left >= 0, tabs
         assert right <= 390, tabs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import time
 
 import attrs
 
@@ -55,6 +56,13 @@ class Client:
     """An authenticated client: its configuration (None for the unnamed one)."""
 
     config: ClientConfig | None = None
+    expires: float | None = None
+    """A runtime key's expiry (Unix seconds); None: never."""
+    runtime: bool = False
+    """Made at run time (``proxycast keys``), not in the file's ``[[clients]]``."""
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
 
     @property
     def name(self) -> str:
@@ -70,26 +78,75 @@ class Client:
 UNLIMITED = Client()
 
 
+class RuntimeClients:
+    """The keys made at run time (``proxycast keys``), as the worker last read them from the state
+    database: one object shared by every :class:`Directory` of the worker (a reload's too), whose
+    entries are replaced in one step when they change."""
+
+    __slots__ = ("entries", "names")
+
+    def __init__(self) -> None:
+        self.entries: tuple[tuple[bytes, Client], ...] = ()
+        self.names: frozenset[str] = frozenset()
+
+    def set(self, clients: list[Client]) -> None:
+        entries = []
+        for client in clients:
+            assert client.config is not None
+            entries.append((client.config.digest(), client))
+        self.entries = tuple(entries)
+        self.names = frozenset(client.name for client in clients)
+
+
 @attrs.frozen(eq=False)
 class Directory:
-    """The configured keys, by digest."""
+    """The configured keys, by digest, and those made at run time (``runtime``)."""
 
     _entries: tuple[tuple[bytes, Client], ...]
+    _runtime: RuntimeClients | None = None
+    _file_names: frozenset[str] = frozenset()
+    """The ``[[clients]]`` names: a runtime key of one of these names is not used (the file wins)."""
 
     @classmethod
-    def of(cls, server_keys: tuple[str, ...], clients: tuple[ClientConfig, ...]) -> Directory:
+    def of(
+        cls,
+        server_keys: tuple[str, ...],
+        clients: tuple[ClientConfig, ...],
+        runtime: RuntimeClients | None = None,
+    ) -> Directory:
         entries = [(hashlib.sha256(k.encode()).digest(), UNLIMITED) for k in server_keys]
         entries += [(c.digest(), Client(c)) for c in clients]
-        return cls(tuple(entries))
+        return cls(tuple(entries), runtime, frozenset(c.name for c in clients))
 
     def __bool__(self) -> bool:
-        return bool(self._entries)
+        return bool(self._entries) or bool(self._runtime and self._runtime.entries)
 
     def find(self, presented: str) -> Client | None:
-        """The client whose key ``presented`` is, None if none; every digest is compared."""
+        """The client whose key ``presented`` is, None if none (or expired); every digest is
+        compared."""
+        client = self._match(presented)
+        if client is not None and client.expires is not None and client.expired(time.time()):
+            return None
+        return client
+
+    def expired(self, presented: str) -> Client | None:
+        """The runtime client whose key ``presented`` is, if that key has expired (what a refusal
+        says)."""
+        client = self._match(presented)
+        return client if client is not None and client.expired(time.time()) else None
+
+    def _match(self, presented: str) -> Client | None:
         digest = hashlib.sha256(presented.encode()).digest()
         found: Client | None = None
         for candidate, client in self._entries:
             if hmac.compare_digest(digest, candidate) and found is None:
                 found = client
+        if self._runtime is not None:
+            for candidate, client in self._runtime.entries:
+                if (
+                    hmac.compare_digest(digest, candidate)
+                    and found is None
+                    and client.name not in self._file_names
+                ):
+                    found = client
         return found

@@ -36,6 +36,8 @@ class Metrics:
     request ids, access log")."""
 
     def __init__(self, config: Config) -> None:
+        self.runtime_clients: frozenset[str] = frozenset()
+        """The names of the runtime client keys (``proxycast keys``): labels too."""
         self._dir = os.environ.get(MULTIPROCESS_VARIABLE) or None
         # in multiprocess mode the values go to files and the scrape reads the files, so the metric
         # objects must not be registered as well (they would be counted twice)
@@ -176,7 +178,7 @@ class Metrics:
         return found
 
     def client(self, name: str) -> str:
-        return name if name in self.clients else OTHER
+        return name if name in self.clients or name in self.runtime_clients else OTHER
 
     def model(self, name: str) -> str:
         return name if name in self.models else OTHER

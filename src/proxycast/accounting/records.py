@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import logging
 import math
 import os
 import re
@@ -25,6 +26,7 @@ from proxycast.accounting import accesslog
 from proxycast.accounting.capture import Capture, Capturer
 from proxycast.accounting.clients import UNLIMITED, Client, Directory
 from proxycast.accounting.feed import Feed
+from proxycast.accounting.keystore import RuntimeKeys, client_of, open_store
 from proxycast.accounting.metrics import Metrics
 from proxycast.accounting.prices import Price, cost, price_of
 from proxycast.errors import ModelNotFoundError, RateLimitedError
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from proxycast.core.redact import Redactor
     from proxycast.formats.contracts import InboundRequest
     from proxycast.upstream.keys import KeyPool
+
+log = logging.getLogger("proxycast")
 
 REQUEST_ID = "x-request-id"
 _VALID_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -161,8 +165,11 @@ class Accounting:
 
     def __init__(self, config: Config, redact: Redactor) -> None:
         self.config = config
-        self.directory = Directory.of(config.server.api_keys, config.clients)
         self.metrics = Metrics(config)
+        self.keys = RuntimeKeys(open_store(config), self._runtime_names)
+        """The client keys made at run time (``proxycast keys``), kept in the state database."""
+        self._load_keys()
+        self.directory = Directory.of(config.server.api_keys, config.clients, self.keys.clients)
         self.redact = redact
         self.limiter: Limiter | None = None
         self.shared: SharedState | None = None
@@ -187,7 +194,7 @@ class Accounting:
             from proxycast.state.sqlite import SQLiteLimiter
 
             self.limiter = self.shared = SQLiteLimiter(data_dir() / "limits.db")
-        elif any(c.limited for c in config.clients):
+        else:  # a runtime key with limits may come at any time
             self.limiter = _one_worker_limiter(config)
         self.ledger = open_writer(config.ledger)
         self.capture = self._capturer(config, redact)
@@ -212,9 +219,9 @@ class Accounting:
         first time (the caller runs :meth:`background` for it)."""
         new = copy.copy(self)  # every attribute shared, but for what the configuration decides
         new.config = config
-        new.directory = Directory.of(config.server.api_keys, config.clients)
+        new.directory = Directory.of(config.server.api_keys, config.clients, self.keys.clients)
         new.redact = redact
-        if new.limiter is None and any(c.limited for c in config.clients):
+        if new.limiter is None:
             new.limiter = _one_worker_limiter(config)
         new._prices = {}
         new.capture = new._capturer(config, redact)
@@ -236,6 +243,18 @@ class Accounting:
         if self.limiter is not previous.limiter and isinstance(self.limiter, LocalLimiter):
             return [self.limiter.run]
         return []
+
+    def _load_keys(self) -> None:
+        """The runtime keys as the store has them now (before the first request: :meth:`run` then
+        follows their changes)."""
+        try:
+            self.keys.clients.set([client_of(k) for k in self.keys.store.load()])
+        except Exception:  # Redis away at start: the keys come when it is back (run)
+            log.exception("could not read the runtime client keys")
+        self._runtime_names(self.keys.clients.names)
+
+    def _runtime_names(self, names: frozenset[str]) -> None:
+        self.metrics.runtime_clients = names
 
     def price(self, upstream_model: str) -> Price | None:
         """The ``[prices]`` entry of ``upstream_model`` (looked up once per model)."""
@@ -265,6 +284,7 @@ class Accounting:
         """The background work of the worker (writing the ledger, syncing the shared state), until
         cancelled."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.keys.run)
             if self.ledger is not None:
                 nursery.start_soon(self.ledger.run)
             if self.shared is not None:
@@ -281,6 +301,7 @@ class Accounting:
                 await self.limiter.aclose()
             if self.tracing is not None:
                 await self.tracing.aclose()
+            await self.keys.aclose()
 
     def request(self, scope: HTTPScope, send: ASGISendCallable) -> _Tracking:
         """One HTTP request's record, made the current one. Its ``tracked`` is the ``send`` to use

@@ -1,13 +1,25 @@
-"""``GET /health`` (no key: for load balancers and probes) and ``GET /metrics`` (a gateway key, like
-every other route; Prometheus text summed over the workers)."""
+"""``GET /health`` (no key: for load balancers and probes), ``GET /metrics`` (a gateway key, like
+every other route; Prometheus text summed over the workers) and ``/admin/keys`` (the client keys
+made at run time: ``[server].api_keys`` only)."""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app
+import json
+import time
+from typing import TYPE_CHECKING
 
+from quart import Blueprint, Response, current_app, request
+
+from proxycast.accounting import keystore
+from proxycast.accounting.keystore import KeyProblemError
 from proxycast.accounting.metrics import CONTENT_TYPE
-from proxycast.errors import ProxycastError
+from proxycast.accounting.records import current_record
+from proxycast.errors import InvalidRequestError, ProxycastError
 from proxycast.http.quart import json_response
+
+if TYPE_CHECKING:
+    from proxycast.accounting.keystore import RuntimeKeys
+    from proxycast.accounting.records import Accounting
 
 blueprint = Blueprint("admin", __name__)
 
@@ -37,3 +49,75 @@ async def metrics() -> Response:
         for label, seconds, _ in provider.pool.status():
             gauge.labels(name, label).set(0 if seconds > 0 else 1)
     return Response(accounts.metrics.exposition(), content_type=CONTENT_TYPE)
+
+
+# --- client keys made at run time (docs/limits-and-usage.md) -------------------------------------
+
+
+def _keys() -> RuntimeKeys:
+    """The worker's runtime keys, for one of ``[server].api_keys`` only (403 to a named client)."""
+    record = current_record()
+    if record is None or record.client.config is not None:
+        raise ProxycastError(
+            "Managing client keys needs one of the gateway's [server].api_keys; this key belongs "
+            "to a named client.",
+            status=403,
+        )
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    return accounts.keys
+
+
+def _refused(problem: KeyProblemError) -> ProxycastError:
+    if problem.status == 400:
+        return InvalidRequestError(problem.message)
+    return ProxycastError(problem.message, status=problem.status)
+
+
+@blueprint.post("/admin/keys")
+async def create_key() -> Response:
+    """``{"name": ..., "models": [...], "rpm": N, ...}`` -> 201 ``{"name": ..., "key": ...}`` (the
+    only time the key is shown)."""
+    keys = _keys()
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    body = await request.get_data(as_text=True)
+    try:
+        fields = json.loads(body or "null")
+    except ValueError:
+        raise InvalidRequestError("The request body is not valid JSON.") from None
+    if not isinstance(fields, dict):
+        raise InvalidRequestError(
+            'The request body must be a JSON object: {"name": "...", "models": [...], "rpm": N, ...}.'
+        )
+    try:
+        wanted = keystore.spec(fields, accounts.config.clients, time.time())
+        made, secret = await keys.call(keystore.create, keys.store, wanted)
+    except KeyProblemError as problem:
+        raise _refused(problem) from None
+    return json_response({**keystore.public(made), "key": secret}, status=201)
+
+
+@blueprint.get("/admin/keys")
+async def list_keys() -> Response:
+    keys = _keys()
+    return json_response({"keys": [keystore.public(k) for k in await keys.list()]})
+
+
+@blueprint.delete("/admin/keys/<name>")
+async def revoke_key(name: str) -> Response:
+    keys = _keys()
+    try:
+        await keys.call(keystore.revoke, keys.store, name)
+    except KeyProblemError as problem:
+        raise _refused(problem) from None
+    return json_response({"name": name, "revoked": True})
+
+
+@blueprint.post("/admin/keys/<name>/rotate")
+async def rotate_key(name: str) -> Response:
+    """A new key for ``name`` (its settings kept); the old one stops working."""
+    keys = _keys()
+    try:
+        made, secret = await keys.call(keystore.rotate, keys.store, name)
+    except KeyProblemError as problem:
+        raise _refused(problem) from None
+    return json_response({**keystore.public(made), "key": secret})

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from proxycast.formats.contracts import Headers, InboundDialect
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_AUTHENTICATED = ("/ui/api/", "/metrics")
+_AUTHENTICATED = ("/ui/api/", "/metrics", "/admin/")
 """Quart's routes that take a client key (every route of the router takes one)."""
 
 
@@ -143,6 +143,12 @@ def _authenticate(presented: str | None, directory: Directory) -> Client:
         )
     client = directory.find(presented)  # constant time: every key's digest is compared
     if client is None:
+        expired = directory.expired(presented)
+        if expired is not None:
+            raise AuthenticationError(
+                f"This API key (client {expired.name!r}) has expired; ask the gateway's operator "
+                "for a new one (proxycast keys rotate)."
+            )
         raise AuthenticationError(
             "Incorrect API key: it is not one of this gateway's client keys "
             "(server.api_keys, [[clients]])."

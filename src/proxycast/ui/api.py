@@ -471,6 +471,31 @@ async def configuration() -> Response:
     )
 
 
+@blueprint.get("/keys")
+async def runtime_keys() -> Response:
+    """The client keys made at run time (``proxycast keys``): settings, created, expires; never a
+    key or its digest."""
+    _admin_only()
+    from proxycast.accounting import keystore
+
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    return _json({"keys": [keystore.public(k) for k in await accounts.keys.list()]})
+
+
+@blueprint.delete("/keys/<name>")
+async def revoke_runtime_key(name: str) -> Response:
+    """Revoke a runtime key (in effect on every worker and instance within a second)."""
+    _admin_only()
+    from proxycast.accounting import keystore
+
+    accounts: Accounting = current_app.extensions["proxycast_accounting"]
+    try:
+        await accounts.keys.call(keystore.revoke, accounts.keys.store, name)
+    except keystore.KeyProblemError as problem:
+        raise ProxycastError(problem.message, status=problem.status) from None
+    return _json({"name": name, "revoked": True})
+
+
 @blueprint.get("/live")
 async def live() -> Response:
     """The live feed (SSE): an ``event: request`` per finished gateway request of this worker (a

@@ -3,8 +3,8 @@
 (function () {
   "use strict";
   const STORAGE = "proxycast.key";
-  const PAGES = ["overview", "providers", "live", "sessions", "requests", "config", "export"];
-  const ADMIN = new Set(["providers", "config"]);
+  const PAGES = ["overview", "providers", "live", "sessions", "requests", "config", "keys", "export"];
+  const ADMIN = new Set(["providers", "config", "keys"]);
   // Seconds between overview reloads: a long range's buckets are hours or days wide.
   const POLL = {"1h": 5, "24h": 10, "7d": 30, "30d": 60};
   const $ = (selector) => document.querySelector(selector);
@@ -24,8 +24,9 @@
     constructor(status, message) { super(message); this.status = status; }
   }
 
-  async function api(path, signal) {
+  async function api(path, signal, method) {
     const response = await fetch("/ui/api/" + path, {
+      method: method || "GET",
       headers: {Authorization: "Bearer " + key}, cache: "no-store", credentials: "omit", signal,
     });
     if (!response.ok) {
@@ -120,7 +121,7 @@
     }
     const show = {overview: showOverview, providers: showProviders, live: showLive,
                   sessions: showSessions, requests: showRequests, config: showConfig,
-                  export: showExport}[page];
+                  keys: showKeys, export: showExport}[page];
     show();
   }
 
@@ -378,6 +379,40 @@
             [[`${c.server.host}:${c.server.port}`, c.server.workers, c.server.access_log, list(c.server.cors_origins) || "none", c.ledger.url, `${c.ledger.retention_days} d`]]),
     ];
     $("#config-body").replaceChildren(...parts);
+  }
+
+  // Keys (made at run time): their settings, never the key; a revoke button each
+
+  function showKeys() {
+    every(5, () => loadKeys().catch(failed));
+  }
+
+  function moment(seconds) {
+    return seconds === null || seconds === undefined ? "never" : new Date(seconds * 1000).toLocaleString();
+  }
+
+  async function loadKeys() {
+    const answer = await getJSON("keys");
+    answered("keys");
+    const rows = answer.keys.map((k) => [k.name, k.models.join(", ") || "all", k.rpm, k.tpm,
+                                         k.max_usd_per_day, k.max_usd_per_month, moment(k.created), moment(k.expires), ""]);
+    const view = table(["Name", "Models", "rpm", "tpm", "USD / day", "USD / month", "Created", "Expires", ""], rows);
+    const body = view.querySelector("tbody");
+    answer.keys.forEach((k, i) => {
+      const row = body.rows[i];
+      row.dataset.key = k.name;
+      const button = node("button", "Revoke", {type: "button", "data-revoke": k.name});
+      button.addEventListener("click", () => revokeKey(k.name).catch(failed));
+      row.cells[row.cells.length - 1].append(button);
+    });
+    const parts = answer.keys.length ? [view] : [node("p", "No runtime keys: proxycast keys create --name NAME makes one.", {class: "note"})];
+    $("#keys-body").replaceChildren(...parts);
+  }
+
+  async function revokeKey(name) {
+    if (!window.confirm(`Revoke the key ${name}? Its clients are refused at once.`)) return;
+    await api("keys/" + encodeURIComponent(name), undefined, "DELETE");
+    await loadKeys();
   }
 
   // Sessions

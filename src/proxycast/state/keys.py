@@ -1,0 +1,208 @@
+"""Where client keys made at run time (``proxycast keys``, ``POST /admin/keys``) are kept: the machine's
+SQLite file (``limits.db`` in the data directory, table ``client_keys``) or, with ``[state] redis_url``,
+Redis (one hash), so that every worker and every instance finds the same keys.
+
+Only a key's SHA-256 is stored, never the key. Every change bumps a version number, which each worker
+reads every half second (one small read): a revocation is in effect everywhere within a second. The
+calls are synchronous (the CLI makes them as they are; a server makes them in a worker thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from proxycast.state.sqlite import connect
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import redis
+    from redis.cluster import RedisCluster
+
+
+@attrs.frozen(kw_only=True)
+class StoredKey:
+    """One runtime key as stored: its settings and its digest (the hex SHA-256 of the key)."""
+
+    name: str
+    digest: str = attrs.field(repr=False)
+    models: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    max_usd_per_day: float | None = None
+    max_usd_per_month: float | None = None
+    created: float
+    """Unix seconds."""
+    expires: float | None = None
+    """Unix seconds; None: never."""
+
+    def to_json(self) -> str:
+        fields = attrs.asdict(self)
+        fields["models"] = list(self.models)
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StoredKey:
+        fields: dict[str, Any] = json.loads(text)
+        fields["models"] = tuple(fields.get("models") or ())
+        return cls(**fields)
+
+
+class KeyExistsError(Exception):
+    """A key of that name is already stored."""
+
+
+class KeyStore(Protocol):
+    """The stored runtime keys (synchronous: call it in a thread from a trio program)."""
+
+    def version(self) -> int:
+        """A number that changes with every change of the keys (cheap: polled)."""
+        ...
+
+    def load(self) -> list[StoredKey]: ...
+
+    def add(self, key: StoredKey) -> None:
+        """Raises :class:`KeyExistsError` when the name is taken."""
+        ...
+
+    def remove(self, name: str) -> bool:
+        """Whether there was one."""
+        ...
+
+    def replace(self, key: StoredKey) -> bool:
+        """Store ``key`` over the one of its name; False when there is none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS client_keys (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS client_keys_version (id INTEGER PRIMARY KEY CHECK (id = 0), "
+    "version INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO client_keys_version (id, version) VALUES (0, 0)",
+)
+_BUMP = "UPDATE client_keys_version SET version = version + 1 WHERE id = 0"
+
+
+class SQLiteKeys:
+    """The keys in the machine's SQLite file (every worker and the CLI open it)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = connect(path)
+        self._write(lambda db: [db.execute(statement) for statement in _SCHEMA])
+
+    def _write(self, change: Any) -> Any:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = change(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    def version(self) -> int:
+        row = self._db.execute("SELECT version FROM client_keys_version WHERE id = 0").fetchone()
+        return int(row[0]) if row else 0
+
+    def load(self) -> list[StoredKey]:
+        rows = self._db.execute("SELECT record FROM client_keys ORDER BY name").fetchall()
+        return [StoredKey.from_json(row[0]) for row in rows]
+
+    def add(self, key: StoredKey) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO client_keys (name, record) VALUES (?, ?)",
+                    (key.name, key.to_json()),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyExistsError(key.name) from None
+            db.execute(_BUMP)
+
+        self._write(insert)
+
+    def remove(self, name: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM client_keys WHERE name = ?", (name,)).rowcount > 0
+            if gone:
+                db.execute(_BUMP)
+            return gone
+
+        return bool(self._write(delete))
+
+    def replace(self, key: StoredKey) -> bool:
+        def update(db: sqlite3.Connection) -> bool:
+            done = (
+                db.execute(
+                    "UPDATE client_keys SET record = ? WHERE name = ?", (key.to_json(), key.name)
+                ).rowcount
+                > 0
+            )
+            if done:
+                db.execute(_BUMP)
+            return done
+
+        return bool(self._write(update))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class RedisKeys:
+    """The keys in Redis: a hash (name -> the stored record, JSON) and a version counter, in one
+    hash slot (``{PREFIX:keys}``), so that a change and its version move together (MULTI)."""
+
+    def __init__(self, url: str, prefix: str = "proxycast", cluster: bool = False) -> None:
+        import redis  # the [redis] extra: imported only when configured
+        from redis.cluster import RedisCluster
+
+        options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+        self._redis: redis.Redis | RedisCluster = (
+            RedisCluster.from_url(url, **options)
+            if cluster
+            else redis.Redis.from_url(url, **options)
+        )
+        self._hash = "{" + prefix + ":keys}"
+        self._version = self._hash + ":version"
+
+    def version(self) -> int:
+        value = self._redis.get(self._version)
+        return int(value) if value is not None else 0
+
+    def load(self) -> list[StoredKey]:
+        records: dict[Any, Any] = self._redis.hgetall(self._hash)
+        return sorted((StoredKey.from_json(v) for v in records.values()), key=lambda k: k.name)
+
+    def add(self, key: StoredKey) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hsetnx(self._hash, key.name, key.to_json())
+        pipe.incr(self._version)
+        added, _ = pipe.execute()
+        if not added:
+            raise KeyExistsError(key.name)
+
+    def remove(self, name: str) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hdel(self._hash, name)
+        pipe.incr(self._version)
+        gone, _ = pipe.execute()
+        return bool(gone)
+
+    def replace(self, key: StoredKey) -> bool:
+        # the check and the write in one step: a key revoked meanwhile is not brought back
+        script = (
+            "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end "
+            "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) redis.call('INCR', KEYS[2]) return 1"
+        )
+        done = self._redis.eval(script, 2, self._hash, self._version, key.name, key.to_json())
+        return bool(done)
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,0 +1,263 @@
+"""Client keys made at run time (``proxycast keys``, ``/admin/keys``), against real servers: a key made
+by the CLI (a real process on the data directory) or the admin API is used by an SDK, counted under its
+name and limited; a revocation is refused by both workers of ``serve --workers 2``, and by two
+instances on one Redis, within a second; rotation, expiry, a reload that keeps them; the admin API
+refuses a client key; no listing shows a key; a ``[[clients]]`` name is refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import openai
+import pytest
+import trio
+
+from tests.support import CLIENT_KEY
+from tests.test_cli import serve
+from tests.test_reload import ALICE, metric, reload, statuses, write_config
+from tests.test_scale_out import instances
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from proxycast.testing import FakeOpenAI
+    from tests.redis_server import RedisServer
+
+ADMIN = {"authorization": f"Bearer {CLIENT_KEY}"}
+MODEL = "llama3.2"
+
+
+async def keys_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``proxycast keys ARGS`` as a user runs it: exit status, stdout, stderr."""
+    import os
+
+    done = await trio.run_process(
+        [sys.executable, "-m", "proxycast", "keys", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def created(*args: str, env: dict[str, str] | None = None) -> str:
+    code, out, err = await keys_cli("create", *args, env=env)
+    assert code == 0, err
+    return out.splitlines()[-1]  # the key, alone on the last line
+
+
+async def until_status(url: str, key: str, status: int, seconds: float = 5.0) -> None:
+    """Wait until a request with ``key`` gets ``status`` (a new key reaches the other workers
+    within a poll)."""
+    with trio.fail_after(seconds):
+        while True:
+            if set(await statuses(url, MODEL, key, 4)) == {status}:
+                return
+            await trio.sleep(0.1)
+
+
+def chat(url: str, key: str, model: str = MODEL) -> str:
+    with openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
+        answer = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}]
+        )
+    return answer.choices[0].message.content or ""
+
+
+async def test_a_cli_key_works_on_both_workers_is_counted_limited_and_revoked_within_a_second(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url)
+    async with serve(["--config", str(config)]) as served:
+        key = await created(
+            "--config", str(config), "--name", "carol", "--models", MODEL, "--rpm", "30"
+        )
+        assert key.startswith("pc-")
+        await until_status(served.url, key, 200)
+        assert await trio.to_thread.run_sync(chat, served.url, key)
+        # the model allowlist: any other model does not exist for carol
+        with pytest.raises(openai.NotFoundError):
+            await trio.to_thread.run_sync(chat, served.url, key, "qwen3")
+        counted = await metric(served.url, 'proxycast_requests_total{client="carol"')
+        assert counted >= 5  # until_status's requests and the SDK's, under carol's name
+        # a reload keeps them (they are not the file's)
+        done = await reload(config)
+        assert done.returncode == 0, done.stderr
+        assert set(await statuses(served.url, MODEL, key)) == {200}
+
+        code, out, _ = await keys_cli("revoke", "carol", "--config", str(config))
+        assert code == 0
+        assert "revoked" in out
+        await trio.sleep(1.0)
+        assert set(await statuses(served.url, MODEL, key)) == {401}  # every worker
+        assert set(await statuses(served.url, MODEL, ALICE, 4)) == {200}
+
+
+async def test_limits_of_a_runtime_key_hold_across_two_workers(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url)
+    async with serve(["--config", str(config)]) as served:
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                served.url + "/admin/keys", json={"name": "dave", "rpm": 3}, headers=ADMIN
+            )
+        assert answer.status_code == 201, answer.text
+        key = answer.json()["key"]
+        await trio.sleep(1.0)  # known to the other worker
+        found = await statuses(served.url, MODEL, key, 8)
+        assert sorted(found) == [200] * 3 + [429] * 5
+
+
+async def test_revocation_reaches_two_instances_on_one_redis_within_a_second(
+    fake: FakeOpenAI, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with instances(fake.base_url, redis_server.url, 1000) as urls:
+        config = tmp_path / "cli.toml"  # the CLI needs only [state]: the same Redis
+        config.write_text(f'[state]\nredis_url = "{redis_server.url}"\n')
+        key = await created("--config", str(config), "--name", "erin")
+        for url in urls:
+            await until_status(url, key, 200)
+        code, _, err = await keys_cli("revoke", "erin", "--config", str(config))
+        assert code == 0, err
+        await trio.sleep(1.0)
+        for url in urls:
+            assert set(await statuses(url, MODEL, key, 8)) == {401}
+
+
+async def test_the_admin_api_creates_lists_rotates_and_refuses_client_keys(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
+    async with serve(["--config", str(config)]) as served, httpx.AsyncClient() as client:
+        url = served.url + "/admin/keys"
+        # a named client's key may not manage keys: 403, in OpenAI's error shape
+        refused = await client.post(
+            url, json={"name": "x"}, headers={"authorization": f"Bearer {ALICE}"}
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"]["type"] == "permission_error"
+        assert (
+            await client.get(url, headers={"authorization": f"Bearer {ALICE}"})
+        ).status_code == 403
+        assert (await client.get(url)).status_code == 401
+
+        # a [[clients]] name is refused, and a bad field is a clear 400
+        clash = await client.post(url, json={"name": "alice"}, headers=ADMIN)
+        assert clash.status_code == 409
+        assert "[[clients]]" in clash.json()["error"]["message"]
+        bad = await client.post(url, json={"name": "frank", "rpm": "many"}, headers=ADMIN)
+        assert bad.status_code == 400
+        assert "rpm" in bad.json()["error"]["message"]
+        unknown = await client.post(url, json={"name": "frank", "rmp": 3}, headers=ADMIN)
+        assert unknown.status_code == 400
+        assert "'rmp'" in unknown.json()["error"]["message"]
+
+        made = await client.post(
+            url,
+            json={"name": "frank", "models": [MODEL], "max_usd_per_day": 5, "expires": "30d"},
+            headers=ADMIN,
+        )
+        assert made.status_code == 201
+        key = made.json()["key"]
+        assert made.json()["name"] == "frank"
+        again = await client.post(url, json={"name": "frank"}, headers=ADMIN)
+        assert again.status_code == 409
+        assert await trio.to_thread.run_sync(chat, served.url, key)
+
+        listed = await client.get(url, headers=ADMIN)
+        assert listed.status_code == 200
+        (entry,) = listed.json()["keys"]
+        assert entry["name"] == "frank"
+        assert entry["models"] == [MODEL]
+        assert entry["max_usd_per_day"] == 5
+        assert entry["expires"] > entry["created"]
+        code, out, _ = await keys_cli("list", "--config", str(config))
+        code_json, out_json, _ = await keys_cli("list", "--json", "--config", str(config))
+        assert code == code_json == 0
+        assert "frank" in out
+        assert json.loads(out_json)[0]["name"] == "frank"
+        for text in (listed.text, out, out_json):
+            assert key not in text
+            assert key[3:12] not in text  # no part of it either
+            assert "digest" not in text
+
+        # rotate (the CLI): the old key is refused at once, the new one works
+        code, out, err = await keys_cli("rotate", "frank", "--config", str(config))
+        assert code == 0, err
+        new = out.splitlines()[-1]
+        await until_status(served.url, new, 200)
+        assert set(await statuses(served.url, MODEL, key, 2)) == {401}
+
+        gone = await client.delete(url + "/frank", headers=ADMIN)
+        assert gone.status_code == 200
+        assert (await client.delete(url + "/frank", headers=ADMIN)).status_code == 404
+        assert set(await statuses(served.url, MODEL, new, 2)) == {401}
+
+
+async def test_an_expired_key_is_refused_and_says_so(tmp_path: Path, fake: FakeOpenAI) -> None:
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
+    async with serve(["--config", str(config)]) as served:
+        key = await created("--config", str(config), "--name", "gina", "--expires", "8s")
+        await until_status(served.url, key, 200)
+        await until_status(served.url, key, 401, seconds=15)
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                served.url + "/v1/chat/completions",
+                json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": f"Bearer {key}"},
+            )
+        assert "expired" in answer.json()["error"]["message"]
+        assert key not in answer.text
+
+
+async def test_the_cli_refuses_what_it_cannot_make(tmp_path: Path, fake: FakeOpenAI) -> None:
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url)
+    code, _, err = await keys_cli("create", "--name", "alice", "--config", str(config))
+    assert code == 1
+    assert "[[clients]]" in err
+    code, _, err = await keys_cli(
+        "create", "--name", "hal", "--expires", "2001-01-01", "--config", str(config)
+    )
+    assert code == 1
+    assert "in the past" in err
+    code, _, err = await keys_cli("create", "--name", "hal", "--expires", "soon")
+    assert code == 1
+    assert "duration" in err
+    code, _, err = await keys_cli("revoke", "nobody")
+    assert code == 1
+    assert "No runtime key" in err
+
+
+def test_a_runtime_key_never_shadows_the_file_and_stops_at_its_expiry() -> None:
+    from proxycast.accounting import keystore
+    from proxycast.accounting.clients import ClientConfig, Directory, RuntimeClients
+    from proxycast.state.keys import StoredKey
+
+    now = time.time()
+    stored = [
+        StoredKey(name="alice", digest=keystore.digest_of("runtime-alice"), created=now),
+        StoredKey(name="ivy", digest=keystore.digest_of("ivy-key"), created=now, expires=now + 60),
+        StoredKey(name="old", digest=keystore.digest_of("old-key"), created=now, expires=now - 1),
+    ]
+    runtime = RuntimeClients()
+    runtime.set([keystore.client_of(k) for k in stored])
+    directory = Directory.of((CLIENT_KEY,), (ClientConfig(name="alice", api_key=ALICE),), runtime)
+    found = directory.find(ALICE)
+    assert found is not None
+    assert not found.runtime  # the file's alice
+    assert directory.find("runtime-alice") is None  # a file name: the runtime key is not used
+    ivy = directory.find("ivy-key")
+    assert ivy is not None
+    assert ivy.name == "ivy"
+    assert directory.find("old-key") is None
+    expired = directory.expired("old-key")
+    assert expired is not None
+    assert expired.name == "old"
+    assert keystore.parse_expires("2030-01-02", now) == 1893542400.0
+    assert keystore.parse_expires("30d", now) == now + 30 * 86400

@@ -105,6 +105,7 @@ VARIANTS: dict[str, tuple[str, str, bool]] = {
     "off": (OFF_SERVER, LEDGER_OFF, False),
     "default": ("", CLIENT.format(limits=LIMITS), True),
     "routing": ("", CLIENT.format(limits=LIMITS) + ROUTING, True),
+    "off+routing": (OFF_SERVER, LEDGER_OFF + ROUTING, False),
     "ledger": (OFF_SERVER, "", False),
     "limits": (OFF_SERVER, LEDGER_OFF + CLIENT.format(limits=LIMITS), True),
     "access log": ('metrics = false\naccess_log = "text"\n', LEDGER_OFF, False),

@@ -423,16 +423,21 @@ ARGUMENTS = {"city": "Paris"}
 
 def _reasoned(upstream: str, call: bool) -> Any:
     """A script of ``upstream``'s fake: reasoning, then the answer's text (or a tool call)."""
-    if upstream == "gemini":
+    if upstream in ("gemini", "vertex"):  # Gemini on Vertex for MODEL (not a claude-* name)
         last: Any = (
             fg.Call("get_weather", ARGUMENTS, thought_signature=CALL_SIGNATURE)
             if call
             else fg.Text(ANSWER, thought_signature=TEXT_SIGNATURE)
         )
         return GeminiScript(parts=(fg.Thought(REASONING), last))
-    if upstream == "anthropic":
+    if upstream in ("anthropic", "bedrock"):  # Bedrock's fake takes Claude's blocks
         tail: Any = fa.ToolUse("get_weather", ARGUMENTS, id="toolu_1") if call else fa.Text(ANSWER)
-        return AnthropicScript(blocks=(fa.Thinking(REASONING), tail))
+        blocks = (fa.Thinking(REASONING), tail)
+        return (
+            AnthropicScript(blocks=blocks)
+            if upstream == "anthropic"
+            else BedrockScript(blocks=blocks)
+        )
     if call:
         tool = FakeToolCall(name="get_weather", arguments=json.dumps(ARGUMENTS))
         return Script(reasoning=REASONING, text="", tool_calls=(tool,))
@@ -442,13 +447,18 @@ def _reasoned(upstream: str, call: bool) -> Any:
 def _spoken_then_called(upstream: str) -> Any:
     """Reasoning, text, then two calls at once (Gemini signs the first, as Gemini 3 does)."""
     cities = ({"city": "Paris"}, {"city": "Rome"})
-    if upstream == "gemini":
+    if upstream in ("gemini", "vertex"):
         first = fg.Call("get_weather", cities[0], thought_signature=CALL_SIGNATURE)
         calls: tuple[Any, ...] = (first, fg.Call("get_weather", cities[1]))
         return GeminiScript(parts=(fg.Thought(REASONING), fg.Text(ANSWER), *calls))
-    if upstream == "anthropic":
+    if upstream in ("anthropic", "bedrock"):
         uses = (fa.ToolUse("get_weather", c, id=f"toolu_{i}") for i, c in enumerate(cities))
-        return AnthropicScript(blocks=(fa.Thinking(REASONING), fa.Text(ANSWER), *uses))
+        blocks = (fa.Thinking(REASONING), fa.Text(ANSWER), *uses)
+        return (
+            AnthropicScript(blocks=blocks)
+            if upstream == "anthropic"
+            else BedrockScript(blocks=blocks)
+        )
     tools = tuple(FakeToolCall(name="get_weather", arguments=json.dumps(c)) for c in cities)
     return Script(reasoning=REASONING, text=ANSWER, chunks=3, tool_calls=tools)
 
@@ -832,6 +842,7 @@ async def _route(request: pytest.FixtureRequest, nursery: trio.Nursery) -> Async
         api_keys=(UPSTREAM_KEY,),
         models=(MODEL,),
         responses=responses,
+        **KITS[upstream].settings,
     )
     config = Config(server=ServerConfig(port=0, api_keys=(CLIENT_KEY,)), providers=(provider,))
     gateway = await start_gateway(nursery, config)
@@ -868,7 +879,7 @@ async def test_one_answer_streamed_or_not(route: Route, called: bool) -> None:
     # the next turn, from what the client kept of the streamed answer
     route.fake.script(_reasoned(route.upstream, False))
     await route.client.answer(MODEL, False, route.client.next_turn(streamed.kept, called))
-    if route.upstream != "gemini":
+    if route.upstream not in ("gemini", "vertex"):
         return
     parts = _last_model_turn(route.fake.requests[-1].json())
     if called:  # Gemini 3 validates it: the call's signature is back on the call
@@ -876,8 +887,8 @@ async def test_one_answer_streamed_or_not(route: Route, called: bool) -> None:
         return
     texts = [p for p in parts if "text" in p and not p.get("thought")]
     assert "".join(p["text"] for p in texts) == ANSWER
-    carried = [TEXT_SIGNATURE] if route.dialect in ("openai", "gemini") else []
-    assert [p["thoughtSignature"] for p in texts if "thoughtSignature" in p] == carried
+    # every dialect: chat and Gemini clients carry it, the gateway keeps it for the others
+    assert [p["thoughtSignature"] for p in texts if "thoughtSignature" in p] == [TEXT_SIGNATURE]
     if route.dialect == "openai":  # converted: on the text part itself
         assert texts == [{"text": ANSWER, "thoughtSignature": TEXT_SIGNATURE}]
 

@@ -72,12 +72,13 @@ class TextSignatures:
             if message.role != "assistant":
                 continue
             parts = list(message.parts)
+            carried = {p.signature for p in parts if isinstance(p, internal.Reasoning)}
             signed = False
             for at, part in enumerate(parts):
                 if not isinstance(part, internal.Text) or part.signature or not part.text:
                     continue
                 known = self._known.get(_digest(part.text))
-                if known is not None:
+                if known is not None and known[0] not in carried:  # a chat client carries its own
                     parts[at] = attrs.evolve(part, signature=known[0], source=known[1])
                     signed = True
             if signed:

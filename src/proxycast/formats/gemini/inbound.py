@@ -222,6 +222,10 @@ def camel(value: Any) -> Any:
     return out
 
 
+_CONTENT_KEYS = ("functionCall", "functionResponse", "inlineData", "fileData")
+"""A part with one of these is that content (a signature on it is its own), not a signed text."""
+
+
 def _unpack(signature: str) -> internal.Reasoning | None:
     """The reasoning a packed ``thoughtSignature`` carries (:func:`pack`); None for another
     signature (Gemini's own)."""
@@ -338,7 +342,8 @@ def _parts(
                     shown.append(out[-1])
             continue
         shown.clear()
-        if model and (isinstance(part.get("text"), str) or signature):
+        signed_only = bool(signature) and not any(key in part for key in _CONTENT_KEYS)
+        if model and (isinstance(part.get("text"), str) or signed_only):
             # a model turn's text parts read as one text, as Gemini's answers do (a streamed
             # answer kept chunk by chunk); Gemini's own signature signs the text part it is on
             text_part(out, part.get("text") or "", signature, after_text=False)
@@ -573,7 +578,13 @@ def usage_from_internal(usage: internal.Usage) -> dict[str, int]:
 
 
 def _call(part: internal.ToolCall) -> dict[str, Any]:
-    return {"functionCall": {"id": part.id, "name": part.name, "args": part.arguments}}
+    """A call as Gemini's part, with the signature Gemini put on it (Gemini 3 checks it comes back)."""
+    out: dict[str, Any] = {
+        "functionCall": {"id": part.id, "name": part.name, "args": part.arguments}
+    }
+    if part.signature:
+        out["thoughtSignature"] = part.signature
+    return out
 
 
 def candidate_parts(parts: tuple[internal.Part, ...], thoughts: bool) -> list[dict[str, Any]]:
@@ -604,6 +615,9 @@ def candidate_parts(parts: tuple[internal.Part, ...], thoughts: bool) -> list[di
                 converted["thoughtSignature"] = part.signature
         elif isinstance(part, internal.ToolCall):
             converted = _call(part)
+            if part.signature and pending is not None:  # one signature a part (as above)
+                out.append({"text": "", "thoughtSignature": pending})
+                pending = None
         else:
             continue  # a search the upstream ran: nothing of Gemini's shape says it
         if pending is not None:
@@ -677,8 +691,14 @@ class StreamEncoder:
             args = {}
         if not isinstance(args, dict):
             args = {"value": args}
-        call = internal.ToolCall(id=start.id, name=start.name, arguments=args)
-        return self._parts([_call(call)])
+        call = internal.ToolCall(
+            id=start.id, name=start.name, arguments=args, signature=start.signature
+        )
+        out = b""
+        if call.signature and self._pending is not None:  # one signature a part
+            out = self._parts([{"text": "", "thoughtSignature": self._pending}])
+            self._pending = None
+        return out + self._parts([_call(call)])
 
     def encode(self, event: internal.StreamEvent) -> bytes:
         if isinstance(event, internal.Start):

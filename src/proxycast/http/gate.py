@@ -107,12 +107,12 @@ class Gate:
         """The error in ``dialect``'s shape."""
         error.message = self._exchange.redact(error.message)
         record = current_record()
-        headers = {name.lower(): value for name, value in error.headers.items()}
         if record is not None:  # accounting: the ledger row's error type
             record.error_type = error.kind
-            if record.route:  # a rule routed it: its errors say so too
-                headers[ROUTE_HEADER] = record.route
-        status, body = dialect.render_error(error)
+        status, body = dialect.render_error(error)  # it may add headers (x-should-retry: false)
+        headers = {name.lower(): value for name, value in error.headers.items()}
+        if record is not None and record.route:  # a rule routed it: its errors say so too
+            headers[ROUTE_HEADER] = record.route
         return Answer(body, status, headers)
 
     def too_slow(self) -> ProxycastError:

@@ -836,7 +836,7 @@ class StreamEncoder:
             held, self._held = self._held, None
             out = self._close_tools()
             self._replaying = True
-            for one in _regrouped(held):
+            for one in internal.regrouped(held):
                 out += self.encode(one)
             return out + self.encode(event)
         if isinstance(event, internal.Start):
@@ -997,23 +997,6 @@ _ITEM_EVENTS = (
     internal.Citation,
 )
 """Events that start an output item when none of their kind is open (a citation follows its text)."""
-
-
-def _regrouped(events: list[internal.StreamEvent]) -> list[internal.StreamEvent]:
-    """``events`` with each tool call's argument fragments right after its start, everything else
-    in order: the held events of a stream, replayed one item after another."""
-    groups: list[list[internal.StreamEvent]] = []
-    calls: dict[int, list[internal.StreamEvent]] = {}
-    for event in events:
-        if isinstance(event, internal.ToolCallStart):
-            calls[event.index] = [event]
-            groups.append(calls[event.index])
-        elif isinstance(event, internal.ToolArgsDelta):
-            if event.index in calls:
-                calls[event.index].append(event)
-        else:
-            groups.append([event])
-    return [event for group in groups for event in group]
 
 
 def _custom_input(arguments: str) -> str:

@@ -6,16 +6,29 @@ refuses a client key; no listing shows a key; a ``[[clients]]`` name is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from typing import TYPE_CHECKING
 
+import attrs
 import httpx
 import openai
+import psycopg
 import pytest
 import trio
 
+from proxycast.state.keys import (
+    KeyExistsError,
+    KeyStore,
+    KeyStoreUnavailableError,
+    PostgresKeys,
+    RedisKeys,
+    SQLiteKeys,
+    StoredKey,
+)
+from tests.postgres import free_port, running_cluster
 from tests.support import CLIENT_KEY
 from tests.test_cli import serve
 from tests.test_reload import ALICE, metric, reload, statuses, write_config
@@ -128,6 +141,123 @@ async def test_revocation_reaches_two_instances_on_one_redis_within_a_second(
         await trio.sleep(1.0)
         for url in urls:
             assert set(await statuses(url, MODEL, key, 8)) == {401}
+
+
+async def test_revocation_reaches_two_instances_on_one_postgres_within_a_second(
+    fake: FakeOpenAI, postgres_url: str, tmp_path: Path
+) -> None:
+    """No Redis: the ledger's Postgres database keeps the keys, and every instance sees them."""
+    urls = []
+    async with contextlib.AsyncExitStack() as stack:
+        for name in ("one", "two"):  # two data directories, as on two machines
+            home = tmp_path / name
+            home.mkdir()
+            config = write_config(home / "proxycast.toml", fake.base_url, workers=1)
+            config.write_text(config.read_text() + f'\n[ledger]\nurl = "{postgres_url}"\n')
+            env = {"PROXYCAST_HOME": str(home)}
+            served = await stack.enter_async_context(serve(["--config", str(config)], env=env))
+            urls.append(served.url)
+        cli = tmp_path / "cli.toml"  # the CLI needs only the database
+        cli.write_text(f'[ledger]\nurl = "{postgres_url}"\n')
+        key = await created("--config", str(cli), "--name", "erin", "--rpm", "100")
+        for url in urls:
+            await until_status(url, key, 200)
+        code, out, err = await keys_cli("list", "--json", "--config", str(cli))
+        assert code == 0, err
+        assert [k["name"] for k in json.loads(out)] == ["erin"]
+        code, _, err = await keys_cli("revoke", "erin", "--config", str(cli))
+        assert code == 0, err
+        await trio.sleep(1.0)
+        for url in urls:
+            assert set(await statuses(url, MODEL, key, 8)) == {401}
+        # the admin API of either instance writes where the other reads
+        async with httpx.AsyncClient() as client:
+            made = await client.post(urls[0] + "/admin/keys", json={"name": "fay"}, headers=ADMIN)
+            assert made.status_code == 201, made.text
+            await until_status(urls[1], made.json()["key"], 200, seconds=1.5)
+            listed = await client.get(urls[1] + "/admin/keys", headers=ADMIN)
+        assert [k["name"] for k in listed.json()["keys"]] == ["fay"]
+
+
+def _stores(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[KeyStore]:
+    """Two stores on one place of ``kind`` (two processes' views of it)."""
+    if kind == "sqlite":
+        return [SQLiteKeys(tmp_path / "limits.db") for _ in range(2)]
+    if kind == "redis":
+        url = request.getfixturevalue("redis_server").url
+        return [RedisKeys(url) for _ in range(2)]
+    url = request.getfixturevalue("postgres_url")
+    return [PostgresKeys(url) for _ in range(2)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
+def test_every_store_keeps_keys_alike(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    one, two = _stores(kind, request, tmp_path)
+    try:
+        start = two.version()
+        key = StoredKey(name="ann", digest="a" * 64, models=("gpt-*",), rpm=5, created=1.0)
+        one.add(key)
+        with pytest.raises(KeyExistsError):
+            two.add(attrs.evolve(key, digest="b" * 64))
+        assert two.load() == [key]  # the first one's, whole
+        assert two.version() != start
+        seen = two.version()
+        assert one.replace(attrs.evolve(key, digest="c" * 64))
+        assert two.version() != seen
+        assert two.load()[0].digest == "c" * 64
+        assert not one.replace(attrs.evolve(key, name="nobody"))
+        assert two.remove("ann")
+        assert not one.remove("ann")
+        assert one.load() == two.load() == []
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_postgres_store_says_it_is_away_and_comes_back() -> None:
+    """Stopped: a clear error that names the database without its password; started again: the
+    same store works (a new connection)."""
+    with running_cluster() as cluster:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("ALTER USER postgres PASSWORD 'pw-s3cret'")
+        url = f"postgresql://postgres:pw-s3cret@127.0.0.1:{cluster.port}/postgres"
+        store = PostgresKeys(url)
+        try:
+            store.add(StoredKey(name="ann", digest="a" * 64, created=1.0))
+            cluster.stop()
+            with pytest.raises(KeyStoreUnavailableError) as away:
+                store.load()
+            assert "127.0.0.1" in str(away.value)
+            assert "s3cret" not in str(away.value)
+            assert "s3cret" not in repr(store)
+            cluster.start()
+            assert [k.name for k in store.load()] == ["ann"]
+        finally:
+            store.close()
+
+
+async def test_an_unreachable_store_is_a_clear_503_and_exit_status(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    dead = f"postgresql://postgres:pw-s3cret@127.0.0.1:{free_port()}/keys"
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
+    config.write_text(config.read_text() + f'\n[ledger]\nurl = "{dead}"\n')
+    code, out, err = await keys_cli("create", "--name", "ann", "--config", str(config))
+    assert code == 1
+    assert "cannot reach the client keys' store" in err
+    assert "s3cret" not in out + err
+    async with serve(["--config", str(config)]) as served, httpx.AsyncClient() as client:
+        made = await client.post(served.url + "/admin/keys", json={"name": "ann"}, headers=ADMIN)
+        listed = await client.get(served.url + "/admin/keys", headers=ADMIN)
+        page = await client.get(served.url + "/ui/api/keys", headers=ADMIN)  # the dashboard's
+        # the file's clients are served meanwhile
+        assert set(await statuses(served.url, MODEL, ALICE, 2)) == {200}
+    for answer in (made, listed, page):
+        assert answer.status_code == 503
+        assert "client keys' store cannot be reached" in answer.json()["error"]["message"]
+        assert "s3cret" not in answer.text
 
 
 async def test_the_admin_api_creates_lists_rotates_and_refuses_client_keys(

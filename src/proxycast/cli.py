@@ -155,6 +155,7 @@ def _keys(args: argparse.Namespace) -> int:
     import time
 
     from proxycast.accounting import keystore
+    from proxycast.state.keys import KeyStoreUnavailableError
 
     config = load_config(args.config, generate_key=False)
     store = keystore.open_store(config)
@@ -189,6 +190,9 @@ def _keys(args: argparse.Namespace) -> int:
             print(secret)
     except keystore.KeyProblemError as problem:
         print(f"proxycast: {problem.message}", file=sys.stderr)
+        return 1
+    except KeyStoreUnavailableError as exc:  # its message names the store, not its password
+        print(f"proxycast: cannot reach the client keys' store: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()

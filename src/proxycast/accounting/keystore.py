@@ -2,7 +2,8 @@
 
 A runtime key is a named client like a ``[[clients]]`` entry (models, limits; usage, logs and metrics
 under its name) whose key is made by proxycast, shown once, and kept only as its SHA-256 in the state
-database (:mod:`proxycast.state.keys`: the machine's SQLite file, or Redis with ``[state] redis_url``).
+database (:mod:`proxycast.state.keys`: the machine's SQLite file, the ledger's Postgres database, or
+Redis with ``[state] redis_url``).
 Its name may not be a ``[[clients]]`` name. It may expire (``--expires 30d`` or a date).
 
 Each worker keeps the keys in its :class:`~proxycast.accounting.clients.Directory` (through one
@@ -13,6 +14,7 @@ instance within a second.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import re
@@ -24,10 +26,19 @@ import trio
 
 from proxycast.accounting.clients import UNNAMED, Client, ClientConfig, RuntimeClients
 from proxycast.home import data_dir
-from proxycast.state.keys import KeyExistsError, KeyStore, RedisKeys, SQLiteKeys, StoredKey
+from proxycast.ledger import is_postgres
+from proxycast.state.keys import (
+    KeyExistsError,
+    KeyStore,
+    KeyStoreUnavailableError,
+    PostgresKeys,
+    RedisKeys,
+    SQLiteKeys,
+    StoredKey,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from proxycast.config import Config
 
@@ -46,7 +57,7 @@ _FIELDS = ("name", "models", "rpm", "tpm", "max_usd_per_day", "max_usd_per_month
 
 class KeyProblemError(Exception):
     """A key operation refused: its message says why, ``status`` the HTTP status of the admin API
-    (400 a bad value, 404 no such key, 409 a name taken)."""
+    (400 a bad value, 404 no such key, 409 a name taken, 503 the store cannot be reached)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -55,8 +66,11 @@ class KeyProblemError(Exception):
 
 
 def open_store(config: Config) -> KeyStore:
-    """The store ``config`` says: Redis with ``[state] redis_url``, else the machine's SQLite file."""
+    """The store ``config`` says: the ledger's Postgres database, else Redis with ``[state]
+    redis_url``, else the machine's SQLite file."""
     state = config.state
+    if is_postgres(config.ledger.url):
+        return PostgresKeys(config.ledger.url)
     if state.redis_url:
         return RedisKeys(state.redis_url, state.redis_prefix, state.redis_cluster)
     return SQLiteKeys(data_dir() / "limits.db")
@@ -205,6 +219,17 @@ def client_of(key: StoredKey) -> Client:
     return Client(config, expires=key.expires, runtime=True)
 
 
+async def _reaching(work: Awaitable[T]) -> T:
+    """``await work``, a store that cannot be reached as a :class:`KeyProblemError` (503)."""
+    try:
+        return await work
+    except KeyStoreUnavailableError as exc:
+        raise KeyProblemError(
+            f"The client keys' store cannot be reached ({exc}); retry once it is back.",
+            status=503,
+        ) from None
+
+
 class RuntimeKeys:
     """A worker's view of the store: :attr:`clients` (shared by its directories), refreshed when the
     store's version changes (:meth:`run`) or this worker changed it (the admin API).
@@ -223,10 +248,15 @@ class RuntimeKeys:
         self._failing = False
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a thread, alone on the store; the keys are read again after it."""
+        """``fn(*args)`` in a thread, alone on the store; the keys are read again after it.
+
+        Raises:
+            KeyProblemError: what ``fn`` raised, or a 503 when the store cannot be reached.
+        """
         async with self._lock:
-            result = await trio.to_thread.run_sync(fn, *args)
-        await self.refresh()
+            result = await _reaching(trio.to_thread.run_sync(fn, *args))
+        with contextlib.suppress(KeyStoreUnavailableError):  # done: the next poll reads it
+            await self.refresh()
         return result
 
     async def refresh(self) -> None:
@@ -245,19 +275,26 @@ class RuntimeKeys:
         return version, self.store.load()
 
     async def list(self) -> list[StoredKey]:
+        """Raises :class:`KeyProblemError` (503) when the store cannot be reached."""
         async with self._lock:
-            return await trio.to_thread.run_sync(self.store.load)
+            return await _reaching(trio.to_thread.run_sync(self.store.load))
 
     async def run(self) -> None:
         """Poll the store's version every :data:`POLL_SECONDS`, until cancelled."""
         while True:
             try:
                 await self.refresh()
-            except Exception:  # the store away (Redis down): keep the keys known, say it once
+            except KeyStoreUnavailableError as exc:  # away: keep the keys known, say it once
+                if not self._failing:
+                    log.warning("could not read the runtime client keys: %s", exc)
+                self._failing = True
+            except Exception:  # the keys known are kept; what went wrong, once
                 if not self._failing:
                     log.exception("could not read the runtime client keys")
                 self._failing = True
             else:
+                if self._failing:
+                    log.warning("the runtime client keys can be read again")
                 self._failing = False
             await trio.sleep(POLL_SECONDS)
 

@@ -44,6 +44,7 @@ from proxycast.state import (
     SessionBoard,
     SharedState,
 )
+from proxycast.state.keys import KeyStoreUnavailableError
 from proxycast.state.local import LocalLimiter
 
 if TYPE_CHECKING:
@@ -249,7 +250,9 @@ class Accounting:
         follows their changes)."""
         try:
             self.keys.clients.set([client_of(k) for k in self.keys.store.load()])
-        except Exception:  # Redis away at start: the keys come when it is back (run)
+        except KeyStoreUnavailableError as exc:  # away at start: they come when it is back (run)
+            log.warning("could not read the runtime client keys: %s", exc)
+        except Exception:
             log.exception("could not read the runtime client keys")
         self._runtime_names(self.keys.clients.names)
 

@@ -99,7 +99,11 @@ async def create_key() -> Response:
 @blueprint.get("/admin/keys")
 async def list_keys() -> Response:
     keys = _keys()
-    return json_response({"keys": [keystore.public(k) for k in await keys.list()]})
+    try:
+        stored = await keys.list()
+    except KeyProblemError as problem:
+        raise _refused(problem) from None
+    return json_response({"keys": [keystore.public(k) for k in stored]})
 
 
 @blueprint.delete("/admin/keys/<name>")

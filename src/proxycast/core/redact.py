@@ -62,6 +62,16 @@ def url_password(url: str) -> str:
     return dict(parse_qsl(parts.query)).get("password", "")
 
 
+def hide_password(text: str, url: str) -> str:
+    """``text`` without the password ``url`` holds, as written or percent-decoded (a driver's
+    message may quote the URL it could not reach)."""
+    password = url_password(url)
+    if password:
+        for form in sorted({password, unquote(password)}, key=len, reverse=True):
+            text = text.replace(form, MASK)
+    return text
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret a configuration holds: client keys, provider keys, passwords in base URLs."""
     secrets = list(config.server.api_keys)

@@ -15,14 +15,13 @@ import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import psycopg
 import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from proxycast.core.redact import MASK, url_password, without_password
+from proxycast.core.redact import hide_password, without_password
 from proxycast.errors import LedgerUnavailableError
 from proxycast.ledger.rows import CAPTURE_COLUMNS, COLUMNS, capture_values, stored_values
 from proxycast.ledger.sqlite import LISTED
@@ -117,16 +116,7 @@ def check_url(url: str) -> None:
     try:
         conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ValueError(f"not a Postgres URL: {_hide(str(exc), url)}") from None
-
-
-def _hide(text: str, url: str) -> str:
-    """``text`` without the URL's password (a libpq message may quote the URL)."""
-    password = url_password(url)
-    if password:
-        for form in sorted({password, unquote(password)}, key=len, reverse=True):
-            text = text.replace(form, MASK)
-    return text
+        raise ValueError(f"not a Postgres URL: {hide_password(str(exc), url)}") from None
 
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -320,7 +310,8 @@ class PostgresStore:
     def _connection(self, *, migrate_first: bool) -> Iterator[Connection]:
         """A pooled connection for one use (the database migrated first, once), with psycopg's
         and the pool's errors as :class:`LedgerUnavailableError` (its text, not its traceback: a
-        libpq message may quote the URL, and is passed through :func:`_hide`)."""
+        libpq message may quote the URL, and is passed through
+        :func:`~proxycast.core.redact.hide_password`)."""
         with self._lock:
             if not self._opened:
                 self._pool.open(wait=False)  # connects in the pool's own threads
@@ -333,7 +324,7 @@ class PostgresStore:
                 yield conn
         except psycopg.Error as exc:
             raise LedgerUnavailableError(
-                f"Postgres at {self.where}: {_hide(str(exc), self._url)}"
+                f"Postgres at {self.where}: {hide_password(str(exc), self._url)}"
             ) from None
 
     def insert(self, rows: Sequence[Row]) -> None:

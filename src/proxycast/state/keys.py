@@ -1,6 +1,7 @@
 """Where client keys made at run time (``proxycast keys``, ``POST /admin/keys``) are kept: the machine's
-SQLite file (``limits.db`` in the data directory, table ``client_keys``) or, with ``[state] redis_url``,
-Redis (one hash), so that every worker and every instance finds the same keys.
+SQLite file (``limits.db`` in the data directory, table ``client_keys``), or a store every instance
+shares: the ledger's Postgres database (``[ledger] url = "postgresql://..."``, table ``client_keys``)
+or Redis (``[state] redis_url``, one hash). With both, Postgres keeps them: it is the durable one.
 
 Only a key's SHA-256 is stored, never the key. Every change bumps a version number, which each worker
 reads every half second (one small read): a revocation is in effect everywhere within a second. The
@@ -9,17 +10,22 @@ calls are synchronous (the CLI makes them as they are; a server makes them in a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from proxycast.core.redact import hide_password, without_password
 from proxycast.state.sqlite import connect
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    import psycopg
     import redis
     from redis.cluster import RedisCluster
 
@@ -56,6 +62,10 @@ class KeyExistsError(Exception):
     """A key of that name is already stored."""
 
 
+class KeyStoreUnavailableError(Exception):
+    """The store could not be reached or used; the message names it (never its password)."""
+
+
 class KeyStore(Protocol):
     """The stored runtime keys (synchronous: call it in a thread from a trio program)."""
 
@@ -87,6 +97,12 @@ _SCHEMA = (
     "INSERT OR IGNORE INTO client_keys_version (id, version) VALUES (0, 0)",
 )
 _BUMP = "UPDATE client_keys_version SET version = version + 1 WHERE id = 0"
+
+
+def _unavailable(what: str, url: str, exc: Exception) -> KeyStoreUnavailableError:
+    return KeyStoreUnavailableError(
+        f"{what} at {without_password(url)}: {hide_password(str(exc), url) or type(exc).__name__}"
+    )
 
 
 class SQLiteKeys:
@@ -160,7 +176,7 @@ class RedisKeys:
     hash slot (``{PREFIX:keys}``), so that a change and its version move together (MULTI)."""
 
     def __init__(self, url: str, prefix: str = "proxycast", cluster: bool = False) -> None:
-        import redis  # the [redis] extra: imported only when configured
+        import redis  # imported only when configured
         from redis.cluster import RedisCluster
 
         options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
@@ -171,29 +187,42 @@ class RedisKeys:
         )
         self._hash = "{" + prefix + ":keys}"
         self._version = self._hash + ":version"
+        self._url = url
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+
+    @contextlib.contextmanager
+    def _reached(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise _unavailable("Redis", self._url, exc) from None
 
     def version(self) -> int:
-        value = self._redis.get(self._version)
-        return int(value) if value is not None else 0
+        with self._reached():
+            value = self._redis.get(self._version)
+            return int(value) if value is not None else 0
 
     def load(self) -> list[StoredKey]:
-        records: dict[Any, Any] = self._redis.hgetall(self._hash)
-        return sorted((StoredKey.from_json(v) for v in records.values()), key=lambda k: k.name)
+        with self._reached():
+            records: dict[Any, Any] = self._redis.hgetall(self._hash)
+            return sorted((StoredKey.from_json(v) for v in records.values()), key=lambda k: k.name)
 
     def add(self, key: StoredKey) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hsetnx(self._hash, key.name, key.to_json())
-        pipe.incr(self._version)
-        added, _ = pipe.execute()
-        if not added:
-            raise KeyExistsError(key.name)
+        with self._reached():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hsetnx(self._hash, key.name, key.to_json())
+            pipe.incr(self._version)
+            added, _ = pipe.execute()
+            if not added:
+                raise KeyExistsError(key.name)
 
     def remove(self, name: str) -> bool:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hdel(self._hash, name)
-        pipe.incr(self._version)
-        gone, _ = pipe.execute()
-        return bool(gone)
+        with self._reached():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self._hash, name)
+            pipe.incr(self._version)
+            gone, _ = pipe.execute()
+            return bool(gone)
 
     def replace(self, key: StoredKey) -> bool:
         # the check and the write in one step: a key revoked meanwhile is not brought back
@@ -201,8 +230,108 @@ class RedisKeys:
             "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end "
             "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) redis.call('INCR', KEYS[2]) return 1"
         )
-        done = self._redis.eval(script, 2, self._hash, self._version, key.name, key.to_json())
-        return bool(done)
+        with self._reached():
+            done = self._redis.eval(script, 2, self._hash, self._version, key.name, key.to_json())
+            return bool(done)
 
     def close(self) -> None:
         self._redis.close()
+
+
+_PG_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS client_keys (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS client_keys_version (id INTEGER PRIMARY KEY CHECK (id = 0), "
+    "version BIGINT NOT NULL)",
+    "INSERT INTO client_keys_version (id, version) VALUES (0, 0) ON CONFLICT DO NOTHING",
+)
+_PG_SCHEMA_LOCK = int.from_bytes(b"pckeys", "big")
+"""The advisory lock held while the tables are made (instances starting together)."""
+
+
+class PostgresKeys:
+    """The keys in a Postgres database (the ledger's): the tables of :class:`SQLiteKeys`, made on
+    first use. One connection, opened when first needed (the gateway starts while Postgres is
+    away) and again after it broke; every change and its version in one transaction."""
+
+    CONNECT_SECONDS = 3
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # the [postgres] extra: imported only when configured
+
+        self._url = url
+        self._psycopg = psycopg
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._lock = threading.Lock()  # the CLI's thread and the server's worker threads
+
+    def __repr__(self) -> str:
+        return f"<PostgresKeys {without_password(self._url)!r}>"
+
+    def _run(self, work: Callable[[psycopg.Connection[tuple[Any, ...]]], Any]) -> Any:
+        """``work(connection)`` in one transaction; psycopg's errors as
+        :class:`KeyStoreUnavailableError` (the connection is made anew next time)."""
+        psycopg = self._psycopg
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(
+                        self._url,
+                        autocommit=True,
+                        connect_timeout=self.CONNECT_SECONDS,
+                        application_name="proxycast",
+                    )
+                    with self._conn.transaction():
+                        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+                        for statement in _PG_SCHEMA:
+                            self._conn.execute(statement)
+                with self._conn.transaction():
+                    return work(self._conn)
+            except psycopg.Error as exc:
+                self._drop()
+                raise _unavailable("Postgres", self._url, exc) from None
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def version(self) -> int:
+        def read(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            row = conn.execute("SELECT version FROM client_keys_version WHERE id = 0").fetchone()
+            return int(row[0]) if row else 0
+
+        return int(self._run(read))
+
+    def load(self) -> list[StoredKey]:
+        def read(conn: psycopg.Connection[tuple[Any, ...]]) -> list[StoredKey]:
+            rows = conn.execute("SELECT record FROM client_keys ORDER BY name").fetchall()
+            return [StoredKey.from_json(row[0]) for row in rows]
+
+        return list(self._run(read))
+
+    def _changed(self, statement: str, values: tuple[str, ...]) -> bool:
+        """Whether ``statement`` changed a row; the version moves with it."""
+
+        def change(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+            done = conn.execute(statement.encode(), values).rowcount > 0
+            if done:
+                conn.execute(_BUMP)
+            return done
+
+        return bool(self._run(change))
+
+    def add(self, key: StoredKey) -> None:
+        insert = "INSERT INTO client_keys (name, record) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        if not self._changed(insert, (key.name, key.to_json())):
+            raise KeyExistsError(key.name)
+
+    def remove(self, name: str) -> bool:
+        return self._changed("DELETE FROM client_keys WHERE name = %s", (name,))
+
+    def replace(self, key: StoredKey) -> bool:
+        update = "UPDATE client_keys SET record = %s WHERE name = %s"
+        return self._changed(update, (key.to_json(), key.name))
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

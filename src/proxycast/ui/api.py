@@ -479,7 +479,11 @@ async def runtime_keys() -> Response:
     from proxycast.accounting import keystore
 
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
-    return _json({"keys": [keystore.public(k) for k in await accounts.keys.list()]})
+    try:
+        stored = await accounts.keys.list()
+    except keystore.KeyProblemError as problem:
+        raise ProxycastError(problem.message, status=problem.status) from None
+    return _json({"keys": [keystore.public(k) for k in stored]})
 
 
 @blueprint.delete("/keys/<name>")

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from proxycast.testing import FakeOpenAI
     from tests.redis_server import RedisServer
+    from tests.support import Gateway
 
 ADMIN = {"authorization": f"Bearer {CLIENT_KEY}"}
 MODEL = "llama3.2"
@@ -391,3 +392,26 @@ def test_a_runtime_key_never_shadows_the_file_and_stops_at_its_expiry() -> None:
     assert expired.name == "old"
     assert keystore.parse_expires("2030-01-02", now) == 1893542400.0
     assert keystore.parse_expires("30d", now) == now + 30 * 86400
+
+
+async def test_the_admin_api_refuses_values_no_key_could_keep(gateway: Gateway) -> None:
+    """NaN and 1e999 (Python's JSON reads both) are no limit, and the listing would no longer be
+    JSON; an expiry past the year 9999 breaks ``keys list``; a huge one, or a body that is no
+    UTF-8, was a 500. Each is a 400 naming what to fix, and nothing is stored."""
+    url = gateway.url + "/admin/keys"
+    refused = {
+        b'{"name": "a", "max_usd_per_day": NaN}': "max_usd_per_day",
+        b'{"name": "a", "max_usd_per_month": 1e999}': "max_usd_per_month",
+        b'{"name": "a", "expires": "1' + b"0" * 400 + b'd"}': "expires",
+        b'{"name": "a", "expires": "' + b"9" * 5000 + b'd"}': "expires",
+        b'{"name": "a", "expires": "9999-12-31T23:59:59-05:00"}': "expires",
+        b'{"name": "a", "expires": "3000000d"}': "expires",
+        b"\xff\xfe{": "JSON",
+    }
+    async with httpx.AsyncClient() as client:
+        for body, field in refused.items():
+            answer = await client.post(url, content=body, headers=ADMIN)
+            assert answer.status_code == 400, (body[:60], answer.text)
+            assert field in answer.json()["error"]["message"]
+        listed = await client.get(url, headers=ADMIN)
+    assert listed.json() == {"keys": []}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import re
 import secrets
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -91,17 +92,24 @@ def parse_expires(text: str, now: float) -> float:
     or an ISO 8601 time (UTC unless it says otherwise), as Unix seconds."""
     text = text.strip()
     duration = _DURATION.fullmatch(text)
-    if duration:
-        return now + int(duration.group(1)) * _UNITS[duration.group(2)]
     try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
+        if duration:
+            seconds = now + int(duration.group(1)) * _UNITS[duration.group(2)]
+        else:
+            when = datetime.datetime.fromisoformat(text)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            seconds = when.timestamp()
+        # past the year 9999 in UTC, no listing could show it (``keys list`` would fail on it)
+        datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        if duration:
+            raise KeyProblemError(f"expires {text!r} is past the year 9999.") from None
         raise KeyProblemError(
-            f"expires {text!r} is neither a duration (30d, 12h, 15m, 45s) nor a date (YYYY-MM-DD)."
+            f"expires {text!r} is neither a duration (30d, 12h, 15m, 45s) nor a date (YYYY-MM-DD) "
+            "before the year 10000."
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
+    return seconds
 
 
 def spec(fields: dict[str, Any], clients: tuple[ClientConfig, ...], now: float) -> StoredKey:
@@ -140,7 +148,12 @@ def spec(fields: dict[str, Any], clients: tuple[ClientConfig, ...], now: float) 
     for field in ("max_usd_per_day", "max_usd_per_month"):
         value = fields.get(field)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)  # JSON's NaN and 1e999 (no limit, and not JSON)
+                or value < 0
+            ):
                 raise KeyProblemError(f"{field} must be a number of USD, 0 or more.")
             value = float(value)
         numbers[field] = value

@@ -79,10 +79,10 @@ async def create_key() -> Response:
     only time the key is shown)."""
     keys = _keys()
     accounts: Accounting = current_app.extensions["proxycast_accounting"]
-    body = await request.get_data(as_text=True)
+    body = await request.get_data()
     try:
-        fields = json.loads(body or "null")
-    except ValueError:
+        fields = json.loads(body or b"null")
+    except ValueError:  # UnicodeDecodeError too: bytes that are no UTF-8
         raise InvalidRequestError("The request body is not valid JSON.") from None
     if not isinstance(fields, dict):
         raise InvalidRequestError(

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import httpx
 import openai
 import pytest
@@ -386,3 +387,37 @@ def test_capture_is_off_by_default(tmp_path: Path) -> None:
         262144,
         7.0,
     )
+
+
+async def test_captures_kept_are_pruned_once_capture_is_turned_off(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    """Capture turned off (here: a restart; a reload alike) leaves the bodies it took in the
+    database: they still go at their retention, not never."""
+    ledger = tmp_path / "usage.db"
+    store = SQLiteStore(ledger)
+    now = time.time()
+    store.insert_captures(
+        [
+            CaptureRow(
+                time=now - age * 86400,
+                request_id=request_id,
+                client="-",
+                api="openai",
+                model="m",
+                status=200,
+                data="{}",
+            )
+            for request_id, age in (("old", 8), ("recent", 1))
+        ]
+    )
+    store.close()
+    config = capture_config(fake.base_url, ledger)
+    config = attrs.evolve(config, capture=attrs.evolve(config.capture, enabled=False))
+    async with trio.open_nursery() as nursery:
+        await start_gateway(nursery, config)
+        with trio.fail_after(15):  # the writer's first flush prunes
+            while len(stored(ledger, "captures")) > 1:  # noqa: ASYNC110 - in a file
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert [r["request_id"] for r in stored(ledger, "captures")] == ["recent"]

@@ -140,7 +140,6 @@ class Capturer:
         self.config = config
         self.redact = redact
         self.writer = writer
-        writer.capture_retention = config.retention_days * 86400
 
     def start(self, request: InboundRequest) -> Capture | None:
         """A model call's capture (None when it is not drawn and errors are not kept)."""

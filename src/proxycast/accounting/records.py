@@ -229,12 +229,12 @@ class Accounting:
         return new
 
     def _capturer(self, config: Config, redact: Redactor) -> Capturer | None:
-        """Request capture (``[capture]``), in the ledger's database; None when it is off."""
+        """Request capture (``[capture]``), in the ledger's database; None when it is off.
+        The captures kept are pruned at their retention either way (turned off, those it took
+        still go)."""
+        if self.ledger is not None:
+            self.ledger.capture_retention = config.capture.retention_days * 86400
         if not config.capture.enabled or self.ledger is None:
-            if self.ledger is not None:
-                self.ledger.capture_retention = (
-                    None  # none kept: none pruned (a reload turned it off)
-                )
             return None
         return Capturer(config.capture, redact, self.ledger)
 

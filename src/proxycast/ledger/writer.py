@@ -97,7 +97,8 @@ class LedgerWriter:
         """Rows recorded so far (a reader's cache is stale once it changes)."""
         self._captures: list[Callable[[], CaptureRow]] = []
         self.capture_retention: float | None = None
-        """Seconds captures are kept (``[capture] retention_days``; None: captures are off)."""
+        """Seconds captures are kept (``[capture] retention_days``, whether capture is on or not:
+        those taken before it was turned off go too); None: never pruned."""
 
     def record(self, row: Row) -> None:
         """Buffer a row (no I/O: called at the end of every request)."""

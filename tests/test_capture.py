@@ -421,3 +421,44 @@ async def test_captures_kept_are_pruned_once_capture_is_turned_off(
                 await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     assert [r["request_id"] for r in stored(ledger, "captures")] == ["recent"]
+
+
+async def test_a_secret_split_across_a_streams_frames_is_not_kept(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    """A model that repeats a key (one the user pasted, say) streams it in pieces, none long enough
+    to be told as the key; assembled when the capture is read, it was whole again in ``requests
+    show``'s reply (which, unlike the dashboard, redacts nothing more)."""
+    ledger = tmp_path / "usage.db"
+    config = capture_config(fake.base_url, ledger)
+    text = f"Your keys are {UPSTREAM_KEY} and {ALICE_KEY}, keep them safe."
+    arguments = json.dumps({"token": ALICE_KEY})
+    fake.script(
+        OpenAIScript(
+            text=text,
+            chunks=len(text) // 3,
+            tool_calls=(FakeToolCall(name="get_weather", arguments=arguments),),
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        gateway = await start_gateway(nursery, config)
+        async with openai.AsyncOpenAI(
+            base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "my keys?"}],
+                tools=TOOLS,
+                stream=True,
+                extra_headers={"x-request-id": "capture-split"},
+            )
+            async for _ in stream:
+                pass
+        [row] = await written(ledger, "captures", 1)
+        nursery.cancel_scope.cancel()
+    shown = details(row)
+    assert shown["reply"]["text"] == "Your keys are [redacted] and [redacted], keep them safe."
+    assert shown["reply"]["tool_calls"][0]["arguments"] == {"token": "[redacted]"}
+    for secret in (UPSTREAM_KEY, ALICE_KEY):
+        assert secret not in json.dumps(shown, ensure_ascii=False)
+        assert secret not in "".join(json.loads(row["data"])["answer"].split("\n"))

@@ -57,6 +57,10 @@ SECRET_FIELDS = frozenset(
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
 
+SPLIT_SECRET = "[proxycast: a secret was split across the frames; the reply is kept, redacted]"
+"""What is kept of a stream's frames that held a secret in pieces (:meth:`_Pending._assembled`)."""
+
+
 def cut_marker(size: int, limit: int) -> str:
     """What ends a body cut at ``limit`` bytes (of ``size``)."""
     return f"\n[proxycast: cut at {limit:,} of {size:,} bytes]"
@@ -204,6 +208,9 @@ class _Pending:
         answer_cut = capture.answer_size > len(capture.answer)
         if answer_cut:
             answer += cut_marker(capture.answer_size, limit)
+        reply = None
+        if self.summary["streamed"] and not answer_cut and self.status < 400:
+            answer, reply = self._assembled(answer)
         attempts = []
         for attempt in capture.attempts:
             sent, raw = attempt.request, attempt.request.raw
@@ -242,6 +249,8 @@ class _Pending:
             "answer_bytes": capture.answer_size,
             "attempts": attempts,
         }
+        if reply is not None:
+            data["reply"] = reply
         return CaptureRow(
             time=self.time,
             request_id=self.request_id,
@@ -251,6 +260,30 @@ class _Pending:
             status=self.status,
             data=json.dumps(data, ensure_ascii=False),
         )
+
+    def _assembled(self, answer: str) -> tuple[str, dict[str, Any] | None]:
+        """A stream's frames, and its reply when a secret is in it: a stream may carry a key in
+        pieces too short to be told (one delta each) that its reply, assembled when it is read,
+        holds whole. Then the reply is kept redacted, and the frames not at all."""
+        from proxycast.ledger.captures import reply_of
+
+        reply = reply_of(self.api, True, answer)
+        if reply is None:
+            return answer, None
+        hidden = self._hidden(reply)
+        if hidden == reply:
+            return answer, None
+        return SPLIT_SECRET, hidden
+
+    def _hidden(self, value: Any) -> Any:
+        """``value`` (JSON-like) with every string redacted."""
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, dict):
+            return {k: self._hidden(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._hidden(v) for v in value]
+        return value
 
     def _text(self, text: str) -> str:
         return self.redact(_BEARER.sub(rf"\1{MASK}", text))

@@ -49,8 +49,8 @@ def details(row: Mapping[str, Any]) -> dict[str, Any]:
     data = json.loads(row["data"])
     shown = {k: v for k, v in row.items() if k != "data"}
     shown.update(data)
-    shown["reply"] = None
-    if not data.get("answer_cut") and int(row["status"]) < 400:
+    shown["reply"] = data.get("reply")  # kept when it held a secret (redacted: capture.py)
+    if shown["reply"] is None and not data.get("answer_cut") and int(row["status"]) < 400:
         shown["reply"] = reply_of(str(row["api"]), bool(data.get("streamed")), data["answer"])
     return shown
 

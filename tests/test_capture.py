@@ -462,3 +462,35 @@ async def test_a_secret_split_across_a_streams_frames_is_not_kept(
     for secret in (UPSTREAM_KEY, ALICE_KEY):
         assert secret not in json.dumps(shown, ensure_ascii=False)
         assert secret not in "".join(json.loads(row["data"])["answer"].split("\n"))
+
+
+async def test_a_runtime_client_key_is_not_kept(tmp_path: Path, fake: FakeOpenAI) -> None:
+    """A key made by ``proxycast keys`` is a client key like the file's, but the gateway keeps only
+    its digest, so no redactor knows it: an agent that sends it in a prompt (read from a .env file,
+    say) or gets it back left it in the capture. Its shape (``pc-`` and 43 characters) gives it
+    away."""
+    ledger = tmp_path / "usage.db"
+    config = capture_config(fake.base_url, ledger)
+    async with trio.open_nursery() as nursery:
+        gateway = await start_gateway(nursery, config)
+        async with httpx.AsyncClient() as http:
+            made = await http.post(
+                gateway.url + "/admin/keys",
+                json={"name": "ivy"},
+                headers={"authorization": f"Bearer {CLIENT_KEY}"},
+            )
+        key = made.json()["key"]
+        fake.script(OpenAIScript(text=f"Set PROXYCAST_KEY={key} in your shell."))
+        async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=key, max_retries=0) as client:
+            await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"my .env says PROXYCAST_KEY={key}"}],
+                extra_headers={"x-request-id": "capture-runtime-key"},
+            )
+        [row] = await written(ledger, "captures", 1)
+        nursery.cancel_scope.cancel()
+    shown = details(row)
+    assert shown["client"] == "ivy"
+    assert "PROXYCAST_KEY=[redacted]" in shown["request"]
+    assert "PROXYCAST_KEY=[redacted] in" in shown["answer"]
+    assert key[3:19] not in ledger.read_bytes().decode("utf-8", "replace")

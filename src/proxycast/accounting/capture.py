@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from proxycast.accounting.keystore import SHAPE
 from proxycast.core.redact import MASK
 from proxycast.errors import ProxycastError
 from proxycast.formats.contracts import UpstreamRequest
@@ -286,7 +287,7 @@ class _Pending:
         return value
 
     def _text(self, text: str) -> str:
-        return self.redact(_BEARER.sub(rf"\1{MASK}", text))
+        return self.redact(SHAPE.sub(MASK, _BEARER.sub(rf"\1{MASK}", text)))
 
     def _body(self, text: str, limit: int, *, parse: bool = True) -> tuple[str, bool]:
         """``text`` redacted (credential fields of a JSON body too), cut past ``limit`` bytes with

@@ -81,6 +81,11 @@ def new_secret() -> str:
     return "pc-" + secrets.token_urlsafe(32)
 
 
+SHAPE = re.compile(r"(?<![A-Za-z0-9_-])pc-[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+"""A key :func:`new_secret` makes, found in a text (the gateway keeps only its digest: no redactor
+knows the key itself)."""
+
+
 def digest_of(secret: str) -> str:
     import hashlib
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import openai
 import pytest
 import trio
@@ -256,3 +257,31 @@ async def test_the_handshake_needs_a_key(nursery: trio.Nursery) -> None:
         return 0
 
     assert await trio.to_thread.run_sync(connect) == 401
+
+
+async def test_a_key_revoked_while_its_connection_is_open_is_refused(
+    nursery: trio.Nursery,
+) -> None:
+    """Each response is its own request: a key revoked (or expired) since the handshake gets an
+    ``error`` event, and the upstream is not called. It was served as the gateway's own unnamed
+    client instead: no model allowlist, no limits, its usage under ``-``."""
+    gateway, fake = await _start(nursery, "openai-chat")
+    fake.script(Script(text="One."), Script(text="Two."))
+    admin = {"authorization": f"Bearer {CLIENT_KEY}"}
+
+    def talk() -> tuple[str, Any]:
+        with httpx.Client(base_url=gateway.url + "/admin", headers=admin) as http:
+            key = http.post("/keys", json={"name": "kim", "models": [MODEL]}).json()["key"]
+            with _sdk(gateway, key).responses.connect() as connection:
+                connection.response.create(model=MODEL, input="Hi")
+                _, first = _until_done(connection)
+                assert http.delete("/keys/kim").status_code == 200
+                connection.response.create(model=MODEL, input="Again")
+                _, second = _until_done(connection)
+        return first.type, second
+
+    first, second = await trio.to_thread.run_sync(talk)
+    assert first == "response.completed"
+    assert second.type == "error"
+    assert second.error.code == "invalid_api_key"
+    assert len(fake.requests) == 1

@@ -33,6 +33,7 @@ from proxycast.formats.responses.inbound import (
     warm_up,
 )
 from proxycast.http.call import Call
+from proxycast.http.gate import identify
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -454,10 +455,9 @@ class _Connection:
                     tracking = accounting.request(scope, frames.send)
                     resources.push_async_callback(tracking)
                     send = tracking.tracked
-                    client = accounting.directory.find(call.credential or "")
-                    if client is not None:
-                        accounting.authenticated(client)
                 try:
+                    if accounting is not None:  # the key may have been revoked since the handshake
+                        accounting.authenticated(identify(call.credential, accounting.directory))
                     request = Call(call.scope, call.route, {}, call.headers, {}, call.credential)
                     request.body = body
                     answer = await routes.create(request, self._recent)

@@ -75,7 +75,7 @@ class Gate:
         if self._hop_mark is not None:
             loopguard.arrive(headers.get(loopguard.HOP_HEADER), self._hop_mark, url())
         if authenticate:
-            self._accounts.authenticated(_authenticate(credential, self._accounts.directory))
+            self._accounts.authenticated(identify(credential, self._accounts.directory))
         self._reserve_body(headers)
 
     def _reserve_body(self, headers: Headers) -> None:
@@ -135,7 +135,13 @@ def internal_error() -> ProxycastError:
     return ProxycastError("Internal error in proxycast; see its log.")
 
 
-def _authenticate(presented: str | None, directory: Directory) -> Client:
+def identify(presented: str | None, directory: Directory) -> Client:
+    """The client whose key ``presented`` is (a request's, or each response of a Responses
+    WebSocket: a key revoked or expired since the handshake is refused too).
+
+    Raises:
+        AuthenticationError: no key, an unknown one, or an expired one (which says so).
+    """
     if not presented:
         raise AuthenticationError(
             "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY' "

@@ -494,3 +494,28 @@ async def test_a_runtime_client_key_is_not_kept(tmp_path: Path, fake: FakeOpenAI
     assert "PROXYCAST_KEY=[redacted]" in shown["request"]
     assert "PROXYCAST_KEY=[redacted] in" in shown["answer"]
     assert key[3:19] not in ledger.read_bytes().decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", [["requests", "list"], ["requests", "show", "x"], ["usage"]])
+async def test_a_ledger_that_is_no_database_is_a_clear_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A ledger URL naming a file that is not one (a typo: the configuration itself) was a
+    traceback of ``proxycast requests`` and ``usage``."""
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    source = tmp_path / "proxycast.toml"
+    source.write_text(
+        f'[server]\napi_keys = ["{CLIENT_KEY}"]\n'
+        f'[ledger]\nurl = "sqlite:///{tmp_path / "notes.txt"}"\n'
+    )
+    done = await trio.run_process(
+        [sys.executable, "-m", "proxycast", *command, "--config", str(source)],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    error = done.stderr.decode()
+    assert done.returncode == 1, error
+    assert "cannot read the ledger" in error
+    assert "notes.txt" in error
+    assert "Traceback" not in error

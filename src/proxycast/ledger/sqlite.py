@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from proxycast.errors import LedgerUnavailableError
 from proxycast.ledger.rows import (
     CAPTURE_COLUMNS,
     COLUMNS,
@@ -328,6 +329,8 @@ class SQLiteStore:
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             return query(db) if schema_version_readonly(db) else []
+        except sqlite3.DatabaseError as exc:  # not a ledger ("file is not a database"), locked
+            raise LedgerUnavailableError(f"{self.path}: {exc}") from None
         finally:
             db.close()
 

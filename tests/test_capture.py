@@ -519,3 +519,30 @@ async def test_a_ledger_that_is_no_database_is_a_clear_error(
     assert "cannot read the ledger" in error
     assert "notes.txt" in error
     assert "Traceback" not in error
+
+
+async def test_a_request_id_with_a_slash_can_be_inspected(tmp_path: Path, fake: FakeOpenAI) -> None:
+    """``x-request-id`` may be any visible ASCII (a base64 id has ``/`` and ``+``); the dashboard
+    asks for ``requests/{encodeURIComponent(id)}``, and a ``%2F`` there was an unknown route."""
+    ledger = tmp_path / "usage.db"
+    config = capture_config(fake.base_url, ledger)
+    request_id = "team/a+b=="
+    async with trio.open_nursery() as nursery:
+        gateway = await start_gateway(nursery, config)
+        async with openai.AsyncOpenAI(
+            base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0
+        ) as client:
+            await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-request-id": request_id},
+            )
+        await written(ledger, "captures", 1)
+        async with httpx.AsyncClient() as http:
+            shown = await http.get(
+                gateway.url + "/ui/api/requests/team%2Fa%2Bb%3D%3D",
+                headers={"authorization": f"Bearer {CLIENT_KEY}"},
+            )
+        nursery.cancel_scope.cancel()
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["request_id"] == request_id

@@ -316,7 +316,7 @@ REQUESTS_LISTED = 200
 """The most captured requests the Requests page lists."""
 
 
-@blueprint.get("/requests/<request_id>")
+@blueprint.get("/requests/<path:request_id>")  # an id may hold "/" (base64)
 async def requests_show(request_id: str) -> Response:
     """One captured request whole (``proxycast requests show ID --json``); 404 when there is none
     (or it is another client's)."""

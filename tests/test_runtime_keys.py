@@ -415,3 +415,24 @@ async def test_the_admin_api_refuses_values_no_key_could_keep(gateway: Gateway) 
             assert field in answer.json()["error"]["message"]
         listed = await client.get(url, headers=ADMIN)
     assert listed.json() == {"keys": []}
+
+
+async def test_the_cli_says_which_store_holds_the_keys(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """``keys create`` without the server's ``--config`` (it names Redis) keeps the key in the
+    machine's SQLite file, where the server never looks: it said only "created key", and
+    ``keys revoke`` then "No runtime key": each now names the store it used."""
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[state]\nredis_url = "{redis_server.url}"\n')
+    code, out, err = await keys_cli("create", "--name", "lee", "--config", str(config))
+    assert code == 0, err
+    assert f"in Redis at {redis_server.url}" in out
+    code, _, err = await keys_cli("revoke", "lee")  # no --config: the data directory's file
+    assert code == 1
+    assert "No runtime key is named 'lee'" in err
+    assert "Looked in the SQLite file " in err
+    assert "limits.db." in err
+    code, out, err = await keys_cli("revoke", "lee", "--config", str(config))
+    assert code == 0, err
+    assert f"revoked key 'lee' in Redis at {redis_server.url}" in out

@@ -173,7 +173,8 @@ def _keys(args: argparse.Namespace) -> int:
             made, secret = keystore.create(
                 store, keystore.spec(fields, config.clients, time.time())
             )
-            print(f"created key {made.name!r}; it is shown once, here:")
+            # where it is kept: a server reading another store (a --config not passed) never sees it
+            print(f"created key {made.name!r} in {store.where}; it is shown once, here:")
             print(secret)
         elif args.action == "list":
             keys = [keystore.public(k) for k in store.load()]
@@ -183,13 +184,17 @@ def _keys(args: argparse.Namespace) -> int:
                 print(_render_keys(keys))
         elif args.action == "revoke":
             keystore.revoke(store, args.name)
-            print(f"revoked key {args.name!r}")
+            print(f"revoked key {args.name!r} in {store.where}")
         else:
             made, secret = keystore.rotate(store, args.name)
-            print(f"rotated key {made.name!r}; the old key no longer works; the new one, once:")
+            print(
+                f"rotated key {made.name!r} in {store.where}; the old key no longer works; "
+                "the new one, once:"
+            )
             print(secret)
     except keystore.KeyProblemError as problem:
-        print(f"proxycast: {problem.message}", file=sys.stderr)
+        looked = f" Looked in {store.where}." if problem.status == 404 else ""
+        print(f"proxycast: {problem.message}{looked}", file=sys.stderr)
         return 1
     except KeyStoreUnavailableError as exc:  # its message names the store, not its password
         print(f"proxycast: cannot reach the client keys' store: {exc}", file=sys.stderr)

@@ -69,6 +69,9 @@ class KeyStoreUnavailableError(Exception):
 class KeyStore(Protocol):
     """The stored runtime keys (synchronous: call it in a thread from a trio program)."""
 
+    where: str
+    """Which store it is, for people (``proxycast keys`` says it): never a password."""
+
     def version(self) -> int:
         """A number that changes with every change of the keys (cheap: polled)."""
         ...
@@ -109,6 +112,7 @@ class SQLiteKeys:
     """The keys in the machine's SQLite file (every worker and the CLI open it)."""
 
     def __init__(self, path: Path) -> None:
+        self.where = f"the SQLite file {path}"
         self._db = connect(path)
         self._write(lambda db: [db.execute(statement) for statement in _SCHEMA])
 
@@ -185,6 +189,7 @@ class RedisKeys:
             if cluster
             else redis.Redis.from_url(url, **options)
         )
+        self.where = f"Redis at {without_password(url)}"
         self._hash = "{" + prefix + ":keys}"
         self._version = self._hash + ":version"
         self._url = url
@@ -259,6 +264,7 @@ class PostgresKeys:
         import psycopg  # the [postgres] extra: imported only when configured
 
         self._url = url
+        self.where = f"Postgres at {without_password(url)}"
         self._psycopg = psycopg
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._lock = threading.Lock()  # the CLI's thread and the server's worker threads

@@ -23,7 +23,7 @@ from proxycast.config import CaptureConfig, Config, ProviderConfig, ServerConfig
 from proxycast.errors import ConfigError
 from proxycast.ledger import LedgerConfig
 from proxycast.ledger.captures import details
-from proxycast.ledger.rows import CaptureRow
+from proxycast.ledger.rows import CaptureRow, Row
 from proxycast.ledger.sqlite import SQLiteStore
 from proxycast.ledger.writer import LedgerWriter
 from proxycast.testing import FakeOpenAI, FakeToolCall
@@ -546,3 +546,42 @@ async def test_a_request_id_with_a_slash_can_be_inspected(tmp_path: Path, fake: 
         nursery.cancel_scope.cancel()
     assert shown.status_code == 200, shown.text
     assert shown.json()["request_id"] == request_id
+
+
+async def test_captures_waiting_for_the_store_hold_their_rows_not_their_bodies(
+    tmp_path: Path,
+) -> None:
+    """While the ledger cannot be written captures wait (up to 1,000); each referred to its
+    request's whole bodies (up to server.max_body_bytes, 32 MiB, each) until its row was made:
+    gigabytes through an outage. A failed write makes their rows, capped, at once."""
+    path = tmp_path / "usage.db"
+    store = SQLiteStore(path)
+    writer = LedgerWriter(store, retention_days=90)
+    made: list[str] = []
+
+    def make() -> CaptureRow:
+        made.append("made")
+        return CaptureRow(
+            time=time.time(),
+            request_id="r1",
+            client="-",
+            api="openai",
+            model="m",
+            status=200,
+            data="{}",
+        )
+
+    store.close()
+    path.unlink()
+    path.mkdir()  # the store cannot be opened: an outage
+    writer.record(
+        Row(time=time.time(), request_id="r1", client="-", api="openai", model="m", status=200)
+    )
+    writer.record_capture(make)
+    await writer.flush()
+    assert made == ["made"]  # made while the store is down, the bodies let go
+    path.rmdir()  # back
+    await writer.flush()
+    assert [r["request_id"] for r in stored(path, "captures")] == ["r1"]
+    assert made == ["made"]
+    await writer.aclose()

@@ -15,6 +15,7 @@ path. They are written after the rows; while the store cannot be written they wa
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -42,7 +43,12 @@ MAX_BUFFERED = 100_000
 """``[ledger] buffer_rows``' default."""
 PRUNE_SECONDS = 3600.0
 MAX_CAPTURES = 1000
-"""Captures waiting to be written at most (each holds bodies of up to ``max_body_bytes``)."""
+"""Captures waiting to be written at most (each its row: bodies of up to ``[capture]
+max_body_bytes``)."""
+
+
+def _itself(row: CaptureRow) -> CaptureRow:
+    return row
 
 
 def open_writer(config: LedgerConfig, env: Mapping[str, str] | None = None) -> LedgerWriter | None:
@@ -153,7 +159,7 @@ class LedgerWriter:
                 raise
             if failure is not None:
                 self._rows[:0] = rows  # kept for the next try
-                self._captures[:0] = captured[-MAX_CAPTURES:]
+                self._captures[:0] = await self._made(captured[-MAX_CAPTURES:])
                 self._failed(failure)
                 if self._spill is not None and len(self._rows) > self.buffer_rows:
                     await self._spill_rows()
@@ -172,6 +178,22 @@ class LedgerWriter:
             self._spill.replay(self.store)  # first: the oldest rows
         if rows:
             self.store.insert(rows)
+
+    async def _made(
+        self, captured: list[Callable[[], CaptureRow]]
+    ) -> list[Callable[[], CaptureRow]]:
+        """The captures' rows made now (in a thread), to wait for the store: a capture refers to
+        its request's whole bodies (up to ``server.max_body_bytes`` each) until its row, capped,
+        is made, and a thousand of those would hold gigabytes through an outage."""
+
+        def make() -> list[Callable[[], CaptureRow]]:
+            return [functools.partial(_itself, made()) for made in captured]
+
+        try:
+            return await trio.to_thread.run_sync(make)
+        except Exception as exc:
+            log.warning("could not make %d captured requests: %s", len(captured), exc)
+            return []
 
     async def _write_captures(self, captured: list[Callable[[], CaptureRow]]) -> None:
         """Make the captures' rows and write them (in a thread); lost, and logged, if that fails."""

@@ -585,3 +585,33 @@ async def test_captures_waiting_for_the_store_hold_their_rows_not_their_bodies(
     assert [r["request_id"] for r in stored(path, "captures")] == ["r1"]
     assert made == ["made"]
     await writer.aclose()
+
+
+async def test_a_since_too_far_back_is_a_clear_error(tmp_path: Path, fake: FakeOpenAI) -> None:
+    """``since`` of more digits than a float takes was a 500 on the dashboard (and a traceback of
+    ``proxycast requests list``)."""
+    config = capture_config(fake.base_url, tmp_path / "usage.db")
+    far = "1" + "0" * 400 + "h"
+    async with trio.open_nursery() as nursery:
+        gateway = await start_gateway(nursery, config)
+        async with httpx.AsyncClient() as http:
+            answers = [
+                await http.get(
+                    f"{gateway.url}/ui/api/{what}?since={far}",
+                    headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                )
+                for what in ("requests", "usage")
+            ]
+        nursery.cancel_scope.cancel()
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert "further back" in answer.json()["error"]["message"]
+    done = await trio.run_process(
+        [sys.executable, "-m", "proxycast", "requests", "list", "--since", far],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "further back" in done.stderr.decode()

@@ -31,7 +31,10 @@ def parse_since(text: str, now: float | None = None) -> float:
     now = time.time() if now is None else now
     match = _SINCE.fullmatch(text.strip())
     if match:
-        return now - int(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            return now - int(match.group(1)) * _UNITS[match.group(2)]
+        except (ValueError, OverflowError):  # more digits than an int or a float takes
+            raise ValueError(f"--since: {text!r} is further back than any ledger") from None
     try:
         day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=timezone.utc)
     except ValueError:

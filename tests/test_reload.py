@@ -269,3 +269,27 @@ def test_key_health_follows_each_key_by_its_fingerprint() -> None:
     again = KeyPool("local", 3, lambda: now[0], fingerprints=("aaa", "bbb", "ccc"))
     again.carry(old, same_upstream=True)
     assert again.left(None) == (30, "unreachable")
+
+
+async def test_a_second_server_of_the_data_directory_gives_reload_back(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    """A second ``serve`` on the same data directory (another port) takes ``serve.json``; when it
+    stopped it removed it, and ``proxycast reload`` said no server was running while the first
+    still did. It gives it back to the first."""
+    config = write_config(tmp_path / "proxycast.toml", fake.base_url, workers=1)
+    status = tmp_path / "proxycast-home" / "serve.json"
+    async with serve(["--config", str(config)]) as first:
+        async with serve(["--config", str(config)]) as second:
+            assert json.loads(status.read_text())["url"] == second.url
+            second.process.send_signal(signal.SIGINT)
+            with trio.fail_after(15):
+                assert await second.process.wait() == 0
+        assert json.loads(status.read_text())["url"] == first.url
+        done = await reload(config)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(status.read_text())["reloads"] == 1
+        first.process.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await first.process.wait() == 0
+    assert not status.exists()

@@ -221,19 +221,40 @@ class Coordinator:
         self.address: tuple[str, int] = (config.server.host, config.server.port)
         self.reloads = 0
         self._status: dict[str, Any] = {}
+        self._displaced: dict[str, Any] | None = None
+        """``serve.json`` of another server of the data directory, running when this one started."""
 
     def started(self, url: str, address: tuple[str, int]) -> None:
         """The server is serving: ``serve.json`` names it, for ``proxycast reload``."""
         self.address = address
+        found = read_status()
+        if found is not None and found.get("pid") != os.getpid() and _alive(found.get("pid")):
+            self._displaced = found
+            log.warning(
+                "another proxycast serve (pid %s, %s) uses the data directory %s: `proxycast "
+                "reload` signals this one (pid %s) until it stops; give each its own "
+                "PROXYCAST_HOME",
+                found.get("pid"),
+                found.get("url"),
+                status_path().parent,
+                os.getpid(),
+            )
         source = os.path.abspath(self.path) if self.path is not None else "environment"
         self._status = {"pid": os.getpid(), "config": source, "url": url, "reloads": 0}
         self._write()
 
     def stopped(self) -> None:
+        """``serve.json`` removed, or given back to the server it displaced (still running: else
+        ``proxycast reload`` would no longer find it)."""
         path = status_path()
         found = read_status()
         if found is not None and found.get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+            displaced = self._displaced
+            if displaced is not None and _alive(displaced.get("pid")):
+                self._status = displaced
+                self._write()
+            else:
+                path.unlink(missing_ok=True)
 
     def load(self) -> tuple[Config, list[str]]:
         """The file's configuration as it would run, and the settings that need a restart.

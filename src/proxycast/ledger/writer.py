@@ -9,7 +9,8 @@ outage is logged once when it starts (and once when rows are first spilled), and
 
 Captured requests (``[capture]``) go the same way, in a buffer of their own: each is a callable
 that makes its row (redacting and capping the bodies) in the writer's thread, never on a request's
-path. They are written after the rows; while the store cannot be written they wait, up to
+path. They are written after the rows; while the store cannot be written they wait as their rows
+(made at the first failed write: a row's bodies are capped, a request's are not), up to
 :data:`MAX_CAPTURES` (the oldest dropped first: they are diagnostics, not accounting).
 """
 

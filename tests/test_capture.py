@@ -615,3 +615,17 @@ async def test_a_since_too_far_back_is_a_clear_error(tmp_path: Path, fake: FakeO
     )
     assert done.returncode == 2
     assert "further back" in done.stderr.decode()
+
+
+@pytest.mark.parametrize("limit", ["-5", "0", "many"])
+async def test_a_limit_below_one_is_refused(tmp_path: Path, limit: str) -> None:
+    """``requests list --limit -5`` listed every capture on SQLite (a negative LIMIT is none) and
+    failed on Postgres."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "proxycast", "requests", "list", "--limit", limit],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--limit: expected a whole number of 1 or more" in done.stderr.decode()

@@ -26,6 +26,18 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
+def _positive(text: str) -> int:
+    """A whole number of 1 or more (``--limit``: SQLite reads a negative LIMIT as none at all,
+    Postgres refuses it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxycast", description="A local LLM gateway.")
     parser.add_argument("--version", action="version", version=f"proxycast {__version__}")
@@ -79,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="the captured requests, newest first")
     listing.add_argument("--since", default="24h", help="24h, 7d or YYYY-MM-DD (default 24h)")
     listing.add_argument("--client", help="only this client's requests")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument(
+        "--limit", type=_positive, default=100, help="at most this many (default 100)"
+    )
     show = actions.add_parser("show", help="one captured request: bodies, reply, attempts")
     show.add_argument("id", help="the request's id (its x-request-id)")
     for sub in (listing, show):

@@ -293,3 +293,29 @@ async def test_a_second_server_of_the_data_directory_gives_reload_back(
         with trio.fail_after(15):
             assert await first.process.wait() == 0
     assert not status.exists()
+
+
+async def test_reload_never_signals_a_process_that_took_a_crashed_servers_pid(
+    tmp_path: Path,
+) -> None:
+    """A server killed outright leaves ``serve.json``; its pid, once another process has it (a
+    container's small pid space reuses them soon), got the SIGHUP of ``proxycast reload``, which
+    ends most programs. The file names the process's start time too."""
+    other = await trio.lowlevel.open_process(["sleep", "60"])
+    try:
+        status = tmp_path / "proxycast-home" / "serve.json"
+        status.parent.mkdir(parents=True, exist_ok=True)
+        status.write_text(
+            json.dumps(
+                {"pid": other.pid, "config": "x", "url": "http://127.0.0.1:1", "reloads": 0}
+                | {"started": "1"}  # the crashed server's, not sleep's
+            )
+        )
+        done = await reload()
+        assert done.returncode == 1
+        assert "no proxycast serve is running" in done.stderr.decode()
+        await trio.sleep(0.2)
+        assert other.returncode is None  # not signalled
+    finally:
+        other.kill()
+        await other.wait()

@@ -228,7 +228,7 @@ class Coordinator:
         """The server is serving: ``serve.json`` names it, for ``proxycast reload``."""
         self.address = address
         found = read_status()
-        if found is not None and found.get("pid") != os.getpid() and _alive(found.get("pid")):
+        if found is not None and found.get("pid") != os.getpid() and _alive(found):
             self._displaced = found
             log.warning(
                 "another proxycast serve (pid %s, %s) uses the data directory %s: `proxycast "
@@ -241,6 +241,7 @@ class Coordinator:
             )
         source = os.path.abspath(self.path) if self.path is not None else "environment"
         self._status = {"pid": os.getpid(), "config": source, "url": url, "reloads": 0}
+        self._status["started"] = _started(os.getpid())
         self._write()
 
     def stopped(self) -> None:
@@ -250,7 +251,7 @@ class Coordinator:
         found = read_status()
         if found is not None and found.get("pid") == os.getpid():
             displaced = self._displaced
-            if displaced is not None and _alive(displaced.get("pid")):
+            if displaced is not None and _alive(displaced):
                 self._status = displaced
                 self._write()
             else:
@@ -512,7 +513,7 @@ def request_reload(config_file: str | None, wait: float) -> tuple[int, str]:
     Returns the exit status and what to print (on stdout when 0, else on stderr)."""
     status = read_status()
     where = status_path()
-    if status is None or not _alive(status.get("pid")):
+    if status is None or not _alive(status):
         return 1, f"no proxycast serve is running for the data directory {where.parent}"
     running = status.get("config", "")
     if config_file is not None and os.path.abspath(config_file) != running:
@@ -534,8 +535,26 @@ def request_reload(config_file: str | None, wait: float) -> tuple[int, str]:
     return 1, f"the server (pid {status['pid']}) did not report a reload within {wait:g} s"
 
 
-def _alive(pid: object) -> bool:
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: ``/proc/PID/stat``'s clock ticks since boot), None where
+    that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command's name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _alive(status: dict[str, Any]) -> bool:
+    """Whether the server ``serve.json`` names still runs: its pid, and (where it can be told) the
+    same process, not another that took the pid of one that crashed (a SIGHUP would end it)."""
+    pid = status.get("pid")
     if not isinstance(pid, int) or pid <= 0:
+        return False
+    started = status.get("started")
+    if started is not None and _started(pid) not in (None, started):
         return False
     try:
         os.kill(pid, 0)

@@ -396,8 +396,9 @@ def test_a_runtime_key_never_shadows_the_file_and_stops_at_its_expiry() -> None:
 
 async def test_the_admin_api_refuses_values_no_key_could_keep(gateway: Gateway) -> None:
     """NaN and 1e999 (Python's JSON reads both) are no limit, and the listing would no longer be
-    JSON; an expiry past the year 9999 breaks ``keys list``; a huge one, or a body that is no
-    UTF-8, was a 500. Each is a 400 naming what to fix, and nothing is stored."""
+    JSON; an expiry past the year 9999 breaks ``keys list``; a huge one, a body that is no UTF-8
+    or nested past Python's recursion limit, was a 500. Each is a 400 naming what to fix, and
+    nothing is stored."""
     url = gateway.url + "/admin/keys"
     refused = {
         b'{"name": "a", "max_usd_per_day": NaN}': "max_usd_per_day",
@@ -407,6 +408,7 @@ async def test_the_admin_api_refuses_values_no_key_could_keep(gateway: Gateway) 
         b'{"name": "a", "expires": "9999-12-31T23:59:59-05:00"}': "expires",
         b'{"name": "a", "expires": "3000000d"}': "expires",
         b"\xff\xfe{": "JSON",
+        b'{"name": "a", "models": ' + b"[" * 5000 + b"]" * 5000 + b"}": "JSON",
     }
     async with httpx.AsyncClient() as client:
         for body, field in refused.items():

@@ -82,7 +82,7 @@ async def create_key() -> Response:
     body = await request.get_data()
     try:
         fields = json.loads(body or b"null")
-    except ValueError:  # UnicodeDecodeError too: bytes that are no UTF-8
+    except (ValueError, RecursionError):  # bytes that are no UTF-8; arrays in arrays in ...
         raise InvalidRequestError("The request body is not valid JSON.") from None
     if not isinstance(fields, dict):
         raise InvalidRequestError(

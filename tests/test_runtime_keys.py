@@ -438,3 +438,28 @@ async def test_the_cli_says_which_store_holds_the_keys(
     code, out, err = await keys_cli("revoke", "lee", "--config", str(config))
     assert code == 0, err
     assert f"revoked key 'lee' in Redis at {redis_server.url}" in out
+
+
+async def test_a_reload_that_gives_a_file_client_a_runtime_keys_name_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from proxycast.accounting import keystore
+    from proxycast.accounting.clients import ClientConfig
+    from proxycast.accounting.records import Accounting
+    from proxycast.config import Config, ServerConfig
+    from proxycast.core.redact import Redactor
+
+    config = Config(server=ServerConfig(api_keys=(CLIENT_KEY,)))
+    accounting = Accounting(config, Redactor([]))
+    try:
+        zoe = StoredKey(name="zoe", digest=keystore.digest_of("pc-zoe"), created=time.time())
+        accounting.keys.clients.set([keystore.client_of(zoe)])
+        same = accounting.reconfigured(config, Redactor([]))
+        assert "runtime key" not in caplog.text
+        clients = (ClientConfig(name="zoe", api_key="zoe-file-key"),)
+        taken = accounting.reconfigured(attrs.evolve(config, clients=clients), Redactor([]))
+        assert "[[clients]] now names zoe, a runtime key's name too" in caplog.text
+        assert same.directory.find("pc-zoe") is not None
+        assert taken.directory.find("pc-zoe") is None  # the file wins
+    finally:
+        await accounting.aclose()

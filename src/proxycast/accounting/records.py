@@ -221,6 +221,13 @@ class Accounting:
         new = copy.copy(self)  # every attribute shared, but for what the configuration decides
         new.config = config
         new.directory = Directory.of(config.server.api_keys, config.clients, self.keys.clients)
+        shadowed = sorted(self.keys.clients.names & {c.name for c in config.clients})
+        if shadowed:
+            log.warning(
+                "[[clients]] now names %s, a runtime key's name too: the file's entry is used and "
+                "the runtime key refused (revoke it, or rename the entry)",
+                ", ".join(shadowed),
+            )
         new.redact = redact
         if new.limiter is None:
             new.limiter = _one_worker_limiter(config)

@@ -17,7 +17,9 @@ compares versions and configurations exactly on a machine too noisy for small di
 
 ``--install LABEL=PYTHON:VARIANT,...`` adds another install (a venv's python) measured with the given
 variants (``bare``: a configuration with only [server] and [[providers]], for versions before the
-accounting). Needs nginx and valgrind (Debian's ``valgrind``). Writes bench/results/instructions.{json,md}.
+accounting). PYTHON may be a source tree instead (a git worktree of another commit): this script's
+python runs that tree's ``src`` (first on PYTHONPATH), so versions compare with the same packages.
+Each install's ``proxycast.__file__`` is written with the figures: which tree really ran. Needs nginx and valgrind (Debian's ``valgrind``). Writes bench/results/instructions.{json,md}.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import http.client
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -237,7 +240,11 @@ def measure_server(
     requests: int,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
-) -> dict[str, float]:
+    idle: float = 0.0,
+) -> dict[str, Any]:
+    """Instructions per request of each scenario; with ``idle`` seconds, first the instructions a
+    second of the server left alone after a warm-up (its timers: ``idle_per_second``) and each
+    scenario's wall time (``seconds``), from which :func:`net` takes the background out."""
     prefix = f"cg-{port}"
     process = run.start(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / prefix}.%p", *command],
@@ -246,14 +253,27 @@ def measure_server(
         cwd=cwd,
         env=env,
     )
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     try:
+        if idle:
+            path, model, stream = next(iter(scenarios.values()))
+            drive(port, path, body(path, model, stream), key, 10)
+            dump(process.pid, folder, prefix)
+            started = time.monotonic()
+            time.sleep(idle)
+            count = dump(process.pid, folder, prefix)
+            out["idle_per_second"] = count / (time.monotonic() - started)
+            out["seconds"] = {}
+            print(f"  idle: {out['idle_per_second'] / 1e6:8.3f} M instructions/s", flush=True)
         for name, (path, model, stream) in scenarios.items():
             payload = body(path, model, stream)
             drive(port, path, payload, key, 10)
             dump(process.pid, folder, prefix)
+            started = time.monotonic()
             drive(port, path, payload, key, requests)
             out[name] = dump(process.pid, folder, prefix) / requests
+            if idle:
+                out["seconds"][name] = time.monotonic() - started
             print(f"  {name:45} {out[name] / 1e6:8.3f} M instructions/request", flush=True)
     finally:
         run.stop(process)
@@ -279,6 +299,13 @@ def main() -> None:
     parser.add_argument("--install", action="append", default=[], help="LABEL=PYTHON:VARIANT,...")
     parser.add_argument("--only", default="", help="scenarios whose name contains this")
     parser.add_argument("--no-ceiling", action="store_true")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="seconds of each server left idle: its background's instructions a second, then "
+        "taken out of each scenario's figure by its wall time (the 'net' table)",
+    )
     parser.add_argument("--out", default="instructions", help="bench/results/OUT.{json,md}")
     parser.add_argument(
         "--merge", nargs="+", default=[], help="only merge these results files into OUT"
@@ -290,6 +317,7 @@ def main() -> None:
             "machine": parts[0]["machine"],
             "requests_per_scenario": parts[0]["requests_per_scenario"],
             "measured": [m for part in parts for m in part["measured"]],
+            "sources": {k: v for part in parts for k, v in part.get("sources", {}).items()},
         }
         write(merged, args.out)
         return
@@ -297,7 +325,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: valgrind, nginx-light)")
     scenarios = {k: v for k, v in {**SCENARIOS, **LONG}.items() if args.only in k}
-    installs = [("this tree", sys.executable, [v for v in args.variants.split(",") if v])]
+    installs = [("this tree", str(HERE.parent), [v for v in args.variants.split(",") if v])]
     for spec in args.install:
         label, _, rest = spec.partition("=")
         python, _, variants = rest.rpartition(":")
@@ -315,6 +343,7 @@ def main() -> None:
         "machine": run.machine(),
         "requests_per_scenario": args.requests,
         "measured": [],
+        "sources": {},
     }
     try:
         if not args.no_ceiling:
@@ -341,7 +370,16 @@ def main() -> None:
                     env={"UPSTREAM": upstream},
                 )
                 result["measured"].append({"install": install, "variant": "", **counts})
-        for label, python, variants in installs:
+        for label, python_or_tree, variants in installs:
+            python, env = install_command(python_or_tree)
+            result["sources"][label] = subprocess.run(
+                [python, "-c", "import proxycast; print(proxycast.__file__)"],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            print(f"{label}: {result['sources'][label]}", flush=True)
             for variant in variants:
                 server, tables, named = VARIANTS[variant]
                 print(f"{label}: {variant}", flush=True)
@@ -361,7 +399,8 @@ def main() -> None:
                     chosen,
                     CLIENT_KEY if named else run.KEY,
                     args.requests,
-                    env={"PROXYCAST_HOME": str(sub / "home")},
+                    env={"PROXYCAST_HOME": str(sub / "home"), **env},
+                    idle=args.idle,
                 )
                 result["measured"].append({"install": label, "variant": variant, **counts})
     finally:
@@ -371,12 +410,31 @@ def main() -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def install_command(python_or_tree: str) -> tuple[str, dict[str, str]]:
+    """The python to run and the environment it needs: a source tree runs with this python and
+    its ``src`` first on the path (the venv's own install, an editable one, comes after)."""
+    if Path(python_or_tree).is_dir():
+        return sys.executable, {"PYTHONPATH": str(Path(python_or_tree).resolve() / "src")}
+    return python_or_tree, {}
+
+
+def net(m: dict[str, Any], requests: int) -> dict[str, float]:
+    """A measurement's instructions per request without its idle background (the timers' work
+    over the scenario's wall time: under callgrind a request takes about half a second, a hundred
+    times its time natively, so a timer's share of a request is a hundred times its real one, and
+    moves with the machine's load)."""
+    rate, seconds = m.get("idle_per_second"), m.get("seconds", {})
+    if rate is None:
+        return {}
+    return {k: m[k] - rate * t / requests for k, t in seconds.items()}
+
+
 def write(result: dict[str, Any], name: str) -> None:
-    result["analysis"] = analyse(result["measured"])
+    result["analysis"] = analyse(result["measured"], result["requests_per_scenario"])
     common.write_results(name, result, markdown(result))
 
 
-def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:
+def analyse(measured: list[dict[str, Any]], requests: int) -> dict[str, Any]:
     """Ratios: each feature's cost against everything off, the default against off, the ceiling
     against each, the relay's instructions per chunk, and other installs against this tree."""
     by = {(m["install"], m["variant"]): m for m in measured}
@@ -404,6 +462,23 @@ def analyse(measured: list[dict[str, Any]]) -> dict[str, Any]:
             for name in floor
             if i not in ("framework ceiling", "relay floor") and name in m and name in SCENARIOS
         }
+    for (install, variant), m in by.items():
+        mine = by.get(("this tree", variant))
+        if (
+            install in ("this tree", "framework ceiling", "hypercorn alone", "relay floor")
+            or not mine
+        ):
+            continue
+        out[f"this tree / {install} ({variant})"] = {
+            k: round(mine[k] / v, 4)
+            for k, v in m.items()
+            if k in mine and k in {**SCENARIOS, **LONG}
+        }
+        mine_net, theirs_net = net(mine, requests), net(m, requests)
+        if mine_net and theirs_net:
+            out[f"this tree / {install} ({variant}), net of the idle background"] = {
+                k: round(mine_net[k] / v, 4) for k, v in theirs_net.items() if k in mine_net
+            }
     for (install, variant), m in by.items():
         for short, long_ in (
             (
@@ -438,6 +513,26 @@ def markdown(result: dict[str, Any]) -> str:
     for name in names:
         cells = [f"{m[name] / 1e6:.3f}" if name in m else "" for m in measured]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if any("idle_per_second" in m for m in measured):
+        cells = [
+            f"{m['idle_per_second'] / 1e6:.3f}" if "idle_per_second" in m else "" for m in measured
+        ]
+        lines.append("| idle: millions of instructions a second | " + " | ".join(cells) + " |")
+        nets = [net(m, result["requests_per_scenario"]) for m in measured]
+        lines += [
+            "",
+            "Net of the idle background (each figure less the idle instructions a second times "
+            "the scenario's wall time, a request):",
+            "",
+            lines[4],
+            lines[5],
+        ]
+        for name in names:
+            cells = [f"{n[name] / 1e6:.3f}" if name in n else "" for n in nets]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if result.get("sources"):
+        lines += ["", "Sources run (`proxycast.__file__` in each install's environment):", ""]
+        lines += [f"- {k}: `{v}`" for k, v in result["sources"].items()]
     for title, values in result["analysis"].items():
         lines += ["", f"**{title}**", ""]
         lines += [f"- {k}: {v}" for k, v in values.items()]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from proxycast.core.overload import (
     NORMAL,
@@ -304,3 +305,40 @@ async def test_the_state_is_one_gauge_over_the_workers(tmp_path: Path, fake: Fak
             metrics = (await client.get(served.url + "/metrics", headers=AUTH)).text
     states = [line for line in metrics.splitlines() if line.startswith("proxycast_overload_state")]
     assert states == ["proxycast_overload_state 0.0"]
+
+
+async def test_the_trimmer_looks_only_from_a_burst_of_large_bodies_to_its_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The allocator's trimmer costs a worker without large bodies no timer: it looks at the bodies
+    held only once they reached TRIM_AFTER_BYTES (a wake), trims when the burst is over, and sleeps
+    again."""
+    from proxycast.core import allocator
+    from proxycast.core.exchange import Exchange
+
+    exchange = Exchange(make_config("http://127.0.0.1:9"))
+    looks: list[int] = []
+
+    def held() -> int:
+        looks.append(exchange.inflight_body_bytes)
+        return exchange.inflight_body_bytes
+
+    trimmer = allocator.Trimmer(held)
+    exchange.on_large_bodies = trimmer.wake
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trimmer.run)
+        release = exchange.reserve_body(1024)  # a small body: nothing to watch
+        await trio.sleep(60)
+        assert looks == []
+        release()
+        large = [exchange.reserve_body(allocator.TRIM_AFTER_BYTES // 2) for _ in range(2)]
+        await trio.sleep(1)
+        assert looks[-1] == allocator.TRIM_AFTER_BYTES  # the peak seen
+        for release in large:
+            release()
+        await trio.sleep(1)
+        seen = len(looks)
+        assert looks[-1] == 0  # the burst's end seen (and trimmed): asleep again
+        await trio.sleep(60)
+        assert len(looks) == seen
+        nursery.cancel_scope.cancel()

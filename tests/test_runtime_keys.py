@@ -463,3 +463,36 @@ async def test_a_reload_that_gives_a_file_client_a_runtime_keys_name_says_so(
         assert taken.directory.find("pc-zoe") is None  # the file wins
     finally:
         await accounting.aclose()
+
+
+def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(tmp_path: Path) -> None:
+    """A poll reads the store (a thread and a query) only when its files were written: by another
+    process (the CLI), or so recently that a coarse file clock could hide a write after the look."""
+    import os
+
+    from proxycast.accounting import keystore
+    from proxycast.state.keys import SQLiteKeys, StoredKey
+
+    path = tmp_path / "limits.db"
+    server, cli = SQLiteKeys(path), SQLiteKeys(path)
+
+    def age() -> None:  # the files as if last written a minute ago
+        for name in (path, tmp_path / "limits.db-wal"):
+            if name.exists():
+                os.utime(name, (time.time() - 60, time.time() - 60))
+
+    age()
+    assert server.changed()  # the first look
+    assert not server.changed()
+    assert not server.changed()
+    cli.add(StoredKey(name="ivy", digest=keystore.digest_of("ivy-key"), created=time.time()))
+    assert server.changed()  # just written (whatever its size)
+    age()
+    assert server.changed()  # written since the last look
+    assert not server.changed()
+    assert cli.remove("ivy")
+    age()  # a write whose time is hidden: the size or the inode still tell
+    assert server.changed()
+    assert [k.name for k in server.load()] == []
+    server.close()
+    cli.close()

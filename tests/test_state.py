@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+import trio.testing
 
 from proxycast.state import Admitted, Ask, Limiter, Limits, Refused, SharedState
 from proxycast.state.health import HealthBoard
@@ -253,6 +254,38 @@ async def test_counts_a_failed_write_could_not_store_are_written_later(tmp_path:
     assert isinstance(
         await again.admit(Ask(client="a", tokens=0, usd=0.4), Limits(usd_per_day=1.0)), Admitted
     )
+    await again.aclose()
+
+
+async def test_the_write_behind_sleeps_until_something_is_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A gateway whose clients have no limits counts nothing: its limiter never wakes (a timer a
+    worker would pay every half second for nothing); a count is written a moment after."""
+    limiter = LocalLimiter(tmp_path / "limits.db", Clock())
+    flushes: list[float] = []
+    flushed = trio.Event()
+    flush = limiter.flush
+
+    async def counting() -> None:
+        flushes.append(trio.current_time())
+        flushed.set()
+        await flush()
+
+    limiter.flush = counting  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(limiter.run)
+        await trio.sleep(60)
+        assert flushes == []
+        counted = trio.current_time()
+        await limiter.admit(Ask(client="a", tokens=10, usd=0.5), Limits(usd_per_day=1.0))
+        await flushed.wait()
+        assert flushes[0] - counted <= 1.0
+        nursery.cancel_scope.cancel()
+    await limiter.aclose()
+    again = SQLiteLimiter(tmp_path / "limits.db", Clock())
+    refused = await again.admit(Ask(client="a", tokens=0, usd=0.6), Limits(usd_per_day=1.0))
+    assert isinstance(refused, Refused)  # the count was written
     await again.aclose()
 
 

@@ -298,10 +298,12 @@ class RuntimeKeys:
             return await _reaching(trio.to_thread.run_sync(self.store.load))
 
     async def run(self) -> None:
-        """Poll the store's version every :data:`POLL_SECONDS`, until cancelled."""
+        """Poll the store's version every :data:`POLL_SECONDS` (when it may have changed: a read
+        is a thread and a query), until cancelled."""
         while True:
             try:
-                await self.refresh()
+                if self.store.changed():
+                    await self.refresh()
             except KeyStoreUnavailableError as exc:  # away: keep the keys known, say it once
                 if not self._failing:
                     log.warning("could not read the runtime client keys: %s", exc)

@@ -9,7 +9,9 @@ Two habits of glibc's malloc kept a burst of large bodies resident long after it
   :data:`MMAP_THRESHOLD`: every larger block is its own mapping, returned when it is freed;
 - the worker threads that parse large bodies each get an arena of their own, whose freed pages
   stay until ``malloc_trim``. :class:`Trimmer` calls it once the bodies held at once have fallen
-  well below their peak (the end of a burst), at most every :data:`POLL_SECONDS`.
+  well below their peak (the end of a burst), at most every :data:`POLL_SECONDS`; it looks only
+  while bodies of :data:`TRIM_AFTER_BYTES` or more were held (a worker without large bodies pays
+  no timer for it).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Trimmer:
     def __init__(self, held: Callable[[], int]) -> None:
         self._held = held
         self._peak = 0
+        self._burst = trio.Event()
+
+    def wake(self) -> None:
+        """Bodies of :data:`TRIM_AFTER_BYTES` or more are held: a burst to watch until it ends."""
+        self._burst.set()
 
     def check(self) -> bool:
         """Trim if a burst is over; whether it did."""
@@ -83,7 +90,11 @@ class Trimmer:
         return True
 
     async def run(self) -> None:
-        """:meth:`check` every :data:`POLL_SECONDS`, until cancelled."""
+        """:meth:`check` every :data:`POLL_SECONDS` from a :meth:`wake` until no burst is left to
+        trim after (the peak seen is below :data:`TRIM_AFTER_BYTES`), until cancelled."""
         while True:
+            await self._burst.wait()
             await trio.sleep(POLL_SECONDS)
             self.check()
+            if self._peak < TRIM_AFTER_BYTES:
+                self._burst = trio.Event()

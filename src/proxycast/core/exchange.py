@@ -24,6 +24,7 @@ from proxycast import formats
 from proxycast.accounting.records import Accounting, current_record
 from proxycast.config import Config
 from proxycast.core import routing, rules
+from proxycast.core.allocator import TRIM_AFTER_BYTES
 from proxycast.core.answer import Answer, json_answer
 from proxycast.core.attempts import Attempt, Plan
 from proxycast.core.overload import Overload
@@ -61,6 +62,9 @@ class Exchange:
     """Hides the configured secrets in what goes to clients and logs."""
     inflight_body_bytes: int = 0
     """Request body bytes the requests in progress may hold (``server.max_inflight_body_bytes``)."""
+    on_large_bodies: Callable[[], None] | None = None
+    """Called when the body bytes held reach :data:`~proxycast.core.allocator.TRIM_AFTER_BYTES`
+    (the allocator's trimmer watches the burst)."""
     clock: Callable[[], float] = time.monotonic
     """The key pools' clock (tests pass one they advance)."""
     _turns: dict[str, int] = attrs.field(factory=dict)
@@ -82,6 +86,8 @@ class Exchange:
     def reserve_body(self, size: int) -> Callable[[], None]:
         """Count ``size`` body bytes as held; the callable returned gives them back."""
         self.inflight_body_bytes += size
+        if self.inflight_body_bytes >= TRIM_AFTER_BYTES and self.on_large_bodies is not None:
+            self.on_large_bodies()
         return _Reservation(self, size)
 
     def connect(self, client: httpx.AsyncClient) -> None:

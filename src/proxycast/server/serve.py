@@ -156,7 +156,9 @@ def _watch_memory(nursery: trio.Nursery, app: QuartTrio, overload: Overload | No
     overload manager sampling, when there is one."""
     allocator.tune()
     exchange = app.extensions["proxycast"]
-    nursery.start_soon(allocator.Trimmer(lambda: exchange.inflight_body_bytes).run)
+    trimmer = allocator.Trimmer(lambda: exchange.inflight_body_bytes)
+    exchange.on_large_bodies = trimmer.wake
+    nursery.start_soon(trimmer.run)
     if overload is not None:
         overload.report = app.extensions["proxycast_accounting"].metrics.overload_state.set
         nursery.start_soon(overload.run)

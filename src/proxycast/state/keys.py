@@ -5,15 +5,19 @@ or Redis (``[state] redis_url``, one hash). With both, Postgres keeps them: it i
 
 Only a key's SHA-256 is stored, never the key. Every change bumps a version number, which each worker
 reads every half second (one small read): a revocation is in effect everywhere within a second. The
-calls are synchronous (the CLI makes them as they are; a server makes them in a worker thread).
+calls are synchronous (the CLI makes them as they are; a server makes them in a worker thread), but
+for :meth:`KeyStore.changed`, which says without a read whether there is anything to read: a gateway
+without runtime keys (most) pays a ``stat`` a poll, not a thread and a query.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -76,6 +80,11 @@ class KeyStore(Protocol):
         """A number that changes with every change of the keys (cheap: polled)."""
         ...
 
+    def changed(self) -> bool:
+        """Whether the keys may have changed since the last call (True when it cannot tell):
+        called in the event loop before each poll, so it neither blocks nor reads the store."""
+        ...
+
     def load(self) -> list[StoredKey]: ...
 
     def add(self, key: StoredKey) -> None:
@@ -115,6 +124,20 @@ class SQLiteKeys:
         self.where = f"the SQLite file {path}"
         self._db = connect(path)
         self._write(lambda db: [db.execute(statement) for statement in _SCHEMA])
+        self._files = (str(path), f"{path}-wal")  # WAL: a commit writes the -wal file
+        self._seen: tuple[tuple[int, int, int] | None, ...] | None = None
+
+    def changed(self) -> bool:
+        """Whether the file or its WAL were written since the last call (by any process: the CLI,
+        another worker, the limiter's counts), by their size and time. A time within the last two
+        seconds counts as a change: a file system's clock ticks coarsely, and a write just after the
+        last look may have left the same time."""
+        seen = tuple(_stat(name) for name in self._files)
+        recent = time.time() - 2.0
+        fresh = any(s is not None and s[0] >= recent * 1e9 for s in seen)
+        changed = fresh or seen != self._seen
+        self._seen = seen
+        return changed
 
     def _write(self, change: Any) -> Any:
         db = self._db
@@ -175,6 +198,15 @@ class SQLiteKeys:
         self._db.close()
 
 
+def _stat(name: str) -> tuple[int, int, int] | None:
+    """A file's time (ns), size and inode; None when it is not there."""
+    try:
+        found = os.stat(name)
+    except OSError:
+        return None
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
+
+
 class RedisKeys:
     """The keys in Redis: a hash (name -> the stored record, JSON) and a version counter, in one
     hash slot (``{PREFIX:keys}``), so that a change and its version move together (MULTI)."""
@@ -206,6 +238,9 @@ class RedisKeys:
         with self._reached():
             value = self._redis.get(self._version)
             return int(value) if value is not None else 0
+
+    def changed(self) -> bool:
+        return True  # only a read can tell (in a thread: a request to Redis)
 
     def load(self) -> list[StoredKey]:
         with self._reached():
@@ -307,6 +342,9 @@ class PostgresKeys:
             return int(row[0]) if row else 0
 
         return int(self._run(read))
+
+    def changed(self) -> bool:
+        return True  # only a read can tell (in a thread: a query)
 
     def load(self) -> list[StoredKey]:
         def read(conn: psycopg.Connection[tuple[Any, ...]]) -> list[StoredKey]:

@@ -60,6 +60,9 @@ class LocalLimiter:
         self._spend: dict[tuple[str, str], float] = defaultdict(float)
         self._lock = trio.Lock()
         self._failing = False
+        self._counted = trio.Event()
+        """Set when something is counted: :meth:`run` sleeps until then (a gateway whose clients
+        have no limits, the default, never wakes it)."""
 
     def _load(self) -> None:
         """The window's seconds and the current budget periods, as the file has them."""
@@ -84,6 +87,7 @@ class LocalLimiter:
             counted[1] += ask.tokens
             for period in outcome.periods:
                 self._spend[ask.client, period] += ask.usd
+            self._counted.set()
         return outcome
 
     async def settle(self, admitted: Admitted, tokens: int, usd: float) -> None:
@@ -94,14 +98,20 @@ class LocalLimiter:
             self._window[admitted.client, admitted.ticket][1] += tokens - admitted.tokens
         for period in admitted.periods:
             self._spend[admitted.client, period] += usd - admitted.usd
+        self._counted.set()
 
     async def run(self) -> None:
-        """Write the counts behind, every :data:`FLUSH_SECONDS`. Until cancelled."""
+        """Write the counts behind, :data:`FLUSH_SECONDS` after the first one counted since the
+        last write. Until cancelled."""
         while True:
+            await self._counted.wait()
             await trio.sleep(FLUSH_SECONDS)
+            self._counted = trio.Event()
             # a write under way finishes (the drain writes what is left)
             with trio.CancelScope(shield=True):
                 await self.flush()
+            if self._window or self._spend:  # not written (the file failing): the next try
+                self._counted.set()
 
     async def flush(self) -> None:
         """Add what was counted since the last write to the file (one transaction, in a thread).

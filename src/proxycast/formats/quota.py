@@ -112,8 +112,17 @@ def _allowance(
     return Allowance(left, limit, None if seconds is None else max(0.0, seconds))
 
 
+def _mentions(headers: Mapping[str, str], prefix: str) -> bool:
+    """Whether a header's name starts with ``prefix``: one pass over the names, so that an answer
+    without rate-limit headers (a local server, most upstreams but OpenAI's and Anthropic's) costs
+    that pass, not a lookup (a pass each, in httpx) for every header that could be there."""
+    return any(name.lower().startswith(prefix) for name in headers)
+
+
 def openai_quota(headers: Mapping[str, str]) -> Quota | None:
     """The ``x-ratelimit-*`` headers of OpenAI (and Azure OpenAI); None without any."""
+    if not _mentions(headers, "x-ratelimit-"):
+        return None
     names = "x-ratelimit-{part}-{kind}"
     requests = _allowance(headers, "requests", names, parse_duration)
     tokens = _allowance(headers, "tokens", names, parse_duration)
@@ -124,6 +133,8 @@ def anthropic_quota(headers: Mapping[str, str], now: float | None = None) -> Quo
     """The ``anthropic-ratelimit-*`` headers; None without any. Tokens are the tightest of the
     token limits (``tokens`` is already the most restrictive in effect; an input or output limit
     at zero leaves the key nothing either). ``now``: the Unix time the resets are counted from."""
+    if not _mentions(headers, "anthropic-ratelimit-"):
+        return None
     clock = time.time() if now is None else now
 
     def reset(value: str) -> float | None:

@@ -133,22 +133,18 @@ def migrate(db: sqlite3.Connection) -> None:
 
 def insert(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Append rows in one transaction."""
-    values = [stored_values(row) for row in rows]
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.executemany(_INSERT, values)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    _append(db, _INSERT, [stored_values(row) for row in rows])
 
 
 def insert_captures(db: sqlite3.Connection, rows: Iterable[CaptureRow]) -> None:
     """Append captures in one transaction."""
-    values = [capture_values(row) for row in rows]
+    _append(db, _INSERT_CAPTURE, [capture_values(row) for row in rows])
+
+
+def _append(db: sqlite3.Connection, statement: str, values: list[tuple[object, ...]]) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.executemany(_INSERT_CAPTURE, values)
+        db.executemany(statement, values)
     except BaseException:
         db.execute("ROLLBACK")
         raise

@@ -57,14 +57,24 @@ def test_admission_by_state_and_by_the_body_to_come() -> None:
     memory = [50 * MB]
     overload = Overload(100, measure=lambda: memory[0])
     overload.sample()
-    overload.admit(stream=True, body_bytes=20 * MB)
-    overload.admit(stream=False, body_bytes=20 * MB)  # 90 MB with the last sample
+    first = overload.admit(stream=True, body_bytes=20 * MB)
+    second = overload.admit(stream=False, body_bytes=20 * MB)  # 90 MB with the last sample
+    assert (first, second) == (20 * MB, 20 * MB)
     with pytest.raises(ProxycastError) as refused:  # 96 MB: past 95% before the next sample
         overload.admit(stream=False, body_bytes=6 * MB)
     assert refused.value.status == 503
     assert refused.value.headers["retry-after"]
-    overload.sample()  # the next sample counts what arrived since
-    overload.admit(stream=False, body_bytes=6 * MB)
+    overload.sample()  # the bodies still arriving are in no sample yet: still counted
+    with pytest.raises(ProxycastError):
+        overload.admit(stream=False, body_bytes=6 * MB)
+    overload.arrived(first)
+    overload.arrived(second)
+    with pytest.raises(ProxycastError):  # arrived, but not in a sample yet
+        overload.admit(stream=False, body_bytes=6 * MB)
+    memory[0] = 90 * MB
+    overload.sample()  # the next sample has what arrived since
+    overload.admit(stream=False, body_bytes=4 * MB)
+    assert overload.admit(stream=False) == 0
 
     memory[0] = 90 * MB
     overload.sample()

@@ -14,7 +14,9 @@ the value of the ``proxycast_overload_state`` gauge:
 A state is left once the memory is :data:`HYSTERESIS` of the limit below its threshold (a sample
 that hovers at a threshold does not flip the state at every poll). Between two samples, a request
 whose declared body would take the last sample past the second threshold is refused as well: a
-flood of large bodies arrives faster than one poll.
+flood of large bodies arrives faster than one poll. A body admitted counts until the first sample
+after it has arrived (:meth:`Overload.arrived`): one still arriving when a sample is taken is not in
+that sample yet, whatever the time it takes to come.
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ class Overload:
         """The last sample, in bytes."""
         self._measure = measure
         self.report = report
+        self._arriving = 0
+        """Bytes of the bodies admitted that are still arriving (in no sample yet, or in part)."""
         self._reserved = 0
-        """Body bytes admitted since the last sample (not in it yet)."""
+        """Bytes of the bodies that arrived since the last sample (not in it yet)."""
         self._idle: set[trio.CancelScope] = set()
         """The keep-alive waits of idle connections (:meth:`idle`), cancelled when streams are shed."""
 
@@ -131,24 +135,37 @@ class Overload:
             self.sample()
             await trio.sleep(POLL_SECONDS)
 
-    def admit(self, *, stream: bool, body_bytes: int = 0) -> None:
+    def admit(self, *, stream: bool, body_bytes: int = 0) -> int:
         """Let a new model request in, or raise its 503.
 
         Args:
             stream: whether it streams (refused from :data:`SHEDDING_STREAMS` on).
             body_bytes: the body it declares: refused when it would take the memory past
-                :data:`SHED_ALL_AT` before the next sample; else counted until then.
+                :data:`SHED_ALL_AT` with the bodies still counted; else counted until the first
+                sample after it has arrived.
+
+        Returns:
+            The bytes counted: hand them to :meth:`arrived` once the body is read (or is not).
         """
         state = self.state
         if state == SHEDDING_ALL or (stream and state == SHEDDING_STREAMS):
             raise self._refusal()
         if body_bytes:
-            if self.rss + self._reserved + body_bytes > self.limit * SHED_ALL_AT:
+            counted = self.rss + self._arriving + self._reserved
+            if counted + body_bytes > self.limit * SHED_ALL_AT:
                 raise self._refusal(
-                    f"a body of {body_bytes} bytes would take memory past "
-                    f"{SHED_ALL_AT:.0%} of server.max_memory_mb"
+                    f"memory at {counted / self.limit:.0%} of server.max_memory_mb ({counted >> 20}"
+                    f" of {self.limit >> 20} MB, with the bodies arriving): a body of {body_bytes}"
+                    f" bytes would take it past {SHED_ALL_AT:.0%}"
                 )
-            self._reserved += body_bytes
+            self._arriving += body_bytes
+        return body_bytes
+
+    def arrived(self, body_bytes: int) -> None:
+        """A body counted by :meth:`admit` was read (or its reading ended): counted until the next
+        sample, which has it."""
+        self._arriving -= body_bytes
+        self._reserved += body_bytes
 
     def idle(self, keep_alive: float) -> trio.CancelScope:
         """The wait of an idle keep-alive connection: ``keep_alive`` seconds, cut short when

@@ -88,8 +88,9 @@ class Serving:
                 return
         matched = self._router.match(method, path)
         dialect = formats.dialect_for(path) if isinstance(matched, Mismatch) else matched[0].dialect
+        held = 0  # the declared body's bytes the overload manager counts while it arrives
         try:
-            call = self._admit(scope, path, matched, dialect, headers, pairs)
+            call, held = self._admit(scope, path, matched, dialect, headers, pairs)
             declared = call.route.declared
             if declared.operation in _LEDGERED:
                 api = "embeddings" if declared.operation == "embed" else call.route.dialect.name
@@ -102,6 +103,9 @@ class Serving:
         except Exception as error:  # refused before the handler: nothing upstream to cancel
             await self._respond(send, self._failed(error, scope, dialect), headers, method)
             return
+        finally:
+            if held and self._overload is not None:
+                self._overload.arrived(held)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
             try:
@@ -123,7 +127,7 @@ class Serving:
         matched = self._router.match(WEBSOCKET, path)
         dialect = formats.dialect_for(path) if isinstance(matched, Mismatch) else matched[0].dialect
         try:
-            call = self._admit(scope, path, matched, dialect, headers, pairs)
+            call, _ = self._admit(scope, path, matched, dialect, headers, pairs)
         except Exception as error:
             await _refuse(send, self._failed(error, scope, dialect))
             return
@@ -143,9 +147,10 @@ class Serving:
         dialect: InboundDialect,
         headers: dict[str, str],
         pairs: list[tuple[str, str]],
-    ) -> Call:
+    ) -> tuple[Call, int]:
         """The gate's checks, then the route (404 or 405 when there is none), then the overload
-        manager's word on a model request (a stream by its route, a body by its size)."""
+        manager's word on a model request (a stream by its route, a body by its size): the call,
+        and the bytes of its body the overload manager counts until :meth:`Overload.arrived`."""
         raw = scope["query_string"]
         query = parse_query(raw) if raw else {}
         credential = dialect.credential(headers, query)
@@ -158,13 +163,14 @@ class Serving:
         if isinstance(matched, Mismatch):
             raise _mismatch(scope, path, matched)
         route, params = matched
+        held = 0
         if self._overload is not None and route.declared.operation in _MODEL_OPERATIONS:
             length = headers.get("content-length")
-            self._overload.admit(
+            held = self._overload.admit(
                 stream=route.declared.stream is True or route.method == WEBSOCKET,
                 body_bytes=int(length) if length is not None and length.isdigit() else 0,
             )
-        return Call(scope, route, params, headers, query, credential)
+        return Call(scope, route, params, headers, query, credential), held
 
     async def _body(self, receive: ASGIReceiveCallable, length: str | None) -> bytes | None:
         """The request's body (None: the client left first); 413 over the limit, 408 when it does not

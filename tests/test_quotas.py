@@ -133,6 +133,31 @@ def test_anthropic_headers_are_read_tightest_tokens_first() -> None:
     assert anthropic_quota({}, now) is None
 
 
+def test_an_answers_headers_are_read_as_a_mapping_of_them_is() -> None:
+    """An answer's ``httpx.Headers`` (the names scanned as bytes) read as a plain mapping does,
+    whatever the names' case and wherever the rate-limit ones are."""
+    now = datetime(2025, 8, 21, 12, 0, tzinfo=timezone.utc).timestamp()
+    openai_headers = [("Content-Type", "application/json"), *fo.ratelimit_headers(4, 900)]
+    anthropic_headers = [
+        ("Anthropic-RateLimit-Requests-Remaining", "49"),
+        ("anthropic-ratelimit-requests-limit", "50"),
+        ("request-id", "req_1"),
+    ]
+    for pairs in (openai_headers, openai_headers[::-1], [("X-RateLimit-Remaining-Tokens", "3")]):
+        lowered = {k.lower(): v for k, v in pairs}
+        assert openai_quota(httpx.Headers(pairs)) == openai_quota(lowered) is not None
+    assert (
+        anthropic_quota(httpx.Headers(anthropic_headers), now)
+        == anthropic_quota({k.lower(): v for k, v in anthropic_headers}, now)
+        is not None
+    )
+    near_misses = [("x-request-id", "1"), ("my-x-ratelimit-remaining-tokens", "3")]
+    assert openai_quota(httpx.Headers(near_misses)) is None
+    assert (
+        anthropic_quota(httpx.Headers([("x-anthropic-ratelimit-requests-remaining", "1")])) is None
+    )
+
+
 def test_malformed_headers_are_left_out() -> None:
     """A count or a reset that cannot be read is left out (Azure's -1: a limit it does not apply)."""
     assert openai_quota({"x-ratelimit-remaining-requests": "lots"}) is None

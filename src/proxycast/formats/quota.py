@@ -115,7 +115,14 @@ def _allowance(
 def _mentions(headers: Mapping[str, str], prefix: str) -> bool:
     """Whether a header's name starts with ``prefix``: one pass over the names, so that an answer
     without rate-limit headers (a local server, most upstreams but OpenAI's and Anthropic's) costs
-    that pass, not a lookup (a pass each, in httpx) for every header that could be there."""
+    that pass, not a lookup (a pass each, in httpx) for every header that could be there. On an
+    answer's ``httpx.Headers``, the pass is over its raw names, joined (in C, not a Python step
+    per name: it runs on every answer)."""
+    raw: list[tuple[bytes, bytes]] | None = getattr(headers, "raw", None)
+    if raw is not None:
+        names = b"\n".join(dict(raw)).lower()
+        wanted = prefix.encode()
+        return names.startswith(wanted) or b"\n" + wanted in names
     return any(name.lower().startswith(prefix) for name in headers)
 
 

@@ -69,3 +69,23 @@ async def test_closing_the_feed_ends_every_watch() -> None:
         assert not guard.cancel_called
     with feed.watch() as late:  # a watch that starts after the close ends at once
         assert [item async for item in late.receive] == []
+
+
+async def test_a_reload_hides_its_new_secrets_from_the_feed_it_keeps() -> None:
+    from proxycast.accounting.records import Accounting
+    from proxycast.config import Config, ServerConfig
+    from proxycast.core.redact import Redactor
+
+    config = Config(server=ServerConfig(api_keys=("sk-gateway-old",)))
+    accounting = Accounting(config, Redactor(["sk-gateway-old"]))
+    try:
+        reloaded = Config(server=ServerConfig(api_keys=("sk-gateway-new-1234",)))
+        new = accounting.reconfigured(reloaded, Redactor(["sk-gateway-new-1234"]))
+        assert new.feed is accounting.feed  # its watchers stay
+        with new.feed.watch() as watcher:
+            new.feed.publish(UNLIMITED, _event(1, ["p#1:sk-gateway-new-1234"]))
+            event = watcher.receive.receive_nowait()
+        assert "sk-gateway-new-1234" not in event
+        assert json.loads(event)["request_id"] == "1"
+    finally:
+        await accounting.aclose()

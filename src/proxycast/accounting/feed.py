@@ -66,6 +66,11 @@ class Feed:
         self.last_failures: dict[str, KeyFailure] = {}
         """``provider#N`` -> its last failed attempt (this worker's)."""
 
+    def use(self, redact: Callable[[str], str]) -> None:
+        """Hide the secrets of a reloaded configuration from now on (the feed, its watchers with
+        it, outlives the reload)."""
+        self._redact = redact
+
     def publish(self, client: Client, event: dict[str, Any]) -> None:
         """Broadcast one finished request (never blocks; a full queue loses the event).
 

@@ -229,6 +229,7 @@ class Accounting:
                 ", ".join(shadowed),
             )
         new.redact = redact
+        new.feed.use(redact)
         if new.limiter is None:
             new.limiter = _one_worker_limiter(config)
         new._prices = {}

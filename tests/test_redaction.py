@@ -160,3 +160,25 @@ async def test_userinfo_in_a_base_url_is_never_shown(
     out = capsys.readouterr().out
     assert "127.0.0.1:9/v1" in out
     assert "Pr0xyPassw0rdSecret" not in out
+
+
+def test_every_password_in_a_configurations_urls_is_hidden_from_logs() -> None:
+    from proxycast.config import TelemetryConfig
+    from proxycast.core.redact import config_secrets
+    from proxycast.ledger import LedgerConfig
+    from proxycast.state import StateConfig
+
+    config = Config(
+        ledger=LedgerConfig(url="postgresql://pc:Ledger%2FPassw0rd@db/pc"),
+        state=StateConfig(redis_url="redis://:RedisPassw0rd@cache:6379/0"),
+        telemetry=TelemetryConfig(otlp_endpoint="https://otel:Collect0rPassw0rd@collector:4318"),
+    )
+    quoted = "export to https://otel:Collect0rPassw0rd@collector:4318/v1/traces failed; %s, %s"
+    record = logging.LogRecord(
+        "opentelemetry", logging.WARNING, __file__, 1, quoted,
+        ("postgresql://pc:Ledger/Passw0rd@db/pc", "redis://:RedisPassw0rd@cache:6379/0"), None,
+    )  # fmt: skip
+    RedactingFilter(Redactor(config_secrets(config))).filter(record)
+    for secret in ("Collect0rPassw0rd", "Ledger/Passw0rd", "Ledger%2FPassw0rd", "RedisPassw0rd"):
+        assert secret not in record.getMessage()
+    assert "collector:4318/v1/traces" in record.getMessage()

@@ -73,14 +73,16 @@ def hide_password(text: str, url: str) -> str:
 
 
 def config_secrets(config: Config) -> list[str]:
-    """Every secret a configuration holds: client keys, provider keys, passwords in base URLs."""
+    """Every secret a configuration holds: client keys, provider keys, passwords in URLs (base
+    URLs, the ledger's and Redis's, the OTLP collector's)."""
     secrets = list(config.server.api_keys)
     secrets += [c.api_key for c in config.clients if c.api_key]
     for provider in config.providers:
         secrets += provider.api_keys
         userinfo = urlsplit(provider.base_url).netloc.rpartition("@")[0]
         secrets += [s for s in userinfo.split(":") if s]
-    for url in (config.ledger.url, config.state.redis_url):  # the ledger's Postgres, Redis
+    # the ledger's Postgres, Redis, the collector (its exporter's logs may quote the URL)
+    for url in (config.ledger.url, config.state.redis_url, config.telemetry.otlp_endpoint):
         password = url_password(url)
         if password:
             secrets += {password, unquote(password)}

@@ -465,33 +465,43 @@ async def test_a_reload_that_gives_a_file_client_a_runtime_keys_name_says_so(
         await accounting.aclose()
 
 
-def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(tmp_path: Path) -> None:
-    """A poll reads the store (a thread and a query) only when its files were written: by another
-    process (the CLI), or so recently that a coarse file clock could hide a write after the look."""
+def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """A poll reads the store (a thread and a query) only when its keys were changed: by another
+    process (the CLI), or so recently that a coarse file clock could hide a change after the look.
+    The limiter's counts, written to the same file under load, are no change of the keys."""
     import os
 
     from proxycast.accounting import keystore
+    from proxycast.state import Ask, Limits
     from proxycast.state.keys import SQLiteKeys, StoredKey
+    from proxycast.state.local import LocalLimiter
 
     path = tmp_path / "limits.db"
     server, cli = SQLiteKeys(path), SQLiteKeys(path)
+    stamp = tmp_path / "limits.db-keys"
 
-    def age() -> None:  # the files as if last written a minute ago
-        for name in (path, tmp_path / "limits.db-wal"):
-            if name.exists():
-                os.utime(name, (time.time() - 60, time.time() - 60))
+    def age() -> None:  # the stamp as if last written a minute ago
+        if stamp.exists():
+            os.utime(stamp, (time.time() - 60, time.time() - 60))
 
-    age()
     assert server.changed()  # the first look
     assert not server.changed()
-    assert not server.changed()
+    limiter = LocalLimiter(path)
+    trio.run(limiter.admit, Ask(client="c", tokens=5, usd=0.0), Limits(rpm=10))
+    trio.run(limiter.flush)
+    assert (tmp_path / "limits.db-wal").stat().st_mtime > time.time() - 60  # written just now
+    assert not server.changed()  # counts, not keys
     cli.add(StoredKey(name="ivy", digest=keystore.digest_of("ivy-key"), created=time.time()))
-    assert server.changed()  # just written (whatever its size)
+    assert server.changed()  # just changed (whatever the stamp's size)
     age()
-    assert server.changed()  # written since the last look
+    assert server.changed()  # changed since the last look
+    assert not server.changed()
+    assert not cli.remove("nobody")  # no change
     assert not server.changed()
     assert cli.remove("ivy")
-    age()  # a write whose time is hidden: the size or the inode still tell
+    age()  # a change whose time is hidden: the inode still tells
     assert server.changed()
     assert [k.name for k in server.load()] == []
     server.close()

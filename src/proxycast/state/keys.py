@@ -7,7 +7,7 @@ Only a key's SHA-256 is stored, never the key. Every change bumps a version numb
 reads every half second (one small read): a revocation is in effect everywhere within a second. The
 calls are synchronous (the CLI makes them as they are; a server makes them in a worker thread), but
 for :meth:`KeyStore.changed`, which says without a read whether there is anything to read: a gateway
-without runtime keys (most) pays a ``stat`` a poll, not a thread and a query.
+whose keys do not change (most) pays a ``stat`` a poll, not a thread and a query.
 """
 
 from __future__ import annotations
@@ -124,19 +124,30 @@ class SQLiteKeys:
         self.where = f"the SQLite file {path}"
         self._db = connect(path)
         self._write(lambda db: [db.execute(statement) for statement in _SCHEMA])
-        self._files = (str(path), f"{path}-wal")  # WAL: a commit writes the -wal file
-        self._seen: tuple[tuple[int, int, int] | None, ...] | None = None
+        # The stamp: a small file beside the database, replaced after each change of the keys (by
+        # any process: the CLI, another worker). The database itself is no sign: the limiter's
+        # counts are written to it twice a second under load.
+        self._stamp = f"{path}-keys"
+        self._seen: tuple[int, int, int] | None = None
+        self._looked = False
 
     def changed(self) -> bool:
-        """Whether the file or its WAL were written since the last call (by any process: the CLI,
-        another worker, the limiter's counts), by their size and time. A time within the last two
-        seconds counts as a change: a file system's clock ticks coarsely, and a write just after the
-        last look may have left the same time."""
-        seen = tuple(_stat(name) for name in self._files)
-        recent = time.time() - 2.0
-        fresh = any(s is not None and s[0] >= recent * 1e9 for s in seen)
-        changed = fresh or seen != self._seen
-        self._seen = seen
+        """Whether the stamp was replaced since the last call, by its time, size and inode (the
+        first call: True). A time within the last two seconds counts as a change: a file system's
+        clock ticks coarsely, and a change just after the last look may have left the same time."""
+        seen = _stat(self._stamp)
+        fresh = seen is not None and seen[0] >= (time.time() - 2.0) * 1e9
+        changed = fresh or seen != self._seen or not self._looked
+        self._seen, self._looked = seen, True
+        return changed
+
+    def _stamped(self, changed: bool) -> bool:
+        """After a committed change (``changed``): a new stamp, for the pollers."""
+        if changed:
+            temporary = f"{self._stamp}.{os.getpid()}.{threading.get_ident()}"
+            with open(temporary, "w") as stamp:
+                stamp.write(f"{time.time_ns()}\n")
+            os.replace(temporary, self._stamp)
         return changed
 
     def _write(self, change: Any) -> Any:
@@ -170,6 +181,7 @@ class SQLiteKeys:
             db.execute(_BUMP)
 
         self._write(insert)
+        self._stamped(True)
 
     def remove(self, name: str) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
@@ -178,7 +190,7 @@ class SQLiteKeys:
                 db.execute(_BUMP)
             return gone
 
-        return bool(self._write(delete))
+        return self._stamped(bool(self._write(delete)))
 
     def replace(self, key: StoredKey) -> bool:
         def update(db: sqlite3.Connection) -> bool:
@@ -192,7 +204,7 @@ class SQLiteKeys:
                 db.execute(_BUMP)
             return done
 
-        return bool(self._write(update))
+        return self._stamped(bool(self._write(update)))
 
     def close(self) -> None:
         self._db.close()

@@ -306,6 +306,12 @@ def main() -> None:
         help="seconds of each server left idle: its background's instructions a second, then "
         "taken out of each scenario's figure by its wall time (the 'net' table)",
     )
+    parser.add_argument(
+        "--still",
+        action="store_true",
+        help="stretch the gateway's periodic timers to an hour (bench/still.py): each request's "
+        "own work, without the background's",
+    )
     parser.add_argument("--out", default="instructions", help="bench/results/OUT.{json,md}")
     parser.add_argument(
         "--merge", nargs="+", default=[], help="only merge these results files into OUT"
@@ -342,6 +348,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": run.machine(),
         "requests_per_scenario": args.requests,
+        "still": args.still,
         "measured": [],
         "sources": {},
     }
@@ -392,8 +399,9 @@ def main() -> None:
                 else:
                     tables += providers_200(long_upstream)
                 path = run.proxycast_config(sub, upstream, port, server, tables)
+                launch = [str(HERE / "still.py")] if args.still else ["-m", "proxycast"]
                 counts = measure_server(
-                    [python, "-m", "proxycast", "serve", "--config", str(path)],
+                    [python, *launch, "serve", "--config", str(path)],
                     port,
                     folder,
                     chosen,
@@ -503,7 +511,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['machine']}; {result['requests_per_scenario']} requests per scenario, one after "
         "another on one connection, after 10 of warm-up. Millions of instructions a request, the "
-        "worker's process (its threads included).",
+        "worker's process (its threads included)."
+        + (
+            " The gateways ran with their periodic timers stretched to an hour (`--still`, "
+            "bench/still.py): each request's own work, without the background's."
+            if result.get("still")
+            else ""
+        ),
         "",
         "| scenario | "
         + " | ".join(f"{m['install']} {m['variant']}".strip() for m in measured)

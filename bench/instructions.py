@@ -309,8 +309,8 @@ def main() -> None:
     parser.add_argument(
         "--still",
         action="store_true",
-        help="stretch the gateway's periodic timers to an hour (bench/still.py): each request's "
-        "own work, without the background's",
+        help="stretch the gateway's periodic timers to an hour (bench/still.py), one hash seed: "
+        "each request's own work, without the background's",
     )
     parser.add_argument("--out", default="instructions", help="bench/results/OUT.{json,md}")
     parser.add_argument(
@@ -407,7 +407,13 @@ def main() -> None:
                     chosen,
                     CLIENT_KEY if named else run.KEY,
                     args.requests,
-                    env={"PROXYCAST_HOME": str(sub / "home"), **env},
+                    # still: one hash seed for every server (a dict's collisions and a set's
+                    # order move the counts from one process to the next)
+                    env={
+                        "PROXYCAST_HOME": str(sub / "home"),
+                        **({"PYTHONHASHSEED": "0"} if args.still else {}),
+                        **env,
+                    },
                     idle=args.idle,
                 )
                 result["measured"].append({"install": label, "variant": variant, **counts})
@@ -514,7 +520,8 @@ def markdown(result: dict[str, Any]) -> str:
         "worker's process (its threads included)."
         + (
             " The gateways ran with their periodic timers stretched to an hour (`--still`, "
-            "bench/still.py): each request's own work, without the background's."
+            "bench/still.py) and one hash seed: each request's own work, without the "
+            "background's."
             if result.get("still")
             else ""
         ),

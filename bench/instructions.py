@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -241,10 +242,12 @@ def measure_server(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     idle: float = 0.0,
+    collect: bool = False,
 ) -> dict[str, Any]:
     """Instructions per request of each scenario; with ``idle`` seconds, first the instructions a
     second of the server left alone after a warm-up (its timers: ``idle_per_second``) and each
-    scenario's wall time (``seconds``), from which :func:`net` takes the background out."""
+    scenario's wall time (``seconds``), from which :func:`net` takes the background out. With
+    ``collect`` (a server run by bench/still.py), a full garbage collection before each count."""
     prefix = f"cg-{port}"
     process = run.start(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / prefix}.%p", *command],
@@ -268,6 +271,9 @@ def measure_server(
         for name, (path, model, stream) in scenarios.items():
             payload = body(path, model, stream)
             drive(port, path, payload, key, 10)
+            if collect:
+                os.kill(process.pid, signal.SIGUSR2)
+                time.sleep(3)  # a full collection, under callgrind: well under a second
             dump(process.pid, folder, prefix)
             started = time.monotonic()
             drive(port, path, payload, key, requests)
@@ -415,6 +421,7 @@ def main() -> None:
                         **env,
                     },
                     idle=args.idle,
+                    collect=args.still,
                 )
                 result["measured"].append({"install": label, "variant": variant, **counts})
     finally:
@@ -520,8 +527,8 @@ def markdown(result: dict[str, Any]) -> str:
         "worker's process (its threads included)."
         + (
             " The gateways ran with their periodic timers stretched to an hour (`--still`, "
-            "bench/still.py) and one hash seed: each request's own work, without the "
-            "background's."
+            "bench/still.py), one hash seed, and a full garbage collection before each count: "
+            "each request's own work, without the background's."
             if result.get("still")
             else ""
         ),

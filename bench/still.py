@@ -25,6 +25,7 @@ TIMERS = {
     "proxycast.core.allocator": "POLL_SECONDS",  # the allocator's trimmer
     "proxycast.server.serve": "SWEEP_SECONDS",  # idle upstream connections closed
     "proxycast.accounting.keystore": "POLL_SECONDS",  # the runtime keys' store looked at
+    "proxycast.state.keys": "RECHECK_SECONDS",  # and read, whatever its stamp says
 }
 STRETCHED = 3600.0
 

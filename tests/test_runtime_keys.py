@@ -466,7 +466,7 @@ async def test_a_reload_that_gives_a_file_client_a_runtime_keys_name_says_so(
 
 
 def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A poll reads the store (a thread and a query) only when its keys were changed: by another
     process (the CLI), or so recently that a coarse file clock could hide a change after the look.
@@ -474,7 +474,7 @@ def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(
     import os
 
     from proxycast.accounting import keystore
-    from proxycast.state import Ask, Limits
+    from proxycast.state import Ask, Limits, keys
     from proxycast.state.keys import SQLiteKeys, StoredKey
     from proxycast.state.local import LocalLimiter
 
@@ -504,5 +504,9 @@ def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(
     age()  # a change whose time is hidden: the inode still tells
     assert server.changed()
     assert [k.name for k in server.load()] == []
+    assert not server.changed()
+    # a change whose stamp could not be replaced: read all the same, every RECHECK_SECONDS
+    monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
+    assert server.changed()
     server.close()
     cli.close()

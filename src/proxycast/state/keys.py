@@ -109,6 +109,8 @@ _SCHEMA = (
     "INSERT OR IGNORE INTO client_keys_version (id, version) VALUES (0, 0)",
 )
 _BUMP = "UPDATE client_keys_version SET version = version + 1 WHERE id = 0"
+RECHECK_SECONDS = 30.0
+"""How often the SQLite store's version is read even though its stamp says nothing changed."""
 
 
 def _unavailable(what: str, url: str, exc: Exception) -> KeyStoreUnavailableError:
@@ -129,16 +131,26 @@ class SQLiteKeys:
         # counts are written to it twice a second under load.
         self._stamp = f"{path}-keys"
         self._seen: tuple[int, int, int] | None = None
-        self._looked = False
+        self._read_at: float | None = None
 
     def changed(self) -> bool:
         """Whether the stamp was replaced since the last call, by its time, size and inode (the
         first call: True). A time within the last two seconds counts as a change: a file system's
-        clock ticks coarsely, and a change just after the last look may have left the same time."""
+        clock ticks coarsely, and a change just after the last look may have left the same time.
+        And every :data:`RECHECK_SECONDS` whatever the stamp says (a process that changed the keys
+        and could not replace it)."""
         seen = _stat(self._stamp)
         fresh = seen is not None and seen[0] >= (time.time() - 2.0) * 1e9
-        changed = fresh or seen != self._seen or not self._looked
-        self._seen, self._looked = seen, True
+        now = time.monotonic()
+        changed = (
+            fresh
+            or seen != self._seen
+            or self._read_at is None
+            or now - self._read_at >= RECHECK_SECONDS
+        )
+        self._seen = seen
+        if changed:
+            self._read_at = now
         return changed
 
     def _stamped(self, changed: bool) -> bool:

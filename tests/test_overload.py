@@ -352,3 +352,40 @@ async def test_the_trimmer_looks_only_from_a_burst_of_large_bodies_to_its_end(
         await trio.sleep(60)
         assert len(looks) == seen
         nursery.cancel_scope.cancel()
+
+
+async def _head(url: str, request: str) -> bytes:
+    """The status line and headers of the answer to a raw ``request`` (sent without a body)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(request.replace("\n", "\r\n").encode())
+        answer = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in answer:
+                piece = await stream.receive_some()
+                if not piece:
+                    break
+                answer += piece
+    return answer.split(b"\r\n\r\n")[0]
+
+
+async def test_a_websockets_declared_body_is_not_counted(
+    nursery: trio.Nursery, fake: FakeOpenAI
+) -> None:
+    """A WebSocket upgrade never sends the body its Content-Length declares: counted, it would stay
+    counted for good, and refuse every request with a body."""
+    gateway = await start_gateway(nursery, make_config(fake.base_url, max_memory_mb=100_000))
+    giant = 45 * 1024**3  # twice: 92% of the limit
+    upgrade = (
+        f"GET /v1/responses HTTP/1.1\nHost: gw\nUpgrade: websocket\nConnection: Upgrade\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
+        f"Authorization: Bearer {CLIENT_KEY}\nContent-Length: {giant}\n\n"
+    )
+    for _ in range(2):
+        assert (await _head(gateway.url, upgrade)).startswith(b"HTTP/1.1 101")
+    post = (
+        f"POST /v1/chat/completions HTTP/1.1\nHost: gw\nAuthorization: Bearer {CLIENT_KEY}\n"
+        f"Content-Type: application/json\nContent-Length: {4 * 1024**3}\n\n"
+    )  # declared, not sent: 413 (over max_body_bytes), not 503 (the upgrades' bodies counted)
+    assert (await _head(gateway.url, post)).startswith(b"HTTP/1.1 413")

@@ -165,9 +165,10 @@ class Serving:
         route, params = matched
         held = 0
         if self._overload is not None and route.declared.operation in _MODEL_OPERATIONS:
-            length = headers.get("content-length")
+            socket = route.method == WEBSOCKET  # a body it declares is none: it never arrives
+            length = None if socket else headers.get("content-length")
             held = self._overload.admit(
-                stream=route.declared.stream is True or route.method == WEBSOCKET,
+                stream=route.declared.stream is True or socket,
                 body_bytes=int(length) if length is not None and length.isdigit() else 0,
             )
         return Call(scope, route, params, headers, query, credential), held

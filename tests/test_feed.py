@@ -71,21 +71,31 @@ async def test_closing_the_feed_ends_every_watch() -> None:
         assert [item async for item in late.receive] == []
 
 
-async def test_a_reload_hides_its_new_secrets_from_the_feed_it_keeps() -> None:
-    from proxycast.accounting.records import Accounting
-    from proxycast.config import Config, ServerConfig
-    from proxycast.core.redact import Redactor
+async def test_a_reload_hides_the_old_and_the_new_secrets_from_the_feed_it_keeps() -> None:
+    """Requests in flight may still publish the old configuration's secrets: after a reload the
+    feed hides both; a reload prepared and not (yet) put in effect changes nothing."""
+    import httpx
 
-    config = Config(server=ServerConfig(api_keys=("sk-gateway-old",)))
-    accounting = Accounting(config, Redactor(["sk-gateway-old"]))
-    try:
-        reloaded = Config(server=ServerConfig(api_keys=("sk-gateway-new-1234",)))
-        new = accounting.reconfigured(reloaded, Redactor(["sk-gateway-new-1234"]))
-        assert new.feed is accounting.feed  # its watchers stay
-        with new.feed.watch() as watcher:
-            new.feed.publish(UNLIMITED, _event(1, ["p#1:sk-gateway-new-1234"]))
-            event = watcher.receive.receive_nowait()
-        assert "sk-gateway-new-1234" not in event
-        assert json.loads(event)["request_id"] == "1"
-    finally:
-        await accounting.aclose()
+    from proxycast.config import Config, ServerConfig
+    from proxycast.server import reload
+    from proxycast.server.app import GENERATION, create_app
+
+    old_key, new_key = "sk-gateway-old-5678", "sk-gateway-new-1234"
+    async with httpx.AsyncClient() as client:
+        app = create_app(Config(server=ServerConfig(api_keys=(old_key,))), client)
+        running = app.extensions[GENERATION]
+        feed = running.accounts.feed
+        try:
+            new = reload.prepare(app, Config(server=ServerConfig(api_keys=(new_key,))))
+            with feed.watch() as watcher:
+                feed.publish(UNLIMITED, _event(1, [f"p#1:{old_key}"]))
+                assert old_key not in watcher.receive.receive_nowait()  # prepared only
+                reload.commit(app, new)
+                assert new.accounts.feed is feed  # its watchers stay
+                feed.publish(UNLIMITED, _event(2, [f"p#1:{old_key}", f"p#2:{new_key}"]))
+                event = watcher.receive.receive_nowait()
+            assert old_key not in event
+            assert new_key not in event
+            assert json.loads(event)["request_id"] == "2"
+        finally:
+            await running.accounts.aclose()

@@ -229,7 +229,6 @@ class Accounting:
                 ", ".join(shadowed),
             )
         new.redact = redact
-        new.feed.use(redact)
         if new.limiter is None:
             new.limiter = _one_worker_limiter(config)
         new._prices = {}

@@ -161,10 +161,12 @@ def commit(app: QuartTrio, new: Generation) -> list[Callable[[], Awaitable[None]
     new.accounts.share_health({n: p.pool for n, p in new.exchange.providers.items()})
     new.accounts.metrics.bound(new.config)
     new.catalog.reconfigure(new.config)
+    # requests in flight may still log, or publish to the live feed, the old secrets
+    both = Redactor([*config_secrets(old.config), *config_secrets(new.config)])
     redacting: RedactingFilter | None = app.extensions.get(REDACTING)
-    if redacting is not None:  # requests in flight may still log the old secrets
-        secrets = [*config_secrets(old.config), *config_secrets(new.config)]
-        redacting.use(Redactor(secrets))
+    if redacting is not None:
+        redacting.use(both)
+    new.accounts.feed.use(both)  # the feed outlives the reload (its watchers stay)
     install(app, new)
     return new.accounts.background(old.accounts)
 

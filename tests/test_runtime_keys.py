@@ -482,9 +482,11 @@ def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(
     server, cli = SQLiteKeys(path), SQLiteKeys(path)
     stamp = tmp_path / "limits.db-keys"
 
-    def age() -> None:  # the stamp as if last written a minute ago
+    aged = time.time_ns() - 60 * 10**9
+
+    def age() -> None:  # the stamp as if last written a minute ago: always the same time
         if stamp.exists():
-            os.utime(stamp, (time.time() - 60, time.time() - 60))
+            os.utime(stamp, ns=(aged, aged))
 
     assert server.changed()  # the first look
     assert not server.changed()
@@ -509,4 +511,61 @@ def test_the_sqlite_store_says_when_it_may_have_changed_without_reading_it(
     monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
     assert server.changed()
     server.close()
+    cli.close()
+
+
+class _Flaky(SQLiteKeys):
+    """The SQLite store, whose next read of the version fails when told (locked, say)."""
+
+    fail = False
+
+    def version(self) -> int:
+        if self.fail:
+            self.fail = False
+            raise KeyStoreUnavailableError("database is locked")
+        return super().version()
+
+
+async def test_a_change_whose_read_failed_is_read_at_the_next_poll(tmp_path: Path) -> None:
+    """The stamp told of the change once; the read that failed is tried again, not left until the
+    next change (a revocation would stay unread)."""
+    import os
+
+    from proxycast.accounting.keystore import RuntimeKeys, digest_of
+
+    path = tmp_path / "limits.db"
+    flaky, cli = _Flaky(path), SQLiteKeys(path)
+    keys = RuntimeKeys(flaky, lambda names: None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keys.run)
+        await trio.sleep(0.7)  # the first poll read the (empty) store
+        flaky.fail = True
+        cli.add(StoredKey(name="ivy", digest=digest_of("ivy-key"), created=time.time()))
+        stamp = tmp_path / "limits.db-keys"
+        os.utime(stamp, (time.time() - 60, time.time() - 60))  # told once, by the stamp's time
+        with trio.fail_after(5):
+            while "ivy" not in keys.clients.names:  # noqa: ASYNC110 - the poller's own pace
+                await trio.sleep(0.1)
+        assert not flaky.fail  # the read failed once, then was tried again
+        nursery.cancel_scope.cancel()
+    flaky.close()
+    cli.close()
+
+
+def test_a_stamp_that_cannot_be_written_is_said_and_the_change_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from proxycast.accounting.keystore import digest_of
+
+    path = tmp_path / "limits.db"
+    (tmp_path / "limits.db-keys").mkdir()  # where the stamp goes: not a file it can replace
+    (tmp_path / "limits.db-keys" / "x").write_text("")
+    cli = SQLiteKeys(path)
+    cli.add(StoredKey(name="ivy", digest=digest_of("ivy-key"), created=time.time()))
+    assert [k.name for k in cli.load()] == ["ivy"]
+    assert "the client keys changed, but" in caplog.text
+    assert "they read the keys within 30 s" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("limits.db-keys")) == [
+        "limits.db-keys"
+    ]  # no temporary file left
     cli.close()

@@ -302,7 +302,8 @@ class RuntimeKeys:
         is a thread and a query), until cancelled."""
         while True:
             try:
-                if self.store.changed():
+                # after a failed read, read again: the change the store told of is not read yet
+                if self._failing or self.store.changed():
                     await self.refresh()
             except KeyStoreUnavailableError as exc:  # away: keep the keys known, say it once
                 if not self._failing:

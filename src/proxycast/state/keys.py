@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ import attrs
 
 from proxycast.core.redact import hide_password, without_password
 from proxycast.state.sqlite import connect
+
+log = logging.getLogger("proxycast")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -154,12 +157,24 @@ class SQLiteKeys:
         return changed
 
     def _stamped(self, changed: bool) -> bool:
-        """After a committed change (``changed``): a new stamp, for the pollers."""
+        """After a committed change (``changed``): a new stamp, for the pollers. The change is
+        made either way: a stamp that cannot be written is said, not raised."""
         if changed:
             temporary = f"{self._stamp}.{os.getpid()}.{threading.get_ident()}"
-            with open(temporary, "w") as stamp:
-                stamp.write(f"{time.time_ns()}\n")
-            os.replace(temporary, self._stamp)
+            try:
+                with open(temporary, "w") as stamp:
+                    stamp.write(f"{time.time_ns()}\n")
+                os.replace(temporary, self._stamp)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                log.warning(
+                    "the client keys changed, but %s, which tells the workers, could not be "
+                    "written (%s): they read the keys within %.0f s",
+                    self._stamp,
+                    exc,
+                    RECHECK_SECONDS,
+                )
         return changed
 
     def _write(self, change: Any) -> Any:

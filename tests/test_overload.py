@@ -57,24 +57,28 @@ def test_admission_by_state_and_by_the_body_to_come() -> None:
     memory = [50 * MB]
     overload = Overload(100, measure=lambda: memory[0])
     overload.sample()
-    first = overload.admit(stream=True, body_bytes=20 * MB)
-    second = overload.admit(stream=False, body_bytes=20 * MB)  # 90 MB with the last sample
-    assert (first, second) == (20 * MB, 20 * MB)
-    with pytest.raises(ProxycastError) as refused:  # 96 MB: past 95% before the next sample
-        overload.admit(stream=False, body_bytes=6 * MB)
+    first = overload.admit(stream=True, body_bytes=10 * MB)  # 50 + 3 x 10 (its parse's copies)
+    assert first == 10 * MB
+    with pytest.raises(ProxycastError) as refused:  # 60 + 3 x 12: past 95%
+        overload.admit(stream=False, body_bytes=12 * MB)
     assert refused.value.status == 503
     assert refused.value.headers["retry-after"]
+    assert "a body of 12582912 bytes, with its parse, would take it past 95%" in str(
+        refused.value.message
+    )
+    second = overload.admit(stream=False, body_bytes=10 * MB)  # 60 + 3 x 10
     overload.sample()  # the bodies still arriving are in no sample yet: still counted
     with pytest.raises(ProxycastError):
-        overload.admit(stream=False, body_bytes=6 * MB)
+        overload.admit(stream=False, body_bytes=9 * MB)  # 70 + 3 x 9
     overload.arrived(first)
     overload.arrived(second)
-    with pytest.raises(ProxycastError):  # arrived, but not in a sample yet
-        overload.admit(stream=False, body_bytes=6 * MB)
-    memory[0] = 90 * MB
-    overload.sample()  # the next sample has what arrived since
-    overload.admit(stream=False, body_bytes=4 * MB)
+    memory[0] = 70 * MB  # arrived: in the memory (a large body's admission takes a sample)
+    overload.admit(stream=False, body_bytes=6 * MB)  # 70 + 3 x 6
     assert overload.admit(stream=False) == 0
+    memory[0] = 90 * MB  # a large body is admitted on the memory now, not on the last sample
+    with pytest.raises(ProxycastError, match="new streams are refused"):
+        overload.admit(stream=True, body_bytes=2 * MB)
+    assert overload.state == SHEDDING_STREAMS
 
     memory[0] = 90 * MB
     overload.sample()

@@ -16,7 +16,9 @@ that hovers at a threshold does not flip the state at every poll). Between two s
 whose declared body would take the last sample past the second threshold is refused as well: a
 flood of large bodies arrives faster than one poll. A body admitted counts until the first sample
 after it has arrived (:meth:`Overload.arrived`): one still arriving when a sample is taken is not in
-that sample yet, whatever the time it takes to come.
+that sample yet, whatever the time it takes to come. A large body (:data:`LARGE_BODY_BYTES`) is
+admitted on a fresh sample, with room for three times its size: its bytes, and its parse's text and
+objects (large parses run one at a time).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ HYSTERESIS = 0.05
 """Share of the limit the memory must fall below a threshold before its state is left."""
 POLL_SECONDS = 0.2
 """How often the worker's RSS is read."""
+LARGE_BODY_BYTES = 1024 * 1024
+"""A body at least this large is admitted on a fresh sample of the memory (one small read)."""
 RETRY_AFTER = "2"
 """Seconds a shed client is told to wait (``Retry-After``)."""
 
@@ -140,9 +144,9 @@ class Overload:
 
         Args:
             stream: whether it streams (refused from :data:`SHEDDING_STREAMS` on).
-            body_bytes: the body it declares: refused when it would take the memory past
-                :data:`SHED_ALL_AT` with the bodies still counted; else counted until the first
-                sample after it has arrived.
+            body_bytes: the body it declares: refused when it, and its parse, would take the
+                memory past :data:`SHED_ALL_AT` with the bodies still counted; else counted until
+                the first sample after it has arrived.
 
         Returns:
             The bytes counted: hand them to :meth:`arrived` once the body is read (or is not).
@@ -151,12 +155,18 @@ class Overload:
         if state == SHEDDING_ALL or (stream and state == SHEDDING_STREAMS):
             raise self._refusal()
         if body_bytes:
+            if body_bytes >= LARGE_BODY_BYTES:  # the memory now, not as it was up to a poll ago
+                self.sample()
+                if self.state == SHEDDING_ALL or (stream and self.state == SHEDDING_STREAMS):
+                    raise self._refusal()
             counted = self.rss + self._arriving + self._reserved
-            if counted + body_bytes > self.limit * SHED_ALL_AT:
+            # room for the body, and for its parse (its text and its objects, made once it has
+            # arrived: twice the body, one parse at a time)
+            if counted + 3 * body_bytes > self.limit * SHED_ALL_AT:
                 raise self._refusal(
                     f"memory at {counted / self.limit:.0%} of server.max_memory_mb ({counted >> 20}"
                     f" of {self.limit >> 20} MB, with the bodies arriving): a body of {body_bytes}"
-                    f" bytes would take it past {SHED_ALL_AT:.0%}"
+                    f" bytes, with its parse, would take it past {SHED_ALL_AT:.0%}"
                 )
             self._arriving += body_bytes
         return body_bytes

@@ -315,8 +315,9 @@ def main() -> None:
     parser.add_argument(
         "--still",
         action="store_true",
-        help="stretch the gateway's periodic timers to an hour (bench/still.py), one hash seed: "
-        "each request's own work, without the background's",
+        help="stretch the gateway's periodic timers to an hour (bench/still.py), one hash seed, "
+        "a full garbage collection before each count: each request's own work, without the "
+        "background's",
     )
     parser.add_argument("--out", default="instructions", help="bench/results/OUT.{json,md}")
     parser.add_argument(

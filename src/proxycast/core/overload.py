@@ -151,14 +151,12 @@ class Overload:
         Returns:
             The bytes counted: hand them to :meth:`arrived` once the body is read (or is not).
         """
+        if body_bytes >= LARGE_BODY_BYTES:  # the memory now, not as it was up to a poll ago
+            self.sample()
         state = self.state
         if state == SHEDDING_ALL or (stream and state == SHEDDING_STREAMS):
             raise self._refusal()
         if body_bytes:
-            if body_bytes >= LARGE_BODY_BYTES:  # the memory now, not as it was up to a poll ago
-                self.sample()
-                if self.state == SHEDDING_ALL or (stream and self.state == SHEDDING_STREAMS):
-                    raise self._refusal()
             counted = self.rss + self._arriving + self._reserved
             # room for the body, and for its parse (its text and its objects, made once it has
             # arrived: twice the body, one parse at a time)

@@ -120,9 +120,7 @@ def _mentions(headers: Mapping[str, str], prefix: str) -> bool:
     per name: it runs on every answer)."""
     raw: list[tuple[bytes, bytes]] | None = getattr(headers, "raw", None)
     if raw is not None:
-        names = b"\n".join(dict(raw)).lower()
-        wanted = prefix.encode()
-        return names.startswith(wanted) or b"\n" + wanted in names
+        return b"\n" + prefix.encode() in b"\n" + b"\n".join(dict(raw)).lower()
     return any(name.lower().startswith(prefix) for name in headers)
 
 
